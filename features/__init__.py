@@ -1,0 +1,1 @@
+"""The data contract, loaders, validation, the shop simulator, importers and point-in-time features."""

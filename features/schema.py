@@ -1,0 +1,124 @@
+"""The data contract: every table, its columns, their kinds, and which are required.
+
+This is the one place that names columns. Builders and loaders import the constants from here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# column kinds
+ID = "id"  # string identifier
+TIME = "time"  # timestamp (naive, UTC if the source had an offset)
+FLOAT = "float"
+INT = "int"
+BOOL = "bool"
+TEXT = "text"  # free or categorical text
+
+EVENT_TYPES = ("view", "add_to_cart", "remove_from_cart", "wishlist")
+OFFER_GROUPS = ("treatment", "control")
+TABLE_EXTENSIONS = (".parquet", ".csv.gz", ".csv")
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    kind: str
+    required: bool = False
+    nullable: bool = True
+    allowed: tuple[str, ...] | None = None
+    min_value: float | None = None
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    name: str
+    columns: tuple[Column, ...]
+    unique: tuple[str, ...] = ()  # columns whose combination must be unique
+    required_table: bool = False
+
+    @property
+    def required(self) -> list[str]:
+        return [c.name for c in self.columns if c.required]
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    def column(self, name: str) -> Column:
+        for c in self.columns:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+
+CUSTOMERS = TableSpec(
+    "customers",
+    (
+        Column("customer_id", ID, required=True, nullable=False),
+        Column("signup_at", TIME),
+        Column("region", TEXT),
+        Column("acquisition_channel", TEXT),
+        Column("opted_out", BOOL),
+    ),
+    unique=("customer_id",),
+)
+
+PRODUCTS = TableSpec(
+    "products",
+    (
+        Column("product_id", ID, required=True, nullable=False),
+        Column("category", TEXT),
+        Column("brand", TEXT),
+        Column("price", FLOAT, min_value=0.0),
+        Column("unit_cost", FLOAT, min_value=0.0),
+        Column("in_stock", BOOL),
+        Column("replenishable", BOOL),
+    ),
+    unique=("product_id",),
+)
+
+ORDERS = TableSpec(
+    "orders",
+    (
+        Column("order_id", ID, required=True, nullable=False),
+        Column("customer_id", ID, required=True),  # missing ids are tolerated, counted, excluded
+        Column("product_id", ID, required=True, nullable=False),
+        Column("ts", TIME, required=True, nullable=False),
+        Column("quantity", FLOAT, required=True, nullable=False),
+        Column("unit_price", FLOAT, required=True, nullable=False, min_value=0.0),
+        Column("discount", FLOAT, min_value=0.0),
+        Column("channel", TEXT),
+    ),
+    required_table=True,
+)
+
+EVENTS = TableSpec(
+    "events",
+    (
+        Column("customer_id", ID, required=True),
+        Column("product_id", ID, required=True, nullable=False),
+        Column("event_type", TEXT, required=True, nullable=False, allowed=EVENT_TYPES),
+        Column("ts", TIME, required=True, nullable=False),
+        Column("session_id", ID),
+        Column("channel", TEXT),
+    ),
+)
+
+OFFER_LOG = TableSpec(
+    "offer_log",
+    (
+        Column("customer_id", ID, required=True, nullable=False),
+        Column("offer_id", ID, required=True, nullable=False),
+        Column("sent_at", TIME, required=True, nullable=False),
+        Column("channel", TEXT, required=True, nullable=False),
+        Column("group", TEXT, required=True, nullable=False, allowed=OFFER_GROUPS),
+        Column("redeemed_at", TIME),
+        Column("order_id", ID),
+        Column("propensity", FLOAT, min_value=0.0),
+        Column("campaign_id", ID),
+    ),
+)
+
+TABLES: dict[str, TableSpec] = {t.name: t for t in (CUSTOMERS, PRODUCTS, ORDERS, EVENTS, OFFER_LOG)}
+OFFERS_FILE = "offers.yaml"
