@@ -1,0 +1,174 @@
+"""Importers that turn public datasets into the shop data contract, with honest row accounting.
+
+* ``import_online_retail``: the UCI Online Retail file (one row per invoice line).
+* ``import_complete_journey``: the 84.51 / dunnhumby Complete Journey tables.
+
+Each returns an :class:`ImportReport` of what was kept, dropped (and why) and turned into returns.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from features.io import write_table
+
+log = logging.getLogger(__name__)
+
+# Online Retail stock codes that are not products (postage, fees, adjustments, samples, vouchers, charity)
+NON_PRODUCT_CODES = frozenset({"POST", "DOT", "M", "m", "C2", "D", "S", "BANK CHARGES", "AMAZONFEE", "CRUK",
+                               "B", "PADS"})
+NON_PRODUCT_PREFIXES = ("gift_0001",)
+
+
+def is_non_product(codes: pd.Series) -> pd.Series:
+    """True for stock codes that are fees, postage, adjustments or vouchers rather than products."""
+    c = codes.astype(str)
+    return c.isin(NON_PRODUCT_CODES) | c.str.startswith(NON_PRODUCT_PREFIXES)
+
+
+@dataclass
+class ImportReport:
+    source: str
+    input_rows: int = 0
+    kept_rows: int = 0
+    returns: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+    tables: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "input_rows": self.input_rows, "kept_rows": self.kept_rows,
+                "returns": self.returns, "dropped": self.dropped, "tables": self.tables}
+
+
+def import_online_retail(src: str | Path, out: str | Path) -> ImportReport:
+    """Convert the UCI Online Retail CSV (``online_retail.csv.gz``) into a shop directory.
+
+    Cancellations (``C`` invoices) and negative quantities become returns; rows without a CustomerID are
+    dropped and counted (they are sales but cannot feed per-customer models); non-product stock codes and
+    bad-debt adjustments (``A`` invoices) are dropped and counted; Country becomes region.
+    """
+    src, out = Path(src), Path(out)
+    if src.is_dir():
+        src = src / "online_retail.csv.gz"
+    df = pd.read_csv(src, dtype=str, keep_default_na=False, na_values=[""])
+    rep = ImportReport(source=str(src), input_rows=len(df))
+    missing = {"InvoiceNo", "StockCode", "Quantity", "InvoiceDate", "UnitPrice", "CustomerID", "Country"} - set(df)
+    if missing:
+        raise ValueError(f"{src}: not the Online Retail file, missing columns {sorted(missing)}")
+    drop_masks = {
+        "no_customer_id": df["CustomerID"].isna(),
+        "bad_debt_adjustment": df["InvoiceNo"].str.startswith("A"),
+        "non_product_code": is_non_product(df["StockCode"]),
+    }
+    keep = pd.Series(True, index=df.index)
+    for reason, m in drop_masks.items():
+        rep.dropped[reason] = int((m & keep).sum())  # each row counted once, under its first reason
+        keep &= ~m
+    d = df[keep]
+    qty = pd.to_numeric(d["Quantity"], errors="raise")
+    is_return = d["InvoiceNo"].str.startswith("C") | (qty < 0)
+    qty = np.where(is_return, -qty.abs(), qty)
+    orders = pd.DataFrame({
+        "order_id": d["InvoiceNo"].to_numpy(),
+        "customer_id": d["CustomerID"].str.replace(r"\.0$", "", regex=True).to_numpy(),
+        "product_id": d["StockCode"].str.upper().to_numpy(),
+        "ts": pd.to_datetime(d["InvoiceDate"]).to_numpy(),
+        "quantity": qty.astype(float),
+        "unit_price": pd.to_numeric(d["UnitPrice"]).to_numpy(),
+        "discount": 0.0,
+        "channel": "web",
+    })
+    rep.kept_rows, rep.returns = len(orders), int(is_return.sum())
+    pos = orders[orders["quantity"] > 0]
+    price = pos.groupby("product_id")["unit_price"].median()
+    products = pd.DataFrame({"product_id": sorted(orders["product_id"].unique())})
+    products["price"] = products["product_id"].map(price)
+    products["in_stock"] = True
+    country = d.assign(cid=orders["customer_id"].to_numpy()).groupby("cid")["Country"].agg(
+        lambda s: s.value_counts().index[0])
+    customers = pd.DataFrame({"customer_id": country.index.to_numpy(), "region": country.to_numpy()})
+    for name, t in (("orders", orders), ("products", products), ("customers", customers)):
+        write_table(t, out, name)
+        rep.tables[name] = len(t)
+    (out / "import_report.yaml").write_text(yaml.safe_dump(rep.to_dict(), sort_keys=False))
+    log.info("online retail: %s", rep.to_dict())
+    return rep
+
+
+def import_complete_journey(src: str | Path, out: str | Path) -> ImportReport:
+    """Convert the Complete Journey tables into a shop directory.
+
+    transactions -> orders (discount = loyalty + coupon + coupon-match discounts; unit price is what the
+    customer would have paid undiscounted); products -> products (category = department); campaigns and
+    coupon redemptions -> offer_log and ``offers.yaml`` (one offer per campaign). The data has no control
+    group, so every offer_log row is ``treatment``: uplift cannot be measured on it, redemption can.
+    """
+    src, out = Path(src), Path(out)
+    rd = lambda name: pd.read_csv(src / f"{name}.csv.gz", dtype=str, keep_default_na=False, na_values=[""])  # noqa: E731
+    tx = rd("transactions_sample")
+    rep = ImportReport(source=str(src), input_rows=len(tx))
+    q = pd.to_numeric(tx["quantity"])
+    sales = pd.to_numeric(tx["sales_value"])
+    disc = sum(pd.to_numeric(tx[c]).fillna(0.0) for c in ("retail_disc", "coupon_disc", "coupon_match_disc"))
+    bad = q <= 0
+    rep.dropped["non_positive_quantity"] = int(bad.sum())
+    keep = ~bad
+    orders = pd.DataFrame({
+        "order_id": tx.loc[keep, "basket_id"].to_numpy(),
+        "customer_id": tx.loc[keep, "household_id"].to_numpy(),
+        "product_id": tx.loc[keep, "product_id"].to_numpy(),
+        "ts": pd.to_datetime(tx.loc[keep, "transaction_timestamp"], utc=True).dt.tz_localize(None).to_numpy(),
+        "quantity": q[keep].to_numpy(),
+        "unit_price": ((sales + disc)[keep] / q[keep]).round(4).to_numpy(),
+        "discount": disc[keep].round(4).to_numpy(),
+        "channel": "store",
+    })
+    rep.kept_rows = len(orders)
+    prods = rd("products")
+    used = prods[prods["product_id"].isin(orders["product_id"])]
+    products = pd.DataFrame({"product_id": used["product_id"].to_numpy(),
+                             "category": used["department"].str.lower().to_numpy(),
+                             "brand": used["brand"].to_numpy(), "in_stock": True})
+    missing = sorted(set(orders["product_id"]) - set(products["product_id"]))
+    if missing:
+        products = pd.concat([products, pd.DataFrame({"product_id": missing, "in_stock": True})], ignore_index=True)
+    demo = rd("demographics")
+    hh = sorted(set(orders["customer_id"]) | set(rd("campaigns")["household_id"]))
+    customers = pd.DataFrame({"customer_id": hh}).merge(
+        demo[["household_id", "income"]].rename(columns={"household_id": "customer_id", "income": "income_band"}),
+        on="customer_id", how="left")
+    camp, desc, red = rd("campaigns"), rd("campaign_descriptions"), rd("coupon_redemptions")
+    desc["start_date"] = pd.to_datetime(desc["start_date"])
+    desc["end_date"] = pd.to_datetime(desc["end_date"])
+    ol = camp.merge(desc, on="campaign_id", how="left")
+    first_red = (red.assign(redemption_date=pd.to_datetime(red["redemption_date"]))
+                 .groupby(["household_id", "campaign_id"])["redemption_date"].min().reset_index())
+    ol = ol.merge(first_red, on=["household_id", "campaign_id"], how="left")
+    offer_log = pd.DataFrame({
+        "customer_id": ol["household_id"].to_numpy(),
+        "offer_id": ("cj_campaign_" + ol["campaign_id"].str.zfill(2)).to_numpy(),
+        "campaign_id": ol["campaign_id"].to_numpy(),
+        "sent_at": ol["start_date"].to_numpy(),
+        "channel": "mail",
+        "group": "treatment",
+        "redeemed_at": ol["redemption_date"].to_numpy(),
+    })
+    offers = {"offers": [
+        {"id": f"cj_campaign_{r.campaign_id.zfill(2)}", "name": f"Campaign {r.campaign_id} ({r.campaign_type})",
+         "kind": "coupon", "value": 0, "channels": ["mail"], "cost_per_send": {"mail": 0.5},
+         "valid_from": str(r.start_date.date()), "valid_to": str(r.end_date.date()), "eligibility": {}}
+        for r in desc.itertuples()]}
+    for name, t in (("orders", orders), ("products", products), ("customers", customers),
+                    ("offer_log", offer_log)):
+        write_table(t, out, name)
+        rep.tables[name] = len(t)
+    (out / "offers.yaml").write_text(yaml.safe_dump(offers, sort_keys=False))
+    (out / "import_report.yaml").write_text(yaml.safe_dump(rep.to_dict(), sort_keys=False))
+    return rep
