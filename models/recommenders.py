@@ -1,0 +1,600 @@
+"""Product recommenders behind one interface, business rules, cold start and explanations.
+
+Every recommender is fitted on :class:`features.interactions.InteractionData` and speaks the caller's ids:
+``recommend(customer_ids, k, ...)`` returns a DataFrame ``[customer_id, product_id, score, rank]``
+and ``similar_items(product_ids, k)`` returns ``[product_id, similar_product_id, score, rank]``.
+Matrix rows never cross this boundary.
+
+Recommending is candidate scoring -> business rules -> ranking. Component models give ``-inf`` to
+items they cannot score; customers a model does not know get no rows (the :class:`RecommendationEngine`
+fills them with a marked fallback).
+
+Example
+-------
+>>> rec = BlendRecommender(RecommenderConfig(seed=1)).fit(data)       # doctest: +SKIP
+>>> rec.recommend(["C0000001"], k=5)                                  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import scipy.sparse as sp  # noqa: E402
+
+from features.exceptions import ModelFitError, NotFittedError  # noqa: E402
+from features.interactions import InteractionData  # noqa: E402
+
+log = logging.getLogger(__name__)
+NEG = -np.inf
+EVENT_WEIGHT = {"view": 0.25, "wishlist": 0.5, "add_to_cart": 1.0, "remove_from_cart": 0.0, "purchase": 3.0}
+COLUMNS = ["customer_id", "product_id", "score", "rank"]
+
+
+@dataclass(frozen=True)
+class RecommenderConfig:
+    """Model settings. ``seed`` makes ALS/BPR initialisation reproducible."""
+
+    factors: int = 64
+    """Latent factors of ALS and BPR."""
+    als_iterations: int = 15
+    als_regularization: float = 0.05
+    bm25_k1: float = 100.0
+    bm25_b: float = 0.8
+    bpr_iterations: int = 100
+    bpr_learning_rate: float = 0.05
+    knn_neighbours: int = 50
+    """Neighbours kept per item in the item-to-item (BM25) model."""
+    knn_k1: float = 1.2
+    knn_b: float = 0.75
+    replenish_boost: float = 1.5
+    """Buy-again multiplier for replenishable products."""
+    blend_weights: tuple[tuple[str, float], ...] | None = None
+    """Fixed blend weights; None learns them on the last weeks before the cutoff."""
+    seed: int = 42
+
+    def to_params(self) -> dict[str, Any]:
+        return {f"rec.{k}": (str(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class BusinessRules:
+    """What may be shown. Applied after scoring, before ranking."""
+
+    exclude_returned: bool = True
+    exclude_out_of_stock: bool = True
+    exclude_bought: bool = False
+    allow_replenishable: bool = True
+    """With exclude_bought, still allow products people reorder."""
+    categories: tuple[str, ...] | None = None
+    """Only these categories (allow list)."""
+    exclude_categories: tuple[str, ...] = ()
+
+
+@dataclass
+class UserContext:
+    """Interaction rows of a batch of customers, including live session events."""
+
+    customer_ids: np.ndarray
+    rows: np.ndarray  # training row or -1
+    W: sp.csr_matrix
+    P: sp.csr_matrix
+    L: sp.csr_matrix
+    R: sp.csr_matrix
+    has_session: np.ndarray
+
+    @property
+    def known(self) -> np.ndarray:
+        return (self.rows >= 0) | self.has_session
+
+
+def build_context(data: InteractionData, customer_ids: Any,
+                  session: dict[str, list[tuple[str, str]]] | None = None) -> UserContext:
+    """Rows of ``data`` for ``customer_ids``; ``session`` adds live (product_id, event_type) pairs."""
+    ids = np.asarray(pd.Index(customer_ids).astype(object))
+    rows = data.users.rows(ids)
+    n, m = len(ids), len(data.items)
+
+    def take(M: sp.csr_matrix) -> sp.csr_matrix:
+        safe = np.where(rows >= 0, rows, 0)
+        out = M[safe]
+        out = sp.diags((rows >= 0).astype(float)) @ out
+        return sp.csr_matrix(out)
+
+    W, P, L, R = take(data.weights), take(data.purchases), take(data.last_purchase_days), take(data.returned)
+    has = np.zeros(n, bool)
+    if session:
+        r_, c_, v_, pr_, pc_ = [], [], [], [], []
+        for i, cid in enumerate(ids):
+            for pid, etype in session.get(str(cid), []):
+                j = data.items.rows([pid])[0]
+                if j < 0:
+                    continue
+                has[i] = True
+                r_.append(i)
+                c_.append(j)
+                v_.append(EVENT_WEIGHT.get(etype, 0.25))
+                if etype == "purchase":
+                    pr_.append(i)
+                    pc_.append(j)
+        if r_:
+            W = sp.csr_matrix(W + sp.csr_matrix((v_, (r_, c_)), shape=(n, m)))
+        if pr_:
+            P = sp.csr_matrix(P + sp.csr_matrix((np.ones(len(pr_)), (pr_, pc_)), shape=(n, m)))
+            L = sp.csr_matrix(L.maximum(sp.csr_matrix((np.ones(len(pr_)), (pr_, pc_)), shape=(n, m))))
+    return UserContext(ids, rows, W, P, L, R, has)
+
+
+def rules_mask(data: InteractionData, ctx: UserContext, rules: BusinessRules) -> np.ndarray:
+    """Boolean (customers x items): True where the item may be shown to the customer."""
+    n, m = len(ctx.customer_ids), len(data.items)
+    item_ok = np.ones(m, bool)
+    if rules.exclude_out_of_stock:
+        item_ok &= data.item_ok
+    cats = data.item_category
+    if rules.categories is not None:
+        item_ok &= np.isin(cats, list(rules.categories))
+    if rules.exclude_categories:
+        item_ok &= ~np.isin(cats, list(rules.exclude_categories))
+    mask = np.broadcast_to(item_ok, (n, m)).copy()
+    if rules.exclude_returned:
+        mask &= ~(ctx.R.toarray() > 0)
+    if rules.exclude_bought:
+        bought = ctx.P.toarray() > 0
+        if rules.allow_replenishable:
+            bought &= ~data.item_replenishable[None, :]
+        mask &= ~bought
+    return mask
+
+
+def _topk(scores: np.ndarray, k: int, ids: np.ndarray, items: np.ndarray) -> pd.DataFrame:
+    k = min(k, scores.shape[1])
+    if k <= 0 or scores.shape[0] == 0:
+        return pd.DataFrame(columns=COLUMNS)
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    ps = np.take_along_axis(scores, part, axis=1)
+    # stable tie-break on item index makes output deterministic
+    order = np.lexsort((part, -ps), axis=1)
+    top = np.take_along_axis(part, order, axis=1)
+    ts = np.take_along_axis(ps, order, axis=1)
+    rows = np.repeat(np.arange(len(ids)), k)
+    flat_s = ts.ravel()
+    keep = np.isfinite(flat_s)
+    df = pd.DataFrame({"customer_id": ids[rows][keep], "product_id": items[top.ravel()][keep],
+                       "score": flat_s[keep].astype(float)})
+    df["rank"] = df.groupby("customer_id", sort=False).cumcount() + 1
+    return df
+
+
+class Recommender:
+    """Base class: ``fit`` -> ``self``; scoring is ``_score(ctx)``; rules and ranking are shared."""
+
+    name = "base"
+
+    def __init__(self, config: RecommenderConfig | None = None) -> None:
+        self.config = config or RecommenderConfig()
+        self.data: InteractionData | None = None
+
+    # -- fitting --------------------------------------------------------------------------------
+    def fit(self, data: InteractionData) -> Recommender:
+        if data.weights.nnz == 0:
+            raise ModelFitError(f"{self.name}: no interactions to learn from")
+        self.data = data
+        self._fit(data)
+        return self
+
+    def _fit(self, data: InteractionData) -> None:
+        pass
+
+    def _require(self) -> InteractionData:
+        if self.data is None:
+            raise NotFittedError(type(self).__name__)
+        return self.data
+
+    # -- scoring --------------------------------------------------------------------------------
+    def _score(self, ctx: UserContext) -> np.ndarray:
+        raise NotImplementedError
+
+    def score(self, ctx: UserContext) -> np.ndarray:
+        """Scores (customers x items); -inf where the model has nothing to say."""
+        s = np.asarray(self._score(ctx), dtype=np.float64)
+        s[~ctx.known] = NEG
+        return s
+
+    def recommend(self, customer_ids: Any, k: int = 10, rules: BusinessRules | None = None,
+                  exclude_bought: bool | None = None, session: dict[str, list[tuple[str, str]]] | None = None,
+                  batch: int = 1024) -> pd.DataFrame:
+        """Top-k products per customer, ``[customer_id, product_id, score, rank]``.
+
+        Parameters
+        ----------
+        customer_ids
+            The caller's ids. Unknown customers without session events get no rows.
+        k
+            Maximum number of products per customer (>= 1).
+        rules
+            Business rules (defaults: no returned, no out-of-stock, no non-products).
+        exclude_bought
+            Shortcut that overrides ``rules.exclude_bought``.
+        session
+            Live events per customer id: ``{customer_id: [(product_id, event_type), ...]}``.
+        """
+        data = self._require()
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        rules = rules or BusinessRules()
+        if exclude_bought is not None:
+            rules = BusinessRules(**{**asdict(rules), "exclude_bought": exclude_bought})
+        ids = np.asarray(pd.Index(customer_ids).astype(object))
+        out = []
+        for start in range(0, len(ids), batch):
+            ctx = build_context(data, ids[start:start + batch], session)
+            s = self.score(ctx)
+            s[~rules_mask(data, ctx, rules)] = NEG
+            out.append(_topk(s, k, ctx.customer_ids, data.items.ids))
+        if not out:
+            return pd.DataFrame(columns=COLUMNS)
+        return pd.concat(out, ignore_index=True)[COLUMNS]
+
+    def similar_items(self, product_ids: Any, k: int = 10) -> pd.DataFrame:
+        """Items most similar to each given product (cosine of item vectors), excluding itself."""
+        data = self._require()
+        sim = self._item_similarity()
+        ids = np.asarray(pd.Index(product_ids).astype(object))
+        rows = data.items.rows(ids)
+        known = rows >= 0
+        if not known.any():
+            return pd.DataFrame(columns=["product_id", "similar_product_id", "score", "rank"])
+        S = sim(rows[known])
+        S[np.arange(len(S)), rows[known]] = NEG
+        S[:, ~data.item_ok] = NEG
+        df = _topk(S, k, ids[known], data.items.ids)
+        return df.rename(columns={"customer_id": "product_id_", "product_id": "similar_product_id"}).rename(
+            columns={"product_id_": "product_id"})[["product_id", "similar_product_id", "score", "rank"]]
+
+    def _item_similarity(self) -> Any:
+        data = self._require()
+        X = sp.csr_matrix(data.weights.T.astype(np.float32))
+        norms = np.sqrt(X.multiply(X).sum(axis=1)).A.ravel()
+        norms[norms == 0] = 1
+        Xn = sp.diags(1 / norms) @ X
+
+        def sim(rows: np.ndarray) -> np.ndarray:
+            return (Xn[rows] @ Xn.T).toarray().astype(np.float64)
+        return sim
+
+    # -- persistence ----------------------------------------------------------------------------
+    def save(self, path: str | Path) -> None:
+        with open(path, "wb") as f:
+            pickle.dump(self, f, protocol=pickle.HIGHEST_PROTOCOL)
+
+    @staticmethod
+    def load(path: str | Path) -> Recommender:
+        with open(path, "rb") as f:
+            obj = pickle.load(f)
+        if not isinstance(obj, Recommender):
+            raise TypeError(f"{path} does not hold a Recommender")
+        return obj
+
+
+class PopularityRecommender(Recommender):
+    """Most bought products overall (the same list for everyone)."""
+
+    name = "popularity"
+
+    def _fit(self, data: InteractionData) -> None:
+        self.pop_ = np.log1p(np.asarray(data.purchases.sum(axis=0)).ravel()) + 1e-6 * np.log1p(
+            np.asarray(data.weights.sum(axis=0)).ravel())
+
+    def _score(self, ctx: UserContext) -> np.ndarray:
+        return np.broadcast_to(self.pop_, (len(ctx.customer_ids), len(self.pop_))).copy()
+
+
+class TrendingRecommender(Recommender):
+    """Most bought products in the recent window, overall or in the customer's region."""
+
+    name = "trending"
+
+    def _fit(self, data: InteractionData) -> None:
+        pop = np.log1p(np.asarray(data.purchases.sum(axis=0)).ravel())
+        self.overall_ = np.log1p(data.recent_item_weight) + 1e-3 * pop
+        self.region_ = {r: np.log1p(v) + 1e-3 * self.overall_ for r, v in data.region_recent.items()}
+
+    def scores_for_region(self, region: str | None) -> np.ndarray:
+        return self.region_.get(str(region), self.overall_) if region is not None else self.overall_
+
+    def _score(self, ctx: UserContext) -> np.ndarray:
+        data = self._require()
+        reg = [data.user_region[r] if r >= 0 else None for r in ctx.rows]
+        return np.vstack([self.scores_for_region(g) for g in reg]) if len(reg) else np.zeros((0, len(self.overall_)))
+
+
+class BuyAgainRecommender(Recommender):
+    """The customer's own repeat purchases: how often, how recently, and whether it is replenishable."""
+
+    name = "buy_again"
+
+    def _score(self, ctx: UserContext) -> np.ndarray:
+        data = self._require()
+        P = ctx.P.toarray()
+        L = ctx.L.toarray()
+        recency = np.divide(1.0, np.log2(1 + L), out=np.zeros_like(L, dtype=float), where=L > 0)
+        s = P + 0.5 * recency
+        s = s * np.where(data.item_replenishable, self.config.replenish_boost, 1.0)[None, :]
+        return np.where(P > 0, s, NEG)
+
+
+class ALSRecommender(Recommender):
+    """implicit's ALS on BM25-weighted interactions; live sessions are folded in with recalculate_user."""
+
+    name = "als"
+
+    def _fit(self, data: InteractionData) -> None:
+        from implicit.als import AlternatingLeastSquares
+        from implicit.nearest_neighbours import bm25_weight
+        c = self.config
+        X = bm25_weight(data.weights, K1=c.bm25_k1, B=c.bm25_b).tocsr().astype(np.float32)
+        self.model_ = AlternatingLeastSquares(factors=c.factors, regularization=c.als_regularization,
+                                              iterations=c.als_iterations, random_state=c.seed, num_threads=1)
+        self.model_.fit(X, show_progress=False)
+        uf, itf = np.asarray(self.model_.user_factors), np.asarray(self.model_.item_factors)
+        if not (np.isfinite(uf).all() and np.isfinite(itf).all()):
+            raise ModelFitError("ALS: NaN encountered in factors; lower the learning settings or check weights")
+        self.idf_scale_ = float(X.data.mean() / max(data.weights.data.mean(), 1e-9))
+
+    def _user_vectors(self, ctx: UserContext) -> np.ndarray:
+        uf = np.asarray(self.model_.user_factors)
+        vec = np.zeros((len(ctx.rows), uf.shape[1]), dtype=np.float32)
+        stored = (ctx.rows >= 0) & ~ctx.has_session
+        vec[stored] = uf[ctx.rows[stored]]
+        for i in np.flatnonzero(ctx.has_session):
+            row = sp.csr_matrix(ctx.W[i] * self.idf_scale_, dtype=np.float32)
+            vec[i] = np.asarray(self.model_.recalculate_user(0, row)).ravel()
+        return vec
+
+    def _score(self, ctx: UserContext) -> np.ndarray:
+        return self._user_vectors(ctx) @ np.asarray(self.model_.item_factors).T
+
+    def _item_similarity(self) -> Any:
+        itf = np.asarray(self.model_.item_factors, dtype=np.float64)
+        n = np.linalg.norm(itf, axis=1)
+        n[n == 0] = 1
+        v = itf / n[:, None]
+        return lambda rows: v[rows] @ v.T
+
+
+class BPRRecommender(Recommender):
+    """implicit's Bayesian Personalised Ranking; sessions use the mean of the session items' vectors."""
+
+    name = "bpr"
+
+    def _fit(self, data: InteractionData) -> None:
+        from implicit.bpr import BayesianPersonalizedRanking
+        c = self.config
+        X = data.weights.copy().tocsr().astype(np.float32)
+        X.data = np.ones_like(X.data)
+        self.model_ = BayesianPersonalizedRanking(factors=c.factors, iterations=c.bpr_iterations,
+                                                  learning_rate=c.bpr_learning_rate, random_state=c.seed,
+                                                  num_threads=1)
+        self.model_.fit(X, show_progress=False)
+
+    def _score(self, ctx: UserContext) -> np.ndarray:
+        uf, itf = np.asarray(self.model_.user_factors), np.asarray(self.model_.item_factors)
+        vec = np.zeros((len(ctx.rows), uf.shape[1]), dtype=np.float32)
+        stored = (ctx.rows >= 0) & ~ctx.has_session
+        vec[stored] = uf[ctx.rows[stored]]
+        for i in np.flatnonzero(ctx.has_session):
+            idx = ctx.W[i].indices
+            if len(idx):
+                vec[i] = itf[idx].mean(axis=0)
+        return vec @ itf.T
+
+
+class ItemKNNRecommender(Recommender):
+    """Item-to-item nearest neighbours with BM25 weighting (implicit's BM25Recommender)."""
+
+    name = "item_knn"
+
+    def _fit(self, data: InteractionData) -> None:
+        from implicit.nearest_neighbours import BM25Recommender
+        c = self.config
+        self.model_ = BM25Recommender(K=c.knn_neighbours, K1=c.knn_k1, B=c.knn_b, num_threads=1)
+        self.model_.fit(data.weights.tocsr().astype(np.float64), show_progress=False)
+        self.sim_ = sp.csr_matrix(self.model_.similarity, dtype=np.float64)
+
+    def _score(self, ctx: UserContext) -> np.ndarray:
+        s = (ctx.W @ self.sim_).toarray()
+        return np.where(s > 0, s, NEG)
+
+    def _item_similarity(self) -> Any:
+        return lambda rows: self.sim_[rows].toarray()
+
+    def because(self, ctx: UserContext, i: int, item: int) -> int | None:
+        """The customer's item that contributed most to ``item``'s score (for explanations)."""
+        row = ctx.W[i]
+        if row.nnz == 0:
+            return None
+        contrib = row.data * self.sim_[row.indices, item].toarray().ravel()
+        if contrib.max() <= 0:
+            return None
+        return int(row.indices[int(np.argmax(contrib))])
+
+
+DEFAULT_WEIGHTS = (("buy_again", 1.0), ("item_knn", 1.0), ("als", 0.5), ("popularity", 0.1))
+WEIGHT_GRID = [
+    DEFAULT_WEIGHTS,
+    (("buy_again", 1.0), ("item_knn", 0.5), ("als", 0.5), ("popularity", 0.1)),
+    (("buy_again", 1.0), ("item_knn", 1.5), ("als", 0.5), ("popularity", 0.05)),
+    (("buy_again", 1.0), ("item_knn", 1.0), ("als", 1.0), ("popularity", 0.1)),
+    (("buy_again", 0.5), ("item_knn", 1.0), ("als", 1.0), ("popularity", 0.1)),
+    (("buy_again", 1.5), ("item_knn", 1.0), ("als", 0.25), ("popularity", 0.1)),
+    (("buy_again", 1.0), ("item_knn", 1.0), ("als", 0.0), ("popularity", 0.2)),
+]
+
+
+def _normalise(s: np.ndarray) -> np.ndarray:
+    """Per-customer scaling to [0, 1] over finite scores; -inf becomes 0."""
+    fin = np.isfinite(s)
+    t = np.where(fin, s, np.nan)
+    lo = np.nanmin(np.where(fin.any(axis=1, keepdims=True), t, 0), axis=1, keepdims=True)
+    hi = np.nanmax(np.where(fin.any(axis=1, keepdims=True), t, 1), axis=1, keepdims=True)
+    out = (t - lo) / np.where(hi - lo > 0, hi - lo, 1.0)
+    return np.nan_to_num(out, nan=0.0)
+
+
+class BlendRecommender(Recommender):
+    """The production recommender: a weighted blend of buy-again, item-to-item, ALS and popularity,
+    each normalised per customer. Weights are chosen on the last weeks before the cutoff
+    (``tune(...)``) unless fixed in the config."""
+
+    name = "production"
+
+    def __init__(self, config: RecommenderConfig | None = None) -> None:
+        super().__init__(config)
+        self.weights_: dict[str, float] = dict(self.config.blend_weights or DEFAULT_WEIGHTS)
+        self.tuning_: list[dict[str, Any]] = []
+
+    def _fit(self, data: InteractionData) -> None:
+        self.components_: dict[str, Recommender] = {
+            "buy_again": BuyAgainRecommender(self.config), "item_knn": ItemKNNRecommender(self.config),
+            "als": ALSRecommender(self.config), "popularity": PopularityRecommender(self.config)}
+        for c in self.components_.values():
+            c.fit(data)
+
+    def _score(self, ctx: UserContext) -> np.ndarray:
+        total = np.zeros((len(ctx.rows), len(self._require().items)))
+        for name, w in self.weights_.items():
+            if w:
+                total += w * _normalise(self.components_[name].score(ctx))
+        return total
+
+    def component_scores(self, ctx: UserContext) -> dict[str, np.ndarray]:
+        return {n: _normalise(c.score(ctx)) for n, c in self.components_.items()}
+
+    def tune(self, truth: dict[str, set[str]], k: int = 10, rules: BusinessRules | None = None,
+             grid: list[tuple[tuple[str, float], ...]] | None = None) -> BlendRecommender:
+        """Choose the blend weights maximising NDCG@k on ``truth`` (purchases after this model's cutoff)."""
+        from models.metrics import ranking_report
+        data = self._require()
+        users = [u for u in truth if u in data.users]
+        ctx = build_context(data, users)
+        comps = self.component_scores(ctx)
+        mask = rules_mask(data, ctx, rules or BusinessRules())
+        best, best_w = -1.0, self.weights_
+        self.tuning_ = []
+        for wt in grid or WEIGHT_GRID:
+            w = dict(wt)
+            s = sum(w[n] * comps[n] for n in w)
+            s = np.where(ctx.known[:, None] & mask, s, NEG)
+            rep = ranking_report(_topk(s, k, ctx.customer_ids, data.items.ids), {u: truth[u] for u in users}, k)
+            self.tuning_.append({"weights": w, f"ndcg@{k}": rep[f"ndcg@{k}"]})
+            if rep[f"ndcg@{k}"] > best:
+                best, best_w = rep[f"ndcg@{k}"], w
+        self.weights_ = dict(best_w)
+        log.info("blend weights %s (validation ndcg@%d %.4f)", self.weights_, k, best)
+        return self
+
+    def _item_similarity(self) -> Any:
+        return self.components_["item_knn"]._item_similarity()
+
+
+MODELS: dict[str, type[Recommender]] = {
+    "popularity": PopularityRecommender, "trending": TrendingRecommender, "buy_again": BuyAgainRecommender,
+    "als": ALSRecommender, "bpr": BPRRecommender, "item_knn": ItemKNNRecommender, "production": BlendRecommender,
+}
+
+
+@dataclass
+class Recommendation:
+    customer_id: str
+    source: str  # "model" or "fallback"
+    items: list[dict[str, Any]] = field(default_factory=list)
+
+
+class RecommendationEngine:
+    """What the storefront calls: the production model, rules, cold-start fallbacks and reasons.
+
+    Unknown customers with no session get trending products in their region (or overall), marked
+    ``fallback``. Customers with live session events are folded in.
+    """
+
+    def __init__(self, model: BlendRecommender, trending: TrendingRecommender,
+                 product_names: dict[str, str] | None = None) -> None:
+        self.model, self.trending = model, trending
+        self.names = product_names or {}
+
+    @property
+    def data(self) -> InteractionData:
+        return self.model._require()
+
+    def _name(self, pid: str) -> str:
+        return self.names.get(pid, pid)
+
+    def recommend_one(self, customer_id: str, k: int = 10, rules: BusinessRules | None = None,
+                      session: list[tuple[str, str]] | None = None, region: str | None = None) -> Recommendation:
+        data = self.data
+        rules = rules or BusinessRules()
+        sess = {customer_id: session} if session else None
+        ctx = build_context(data, [customer_id], sess)
+        if ctx.known[0]:
+            comps = self.model.component_scores(ctx)
+            s = sum(w * comps[n] for n, w in self.model.weights_.items())
+            s = np.where(rules_mask(data, ctx, rules), s, NEG)
+            top = _topk(s, k, ctx.customer_ids, data.items.ids)
+            if len(top):
+                items = []
+                knn = self.model.components_["item_knn"]
+                assert isinstance(knn, ItemKNNRecommender)
+                for r in top.itertuples():
+                    j = data.items.rows([r.product_id])[0]
+                    items.append({"product_id": r.product_id, "score": round(float(r.score), 6), "rank": int(r.rank),
+                                  "reason": self._reason(ctx, comps, knn, j)})
+                return Recommendation(customer_id, "model", items)
+        # fallback: trending in the region, else overall
+        reg = region
+        if reg is None and ctx.rows[0] >= 0:
+            reg = data.user_region[ctx.rows[0]]
+        scores = self.trending.scores_for_region(reg)
+        in_region = reg is not None and str(reg) in self.trending.region_
+        s = np.where(rules_mask(data, ctx, rules)[0], scores, NEG)[None, :]
+        top = _topk(s, k, ctx.customer_ids, data.items.ids)
+        reason = f"popular in your region ({reg})" if in_region else "trending now"
+        return Recommendation(customer_id, "fallback", [
+            {"product_id": r.product_id, "score": round(float(r.score), 6), "rank": int(r.rank), "reason": reason}
+            for r in top.itertuples()])
+
+    def _reason(self, ctx: UserContext, comps: dict[str, np.ndarray], knn: ItemKNNRecommender, j: int) -> str:
+        data = self.data
+        contrib = {n: self.model.weights_.get(n, 0) * comps[n][0, j] for n in comps}
+        top = max(contrib, key=lambda n: contrib[n])
+        if top == "buy_again" and ctx.P[0, j] > 0:
+            return "you buy this regularly" if ctx.P[0, j] >= 2 or data.item_replenishable[j] else "buy it again"
+        src = knn.because(ctx, 0, j)
+        if src is not None and top in ("item_knn", "als"):
+            verb = "bought" if ctx.P[0, src] > 0 else "viewed"
+            return f"because you {verb} {self._name(str(data.items.ids[src]))}"
+        if top == "popularity":
+            return "popular right now"
+        return "recommended for you"
+
+    def similar_items(self, product_id: str, k: int = 10) -> tuple[str, list[dict[str, Any]]]:
+        df = self.model.similar_items([product_id], k)
+        if len(df):
+            return "model", [{"product_id": r.similar_product_id, "score": round(float(r.score), 6), "rank": int(r.rank)}
+                             for r in df.itertuples()]
+        top = _topk(np.where(self.data.item_ok, self.trending.overall_, NEG)[None, :], k,
+                    np.array([product_id], dtype=object), self.data.items.ids)
+        return "fallback", [{"product_id": r.product_id, "score": round(float(r.score), 6), "rank": int(r.rank)}
+                            for r in top.itertuples()]
+
+
+NON_PRODUCT_RE = re.compile(r"^(POST|DOT|M|C2|D|S|BANK CHARGES|AMAZONFEE|CRUK|B|PADS|gift_0001.*)$", re.I)
