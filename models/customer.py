@@ -68,8 +68,9 @@ def _feature_columns(X: pd.DataFrame) -> list[str]:
 class _LGBMBase:
     objective: str = "binary"
 
-    def __init__(self, config: CustomerModelConfig | None = None) -> None:
+    def __init__(self, config: CustomerModelConfig | None = None, categorical: list[str] | None = None) -> None:
         self.config = config or CustomerModelConfig()
+        self.categorical = list(categorical or CATEGORICAL)
         self.booster_: lgb.Booster | None = None
         self.columns_: list[str] = []
         self.categories_: dict[str, list[str]] = {}
@@ -100,7 +101,7 @@ class _LGBMBase:
         if not np.isfinite(np.asarray(y, float)).all():
             raise ModelFitError(f"{type(self).__name__}: the target has NaN or infinite values")
         self.columns_ = _feature_columns(X)
-        self.categories_ = {c: sorted(X[c].dropna().astype(str).unique().tolist()) for c in CATEGORICAL
+        self.categories_ = {c: sorted(X[c].dropna().astype(str).unique().tolist()) for c in self.categorical
                             if c in self.columns_}
         data = lgb.Dataset(self._prepare(X), label=np.asarray(y, float), categorical_feature=list(self.categories_),
                            free_raw_data=True)

@@ -438,6 +438,8 @@ WEIGHT_GRID = [
     (("buy_again", 0.5), ("item_knn", 1.0), ("als", 1.0), ("popularity", 0.1)),
     (("buy_again", 1.5), ("item_knn", 1.0), ("als", 0.25), ("popularity", 0.1)),
     (("buy_again", 1.0), ("item_knn", 1.0), ("als", 0.0), ("popularity", 0.2)),
+    (("buy_again", 0.5), ("item_knn", 0.5), ("als", 1.0), ("popularity", 0.05)),
+    (("buy_again", 0.25), ("item_knn", 0.25), ("als", 1.0), ("popularity", 0.0)),
 ]
 
 

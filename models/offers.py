@@ -1,0 +1,415 @@
+"""Next-best offer: the catalogue, eligibility and contact rules, uplift scoring, decisions, budgeted
+audiences, control groups and measurement.
+
+Deciding is candidates -> expected incremental margin -> rules, caps and budget. "Do nothing" is always
+a candidate: an offer is made only when its expected incremental margin is positive.
+
+Expected incremental margin of offer o for customer c::
+
+    uplift(c, o) * basket(c) * margin_rate * (1 - return_rate(c))     # orders the offer causes
+  - p_redeem(c, o) * cost_on_redemption(o, basket(c))                  # coupons used, caused or not
+  - cost_per_send(o, channel)
+
+``uplift`` = P(order in window | offer) - P(order in window | no offer), learned from offer_log treatment
+and control groups with two LightGBM models (a T-learner, offer id as a feature). Offers without
+history use the documented prior: uplift 0.01 and redemption 0.05.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from features.exceptions import CatalogueError, NotFittedError
+from models.customer import ChurnModel, CustomerModelConfig
+
+KINDS = ("percent_off", "amount_off", "free_shipping", "loyalty_points", "product_promotion",
+         "category_promotion", "win_back", "coupon")
+ELIGIBILITY_KEYS = {"min_orders", "min_net_value", "max_net_value", "churn_risk", "segments",
+                    "has_bought_category", "not_bought_in_days", "bought_within_days", "regions"}
+PRIOR_UPLIFT, PRIOR_REDEEM = 0.01, 0.05
+
+
+@dataclass(frozen=True)
+class Offer:
+    id: str
+    name: str
+    kind: str
+    value: float
+    channels: tuple[str, ...]
+    cost_per_send: dict[str, float]
+    valid_from: pd.Timestamp | None = None
+    valid_to: pd.Timestamp | None = None
+    eligibility: dict[str, Any] = field(default_factory=dict)
+    max_per_customer: int = 10**6
+    cooldown_days: int = 0
+    redemption_window_days: int = 14
+    budget: float | None = None
+    max_volume: int | None = None
+
+    def cost_on_redemption(self, basket: np.ndarray) -> np.ndarray:
+        b = np.asarray(basket, float)
+        if self.kind in ("percent_off", "win_back", "category_promotion", "product_promotion"):
+            return b * self.value / 100.0
+        if self.kind == "amount_off":
+            return np.minimum(b, self.value)
+        if self.kind == "free_shipping":
+            return np.minimum(self.value, 0.5 * b)
+        if self.kind == "loyalty_points":
+            return b * self.value / 100.0
+        return np.full_like(b, float(self.value))
+
+
+@dataclass(frozen=True)
+class OfferCatalogue:
+    offers: tuple[Offer, ...]
+    control_share: float = 0.1
+    margin_rate: float = 0.45
+
+    def get(self, offer_id: str) -> Offer:
+        for o in self.offers:
+            if o.id == offer_id:
+                return o
+        raise KeyError(offer_id)
+
+    @property
+    def ids(self) -> list[str]:
+        return [o.id for o in self.offers]
+
+
+def parse_catalogue(raw: dict[str, Any] | None) -> OfferCatalogue:
+    """Validate ``offers.yaml`` content. Raises :class:`CatalogueError` naming the offer and the reason."""
+    if not raw or not isinstance(raw.get("offers"), list):
+        raise CatalogueError("offers.yaml: expected a top-level 'offers:' list")
+    seen: set[str] = set()
+    offers = []
+    for i, o in enumerate(raw["offers"]):
+        oid = str(o.get("id", f"#{i}")) if isinstance(o, dict) else f"#{i}"
+
+        def bad(reason: str, oid: str = oid) -> CatalogueError:
+            return CatalogueError(f"offer {oid}: {reason}")
+        if not isinstance(o, dict):
+            raise bad("each offer must be a mapping")
+        if "id" not in o:
+            raise bad("missing 'id'")
+        if oid in seen:
+            raise bad("duplicate id")
+        seen.add(oid)
+        kind = o.get("kind")
+        if kind not in KINDS:
+            raise bad(f"kind {kind!r} is not one of {list(KINDS)}")
+        chans = o.get("channels") or []
+        if not chans:
+            raise bad("no channels")
+        cps = o.get("cost_per_send") or {}
+        missing = [c for c in chans if c not in cps]
+        if missing:
+            raise bad(f"no cost_per_send for channel(s) {missing}")
+        if any(float(v) < 0 for v in cps.values()):
+            raise bad("negative cost_per_send")
+        value = float(o.get("value", 0))
+        if value < 0 or (kind in ("percent_off", "win_back") and value > 100):
+            raise bad(f"value {value} out of range for kind {kind}")
+        elig = o.get("eligibility") or {}
+        unknown = set(elig) - ELIGIBILITY_KEYS
+        if unknown:
+            raise bad(f"unknown eligibility rule(s) {sorted(unknown)}; known: {sorted(ELIGIBILITY_KEYS)}")
+        if "churn_risk" in elig:
+            cr = elig["churn_risk"]
+            if not (isinstance(cr, list) and len(cr) == 2 and 0 <= cr[0] <= cr[1] <= 1):
+                raise bad("churn_risk must be [low, high] with 0 <= low <= high <= 1")
+        vf = pd.Timestamp(o["valid_from"]) if o.get("valid_from") else None
+        vt = pd.Timestamp(o["valid_to"]) if o.get("valid_to") else None
+        if vf is not None and vt is not None and vt < vf:
+            raise bad("valid_to is before valid_from")
+        offers.append(Offer(
+            id=oid, name=str(o.get("name", oid)), kind=kind, value=value, channels=tuple(chans),
+            cost_per_send={k: float(v) for k, v in cps.items()}, valid_from=vf, valid_to=vt, eligibility=dict(elig),
+            max_per_customer=int(o.get("max_per_customer", 10**6)), cooldown_days=int(o.get("cooldown_days", 0)),
+            redemption_window_days=int(o.get("redemption_window_days", 14)),
+            budget=float(o["budget"]) if o.get("budget") is not None else None,
+            max_volume=int(o["max_volume"]) if o.get("max_volume") is not None else None))
+    d = raw.get("defaults") or {}
+    share = float(d.get("control_share", 0.1))
+    if not 0 <= share < 1:
+        raise CatalogueError(f"defaults.control_share {share} must be in [0, 1)")
+    return OfferCatalogue(tuple(offers), control_share=share, margin_rate=float(d.get("margin_rate", 0.45)))
+
+
+def in_control_group(customer_ids: Any, campaign: str, share: float) -> np.ndarray:
+    """Deterministic, persistent control membership: sha256(campaign:customer) mapped to [0, 1) < share."""
+    out = np.empty(len(customer_ids), bool)
+    for i, c in enumerate(customer_ids):
+        h = hashlib.sha256(f"{campaign}:{c}".encode()).digest()
+        out[i] = int.from_bytes(h[:8], "big") / 2**64 < share
+    return out
+
+
+@dataclass(frozen=True)
+class ContactRules:
+    max_contacts: int = 2
+    """At most this many offers per customer per period and channel."""
+    period_days: int = 30
+    recent_purchase_days: int = 3
+    """No offer to a customer who bought in the last N days."""
+
+    def to_params(self) -> dict[str, Any]:
+        return {f"contact.{k}": v for k, v in asdict(self).items()}
+
+
+def eligible(offer: Offer, X: pd.DataFrame, churn: pd.Series, segments: pd.Series | None,
+             now: pd.Timestamp, bought_categories: dict[str, set[str]] | None = None) -> np.ndarray:
+    """Boolean per customer row of X: does the offer's eligibility hold (validity window included)?"""
+    ok = np.ones(len(X), bool)
+    if offer.valid_from is not None and now < offer.valid_from:
+        return ~ok
+    if offer.valid_to is not None and now > offer.valid_to:
+        return ~ok
+    e = offer.eligibility
+    if "min_orders" in e:
+        ok &= X["n_orders"].to_numpy() >= e["min_orders"]
+    if "min_net_value" in e:
+        ok &= X["net_revenue"].to_numpy() >= e["min_net_value"]
+    if "max_net_value" in e:
+        ok &= X["net_revenue"].to_numpy() <= e["max_net_value"]
+    if "churn_risk" in e:
+        c = churn.reindex(X.index).to_numpy()
+        ok &= (c >= e["churn_risk"][0]) & (c <= e["churn_risk"][1])
+    if "segments" in e and segments is not None:
+        ok &= segments.reindex(X.index).isin(e["segments"]).to_numpy()
+    if "not_bought_in_days" in e:
+        ok &= np.nan_to_num(X["recency_days"].to_numpy(float), nan=1e9) >= e["not_bought_in_days"]
+    if "bought_within_days" in e:
+        ok &= np.nan_to_num(X["recency_days"].to_numpy(float), nan=1e9) <= e["bought_within_days"]
+    if "regions" in e:
+        ok &= X["region"].astype(object).isin(e["regions"]).to_numpy()
+    if "has_bought_category" in e and bought_categories is not None:
+        ok &= np.array([e["has_bought_category"] in bought_categories.get(str(c), set()) for c in X.index])
+    return ok
+
+
+class UpliftModel:
+    """T-learner: P(order within the window) with and without the offer, plus P(redeem | offer)."""
+
+    def __init__(self, config: CustomerModelConfig | None = None) -> None:
+        self.config = config or CustomerModelConfig(n_estimators=200, num_leaves=15, min_child_samples=50)
+        self.offers_: set[str] = set()
+        self.treated_: ChurnModel | None = None
+
+    @staticmethod
+    def _frame(X: pd.DataFrame, offer_ids: Any) -> pd.DataFrame:
+        return X.assign(offer_id=pd.Categorical(np.asarray(offer_ids, dtype=object)))
+
+    def fit(self, X: pd.DataFrame, offer_ids: Any, treated: Any, bought: Any, redeemed: Any) -> UpliftModel:
+        """Rows are (customer features at send time, offer, group, outcome)."""
+        from features.customer import CATEGORICAL
+        t = np.asarray(treated, bool)
+        F = self._frame(X, offer_ids).reset_index(drop=True)
+        cats = [*CATEGORICAL, "offer_id"]
+        y, r = np.asarray(bought, float), np.asarray(redeemed, float)
+        self.treated_ = ChurnModel(self.config, cats).fit(F[t], y[t])
+        self.control_ = ChurnModel(self.config, cats).fit(F[~t], y[~t])
+        self.redeem_ = ChurnModel(self.config, cats).fit(F[t], r[t])
+        self.offers_ = set(map(str, offer_ids))
+        return self
+
+    def predict(self, X: pd.DataFrame, offer_id: str) -> pd.DataFrame:
+        """uplift, p_treated, p_control, p_redeem per customer for one offer (prior if no history)."""
+        if self.treated_ is None:
+            raise NotFittedError("UpliftModel")
+        if offer_id not in self.offers_:
+            return pd.DataFrame({"uplift": PRIOR_UPLIFT, "p_treated": np.nan, "p_control": np.nan,
+                                 "p_redeem": PRIOR_REDEEM, "prior": True}, index=X.index)
+        F = self._frame(X, [offer_id] * len(X))
+        pt = self.treated_.predict(F).to_numpy()
+        pc = self.control_.predict(F).to_numpy()
+        pr = self.redeem_.predict(F).to_numpy()
+        return pd.DataFrame({"uplift": pt - pc, "p_treated": pt, "p_control": pc, "p_redeem": pr, "prior": False},
+                            index=X.index)
+
+
+def reasons_for(row: pd.Series, churn: float | None) -> list[str]:
+    out = []
+    if churn is not None and churn >= 0.6:
+        out.append("churn risk high")
+    elif churn is not None and churn >= 0.3:
+        out.append("churn risk medium")
+    if float(row.get("discount_share", 0) or 0) >= 0.3:
+        out.append("discount-responsive")
+    if float(row.get("orders_90", 0) or 0) >= 3:
+        out.append("frequent buyer")
+    if float(row.get("return_rate", 0) or 0) >= 0.4:
+        out.append("returns a lot")
+    return out
+
+
+TRIGGER_PREFERENCE = {"dormancy": ("win_back",), "churn_risk": ("win_back", "percent_off"),
+                      "spend_jump": ("loyalty_points",), "first_purchase": ("free_shipping", "loyalty_points"),
+                      "high_value_return": ()}
+
+
+class OfferPolicy:
+    """Scores every (customer, offer, channel) by expected incremental margin and picks the best or none."""
+
+    def __init__(self, catalogue: OfferCatalogue, uplift: UpliftModel, contact: ContactRules | None = None) -> None:
+        self.catalogue, self.uplift, self.contact = catalogue, uplift, contact or ContactRules()
+
+    def score(self, X: pd.DataFrame, churn: pd.Series, now: pd.Timestamp, channel: str | None = None,
+              segments: pd.Series | None = None, history: pd.DataFrame | None = None,
+              opted_out: pd.Series | None = None) -> pd.DataFrame:
+        """All eligible candidates with their expected incremental margin (long format).
+
+        ``history``: past contacts (customer_id, offer_id, sent_at, channel, group) for caps and cooldowns.
+        """
+        basket = X["avg_order_value"].fillna(X["avg_order_value"].median()).clip(lower=0).to_numpy(float)
+        ret = X["return_rate"].fillna(0).clip(0, 1).to_numpy(float)
+        blocked = np.zeros(len(X), bool)
+        if opted_out is not None:
+            blocked |= opted_out.reindex(X.index).fillna(False).to_numpy(bool)
+        blocked |= np.nan_to_num(X["recency_days"].to_numpy(float), nan=1e9) < self.contact.recent_purchase_days
+        frames = []
+        for o in self.catalogue.offers:
+            chans = [c for c in o.channels if channel is None or c == channel]
+            if not chans:
+                continue
+            ok = eligible(o, X, churn, segments, now) & ~blocked
+            if not ok.any():
+                continue
+            ok &= ~self._capped(o, X.index, now, history, chans[0])
+            if not ok.any():
+                continue
+            u = self.uplift.predict(X[ok], o.id)
+            ch = min(chans, key=lambda c: o.cost_per_send[c])
+            b = basket[ok]
+            gain = u["uplift"].to_numpy() * b * self.catalogue.margin_rate * (1 - ret[ok])
+            cost = u["p_redeem"].to_numpy() * o.cost_on_redemption(b) + o.cost_per_send[ch]
+            frames.append(pd.DataFrame({
+                "customer_id": X.index[ok], "offer_id": o.id, "kind": o.kind, "channel": ch,
+                "expected_value": gain - cost, "send_cost": o.cost_per_send[ch], "uplift": u["uplift"].to_numpy(),
+                "p_redeem": u["p_redeem"].to_numpy(), "prior": u["prior"].to_numpy()}))
+        if not frames:
+            return pd.DataFrame(columns=["customer_id", "offer_id", "kind", "channel", "expected_value", "send_cost",
+                                         "uplift", "p_redeem", "prior"])
+        return pd.concat(frames, ignore_index=True)
+
+    def _capped(self, o: Offer, index: pd.Index, now: pd.Timestamp, history: pd.DataFrame | None,
+                channel: str) -> np.ndarray:
+        if history is None or not len(history):
+            return np.zeros(len(index), bool)
+        h = history[(history["sent_at"] <= now) & (history["group"] == "treatment")]
+        same = h[h["offer_id"] == o.id]
+        n_same = same.groupby("customer_id").size().reindex(index).fillna(0).to_numpy()
+        last_same = same.groupby("customer_id")["sent_at"].max().reindex(index)
+        cool = (now - last_same) < pd.Timedelta(days=o.cooldown_days)
+        recent = h[(h["sent_at"] > now - pd.Timedelta(days=self.contact.period_days)) & (h["channel"] == channel)]
+        n_recent = recent.groupby("customer_id").size().reindex(index).fillna(0).to_numpy()
+        return (n_same >= o.max_per_customer) | cool.fillna(False).to_numpy(bool) | (n_recent >= self.contact.max_contacts)
+
+    def decide(self, X: pd.DataFrame, churn: pd.Series, now: pd.Timestamp, campaign: str = "default",
+               channel: str | None = None, segments: pd.Series | None = None, history: pd.DataFrame | None = None,
+               triggers: pd.DataFrame | None = None, opted_out: pd.Series | None = None) -> pd.DataFrame:
+        """Best offer per customer or ``none``; control-group members are recorded and get nothing."""
+        cand = self.score(X, churn, now, channel, segments, history, opted_out)
+        trig = {}
+        if triggers is not None and len(triggers):
+            trig = triggers.groupby("customer_id")["trigger"].agg(list).to_dict()
+        if len(cand) and trig:  # a trigger breaks ties towards the offer that answers it
+            pref = cand.apply(lambda r: any(r["kind"] in TRIGGER_PREFERENCE.get(t, ()) for t in trig.get(r["customer_id"], [])),
+                              axis=1)
+            cand["rank_value"] = cand["expected_value"] + np.where(pref & (cand["expected_value"] > 0), 1e-6, 0)
+        else:
+            cand["rank_value"] = cand["expected_value"]
+        best = cand.sort_values("rank_value", ascending=False, kind="stable").drop_duplicates("customer_id")
+        best = best.set_index("customer_id").reindex(X.index)
+        control = in_control_group(list(X.index), campaign, self.catalogue.control_share)
+        out = []
+        for i, cid in enumerate(X.index):
+            r = best.loc[cid]
+            c = float(churn.get(cid, np.nan)) if cid in churn.index else None
+            why = reasons_for(X.loc[cid], c)
+            t = trig.get(cid, [])
+            has = isinstance(r["offer_id"], str) and r["expected_value"] > 0
+            out.append({
+                "customer_id": cid, "offer_id": r["offer_id"] if has else "none",
+                "channel": r["channel"] if has else None,
+                "expected_value": round(float(r["expected_value"]), 4) if has else 0.0,
+                "group": "control" if control[i] else "treatment",
+                "send": bool(has and not control[i]),
+                "reason": ", ".join(why + ([f"trigger: {', '.join(t)}"] if t else [])) or
+                          ("no offer is worth its cost" if not has else "best expected incremental margin"),
+                "trigger": t[0] if t else None,
+                "uplift": None if not has else round(float(r["uplift"]), 4),
+                "propensity": None if not has else round(float(r["p_redeem"]), 4),
+            })
+        return pd.DataFrame(out)
+
+
+def choose_audience(candidates: pd.DataFrame, budget: float, max_volume: int | None = None) -> pd.DataFrame:
+    """One offer per customer maximising expected incremental margin within ``budget`` (greedy by value per
+    cost: each customer's best offer by value density, then by density until the budget is spent).
+
+    ``candidates`` needs customer_id, offer_id, expected_value, send_cost. Only positive values are taken.
+    """
+    c = candidates[candidates["expected_value"] > 0].copy()
+    c["density"] = c["expected_value"] / c["send_cost"].clip(lower=1e-9)
+    c = c.sort_values(["density", "expected_value"], ascending=False, kind="stable").drop_duplicates("customer_id")
+    spent = np.cumsum(c["send_cost"].to_numpy())
+    keep = spent <= budget + 1e-9
+    if max_volume is not None:
+        keep &= np.arange(len(c)) < max_volume
+    return c[keep].drop(columns="density").reset_index(drop=True)
+
+
+def optimal_audience_value(candidates: pd.DataFrame, budget: float) -> float:
+    """The exact optimum (scipy milp) of the same problem, for checking the greedy on small cases."""
+    from scipy.optimize import Bounds, LinearConstraint, milp
+    c = candidates[candidates["expected_value"] > 0].reset_index(drop=True)
+    if not len(c):
+        return 0.0
+    cust = pd.factorize(c["customer_id"])[0]
+    A_one = np.zeros((cust.max() + 1, len(c)))
+    A_one[cust, np.arange(len(c))] = 1
+    cons = [LinearConstraint(A_one, 0, 1), LinearConstraint(c["send_cost"].to_numpy()[None, :], 0, budget)]
+    res = milp(-c["expected_value"].to_numpy(), constraints=cons, integrality=np.ones(len(c)), bounds=Bounds(0, 1))
+    return float(-res.fun) if res.success else float("nan")
+
+
+def measure_uplift(log: pd.DataFrame, by: list[str] | None = None, z: float = 1.96) -> pd.DataFrame:
+    """Treatment vs control outcome rates with a normal-approximation confidence interval.
+
+    ``log`` needs ``group`` and ``converted`` (0/1) plus the ``by`` columns (e.g. campaign_id, segment).
+    """
+    by = by or ["campaign_id"]
+    rows = []
+    for key, g in log.groupby(by):
+        t = g.loc[g["group"] == "treatment", "converted"].astype(float)
+        c = g.loc[g["group"] == "control", "converted"].astype(float)
+        if not len(t) or not len(c):
+            continue
+        d = t.mean() - c.mean()
+        se = np.sqrt(t.mean() * (1 - t.mean()) / len(t) + c.mean() * (1 - c.mean()) / len(c))
+        key = key if isinstance(key, tuple) else (key,)
+        rows.append({**dict(zip(by, key, strict=True)), "treated": len(t), "control": len(c),
+                     "rate_treated": t.mean(), "rate_control": c.mean(), "uplift": d,
+                     "ci_low": d - z * se, "ci_high": d + z * se})
+    return pd.DataFrame(rows)
+
+
+def qini(uplift_score: np.ndarray, treated: np.ndarray, converted: np.ndarray) -> dict[str, float]:
+    """Qini coefficient and AUUC of an uplift ranking (higher is better; random ~ 0 for Qini)."""
+    s, t, y = np.asarray(uplift_score, float), np.asarray(treated, bool), np.asarray(converted, float)
+    order = np.argsort(-s, kind="stable")
+    t, y = t[order], y[order]
+    nt, nc = np.cumsum(t), np.cumsum(~t)
+    yt, yc = np.cumsum(y * t), np.cumsum(y * ~t)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        q = yt - np.where(nc > 0, yc * nt / nc, 0)
+        uplift_curve = np.where((nt > 0) & (nc > 0), yt / nt - yc / nc, 0) * np.arange(1, len(s) + 1)
+    n = len(s)
+    random_line = q[-1] * np.arange(1, n + 1) / n
+    return {"qini": float((q - random_line).sum() / n / max(abs(q[-1]), 1e-9)),
+            "auuc": float(uplift_curve.sum() / n / n)}

@@ -1,0 +1,146 @@
+"""Uplift training data from offer_log, fitting the offer policy, and its evaluation."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from features.customer import customer_features
+from features.io import Shop
+from models.metrics import auc
+from models.offers import OfferCatalogue, OfferPolicy, UpliftModel, choose_audience, measure_uplift, parse_catalogue, qini
+
+log = logging.getLogger(__name__)
+
+
+def uplift_training_set(shop: Shop, before: pd.Timestamp | None = None, start: pd.Timestamp | None = None,
+                        window_days: int = 14) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One row per offer_log row: customer features at the send date, group and outcome in the window.
+
+    Only rows whose whole window ends before ``before`` are used (no outcome peeks past it).
+    """
+    ol = shop.offer_log
+    if ol is None or not len(ol):
+        return pd.DataFrame(), pd.DataFrame()
+    ol = ol.copy()
+    if before is not None:
+        ol = ol[ol["sent_at"] + pd.Timedelta(days=window_days) <= before]
+    if start is not None:
+        ol = ol[ol["sent_at"] >= start]
+    o = shop.customer_orders()
+    buys = o[o["quantity"] > 0][["customer_id", "ts"]]
+    xs, ys = [], []
+    for day, g in ol.groupby(ol["sent_at"].dt.floor("D")):
+        X = customer_features(shop, day, customers=pd.Index(g["customer_id"].unique()))
+        m = g.merge(buys, on="customer_id", how="left")
+        win = (m["ts"] >= m["sent_at"]) & (m["ts"] < m["sent_at"] + pd.Timedelta(days=window_days))
+        bought = win.groupby([m["customer_id"], m["offer_id"]]).any()
+        y = pd.DataFrame({
+            "customer_id": g["customer_id"].to_numpy(), "offer_id": g["offer_id"].to_numpy(),
+            "campaign_id": g["campaign_id"].to_numpy() if "campaign_id" in g else g["offer_id"].to_numpy(),
+            "treated": (g["group"] == "treatment").to_numpy(),
+            "bought": [bool(bought.get((c, of), False)) for c, of in zip(g["customer_id"], g["offer_id"], strict=True)],
+            "redeemed": g["redeemed_at"].notna().to_numpy() if "redeemed_at" in g else False,
+            "sent_at": g["sent_at"].to_numpy()})
+        xs.append(X.loc[g["customer_id"].to_numpy()].reset_index())
+        ys.append(y)
+    X = pd.concat(xs, ignore_index=True)
+    for c in ("top_category", "preferred_channel", "acquisition_channel", "region"):
+        X[c] = X[c].astype("string").astype("category")
+    return X.set_index("customer_id"), pd.concat(ys, ignore_index=True)
+
+
+def fit_uplift(shop: Shop, before: pd.Timestamp | None = None, seed: int = 42) -> UpliftModel | None:
+    X, y = uplift_training_set(shop, before)
+    if not len(y) or y["treated"].all() or (~y["treated"]).all():
+        log.warning("offer_log has no treatment/control contrast: offers use the documented prior")
+        return None
+    from models.customer import CustomerModelConfig
+    cfg = CustomerModelConfig(n_estimators=200, num_leaves=15, min_child_samples=50, seed=seed)
+    return UpliftModel(cfg).fit(X, y["offer_id"], y["treated"], y["bought"], y["redeemed"])
+
+
+@dataclass
+class OfferEvaluation:
+    report: dict[str, Any]
+    tables: dict[str, pd.DataFrame]
+
+
+def evaluate_offers(shop: Shop, cutoff: pd.Timestamp, churn: pd.Series | None = None, seed: int = 42,
+                    truth_dir: str | Path | None = None, budget_share: float = 0.3) -> OfferEvaluation:
+    """Uplift model quality on campaigns after ``cutoff`` (Qini/AUUC, redemption AUC vs past-redemption
+    baseline), measured uplift per campaign, and - when the simulator's truth is available - the realised
+    incremental margin of each policy at the same budget."""
+    report: dict[str, Any] = {}
+    tables: dict[str, pd.DataFrame] = {}
+    if shop.offer_log is None or shop.offers is None:
+        return OfferEvaluation({"skipped": "no offer_log or offers.yaml"}, {})
+    cat = parse_catalogue(shop.offers)
+    model = fit_uplift(shop, cutoff, seed)
+    Xh, yh = uplift_training_set(shop, start=cutoff)
+    if len(yh):
+        conv = yh.assign(converted=yh["bought"].astype(int), group=np.where(yh["treated"], "treatment", "control"))
+        tables["measured_uplift"] = measure_uplift(conv, ["campaign_id"])
+        t = yh["treated"].to_numpy()
+        past = Xh["redemption_rate"].fillna(0).to_numpy()
+        report["redemption"] = {"baseline_past_redemptions": {"auc": auc(yh["redeemed"][t], past[t])}}
+        if model is not None:
+            up = np.concatenate([model.predict(Xh.iloc[[i]], o)["uplift"].to_numpy()
+                                 for i, o in enumerate(yh["offer_id"])]) if len(yh) < 200 else np.concatenate(
+                [model.predict(Xh[yh["offer_id"].to_numpy() == o], o)["uplift"].to_numpy() for o in yh["offer_id"].unique()])
+            order = np.concatenate([np.flatnonzero(yh["offer_id"].to_numpy() == o) for o in yh["offer_id"].unique()])
+            u = np.empty(len(yh))
+            u[order] = up
+            pr = np.empty(len(yh))
+            pr[order] = np.concatenate([model.predict(Xh[yh["offer_id"].to_numpy() == o], o)["p_redeem"].to_numpy()
+                                        for o in yh["offer_id"].unique()])
+            report["redemption"]["production"] = {"auc": auc(yh["redeemed"][t], pr[t])}
+            report["uplift_model"] = qini(u, t, yh["bought"].to_numpy())
+    if truth_dir is not None and Path(truth_dir, "uplift.parquet").exists() and model is not None:
+        report.update(policy_benchmark(shop, cat, model, churn, Path(truth_dir), seed, budget_share))
+    return OfferEvaluation(report, tables)
+
+
+def policy_benchmark(shop: Shop, cat: OfferCatalogue, model: UpliftModel, churn: pd.Series | None,
+                     truth_dir: Path, seed: int, budget_share: float) -> dict[str, Any]:
+    """Same budget for each policy on the simulator; realised value = true expected incremental margin."""
+    truth = pd.read_parquet(truth_dir / "uplift.parquet").set_index(["customer_id", "offer_id"])
+    now = shop.end
+    X = customer_features(shop, now)
+    X = X[X["n_orders"] > 0]
+    churn = churn.reindex(X.index).fillna(0.5) if churn is not None else pd.Series(0.5, index=X.index)
+    policy = OfferPolicy(cat, model)
+    cand = policy.score(X, churn, now, channel=None)
+    sms = cand.copy()
+    budget = budget_share * len(X) * float(np.median([min(o.cost_per_send.values()) or 0.01 for o in cat.offers]) or 0.01)
+    budget = max(budget, 1.0)
+    rng = np.random.default_rng(seed)
+    tv = truth["expected_incremental_margin"]
+
+    def realised(sel: pd.DataFrame) -> dict[str, float]:
+        vals = tv.reindex(list(zip(sel["customer_id"], sel["offer_id"], strict=True))).fillna(0.0).to_numpy()
+        return {"incremental_margin": float(vals.sum()), "cost": float(sel["send_cost"].sum()), "contacts": int(len(sel))}
+
+    def fill(order: pd.DataFrame) -> pd.DataFrame:
+        spent = np.cumsum(order["send_cost"].to_numpy())
+        return order[spent <= budget]
+
+    out: dict[str, Any] = {}
+    out["production"] = realised(choose_audience(sms, budget))
+    rnd = sms.sample(frac=1.0, random_state=seed).drop_duplicates("customer_id")
+    out["random"] = realised(fill(rnd))
+    prop = sms.sort_values("p_redeem", ascending=False).drop_duplicates("customer_id")
+    out["propensity"] = realised(fill(prop))
+    blanket_offer = next((o.id for o in cat.offers if o.kind == "percent_off"), cat.offers[0].id)
+    bl = sms[sms["offer_id"] == blanket_offer].sample(frac=1.0, random_state=seed + 1)
+    out["blanket"] = realised(fill(bl))
+    orc = sms.merge(tv.rename("true_value").reset_index(), on=["customer_id", "offer_id"], how="left")
+    orc["expected_value"] = orc["true_value"].fillna(0.0)
+    out["oracle"] = realised(choose_audience(orc, budget))
+    del rng
+    return {"policies": out, "budget": budget}
