@@ -424,6 +424,7 @@ class ItemKNNRecommender(Recommender):
         if row.nnz == 0:
             return None
         contrib = row.data * self.sim_[row.indices, item].toarray().ravel()
+        contrib[row.indices == item] = 0.0  # "because you bought X" never names X itself
         if contrib.max() <= 0:
             return None
         return int(row.indices[int(np.argmax(contrib))])
@@ -578,7 +579,7 @@ class RecommendationEngine:
         data = self.data
         contrib = {n: self.model.weights_.get(n, 0) * comps[n][0, j] for n in comps}
         top = max(contrib, key=lambda n: contrib[n])
-        if top == "buy_again" and ctx.P[0, j] > 0:
+        if ctx.P[0, j] > 0:
             return "you buy this regularly" if ctx.P[0, j] >= 2 or data.item_replenishable[j] else "buy it again"
         src = knn.because(ctx, 0, j)
         if src is not None and top in ("item_knn", "als"):

@@ -1,0 +1,202 @@
+"""What the service does, without HTTP: loading models, answering, falling back, swapping models.
+
+The BentoML service in :mod:`serving.service` is a thin typed layer over :class:`Personaliser`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from features.io import find_table, read_raw
+from models.customer import READABLE
+from models.recommenders import BusinessRules
+from serving.store import LiveStore, default_url
+from training.bundle import COMPONENTS, ServingBundle
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Loaded:
+    bundle: ServingBundle
+    versions: dict[str, str]
+    loaded_at: float
+
+    @property
+    def version(self) -> str:
+        return ",".join(f"{c}:{self.versions.get(c, '?')}" for c in COMPONENTS)
+
+
+class Personaliser:
+    """Holds the current models (swapped atomically), the fallback list and the live store."""
+
+    def __init__(self, data_dir: str | Path, bundle_dir: str | Path | None = None, store_url: str | None = None) -> None:
+        self.data_dir = Path(data_dir)
+        self.bundle_dir = Path(bundle_dir) if bundle_dir else None
+        self.store = LiveStore(store_url or os.environ.get("PERSONALISE_DB") or default_url(self.data_dir))
+        self._lock = threading.Lock()
+        self.current: Loaded | None = None
+        self.load_error: str | None = None
+        self.fallback_items: list[str] = self._fallback_from_data()
+        try:
+            self.current = self._load()
+        except Exception as e:  # the service still answers with fallbacks; readiness says why not ready
+            self.load_error = f"{type(e).__name__}: {e}"
+            log.error("could not load models: %s", self.load_error)
+
+    # -- loading --------------------------------------------------------------------------------
+    def _load(self) -> Loaded:
+        if self.bundle_dir is not None:
+            paths = {c: self.bundle_dir / f"{c}.pkl" for c in COMPONENTS}
+            versions = {c: "local" for c in COMPONENTS}
+        else:
+            from training.jobs import download_champion  # reads the registry; never trains
+            paths, versions = download_champion(self.data_dir)
+        b = ServingBundle.load(paths)
+        return Loaded(b, versions, time.time())
+
+    def reload(self) -> Loaded:
+        """Load the current champion beside the old one, then swap in one assignment."""
+        with self._lock:
+            new = self._load()
+            self.current = new
+            self.load_error = None
+            return new
+
+    def _fallback_from_data(self) -> list[str]:
+        """Best sellers of the last 30 days straight from the shop tables (used when models are missing)."""
+        try:
+            for d in (self.data_dir / "shop", self.data_dir):
+                p = find_table(d, "orders")
+                if p is not None:
+                    o = read_raw(p)
+                    o["ts"] = pd.to_datetime(o["ts"])
+                    o = o[o["ts"] >= o["ts"].max() - pd.Timedelta(days=30)]
+                    return o["product_id"].astype(str).value_counts().index[:100].tolist()
+        except Exception as e:  # noqa: BLE001
+            log.error("no fallback list: %s", e)
+        return []
+
+    @property
+    def ready(self) -> bool:
+        return self.current is not None
+
+    # -- answers --------------------------------------------------------------------------------
+    def recommend(self, customer_id: str, k: int, category: str | None, exclude_bought: bool,
+                  session_events: list[tuple[str, str]]) -> dict[str, Any]:
+        cur = self.current
+        if cur is None:
+            return {"customer_id": customer_id, "source": "fallback", "model_version": "none",
+                    "items": [{"product_id": p, "score": 0.0, "rank": i + 1, "reason": "best seller"}
+                              for i, p in enumerate(self.fallback_items[:k])]}
+        b = cur.bundle
+        live = self.store.recent_events(customer_id, b.as_of.to_pydatetime())
+        session = list(reversed(live)) + list(session_events)
+        rules = BusinessRules(exclude_bought=exclude_bought, categories=(category,) if category else None)
+        region = None
+        if customer_id in b.features.index:
+            r = b.features.at[customer_id, "region"]
+            region = None if pd.isna(r) else str(r)
+        rec = b.engine.recommend_one(customer_id, k=k, rules=rules, session=session or None, region=region)
+        return {"customer_id": customer_id, "source": rec.source, "model_version": cur.version, "items": rec.items}
+
+    def similar_items(self, product_id: str, k: int) -> dict[str, Any]:
+        cur = self.current
+        if cur is None:
+            return {"product_id": product_id, "source": "fallback", "model_version": "none",
+                    "items": [{"product_id": p, "score": 0.0, "rank": i + 1}
+                              for i, p in enumerate([x for x in self.fallback_items if x != product_id][:k])]}
+        source, items = cur.bundle.engine.similar_items(product_id, k)
+        return {"product_id": product_id, "source": source, "model_version": cur.version, "items": items}
+
+    def offers(self, customer_ids: list[str], channel: str | None, campaign: str) -> list[dict[str, Any]]:
+        cur = self.current
+        none = {"offer_id": "none", "channel": None, "expected_value": 0.0, "control_group": False,
+                "trigger": None, "source": "fallback"}
+        if cur is None or cur.bundle.policy is None:
+            why = "models not loaded" if cur is None else "no offer policy (no offer history or catalogue)"
+            return [{"customer_id": c, **none, "reason": why, "model_version": cur.version if cur else "none"}
+                    for c in customer_ids]
+        b = cur.bundle
+        known = [c for c in dict.fromkeys(customer_ids) if c in b.features.index and b.features.at[c, "n_orders"] > 0]
+        out: dict[str, dict[str, Any]] = {}
+        if known:
+            X = b.features.loc[known]
+            churn = b.scores["churn"].reindex(known)
+            seg = b.scores["segment"].reindex(known)
+            hist = self.store.decisions(dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(days=120))
+            hist = hist.rename(columns={"decided_at": "sent_at"}) if len(hist) else None
+            now = pd.Timestamp(dt.datetime.now(dt.UTC).replace(tzinfo=None))
+            now = max(now, b.as_of)
+            trig = b.triggers[b.triggers["customer_id"].isin(known)] if len(b.triggers) else None
+            opted = b.features.index.to_series().map(lambda _: False)
+            dec = b.policy.decide(X, churn, now, campaign=campaign, channel=channel, segments=seg, history=hist,
+                                  triggers=trig, opted_out=opted)
+            log_rows = []
+            for r in dec.to_dict("records"):
+                out[r["customer_id"]] = {
+                    "customer_id": r["customer_id"], "offer_id": r["offer_id"] if r["group"] == "treatment" else "none",
+                    "channel": r["channel"] if r["group"] == "treatment" else None,
+                    "expected_value": r["expected_value"], "reason": r["reason"] if r["group"] == "treatment"
+                    else f"control group of campaign {campaign}: held out for measurement ({r['reason']})",
+                    "control_group": r["group"] == "control", "trigger": r["trigger"], "source": "model",
+                    "model_version": cur.version, "would_offer": r["offer_id"]}
+                if r["offer_id"] != "none":
+                    log_rows.append({"customer_id": r["customer_id"], "offer_id": r["offer_id"], "channel": r["channel"],
+                                     "group": r["group"], "campaign_id": campaign,
+                                     "expected_value": r["expected_value"], "propensity": r["propensity"],
+                                     "model_version": cur.version})
+            self.store.add_decisions(log_rows)
+        return [out.get(c) or {"customer_id": c, **none, "reason": "unknown customer or no purchase yet",
+                               "model_version": cur.version} for c in customer_ids]
+
+    def profile(self, customer_id: str) -> dict[str, Any]:
+        cur = self.current
+        if cur is None:
+            return {"customer_id": customer_id, "known": False, "source": "fallback", "model_version": "none"}
+        b = cur.bundle
+        if customer_id not in b.features.index:
+            return {"customer_id": customer_id, "known": False, "source": "fallback", "model_version": cur.version}
+        X = b.features.loc[[customer_id]]
+        row = X.iloc[0]
+        s = b.scores.loc[customer_id]
+
+        def num(v: Any) -> float | None:
+            return None if v is None or pd.isna(v) else round(float(v), 4)
+        reasons: dict[str, Any] = {}
+        if row["n_orders"] > 0:
+            reasons["churn"] = b.churn.explain(X)[customer_id]
+            reasons["value"] = b.value.explain(X)[customer_id]
+        trig = b.triggers[b.triggers["customer_id"] == customer_id] if len(b.triggers) else pd.DataFrame()
+        return {
+            "customer_id": customer_id, "known": True, "source": "model", "model_version": cur.version,
+            "as_of": str(b.as_of),
+            "rfm": {"recency_days": num(row["recency_days"]), "orders": int(row["n_orders"]),
+                    "gross_spend": num(row["gross_spend"])},
+            "net_value": {"net_revenue": num(row["net_revenue"]), "net_margin": num(row["net_margin"]),
+                          "returns_value": num(row["returns_value"]), "return_rate": num(row["return_rate"]),
+                          "discount_share": num(row["discount_share"])},
+            "churn_risk": num(s.get("churn")), "predicted_value": num(s.get("predicted_value")),
+            "segment": None if pd.isna(s.get("segment")) else str(s.get("segment")),
+            "tiers": {k: (None if pd.isna(s.get(k)) else str(s.get(k))) for k in ("value_tier", "attrition_tier", "potential")},
+            "triggers": [{"trigger": r.trigger, "at": str(r.at), "detail": r.detail} for r in trig.itertuples()],
+            "reasons": reasons,
+            "glossary": {k: READABLE[k] for k in ("recency_days", "net_revenue") if k in READABLE},
+        }
+
+    def add_events(self, events: list[dict[str, Any]]) -> int:
+        return self.store.add_events(events)
+
+
+def _np(x: Any) -> Any:
+    return x.item() if isinstance(x, np.generic) else x

@@ -1,0 +1,175 @@
+"""The BentoML service: recommendations, offers, customer profiles and live events.
+
+Configured by environment variables (set by ``personalise serve``):
+``PERSONALISE_DATA`` data directory (MLflow store, live.db, shop tables), ``PERSONALISE_BUNDLE`` optional
+local bundle directory instead of the registry, ``PERSONALISE_DB`` event-store URL (SQLite by default,
+``postgresql://...`` for PostgreSQL), ``PERSONALISE_API_KEYS`` / ``PERSONALISE_API_KEYS_FILE``,
+``PERSONALISE_INSECURE_DEV=1`` to run without keys (local demo only), ``PERSONALISE_MAX_CONCURRENCY``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Annotated, Any, Literal
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import bentoml  # noqa: E402
+from bentoml.exceptions import InvalidArgument  # noqa: E402
+from pydantic import BaseModel, Field  # noqa: E402
+
+from serving.logic import Personaliser  # noqa: E402
+from serving.security import GuardMiddleware, install_log_redaction, load_keys  # noqa: E402
+
+install_log_redaction()
+
+log = logging.getLogger(__name__)
+ID = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$",
+                          description="An id as the shop knows it (1-64 characters: letters, digits, _ . : -)")]
+
+
+class SessionEvent(BaseModel):
+    product_id: ID
+    event_type: Literal["view", "add_to_cart", "remove_from_cart", "wishlist", "purchase"] = "view"
+
+
+class LiveEvent(BaseModel):
+    customer_id: ID
+    product_id: ID
+    event_type: Literal["view", "add_to_cart", "remove_from_cart", "wishlist", "purchase"]
+    ts: Annotated[str | None, Field(default=None, max_length=40, description="ISO time; default: now")] = None
+    session_id: Annotated[str | None, Field(default=None, max_length=64)] = None
+    channel: Annotated[str | None, Field(default=None, max_length=32)] = None
+    quantity: Annotated[float | None, Field(default=None, ge=-1000, le=1000)] = None
+    unit_price: Annotated[float | None, Field(default=None, ge=0, le=1e7)] = None
+
+
+class RecItem(BaseModel):
+    product_id: str
+    score: float
+    rank: int
+    reason: str = ""
+
+
+class RecommendResponse(BaseModel):
+    customer_id: str
+    source: Literal["model", "fallback"] = Field(description="model, or fallback for unknown customers / no model")
+    model_version: str
+    items: list[RecItem]
+
+
+class SimilarResponse(BaseModel):
+    product_id: str
+    source: str
+    model_version: str
+    items: list[dict[str, Any]]
+
+
+class OfferResponse(BaseModel):
+    customer_id: str
+    offer_id: str = Field(description='the best offer, or "none"')
+    channel: str | None
+    expected_value: float = Field(description="expected incremental margin of the offer")
+    reason: str
+    control_group: bool = Field(description="held out for measurement: receives nothing")
+    trigger: str | None = None
+    source: str
+    model_version: str
+
+
+class EventsResponse(BaseModel):
+    accepted: int
+    model_version: str
+
+
+def _config() -> dict[str, Any]:
+    return {"traffic": {"timeout": 30, "max_concurrency": int(os.environ.get("PERSONALISE_MAX_CONCURRENCY", "64"))},
+            "threads": int(os.environ.get("PERSONALISE_THREADS", "4")), "workers": 1,
+            "logging": {"access": {"enabled": os.environ.get("PERSONALISE_ACCESS_LOG", "0") == "1",
+                                   "request_content_length": False, "response_content_length": False}}}
+
+
+@bentoml.service(name="personalise", **_config())
+class PersonaliseService:
+    """Personalisation for the storefront (recommend, similar_items, events) and the CRM engine
+    (offers, offers_batch, customer_profile)."""
+
+    def __init__(self) -> None:
+        insecure = os.environ.get("PERSONALISE_INSECURE_DEV") == "1"
+        if not load_keys() and not insecure:
+            raise RuntimeError("no API keys configured: set PERSONALISE_API_KEYS or PERSONALISE_API_KEYS_FILE "
+                               "(or --insecure-dev for a local demo)")
+        data = os.environ.get("PERSONALISE_DATA", "var/demo")
+        self.p = Personaliser(data, os.environ.get("PERSONALISE_BUNDLE") or None)
+
+    def __is_ready__(self) -> bool:
+        return self.p.ready
+
+    @bentoml.api
+    def recommend(self, customer_id: ID, k: Annotated[int, Field(ge=1, le=100)] = 10,
+                  category: Annotated[str | None, Field(max_length=64)] = None, exclude_bought: bool = False,
+                  session_events: Annotated[list[SessionEvent], Field(max_length=50)] = []  # noqa: B006
+                  ) -> RecommendResponse:
+        """Products customer C should see, with score, rank and reason."""
+        out = self.p.recommend(customer_id, k, category, exclude_bought,
+                               [(e.product_id, e.event_type) for e in session_events])
+        return RecommendResponse(**out)
+
+    @bentoml.api
+    def similar_items(self, product_id: ID, k: Annotated[int, Field(ge=1, le=100)] = 10) -> SimilarResponse:
+        """Products similar to one product."""
+        return SimilarResponse(**self.p.similar_items(product_id, k))
+
+    @bentoml.api
+    def offers(self, customer_id: ID, channel: Annotated[str | None, Field(max_length=32)] = None,
+               campaign: Annotated[str, Field(min_length=1, max_length=64)] = "default") -> OfferResponse:
+        """Best offer for one customer, or "none"."""
+        return OfferResponse(**self.p.offers([customer_id], channel, campaign)[0])
+
+    @bentoml.api
+    def offers_batch(self, customer_ids: Annotated[list[ID], Field(min_length=1, max_length=1000)],
+                     channel: Annotated[str | None, Field(max_length=32)] = None,
+                     campaign: Annotated[str, Field(min_length=1, max_length=64)] = "default") -> list[OfferResponse]:
+        """Best offer for up to 1,000 customers."""
+        return [OfferResponse(**o) for o in self.p.offers(customer_ids, channel, campaign)]
+
+    @bentoml.api
+    def customer_profile(self, customer_id: ID) -> dict[str, Any]:
+        """RFM, net value, churn risk, predicted value, segment, active triggers and top reasons."""
+        return self.p.profile(customer_id)
+
+    @bentoml.api
+    def events(self, events: Annotated[list[LiveEvent], Field(min_length=1, max_length=1000)]) -> EventsResponse:
+        """Store storefront events durably; the next recommend for those customers reflects them."""
+        rows = []
+        for e in events:
+            d = e.model_dump()
+            if d["ts"]:
+                try:
+                    import pandas as pd
+                    ts = pd.Timestamp(d["ts"])
+                    d["ts"] = (ts.tz_convert("UTC").tz_localize(None) if ts.tzinfo else ts).to_pydatetime()
+                except (ValueError, TypeError) as err:
+                    raise InvalidArgument(f"events.ts: not an ISO timestamp: {d['ts'][:40]!r}") from err
+            rows.append(d)
+        n = self.p.add_events(rows)
+        cur = self.p.current
+        return EventsResponse(accepted=n, model_version=cur.version if cur else "none")
+
+    @bentoml.api
+    def reload(self) -> dict[str, Any]:
+        """Load the current champion beside the old one and swap atomically (admin)."""
+        try:
+            new = self.p.reload()
+        except Exception as e:  # the old model keeps serving
+            raise InvalidArgument(f"reload failed, still serving the previous models: {type(e).__name__}: {e}") from e
+        return {"model_version": new.version, "versions": new.versions}
+
+    @bentoml.api
+    def echo(self, customer_id: ID, k: Annotated[int, Field(ge=1, le=100)] = 10) -> dict[str, Any]:
+        """Returns its input (used by the benchmark to measure the server's own overhead)."""
+        return {"customer_id": customer_id, "k": k}
+
+
+PersonaliseService.add_asgi_middleware(GuardMiddleware, insecure=os.environ.get("PERSONALISE_INSECURE_DEV") == "1")

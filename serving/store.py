@@ -1,0 +1,108 @@
+"""The live event store and decision log: SQLite (WAL, synchronous=FULL) by default, PostgreSQL by URL.
+
+Every acknowledged write is committed before the call returns. Workers share nothing but this database.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+
+META = sa.MetaData()
+EVENTS = sa.Table(
+    "events", META,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("customer_id", sa.String(64), nullable=False, index=True),
+    sa.Column("product_id", sa.String(64), nullable=False),
+    sa.Column("event_type", sa.String(32), nullable=False),
+    sa.Column("ts", sa.DateTime, nullable=False, index=True),
+    sa.Column("session_id", sa.String(64)),
+    sa.Column("channel", sa.String(32)),
+    sa.Column("quantity", sa.Float),
+    sa.Column("unit_price", sa.Float),
+    sa.Column("received_at", sa.DateTime, nullable=False),
+)
+DECISIONS = sa.Table(
+    "decisions", META,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("customer_id", sa.String(64), nullable=False, index=True),
+    sa.Column("offer_id", sa.String(64), nullable=False),
+    sa.Column("channel", sa.String(32)),
+    sa.Column("group", sa.String(16), nullable=False),
+    sa.Column("campaign_id", sa.String(64)),
+    sa.Column("expected_value", sa.Float),
+    sa.Column("propensity", sa.Float),
+    sa.Column("model_version", sa.String(64)),
+    sa.Column("decided_at", sa.DateTime, nullable=False, index=True),
+)
+
+
+def default_url(data_dir: str | Path) -> str:
+    p = Path(data_dir) / "live.db"
+    p.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{p.resolve()}"
+
+
+class LiveStore:
+    """Durable storage of live events and offer decisions."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = sa.create_engine(url, future=True, pool_pre_ping=True)
+        if url.startswith("sqlite"):
+            @sa.event.listens_for(self.engine, "connect")
+            def _pragmas(conn: Any, _: Any) -> None:
+                cur = conn.cursor()
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute("PRAGMA synchronous=FULL")
+                cur.execute("PRAGMA busy_timeout=5000")
+                cur.close()
+        META.create_all(self.engine)
+
+    @staticmethod
+    def _now() -> dt.datetime:
+        return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+    def add_events(self, events: list[dict[str, Any]]) -> int:
+        if not events:
+            return 0
+        now = self._now()
+        rows = [{"customer_id": e["customer_id"], "product_id": e["product_id"], "event_type": e["event_type"],
+                 "ts": (e.get("ts") or now), "session_id": e.get("session_id"), "channel": e.get("channel"),
+                 "quantity": e.get("quantity"), "unit_price": e.get("unit_price"), "received_at": now} for e in events]
+        with self.engine.begin() as conn:
+            conn.execute(EVENTS.insert(), rows)
+        return len(rows)
+
+    def recent_events(self, customer_id: str, since: dt.datetime, limit: int = 200) -> list[tuple[str, str]]:
+        q = (sa.select(EVENTS.c.product_id, EVENTS.c.event_type)
+             .where(EVENTS.c.customer_id == customer_id, EVENTS.c.ts >= since)
+             .order_by(EVENTS.c.id.desc()).limit(limit))
+        with self.engine.connect() as conn:
+            return [(r[0], r[1]) for r in conn.execute(q)]
+
+    def add_decisions(self, decisions: list[dict[str, Any]]) -> None:
+        if not decisions:
+            return
+        now = self._now()
+        with self.engine.begin() as conn:
+            conn.execute(DECISIONS.insert(), [{**d, "decided_at": now} for d in decisions])
+
+    def decisions(self, since: dt.datetime | None = None) -> pd.DataFrame:
+        q = sa.select(DECISIONS)
+        if since is not None:
+            q = q.where(DECISIONS.c.decided_at >= since)
+        with self.engine.connect() as conn:
+            return pd.DataFrame(conn.execute(q).mappings().all(), columns=[c.name for c in DECISIONS.columns])
+
+    def events(self) -> pd.DataFrame:
+        with self.engine.connect() as conn:
+            return pd.DataFrame(conn.execute(sa.select(EVENTS)).mappings().all(), columns=[c.name for c in EVENTS.columns])
+
+    def count_events(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(EVENTS)).scalar_one())
