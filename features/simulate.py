@@ -87,7 +87,7 @@ class SimConfig:
 def _day_weights(days: int) -> tuple[np.ndarray, np.ndarray]:
     """Relative buying intensity per day (weekday pattern, holiday peak, promotions) and promo flags."""
     dates = pd.date_range(START, periods=days + FUTURE_DAYS, freq="D")
-    wd = np.array([0.95, 0.95, 1.0, 1.0, 1.1, 1.15, 1.05])[dates.dayofweek]
+    wd = np.array([0.95, 0.95, 1.0, 1.0, 1.1, 1.15, 1.05])[dates.day_of_week]
     md = dates.month * 100 + dates.day
     holiday = np.where((md >= 1120) & (md <= 1224), 1.8, 1.0)
     promo = np.zeros(len(dates), dtype=bool)
@@ -110,6 +110,7 @@ def _sample_days(rng: np.random.Generator, cw: np.ndarray, a: np.ndarray, b: np.
 
 def make_catalogue(n: int, rng: np.random.Generator, days: int) -> pd.DataFrame:
     cat = rng.choice(len(CATEGORIES), size=n)
+    cat[: min(n, len(CATEGORIES))] = np.arange(min(n, len(CATEGORIES)))  # every category has a product
     price = np.array([CATEGORY_PRICE[CATEGORIES[c]] for c in cat]) * rng.lognormal(0, 0.45, n)
     price = np.round(np.maximum(price, 0.5), 2)
     repl = np.array([CATEGORIES[c] in REPLENISHABLE_CATEGORIES for c in cat]) & (rng.random(n) < 0.6)
