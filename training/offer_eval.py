@@ -61,7 +61,7 @@ def fit_uplift(shop: Shop, before: pd.Timestamp | None = None, seed: int = 42) -
         log.warning("offer_log has no treatment/control contrast: offers use the documented prior")
         return None
     from models.customer import CustomerModelConfig
-    cfg = CustomerModelConfig(n_estimators=200, num_leaves=15, min_child_samples=50, seed=seed)
+    cfg = CustomerModelConfig(n_estimators=100, num_leaves=7, min_child_samples=200, seed=seed)
     return UpliftModel(cfg).fit(X, y["offer_id"], y["treated"], y["bought"], y["redeemed"])
 
 
@@ -72,7 +72,7 @@ class OfferEvaluation:
 
 
 def evaluate_offers(shop: Shop, cutoff: pd.Timestamp, churn: pd.Series | None = None, seed: int = 42,
-                    truth_dir: str | Path | None = None, budget_share: float = 0.3) -> OfferEvaluation:
+                    truth_dir: str | Path | None = None, budget_share: float = 0.2) -> OfferEvaluation:
     """Uplift model quality on campaigns after ``cutoff`` (Qini/AUUC, redemption AUC vs past-redemption
     baseline), measured uplift per campaign, and - when the simulator's truth is available - the realised
     incremental margin of each policy at the same budget."""
@@ -107,19 +107,20 @@ def evaluate_offers(shop: Shop, cutoff: pd.Timestamp, churn: pd.Series | None = 
 
 
 def policy_benchmark(shop: Shop, cat: OfferCatalogue, model: UpliftModel, churn: pd.Series | None,
-                     truth_dir: Path, seed: int, budget_share: float) -> dict[str, Any]:
-    """Same budget for each policy on the simulator; realised value = true expected incremental margin."""
+                     truth_dir: Path, seed: int, budget_share: float, channel: str = "sms") -> dict[str, Any]:
+    """Each policy spends the same budget on one channel; realised value = the simulator's true expected
+    incremental margin of the (customer, offer) pairs it chose. The budget covers ``budget_share`` of the
+    customers at that channel's cost, so choosing whom to contact matters."""
     truth = pd.read_parquet(truth_dir / "uplift.parquet").set_index(["customer_id", "offer_id"])
     now = shop.end
     X = customer_features(shop, now)
     X = X[X["n_orders"] > 0]
     churn = churn.reindex(X.index).fillna(0.5) if churn is not None else pd.Series(0.5, index=X.index)
-    policy = OfferPolicy(cat, model)
-    cand = policy.score(X, churn, now, channel=None)
-    sms = cand.copy()
-    budget = budget_share * len(X) * float(np.median([min(o.cost_per_send.values()) or 0.01 for o in cat.offers]) or 0.01)
-    budget = max(budget, 1.0)
-    rng = np.random.default_rng(seed)
+    cand = OfferPolicy(cat, model).score(X, churn, now, channel=channel)
+    if not len(cand):
+        return {}
+    send = float(cand["send_cost"].median())
+    budget = max(budget_share * len(X) * send, send)
     tv = truth["expected_incremental_margin"]
 
     def realised(sel: pd.DataFrame) -> dict[str, float]:
@@ -127,20 +128,15 @@ def policy_benchmark(shop: Shop, cat: OfferCatalogue, model: UpliftModel, churn:
         return {"incremental_margin": float(vals.sum()), "cost": float(sel["send_cost"].sum()), "contacts": int(len(sel))}
 
     def fill(order: pd.DataFrame) -> pd.DataFrame:
-        spent = np.cumsum(order["send_cost"].to_numpy())
-        return order[spent <= budget]
+        return order[np.cumsum(order["send_cost"].to_numpy()) <= budget + 1e-9]
 
-    out: dict[str, Any] = {}
-    out["production"] = realised(choose_audience(sms, budget))
-    rnd = sms.sample(frac=1.0, random_state=seed).drop_duplicates("customer_id")
-    out["random"] = realised(fill(rnd))
-    prop = sms.sort_values("p_redeem", ascending=False).drop_duplicates("customer_id")
-    out["propensity"] = realised(fill(prop))
+    out: dict[str, Any] = {"production": realised(choose_audience(cand, budget))}
+    out["random"] = realised(fill(cand.sample(frac=1.0, random_state=seed).drop_duplicates("customer_id")))
+    out["propensity"] = realised(fill(cand.sort_values("p_redeem", ascending=False, kind="stable")
+                                      .drop_duplicates("customer_id")))
     blanket_offer = next((o.id for o in cat.offers if o.kind == "percent_off"), cat.offers[0].id)
-    bl = sms[sms["offer_id"] == blanket_offer].sample(frac=1.0, random_state=seed + 1)
-    out["blanket"] = realised(fill(bl))
-    orc = sms.merge(tv.rename("true_value").reset_index(), on=["customer_id", "offer_id"], how="left")
+    out["blanket"] = realised(fill(cand[cand["offer_id"] == blanket_offer].sample(frac=1.0, random_state=seed + 1)))
+    orc = cand.merge(tv.rename("true_value").reset_index(), on=["customer_id", "offer_id"], how="left")
     orc["expected_value"] = orc["true_value"].fillna(0.0)
     out["oracle"] = realised(choose_audience(orc, budget))
-    del rng
-    return {"policies": out, "budget": budget}
+    return {"policies": out, "budget": budget, "channel": channel}

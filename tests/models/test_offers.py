@@ -1,0 +1,182 @@
+"""Next-best offer: catalogue validation, eligibility, scoring, control groups, budgets, measurement."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from features.customer import customer_features
+from features.exceptions import CatalogueError
+from models.offers import (
+    OfferPolicy,
+    choose_audience,
+    in_control_group,
+    measure_uplift,
+    optimal_audience_value,
+    parse_catalogue,
+    qini,
+)
+from training.offer_eval import fit_uplift
+
+GOOD = {"offers": [{"id": "pct10", "name": "10% off", "kind": "percent_off", "value": 10, "channels": ["email", "sms"],
+                    "cost_per_send": {"email": 0.01, "sms": 0.05}, "eligibility": {"min_orders": 1}}]}
+
+
+def bad(**change):
+    o = {**GOOD["offers"][0], **change}
+    return {"offers": [o]}
+
+
+@pytest.mark.parametrize("raw, message", [
+    (bad(kind="magic"), "offer pct10: kind 'magic' is not one of"),
+    (bad(channels=[]), "offer pct10: no channels"),
+    (bad(cost_per_send={"email": 0.01}), "offer pct10: no cost_per_send for channel(s) ['sms']"),
+    (bad(value=150), "offer pct10: value 150.0 out of range for kind percent_off"),
+    (bad(eligibility={"min_ordrs": 1}), "offer pct10: unknown eligibility rule(s) ['min_ordrs']"),
+    (bad(eligibility={"churn_risk": [0.8, 0.2]}), "offer pct10: churn_risk must be [low, high]"),
+    (bad(valid_from="2025-02-01", valid_to="2025-01-01"), "offer pct10: valid_to is before valid_from"),
+    ({"offers": [GOOD["offers"][0], GOOD["offers"][0]]}, "offer pct10: duplicate id"),
+    ({}, "expected a top-level 'offers:' list"),
+])
+def test_bad_catalogue_names_offer_and_reason(raw, message) -> None:
+    with pytest.raises(CatalogueError) as e:
+        parse_catalogue(raw)
+    assert message in str(e.value)
+
+
+def test_control_group_is_deterministic_and_sized() -> None:
+    ids = [f"C{i}" for i in range(20000)]
+    a = in_control_group(ids, "spring", 0.1)
+    assert np.array_equal(a, in_control_group(ids, "spring", 0.1))
+    assert 0.09 < a.mean() < 0.11
+    b = in_control_group(ids, "autumn", 0.1)
+    assert (a != b).mean() > 0.1  # membership is per campaign
+
+
+@pytest.fixture(scope="module")
+def policy_setup(small_shop):
+    cat = parse_catalogue(small_shop.offers)
+    model = fit_uplift(small_shop, seed=3)
+    assert model is not None
+    X = customer_features(small_shop, small_shop.end)
+    X = X[X["n_orders"] > 0]
+    churn = pd.Series(0.5, index=X.index)
+    return OfferPolicy(cat, model), X, churn
+
+
+def synthetic_campaigns(n: int = 8000, seed: int = 0):
+    """Two kinds of customer with a known answer: sure things buy anyway (uplift 0), deal seekers respond."""
+    rng = np.random.default_rng(seed)
+    deal = rng.random(n) < 0.5
+    X = pd.DataFrame({
+        "n_orders": np.where(deal, rng.integers(1, 4, n), rng.integers(8, 20, n)),
+        "orders_90": np.where(deal, rng.integers(0, 2, n), rng.integers(3, 8, n)),
+        "discount_share": np.where(deal, rng.uniform(0.6, 1.0, n), rng.uniform(0, 0.05, n)),
+        "recency_days": np.where(deal, rng.uniform(20, 120, n), rng.uniform(1, 20, n)) + 5,
+        "avg_order_value": rng.uniform(40, 60, n), "return_rate": 0.0, "net_revenue": rng.uniform(100, 900, n),
+    }, index=[f"c{i}" for i in range(n)])
+    t = rng.random(n) < 0.7
+    p = np.where(deal, np.where(t, 0.45, 0.10), 0.80)  # sure things: 0.8 with or without the offer
+    bought = rng.random(n) < p
+    redeemed = t & bought & (rng.random(n) < 0.8)
+    return X, t, bought, redeemed, deal
+
+
+def test_sure_things_get_no_discount() -> None:
+    from models.offers import UpliftModel
+    X, t, bought, redeemed, deal = synthetic_campaigns()
+    cat = parse_catalogue(GOOD)
+    model = UpliftModel().fit(X, ["pct10"] * len(X), t, bought, redeemed)
+    up = model.predict(X, "pct10")
+    assert up.loc[~deal, "uplift"].abs().median() < 0.05
+    assert up.loc[deal, "uplift"].median() == pytest.approx(0.35, abs=0.08)
+    policy = OfferPolicy(cat, model)
+    churn = pd.Series(0.2, index=X.index)
+    dec = policy.decide(X, churn, pd.Timestamp("2025-06-01"), campaign="known-answer")
+    treated = dec[dec["group"] == "treatment"].set_index("customer_id")
+    sure_ids = X.index[~deal].intersection(treated.index)
+    deal_ids = X.index[deal].intersection(treated.index)
+    assert (treated.loc[sure_ids, "offer_id"] == "none").mean() > 0.95  # would buy anyway: no discount
+    assert (treated.loc[deal_ids, "offer_id"] == "pct10").mean() > 0.95
+    assert "discount-responsive" in treated.loc[deal_ids[0], "reason"]
+
+
+def test_offer_without_history_uses_the_prior(policy_setup) -> None:
+    policy, X, _ = policy_setup
+    p = policy.uplift.predict(X.head(3), "brand-new-offer")
+    assert p["prior"].all() and (p["uplift"] == 0.01).all() and (p["p_redeem"] == 0.05).all()
+
+
+def test_do_nothing_is_a_candidate_and_control_gets_nothing(policy_setup, small_shop) -> None:
+    policy, X, churn = policy_setup
+    dec = policy.decide(X, churn, small_shop.end, campaign="c1")
+    assert set(dec["group"]) == {"treatment", "control"}
+    assert not dec.loc[dec["group"] == "control", "send"].any()
+    assert (dec["offer_id"] == "none").any()
+    assert (dec.loc[dec["offer_id"] != "none", "expected_value"] > 0).all()
+    assert dec.loc[dec["offer_id"] != "none", "reason"].str.len().min() > 0
+
+
+def test_contact_rules_caps_and_opt_out(policy_setup, small_shop) -> None:
+    policy, X, churn = policy_setup
+    now = small_shop.end
+    cid = X.index[:20]
+    hist = pd.DataFrame({"customer_id": np.repeat(cid, 2), "offer_id": "pct10", "channel": "email",
+                         "group": "treatment", "sent_at": now - pd.Timedelta(days=2)})
+    cand = policy.score(X.loc[cid], churn, now, history=hist)
+    assert not (cand["channel"] == "email").any() or not (cand["offer_id"] == "pct10").any()
+    opted = pd.Series(True, index=cid)
+    assert len(policy.score(X.loc[cid], churn, now, opted_out=opted)) == 0
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 15), st.integers(0, 3), st.floats(-5, 20), st.sampled_from([0.01, 0.05, 0.2])),
+                min_size=1, max_size=40), st.floats(0, 2))
+def test_budget_never_exceeded_and_one_offer_each(rows, budget) -> None:
+    c = pd.DataFrame(rows, columns=["customer_id", "offer_id", "expected_value", "send_cost"]).drop_duplicates(
+        ["customer_id", "offer_id"])
+    a = choose_audience(c, budget)
+    assert a["send_cost"].sum() <= budget + 1e-9
+    assert a["customer_id"].is_unique
+    assert (a["expected_value"] > 0).all()
+
+
+def test_greedy_is_close_to_the_optimum_on_small_cases() -> None:
+    rng = np.random.default_rng(0)
+    ratios = []
+    for _ in range(20):
+        n = 30
+        c = pd.DataFrame({"customer_id": rng.integers(0, 12, n), "offer_id": rng.integers(0, 3, n),
+                          "expected_value": rng.gamma(2, 2, n) - 1, "send_cost": rng.choice([0.05, 0.1, 0.3], n)})
+        c = c.drop_duplicates(["customer_id", "offer_id"])
+        budget = 0.6
+        g = choose_audience(c, budget)["expected_value"].sum()
+        opt = optimal_audience_value(c, budget)
+        assert g <= opt + 1e-6
+        ratios.append(g / opt if opt > 0 else 1.0)
+    assert np.mean(ratios) > 0.85
+
+
+def test_measured_uplift_interval_covers_the_planted_effect() -> None:
+    rng = np.random.default_rng(1)
+    n = 20000
+    t = rng.random(n) < 0.9
+    y = rng.random(n) < np.where(t, 0.25, 0.20)
+    m = measure_uplift(pd.DataFrame({"campaign_id": "a", "group": np.where(t, "treatment", "control"), "converted": y}))
+    r = m.iloc[0]
+    assert r["ci_low"] < 0.05 < r["ci_high"]
+    assert r["ci_low"] > 0
+
+
+def test_qini_prefers_the_true_uplift_ranking() -> None:
+    rng = np.random.default_rng(2)
+    n = 20000
+    u = rng.random(n) * 0.3
+    t = rng.random(n) < 0.5
+    y = rng.random(n) < 0.1 + t * u
+    good = qini(u, t, y)["qini"]
+    rand = qini(rng.random(n), t, y)["qini"]
+    assert good > rand + 0.05

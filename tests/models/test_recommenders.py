@@ -1,0 +1,171 @@
+"""One shared test class every recommender passes, ranking properties, quality, cold start, fold-in."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from features.exceptions import NotFittedError
+from features.importers import is_non_product
+from features.interactions import build_interactions
+from models.metrics import ranking_report
+from models.recommenders import (
+    MODELS,
+    BusinessRules,
+    RecommendationEngine,
+    RecommenderConfig,
+    TrendingRecommender,
+)
+from training.rec_eval import purchase_truth
+
+CUTOFF = pd.Timestamp("2025-11-15")
+CFG = RecommenderConfig(factors=16, als_iterations=8, bpr_iterations=30, seed=7,
+                        blend_weights=(("buy_again", 1.0), ("item_knn", 1.0), ("als", 0.5), ("popularity", 0.1)))
+
+
+@pytest.fixture(scope="module")
+def data(small_shop):
+    return build_interactions(small_shop, CUTOFF, non_product=is_non_product)
+
+
+@pytest.fixture(scope="module")
+def fitted(data):
+    return {name: cls(CFG).fit(data) for name, cls in MODELS.items()}
+
+
+@pytest.fixture(scope="module")
+def users(data):
+    return list(data.users.ids[:60])
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+class TestEveryRecommender:
+    def test_k_and_columns_and_caller_ids(self, name, fitted, users, data) -> None:
+        recs = fitted[name].recommend(users, k=7)
+        assert list(recs.columns) == ["customer_id", "product_id", "score", "rank"]
+        assert recs.groupby("customer_id").size().max() <= 7
+        assert set(recs["customer_id"]) <= set(users)
+        assert set(recs["product_id"]) <= set(data.items.ids)
+        assert recs["product_id"].map(type).eq(str).all()
+
+    def test_rules_are_respected(self, name, fitted, users, data, small_shop) -> None:
+        recs = fitted[name].recommend(users, k=20, exclude_bought=True,
+                                      rules=BusinessRules(allow_replenishable=False, exclude_categories=("toys",)))
+        prod = small_shop.products.set_index("product_id")
+        assert prod.loc[recs["product_id"], "in_stock"].all()
+        assert not (prod.loc[recs["product_id"], "category"] == "toys").any()
+        for cid, g in recs.groupby("customer_id"):
+            r = data.users.rows([cid])[0]
+            bought = set(data.items.ids[data.purchases[r].indices])
+            returned = set(data.items.ids[data.returned[r].indices])
+            assert not (set(g["product_id"]) & (bought | returned))
+
+    def test_only_category_allow_list(self, name, fitted, users, small_shop) -> None:
+        recs = fitted[name].recommend(users, k=5, rules=BusinessRules(categories=("grocery",)))
+        cats = small_shop.products.set_index("product_id").loc[recs["product_id"], "category"]
+        assert (cats == "grocery").all()
+
+    def test_save_load_identical(self, name, fitted, users, tmp_path: Path) -> None:
+        p = tmp_path / f"{name}.pkl"
+        fitted[name].save(p)
+        again = type(fitted[name]).load(p)
+        pd.testing.assert_frame_equal(fitted[name].recommend(users, k=5), again.recommend(users, k=5))
+
+    def test_same_seed_same_result(self, name, fitted, users, data) -> None:
+        other = MODELS[name](CFG).fit(data)
+        pd.testing.assert_frame_equal(fitted[name].recommend(users, k=5), other.recommend(users, k=5))
+
+    def test_not_fitted_error(self, name) -> None:
+        with pytest.raises(NotFittedError, match="call fit"):
+            MODELS[name](CFG).recommend(["x"], k=3)
+
+    def test_unknown_customers_get_no_rows(self, name, fitted) -> None:
+        assert len(fitted[name].recommend(["nobody-1", "nobody-2"], k=5)) == 0
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(k=st.integers(1, 40), n=st.integers(1, 30), name=st.sampled_from(["production", "als", "item_knn", "buy_again"]),
+       exclude=st.booleans())
+def test_ranking_invariants(fitted, users, k, n, name, exclude) -> None:
+    recs = fitted[name].recommend(users[:n], k=k, exclude_bought=exclude)
+    for _, g in recs.groupby("customer_id"):
+        assert len(g) <= k
+        assert g["product_id"].is_unique
+        assert list(g["rank"]) == list(range(1, len(g) + 1))
+        assert (np.diff(g["score"].to_numpy()) <= 1e-12).all()
+
+
+def test_quality_against_popularity_on_held_out_purchases(small_shop, fitted, data) -> None:
+    truth = purchase_truth(small_shop, CUTOFF)
+    truth = {u: s for u, s in truth.items() if u in data.users}
+    pop = ranking_report(fitted["popularity"].recommend(list(truth), 10), truth)
+    als = ranking_report(fitted["als"].recommend(list(truth), 10), truth)
+    prod = ranking_report(fitted["production"].recommend(list(truth), 10), truth)
+    assert als["ndcg@10"] > pop["ndcg@10"]
+    assert prod["ndcg@10"] > 1.5 * pop["ndcg@10"]
+    assert prod["hit_rate@10"] > pop["hit_rate@10"] + 0.1
+    assert prod["ndcg@10"] > max(als["ndcg@10"], pop["ndcg@10"]) * 0.95
+
+
+def test_recommendations_follow_planted_tastes(fitted, users, truth, small_shop) -> None:
+    recs = fitted["production"].recommend(users, k=10, exclude_bought=True)
+    cat = small_shop.products.set_index("product_id")["category"]
+    share = (recs["product_id"].map(cat).to_numpy() == truth.loc[recs["customer_id"], "top_category"].to_numpy()).mean()
+    pop = fitted["popularity"].recommend(users, k=10, exclude_bought=True)
+    pshare = (pop["product_id"].map(cat).to_numpy() == truth.loc[pop["customer_id"], "top_category"].to_numpy()).mean()
+    assert share > 2 * pshare
+
+
+@pytest.fixture(scope="module")
+def engine(fitted, data):
+    return RecommendationEngine(fitted["production"], TrendingRecommender(CFG).fit(data))
+
+
+def test_cold_start_is_trending_in_region_and_marked(engine, data) -> None:
+    rec = engine.recommend_one("never-seen", k=5, region="london")
+    assert rec.source == "fallback"
+    assert len(rec.items) == 5
+    assert all(i["reason"] == "popular in your region (london)" for i in rec.items)
+    expected = np.argsort(-engine.trending.scores_for_region("london"))
+    allowed = [data.items.ids[j] for j in expected if data.item_ok[j]][:5]
+    assert [i["product_id"] for i in rec.items] == allowed
+    assert engine.recommend_one("never-seen", k=3).items[0]["reason"] == "trending now"
+
+
+def test_live_session_fold_in_moves_recommendations(engine, data, small_shop) -> None:
+    prods = small_shop.products.set_index("product_id")
+    pets = prods.index[(prods["category"] == "pet") & prods["in_stock"]][:3].tolist()
+    rec = engine.recommend_one("brand-new", k=10, session=[(p, "view") for p in pets] + [(pets[0], "add_to_cart")])
+    assert rec.source == "model"
+    cats = prods.loc[[i["product_id"] for i in rec.items], "category"]
+    assert (cats == "pet").mean() >= 0.5
+    assert any(i["reason"].startswith("because you viewed") for i in rec.items)
+    # an existing customer: session events change the list
+    cid = data.users.ids[0]
+    base = [i["product_id"] for i in engine.recommend_one(cid, k=10).items]
+    live = [i["product_id"] for i in engine.recommend_one(cid, k=10, session=[(p, "add_to_cart") for p in pets]).items]
+    assert base != live
+
+
+def test_explanations(engine, data) -> None:
+    counts = np.asarray(data.purchases.sum(axis=1)).ravel()
+    cid = data.users.ids[int(np.argmax(counts))]
+    rec = engine.recommend_one(cid, k=10)
+    reasons = {i["reason"] for i in rec.items}
+    assert reasons & {"you buy this regularly", "buy it again"}
+    for i in rec.items:
+        if i["reason"].startswith("because you"):
+            assert i["product_id"] not in i["reason"]
+
+
+def test_similar_items_excludes_itself_and_unknown_falls_back(engine, data) -> None:
+    pid = data.items.ids[int(np.argmax(np.asarray(data.purchases.sum(axis=0)).ravel()))]
+    src, items = engine.similar_items(pid, 5)
+    assert src == "model" and len(items) == 5 and pid not in [i["product_id"] for i in items]
+    src, items = engine.similar_items("no-such-product", 5)
+    assert src == "fallback" and len(items) == 5
