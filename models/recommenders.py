@@ -408,7 +408,10 @@ class ItemKNNRecommender(Recommender):
         from implicit.nearest_neighbours import BM25Recommender
         c = self.config
         self.model_ = BM25Recommender(K=c.knn_neighbours, K1=c.knn_k1, B=c.knn_b, num_threads=1)
-        self.model_.fit(data.weights.tocsr().astype(np.float64), show_progress=False)
+        import warnings
+        with warnings.catch_warnings():  # implicit converts its own BM25 output (COO) to CSR and warns about it
+            warnings.filterwarnings("ignore", message="Method expects CSR input")
+            self.model_.fit(data.weights.tocsr().astype(np.float64), show_progress=False)
         self.sim_ = sp.csr_matrix(self.model_.similarity, dtype=np.float64)
 
     def _score(self, ctx: UserContext) -> np.ndarray:

@@ -144,6 +144,7 @@ class Personaliser:
                                   triggers=trig, opted_out=opted)
             log_rows = []
             for r in dec.to_dict("records"):
+                r = {k: (None if not isinstance(v, str) and v is not None and pd.isna(v) else v) for k, v in r.items()}
                 out[r["customer_id"]] = {
                     "customer_id": r["customer_id"], "offer_id": r["offer_id"] if r["group"] == "treatment" else "none",
                     "channel": r["channel"] if r["group"] == "treatment" else None,

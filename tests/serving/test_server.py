@@ -1,0 +1,204 @@
+"""Every endpoint over HTTP against a real server: answers, bad input, auth, fallbacks, live data, reload."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import threading
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+
+from tests.serving.conftest import KEYS, Server
+
+pytestmark = [pytest.mark.server, pytest.mark.slow]
+
+
+def known_customer(trained_project) -> str:
+    d, _ = trained_project
+    o = pd.read_parquet(d / "shop" / "orders.parquet")
+    return str(o["customer_id"].value_counts().index[0])
+
+
+def test_probes_are_open(server: Server) -> None:
+    for p in ("livez", "readyz", "metrics"):
+        assert httpx.get(f"{server.url}/{p}", timeout=5).status_code == 200
+
+
+def test_recommend_known_and_unknown(server: Server, trained_project) -> None:
+    cid = known_customer(trained_project)
+    r = server.call("recommend", {"customer_id": cid, "k": 5})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["source"] == "model" and len(body["items"]) == 5
+    assert body["model_version"].startswith("recommender:1")
+    assert [i["rank"] for i in body["items"]] == [1, 2, 3, 4, 5]
+    assert all(i["reason"] for i in body["items"])
+    r = server.call("recommend", {"customer_id": "never-seen-1", "k": 3})
+    assert r.status_code == 200 and r.json()["source"] == "fallback" and len(r.json()["items"]) == 3
+    r = server.call("recommend", {"customer_id": cid, "k": 5, "category": "grocery", "exclude_bought": True})
+    assert r.status_code == 200
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"customer_id": "C1", "k": 0}, "k"),
+    ({"customer_id": "C1", "k": 101}, "k"),
+    ({"customer_id": "x" * 65}, "customer_id"),
+    ({"customer_id": "bad id!"}, "customer_id"),
+    ({"k": 3}, "customer_id"),
+    ({"customer_id": "C1", "session_events": [{"product_id": "P1", "event_type": "view"}] * 51}, "session_events"),
+    ({"customer_id": "C1", "session_events": [{"product_id": "P1", "event_type": "teleport"}]}, "event_type"),
+])
+def test_bad_requests_get_400_naming_the_field(server: Server, body: dict, field: str) -> None:
+    r = server.call("recommend", body)
+    assert r.status_code == 400, r.text
+    assert field in r.text
+
+
+def test_malformed_json_and_oversized_body(server: Server) -> None:
+    r = httpx.post(f"{server.url}/recommend", content=b"{not json", timeout=10,
+                   headers={"Authorization": f"Bearer {KEYS['storefront']}", "content-type": "application/json"})
+    assert r.status_code == 400
+    big = {"events": [{"customer_id": "C1", "product_id": "P" * 60, "event_type": "view"}] * 20000}
+    r = server.call("events", big)
+    assert r.status_code == 413
+
+
+def test_auth_roles(server: Server) -> None:
+    assert server.call("recommend", {"customer_id": "C1"}, role=None).status_code == 401
+    r = httpx.post(f"{server.url}/recommend", json={"customer_id": "C1"}, headers={"Authorization": "Bearer nope-nope-nope"})
+    assert r.status_code == 401
+    assert server.call("offers", {"customer_id": "C1"}, role="storefront").status_code == 403
+    assert server.call("recommend", {"customer_id": "C1"}, role="crm").status_code == 403
+    assert server.call("reload", {}, role="crm").status_code == 403
+    assert server.call("recommend", {"customer_id": "C1"}, role="admin").status_code == 200
+
+
+def test_similar_items(server: Server, trained_project) -> None:
+    d, _ = trained_project
+    pid = str(pd.read_parquet(d / "shop" / "orders.parquet")["product_id"].value_counts().index[0])
+    r = server.call("similar_items", {"product_id": pid, "k": 4})
+    assert r.status_code == 200 and r.json()["source"] == "model" and len(r.json()["items"]) == 4
+    assert pid not in [i["product_id"] for i in r.json()["items"]]
+    assert server.call("similar_items", {"product_id": "nope", "k": 4}).json()["source"] == "fallback"
+
+
+def test_offers_single_batch_and_decision_log(server: Server, trained_project) -> None:
+    d, _ = trained_project
+    ids = pd.read_parquet(d / "shop" / "orders.parquet")["customer_id"].drop_duplicates().head(300).tolist()
+    r = server.call("offers", {"customer_id": ids[0]}, role="crm")
+    assert r.status_code == 200, r.text
+    o = r.json()
+    assert set(o) >= {"offer_id", "expected_value", "reason", "control_group", "model_version"}
+    r = server.call("offers_batch", {"customer_ids": ids + ["unknown-x"], "campaign": "test"}, role="crm")
+    assert r.status_code == 200, r.text
+    res = r.json()
+    assert len(res) == len(ids) + 1
+    assert res[-1]["offer_id"] == "none" and res[-1]["source"] == "fallback"
+    control = [x for x in res if x["control_group"]]
+    assert control and all(x["offer_id"] == "none" for x in control)
+    assert any(x["offer_id"] != "none" for x in res)
+    assert server.call("offers_batch", {"customer_ids": ["c"] * 1001}, role="crm").status_code == 400
+    con = sqlite3.connect(d / "live.db")
+    groups = dict(con.execute("select `group`, count(*) from decisions where campaign_id='test' group by 1").fetchall())
+    con.close()
+    assert groups.get("control", 0) == len([x for x in control if x.get("expected_value", 0) > 0]) or groups.get("control", 0) >= 1
+    assert groups.get("treatment", 0) == len([x for x in res if x["offer_id"] != "none"])
+
+
+def test_customer_profile(server: Server, trained_project) -> None:
+    cid = known_customer(trained_project)
+    r = server.call("customer_profile", {"customer_id": cid}, role="crm")
+    assert r.status_code == 200, r.text
+    p = r.json()
+    assert p["known"] and p["rfm"]["orders"] > 0 and 0 <= p["churn_risk"] <= 1
+    assert p["segment"] and len(p["reasons"]["churn"]) == 3 and p["model_version"]
+    assert server.call("customer_profile", {"customer_id": "nobody"}, role="crm").json()["known"] is False
+
+
+def test_events_are_stored_and_folded_in(server: Server, trained_project) -> None:
+    d, _ = trained_project
+    prods = pd.read_parquet(d / "shop" / "products.parquet")
+    pets = prods[(prods["category"] == "pet") & prods["in_stock"]]["product_id"].head(4).tolist()
+    before = server.call("recommend", {"customer_id": "live-visitor-1", "k": 5}).json()
+    assert before["source"] == "fallback"
+    ev = [{"customer_id": "live-visitor-1", "product_id": p, "event_type": "view"} for p in pets]
+    r = server.call("events", {"events": ev})
+    assert r.status_code == 200 and r.json()["accepted"] == 4
+    after = server.call("recommend", {"customer_id": "live-visitor-1", "k": 5}).json()
+    assert after["source"] == "model"
+    cats = prods.set_index("product_id").loc[[i["product_id"] for i in after["items"]], "category"]
+    assert (cats == "pet").mean() >= 0.6
+
+
+def test_reload_under_load_has_no_failed_request(server: Server, trained_project) -> None:
+    cid = known_customer(trained_project)
+    failures, done = [], threading.Event()
+    codes: list[int] = []
+
+    def hammer() -> None:
+        with httpx.Client(timeout=30) as c:
+            while not done.is_set():
+                try:
+                    r = c.post(f"{server.url}/recommend", json={"customer_id": cid, "k": 5},
+                               headers={"Authorization": f"Bearer {KEYS['storefront']}"})
+                    codes.append(r.status_code)
+                    if r.status_code != 200:
+                        failures.append(r.text)
+                except httpx.HTTPError as e:
+                    failures.append(str(e))
+    threads = [threading.Thread(target=hammer) for _ in range(3)]
+    for t in threads:
+        t.start()
+    r = server.call("reload", {}, role="admin")
+    done.set()
+    for t in threads:
+        t.join()
+    assert r.status_code == 200, r.text
+    assert r.json()["versions"]["recommender"] == "1"
+    assert len(codes) > 5 and not failures
+
+
+def test_no_acknowledged_event_is_lost_when_killed(trained_project, tmp_path: Path) -> None:
+    d, _ = trained_project
+    s = Server(d, {"PERSONALISE_DB": f"sqlite:///{tmp_path / 'kill.db'}"})
+    acked = 0
+    try:
+        for i in range(20):
+            ev = [{"customer_id": f"k{i}", "product_id": f"P{j:05d}", "event_type": "view"} for j in range(50)]
+            r = s.call("events", {"events": ev})
+            assert r.status_code == 200
+            acked += r.json()["accepted"]
+    finally:
+        s.stop(signal.SIGKILL)  # no graceful shutdown
+    con = sqlite3.connect(tmp_path / "kill.db")
+    stored = con.execute("select count(*) from events").fetchone()[0]
+    con.close()
+    assert stored == acked == 1000
+
+
+def test_model_missing_gives_fallbacks_and_honest_readiness(tmp_path: Path, small_shop_dir: Path) -> None:
+    import shutil
+    shutil.copytree(small_shop_dir, tmp_path / "shop")  # data, but no trained models
+    s = Server(tmp_path, wait_ready=False)
+    try:
+        assert httpx.get(f"{s.url}/readyz", timeout=5).status_code == 503
+        r = s.call("recommend", {"customer_id": "C0000001", "k": 3})
+        assert r.status_code == 200 and r.json()["source"] == "fallback" and len(r.json()["items"]) == 3
+        o = s.call("offers", {"customer_id": "C0000001"}, role="crm").json()
+        assert o["offer_id"] == "none"
+    finally:
+        s.stop()
+
+
+def test_refuses_to_start_without_keys(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from personalise_cli import app
+    import os
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PERSONALISE_API_KEYS")}
+    res = CliRunner().invoke(app, ["serve", "--data", str(tmp_path)], env={**env, "PERSONALISE_API_KEYS": ""})
+    assert res.exit_code == 2
+    assert "no API keys configured" in res.output
