@@ -20,7 +20,7 @@ import pandas as pd
 from features.io import find_table, read_raw
 from models.customer import READABLE
 from models.recommenders import BusinessRules
-from serving.store import LiveStore, default_url
+from features.live import LiveStore, default_url
 from training.bundle import COMPONENTS, ServingBundle
 
 log = logging.getLogger(__name__)

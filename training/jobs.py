@@ -244,6 +244,17 @@ class TrainResult:
     report: dict[str, Any] = field(default_factory=dict)
 
 
+def _with_live_data(shop: Shop, data_dir: Path) -> Shop:
+    """Append the service's live events and decision log (SQLite in DATA/live.db or PERSONALISE_DB)."""
+    from features.live import LiveStore, merge_live
+    url = os.environ.get("PERSONALISE_DB")
+    if not url and not (data_dir / "live.db").exists():
+        return shop
+    store = LiveStore(url or f"sqlite:///{(data_dir / 'live.db').resolve()}")
+    known = {str(o.get("id")) for o in (shop.offers or {}).get("offers", [])}
+    return merge_live(shop, store, known)
+
+
 def _fingerprint(shop: Shop, config: TrainConfig) -> str:
     h = hashlib.sha256(shop.fingerprint.encode())
     h.update(json.dumps(config.to_params(), sort_keys=True, default=str).encode())
@@ -295,6 +306,7 @@ def train(data_dir: str | Path, config: TrainConfig | None = None, force: bool =
     sdir = Path(shop_dir) if shop_dir else (data_dir / "shop" if (data_dir / "shop").is_dir() else data_dir)
     _progress("validate data", 1, 5)
     shop = load_shop(sdir)  # raises before any MLflow call
+    shop = _with_live_data(shop, data_dir)
     if truth_dir is None and (sdir / "truth").is_dir():
         truth_dir = sdir / "truth"
     setup_mlflow(data_dir)

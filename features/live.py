@@ -106,3 +106,31 @@ class LiveStore:
     def count_events(self) -> int:
         with self.engine.connect() as conn:
             return int(conn.execute(sa.select(sa.func.count()).select_from(EVENTS)).scalar_one())
+
+
+def merge_live(shop: Any, store: LiveStore, known_offers: set[str] | None = None) -> Any:
+    """The shop with live behaviour events and offer decisions from the store appended.
+
+    Live ``purchase`` events are skipped (orders come from the shop's own order system); decisions become
+    offer_log rows (sent_at = decided_at) so caps, cooldowns and uplift measurement see them.
+    """
+    import dataclasses
+
+    ev = store.events()
+    ev = ev[ev["event_type"].isin(["view", "add_to_cart", "remove_from_cart", "wishlist"])]
+    dec = store.decisions()
+    if known_offers is not None:
+        dec = dec[dec["offer_id"].isin(known_offers)]
+    events, olog = shop.events, shop.offer_log
+    if len(ev):
+        live = ev[["customer_id", "product_id", "event_type", "ts", "session_id", "channel"]].astype(
+            {"customer_id": object, "product_id": object})
+        live = live[live["product_id"].isin(shop.products["product_id"])]
+        events = live if events is None else pd.concat([events, live], ignore_index=True)
+    if len(dec):
+        rows = pd.DataFrame({"customer_id": dec["customer_id"], "offer_id": dec["offer_id"], "sent_at": dec["decided_at"],
+                             "channel": dec["channel"], "group": dec["group"], "redeemed_at": pd.NaT, "order_id": None,
+                             "propensity": dec["propensity"], "campaign_id": dec["campaign_id"]})
+        olog = rows if olog is None else pd.concat([olog, rows], ignore_index=True)
+    return dataclasses.replace(shop, events=events, offer_log=olog,
+                               fingerprint=f"{shop.fingerprint}+live{len(ev)}.{len(dec)}")

@@ -1,0 +1,26 @@
+"""The live store: durable writes, and training reads events and decisions back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from features.live import LiveStore, merge_live
+
+
+def test_store_roundtrip_and_merge(tmp_path: Path, small_shop) -> None:
+    store = LiveStore(f"sqlite:///{tmp_path / 'live.db'}")
+    pid = small_shop.products["product_id"].iloc[0]
+    assert store.add_events([{"customer_id": "C0000001", "product_id": pid, "event_type": "view"},
+                             {"customer_id": "C0000001", "product_id": pid, "event_type": "purchase"},
+                             {"customer_id": "C0000002", "product_id": "unknown", "event_type": "view"}]) == 3
+    store.add_decisions([{"customer_id": "C0000001", "offer_id": "pct10", "channel": "email", "group": "treatment",
+                          "campaign_id": "live", "expected_value": 1.0, "propensity": 0.2, "model_version": "x"},
+                         {"customer_id": "C0000003", "offer_id": "ghost", "channel": "email", "group": "control",
+                          "campaign_id": "live", "expected_value": 1.0, "propensity": 0.2, "model_version": "x"}])
+    assert store.count_events() == 3
+    assert store.recent_events("C0000001", small_shop.end.to_pydatetime())[0][1] == "purchase"
+    merged = merge_live(small_shop, store, {"pct10", "winback20", "freeship", "points2x"})
+    assert len(merged.events) == len(small_shop.events) + 1  # purchase and unknown product skipped
+    assert len(merged.offer_log) == len(small_shop.offer_log) + 1  # unknown offer skipped
+    assert merged.offer_log.iloc[-1]["campaign_id"] == "live"
+    assert merged.fingerprint != small_shop.fingerprint
