@@ -46,14 +46,15 @@ class CustomerModelConfig:
 
     horizon_days: int = 90
     """Prediction window: churn = no purchase in the next H days; value = net revenue in the next H days."""
-    n_cutoffs: int = 4
+    n_cutoffs: int = 8
     """How many earlier cutoffs are stacked for training (rolling windows)."""
-    cutoff_step_days: int = 30
+    cutoff_step_days: int = 14
     """Spacing between stacked training cutoffs."""
-    n_estimators: int = 300
-    learning_rate: float = 0.03
-    num_leaves: int = 15
-    min_child_samples: int = 40
+    n_estimators: int = 500
+    learning_rate: float = 0.01
+    num_leaves: int = 7
+    """Small trees: on Online Retail 7 leaves beat 15 and 31 (churn AUC 0.743 vs 0.734 / 0.732)."""
+    min_child_samples: int = 100
     tweedie_variance_power: float = 1.3
     seed: int = 42
 

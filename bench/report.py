@@ -1,0 +1,125 @@
+"""Render bench/results.json as bench/RESULTS.md."""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+
+def _f(v: Any, nd: int = 3) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{nd}f}"
+    return str(v)
+
+
+def _table(rows: list[list[Any]], head: list[str]) -> str:
+    out = ["| " + " | ".join(head) + " |", "| " + " | ".join("---" for _ in head) + " |"]
+    out += ["| " + " | ".join(_f(c) for c in r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def write_markdown(res: dict[str, Any], path: Path) -> None:
+    md = ["# Benchmark results", "",
+          f"Produced by `make bench` (`python bench/run.py --out bench/RESULTS.md`) on {time.strftime('%Y-%m-%d')}, "
+          f"{platform.machine()}, 2 cores, Python {platform.python_version()}. Raw numbers: `bench/results.json`. "
+          "Peak memory is the max RSS of the section's own process.", ""]
+    sims = [(k, v) for k, v in res.items() if k.startswith("simulate_") and "error" not in v]
+    if sims:
+        md += ["## Simulator", "", _table([[v["customers"], v["seconds"], v.get("peak_rss_mb"), v["rows"]["orders"],
+                                           v["rows"]["events"], v["disk_mb"]] for _, v in sims],
+                                          ["customers", "seconds", "peak MB", "order lines", "events", "disk MB"]), ""]
+    r = res.get("recommend_online_retail")
+    if r and "error" not in r:
+        names = list(r["all_items"])
+        md += ["## Recommendations - Online Retail", "",
+               f"Cutoff {r['cutoff']}, window to the end, purchases only, {r['all_items']['production']['users']} "
+               "test customers. Targets for `production`: NDCG@10 >= 0.38 (all items), >= 0.135 (new items).", "",
+               _table([[n, r["all_items"][n]["ndcg@10"], r["new_items"].get(n, {}).get("ndcg@10"),
+                        r["all_items"][n]["precision@10"], r["all_items"][n]["recall@10"], r["all_items"][n]["map@10"],
+                        r["all_items"][n]["hit_rate@10"], r["coverage"][n], r["fit_seconds"].get(n)] for n in names],
+                      ["model", "NDCG@10 all", "NDCG@10 new", "P@10", "R@10", "MAP@10", "HR@10", "coverage", "fit s"]),
+               "", f"Blend weights chosen on the 28 days before the cutoff: `{r['blend_weights']}`", ""]
+    for key, title in (("customer_online_retail", "Customer models - Online Retail"),
+                       ("customer_simulated", "Customer models - simulated shop (20,000 customers)")):
+        c = res.get(key)
+        if not c or "error" in c:
+            continue
+        md += [f"## {title}", "", f"Cutoff {c['cutoff']}, horizon {c['horizon_days']} days.", "",
+               _table([[m, v["auc"], v["pr_auc"], v["brier"], v["customers"]] for m, v in c["churn"].items()],
+                      ["churn model", "AUC", "PR-AUC", "Brier", "customers"]), "",
+               _table([[m, v["spearman"], v["normalized_gini"], v["top_decile_capture"], v["mae"]]
+                       for m, v in c["value"].items()],
+                      ["value model", "Spearman", "norm. Gini", "top-10% capture", "MAE"]), "",
+               "Decile lift of the value model:", "",
+               _table([[d["decile"], d["mean_pred"], d["mean_actual"], d["lift"], d["cumulative_share"]]
+                       for d in c["value_decile_lift"]], ["decile", "mean predicted", "mean actual", "lift", "cum. share"]),
+               "", "Churn calibration:", "",
+               _table([[d["bin"], d["customers"], d["mean_predicted"], d["observed"]] for d in c["churn_reliability"]],
+                      ["bin", "customers", "mean predicted", "observed"]), ""]
+        if "truth" in c:
+            t = c["truth"]
+            md += ["Against the simulator's truth:", "",
+                   _table([[m, v] for m, v in t["churn_auc_vs_true_dropout"].items()], ["churn score", "AUC vs true dropout"]), "",
+                   _table([[m, v] for m, v in t["value_gini_vs_true_rate"].items()], ["value score", "Gini vs true value rate"]), ""]
+    o = res.get("offers_simulated")
+    if o and "error" not in o and "policies" in o:
+        p = o["policies"]
+        md += ["## Next-best offer - simulated shop", "",
+               f"Same budget ({_f(o['budget'], 2)} on {o.get('channel')}) for every policy; realised value is the "
+               "simulator's true expected incremental margin of the chosen (customer, offer) pairs. "
+               "Targets: >= 1.5x propensity, >= 80% of oracle.", "",
+               _table([[n, v["incremental_margin"], v["cost"], v["contacts"]] for n, v in p.items()],
+                      ["policy", "incremental margin", "cost", "contacts"]), "",
+               f"production / propensity = {_f(o['ratios']['vs_propensity'], 2)}, production / oracle = "
+               f"{_f(o['ratios']['share_of_oracle'], 2)}. Uplift model on later campaigns: Qini "
+               f"{_f(o.get('uplift_model', {}).get('qini'))}, AUUC {_f(o.get('uplift_model', {}).get('auuc'))}; "
+               f"redemption AUC {_f(o.get('redemption', {}).get('production', {}).get('auc'))} vs past redemptions "
+               f"{_f(o.get('redemption', {}).get('baseline_past_redemptions', {}).get('auc'))}.", ""]
+        if o.get("measured_uplift"):
+            md += ["Measured uplift per campaign (treatment vs control, 95% CI):", "",
+                   _table([[m["campaign_id"], m["treated"], m["control"], m["uplift"], m["ci_low"], m["ci_high"]]
+                           for m in o["measured_uplift"]], ["campaign", "treated", "control", "uplift", "low", "high"]), ""]
+    cj = res.get("offers_complete_journey")
+    if cj and "error" not in cj:
+        md += ["## Redemption - Complete Journey", "",
+               f"Trained on campaigns sent before {cj['split']}, tested on later ones ({cj['test_rows']} rows, "
+               f"redemption rate {_f(cj['test_redemption_rate'])}, {cj['window_days']}-day window). {cj['note']}.", "",
+               _table([[m, v] for m, v in cj["auc"].items()], ["model", "AUC"]), ""]
+    ob = res.get("ope_open_bandit")
+    if ob and "error" not in ob:
+        rows = []
+        for camp, v in ob.items():
+            for k in ("logged_random_ctr", "learned_policy_ips", "learned_policy_dr"):
+                rows.append([camp, k, v[k]["estimate"], v[k]["ci_low"], v[k]["ci_high"]])
+            rows.append([camp, "bts_on_policy_ctr (other log)", v["bts_on_policy_ctr"], None, None])
+        md += ["## Off-policy evaluation - Open Bandit (random logs)", "",
+               "A policy learned on the first half of each random log (best item per position and user feature), "
+               "judged on the second half by IPS and doubly robust estimates with bootstrap 95% intervals.", "",
+               _table(rows, ["campaign", "estimate of", "click rate", "low", "high"]), ""]
+    trains = [(k, v) for k, v in res.items() if k.startswith("train_")]
+    if trains:
+        md += ["## `personalise train` end to end", "", "Target: Online Retail under 60 s on 2 cores.", "",
+               _table([[k[6:], v.get("seconds"), v.get("wall_seconds"), v.get("peak_rss_mb"),
+                        *(v.get("gate_metrics", {}).values())] for k, v in trains],
+                      ["data", "job seconds", "process seconds", "peak MB", "NDCG@10", "churn AUC", "value Spearman"]), ""]
+    s = res.get("serve_load")
+    if s and "error" not in s:
+        md += ["## Serving under load", "",
+               "wrk, 2 threads, 8 connections, 15 s per endpoint after a 3 s warm-up, on the 20,000-customer shop's "
+               "models; the server and the load generator share the 2 cores. Targets: recommend >= 90% of echo's "
+               "throughput, p99 < 25 ms; events >= 1,000 events/s, all acknowledged events stored.", "",
+               _table([[n, v["rps"], v["p50_ms"], v["p95_ms"], v["p99_ms"], v["non2xx"], v["errors"]]
+                       for n, v in s.items() if isinstance(v, dict)],
+                      ["endpoint", "req/s", "p50 ms", "p95 ms", "p99 ms", "non-2xx", "errors"]), "",
+               f"recommend / echo throughput = {s['recommend_vs_echo_throughput']}; events: "
+               f"{s['events']['events_per_s']} events/s, {s['events']['stored_events']} stored, "
+               f"{s['events']['acknowledged_events_at_least']} acknowledged.", ""]
+    errs = {k: v["error"][-500:] for k, v in res.items() if isinstance(v, dict) and "error" in v}
+    if errs:
+        md += ["## Sections that failed", "", "```", json.dumps(errs, indent=1), "```", ""]
+    path.write_text("\n".join(md))

@@ -1,0 +1,279 @@
+"""One benchmark section per invocation; prints one JSON line. Called by bench/run.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+SHARED = ROOT.parent / "shared" / "data"
+WORK = ROOT / "var" / "bench"
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+
+def sim_dir(n: int) -> Path:
+    from features.simulate import simulate_shop
+    d = WORK / f"sim{n}"
+    if not (d / "orders.parquet").exists():
+        simulate_shop(d, customers=n, seed=42)
+    return d
+
+
+def or_dir() -> Path:
+    from features.importers import import_online_retail
+    d = WORK / "online_retail"
+    if not (d / "orders.parquet").exists():
+        import_online_retail(SHARED / "online_retail", d)
+    return d
+
+
+def simulate(n: str) -> dict:
+    from features.simulate import simulate_shop
+    d = WORK / f"simgen{n}"
+    shutil.rmtree(d, ignore_errors=True)
+    t0 = time.perf_counter()
+    s = simulate_shop(d, customers=int(n), seed=42)
+    secs = time.perf_counter() - t0
+    size = sum(p.stat().st_size for p in d.rglob("*") if p.is_file())
+    shutil.rmtree(d, ignore_errors=True)
+    return {"customers": int(n), "seconds": round(secs, 1), "rows": s["rows"], "disk_mb": round(size / 2**20, 1)}
+
+
+def import_or() -> dict:
+    from features.importers import import_online_retail
+    d = WORK / "online_retail"
+    shutil.rmtree(d, ignore_errors=True)
+    t0 = time.perf_counter()
+    r = import_online_retail(SHARED / "online_retail", d)
+    return {"seconds": round(time.perf_counter() - t0, 1), **r.to_dict()}
+
+
+def recommend(which: str) -> dict:
+    from features.io import load_shop
+    from training.rec_eval import evaluate_recommenders
+    shop = load_shop(or_dir() if which == "or" else sim_dir(20000))
+    cutoff = pd.Timestamp("2011-09-01") if which == "or" else pd.Timestamp("2025-11-01")
+    ev = evaluate_recommenders(shop, cutoff)
+    return {"cutoff": str(cutoff.date()), **ev.report, "blend_weights": ev.production.weights_}
+
+
+def customer(which: str) -> dict:
+    from features.io import load_shop
+    from models.customer import CustomerModelConfig
+    from models.metrics import auc, normalized_gini
+    from training.customer_eval import evaluate_customer_models
+    if which == "or":
+        shop = load_shop(or_dir())
+        cutoff, h = pd.Timestamp("2011-09-01"), 100
+    else:
+        shop = load_shop(sim_dir(20000))
+        cutoff, h = pd.Timestamp("2025-10-01"), 90
+    ev = evaluate_customer_models(shop, cutoff, CustomerModelConfig(horizon_days=h))
+    out = {"cutoff": str(cutoff.date()), "horizon_days": h, **ev.report,
+           "value_decile_lift": ev.tables["value_decile_lift"].round(3).to_dict("records"),
+           "churn_reliability": ev.tables["churn_reliability"].round(3).to_dict("records")}
+    if which == "sim":  # against the planted truth
+        t = pd.read_parquet(sim_dir(20000) / "truth" / "customers.parquet").set_index("customer_id").reindex(ev.scores.index)
+        gone = (t["dropout_at"] < cutoff).to_numpy()
+        rate = (t["orders_per_year"] * t["expected_basket"] * (1 - t["return_rate"]) * ~gone).to_numpy()
+        out["truth"] = {"churn_auc_vs_true_dropout": {m: auc(gone, ev.scores[f"churn_{m}"]) for m in ("production", "recency", "bgnbd")},
+                        "value_gini_vs_true_rate": {m: normalized_gini(rate, ev.scores[f"value_{m}"].fillna(0)) for m in ("production", "last_period", "bgnbd_gg")}}
+    return out
+
+
+def offers(which: str) -> dict:
+    from features.io import load_shop
+    from training.offer_eval import evaluate_offers
+    d = sim_dir(20000)
+    shop = load_shop(d)
+    ev = evaluate_offers(shop, pd.Timestamp("2025-09-01"), None, 42, d / "truth")
+    pol = ev.report.get("policies", {})
+    ratios = {}
+    if pol:
+        ratios = {"vs_propensity": pol["production"]["incremental_margin"] / pol["propensity"]["incremental_margin"],
+                  "share_of_oracle": pol["production"]["incremental_margin"] / pol["oracle"]["incremental_margin"]}
+    return {**ev.report, "ratios": ratios, "measured_uplift": ev.tables.get("measured_uplift", pd.DataFrame()).round(4).to_dict("records")}
+
+
+def redemption_cj() -> dict:
+    """Complete Journey: redemption model on campaigns starting after a split date vs past redemptions."""
+    from features.importers import import_complete_journey
+    from features.io import load_shop
+    from models.customer import ChurnModel, CustomerModelConfig
+    from models.metrics import auc
+    from training.offer_eval import uplift_training_set
+    d = WORK / "complete_journey"
+    if not (d / "orders.parquet").exists():
+        import_complete_journey(SHARED / "complete_journey", d)
+    shop = load_shop(d)
+    X, y = uplift_training_set(shop, window_days=60)
+    split = pd.Timestamp("2017-08-01")
+    tr, te = (y["sent_at"] < split).to_numpy(), (y["sent_at"] >= split).to_numpy()
+    Xf = X.reset_index(drop=True).assign(offer_id=pd.Categorical(y["offer_id"]))
+    # past redemptions as of each send date (from the offer log itself, strictly before the send)
+    ol = shop.offer_log.sort_values("sent_at")
+    past = []
+    for cid, sent in zip(y["customer_id"], y["sent_at"], strict=True):
+        h = ol[(ol["customer_id"] == cid) & (ol["redeemed_at"] < sent)]
+        past.append(len(h))
+    past = np.array(past, float)
+    Xf["past_redemptions"] = past
+    m = ChurnModel(CustomerModelConfig(n_estimators=200, num_leaves=15, min_child_samples=30, seed=42),
+                   ["top_category", "preferred_channel", "acquisition_channel", "region", "offer_id"]).fit(
+        Xf[tr], y["redeemed"][tr].astype(float))
+    p = m.predict(Xf[te]).to_numpy()
+    r = y["redeemed"][te].to_numpy()
+    return {"train_rows": int(tr.sum()), "test_rows": int(te.sum()), "test_redemption_rate": float(r.mean()),
+            "split": str(split.date()), "window_days": 60,
+            "auc": {"production": auc(r, p), "baseline_past_redemptions": auc(r, past[te])},
+            "note": "no control group in this data: uplift cannot be measured, only redemption"}
+
+
+def ope() -> dict:
+    """Open Bandit (random log): learn a policy on the first half, estimate its click rate on the second
+    half with IPS and DR, against the logged random policy's click rate."""
+    from models.ope import doubly_robust, ips, mean_ci
+    out = {}
+    for camp in ("all", "men", "women"):
+        df = pd.read_csv(SHARED / "zozo_open_bandit_small" / f"random_{camp}.csv.gz").drop(columns=["Unnamed: 0"])
+        df = df.sort_values("timestamp").reset_index(drop=True)
+        half = len(df) // 2
+        tr, te = df.iloc[:half], df.iloc[half:]
+        # reward model: smoothed CTR per (position, item) and per (position, user_feature_0, item)
+        prior = tr["click"].mean()
+        g = tr.groupby(["position", "item_id"])["click"].agg(["sum", "count"])
+        ctr = ((g["sum"] + 20 * prior) / (g["count"] + 20)).rename("q")
+        g2 = tr.groupby(["position", "user_feature_0", "item_id"])["click"].agg(["sum", "count"])
+        base = ctr.reindex(pd.MultiIndex.from_arrays([g2.index.get_level_values(0), g2.index.get_level_values(2)])).to_numpy()
+        ctr2 = pd.Series((g2["sum"].to_numpy() + 20 * base) / (g2["count"].to_numpy() + 20), index=g2.index)
+        best = ctr2.reset_index().sort_values(0, ascending=False).drop_duplicates(["position", "user_feature_0"])
+        pol = best.set_index(["position", "user_feature_0"])["item_id"]
+        fallback = ctr.reset_index().sort_values("q", ascending=False).drop_duplicates("position").set_index("position")["item_id"]
+        target = [pol.get((p, u), fallback[p]) for p, u in zip(te["position"], te["user_feature_0"], strict=True)]
+        match = (np.array(target) == te["item_id"].to_numpy())
+
+        def q(pos, u, item):
+            return ctr2.get((pos, u, item), ctr.get((pos, item), prior))
+        q_logged = np.array([q(p, u, i) for p, u, i in zip(te["position"], te["user_feature_0"], te["item_id"], strict=True)])
+        q_target = np.array([q(p, u, i) for p, u, i in zip(te["position"], te["user_feature_0"], target, strict=True)])
+        r, pscore = te["click"].to_numpy(), te["propensity_score"].to_numpy()
+        bts = pd.read_csv(SHARED / "zozo_open_bandit_small" / f"bts_{camp}.csv.gz")["click"].mean()
+        out[camp] = {"logged_random_ctr": mean_ci(r), "learned_policy_ips": mean_ci(ips(r, match, pscore)),
+                     "learned_policy_dr": mean_ci(doubly_robust(r, match, pscore, q_logged, q_target)),
+                     "bts_on_policy_ctr": float(bts), "test_rows": int(len(te)), "matches": int(match.sum())}
+    return out
+
+
+def train(which: str) -> dict:
+    from training.jobs import TrainConfig, train as job
+    src = {"or": or_dir, "sim20k": lambda: sim_dir(20000), "sim100k": lambda: sim_dir(100000)}[which]()
+    proj = WORK / f"train_{which}"
+    shutil.rmtree(proj, ignore_errors=True)
+    proj.mkdir(parents=True)
+    shutil.copytree(src, proj / "shop")
+    cfg = TrainConfig(horizon_days=100 if which == "or" else 90)
+    t0 = time.perf_counter()
+    r = job(proj, cfg)
+    return {"seconds": round(time.perf_counter() - t0, 1), "promoted": r.promoted,
+            "gate_metrics": {k: r.metrics.get(k) for k in ("recommend.all_items.production.ndcg@10",
+                                                            "churn.production.auc", "value.production.spearman")}}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def serve() -> dict:
+    """Start the server on the 20k simulated shop's models; load it with wrk at 8 connections."""
+    import httpx
+    if shutil.which("wrk") is None:
+        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], capture_output=True)
+        if shutil.which("wrk") is None:
+            subprocess.run(["apt-get", "update", "-qq"], capture_output=True)
+            subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], capture_output=True)
+    if shutil.which("wrk") is None:
+        return {"error": "wrk could not be installed (apt-get install wrk)"}
+    proj = WORK / "train_sim20k"
+    if not (proj / "mlflow").exists():
+        train("sim20k")
+    port = _free_port()
+    key = "bench-storefront-key"
+    env = dict(os.environ, PERSONALISE_DATA=str(proj), PERSONALISE_API_KEYS=f"storefront:{key},crm:bench-crm-key-1",
+               PERSONALISE_DB=f"sqlite:///{WORK / 'bench_live.db'}", OPENBLAS_NUM_THREADS="1")
+    (WORK / "bench_live.db").unlink(missing_ok=True)
+    proc = subprocess.Popen([sys.executable, "-m", "bentoml", "serve", "serving.service:PersonaliseService", "--host",
+                             "127.0.0.1", "--port", str(port), "--working-dir", str(ROOT)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(240):
+            try:
+                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        ids = pd.read_parquet(proj / "shop" / "orders.parquet")["customer_id"].drop_duplicates().head(2000).tolist()
+        lua = WORK / "bench.lua"
+        results = {}
+        for name, path, k, role_key in (("echo", "/echo", 0, key), ("recommend", "/recommend", 0, key),
+                                        ("offers", "/offers", 0, "bench-crm-key-1"), ("events", "/events", 0, key)):
+            if name == "events":
+                body_fn = ('function() local c = ids[math.random(#ids)]; return \'{"events": [\' .. '
+                           'string.rep(\'{"customer_id": "\' .. c .. \'", "product_id": "P00010", "event_type": "view"},\', 9) .. '
+                           '\'{"customer_id": "\' .. c .. \'", "product_id": "P00011", "event_type": "view"}]}\' end')
+            else:
+                body_fn = "function() return '{\"customer_id\": \"' .. ids[math.random(#ids)] .. '\", \"k\": 10}' end"
+            lua.write_text(f"""
+ids = {{{",".join(json.dumps(i) for i in ids)}}}
+make_body = {body_fn}
+request = function()
+  return wrk.format("POST", "{path}", {{["content-type"]="application/json", ["Authorization"]="Bearer {role_key}"}}, make_body())
+end
+done = function(summary, latency, requests)
+  io.write(string.format("JSON{{\\"requests\\": %d, \\"duration_us\\": %d, \\"p50_ms\\": %.2f, \\"p95_ms\\": %.2f, \\"p99_ms\\": %.2f, \\"non2xx\\": %d, \\"errors\\": %d}}\\n",
+    summary.requests, summary.duration, latency:percentile(50)/1000, latency:percentile(95)/1000, latency:percentile(99)/1000,
+    summary.errors.status, summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))
+end
+""")
+            subprocess.run(["wrk", "-t2", "-c8", "-d3s", "-s", str(lua), url], capture_output=True, text=True)  # warm-up
+            out = subprocess.run(["wrk", "-t2", "-c8", "-d15s", "--latency", "-s", str(lua), url], capture_output=True, text=True)
+            line = [ln for ln in out.stdout.splitlines() if ln.startswith("JSON")][-1][4:]
+            r = json.loads(line)
+            r["rps"] = round(r["requests"] / (r["duration_us"] / 1e6), 1)
+            if name == "events":
+                r["events_per_s"] = round(r["rps"] * 10, 1)
+            results[name] = r
+        import sqlalchemy as sa
+        eng = sa.create_engine(f"sqlite:///{WORK / 'bench_live.db'}")
+        with eng.connect() as c:
+            stored = c.execute(sa.text("select count(*) from events")).scalar_one()
+        acked = (results["events"]["requests"] - results["events"]["non2xx"]) * 10
+        results["events"]["stored_events"] = int(stored)
+        results["events"]["acknowledged_events_at_least"] = int(acked)
+        results["recommend_vs_echo_throughput"] = round(results["recommend"]["rps"] / results["echo"]["rps"], 3)
+        return results
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+
+
+if __name__ == "__main__":
+    import logging
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    name, *args = sys.argv[1:]
+    res = globals()[name](*args)
+    print(json.dumps(res, default=lambda o: float(o) if isinstance(o, np.floating) else str(o)))
