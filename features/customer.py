@@ -99,7 +99,9 @@ def customer_features(shop: Shop, cutoff: pd.Timestamp, customers: pd.Index | No
     f["holiday_share"] = (md >= 11).groupby(orders["customer_id"]).mean()
     chan = orders.dropna(subset=["channel"])
     if len(chan):
-        f["preferred_channel"] = chan.groupby("customer_id")["channel"].agg(lambda s: s.value_counts().index[0])
+        cnt = chan.groupby(["customer_id", "channel"]).size().reset_index(name="n")
+        cnt = cnt.sort_values(["customer_id", "n", "channel"], ascending=[True, False, True], kind="stable")
+        f["preferred_channel"] = cnt.drop_duplicates("customer_id").set_index("customer_id")["channel"]
     else:
         f["preferred_channel"] = None
     # customers known before the cutoff

@@ -202,7 +202,7 @@ class UpliftModel:
     """
 
     def __init__(self, config: CustomerModelConfig | None = None) -> None:
-        self.config = config or CustomerModelConfig(n_estimators=100, num_leaves=7, min_child_samples=200)
+        self.config = config or CustomerModelConfig(n_estimators=100, learning_rate=0.03, num_leaves=7, min_child_samples=200)
         self.offers_: set[str] = set()
         self.outcome_: ChurnModel | None = None
 

@@ -61,7 +61,7 @@ def fit_uplift(shop: Shop, before: pd.Timestamp | None = None, seed: int = 42) -
         log.warning("offer_log has no treatment/control contrast: offers use the documented prior")
         return None
     from models.customer import CustomerModelConfig
-    cfg = CustomerModelConfig(n_estimators=100, num_leaves=7, min_child_samples=200, seed=seed)
+    cfg = CustomerModelConfig(n_estimators=100, learning_rate=0.03, num_leaves=7, min_child_samples=200, seed=seed)
     return UpliftModel(cfg).fit(X, y["offer_id"], y["treated"], y["bought"], y["redeemed"])
 
 

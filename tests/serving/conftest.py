@@ -68,6 +68,7 @@ class Server:
 @pytest.fixture(scope="session")
 def server(trained_project) -> Iterator[Server]:
     d, _ = trained_project
-    s = Server(d)
+    # a store of its own, so the training tests' reuse check is not affected by live data
+    s = Server(d, {"PERSONALISE_DB": f"sqlite:///{d / 'serving-test-live.db'}"})
     yield s
     s.stop()

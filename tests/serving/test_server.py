@@ -101,7 +101,7 @@ def test_offers_single_batch_and_decision_log(server: Server, trained_project) -
     assert control and all(x["offer_id"] == "none" for x in control)
     assert any(x["offer_id"] != "none" for x in res)
     assert server.call("offers_batch", {"customer_ids": ["c"] * 1001}, role="crm").status_code == 400
-    con = sqlite3.connect(d / "live.db")
+    con = sqlite3.connect(d / "serving-test-live.db")
     groups = dict(con.execute("select `group`, count(*) from decisions where campaign_id='test' group by 1").fetchall())
     con.close()
     assert groups.get("control", 0) == len([x for x in control if x.get("expected_value", 0) > 0]) or groups.get("control", 0) >= 1
