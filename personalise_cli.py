@@ -103,7 +103,8 @@ def train(data: Path = typer.Option(..., help="Project data directory (shop tabl
           seed: int = typer.Option(42), force: bool = typer.Option(False, help="Retrain even if this data and "
                                                                               "config were trained before.")) -> None:
     """Validate, evaluate against baselines, refit, log to MLflow, register and promote if not worse."""
-    from training.jobs import TrainConfig, train as job, with_horizon
+    from training.jobs import TrainConfig, with_horizon
+    from training.jobs import train as job
     cfg = with_horizon(TrainConfig(cutoff=cutoff), horizon_days, seed)
     r = _run(lambda: job(data, cfg, force=force))
     typer.echo(json.dumps({"run_id": r.run_id, "reused": r.reused, "promoted": r.promoted, "versions": r.versions,
@@ -115,7 +116,8 @@ def evaluate(data: Path = typer.Option(...), cutoff: str = typer.Option(None), h
              out: Path = typer.Option(Path("report.json")), seed: int = typer.Option(42)) -> None:
     """Evaluate every model and baseline on the window after the cutoff; nothing is registered."""
     from features.io import load_shop
-    from training.jobs import TrainConfig, evaluate as job, with_horizon
+    from training.jobs import TrainConfig, with_horizon
+    from training.jobs import evaluate as job
 
     def go() -> None:
         sdir = _shop_dir(data)
@@ -153,7 +155,7 @@ def promote(data: Path = typer.Option(...), version: str = typer.Option(..., hel
 
 @app.command()
 def serve(data: Path = typer.Option(...), host: str = typer.Option("127.0.0.1"), port: int = typer.Option(3000),
-          bundle: Path = typer.Option(None, help="Serve a local bundle directory instead of the registry."),
+          bundle: Path | None = typer.Option(None, help="Serve a local bundle directory instead of the registry."),
           insecure_dev: bool = typer.Option(False, "--insecure-dev", help="Run without API keys (local demo only)."),
           max_concurrency: int = typer.Option(64)) -> None:
     """Start the BentoML service (loads the champion models, pinned)."""
@@ -187,7 +189,8 @@ def demo(data: Path = typer.Option(Path("var/demo")), port: int = typer.Option(3
          serve_after: bool = typer.Option(True, "--serve/--no-serve")) -> None:
     """Simulate a shop (once), train every model, then serve on 127.0.0.1 and print example calls."""
     from features.simulate import simulate_shop
-    from training.jobs import TrainConfig, train as job
+    from training.jobs import TrainConfig
+    from training.jobs import train as job
     shop = data / "shop"
     if not (shop / "orders.parquet").exists():
         typer.echo(f"simulating a shop of {customers} customers into {shop} ...")

@@ -11,7 +11,6 @@ import argparse
 import json
 import os
 import resource
-import shutil
 import subprocess
 import sys
 import time
@@ -30,12 +29,12 @@ def run_section(name: str, *args: str) -> dict:
     out = subprocess.run([PY, str(ROOT / "bench" / "sections.py"), name, *args], capture_output=True, text=True,
                          env=dict(os.environ, OPENBLAS_NUM_THREADS="1"), cwd=ROOT)
     wall = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    del before
     if out.returncode != 0:
         return {"error": out.stderr[-3000:], "wall_seconds": round(wall, 1)}
     res = json.loads(out.stdout.strip().splitlines()[-1])
     res["wall_seconds"] = round(wall, 1)
-    res["peak_rss_mb"] = round(max(peak, before) / 1024, 1) if peak > before else None
+    res["peak_rss_mb"] = res.pop("peak_rss_mb_self", None)
     return res
 
 

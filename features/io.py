@@ -325,8 +325,8 @@ def load_shop(directory: str | Path, strict: bool = True) -> Shop:
     typed, report = validate_tables(raw, offers)
     if strict and not report.ok:
         raise DataValidationError(report)
-    for p in report.warnings:
-        log.warning("%s", p)
+    for warning in report.warnings:
+        log.warning("%s", warning)
     orders = typed.get("orders", pd.DataFrame(columns=schema.ORDERS.names))
     for opt in ("discount",):
         if opt not in orders.columns:

@@ -112,7 +112,7 @@ def make_catalogue(n: int, rng: np.random.Generator, days: int) -> pd.DataFrame:
     cat = rng.choice(len(CATEGORIES), size=n)
     cat[: min(n, len(CATEGORIES))] = np.arange(min(n, len(CATEGORIES)))  # every category has a product
     price = np.array([CATEGORY_PRICE[CATEGORIES[c]] for c in cat]) * rng.lognormal(0, 0.45, n)
-    price = np.round(np.maximum(price, 0.5), 2)
+    price = np.asarray(np.round(np.maximum(price, 0.5), 2), dtype=np.float64)
     repl = np.array([CATEGORIES[c] in REPLENISHABLE_CATEGORIES for c in cat]) & (rng.random(n) < 0.6)
     oos = rng.random(n) < 0.04
     oos_day = np.where(oos, rng.integers(max(days - 60, 1), days, n), 10**9)
@@ -378,6 +378,7 @@ class _Writer:
             self.w = pq.ParquetWriter(self.path, t.schema)
         else:
             t = t.cast(self.w.schema)
+        assert self.w is not None
         self.w.write_table(t)
 
     def close(self) -> None:

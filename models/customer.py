@@ -11,7 +11,7 @@ Example
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Self
 
 import lightgbm as lgb
 import numpy as np
@@ -96,7 +96,7 @@ class _LGBMBase:
             p["tweedie_variance_power"] = c.tweedie_variance_power
         return p
 
-    def fit(self, X: pd.DataFrame, y: pd.Series) -> _LGBMBase:
+    def fit(self, X: pd.DataFrame, y: pd.Series) -> Self:
         if len(X) == 0:
             raise ModelFitError(f"{type(self).__name__}: no training rows")
         if not np.isfinite(np.asarray(y, float)).all():
@@ -112,7 +112,7 @@ class _LGBMBase:
     def _raw(self, X: pd.DataFrame) -> np.ndarray:
         if self.booster_ is None:
             raise NotFittedError(type(self).__name__)
-        return self.booster_.predict(self._prepare(X))
+        return np.asarray(self.booster_.predict(self._prepare(X)))
 
     def predict(self, X: pd.DataFrame) -> pd.Series:
         return pd.Series(self._raw(X), index=X.index, name="score")
@@ -126,7 +126,7 @@ class _LGBMBase:
         if self.booster_ is None:
             raise NotFittedError(type(self).__name__)
         Xp = self._prepare(X)
-        contrib = self.booster_.predict(Xp, pred_contrib=True)[:, :-1]
+        contrib = np.asarray(self.booster_.predict(Xp, pred_contrib=True))[:, :-1]
         out: dict[str, list[dict[str, Any]]] = {}
         for i, cid in enumerate(X.index):
             order = np.argsort(-np.abs(contrib[i]))[:top]
@@ -156,7 +156,7 @@ class ValueModel(_LGBMBase):
 
     objective = "tweedie"
 
-    def fit(self, X: pd.DataFrame, y: pd.Series) -> ValueModel:
+    def fit(self, X: pd.DataFrame, y: pd.Series) -> Self:
         super().fit(X, np.clip(np.asarray(y, float), 0, None))
         return self
 

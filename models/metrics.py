@@ -109,6 +109,6 @@ def ranking_report(recs: pd.DataFrame, truth: dict[str, set[str]], k: int = 10) 
         if nh:
             m += float((np.cumsum(hits) / np.arange(1, len(hits) + 1) * hits).sum() / min(len(rel), k))
         h += float(nh > 0)
-    u = max(len(truth), 1)
-    return {f"precision@{k}": p / u, f"recall@{k}": r / u, f"ndcg@{k}": n / u, f"map@{k}": m / u,
-            f"hit_rate@{k}": h / u, "users": len(truth)}
+    nu = max(len(truth), 1)
+    return {f"precision@{k}": float(p / nu), f"recall@{k}": float(r / nu), f"ndcg@{k}": n / nu, f"map@{k}": m / nu,
+            f"hit_rate@{k}": h / nu, "users": len(truth)}

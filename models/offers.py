@@ -221,6 +221,18 @@ class UpliftModel:
         self.outcome_ = ChurnModel(self.config, cats).fit(F, y)
         self.redeem_ = ChurnModel(self.config, cats).fit(F[t], r[t])
         self.offers_ = set(map(str, offer_ids))
+        # calibrate the size of the effect: an S-learner ranks well but shrinks uplift towards zero, so each
+        # offer's predicted uplift is scaled to match the average effect measured by its randomised control group
+        self.scale_: dict[str, float] = {}
+        oid = np.asarray(offer_ids, dtype=object)
+        for o in self.offers_:
+            m = oid == o
+            if m.sum() == 0 or t[m].all() or not t[m].any():
+                continue
+            ate = y[m & t].mean() - y[m & ~t].mean()
+            pred = (self.outcome_.predict(F[m].assign(treated=1.0)).to_numpy()
+                    - self.outcome_.predict(F[m].assign(treated=0.0)).to_numpy()).mean()
+            self.scale_[o] = float(np.clip(ate / pred, 0.0, 10.0)) if pred > 1e-6 and ate > 0 else 1.0
         return self
 
     def predict(self, X: pd.DataFrame, offer_id: str) -> pd.DataFrame:
@@ -234,7 +246,8 @@ class UpliftModel:
         pt = self.outcome_.predict(self._frame(X, ids, 1.0)).to_numpy()
         pc = self.outcome_.predict(self._frame(X, ids, 0.0)).to_numpy()
         pr = self.redeem_.predict(self._frame(X, ids, 1.0)).to_numpy()
-        return pd.DataFrame({"uplift": pt - pc, "p_treated": pt, "p_control": pc, "p_redeem": pr, "prior": False},
+        up = (pt - pc) * getattr(self, "scale_", {}).get(offer_id, 1.0)
+        return pd.DataFrame({"uplift": up, "p_treated": pc + up, "p_control": pc, "p_redeem": pr, "prior": False},
                             index=X.index)
 
 

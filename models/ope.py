@@ -10,10 +10,12 @@ def ips(reward: np.ndarray, match: np.ndarray, propensity: np.ndarray) -> np.nda
     return np.asarray(match, float) * np.asarray(reward, float) / np.asarray(propensity, float)
 
 
-def doubly_robust(reward: np.ndarray, match: np.ndarray, propensity: np.ndarray, q_logged: np.ndarray,
+def doubly_robust(reward: np.ndarray, weight: np.ndarray, propensity: np.ndarray | float, q_logged: np.ndarray,
                   q_target: np.ndarray) -> np.ndarray:
-    """Per-row DR terms: model estimate of the target action plus the IPS-weighted residual of the logged one."""
-    return np.asarray(q_target, float) + np.asarray(match, float) * (np.asarray(reward, float) - q_logged) / propensity
+    """Per-row DR terms: the reward model's value of the target policy plus the importance-weighted residual
+    of the logged action. ``weight`` is pi(a|x) (or a 0/1 match for a deterministic policy)."""
+    w = np.asarray(weight, float) / np.asarray(propensity, float)
+    return np.asarray(q_target, float) + w * (np.asarray(reward, float) - np.asarray(q_logged, float))
 
 
 def mean_ci(terms: np.ndarray, n_boot: int = 500, seed: int = 0, level: float = 0.95) -> dict[str, float]:

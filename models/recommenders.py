@@ -23,7 +23,7 @@ import pickle
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
@@ -185,7 +185,7 @@ class Recommender:
         self.data: InteractionData | None = None
 
     # -- fitting --------------------------------------------------------------------------------
-    def fit(self, data: InteractionData) -> Recommender:
+    def fit(self, data: InteractionData) -> Self:
         if data.weights.nnz == 0:
             raise ModelFitError(f"{self.name}: no interactions to learn from")
         self.data = data
@@ -487,7 +487,7 @@ class BlendRecommender(Recommender):
         return {n: _normalise(c.score(ctx)) for n, c in self.components_.items()}
 
     def tune(self, truth: dict[str, set[str]], k: int = 10, rules: BusinessRules | None = None,
-             grid: list[tuple[tuple[str, float], ...]] | None = None) -> BlendRecommender:
+             grid: list[tuple[tuple[str, float], ...]] | None = None) -> Self:
         """Choose the blend weights maximising NDCG@k on ``truth`` (purchases after this model's cutoff)."""
         from models.metrics import ranking_report
         data = self._require()

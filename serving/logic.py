@@ -18,9 +18,9 @@ import numpy as np
 import pandas as pd
 
 from features.io import find_table, read_raw
+from features.live import LiveStore, default_url
 from models.customer import READABLE
 from models.recommenders import BusinessRules
-from features.live import LiveStore, default_url
 from training.bundle import COMPONENTS, ServingBundle
 
 log = logging.getLogger(__name__)
@@ -128,6 +128,8 @@ class Personaliser:
             return [{"customer_id": c, **none, "reason": why, "model_version": cur.version if cur else "none"}
                     for c in customer_ids]
         b = cur.bundle
+        policy = b.policy
+        assert policy is not None
         known = [c for c in dict.fromkeys(customer_ids) if c in b.features.index and b.features.at[c, "n_orders"] > 0]
         out: dict[str, dict[str, Any]] = {}
         if known:
@@ -140,7 +142,7 @@ class Personaliser:
             now = max(now, b.as_of)
             trig = b.triggers[b.triggers["customer_id"].isin(known)] if len(b.triggers) else None
             opted = b.features.index.to_series().map(lambda _: False)
-            dec = b.policy.decide(X, churn, now, campaign=campaign, channel=channel, segments=seg, history=hist,
+            dec = policy.decide(X, churn, now, campaign=campaign, channel=channel, segments=seg, history=hist,
                                   triggers=trig, opted_out=opted)
             log_rows = []
             for r in dec.to_dict("records"):

@@ -172,4 +172,5 @@ class PersonaliseService:
         return {"customer_id": customer_id, "k": k}
 
 
-PersonaliseService.add_asgi_middleware(GuardMiddleware, insecure=os.environ.get("PERSONALISE_INSECURE_DEV") == "1")
+PersonaliseService.add_asgi_middleware(  # type: ignore[attr-defined]
+    GuardMiddleware, insecure=os.environ.get("PERSONALISE_INSECURE_DEV") == "1")

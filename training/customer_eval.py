@@ -9,11 +9,23 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.customer import customer_features, future_labels, order_lines, stacked_training_set, training_cutoffs
+from features.customer import (
+    customer_features,
+    future_labels,
+    order_lines,
+    stacked_training_set,
+    training_cutoffs,
+)
 from features.exceptions import ModelFitError
 from features.io import Shop
 from models.bgnbd import BetaGeoModel, GammaGammaModel, rfm_summary
-from models.customer import ChurnModel, CustomerModelConfig, ValueModel, last_period_baseline, recency_baseline
+from models.customer import (
+    ChurnModel,
+    CustomerModelConfig,
+    ValueModel,
+    last_period_baseline,
+    recency_baseline,
+)
 from models.metrics import classification_report, decile_lift, regression_report, reliability
 
 log = logging.getLogger(__name__)

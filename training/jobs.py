@@ -20,8 +20,7 @@ import numpy as np
 import pandas as pd
 
 from features.customer import customer_features, order_lines
-from features.importers import is_non_product
-from features.interactions import InteractionConfig, build_interactions
+from features.interactions import InteractionConfig
 from features.io import Shop, load_shop
 from models.customer import CustomerModelConfig
 from models.offers import OfferPolicy, parse_catalogue
@@ -381,7 +380,7 @@ def _register(bundle: ServingBundle, run_id: str) -> dict[str, str]:
     import mlflow.pyfunc
     from mlflow.models import infer_signature
 
-    class ComponentModel(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+    class ComponentModel(mlflow.pyfunc.PythonModel):  # type: ignore[misc,name-defined]
         """Pyfunc view of a component: scores customers (or recommends for them) from the bundle."""
 
         def load_context(self, context: Any) -> None:

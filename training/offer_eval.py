@@ -13,7 +13,15 @@ import pandas as pd
 from features.customer import customer_features
 from features.io import Shop
 from models.metrics import auc
-from models.offers import OfferCatalogue, OfferPolicy, UpliftModel, choose_audience, measure_uplift, parse_catalogue, qini
+from models.offers import (
+    OfferCatalogue,
+    OfferPolicy,
+    UpliftModel,
+    choose_audience,
+    measure_uplift,
+    parse_catalogue,
+    qini,
+)
 
 log = logging.getLogger(__name__)
 

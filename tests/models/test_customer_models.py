@@ -36,7 +36,7 @@ def test_gamma_gamma_recovers_spend_parameters() -> None:
     p, q, v = 6.0, 4.0, 15.0
     nu = rng.gamma(q, 1 / v, 4000)
     x = rng.integers(1, 10, 4000)
-    m = np.array([rng.gamma(p * xi, 1 / (n * xi)) for xi, n in zip(x, nu)])
+    m = np.array([rng.gamma(p * xi, 1 / (n * xi)) for xi, n in zip(x, nu, strict=True)])
     gg = GammaGammaModel().fit(x, m)
     assert gg.params_["p"] == pytest.approx(p, rel=0.25)
     assert gg.params_["q"] == pytest.approx(q, rel=0.25)

@@ -194,11 +194,49 @@ def test_model_missing_gives_fallbacks_and_honest_readiness(tmp_path: Path, smal
 
 
 def test_refuses_to_start_without_keys(tmp_path: Path) -> None:
+    import os
+
     from typer.testing import CliRunner
 
     from personalise_cli import app
-    import os
     env = {k: v for k, v in os.environ.items() if not k.startswith("PERSONALISE_API_KEYS")}
     res = CliRunner().invoke(app, ["serve", "--data", str(tmp_path)], env={**env, "PERSONALISE_API_KEYS": ""})
     assert res.exit_code == 2
     assert "no API keys configured" in res.output
+
+
+def test_overload_gets_429_never_500(trained_project, tmp_path: Path) -> None:
+    d, _ = trained_project
+    s = Server(d, {"PERSONALISE_MAX_CONCURRENCY": "1", "PERSONALISE_DB": f"sqlite:///{tmp_path / 'o.db'}"})
+    ids = pd.read_parquet(d / "shop" / "orders.parquet")["customer_id"].drop_duplicates().head(1000).tolist()
+    codes: list[int] = []
+
+    def one() -> None:
+        codes.append(s.call("offers_batch", {"customer_ids": ids}, role="crm").status_code)
+    try:
+        threads = [threading.Thread(target=one) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        s.stop()
+    assert 429 in codes and 200 in codes
+    assert set(codes) <= {200, 429}
+
+
+def test_cli_offers_audience_respects_budget_and_records_control(trained_project, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from personalise_cli import app
+    d, _ = trained_project
+    out = tmp_path / "audience.csv"
+    res = CliRunner().invoke(app, ["offers", "audience", "--data", str(d), "--budget", "5", "--channel", "sms",
+                                   "--campaign", "spring", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    a = pd.read_csv(out)
+    t = a[a["group"] == "treatment"]
+    assert len(t) > 0 and t["send_cost"].sum() <= 5 + 1e-9
+    assert t["customer_id"].is_unique and (t["channel"] == "sms").all()
+    assert (a["group"] == "control").any()  # control customers are recorded, not dropped
+    assert set(a.columns) >= {"customer_id", "offer_id", "channel", "group", "expected_value", "reason"}
