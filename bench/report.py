@@ -94,6 +94,8 @@ def write_markdown(res: dict[str, Any], path: Path) -> None:
     if ob and "error" not in ob:
         rows = []
         for camp, v in ob.items():
+            if not isinstance(v, dict):
+                continue
             for k in ("logged_random_ctr", "learned_policy_ips", "learned_policy_dr"):
                 rows.append([camp, k, v[k]["estimate"], v[k]["ci_low"], v[k]["ci_high"]])
             rows.append([camp, "bts_on_policy_ctr (other log)", v["bts_on_policy_ctr"], None, None])

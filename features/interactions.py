@@ -33,16 +33,28 @@ class IdMap:
 
     def __init__(self, ids: Any) -> None:
         self.ids = np.asarray(pd.Index(ids).astype(object))
-        self._index = pd.Index(self.ids)
+        self._pos = {v: i for i, v in enumerate(self.ids.tolist())}
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def rows(self, ids: Any) -> np.ndarray:
-        return self._index.get_indexer(pd.Index(ids).astype(object))
+        pos = self._pos
+        if isinstance(ids, (str, bytes)):
+            ids = [ids]
+        return np.fromiter((pos.get(i, -1) for i in ids), dtype=np.int64)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:  # models pickled before the dict lookup existed
+        state.pop("_index", None)
+        self.__dict__.update(state)
+        if "_pos" not in state:
+            self._pos = {v: i for i, v in enumerate(self.ids.tolist())}
+
+    def row(self, id_: Any) -> int:
+        return self._pos.get(id_, -1)
 
     def __contains__(self, item: object) -> bool:
-        return item in self._index
+        return item in self._pos
 
 
 @dataclass

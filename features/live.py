@@ -92,10 +92,12 @@ class LiveStore:
         with self.engine.begin() as conn:
             conn.execute(DECISIONS.insert(), [{**d, "decided_at": now} for d in decisions])
 
-    def decisions(self, since: dt.datetime | None = None) -> pd.DataFrame:
+    def decisions(self, since: dt.datetime | None = None, customer_ids: list[str] | None = None) -> pd.DataFrame:
         q = sa.select(DECISIONS)
         if since is not None:
             q = q.where(DECISIONS.c.decided_at >= since)
+        if customer_ids is not None:
+            q = q.where(DECISIONS.c.customer_id.in_(customer_ids))
         with self.engine.connect() as conn:
             return pd.DataFrame(conn.execute(q).mappings().all(), columns=[c.name for c in DECISIONS.columns])
 

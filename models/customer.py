@@ -86,6 +86,25 @@ class _LGBMBase:
                 out[c] = pd.to_numeric(X[c], errors="coerce").astype(float)
         return pd.DataFrame(out, index=X.index)
 
+    def _matrix(self, X: pd.DataFrame) -> np.ndarray:
+        """Float matrix in training column order; categories become the codes LightGBM saw at fit
+        (unknown -> NaN). Much faster than a pandas frame for the one-customer calls of the service."""
+        maps = getattr(self, "_codes", None)
+        if maps is None:
+            maps = self._codes = {c: {v: float(i) for i, v in enumerate(cats)} for c, cats in self.categories_.items()}
+        Xo = X.reindex(columns=self.columns_)
+        num = [c for c in self.columns_ if c not in maps]
+        out = np.empty((len(X), len(self.columns_)))
+        idx = {c: j for j, c in enumerate(self.columns_)}
+        block = Xo[num]
+        if (block.dtypes == object).any():
+            block = block.apply(pd.to_numeric, errors="coerce")
+        out[:, [idx[c] for c in num]] = block.to_numpy(dtype=float, na_value=np.nan)
+        for c, m in maps.items():
+            vals = Xo[c].astype(object).tolist()
+            out[:, idx[c]] = [m.get(str(v), np.nan) if isinstance(v, str) else np.nan for v in vals]
+        return out
+
     def _params(self) -> dict[str, Any]:
         c = self.config
         p = {"objective": self.objective, "learning_rate": c.learning_rate, "num_leaves": c.num_leaves,
@@ -112,7 +131,7 @@ class _LGBMBase:
     def _raw(self, X: pd.DataFrame) -> np.ndarray:
         if self.booster_ is None:
             raise NotFittedError(type(self).__name__)
-        return np.asarray(self.booster_.predict(self._prepare(X)))
+        return np.asarray(self.booster_.predict(self._matrix(X)))
 
     def predict(self, X: pd.DataFrame) -> pd.Series:
         return pd.Series(self._raw(X), index=X.index, name="score")
@@ -126,7 +145,7 @@ class _LGBMBase:
         if self.booster_ is None:
             raise NotFittedError(type(self).__name__)
         Xp = self._prepare(X)
-        contrib = np.asarray(self.booster_.predict(Xp, pred_contrib=True))[:, :-1]
+        contrib = np.asarray(self.booster_.predict(self._matrix(X), pred_contrib=True))[:, :-1]
         out: dict[str, list[dict[str, Any]]] = {}
         for i, cid in enumerate(X.index):
             order = np.argsort(-np.abs(contrib[i]))[:top]

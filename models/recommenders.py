@@ -105,6 +105,9 @@ def build_context(data: InteractionData, customer_ids: Any,
     n, m = len(ids), len(data.items)
 
     def take(M: sp.csr_matrix) -> sp.csr_matrix:
+        if n == 1:  # the service's hot path: one customer, a cheap row slice (or an empty row)
+            r = int(rows[0])
+            return M[r:r + 1] if r >= 0 else sp.csr_matrix((1, M.shape[1]), dtype=M.dtype)
         safe = np.where(rows >= 0, rows, 0)
         out = M[safe]
         out = sp.diags((rows >= 0).astype(float)) @ out
@@ -154,6 +157,14 @@ def rules_mask(data: InteractionData, ctx: UserContext, rules: BusinessRules) ->
             bought &= ~data.item_replenishable[None, :]
         mask &= ~bought
     return mask
+
+
+def _topk_row(s: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k best finite scores of one row, best first (ties broken by index)."""
+    k = min(k, len(s))
+    part = np.argpartition(-s, k - 1)[:k]
+    part = part[np.lexsort((part, -s[part]))]
+    return part[np.isfinite(s[part])]
 
 
 def _topk(scores: np.ndarray, k: int, ids: np.ndarray, items: np.ndarray) -> pd.DataFrame:
@@ -413,6 +424,7 @@ class ItemKNNRecommender(Recommender):
             warnings.filterwarnings("ignore", message="Method expects CSR input")
             self.model_.fit(data.weights.tocsr().astype(np.float64), show_progress=False)
         self.sim_ = sp.csr_matrix(self.model_.similarity, dtype=np.float64)
+        self.sim_csc_ = sp.csc_matrix(self.sim_)
 
     def _score(self, ctx: UserContext) -> np.ndarray:
         s = (ctx.W @ self.sim_).toarray()
@@ -426,7 +438,11 @@ class ItemKNNRecommender(Recommender):
         row = ctx.W[i]
         if row.nnz == 0:
             return None
-        contrib = row.data * self.sim_[row.indices, item].toarray().ravel()
+        col = getattr(self, "sim_csc_", None)
+        col = col[:, item] if col is not None else self.sim_[:, item]
+        dense = np.zeros(self.sim_.shape[0])
+        dense[col.indices] = col.data
+        contrib = row.data * dense[row.indices]
         contrib[row.indices == item] = 0.0  # "because you bought X" never names X itself
         if contrib.max() <= 0:
             return None
@@ -554,16 +570,13 @@ class RecommendationEngine:
         if ctx.known[0]:
             comps = self.model.component_scores(ctx)
             s = sum(w * comps[n] for n, w in self.model.weights_.items())
-            s = np.where(rules_mask(data, ctx, rules), s, NEG)
-            top = _topk(s, k, ctx.customer_ids, data.items.ids)
+            s = np.where(rules_mask(data, ctx, rules), s, NEG)[0]
+            top = _topk_row(s, k)
             if len(top):
-                items = []
                 knn = self.model.components_["item_knn"]
                 assert isinstance(knn, ItemKNNRecommender)
-                for r in top.itertuples():
-                    j = data.items.rows([r.product_id])[0]
-                    items.append({"product_id": r.product_id, "score": round(float(r.score), 6), "rank": int(r.rank),
-                                  "reason": self._reason(ctx, comps, knn, j)})
+                items = [{"product_id": str(data.items.ids[j]), "score": round(float(s[j]), 6), "rank": r + 1,
+                          "reason": self._reason(ctx, comps, knn, int(j))} for r, j in enumerate(top)]
                 return Recommendation(customer_id, "model", items)
         # fallback: trending in the region, else overall
         reg = region
@@ -571,12 +584,11 @@ class RecommendationEngine:
             reg = data.user_region[ctx.rows[0]]
         scores = self.trending.scores_for_region(reg)
         in_region = reg is not None and str(reg) in self.trending.region_
-        s = np.where(rules_mask(data, ctx, rules)[0], scores, NEG)[None, :]
-        top = _topk(s, k, ctx.customer_ids, data.items.ids)
+        s = np.where(rules_mask(data, ctx, rules)[0], scores, NEG)
         reason = f"popular in your region ({reg})" if in_region else "trending now"
         return Recommendation(customer_id, "fallback", [
-            {"product_id": r.product_id, "score": round(float(r.score), 6), "rank": int(r.rank), "reason": reason}
-            for r in top.itertuples()])
+            {"product_id": str(data.items.ids[j]), "score": round(float(s[j]), 6), "rank": r + 1, "reason": reason}
+            for r, j in enumerate(_topk_row(s, k))])
 
     def _reason(self, ctx: UserContext, comps: dict[str, np.ndarray], knn: ItemKNNRecommender, j: int) -> str:
         data = self.data

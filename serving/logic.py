@@ -136,14 +136,14 @@ class Personaliser:
             X = b.features.loc[known]
             churn = b.scores["churn"].reindex(known)
             seg = b.scores["segment"].reindex(known)
-            hist = self.store.decisions(dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(days=120))
+            hist = self.store.decisions(dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(days=120), known)
             hist = hist.rename(columns={"decided_at": "sent_at"}) if len(hist) else None
             now = pd.Timestamp(dt.datetime.now(dt.UTC).replace(tzinfo=None))
             now = max(now, b.as_of)
             trig = b.triggers[b.triggers["customer_id"].isin(known)] if len(b.triggers) else None
-            opted = b.features.index.to_series().map(lambda _: False)
+            opted = b.scores["opted_out"].reindex(known).fillna(False) if "opted_out" in b.scores else None
             dec = policy.decide(X, churn, now, campaign=campaign, channel=channel, segments=seg, history=hist,
-                                  triggers=trig, opted_out=opted)
+                                triggers=trig, opted_out=opted)
             log_rows = []
             for r in dec.to_dict("records"):
                 r = {k: (None if not isinstance(v, str) and v is not None and pd.isna(v) else v) for k, v in r.items()}

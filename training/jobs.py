@@ -147,6 +147,7 @@ def fit_serving_bundle(shop: Shop, config: TrainConfig) -> ServingBundle:
     value = cm.value.predict(buyers)
     seg = segment_customers(X, churn, value, config.horizon_days)
     scores = pd.DataFrame({"churn": churn, "predicted_value": value}).reindex(X.index).join(seg)
+    scores["opted_out"] = shop.customers.set_index("customer_id")["opted_out"].reindex(X.index).fillna(False).astype(bool)
     lines = order_lines(shop, end)
     trig = detect_triggers(lines, end - pd.Timedelta(days=30), end, churn_now=churn)
     policy, catalogue = None, None
