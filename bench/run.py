@@ -22,12 +22,12 @@ WORK = ROOT / "var" / "bench"
 PY = sys.executable
 
 
-def run_section(name: str, *args: str) -> dict:
+def run_section(name: str, *args: str, env: dict[str, str] | None = None) -> dict:
     """Run ``bench/sections.py NAME`` in a child process; return its JSON plus wall time and peak memory."""
     t0 = time.perf_counter()
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     out = subprocess.run([PY, str(ROOT / "bench" / "sections.py"), name, *args], capture_output=True, text=True,
-                         env=dict(os.environ, OPENBLAS_NUM_THREADS="1"), cwd=ROOT)
+                         env=dict(os.environ, OPENBLAS_NUM_THREADS="1", **(env or {})), cwd=ROOT)
     wall = time.perf_counter() - t0
     del before
     if out.returncode != 0:
@@ -47,7 +47,7 @@ def main() -> None:
     WORK.mkdir(parents=True, exist_ok=True)
     jpath = ROOT / "bench" / "results.json"
     results = json.loads(jpath.read_text()) if jpath.exists() and only else {}
-    plan = [
+    plan: list[tuple] = [
         ("simulate_20k", ("simulate", "20000")),
         ("simulate_100k", ("simulate", "100000")),
         ("simulate_1m", ("simulate", "1000000")),
@@ -62,12 +62,13 @@ def main() -> None:
         ("train_sim_20k", ("train", "sim20k")),
         ("train_sim_100k", ("train", "sim100k")),
         ("serve_load", ("serve",)),
+        ("serve_load_threads1", ("serve",), {"PERSONALISE_THREADS": "1"}),
     ]
-    for key, args in plan:
+    for key, args, *env in plan:  # type: ignore[misc]
         if only and key not in only and args[0] not in only:
             continue
         print(f"== {key}", flush=True)
-        results[key] = run_section(*args)
+        results[key] = run_section(*args, env=env[0] if env else None)
         print(json.dumps(results[key])[:400], flush=True)
         jpath.write_text(json.dumps(results, indent=1, default=str))
     from bench.report import write_markdown
