@@ -235,6 +235,30 @@ class UpliftModel:
             self.scale_[o] = float(np.clip(ate / pred, 0.0, 10.0)) if pred > 1e-6 and ate > 0 else 1.0
         return self
 
+    def predict_pairs(self, X: pd.DataFrame, offer_ids: np.ndarray) -> pd.DataFrame:
+        """Like :meth:`predict`, for rows that each name their own offer, in one pass of each model."""
+        if self.outcome_ is None:
+            raise NotFittedError("UpliftModel")
+        offer_ids = np.asarray(offer_ids, dtype=object)
+        n = len(X)
+        up, pt, pc, pr = np.full(n, PRIOR_UPLIFT), np.full(n, np.nan), np.full(n, np.nan), np.full(n, PRIOR_REDEEM)
+        known = np.isin(offer_ids, list(self.offers_))
+        if known.any():
+            F = self._frame(X[known], offer_ids[known], 1.0)
+            M1 = self.outcome_._matrix(F)
+            M0 = M1.copy()
+            M0[:, self.outcome_.columns_.index("treated")] = 0.0
+            b = self.outcome_.booster_
+            assert b is not None and self.redeem_.booster_ is not None
+            p1, p0 = np.asarray(b.predict(M1)), np.asarray(b.predict(M0))
+            scale = np.array([getattr(self, "scale_", {}).get(o, 1.0) for o in offer_ids[known]])
+            up[known] = (p1 - p0) * scale
+            pc[known] = p0
+            pt[known] = p0 + up[known]
+            pr[known] = np.asarray(self.redeem_.booster_.predict(self.redeem_._matrix(F)))
+        return pd.DataFrame({"uplift": up, "p_treated": pt, "p_control": pc, "p_redeem": pr, "prior": ~known},
+                            index=X.index)
+
     def predict(self, X: pd.DataFrame, offer_id: str) -> pd.DataFrame:
         """uplift, p_treated, p_control, p_redeem per customer for one offer (prior if no history)."""
         if self.outcome_ is None:
@@ -290,7 +314,7 @@ class OfferPolicy:
         if opted_out is not None:
             blocked |= opted_out.reindex(X.index).fillna(False).to_numpy(bool)
         blocked |= np.nan_to_num(X["recency_days"].to_numpy(float), nan=1e9) < self.contact.recent_purchase_days
-        frames = []
+        pos_parts, offers_used = [], []
         for o in self.catalogue.offers:
             chans = [c for c in o.channels if channel is None or c == channel]
             if not chans:
@@ -301,15 +325,25 @@ class OfferPolicy:
             ok &= ~self._capped(o, X.index, now, history, chans[0])
             if not ok.any():
                 continue
-            u = self.uplift.predict(X[ok], o.id)
             ch = min(chans, key=lambda c: o.cost_per_send[c])
-            b = basket[ok]
-            gain = u["uplift"].to_numpy() * b * self.catalogue.margin_rate * (1 - ret[ok])
-            cost = u["p_redeem"].to_numpy() * o.cost_on_redemption(b) + o.cost_per_send[ch]
-            frames.append(pd.DataFrame({
-                "customer_id": X.index[ok], "offer_id": o.id, "kind": o.kind, "channel": ch,
-                "expected_value": gain - cost, "send_cost": o.cost_per_send[ch], "uplift": u["uplift"].to_numpy(),
-                "p_redeem": u["p_redeem"].to_numpy(), "prior": u["prior"].to_numpy()}))
+            pos_parts.append(np.flatnonzero(ok))
+            offers_used.append((o, ch))
+        frames = []
+        if pos_parts:
+            pos = np.concatenate(pos_parts)
+            oid = np.concatenate([np.full(len(p), o.id, dtype=object) for p, (o, _) in zip(pos_parts, offers_used, strict=True)])
+            u_all = self.uplift.predict_pairs(X.iloc[pos], oid)
+            start = 0
+            for p, (o, ch) in zip(pos_parts, offers_used, strict=True):
+                u = u_all.iloc[start:start + len(p)]
+                start += len(p)
+                b = basket[p]
+                gain = u["uplift"].to_numpy() * b * self.catalogue.margin_rate * (1 - ret[p])
+                cost = u["p_redeem"].to_numpy() * o.cost_on_redemption(b) + o.cost_per_send[ch]
+                frames.append(pd.DataFrame({
+                    "customer_id": X.index[p], "offer_id": o.id, "kind": o.kind, "channel": ch,
+                    "expected_value": gain - cost, "send_cost": o.cost_per_send[ch], "uplift": u["uplift"].to_numpy(),
+                    "p_redeem": u["p_redeem"].to_numpy(), "prior": u["prior"].to_numpy()}))
         if not frames:
             return pd.DataFrame(columns=["customer_id", "offer_id", "kind", "channel", "expected_value", "send_cost",
                                          "uplift", "p_redeem", "prior"])
