@@ -97,7 +97,7 @@ class _LGBMBase:
         out = np.empty((len(X), len(self.columns_)))
         idx = {c: j for j, c in enumerate(self.columns_)}
         block = Xo[num]
-        if (block.dtypes == object).any():
+        if any(pd.api.types.is_object_dtype(t) or pd.api.types.is_string_dtype(t) for t in block.dtypes):
             block = block.apply(pd.to_numeric, errors="coerce")
         out[:, [idx[c] for c in num]] = block.to_numpy(dtype=float, na_value=np.nan)
         for c, m in maps.items():
