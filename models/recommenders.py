@@ -424,7 +424,6 @@ class ItemKNNRecommender(Recommender):
             warnings.filterwarnings("ignore", message="Method expects CSR input")
             self.model_.fit(data.weights.tocsr().astype(np.float64), show_progress=False)
         self.sim_ = sp.csr_matrix(self.model_.similarity, dtype=np.float64)
-        self.sim_csc_ = sp.csc_matrix(self.sim_)
 
     def _score(self, ctx: UserContext) -> np.ndarray:
         s = (ctx.W @ self.sim_).toarray()
@@ -432,21 +431,6 @@ class ItemKNNRecommender(Recommender):
 
     def _item_similarity(self) -> Any:
         return lambda rows: self.sim_[rows].toarray()
-
-    def because(self, ctx: UserContext, i: int, item: int) -> int | None:
-        """The customer's item that contributed most to ``item``'s score (for explanations)."""
-        row = ctx.W[i]
-        if row.nnz == 0:
-            return None
-        col = getattr(self, "sim_csc_", None)
-        col = col[:, item] if col is not None else self.sim_[:, item]
-        dense = np.zeros(self.sim_.shape[0])
-        dense[col.indices] = col.data
-        contrib = row.data * dense[row.indices]
-        contrib[row.indices == item] = 0.0  # "because you bought X" never names X itself
-        if contrib.max() <= 0:
-            return None
-        return int(row.indices[int(np.argmax(contrib))])
 
 
 DEFAULT_WEIGHTS = (("buy_again", 1.0), ("item_knn", 1.0), ("als", 0.5), ("popularity", 0.1))
@@ -575,8 +559,9 @@ class RecommendationEngine:
             if len(top):
                 knn = self.model.components_["item_knn"]
                 assert isinstance(knn, ItemKNNRecommender)
+                reasons = self._reasons(ctx, comps, knn, top)
                 items = [{"product_id": str(data.items.ids[j]), "score": round(float(s[j]), 6), "rank": r + 1,
-                          "reason": self._reason(ctx, comps, knn, int(j))} for r, j in enumerate(top)]
+                          "reason": reasons[r]} for r, j in enumerate(top)]
                 return Recommendation(customer_id, "model", items)
         # fallback: trending in the region, else overall
         reg = region
@@ -590,19 +575,32 @@ class RecommendationEngine:
             {"product_id": str(data.items.ids[j]), "score": round(float(s[j]), 6), "rank": r + 1, "reason": reason}
             for r, j in enumerate(_topk_row(s, k))])
 
-    def _reason(self, ctx: UserContext, comps: dict[str, np.ndarray], knn: ItemKNNRecommender, j: int) -> str:
+    def _reasons(self, ctx: UserContext, comps: dict[str, np.ndarray], knn: ItemKNNRecommender,
+                 top: np.ndarray) -> list[str]:
+        """Why each of the top items is shown, computed for all of them at once."""
         data = self.data
-        contrib = {n: self.model.weights_.get(n, 0) * comps[n][0, j] for n in comps}
-        top = max(contrib, key=lambda n: contrib[n])
-        if ctx.P[0, j] > 0:
-            return "you buy this regularly" if ctx.P[0, j] >= 2 or data.item_replenishable[j] else "buy it again"
-        src = knn.because(ctx, 0, j)
-        if src is not None and top in ("item_knn", "als"):
-            verb = "bought" if ctx.P[0, src] > 0 else "viewed"
-            return f"because you {verb} {self._name(str(data.items.ids[src]))}"
-        if top == "popularity":
-            return "popular right now"
-        return "recommended for you"
+        bought = ctx.P[0].toarray().ravel()
+        w = {n: self.model.weights_.get(n, 0) for n in comps}
+        lead = [max(comps, key=lambda n, j=j: w[n] * comps[n][0, j]) for j in top]
+        row = ctx.W[0]
+        src = np.full(len(top), -1)
+        if row.nnz:
+            S = knn.sim_[row.indices][:, top].toarray() * row.data[:, None]
+            S[row.indices[:, None] == top[None, :]] = 0.0  # never "because you bought X" for X itself
+            best = S.argmax(axis=0)
+            src = np.where(S.max(axis=0) > 0, row.indices[best], -1)
+        out = []
+        for i, j in enumerate(top):
+            if bought[j] > 0:
+                out.append("you buy this regularly" if bought[j] >= 2 or data.item_replenishable[j] else "buy it again")
+            elif src[i] >= 0 and lead[i] in ("item_knn", "als"):
+                verb = "bought" if bought[src[i]] > 0 else "viewed"
+                out.append(f"because you {verb} {self._name(str(data.items.ids[src[i]]))}")
+            elif lead[i] == "popularity":
+                out.append("popular right now")
+            else:
+                out.append("recommended for you")
+        return out
 
     def similar_items(self, product_id: str, k: int = 10) -> tuple[str, list[dict[str, Any]]]:
         df = self.model.similar_items([product_id], k)
