@@ -392,13 +392,18 @@ class OfferPolicy:
                 "expected_value": round(float(r["expected_value"]), 4) if has else 0.0,
                 "group": "control" if control[i] else "treatment",
                 "send": bool(has and not control[i]),
-                "reason": ", ".join(why + ([f"trigger: {', '.join(t)}"] if t else [])) or
-                          ("no offer is worth its cost" if not has else "best expected incremental margin"),
+                "reason": _reason_text(has, why + ([f"trigger: {', '.join(t)}"] if t else [])),
                 "trigger": t[0] if t else None,
                 "uplift": None if not has else round(float(r["uplift"]), 4),
                 "propensity": None if not has else round(float(r["p_redeem"]), 4),
             })
         return pd.DataFrame(out)
+
+
+def _reason_text(has_offer: bool, facts: list[str]) -> str:
+    if has_offer:
+        return ", ".join(facts) or "best expected incremental margin"
+    return "no offer is worth its cost" + (f" ({', '.join(facts)})" if facts else "")
 
 
 def choose_audience(candidates: pd.DataFrame, budget: float, max_volume: int | None = None) -> pd.DataFrame:

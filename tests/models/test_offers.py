@@ -118,6 +118,7 @@ def test_do_nothing_is_a_candidate_and_control_gets_nothing(policy_setup, small_
     assert (dec["offer_id"] == "none").any()
     assert (dec.loc[dec["offer_id"] != "none", "expected_value"] > 0).all()
     assert dec.loc[dec["offer_id"] != "none", "reason"].str.len().min() > 0
+    assert dec.loc[dec["offer_id"] == "none", "reason"].str.startswith("no offer is worth its cost").all()
 
 
 def test_contact_rules_caps_and_opt_out(policy_setup, small_shop) -> None:
