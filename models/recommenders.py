@@ -581,7 +581,7 @@ class RecommendationEngine:
         data = self.data
         bought = ctx.P[0].toarray().ravel()
         w = {n: self.model.weights_.get(n, 0) for n in comps}
-        lead = [max(comps, key=lambda n, j=j: w[n] * comps[n][0, j]) for j in top]
+        lead = [max(comps, key=lambda n: float(w[n] * comps[n][0, j])) for j in top]  # noqa: B023
         row = ctx.W[0]
         src = np.full(len(top), -1)
         if row.nnz:
