@@ -264,8 +264,12 @@ end
         results["recommend_vs_echo_throughput"] = round(results["recommend"]["rps"] / results["echo"]["rps"], 3)
         return results
     finally:
+        import psutil
+        kids = psutil.Process(proc.pid).children(recursive=True)
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(30)
+        for k in psutil.wait_procs(kids, timeout=10)[1]:
+            k.kill()
 
 
 if __name__ == "__main__":

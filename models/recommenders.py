@@ -336,12 +336,18 @@ class BuyAgainRecommender(Recommender):
 
     def _score(self, ctx: UserContext) -> np.ndarray:
         data = self._require()
-        P = ctx.P.toarray()
-        L = ctx.L.toarray()
-        recency = np.divide(1.0, np.log2(1 + L), out=np.zeros_like(L, dtype=float), where=L > 0)
-        s = P + 0.5 * recency
-        s = s * np.where(data.item_replenishable, self.config.replenish_boost, 1.0)[None, :]
-        return np.where(P > 0, s, NEG)
+        boost = np.where(data.item_replenishable, self.config.replenish_boost, 1.0)
+        out = np.full(ctx.P.shape, NEG)
+        P, L = ctx.P.tocsr(), ctx.L.tocsr()
+        for i in range(P.shape[0]):  # only the items each customer bought
+            cols = P.indices[P.indptr[i]:P.indptr[i + 1]]
+            if not len(cols):
+                continue
+            cnt = P.data[P.indptr[i]:P.indptr[i + 1]]
+            last = np.asarray(L[i, cols].todense()).ravel() if L.nnz else np.zeros(len(cols))
+            rec = np.divide(1.0, np.log2(1 + last), out=np.zeros_like(last, dtype=float), where=last > 0)
+            out[i, cols] = (cnt + 0.5 * rec) * boost[cols]
+        return out
 
 
 class ALSRecommender(Recommender):
@@ -450,11 +456,12 @@ WEIGHT_GRID = [
 def _normalise(s: np.ndarray) -> np.ndarray:
     """Per-customer scaling to [0, 1] over finite scores; -inf becomes 0."""
     fin = np.isfinite(s)
-    t = np.where(fin, s, np.nan)
-    lo = np.nanmin(np.where(fin.any(axis=1, keepdims=True), t, 0), axis=1, keepdims=True)
-    hi = np.nanmax(np.where(fin.any(axis=1, keepdims=True), t, 1), axis=1, keepdims=True)
-    out = (t - lo) / np.where(hi - lo > 0, hi - lo, 1.0)
-    return np.nan_to_num(out, nan=0.0)
+    lo = np.where(fin, s, np.inf).min(axis=1, keepdims=True)
+    hi = np.where(fin, s, -np.inf).max(axis=1, keepdims=True)
+    span = hi - lo
+    span = np.where(np.isfinite(span) & (span > 0), span, 1.0)
+    lo = np.where(np.isfinite(lo), lo, 0.0)
+    return np.where(fin, (s - lo) / span, 0.0)
 
 
 class BlendRecommender(Recommender):

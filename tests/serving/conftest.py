@@ -55,14 +55,32 @@ class Server:
         return httpx.post(f"{self.url}/{path}", json=body, headers=headers, timeout=30, **kw)  # type: ignore[arg-type]
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, sig)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
+        stop_tree(self.proc, sig)
         self.log.close()
+
+
+def stop_tree(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
+    """Stop the server and every worker it started (BentoML's workers would otherwise outlive it)."""
+    import psutil
+    try:
+        kids = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        kids = []
+    if proc.poll() is None:
+        os.killpg(proc.pid, sig)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+    for k in kids:
+        try:
+            k.send_signal(sig)
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(kids, timeout=10)
+    for k in alive:
+        k.kill()
 
 
 @pytest.fixture(scope="session")
