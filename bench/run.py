@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -25,11 +24,9 @@ PY = sys.executable
 def run_section(name: str, *args: str, env: dict[str, str] | None = None) -> dict:
     """Run ``bench/sections.py NAME`` in a child process; return its JSON plus wall time and peak memory."""
     t0 = time.perf_counter()
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     out = subprocess.run([PY, str(ROOT / "bench" / "sections.py"), name, *args], capture_output=True, text=True,
                          env=dict(os.environ, OPENBLAS_NUM_THREADS="1", **(env or {})), cwd=ROOT)
     wall = time.perf_counter() - t0
-    del before
     if out.returncode != 0:
         return {"error": out.stderr[-3000:], "wall_seconds": round(wall, 1)}
     res = json.loads(out.stdout.strip().splitlines()[-1])

@@ -477,11 +477,9 @@ def simulate_shop(out: str | Path, customers: int = 20_000, days: int = 365, see
         fut_by = fut.groupby("cust").agg(net=("net", "sum"), margin=("margin", "sum"))
         fut_orders = orders[(orders["day"] >= end_day) & (orders["day"] < end_day + 90)].groupby("cust").size()
         idx = np.arange(ch.n)
-        gross_orders = lines.groupby("cust").agg(g=("unit_price", "size"))
         basket = (lines.assign(v=lines["quantity"] * lines["unit_price"]).groupby("oi")["v"].sum())
         basket_by_cust = basket.groupby(orders["cust"].to_numpy()[basket.index.to_numpy()]).mean()
         exp_basket = basket_by_cust.reindex(idx).fillna(basket.mean() if len(basket) else 30.0).to_numpy()
-        del gross_orders
         alive_end = ch.dropout > end_day
         truth = pd.DataFrame({
             "customer_id": ch.ids,

@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 
@@ -90,12 +89,3 @@ def detect_triggers(lines: pd.DataFrame, since: pd.Timestamp, until: pd.Timestam
     out["at"] = pd.to_datetime(out["at"])
     return out.sort_values(["at", "customer_id", "trigger"], kind="stable").reset_index(drop=True)
 
-
-def dormancy_lines(lines: pd.DataFrame, config: TriggerConfig | None = None) -> pd.Series:
-    """Days of silence after which each customer counts as dormant."""
-    cfg = config or TriggerConfig()
-    o = _orders(lines)
-    usual = (o.groupby("customer_id")["ts"].diff() / pd.Timedelta(days=1)).groupby(o["customer_id"]).mean()
-    idx = pd.Index(o["customer_id"].unique())
-    d = (usual * cfg.dormancy_factor).reindex(idx)
-    return d.where(d.notna() & (d > 0), cfg.dormancy_days).astype(float).rename("dormancy_line_days") + np.float64(0)

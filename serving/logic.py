@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from features.io import find_table, read_raw
@@ -200,6 +199,3 @@ class Personaliser:
     def add_events(self, events: list[dict[str, Any]]) -> int:
         return self.store.add_events(events)
 
-
-def _np(x: Any) -> Any:
-    return x.item() if isinstance(x, np.generic) else x

@@ -37,7 +37,7 @@ class ServingBundle:
             "recommender": {"engine": self.engine},
             "churn": {"churn": self.churn, "features": self.features, "scores": self.scores,
                       "triggers": self.triggers, "as_of": self.as_of},
-            "value": {"value": self.value},
+            "value": {"value": self.value, "predicted_value": self.scores["predicted_value"]},
             "offers": {"policy": self.policy, "catalogue": self.catalogue},
         }
         paths = {}

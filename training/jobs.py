@@ -105,8 +105,9 @@ def evaluate(shop: Shop, config: TrainConfig, truth_dir: str | Path | None = Non
     offers = evaluate_offers(shop, cutoff, cust.scores["churn_production"], config.seed, truth_dir)
     secs["offers"] = time.perf_counter() - t0
     report = {"cutoff": str(cutoff.date()), "horizon_days": H,
-              "recommend": rec.report, **cust.report, "offers": offers.report}
-    report["offers"] = {**offers.report.get("policies", {}), **{k: v for k, v in offers.report.items() if k != "policies"}}
+              "recommend": rec.report, **cust.report,
+              "offers": {**offers.report.get("policies", {}),
+                         **{k: v for k, v in offers.report.items() if k != "policies"}}}
     tables = {**cust.tables, **offers.tables}
     return EvaluationResult(report=_clean(report), tables=tables, cutoff=cutoff, seconds=secs)
 
@@ -187,7 +188,13 @@ def _plots(ev: EvaluationResult, out: Path) -> list[Path]:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    paths = []
+    paths: list[Path] = []
+
+    def save(fig: Any, name: str) -> None:
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=80)
+        plt.close(fig)
+        paths.append(out / name)
     t = ev.tables
     if "value_decile_lift" in t:
         d = t["value_decile_lift"]
@@ -198,11 +205,7 @@ def _plots(ev: EvaluationResult, out: Path) -> list[Path]:
         ax[1].plot([0, 100], [0, 1], "--", label="random")
         ax[1].set(title="Gains", xlabel="% customers", ylabel="share of holdout net revenue")
         ax[1].legend()
-        p = out / "value_lift_gains.png"
-        fig.tight_layout()
-        fig.savefig(p, dpi=80)
-        plt.close(fig)
-        paths.append(p)
+        save(fig, "value_lift_gains.png")
     if "churn_reliability" in t:
         d = t["churn_reliability"]
         fig, ax = plt.subplots(figsize=(5, 4))
@@ -210,11 +213,7 @@ def _plots(ev: EvaluationResult, out: Path) -> list[Path]:
         ax.plot([0, 1], [0, 1], "--", label="perfect")
         ax.set(title="Churn calibration", xlabel="predicted", ylabel="observed")
         ax.legend()
-        p = out / "churn_calibration.png"
-        fig.tight_layout()
-        fig.savefig(p, dpi=80)
-        plt.close(fig)
-        paths.append(p)
+        save(fig, "churn_calibration.png")
     rec = ev.report.get("recommend", {}).get("all_items", {})
     if rec:
         names = list(rec)
@@ -225,11 +224,7 @@ def _plots(ev: EvaluationResult, out: Path) -> list[Path]:
         ax.set_xticks(x + 0.27, names)
         ax.set(title="Recommenders on the holdout (all items)")
         ax.legend()
-        p = out / "recommenders_at_k.png"
-        fig.tight_layout()
-        fig.savefig(p, dpi=80)
-        plt.close(fig)
-        paths.append(p)
+        save(fig, "recommenders_at_k.png")
     return paths
 
 
@@ -372,10 +367,6 @@ def train(data_dir: str | Path, config: TrainConfig | None = None, force: bool =
         return TrainResult(run.info.run_id, False, ok, versions, metrics, reason, ev.report)
 
 
-class _Component:  # pyfunc wrapper: loads one pickled component
-    pass
-
-
 def _register(bundle: ServingBundle, run_id: str) -> dict[str, str]:
     import mlflow
     import mlflow.pyfunc
@@ -397,7 +388,8 @@ def _register(bundle: ServingBundle, run_id: str) -> dict[str, str]:
             if "churn" in self.obj:
                 return pd.DataFrame({"customer_id": ids, "churn": self.obj["scores"]["churn"].reindex(ids).to_numpy()})
             if "value" in self.obj:
-                return pd.DataFrame({"customer_id": ids, "n": 0})
+                return pd.DataFrame({"customer_id": ids,
+                                     "predicted_value": self.obj["predicted_value"].reindex(ids).to_numpy()})
             return pd.DataFrame({"customer_id": ids})
 
     versions = {}

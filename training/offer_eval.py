@@ -98,15 +98,8 @@ def evaluate_offers(shop: Shop, cutoff: pd.Timestamp, churn: pd.Series | None = 
         past = Xh["redemption_rate"].fillna(0).to_numpy()
         report["redemption"] = {"baseline_past_redemptions": {"auc": auc(yh["redeemed"][t], past[t])}}
         if model is not None:
-            up = np.concatenate([model.predict(Xh.iloc[[i]], o)["uplift"].to_numpy()
-                                 for i, o in enumerate(yh["offer_id"])]) if len(yh) < 200 else np.concatenate(
-                [model.predict(Xh[yh["offer_id"].to_numpy() == o], o)["uplift"].to_numpy() for o in yh["offer_id"].unique()])
-            order = np.concatenate([np.flatnonzero(yh["offer_id"].to_numpy() == o) for o in yh["offer_id"].unique()])
-            u = np.empty(len(yh))
-            u[order] = up
-            pr = np.empty(len(yh))
-            pr[order] = np.concatenate([model.predict(Xh[yh["offer_id"].to_numpy() == o], o)["p_redeem"].to_numpy()
-                                        for o in yh["offer_id"].unique()])
+            pred = model.predict_pairs(Xh, yh["offer_id"].to_numpy())
+            u, pr = pred["uplift"].to_numpy(), pred["p_redeem"].to_numpy()
             report["redemption"]["production"] = {"auc": auc(yh["redeemed"][t], pr[t])}
             report["uplift_model"] = qini(u, t, yh["bought"].to_numpy())
     if truth_dir is not None and Path(truth_dir, "uplift.parquet").exists() and model is not None:
