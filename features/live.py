@@ -85,6 +85,16 @@ class LiveStore:
         with self.engine.connect() as conn:
             return [(r[0], r[1]) for r in conn.execute(q)]
 
+    def customers_with_events(self, since: dt.datetime, after_id: int = 0) -> tuple[set[str], int]:
+        """Customers with events at or after ``since`` among the rows after ``after_id``, and the last row id
+        read (pass it back next time to read only what is new)."""
+        q = (sa.select(EVENTS.c.customer_id, sa.func.max(EVENTS.c.id))
+             .where(EVENTS.c.id > after_id, EVENTS.c.ts >= since).group_by(EVENTS.c.customer_id))
+        with self.engine.connect() as conn:
+            last = conn.execute(sa.select(sa.func.max(EVENTS.c.id))).scalar_one() or 0
+            rows = conn.execute(q.where(EVENTS.c.id <= last)).all()
+        return {r[0] for r in rows}, int(max(last, after_id))
+
     def add_decisions(self, decisions: list[dict[str, Any]]) -> None:
         if not decisions:
             return

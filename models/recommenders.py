@@ -56,6 +56,10 @@ class RecommenderConfig:
     """Neighbours kept per item in the item-to-item (BM25) model."""
     knn_k1: float = 1.2
     knn_b: float = 0.75
+    ease_lambda: float = 500.0
+    """L2 penalty of EASE (item-to-item linear model)."""
+    ease_max_items: int = 12000
+    """EASE inverts an items x items matrix; larger catalogues use their most interacted items only."""
     replenish_boost: float = 1.5
     """Buy-again multiplier for replenishable products."""
     blend_weights: tuple[tuple[str, float], ...] | None = None
@@ -439,18 +443,59 @@ class ItemKNNRecommender(Recommender):
         return lambda rows: self.sim_[rows].toarray()
 
 
-DEFAULT_WEIGHTS = (("buy_again", 1.0), ("item_knn", 1.0), ("als", 0.5), ("popularity", 0.1))
-WEIGHT_GRID = [
-    DEFAULT_WEIGHTS,
-    (("buy_again", 1.0), ("item_knn", 0.5), ("als", 0.5), ("popularity", 0.1)),
-    (("buy_again", 1.0), ("item_knn", 1.5), ("als", 0.5), ("popularity", 0.05)),
-    (("buy_again", 1.0), ("item_knn", 1.0), ("als", 1.0), ("popularity", 0.1)),
-    (("buy_again", 0.5), ("item_knn", 1.0), ("als", 1.0), ("popularity", 0.1)),
-    (("buy_again", 1.5), ("item_knn", 1.0), ("als", 0.25), ("popularity", 0.1)),
-    (("buy_again", 1.0), ("item_knn", 1.0), ("als", 0.0), ("popularity", 0.2)),
-    (("buy_again", 0.5), ("item_knn", 0.5), ("als", 1.0), ("popularity", 0.05)),
-    (("buy_again", 0.25), ("item_knn", 0.25), ("als", 1.0), ("popularity", 0.0)),
+class EASERecommender(Recommender):
+    """EASE (Steck, 2019): a closed-form item-to-item linear model on binary interactions,
+    ``B = I - P / diag(P)`` with ``P = (X'X + lambda I)^-1`` and a zero diagonal. Session items count
+    like stored ones. Only the ``ease_max_items`` most interacted items are modelled."""
+
+    name = "ease"
+
+    def _fit(self, data: InteractionData) -> None:
+        X = data.weights.tocsr().astype(np.float32)
+        X.data = np.ones_like(X.data)
+        cnt = np.asarray(X.sum(axis=0)).ravel()
+        keep = np.flatnonzero(cnt > 0)
+        if len(keep) > self.config.ease_max_items:
+            keep = np.sort(keep[np.argsort(-cnt[keep], kind="stable")[:self.config.ease_max_items]])
+        Xk = X[:, keep].astype(np.float64)
+        G = (Xk.T @ Xk).toarray()
+        G[np.diag_indices_from(G)] += self.config.ease_lambda
+        import scipy.linalg
+        P = scipy.linalg.inv(G, overwrite_a=True, check_finite=False)
+        B = -P / np.diag(P)
+        np.fill_diagonal(B, 0.0)
+        self.keep_ = keep.astype(np.int64)
+        self.B_ = B.astype(np.float32)
+
+    def _score(self, ctx: UserContext) -> np.ndarray:
+        Wk = ctx.W.tocsr()[:, self.keep_]
+        Wk.data = (Wk.data > 0).astype(np.float32)
+        out = np.full((len(ctx.rows), len(self._require().items)), NEG)
+        out[:, self.keep_] = np.asarray(Wk @ self.B_, dtype=np.float64)
+        return out
+
+    def _item_similarity(self) -> Any:
+        m = len(self._require().items)
+        pos = np.full(m, -1)
+        pos[self.keep_] = np.arange(len(self.keep_))
+
+        def sim(rows: np.ndarray) -> np.ndarray:
+            out = np.full((len(rows), m), NEG)
+            ok = pos[rows] >= 0
+            if ok.any():
+                out[np.ix_(ok, self.keep_)] = self.B_[pos[rows[ok]]]
+            return out
+        return sim
+
+
+COMPONENTS = ("buy_again", "item_knn", "als", "ease", "popularity")
+DEFAULT_WEIGHTS = (("buy_again", 1.0), ("item_knn", 1.0), ("als", 0.5), ("ease", 0.5), ("popularity", 0.1))
+_BASE_GRID = [
+    (1.0, 1.0, 0.5, 0.1), (1.0, 0.5, 0.5, 0.1), (1.0, 1.5, 0.5, 0.05), (1.0, 1.0, 1.0, 0.1), (0.5, 1.0, 1.0, 0.1),
+    (1.5, 1.0, 0.25, 0.1), (1.0, 1.0, 0.0, 0.2), (0.5, 0.5, 1.0, 0.05), (0.25, 0.25, 1.0, 0.0),
 ]
+WEIGHT_GRID = [(("buy_again", b), ("item_knn", k), ("als", a), ("ease", e), ("popularity", p))
+               for b, k, a, p in _BASE_GRID for e in (0.0, 0.5, 1.0)]
 
 
 def _normalise(s: np.ndarray) -> np.ndarray:
@@ -477,16 +522,19 @@ class BlendRecommender(Recommender):
         self.tuning_: list[dict[str, Any]] = []
 
     def _fit(self, data: InteractionData) -> None:
-        self.components_: dict[str, Recommender] = {
-            "buy_again": BuyAgainRecommender(self.config), "item_knn": ItemKNNRecommender(self.config),
-            "als": ALSRecommender(self.config), "popularity": PopularityRecommender(self.config)}
-        for c in self.components_.values():
-            c.fit(data)
+        kinds: dict[str, type[Recommender]] = {
+            "buy_again": BuyAgainRecommender, "item_knn": ItemKNNRecommender, "als": ALSRecommender,
+            "ease": EASERecommender, "popularity": PopularityRecommender}
+        self.components_: dict[str, Recommender] = {}
+        for n in COMPONENTS:
+            # all of them while weights are still to be tuned; item_knn always (reasons, similar items)
+            if self.config.blend_weights is None or self.weights_.get(n, 0) > 0 or n == "item_knn":
+                self.components_[n] = kinds[n](self.config).fit(data)
 
     def _score(self, ctx: UserContext) -> np.ndarray:
         total = np.zeros((len(ctx.rows), len(self._require().items)))
         for name, w in self.weights_.items():
-            if w:
+            if w and name in self.components_:
                 total += w * _normalise(self.components_[name].score(ctx))
         return total
 
@@ -506,7 +554,7 @@ class BlendRecommender(Recommender):
         self.tuning_ = []
         for wt in grid or WEIGHT_GRID:
             w = dict(wt)
-            s = sum(w[n] * comps[n] for n in w)
+            s = sum(w[n] * comps[n] for n in w if n in comps)
             s = np.where(ctx.known[:, None] & mask, s, NEG)
             rep = ranking_report(_topk(s, k, ctx.customer_ids, data.items.ids), {u: truth[u] for u in users}, k)
             self.tuning_.append({"weights": w, f"ndcg@{k}": rep[f"ndcg@{k}"]})
@@ -522,7 +570,8 @@ class BlendRecommender(Recommender):
 
 MODELS: dict[str, type[Recommender]] = {
     "popularity": PopularityRecommender, "trending": TrendingRecommender, "buy_again": BuyAgainRecommender,
-    "als": ALSRecommender, "bpr": BPRRecommender, "item_knn": ItemKNNRecommender, "production": BlendRecommender,
+    "als": ALSRecommender, "bpr": BPRRecommender, "item_knn": ItemKNNRecommender, "ease": EASERecommender,
+    "production": BlendRecommender,
 }
 
 
@@ -540,10 +589,87 @@ class RecommendationEngine:
     ``fallback``. Customers with live session events are folded in.
     """
 
+    LEADS = COMPONENTS
+
     def __init__(self, model: BlendRecommender, trending: TrendingRecommender,
                  product_names: dict[str, str] | None = None) -> None:
         self.model, self.trending = model, trending
         self.names = product_names or {}
+        self.cache_: dict[str, np.ndarray] | None = None
+
+    def precompute(self, n: int = 50, batch: int = 500) -> Self:
+        """Rank the top ``n`` candidates of every known customer once (default rules, no session).
+
+        A storefront request for such a customer is then a lookup plus its own filters (category,
+        exclude-bought), with exactly the items, scores and reasons of the full computation; requests the
+        cache cannot answer exactly (a live session, relaxed rules, too few candidates left) are computed.
+        """
+        data = self.data
+        nu = len(data.users)
+        items = np.full((nu, n), -1, np.int32)
+        scores = np.full((nu, n), NEG)
+        lead = np.zeros((nu, n), np.int8)
+        src = np.full((nu, n), -1, np.int32)
+        knn = self.model.components_["item_knn"]
+        assert isinstance(knn, ItemKNNRecommender)
+        for a in range(0, nu, batch):
+            ids = data.users.ids[a:a + batch]
+            ctx = build_context(data, ids)
+            comps = self.model.component_scores(ctx)
+            s = sum(w * comps[c] for c, w in self.model.weights_.items() if c in comps)
+            s = np.where(rules_mask(data, ctx, BusinessRules()), s, NEG)
+            for i in range(len(ids)):
+                top = _topk_row(s[i], n)
+                items[a + i, :len(top)] = top
+                scores[a + i, :len(top)] = s[i, top]
+                ld, sr = self._lead_and_source(ctx.W[i], {c: v[i] for c, v in comps.items()}, knn, top)
+                lead[a + i, :len(top)] = ld
+                src[a + i, :len(top)] = sr
+        self.cache_ = {"items": items, "scores": scores, "lead": lead, "src": src}
+        return self
+
+    def recommend_cached(self, customer_id: str, k: int = 10, rules: BusinessRules | None = None
+                         ) -> Recommendation | None:
+        """The answer from the precomputed candidates (no live session), or None when it must be computed."""
+        if self.cache_ is None:
+            return None
+        row = self.data.users.row(customer_id)
+        items = self._cached(row, k, rules or BusinessRules()) if row >= 0 else None
+        return Recommendation(customer_id, "model", items) if items is not None else None
+
+    def _cached(self, row: int, k: int, rules: BusinessRules) -> list[dict[str, Any]] | None:
+        """The top k from the precomputed candidates, or None when they cannot answer exactly."""
+        c = self.cache_
+        if c is None or not (rules.exclude_returned and rules.exclude_out_of_stock):
+            return None
+        data = self.data
+        cand = c["items"][row]
+        complete = cand[-1] < 0  # fewer than n scorable items: the list holds all of them
+        cand = cand[cand >= 0]
+        keep = np.ones(len(cand), bool)
+        if rules.categories is not None:
+            keep &= np.isin(data.item_category[cand], list(rules.categories))
+        if rules.exclude_categories:
+            keep &= ~np.isin(data.item_category[cand], list(rules.exclude_categories))
+        P = data.purchases
+        bought_idx = P.indices[P.indptr[row]:P.indptr[row + 1]]
+        bought_cnt = P.data[P.indptr[row]:P.indptr[row + 1]]
+        if rules.exclude_bought:
+            hit = np.isin(cand, bought_idx)
+            if rules.allow_replenishable:
+                hit &= ~data.item_replenishable[cand]
+            keep &= ~hit
+        pos = np.flatnonzero(keep)[:k]
+        if len(pos) < k and not complete:
+            return None
+        bought = dict(zip(bought_idx.tolist(), bought_cnt.tolist(), strict=True))
+        out = []
+        for r, p in enumerate(pos.tolist()):
+            j = int(cand[p])
+            reason = self._reason_text(bought, j, self.LEADS[c["lead"][row, p]], int(c["src"][row, p]))
+            out.append({"product_id": str(data.items.ids[j]), "score": round(float(c["scores"][row, p]), 6),
+                        "rank": r + 1, "reason": reason})
+        return out
 
     @property
     def data(self) -> InteractionData:
@@ -557,10 +683,14 @@ class RecommendationEngine:
         data = self.data
         rules = rules or BusinessRules()
         sess = {customer_id: session} if session else None
+        if sess is None:
+            cached = self.recommend_cached(customer_id, k, rules)
+            if cached is not None:
+                return cached
         ctx = build_context(data, [customer_id], sess)
         if ctx.known[0]:
             comps = self.model.component_scores(ctx)
-            s = sum(w * comps[n] for n, w in self.model.weights_.items())
+            s = sum(w * comps[n] for n, w in self.model.weights_.items() if n in comps)
             s = np.where(rules_mask(data, ctx, rules), s, NEG)[0]
             top = _topk_row(s, k)
             if len(top):
@@ -582,32 +712,40 @@ class RecommendationEngine:
             {"product_id": str(data.items.ids[j]), "score": round(float(s[j]), 6), "rank": r + 1, "reason": reason}
             for r, j in enumerate(_topk_row(s, k))])
 
-    def _reasons(self, ctx: UserContext, comps: dict[str, np.ndarray], knn: ItemKNNRecommender,
-                 top: np.ndarray) -> list[str]:
-        """Why each of the top items is shown, computed for all of them at once."""
-        data = self.data
-        bought = ctx.P[0].toarray().ravel()
-        w = {n: self.model.weights_.get(n, 0) for n in comps}
-        lead = [max(comps, key=lambda n: float(w[n] * comps[n][0, j])) for j in top]  # noqa: B023
-        row = ctx.W[0]
+    def _lead_and_source(self, row: sp.csr_matrix, comps: dict[str, np.ndarray], knn: ItemKNNRecommender,
+                         top: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For each top item: which component contributes most (index into LEADS), and the customer's
+        most similar own item (-1 if none)."""
+        w = np.array([self.model.weights_.get(n, 0.0) for n in self.LEADS])
+        contrib = np.vstack([w[i] * np.ravel(comps[n])[top] if n in comps else np.zeros(len(top))
+                             for i, n in enumerate(self.LEADS)])
+        lead = contrib.argmax(axis=0)
         src = np.full(len(top), -1)
-        if row.nnz:
+        if row.nnz and len(top):
             S = knn.sim_[row.indices][:, top].toarray() * row.data[:, None]
             S[row.indices[:, None] == top[None, :]] = 0.0  # never "because you bought X" for X itself
             best = S.argmax(axis=0)
             src = np.where(S.max(axis=0) > 0, row.indices[best], -1)
-        out = []
-        for i, j in enumerate(top):
-            if bought[j] > 0:
-                out.append("you buy this regularly" if bought[j] >= 2 or data.item_replenishable[j] else "buy it again")
-            elif src[i] >= 0 and lead[i] in ("item_knn", "als"):
-                verb = "bought" if bought[src[i]] > 0 else "viewed"
-                out.append(f"because you {verb} {self._name(str(data.items.ids[src[i]]))}")
-            elif lead[i] == "popularity":
-                out.append("popular right now")
-            else:
-                out.append("recommended for you")
-        return out
+        return lead, src
+
+    def _reason_text(self, bought: dict[int, float], j: int, lead: str, src: int) -> str:
+        data = self.data
+        if bought.get(j, 0) > 0:
+            return "you buy this regularly" if bought[j] >= 2 or data.item_replenishable[j] else "buy it again"
+        if src >= 0 and lead in ("item_knn", "als", "ease"):
+            verb = "bought" if bought.get(src, 0) > 0 else "viewed"
+            return f"because you {verb} {self._name(str(data.items.ids[src]))}"
+        if lead == "popularity":
+            return "popular right now"
+        return "recommended for you"
+
+    def _reasons(self, ctx: UserContext, comps: dict[str, np.ndarray], knn: ItemKNNRecommender,
+                 top: np.ndarray) -> list[str]:
+        """Why each of the top items is shown, computed for all of them at once."""
+        P = ctx.P.tocsr()
+        bought = dict(zip(P.indices.tolist(), P.data.tolist(), strict=True))
+        lead, src = self._lead_and_source(ctx.W[0], {n: v[0] for n, v in comps.items()}, knn, top)
+        return [self._reason_text(bought, int(j), self.LEADS[lead[i]], int(src[i])) for i, j in enumerate(top)]
 
     def similar_items(self, product_id: str, k: int = 10) -> tuple[str, list[dict[str, Any]]]:
         df = self.model.similar_items([product_id], k)

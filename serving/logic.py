@@ -6,6 +6,7 @@ The BentoML service in :mod:`serving.service` is a thin typed layer over :class:
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import logging
 import os
 import threading
@@ -31,9 +32,10 @@ class Loaded:
     versions: dict[str, str]
     loaded_at: float
 
-    @property
-    def version(self) -> str:
-        return ",".join(f"{c}:{self.versions.get(c, '?')}" for c in COMPONENTS)
+    version: str = ""
+
+    def __post_init__(self) -> None:
+        self.version = ",".join(f"{c}:{self.versions.get(c, '?')}" for c in COMPONENTS)
 
 
 class Personaliser:
@@ -47,6 +49,12 @@ class Personaliser:
         self.current: Loaded | None = None
         self.load_error: str | None = None
         self.fallback_items: list[str] = self._fallback_from_data()
+        # customers with live events since the models' data end; the store is read only for them
+        self._live: set[str] = set()
+        self._live_as_of: dt.datetime | None = None
+        self._live_id = 0
+        self._live_read = 0.0
+        self._live_lock = threading.Lock()
         try:
             self.current = self._load()
         except Exception as e:  # the service still answers with fallbacks; readiness says why not ready
@@ -62,6 +70,7 @@ class Personaliser:
             from training.jobs import download_champion  # reads the registry; never trains
             paths, versions = download_champion(self.data_dir)
         b = ServingBundle.load(paths)
+        gc.collect()  # loading leaves garbage behind; collect it now rather than during a request
         return Loaded(b, versions, time.time())
 
     def reload(self) -> Loaded:
@@ -70,6 +79,11 @@ class Personaliser:
             new = self._load()
             self.current = new
             self.load_error = None
+            # the old models may sit in the collector's permanent generation (see serving.service's
+            # SettleMiddleware): let them go, then make the new ones permanent
+            gc.unfreeze()
+            gc.collect()
+            gc.freeze()
             return new
 
     def _fallback_from_data(self) -> list[str]:
@@ -91,6 +105,19 @@ class Personaliser:
         return self.current is not None
 
     # -- answers --------------------------------------------------------------------------------
+    def recommend_fast(self, customer_id: str, k: int, category: str | None, exclude_bought: bool,
+                       session_events: list[tuple[str, str]]) -> dict[str, Any] | None:
+        """The answer when it is a lookup in the precomputed candidates (a known customer with no live
+        events), else None: then :meth:`recommend` computes it."""
+        cur = self.current
+        if cur is None or session_events or self._has_live(customer_id, cur.bundle.as_of.to_pydatetime()):
+            return None
+        rules = BusinessRules(exclude_bought=exclude_bought, categories=(category,) if category else None)
+        rec = cur.bundle.engine.recommend_cached(customer_id, k, rules)
+        if rec is None:
+            return None
+        return {"customer_id": customer_id, "source": rec.source, "model_version": cur.version, "items": rec.items}
+
     def recommend(self, customer_id: str, k: int, category: str | None, exclude_bought: bool,
                   session_events: list[tuple[str, str]]) -> dict[str, Any]:
         cur = self.current
@@ -99,7 +126,8 @@ class Personaliser:
                     "items": [{"product_id": p, "score": 0.0, "rank": i + 1, "reason": "best seller"}
                               for i, p in enumerate(self.fallback_items[:k])]}
         b = cur.bundle
-        live = self.store.recent_events(customer_id, b.as_of.to_pydatetime())
+        as_of = b.as_of.to_pydatetime()
+        live = self.store.recent_events(customer_id, as_of) if self._has_live(customer_id, as_of) else []
         session = list(reversed(live)) + list(session_events)
         rules = BusinessRules(exclude_bought=exclude_bought, categories=(category,) if category else None)
         region = None
@@ -196,6 +224,24 @@ class Personaliser:
             "glossary": {k: READABLE[k] for k in ("recency_days", "net_revenue") if k in READABLE},
         }
 
+    LIVE_POLL_SECONDS = 0.2
+
+    def _has_live(self, customer_id: str, as_of: dt.datetime) -> bool:
+        """Whether the customer has stored live events since ``as_of``. Events accepted by this process count
+        at once; events written by other processes are picked up within LIVE_POLL_SECONDS."""
+        now = time.monotonic()
+        if as_of != self._live_as_of or now - self._live_read > self.LIVE_POLL_SECONDS:
+            with self._live_lock:
+                if as_of != self._live_as_of:  # new models: start over from their data end
+                    self._live, self._live_id, self._live_as_of = set(), 0, as_of
+                new, self._live_id = self.store.customers_with_events(as_of, self._live_id)
+                self._live |= new
+                self._live_read = now
+        return customer_id in self._live
+
     def add_events(self, events: list[dict[str, Any]]) -> int:
-        return self.store.add_events(events)
+        n = self.store.add_events(events)
+        with self._live_lock:
+            self._live.update(str(e["customer_id"]) for e in events)
+        return n
 

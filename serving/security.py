@@ -57,7 +57,7 @@ def role_for(keys: dict[str, str], presented: str) -> str | None:
     return found
 
 
-async def _send_json(send: Any, status: int, body: dict[str, Any]) -> None:
+async def send_json(send: Any, status: int, body: dict[str, Any]) -> None:
     data = json.dumps(body).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]})
@@ -82,20 +82,20 @@ class GuardMiddleware:
         try:
             length = int(headers.get("content-length", "0") or 0)
         except ValueError:
-            return await _send_json(send, 400, {"error": "invalid content-length header"})
+            return await send_json(send, 400, {"error": "invalid content-length header"})
         if length > self.max_body:
-            return await _send_json(send, 413, {"error": f"request body over {self.max_body} bytes"})
+            return await send_json(send, 413, {"error": f"request body over {self.max_body} bytes"})
         need = ROUTE_ROLES.get(path)
         if need is not None and not self.insecure:
             auth = headers.get("authorization", "")
             key = auth[7:].strip() if auth.lower().startswith("bearer ") else headers.get("x-api-key", "")
             if not key:
-                return await _send_json(send, 401, {"error": "missing API key (Authorization: Bearer KEY)"})
+                return await send_json(send, 401, {"error": "missing API key (Authorization: Bearer KEY)"})
             role = role_for(self.keys, key)
             if role is None:
-                return await _send_json(send, 401, {"error": "unknown API key"})
+                return await send_json(send, 401, {"error": "unknown API key"})
             if role != need and role != "admin":
-                return await _send_json(send, 403, {"error": f"role {role} may not call {path} (needs {need})"})
+                return await send_json(send, 403, {"error": f"role {role} may not call {path} (needs {need})"})
         seen = 0
 
         async def limited_receive() -> Any:
@@ -110,7 +110,7 @@ class GuardMiddleware:
         try:
             await self.app(scope, limited_receive, send)
         except _TooLarge:
-            await _send_json(send, 413, {"error": f"request body over {self.max_body} bytes"})
+            await send_json(send, 413, {"error": f"request body over {self.max_body} bytes"})
 
 
 class _TooLarge(Exception):

@@ -141,6 +141,8 @@ def fit_serving_bundle(shop: Shop, config: TrainConfig) -> ServingBundle:
     rec = fit_production(shop, end, config.recommender, config.interactions)
     trending = TrendingRecommender(config.recommender).fit(rec._require())
     engine = RecommendationEngine(rec, trending)
+    log.info("precomputing recommendation candidates for %d customers", len(rec._require().users))
+    engine.precompute()
     cm = fit_customer_models(shop, end, config.customer)
     X = customer_features(shop, end)
     buyers = X[X["n_orders"] > 0]

@@ -16,7 +16,7 @@ from models.metrics import ranking_report
 from models.recommenders import MODELS, BlendRecommender, BusinessRules, Recommender, RecommenderConfig
 
 log = logging.getLogger(__name__)
-BASELINES = ("popularity", "buy_again", "als", "bpr", "item_knn")
+BASELINES = ("popularity", "buy_again", "als", "bpr", "item_knn", "ease")
 
 
 @dataclass

@@ -24,3 +24,17 @@ def test_store_roundtrip_and_merge(tmp_path: Path, small_shop) -> None:
     assert len(merged.offer_log) == len(small_shop.offer_log) + 1  # unknown offer skipped
     assert merged.offer_log.iloc[-1]["campaign_id"] == "live"
     assert merged.fingerprint != small_shop.fingerprint
+
+
+def test_customers_with_events_reads_only_new_rows(tmp_path: Path) -> None:
+    import datetime as dt
+    store = LiveStore(f"sqlite:///{tmp_path / 'live.db'}")
+    since = dt.datetime(2026, 1, 1)
+    assert store.customers_with_events(since) == (set(), 0)
+    store.add_events([{"customer_id": "A", "product_id": "p", "event_type": "view"},
+                      {"customer_id": "B", "product_id": "p", "event_type": "view", "ts": dt.datetime(2020, 1, 1)}])
+    who, last = store.customers_with_events(since)
+    assert who == {"A"} and last == 2  # B's event is older than `since`
+    other = LiveStore(store.url)  # another process writing to the same store
+    other.add_events([{"customer_id": "C", "product_id": "p", "event_type": "view"}])
+    assert store.customers_with_events(since, last) == ({"C"}, 3)

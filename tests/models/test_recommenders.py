@@ -169,3 +169,29 @@ def test_similar_items_excludes_itself_and_unknown_falls_back(engine, data) -> N
     assert src == "model" and len(items) == 5 and pid not in [i["product_id"] for i in items]
     src, items = engine.similar_items("no-such-product", 5)
     assert src == "fallback" and len(items) == 5
+
+
+def test_precomputed_candidates_answer_exactly_like_the_full_computation(fitted, data, small_shop) -> None:
+    full = RecommendationEngine(fitted["production"], TrendingRecommender(CFG).fit(data))
+    cached = RecommendationEngine(fitted["production"], full.trending).precompute(n=20)
+    assert cached.cache_ is not None and cached.cache_["items"].shape == (len(data.users), 20)
+    cats = small_shop.products["category"].value_counts().index[:2].tolist()
+    rulesets = [BusinessRules(), BusinessRules(exclude_bought=True),
+                BusinessRules(exclude_bought=True, allow_replenishable=False),
+                BusinessRules(categories=(cats[0],)), BusinessRules(exclude_categories=(cats[1],)),
+                BusinessRules(exclude_returned=False)]
+    served_from_cache = 0
+    for rules in rulesets:
+        for cid in data.users.ids[::9]:
+            a, b = full.recommend_one(cid, 10, rules), cached.recommend_one(cid, 10, rules)
+            assert b.source == a.source
+            assert [(i["product_id"], i["rank"], i["reason"]) for i in b.items] == \
+                [(i["product_id"], i["rank"], i["reason"]) for i in a.items], (cid, rules)
+            assert np.allclose([i["score"] for i in b.items], [i["score"] for i in a.items], atol=2e-6)
+            row = data.users.row(cid)
+            served_from_cache += cached._cached(row, 10, rules) is not None
+    assert served_from_cache > 0.5 * len(rulesets) * len(data.users.ids[::9])  # the cache really answers
+    # a live session is never answered from the cache
+    pid = data.items.ids[0]
+    assert cached.recommend_one(data.users.ids[0], 10, session=[(pid, "add_to_cart")]).items == \
+        full.recommend_one(data.users.ids[0], 10, session=[(pid, "add_to_cart")]).items

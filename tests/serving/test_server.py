@@ -133,6 +133,26 @@ def test_events_are_stored_and_folded_in(server: Server, trained_project) -> Non
     assert (cats == "pet").mean() >= 0.6
 
 
+def test_events_written_by_another_process_reach_a_known_customer(server: Server, trained_project) -> None:
+    import time
+
+    from features.live import LiveStore
+    d, _ = trained_project
+    cid = known_customer(trained_project)
+    before = server.call("recommend", {"customer_id": cid, "k": 10}).json()
+    prods = pd.read_parquet(d / "shop" / "products.parquet")
+    shown = {i["product_id"] for i in before["items"]}
+    pick = prods[prods["in_stock"] & ~prods["product_id"].isin(shown)]
+    cat = pick["category"].value_counts().index[-1]  # a category this customer is not shown now
+    new = pick[pick["category"] == cat]["product_id"].head(5).tolist()
+    LiveStore(f"sqlite:///{d / 'serving-test-live.db'}").add_events(  # not through the server
+        [{"customer_id": cid, "product_id": p, "event_type": "add_to_cart"} for p in new for _ in range(3)])
+    time.sleep(0.5)  # the server polls the store for other writers every 0.2 s
+    after = server.call("recommend", {"customer_id": cid, "k": 10}).json()
+    assert after["source"] == "model"
+    assert [i["product_id"] for i in after["items"]] != [i["product_id"] for i in before["items"]]
+
+
 def test_reload_under_load_has_no_failed_request(server: Server, trained_project) -> None:
     cid = known_customer(trained_project)
     failures, done = [], threading.Event()
