@@ -160,14 +160,14 @@ class PersonaliseService:
         A known customer without live events is a lookup in candidates ranked at training time, answered
         on the event loop; everything else (sessions, fold-in, fallbacks) is computed in the worker threads.
         """
-        sess = [(e.product_id, e.event_type) for e in session_events]
-        out = self.p.recommend_fast(customer_id, k, category, exclude_bought, sess)
-        if out is None:
-            if self._limiter is None:  # the same number of threads as the sync endpoints get
-                self._limiter = anyio.CapacityLimiter(_config()["threads"])
-            out = await anyio.to_thread.run_sync(
-                functools.partial(self.p.recommend, customer_id, k, category, exclude_bought, sess),
-                limiter=self._limiter)
+        sess: list[tuple[str, str]] = [(e.product_id, str(e.event_type)) for e in session_events]
+        fast = self.p.recommend_fast(customer_id, k, category, exclude_bought, sess)
+        if fast is not None:
+            return RecommendResponse(**fast)
+        if self._limiter is None:  # the same number of threads as the sync endpoints get
+            self._limiter = anyio.CapacityLimiter(_config()["threads"])
+        out = await anyio.to_thread.run_sync(
+            functools.partial(self.p.recommend, customer_id, k, category, exclude_bought, sess), limiter=self._limiter)
         return RecommendResponse(**out)
 
     @bentoml.api
