@@ -199,17 +199,28 @@ class UpliftModel:
     uplift = P(order | treated=1) - P(order | treated=0). Strongly regularised (shallow trees, large
     leaves). On the simulator its uplift ranking agreed with the true uplift better than a T-learner
     (two models), an X-learner or a transformed-outcome regression (Spearman 0.52 vs 0.33 / 0.42 / 0.16).
+
+    ``moderators``: features that may change how much an offer works, given to the trees as
+    ``treated x feature`` columns (missing when not treated) so that shallow trees can split on the effect
+    directly. The default is the customer's discount affinity (share of spend bought on discount): on the
+    simulator it raised the Qini on later campaigns from 0.20 to 0.27 (and the true incremental margin at a
+    fixed budget by 25%); adding recency, frequency and past redemptions as well lowered the Qini (0.18).
     """
 
-    def __init__(self, config: CustomerModelConfig | None = None) -> None:
+    def __init__(self, config: CustomerModelConfig | None = None,
+                 moderators: tuple[str, ...] = ("discount_share",)) -> None:
         self.config = config or CustomerModelConfig(n_estimators=100, learning_rate=0.03, num_leaves=7, min_child_samples=200)
+        self.moderators = moderators
         self.offers_: set[str] = set()
         self.outcome_: ChurnModel | None = None
 
-    @staticmethod
-    def _frame(X: pd.DataFrame, offer_ids: Any, treated: float | np.ndarray) -> pd.DataFrame:
-        return X.assign(offer_id=pd.Categorical(np.asarray(offer_ids, dtype=object)),
-                        treated=np.broadcast_to(np.asarray(treated, float), (len(X),)))
+    def _frame(self, X: pd.DataFrame, offer_ids: Any, treated: float | np.ndarray) -> pd.DataFrame:
+        t = np.broadcast_to(np.asarray(treated, float), (len(X),))
+        F = X.assign(offer_id=pd.Categorical(np.asarray(offer_ids, dtype=object)), treated=t)
+        for c in getattr(self, "moderators", ()):  # models pickled before moderators existed have none
+            if c in X.columns:
+                F[f"treated_x_{c}"] = np.where(t > 0, pd.to_numeric(X[c], errors="coerce").to_numpy(float), np.nan)
+        return F
 
     def fit(self, X: pd.DataFrame, offer_ids: Any, treated: Any, bought: Any, redeemed: Any) -> UpliftModel:
         """Rows are (customer features at send time, offer, group, outcome)."""
@@ -230,8 +241,9 @@ class UpliftModel:
             if m.sum() == 0 or t[m].all() or not t[m].any():
                 continue
             ate = y[m & t].mean() - y[m & ~t].mean()
-            pred = (self.outcome_.predict(F[m].assign(treated=1.0)).to_numpy()
-                    - self.outcome_.predict(F[m].assign(treated=0.0)).to_numpy()).mean()
+            Xm = X.iloc[np.flatnonzero(m)]
+            pred = (self.outcome_.predict(self._frame(Xm, oid[m], 1.0)).to_numpy()
+                    - self.outcome_.predict(self._frame(Xm, oid[m], 0.0)).to_numpy()).mean()
             self.scale_[o] = float(np.clip(ate / pred, 0.0, 10.0)) if pred > 1e-6 and ate > 0 else 1.0
         return self
 
@@ -248,6 +260,9 @@ class UpliftModel:
             M1 = self.outcome_._matrix(F)
             M0 = M1.copy()
             M0[:, self.outcome_.columns_.index("treated")] = 0.0
+            for j, col in enumerate(self.outcome_.columns_):
+                if col.startswith("treated_x_"):
+                    M0[:, j] = np.nan
             b = self.outcome_.booster_
             assert b is not None and self.redeem_.booster_ is not None
             p1, p0 = np.asarray(b.predict(M1)), np.asarray(b.predict(M0))
