@@ -43,7 +43,8 @@ def write_markdown(res: dict[str, Any], path: Path) -> None:
                         r["all_items"][n]["precision@10"], r["all_items"][n]["recall@10"], r["all_items"][n]["map@10"],
                         r["all_items"][n]["hit_rate@10"], r["coverage"][n], r["fit_seconds"].get(n)] for n in names],
                       ["model", "NDCG@10 all", "NDCG@10 new", "P@10", "R@10", "MAP@10", "HR@10", "coverage", "fit s"]),
-               "", f"Blend weights chosen on the 28 days before the cutoff: `{r['blend_weights']}`", ""]
+               "", f"Blend weights chosen on the 28 days before the cutoff: `{r['blend_weights']}`; for requests that "
+               f"exclude bought products (the new-items protocol): `{r.get('discovery_weights')}`", ""]
     for key, title in (("customer_online_retail", "Customer models - Online Retail"),
                        ("customer_simulated", "Customer models - simulated shop (20,000 customers)")):
         c = res.get(key)

@@ -39,10 +39,18 @@ class IdMap:
         return len(self.ids)
 
     def rows(self, ids: Any) -> np.ndarray:
-        pos = self._pos
         if isinstance(ids, (str, bytes)):
             ids = [ids]
+        if len(ids) > 256:  # a table column: one vectorised lookup
+            index = self.__dict__.get("_index")
+            if index is None:
+                index = self._index = pd.Index(self.ids)
+            return np.asarray(index.get_indexer(pd.Index(np.asarray(ids, dtype=object))), dtype=np.int64)
+        pos = self._pos
         return np.fromiter((pos.get(i, -1) for i in ids), dtype=np.int64)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_index"}
 
     def __setstate__(self, state: dict[str, Any]) -> None:  # models pickled before the dict lookup existed
         state.pop("_index", None)

@@ -64,6 +64,9 @@ class RecommenderConfig:
     """Buy-again multiplier for replenishable products."""
     blend_weights: tuple[tuple[str, float], ...] | None = None
     """Fixed blend weights; None learns them on the last weeks before the cutoff."""
+    discovery_weights: tuple[tuple[str, float], ...] | None = None
+    """Blend weights for requests that exclude bought products (discovery); None uses ``blend_weights``
+    unless tuning learns them too."""
     seed: int = 42
 
     def to_params(self) -> dict[str, Any]:
@@ -225,6 +228,10 @@ class Recommender:
         s[~ctx.known] = NEG
         return s
 
+    def score_for(self, ctx: UserContext, rules: BusinessRules) -> np.ndarray:
+        """Scores for a request with these rules (the same for every rule set, except in the blend)."""
+        return self.score(ctx)
+
     def recommend(self, customer_ids: Any, k: int = 10, rules: BusinessRules | None = None,
                   exclude_bought: bool | None = None, session: dict[str, list[tuple[str, str]]] | None = None,
                   batch: int = 1024) -> pd.DataFrame:
@@ -253,7 +260,7 @@ class Recommender:
         out = []
         for start in range(0, len(ids), batch):
             ctx = build_context(data, ids[start:start + batch], session)
-            s = self.score(ctx)
+            s = self.score_for(ctx, rules)
             s[~rules_mask(data, ctx, rules)] = NEG
             out.append(_topk(s, k, ctx.customer_ids, data.items.ids))
         if not out:
@@ -494,8 +501,13 @@ _BASE_GRID = [
     (1.0, 1.0, 0.5, 0.1), (1.0, 0.5, 0.5, 0.1), (1.0, 1.5, 0.5, 0.05), (1.0, 1.0, 1.0, 0.1), (0.5, 1.0, 1.0, 0.1),
     (1.5, 1.0, 0.25, 0.1), (1.0, 1.0, 0.0, 0.2), (0.5, 0.5, 1.0, 0.05), (0.25, 0.25, 1.0, 0.0),
 ]
-WEIGHT_GRID = [(("buy_again", b), ("item_knn", k), ("als", a), ("ease", e), ("popularity", p))
-               for b, k, a, p in _BASE_GRID for e in (0.0, 0.5, 1.0)]
+WEIGHT_GRID = [(("buy_again", b), ("item_knn", k), ("als", a), ("ease", 0.0), ("popularity", p))
+               for b, k, a, p in _BASE_GRID]
+EASE_STEPS = (0.5, 1.0)
+"""Tuning adds EASE at these weights to the best three blends of the grid (a second, smaller round)."""
+DISCOVERY_GRID: list[tuple[tuple[str, float], ...]] = [(("buy_again", 1.0), ("item_knn", kn), ("als", a), ("ease", e), ("popularity", 0.1))
+                  for kn in (0.5, 1.0) for a in (0.5, 1.0) for e in (0.0, 1.0)]
+DISCOVERY_RULES = BusinessRules(exclude_bought=True, allow_replenishable=False)
 
 
 def _normalise(s: np.ndarray) -> np.ndarray:
@@ -519,7 +531,32 @@ class BlendRecommender(Recommender):
     def __init__(self, config: RecommenderConfig | None = None) -> None:
         super().__init__(config)
         self.weights_: dict[str, float] = dict(self.config.blend_weights or DEFAULT_WEIGHTS)
+        dw = self.config.discovery_weights
+        self.discovery_weights_: dict[str, float] | None = dict(dw) if dw else None
         self.tuning_: list[dict[str, Any]] = []
+
+    def weights_for(self, rules: BusinessRules) -> dict[str, float]:
+        """The discovery weights when bought products are excluded (if learned), else the main ones."""
+        dw = getattr(self, "discovery_weights_", None)  # models pickled before discovery weights have none
+        return dw if (dw and rules.exclude_bought) else self.weights_
+
+    def score_for(self, ctx: UserContext, rules: BusinessRules) -> np.ndarray:
+        w = self.weights_for(rules)
+        if w is self.weights_:
+            return self.score(ctx)
+        comps = self.component_scores(ctx)
+        s = sum(v * comps[n] for n, v in w.items() if v and n in comps)
+        s = np.asarray(s, dtype=np.float64) + np.zeros((len(ctx.rows), len(self._require().items)))
+        s[~ctx.known] = NEG
+        return s
+
+    def tune_discovery(self, truth: dict[str, set[str]], k: int = 10) -> Self:
+        """Choose the discovery weights maximising NDCG@k on products new to each customer (``truth``)."""
+        main, log_main = dict(self.weights_), self.tuning_
+        self.tune(truth, k, DISCOVERY_RULES, DISCOVERY_GRID)
+        self.discovery_weights_, self.discovery_tuning_ = dict(self.weights_), self.tuning_
+        self.weights_, self.tuning_ = main, log_main
+        return self
 
     def _fit(self, data: InteractionData) -> None:
         kinds: dict[str, type[Recommender]] = {
@@ -528,7 +565,8 @@ class BlendRecommender(Recommender):
         self.components_: dict[str, Recommender] = {}
         for n in COMPONENTS:
             # all of them while weights are still to be tuned; item_knn always (reasons, similar items)
-            if self.config.blend_weights is None or self.weights_.get(n, 0) > 0 or n == "item_knn":
+            if (self.config.blend_weights is None or self.weights_.get(n, 0) > 0 or n == "item_knn"
+                    or (self.discovery_weights_ or {}).get(n, 0) > 0):
                 self.components_[n] = kinds[n](self.config).fit(data)
 
     def _score(self, ctx: UserContext) -> np.ndarray:
@@ -550,16 +588,24 @@ class BlendRecommender(Recommender):
         ctx = build_context(data, users)
         comps = self.component_scores(ctx)
         mask = rules_mask(data, ctx, rules or BusinessRules())
-        best, best_w = -1.0, self.weights_
         self.tuning_ = []
-        for wt in grid or WEIGHT_GRID:
-            w = dict(wt)
+
+        def trial(w: dict[str, float]) -> float:
             s = sum(w[n] * comps[n] for n in w if n in comps)
             s = np.where(ctx.known[:, None] & mask, s, NEG)
             rep = ranking_report(_topk(s, k, ctx.customer_ids, data.items.ids), {u: truth[u] for u in users}, k)
             self.tuning_.append({"weights": w, f"ndcg@{k}": rep[f"ndcg@{k}"]})
-            if rep[f"ndcg@{k}"] > best:
-                best, best_w = rep[f"ndcg@{k}"], w
+            return float(rep[f"ndcg@{k}"])
+
+        for wt in grid or WEIGHT_GRID:
+            trial(dict(wt))
+        if grid is None and "ease" in comps:
+            top = sorted(self.tuning_, key=lambda t: -t[f"ndcg@{k}"])[:3]
+            for t in top:
+                for e in EASE_STEPS:
+                    trial({**t["weights"], "ease": e})
+        best_t = max(self.tuning_, key=lambda t: t[f"ndcg@{k}"])  # the first of equals wins
+        best, best_w = best_t[f"ndcg@{k}"], best_t["weights"]
         self.weights_ = dict(best_w)
         log.info("blend weights %s (validation ndcg@%d %.4f)", self.weights_, k, best)
         return self
@@ -642,6 +688,8 @@ class RecommendationEngine:
         c = self.cache_
         if c is None or not (rules.exclude_returned and rules.exclude_out_of_stock):
             return None
+        if self.model.weights_for(rules) is not self.model.weights_:  # ranked with other weights
+            return None
         data = self.data
         cand = c["items"][row]
         complete = cand[-1] < 0  # fewer than n scorable items: the list holds all of them
@@ -690,13 +738,14 @@ class RecommendationEngine:
         ctx = build_context(data, [customer_id], sess)
         if ctx.known[0]:
             comps = self.model.component_scores(ctx)
-            s = sum(w * comps[n] for n, w in self.model.weights_.items() if n in comps)
+            weights = self.model.weights_for(rules)
+            s = sum(w * comps[n] for n, w in weights.items() if n in comps)
             s = np.where(rules_mask(data, ctx, rules), s, NEG)[0]
             top = _topk_row(s, k)
             if len(top):
                 knn = self.model.components_["item_knn"]
                 assert isinstance(knn, ItemKNNRecommender)
-                reasons = self._reasons(ctx, comps, knn, top)
+                reasons = self._reasons(ctx, comps, knn, top, weights)
                 items = [{"product_id": str(data.items.ids[j]), "score": round(float(s[j]), 6), "rank": r + 1,
                           "reason": reasons[r]} for r, j in enumerate(top)]
                 return Recommendation(customer_id, "model", items)
@@ -713,10 +762,11 @@ class RecommendationEngine:
             for r, j in enumerate(_topk_row(s, k))])
 
     def _lead_and_source(self, row: sp.csr_matrix, comps: dict[str, np.ndarray], knn: ItemKNNRecommender,
-                         top: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                         top: np.ndarray, weights: dict[str, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """For each top item: which component contributes most (index into LEADS), and the customer's
         most similar own item (-1 if none)."""
-        w = np.array([self.model.weights_.get(n, 0.0) for n in self.LEADS])
+        weights = self.model.weights_ if weights is None else weights
+        w = np.array([weights.get(n, 0.0) for n in self.LEADS])
         contrib = np.vstack([w[i] * np.ravel(comps[n])[top] if n in comps else np.zeros(len(top))
                              for i, n in enumerate(self.LEADS)])
         lead = contrib.argmax(axis=0)
@@ -740,11 +790,11 @@ class RecommendationEngine:
         return "recommended for you"
 
     def _reasons(self, ctx: UserContext, comps: dict[str, np.ndarray], knn: ItemKNNRecommender,
-                 top: np.ndarray) -> list[str]:
+                 top: np.ndarray, weights: dict[str, float] | None = None) -> list[str]:
         """Why each of the top items is shown, computed for all of them at once."""
         P = ctx.P.tocsr()
         bought = dict(zip(P.indices.tolist(), P.data.tolist(), strict=True))
-        lead, src = self._lead_and_source(ctx.W[0], {n: v[0] for n, v in comps.items()}, knn, top)
+        lead, src = self._lead_and_source(ctx.W[0], {n: v[0] for n, v in comps.items()}, knn, top, weights)
         return [self._reason_text(bought, int(j), self.LEADS[lead[i]], int(src[i])) for i, j in enumerate(top)]
 
     def similar_items(self, product_id: str, k: int = 10) -> tuple[str, list[dict[str, Any]]]:

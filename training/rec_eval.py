@@ -43,7 +43,14 @@ def fit_production(shop: Shop, cutoff: pd.Timestamp, config: RecommenderConfig,
         d_in = build_interactions(shop, inner, icfg, non_product=is_non_product)
         tuned = BlendRecommender(config).fit(d_in)
         tuned.tune(truth)
-        config = RecommenderConfig(**{**config.__dict__, "blend_weights": tuple(tuned.weights_.items())})
+        # discovery: products new to each customer, bought in the tuning weeks
+        users = [u for u in truth if u in d_in.users]
+        bought = {u: set(d_in.items.ids[d_in.purchases[r].indices]) for u, r in zip(users, d_in.users.rows(users), strict=True)}
+        truth_new = {u: truth[u] - bought[u] for u in users if truth[u] - bought[u]}
+        tuned.tune_discovery(truth_new)
+        dw = tuned.discovery_weights_ or tuned.weights_
+        config = RecommenderConfig(**{**config.__dict__, "blend_weights": tuple(tuned.weights_.items()),
+                                      "discovery_weights": tuple(dw.items())})
     data = build_interactions(shop, cutoff, icfg, non_product=is_non_product)
     return BlendRecommender(config).fit(data)
 

@@ -16,10 +16,13 @@ from features.interactions import build_interactions
 from models.metrics import ranking_report
 from models.recommenders import (
     MODELS,
+    BlendRecommender,
     BusinessRules,
     RecommendationEngine,
     RecommenderConfig,
     TrendingRecommender,
+    build_context,
+    rules_mask,
 )
 from training.rec_eval import purchase_truth
 
@@ -195,3 +198,34 @@ def test_precomputed_candidates_answer_exactly_like_the_full_computation(fitted,
     pid = data.items.ids[0]
     assert cached.recommend_one(data.users.ids[0], 10, session=[(pid, "add_to_cart")]).items == \
         full.recommend_one(data.users.ids[0], 10, session=[(pid, "add_to_cart")]).items
+
+
+def test_discovery_weights_rank_requests_that_exclude_bought_products(data, users, small_shop) -> None:
+    from dataclasses import replace
+    disc = (("buy_again", 1.0), ("item_knn", 0.0), ("als", 0.0), ("ease", 1.0), ("popularity", 0.0))
+    m = BlendRecommender(replace(CFG, discovery_weights=disc)).fit(data)
+    assert "ease" in m.components_  # fitted because discovery uses it
+    strict = BusinessRules(exclude_bought=True, allow_replenishable=False)
+    ctx = build_context(data, users)
+    ease = m.components_["ease"].score(ctx)
+    got = m.recommend(users, k=5, rules=strict)
+    # discovery requests are ranked by the discovery blend (here EASE alone), the default ones are not
+    mask = rules_mask(data, ctx, strict)
+    top_ease = {(u, data.items.ids[j]) for i, u in enumerate(users)
+                for j in np.argsort(-np.where(mask[i], ease[i], -np.inf), kind="stable")[:5] if mask[i, j]}
+    assert len({(r.customer_id, r.product_id) for r in got.itertuples()} & top_ease) >= 0.9 * len(got)
+    assert not m.recommend(users, k=5).equals(m.recommend(users, k=5, rules=BusinessRules(exclude_bought=True)))
+    # the serving cache holds the default ranking only: discovery requests are computed, and equal
+    full = RecommendationEngine(m, TrendingRecommender(CFG).fit(data))
+    cached = RecommendationEngine(m, full.trending).precompute(n=20)
+    for cid in users[:15]:
+        a, b = full.recommend_one(cid, 5, strict), cached.recommend_one(cid, 5, strict)
+        assert [i["product_id"] for i in a.items] == [i["product_id"] for i in b.items]
+        assert cached._cached(data.users.row(cid), 5, strict) is None
+    # tuning learns them on products new to each customer
+    truth = purchase_truth(small_shop, CUTOFF)
+    tuned = BlendRecommender(replace(CFG, blend_weights=None)).fit(data)
+    tuned.tune(truth)
+    main = dict(tuned.weights_)
+    tuned.tune_discovery({u: s for u, s in truth.items() if u in data.users})
+    assert tuned.discovery_weights_ is not None and tuned.weights_ == main
