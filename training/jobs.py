@@ -12,7 +12,7 @@ import logging
 import os
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +81,8 @@ class EvaluationResult:
     tables: dict[str, pd.DataFrame]
     cutoff: pd.Timestamp
     seconds: dict[str, float]
+    blend: dict[str, Any] = field(default_factory=dict)
+    """The evaluated recommender's blend and discovery weights (the serving refit reuses them)."""
 
 
 def _progress(step: str, i: int, n: int) -> None:
@@ -109,7 +111,9 @@ def evaluate(shop: Shop, config: TrainConfig, truth_dir: str | Path | None = Non
               "offers": {**offers.report.get("policies", {}),
                          **{k: v for k, v in offers.report.items() if k != "policies"}}}
     tables = {**cust.tables, **offers.tables}
-    return EvaluationResult(report=_clean(report), tables=tables, cutoff=cutoff, seconds=secs)
+    blend = {"blend_weights": dict(rec.production.weights_),
+             "discovery_weights": dict(rec.production.discovery_weights_ or rec.production.weights_)}
+    return EvaluationResult(report=_clean(report), tables=tables, cutoff=cutoff, seconds=secs, blend=blend)
 
 
 def _clean(o: Any) -> Any:
@@ -340,7 +344,13 @@ def train(data_dir: str | Path, config: TrainConfig | None = None, force: bool =
                 mlflow.log_artifact(str(p), "plots")
             mlflow.log_artifacts(str(tdir), "evaluation")
         _progress("refit on all data", 3, 5)
-        bundle = fit_serving_bundle(shop, config)
+        mlflow.log_dict(ev.blend, "recommend/blend_weights.json")
+        serve_cfg = config
+        if config.recommender.blend_weights is None and ev.blend:  # ship the weights that were evaluated
+            serve_cfg = replace(config, recommender=replace(
+                config.recommender, blend_weights=tuple(ev.blend["blend_weights"].items()),
+                discovery_weights=tuple(ev.blend["discovery_weights"].items())))
+        bundle = fit_serving_bundle(shop, serve_cfg)
         seg = segment_summary(bundle.scores[["segment"]].dropna(), bundle.features)
         mlflow.log_table(seg, "segments/summary.json")
         mlflow.log_metric("segments.top10pct_revenue_share", seg.attrs.get("top10pct_revenue_share", float("nan")))
