@@ -712,30 +712,35 @@ class RecommendationEngine:
         cand = c["items"][row]
         complete = cand[-1] < 0  # fewer than n scorable items: the list holds all of them
         cand = cand[cand >= 0]
-        keep = np.ones(len(cand), bool)
-        if rules.categories is not None:
-            keep &= np.isin(data.item_category[cand], list(rules.categories))
-        if rules.exclude_categories:
-            keep &= ~np.isin(data.item_category[cand], list(rules.exclude_categories))
         P = data.purchases
-        bought_idx = P.indices[P.indptr[row]:P.indptr[row + 1]]
-        bought_cnt = P.data[P.indptr[row]:P.indptr[row + 1]]
-        if rules.exclude_bought:
-            hit = np.isin(cand, bought_idx)
-            if rules.allow_replenishable:
-                hit &= ~data.item_replenishable[cand]
-            keep &= ~hit
-        pos = np.flatnonzero(keep)[:k]
-        if len(pos) < k and not complete:
+        lo, hi = P.indptr[row], P.indptr[row + 1]
+        bought_idx, bought_cnt = P.indices[lo:hi], P.data[lo:hi]
+        pos: Any
+        if rules.categories is None and not rules.exclude_categories and not rules.exclude_bought:
+            pos = slice(0, min(k, len(cand)))  # the storefront default: the first k as ranked
+            enough = pos.stop == k
+        else:
+            keep = np.ones(len(cand), bool)
+            if rules.categories is not None:
+                keep &= np.isin(data.item_category[cand], list(rules.categories))
+            if rules.exclude_categories:
+                keep &= ~np.isin(data.item_category[cand], list(rules.exclude_categories))
+            if rules.exclude_bought:
+                hit = np.isin(cand, bought_idx)
+                if rules.allow_replenishable:
+                    hit &= ~data.item_replenishable[cand]
+                keep &= ~hit
+            pos = np.flatnonzero(keep)[:k]
+            enough = len(pos) == k
+        if not enough and not complete:
             return None
         bought = dict(zip(bought_idx.tolist(), bought_cnt.tolist(), strict=True))
-        out = []
-        for r, p in enumerate(pos.tolist()):
-            j = int(cand[p])
-            reason = self._reason_text(bought, j, self.LEADS[c["lead"][row, p]], int(c["src"][row, p]))
-            out.append({"product_id": str(data.items.ids[j]), "score": round(float(c["scores"][row, p]), 6),
-                        "rank": r + 1, "reason": reason})
-        return out
+        sel = cand[pos]
+        leads, srcs = c["lead"][row, pos].tolist(), c["src"][row, pos].tolist()
+        return [{"product_id": str(pid), "score": round(sc, 6), "rank": r + 1,
+                 "reason": self._reason_text(bought, j, self.LEADS[ld], sr)}
+                for r, (pid, sc, j, ld, sr) in enumerate(zip(data.items.ids[sel].tolist(), c["scores"][row, pos].tolist(),
+                                                             sel.tolist(), leads, srcs, strict=True))]
 
     @property
     def data(self) -> InteractionData:
@@ -797,12 +802,11 @@ class RecommendationEngine:
         return lead, src
 
     def _reason_text(self, bought: dict[int, float], j: int, lead: str, src: int) -> str:
-        data = self.data
         if bought.get(j, 0) > 0:
-            return "you buy this regularly" if bought[j] >= 2 or data.item_replenishable[j] else "buy it again"
+            return "you buy this regularly" if bought[j] >= 2 or self.data.item_replenishable[j] else "buy it again"
         if src >= 0 and lead in ("item_knn", "als", "ease"):
             verb = "bought" if bought.get(src, 0) > 0 else "viewed"
-            return f"because you {verb} {self._name(str(data.items.ids[src]))}"
+            return f"because you {verb} {self._name(str(self.data.items.ids[src]))}"
         if lead == "popularity":
             return "popular right now"
         return "recommended for you"

@@ -140,4 +140,27 @@ def policy_benchmark(shop: Shop, cat: OfferCatalogue, model: UpliftModel, churn:
     orc = cand.merge(tv.rename("true_value").reset_index(), on=["customer_id", "offer_id"], how="left")
     orc["expected_value"] = orc["true_value"].fillna(0.0)
     out["oracle"] = realised(choose_audience(orc, budget))
+    out["feature_ceiling"] = realised(choose_audience(orc.assign(expected_value=_feature_ceiling(orc, X, seed)), budget))
     return {"policies": out, "budget": budget, "channel": channel}
+
+
+def _feature_ceiling(cand: pd.DataFrame, X: pd.DataFrame, seed: int) -> np.ndarray:
+    """What our customer features can tell about the true value at best: LightGBM fitted on the simulator's
+    true expected incremental margin itself (not observable in a real shop), predicted out of fold (customers
+    split in two halves). The oracle's share that this reaches bounds any policy built on these features."""
+    import lightgbm as lgb
+
+    from features.customer import CATEGORICAL
+    F = X.loc[cand["customer_id"].to_numpy()].reset_index(drop=True)
+    for c in F.columns:
+        if c in CATEGORICAL or not pd.api.types.is_numeric_dtype(F[c]):
+            F[c] = F[c].astype("string").astype("category")
+    F["offer_id"] = pd.Categorical(cand["offer_id"].astype(object).to_numpy())
+    y = cand["expected_value"].to_numpy(float)
+    half = pd.factorize(cand["customer_id"])[0] % 2
+    pred = np.zeros(len(cand))
+    for f in (0, 1):
+        m = lgb.LGBMRegressor(n_estimators=400, learning_rate=0.03, num_leaves=31, min_child_samples=50,
+                              random_state=seed, verbose=-1).fit(F[half != f], y[half != f])
+        pred[half == f] = m.predict(F[half == f])
+    return pred
