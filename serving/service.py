@@ -158,14 +158,15 @@ class PersonaliseService:
         """Products customer C should see, with score, rank and reason.
 
         A known customer without live events is a lookup in candidates ranked at training time, answered
-        on the event loop; everything else (sessions, fold-in, fallbacks) is computed in the worker threads.
+        on the event loop; everything else (sessions, fold-in, fallbacks) is computed in a worker thread, one
+        at a time (CPU-bound work gains nothing from more threads under the GIL, and loses to hand-offs).
         """
         sess: list[tuple[str, str]] = [(e.product_id, str(e.event_type)) for e in session_events]
         fast = self.p.recommend_fast(customer_id, k, category, exclude_bought, sess)
         if fast is not None:
             return RecommendResponse(**fast)
-        if self._limiter is None:  # the same number of threads as the sync endpoints get
-            self._limiter = anyio.CapacityLimiter(_config()["threads"])
+        if self._limiter is None:  # one at a time: computed recommendations are CPU-bound and hold the GIL
+            self._limiter = anyio.CapacityLimiter(1)
         out = await anyio.to_thread.run_sync(
             functools.partial(self.p.recommend, customer_id, k, category, exclude_bought, sess), limiter=self._limiter)
         return RecommendResponse(**out)
