@@ -4,7 +4,9 @@ Configured by environment variables (set by ``personalise serve``):
 ``PERSONALISE_DATA`` data directory (MLflow store, live.db, shop tables), ``PERSONALISE_BUNDLE`` optional
 local bundle directory instead of the registry, ``PERSONALISE_DB`` event-store URL (SQLite by default,
 ``postgresql://...`` for PostgreSQL), ``PERSONALISE_API_KEYS`` / ``PERSONALISE_API_KEYS_FILE``,
-``PERSONALISE_INSECURE_DEV=1`` to run without keys (local demo only), ``PERSONALISE_MAX_CONCURRENCY``.
+``PERSONALISE_INSECURE_DEV=1`` to run without keys (local demo only), ``PERSONALISE_MAX_CONCURRENCY``,
+``PERSONALISE_THREADS`` (threads of the sync endpoints, default 4), ``PERSONALISE_TIMEOUT`` (seconds before
+HTTP 504, default 30).
 """
 
 from __future__ import annotations
