@@ -516,6 +516,15 @@ DISCOVERY_GRID: list[tuple[tuple[str, float], ...]] = [(("buy_again", 1.0), ("it
 DISCOVERY_RULES = BusinessRules(exclude_bought=True, allow_replenishable=False)
 
 
+def blended(comps: dict[str, np.ndarray], weights: dict[str, float]) -> np.ndarray:
+    """Weighted sum of normalised component scores; components without weight, or not fitted, add nothing."""
+    out = np.zeros(next(iter(comps.values())).shape)
+    for n, w in weights.items():
+        if w and n in comps:
+            out += w * comps[n]
+    return out
+
+
 def _normalise(s: np.ndarray) -> np.ndarray:
     """Per-customer scaling to [0, 1] over finite scores; -inf becomes 0."""
     fin = np.isfinite(s)
@@ -550,9 +559,7 @@ class BlendRecommender(Recommender):
         w = self.weights_for(rules)
         if w is self.weights_:
             return self.score(ctx)
-        comps = self.component_scores(ctx)
-        s = sum(v * comps[n] for n, v in w.items() if v and n in comps)
-        s = np.asarray(s, dtype=np.float64) + np.zeros((len(ctx.rows), len(self._require().items)))
+        s = blended(self.component_scores(ctx), w)
         s[~ctx.known] = NEG
         return s
 
@@ -604,8 +611,7 @@ class BlendRecommender(Recommender):
         kk = min(k, len(data.items))
 
         def trial(w: dict[str, float]) -> float:
-            s = sum(w[n] * comps[n] for n in w if n in comps)
-            s = np.where(ctx.known[:, None] & mask, s, NEG)
+            s = np.where(ctx.known[:, None] & mask, blended(comps, w), NEG)
             part = np.argpartition(-s, kk - 1, axis=1)[:, :kk]
             ps = np.take_along_axis(s, part, axis=1)
             order = np.lexsort((part, -ps), axis=1)
@@ -680,8 +686,7 @@ class RecommendationEngine:
             ids = data.users.ids[a:a + batch]
             ctx = build_context(data, ids)
             comps = self.model.component_scores(ctx)
-            s = sum(w * comps[c] for c, w in self.model.weights_.items() if c in comps)
-            s = np.where(rules_mask(data, ctx, BusinessRules()), s, NEG)
+            s = np.where(rules_mask(data, ctx, BusinessRules()), blended(comps, self.model.weights_), NEG)
             for i in range(len(ids)):
                 top = _topk_row(s[i], n)
                 items[a + i, :len(top)] = top
@@ -762,8 +767,7 @@ class RecommendationEngine:
         if ctx.known[0]:
             comps = self.model.component_scores(ctx)
             weights = self.model.weights_for(rules)
-            s = sum(w * comps[n] for n, w in weights.items() if n in comps)
-            s = np.where(rules_mask(data, ctx, rules), s, NEG)[0]
+            s = np.where(rules_mask(data, ctx, rules), blended(comps, weights), NEG)[0]
             top = _topk_row(s, k)
             if len(top):
                 knn = self.model.components_["item_knn"]

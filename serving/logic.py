@@ -6,6 +6,7 @@ The BentoML service in :mod:`serving.service` is a thin typed layer over :class:
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import gc
 import logging
 import os
@@ -32,10 +33,13 @@ class Loaded:
     versions: dict[str, str]
     loaded_at: float
 
-    version: str = ""
+    @functools.cached_property
+    def version(self) -> str:  # cached: it goes into every answer
+        return ",".join(f"{c}:{self.versions.get(c, '?')}" for c in COMPONENTS)
 
-    def __post_init__(self) -> None:
-        self.version = ",".join(f"{c}:{self.versions.get(c, '?')}" for c in COMPONENTS)
+
+def _request_rules(category: str | None, exclude_bought: bool) -> BusinessRules:
+    return BusinessRules(exclude_bought=exclude_bought, categories=(category,) if category else None)
 
 
 class Personaliser:
@@ -112,7 +116,7 @@ class Personaliser:
         cur = self.current
         if cur is None or session_events or self._has_live(customer_id, cur.bundle.as_of.to_pydatetime()):
             return None
-        rules = BusinessRules(exclude_bought=exclude_bought, categories=(category,) if category else None)
+        rules = _request_rules(category, exclude_bought)
         rec = cur.bundle.engine.recommend_cached(customer_id, k, rules)
         if rec is None:
             return None
@@ -129,7 +133,7 @@ class Personaliser:
         as_of = b.as_of.to_pydatetime()
         live = self.store.recent_events(customer_id, as_of) if self._has_live(customer_id, as_of) else []
         session = list(reversed(live)) + list(session_events)
-        rules = BusinessRules(exclude_bought=exclude_bought, categories=(category,) if category else None)
+        rules = _request_rules(category, exclude_bought)
         region = None
         if customer_id in b.features.index:
             r = b.features.at[customer_id, "region"]
@@ -233,10 +237,11 @@ class Personaliser:
         if as_of != self._live_as_of or now - self._live_read > self.LIVE_POLL_SECONDS:
             with self._live_lock:
                 if as_of != self._live_as_of:  # new models: start over from their data end
-                    self._live, self._live_id, self._live_as_of = set(), 0, as_of
-                new, self._live_id = self.store.customers_with_events(as_of, self._live_id)
-                self._live |= new
-                self._live_read = now
+                    self._live, self._live_id, self._live_as_of, self._live_read = set(), 0, as_of, 0.0
+                if now - self._live_read > self.LIVE_POLL_SECONDS:  # not read meanwhile by another thread
+                    new, self._live_id = self.store.customers_with_events(as_of, self._live_id)
+                    self._live |= new
+                    self._live_read = now
         return customer_id in self._live
 
     def add_events(self, events: list[dict[str, Any]]) -> int:

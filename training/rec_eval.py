@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 
 from features.importers import is_non_product
-from features.interactions import InteractionConfig, build_interactions
+from features.interactions import InteractionConfig, InteractionData, build_interactions
 from features.io import Shop
 from models.metrics import ranking_report
 from models.recommenders import MODELS, BlendRecommender, BusinessRules, Recommender, RecommenderConfig
@@ -34,6 +34,17 @@ def purchase_truth(shop: Shop, start: pd.Timestamp, end: pd.Timestamp | None = N
     return {str(c): set(g) for c, g in o.groupby("customer_id")["product_id"]}
 
 
+def new_items_truth(data: InteractionData, truth: dict[str, set[str]]) -> dict[str, set[str]]:
+    """For each customer of ``data`` in ``truth``: the products they had not bought before (if any)."""
+    users = [u for u in truth if u in data.users]
+    out = {}
+    for u, r in zip(users, data.users.rows(users), strict=True):
+        new = truth[u] - set(data.items.ids[data.purchases[r].indices])
+        if new:
+            out[u] = new
+    return out
+
+
 def fit_production(shop: Shop, cutoff: pd.Timestamp, config: RecommenderConfig,
                    icfg: InteractionConfig | None = None, tune_days: int = 28) -> BlendRecommender:
     """Fit the blend at ``cutoff``; its weights are tuned on the ``tune_days`` before the cutoff."""
@@ -44,10 +55,7 @@ def fit_production(shop: Shop, cutoff: pd.Timestamp, config: RecommenderConfig,
         tuned = BlendRecommender(config).fit(d_in)
         tuned.tune(truth)
         # discovery: products new to each customer, bought in the tuning weeks
-        users = [u for u in truth if u in d_in.users]
-        bought = {u: set(d_in.items.ids[d_in.purchases[r].indices]) for u, r in zip(users, d_in.users.rows(users), strict=True)}
-        truth_new = {u: truth[u] - bought[u] for u in users if truth[u] - bought[u]}
-        tuned.tune_discovery(truth_new)
+        tuned.tune_discovery(new_items_truth(d_in, truth))
         dw = tuned.discovery_weights_ or tuned.weights_
         config = RecommenderConfig(**{**config.__dict__, "blend_weights": tuple(tuned.weights_.items()),
                                       "discovery_weights": tuple(dw.items())})
@@ -66,9 +74,7 @@ def evaluate_recommenders(shop: Shop, cutoff: pd.Timestamp, config: RecommenderC
     before = data.purchases.sum(axis=1).A.ravel() > 0
     buyers = set(data.users.ids[before])
     truth_all = {u: s for u, s in truth_all.items() if u in buyers}
-    bought = {str(u): set(data.items.ids[data.purchases[r].indices]) for u, r in
-              zip(truth_all, data.users.rows(list(truth_all)), strict=True)}
-    truth_new = {u: s - bought[u] for u, s in truth_all.items() if s - bought[u]}
+    truth_new = new_items_truth(data, truth_all)
     users = list(truth_all)
     report: dict[str, Any] = {"all_items": {}, "new_items": {}, "coverage": {}}
     secs: dict[str, float] = {}
