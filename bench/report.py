@@ -117,14 +117,14 @@ def write_markdown(res: dict[str, Any], path: Path) -> None:
                _table([[k[6:], v.get("seconds"), v.get("wall_seconds"), v.get("peak_rss_mb_self", v.get("peak_rss_mb")),
                         *(v.get("gate_metrics", {}).values())] for k, v in trains],
                       ["data", "job seconds", "process seconds", "peak MB", "NDCG@10", "churn AUC", "value Spearman"]), ""]
-    for key, label in (("serve_load", "default: 4 threads"), ("serve_load_threads1", "PERSONALISE_THREADS=1")):
+    for key, label in (("serve_load", "default settings"),):
         s = res.get(key)
         if not s or "error" in s:
             continue
         md += [f"## Serving under load ({label})", "",
                "wrk, 2 threads, 8 connections, on the 20,000-customer shop's models, after a 3 s warm-up per "
-               "endpoint; echo and recommend alternate in 3 rounds of 8 s (totals and the median round's latency "
-               "below), offers and events run 15 s each. The server and the load generator share the 2 cores. "
+               "endpoint; echo and recommend alternate in 8 rounds of 4 s, each going first in turn (totals and "
+               "the median round's latency below), offers and events run 15 s each. The server and the load generator share the 2 cores. "
                "Targets: recommend >= 90% of echo's throughput, p99 < 25 ms; events >= 1,000 events/s, all "
                "acknowledged events stored.", "",
                _table([[n, v["rps"], v["p50_ms"], v["p95_ms"], v["p99_ms"], v["non2xx"], v["errors"]]
@@ -136,9 +136,6 @@ def write_markdown(res: dict[str, Any], path: Path) -> None:
                f"recommend / echo throughput = {s['recommend_vs_echo_throughput']}; events: "
                f"{s['events']['events_per_s']} events/s, {s['events']['stored_events']} stored, "
                f"{s['events']['acknowledged_events_at_least']} acknowledged (stored includes the warm-up).", ""]
-        if key == "serve_load_threads1":
-            md += ["One thread avoids GIL hand-offs and is faster here, but a long `offers_batch` or a `reload` then "
-                   "holds up every other request of the worker, so the default stays at 4 threads.", ""]
     errs = {k: v["error"][-500:] for k, v in res.items() if isinstance(v, dict) and "error" in v}
     if errs:
         md += ["## Sections that failed", "", "```", json.dumps(errs, indent=1), "```", ""]

@@ -47,6 +47,13 @@ def default_url(data_dir: str | Path) -> str:
     return f"sqlite:///{p.resolve()}"
 
 
+_LAST_ID = sa.select(sa.func.max(EVENTS.c.id))
+_NEW_CUSTOMERS = (sa.select(EVENTS.c.customer_id).where(EVENTS.c.id > sa.bindparam("after"),
+                                                         EVENTS.c.id <= sa.bindparam("last"),
+                                                         EVENTS.c.ts >= sa.bindparam("since"))
+                  .group_by(EVENTS.c.customer_id))
+
+
 class LiveStore:
     """Durable storage of live events and offer decisions."""
 
@@ -85,14 +92,20 @@ class LiveStore:
         with self.engine.connect() as conn:
             return [(r[0], r[1]) for r in conn.execute(q)]
 
-    def customers_with_events(self, since: dt.datetime, after_id: int = 0) -> tuple[set[str], int]:
+    def customers_with_events(self, since: dt.datetime, after_id: int = 0, conn: sa.Connection | None = None
+                              ) -> tuple[set[str], int]:
         """Customers with events at or after ``since`` among the rows after ``after_id``, and the last row id
-        read (pass it back next time to read only what is new)."""
-        q = (sa.select(EVENTS.c.customer_id, sa.func.max(EVENTS.c.id))
-             .where(EVENTS.c.id > after_id, EVENTS.c.ts >= since).group_by(EVENTS.c.customer_id))
-        with self.engine.connect() as conn:
-            last = conn.execute(sa.select(sa.func.max(EVENTS.c.id))).scalar_one() or 0
-            rows = conn.execute(q.where(EVENTS.c.id <= last)).all()
+        read (pass it back next time to read only what is new). ``conn``: a connection the caller keeps open
+        for repeated polls (its transaction is ended here, so each poll sees the latest writes)."""
+        if conn is None:
+            with self.engine.connect() as own:
+                return self.customers_with_events(since, after_id, own)
+        try:
+            last = conn.execute(_LAST_ID).scalar_one() or 0
+            rows = [] if last <= after_id else conn.execute(
+                _NEW_CUSTOMERS, {"after": after_id, "last": last, "since": since}).all()
+        finally:
+            conn.rollback()
         return {r[0] for r in rows}, int(max(last, after_id))
 
     def add_decisions(self, decisions: list[dict[str, Any]]) -> None:

@@ -17,6 +17,7 @@ Example
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import pickle
@@ -172,6 +173,11 @@ def _topk_row(s: np.ndarray, k: int) -> np.ndarray:
     part = np.argpartition(-s, k - 1)[:k]
     part = part[np.lexsort((part, -s[part]))]
     return part[np.isfinite(s[part])]
+
+
+def _round_scores(s: np.ndarray) -> list[float]:
+    """Scores as the API shows them (6 decimals), the same in the cached and the computed path."""
+    return np.round(np.asarray(s, dtype=np.float64), 6).tolist()
 
 
 def _topk(scores: np.ndarray, k: int, ids: np.ndarray, items: np.ndarray) -> pd.DataFrame:
@@ -673,13 +679,13 @@ class RecommendationEngine:
         A storefront request for such a customer is then a lookup plus its own filters (category,
         exclude-bought), with exactly the items, scores and reasons of the full computation; requests the
         cache cannot answer exactly (a live session, relaxed rules, too few candidates left) are computed.
+        Reasons are stored as codes into :meth:`reason_table` (4 bytes per candidate).
         """
         data = self.data
         nu = len(data.users)
         items = np.full((nu, n), -1, np.int32)
         scores = np.full((nu, n), NEG)
-        lead = np.zeros((nu, n), np.int8)
-        src = np.full((nu, n), -1, np.int32)
+        reason = np.zeros((nu, n), np.int32)
         knn = self.model.components_["item_knn"]
         assert isinstance(knn, ItemKNNRecommender)
         for a in range(0, nu, batch):
@@ -687,14 +693,17 @@ class RecommendationEngine:
             ctx = build_context(data, ids)
             comps = self.model.component_scores(ctx)
             s = np.where(rules_mask(data, ctx, BusinessRules()), blended(comps, self.model.weights_), NEG)
+            P = ctx.P.tocsr()
             for i in range(len(ids)):
                 top = _topk_row(s[i], n)
                 items[a + i, :len(top)] = top
-                scores[a + i, :len(top)] = s[i, top]
-                ld, sr = self._lead_and_source(ctx.W[i], {c: v[i] for c, v in comps.items()}, knn, top)
-                lead[a + i, :len(top)] = ld
-                src[a + i, :len(top)] = sr
-        self.cache_ = {"items": items, "scores": scores, "lead": lead, "src": src}
+                scores[a + i, :len(top)] = _round_scores(s[i, top])
+                reason[a + i, :len(top)] = self._reason_codes(P[i], ctx.W[i], {c: v[i] for c, v in comps.items()},
+                                                              knn, top)
+        self.cache_ = {"items": items, "scores": scores, "reason": reason}
+        for name in ("reason_table", "product_ids"):  # built now, not at the first request
+            self.__dict__.pop(name, None)
+            getattr(self, name)
         return self
 
     def recommend_cached(self, customer_id: str, k: int = 10, rules: BusinessRules | None = None
@@ -709,43 +718,39 @@ class RecommendationEngine:
     def _cached(self, row: int, k: int, rules: BusinessRules) -> list[dict[str, Any]] | None:
         """The top k from the precomputed candidates, or None when they cannot answer exactly."""
         c = self.cache_
-        if c is None or not (rules.exclude_returned and rules.exclude_out_of_stock):
+        if c is None or "reason" not in c or not (rules.exclude_returned and rules.exclude_out_of_stock):
             return None
         if self.model.weights_for(rules) is not self.model.weights_:  # ranked with other weights
             return None
-        data = self.data
-        cand = c["items"][row]
-        complete = cand[-1] < 0  # fewer than n scorable items: the list holds all of them
-        cand = cand[cand >= 0]
-        P = data.purchases
-        lo, hi = P.indptr[row], P.indptr[row + 1]
-        bought_idx, bought_cnt = P.indices[lo:hi], P.data[lo:hi]
+        items = c["items"][row]  # ranked candidates, padded with -1 when the customer has fewer than n
         pos: Any
         if rules.categories is None and not rules.exclude_categories and not rules.exclude_bought:
-            pos = slice(0, min(k, len(cand)))  # the storefront default: the first k as ranked
-            enough = pos.stop == k
+            # the storefront default: the first k as ranked (the hot path: no numpy work beyond slicing)
+            if k > len(items) and items[-1] >= 0:
+                return None
+            pos = slice(0, k)
         else:
+            data = self.data
+            complete = items[-1] < 0  # fewer than n scorable items: the list holds all of them
+            cand = items[items >= 0]
             keep = np.ones(len(cand), bool)
             if rules.categories is not None:
                 keep &= np.isin(data.item_category[cand], list(rules.categories))
             if rules.exclude_categories:
                 keep &= ~np.isin(data.item_category[cand], list(rules.exclude_categories))
             if rules.exclude_bought:
-                hit = np.isin(cand, bought_idx)
+                P = data.purchases
+                hit = np.isin(cand, P.indices[P.indptr[row]:P.indptr[row + 1]])
                 if rules.allow_replenishable:
                     hit &= ~data.item_replenishable[cand]
                 keep &= ~hit
             pos = np.flatnonzero(keep)[:k]
-            enough = len(pos) == k
-        if not enough and not complete:
-            return None
-        bought = dict(zip(bought_idx.tolist(), bought_cnt.tolist(), strict=True))
-        sel = cand[pos]
-        leads, srcs = c["lead"][row, pos].tolist(), c["src"][row, pos].tolist()
-        return [{"product_id": str(pid), "score": round(sc, 6), "rank": r + 1,
-                 "reason": self._reason_text(bought, j, self.LEADS[ld], sr)}
-                for r, (pid, sc, j, ld, sr) in enumerate(zip(data.items.ids[sel].tolist(), c["scores"][row, pos].tolist(),
-                                                             sel.tolist(), leads, srcs, strict=True))]
+            if len(pos) < k and not complete:
+                return None
+        pids, texts = self.product_ids, self.reason_table
+        return [{"product_id": pids[j], "score": sc, "rank": r, "reason": texts[q]}
+                for r, (j, sc, q) in enumerate(zip(items[pos].tolist(), c["scores"][row, pos].tolist(),
+                                                   c["reason"][row, pos].tolist(), strict=True), 1) if j >= 0]
 
     @property
     def data(self) -> InteractionData:
@@ -773,8 +778,8 @@ class RecommendationEngine:
                 knn = self.model.components_["item_knn"]
                 assert isinstance(knn, ItemKNNRecommender)
                 reasons = self._reasons(ctx, comps, knn, top, weights)
-                items = [{"product_id": str(data.items.ids[j]), "score": round(float(s[j]), 6), "rank": r + 1,
-                          "reason": reasons[r]} for r, j in enumerate(top)]
+                items = [{"product_id": str(data.items.ids[j]), "score": sc, "rank": r + 1, "reason": reasons[r]}
+                         for r, (j, sc) in enumerate(zip(top, _round_scores(s[top]), strict=True))]
                 return Recommendation(customer_id, "model", items)
         # fallback: trending in the region, else overall
         reg = region
@@ -788,10 +793,29 @@ class RecommendationEngine:
             {"product_id": str(data.items.ids[j]), "score": round(float(s[j]), 6), "rank": r + 1, "reason": reason}
             for r, j in enumerate(_topk_row(s, k))])
 
-    def _lead_and_source(self, row: sp.csr_matrix, comps: dict[str, np.ndarray], knn: ItemKNNRecommender,
-                         top: np.ndarray, weights: dict[str, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """For each top item: which component contributes most (index into LEADS), and the customer's
-        most similar own item (-1 if none)."""
+    FIXED_REASONS = ("you buy this regularly", "buy it again", "popular right now", "recommended for you")
+
+    @functools.cached_property
+    def reason_table(self) -> list[str]:
+        """Every reason text, indexed by the codes of :meth:`_reason_codes`: the fixed ones, then for each
+        product "because you bought X" and "because you viewed X"."""
+        out = list(self.FIXED_REASONS)
+        for pid in self.data.items.ids.tolist():
+            name = self._name(str(pid))
+            out += [f"because you bought {name}", f"because you viewed {name}"]
+        return out
+
+    @functools.cached_property
+    def product_ids(self) -> list[str]:
+        return [str(p) for p in self.data.items.ids.tolist()]
+
+    def _reason_codes(self, bought: sp.csr_matrix, row: sp.csr_matrix, comps: dict[str, np.ndarray],
+                      knn: ItemKNNRecommender, top: np.ndarray, weights: dict[str, float] | None = None
+                      ) -> np.ndarray:
+        """Why each top item is shown, as codes into :attr:`reason_table`. ``bought`` is the customer's row
+        of purchases, ``row`` of interactions. In order: bought before ("you buy this regularly" when bought
+        twice or replenishable, else "buy it again"); led by a similarity component and close to one of
+        the customer's items ("because you bought/viewed X"); led by popularity; else "recommended for you"."""
         weights = self.model.weights_ if weights is None else weights
         w = np.array([weights.get(n, 0.0) for n in self.LEADS])
         contrib = np.vstack([w[i] * np.ravel(comps[n])[top] if n in comps else np.zeros(len(top))
@@ -803,25 +827,21 @@ class RecommendationEngine:
             S[row.indices[:, None] == top[None, :]] = 0.0  # never "because you bought X" for X itself
             best = S.argmax(axis=0)
             src = np.where(S.max(axis=0) > 0, row.indices[best], -1)
-        return lead, src
-
-    def _reason_text(self, bought: dict[int, float], j: int, lead: str, src: int) -> str:
-        if bought.get(j, 0) > 0:
-            return "you buy this regularly" if bought[j] >= 2 or self.data.item_replenishable[j] else "buy it again"
-        if src >= 0 and lead in ("item_knn", "als", "ease"):
-            verb = "bought" if bought.get(src, 0) > 0 else "viewed"
-            return f"because you {verb} {self._name(str(self.data.items.ids[src]))}"
-        if lead == "popularity":
-            return "popular right now"
-        return "recommended for you"
+        cnt = np.zeros(len(self.data.items))
+        cnt[bought.indices] = bought.data
+        similar = np.isin(lead, [self.LEADS.index(n) for n in ("item_knn", "als", "ease")])
+        code = np.where(lead == self.LEADS.index("popularity"), 2, 3)
+        code = np.where(similar & (src >= 0), 4 + 2 * np.maximum(src, 0) + (cnt[np.maximum(src, 0)] <= 0), code)
+        had = cnt[top]
+        code = np.where(had > 0, np.where((had >= 2) | self.data.item_replenishable[top], 0, 1), code)
+        return code.astype(np.int32)
 
     def _reasons(self, ctx: UserContext, comps: dict[str, np.ndarray], knn: ItemKNNRecommender,
                  top: np.ndarray, weights: dict[str, float] | None = None) -> list[str]:
         """Why each of the top items is shown, computed for all of them at once."""
-        P = ctx.P.tocsr()
-        bought = dict(zip(P.indices.tolist(), P.data.tolist(), strict=True))
-        lead, src = self._lead_and_source(ctx.W[0], {n: v[0] for n, v in comps.items()}, knn, top, weights)
-        return [self._reason_text(bought, int(j), self.LEADS[lead[i]], int(src[i])) for i, j in enumerate(top)]
+        codes = self._reason_codes(ctx.P.tocsr()[0], ctx.W[0], {n: v[0] for n, v in comps.items()}, knn, top,
+                                   weights)
+        return [self.reason_table[q] for q in codes.tolist()]
 
     def similar_items(self, product_id: str, k: int = 10) -> tuple[str, list[dict[str, Any]]]:
         df = self.model.similar_items([product_id], k)

@@ -37,8 +37,18 @@ class Loaded:
     def version(self) -> str:  # cached: it goes into every answer
         return ",".join(f"{c}:{self.versions.get(c, '?')}" for c in COMPONENTS)
 
+    @functools.cached_property
+    def as_of(self) -> dt.datetime:
+        """The end of the models' data: live events from then on are folded in."""
+        return self.bundle.as_of.to_pydatetime()  # type: ignore[no-any-return]
+
+
+_DEFAULT_RULES = BusinessRules()
+
 
 def _request_rules(category: str | None, exclude_bought: bool) -> BusinessRules:
+    if category is None and not exclude_bought:
+        return _DEFAULT_RULES  # the storefront's usual request: no new object
     return BusinessRules(exclude_bought=exclude_bought, categories=(category,) if category else None)
 
 
@@ -57,13 +67,18 @@ class Personaliser:
         self._live: set[str] = set()
         self._live_as_of: dt.datetime | None = None
         self._live_id = 0
-        self._live_read = 0.0
         self._live_lock = threading.Lock()
+        self._stop = threading.Event()
         try:
             self.current = self._load()
         except Exception as e:  # the service still answers with fallbacks; readiness says why not ready
             self.load_error = f"{type(e).__name__}: {e}"
             log.error("could not load models: %s", self.load_error)
+        threading.Thread(target=self._watch_live, name="live-events-watch", daemon=True).start()
+
+    def close(self) -> None:
+        """Stop watching the event store."""
+        self._stop.set()
 
     # -- loading --------------------------------------------------------------------------------
     def _load(self) -> Loaded:
@@ -114,7 +129,7 @@ class Personaliser:
         """The answer when it is a lookup in the precomputed candidates (a known customer with no live
         events), else None: then :meth:`recommend` computes it."""
         cur = self.current
-        if cur is None or session_events or self._has_live(customer_id, cur.bundle.as_of.to_pydatetime()):
+        if cur is None or session_events or self._has_live(customer_id, cur.as_of):
             return None
         rules = _request_rules(category, exclude_bought)
         rec = cur.bundle.engine.recommend_cached(customer_id, k, rules)
@@ -130,7 +145,7 @@ class Personaliser:
                     "items": [{"product_id": p, "score": 0.0, "rank": i + 1, "reason": "best seller"}
                               for i, p in enumerate(self.fallback_items[:k])]}
         b = cur.bundle
-        as_of = b.as_of.to_pydatetime()
+        as_of = cur.as_of
         live = self.store.recent_events(customer_id, as_of) if self._has_live(customer_id, as_of) else []
         session = list(reversed(live)) + list(session_events)
         rules = _request_rules(category, exclude_bought)
@@ -232,17 +247,37 @@ class Personaliser:
 
     def _has_live(self, customer_id: str, as_of: dt.datetime) -> bool:
         """Whether the customer has stored live events since ``as_of``. Events accepted by this process count
-        at once; events written by other processes are picked up within LIVE_POLL_SECONDS."""
-        now = time.monotonic()
-        if as_of != self._live_as_of or now - self._live_read > self.LIVE_POLL_SECONDS:
-            with self._live_lock:
-                if as_of != self._live_as_of:  # new models: start over from their data end
-                    self._live, self._live_id, self._live_as_of, self._live_read = set(), 0, as_of, 0.0
-                if now - self._live_read > self.LIVE_POLL_SECONDS:  # not read meanwhile by another thread
-                    new, self._live_id = self.store.customers_with_events(as_of, self._live_id)
-                    self._live |= new
-                    self._live_read = now
+        at once; events written by other processes are picked up by a background thread within
+        LIVE_POLL_SECONDS (so requests never wait for the store)."""
+        if as_of != self._live_as_of:  # first request on new models: read the store once, here
+            self._refresh_live(as_of)
         return customer_id in self._live
+
+    def _refresh_live(self, as_of: dt.datetime, conn: Any = None) -> None:
+        with self._live_lock:
+            if as_of != self._live_as_of:  # new models: start over from their data end
+                self._live, self._live_id, self._live_as_of = set(), 0, as_of
+            new, self._live_id = self.store.customers_with_events(as_of, self._live_id, conn)
+            self._live |= new
+
+    def _watch_live(self) -> None:
+        """Poll the store for events other processes wrote, on one connection kept open (a poll with no new
+        rows is one ``max(id)`` query)."""
+        conn = None
+        while not self._stop.wait(self.LIVE_POLL_SECONDS):
+            cur = self.current
+            if cur is None:
+                continue
+            try:
+                conn = conn or self.store.engine.connect()
+                self._refresh_live(cur.as_of, conn)
+            except Exception as e:  # noqa: BLE001 -- the store may be briefly unreachable: retry, reconnected
+                log.warning("live events watch: %s: %s", type(e).__name__, e)
+                if conn is not None:
+                    conn.close()
+                conn = None
+        if conn is not None:
+            conn.close()
 
     def add_events(self, events: list[dict[str, Any]]) -> int:
         n = self.store.add_events(events)

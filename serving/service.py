@@ -5,8 +5,12 @@ Configured by environment variables (set by ``personalise serve``):
 local bundle directory instead of the registry, ``PERSONALISE_DB`` event-store URL (SQLite by default,
 ``postgresql://...`` for PostgreSQL), ``PERSONALISE_API_KEYS`` / ``PERSONALISE_API_KEYS_FILE``,
 ``PERSONALISE_INSECURE_DEV=1`` to run without keys (local demo only), ``PERSONALISE_MAX_CONCURRENCY``,
-``PERSONALISE_THREADS`` (threads of the sync endpoints, default 4), ``PERSONALISE_TIMEOUT`` (seconds before
-HTTP 504, default 30).
+``PERSONALISE_TIMEOUT`` (seconds before HTTP 504, default 30).
+
+Every endpoint is async. Cached recommendation lookups are answered on the event loop; all other work runs in
+worker threads in separate lanes, each with its own limit (see ``LANES``), so a CRM batch or a reload never
+holds up the storefront's events or computed recommendations, and CPU-bound work (which holds the GIL) does not
+thrash between threads.
 """
 
 from __future__ import annotations
@@ -22,8 +26,10 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import anyio  # noqa: E402
 import bentoml  # noqa: E402
+import pandas as pd  # noqa: E402
 from bentoml.exceptions import InvalidArgument  # noqa: E402
 from pydantic import BaseModel, Field  # noqa: E402
+from typing_extensions import TypedDict  # noqa: E402
 
 from serving.logic import Personaliser  # noqa: E402
 from serving.security import GuardMiddleware, install_log_redaction, load_keys, send_json  # noqa: E402
@@ -82,11 +88,14 @@ class LiveEvent(BaseModel):
     unit_price: Annotated[float | None, Field(default=None, ge=0, le=1e7)] = None
 
 
-class RecItem(BaseModel):
+class RecItem(TypedDict):
+    """One recommended product (a TypedDict, not a model: the same schema and JSON, validated in half the
+    time of ten nested models, on the storefront's hot path)."""
+
     product_id: str
     score: float
     rank: int
-    reason: str = ""
+    reason: str
 
 
 class RecommendResponse(BaseModel):
@@ -128,9 +137,26 @@ class EventsResponse(BaseModel):
     model_version: str
 
 
+LANES = {"compute": 1, "crm": 1, "events": 2, "admin": 1}
+"""Worker threads per lane. ``compute``: recommendations that are not cache lookups (live sessions, relaxed
+rules, fallbacks) and similar items; ``crm``: offers, offers_batch, customer_profile; ``events``: durable
+writes to the event store (I/O); ``admin``: reload. CPU-bound lanes run one at a time: under the GIL more
+threads add hand-offs, not throughput (on 2 cores, one thread served 87-99 computed recommendations/s against
+73 with four)."""
+
+
+def _tracing() -> dict[str, Any]:
+    """OpenTelemetry tracing. By default no traces are collected (sample rate 0, BentoML's default), and then
+    the API paths skip the tracing middleware altogether: it built a span for every request anyway, about a
+    fifth of the event loop's time under load. ``PERSONALISE_TRACE_SAMPLE_RATE`` above 0 traces again (with
+    BentoML's ``tracing`` settings for the exporter)."""
+    rate = float(os.environ.get("PERSONALISE_TRACE_SAMPLE_RATE", "0"))
+    return {"sample_rate": rate} if rate > 0 else {"sample_rate": 0.0, "excluded_urls": [".*"]}
+
+
 def _config() -> dict[str, Any]:
     return {"traffic": {"timeout": float(os.environ.get("PERSONALISE_TIMEOUT", "30")), "max_concurrency": int(os.environ.get("PERSONALISE_MAX_CONCURRENCY", "64"))},
-            "threads": int(os.environ.get("PERSONALISE_THREADS", "4")), "workers": 1,
+            "threads": 1, "workers": 1, "tracing": _tracing(),
             "logging": {"access": {"enabled": os.environ.get("PERSONALISE_ACCESS_LOG", "0") == "1",
                                    "request_content_length": False, "response_content_length": False}}}
 
@@ -147,7 +173,13 @@ class PersonaliseService:
                                "(or --insecure-dev for a local demo)")
         data = os.environ.get("PERSONALISE_DATA", "var/demo")
         self.p = Personaliser(data, os.environ.get("PERSONALISE_BUNDLE") or None)
-        self._limiter: anyio.CapacityLimiter | None = None
+        self._lanes: dict[str, anyio.CapacityLimiter] = {}
+
+    async def _run(self, lane: str, fn: Any, *args: Any) -> Any:
+        """Run ``fn(*args)`` in a worker thread of ``lane`` (at most ``LANES[lane]`` at a time)."""
+        if lane not in self._lanes:  # created on the event loop, at first use
+            self._lanes[lane] = anyio.CapacityLimiter(LANES[lane])
+        return await anyio.to_thread.run_sync(functools.partial(fn, *args), limiter=self._lanes[lane])
 
     def __is_ready__(self) -> bool:
         return self.p.ready
@@ -167,58 +199,46 @@ class PersonaliseService:
         fast = self.p.recommend_fast(customer_id, k, category, exclude_bought, sess)
         if fast is not None:
             return RecommendResponse(**fast)
-        if self._limiter is None:  # one at a time: computed recommendations are CPU-bound and hold the GIL
-            self._limiter = anyio.CapacityLimiter(1)
-        out = await anyio.to_thread.run_sync(
-            functools.partial(self.p.recommend, customer_id, k, category, exclude_bought, sess), limiter=self._limiter)
-        return RecommendResponse(**out)
+        return RecommendResponse(**await self._run("compute", self.p.recommend, customer_id, k, category,
+                                                   exclude_bought, sess))
 
     @bentoml.api
-    def similar_items(self, product_id: ID, k: Annotated[int, Field(ge=1, le=100)] = 10) -> SimilarResponse:
+    async def similar_items(self, product_id: ID, k: Annotated[int, Field(ge=1, le=100)] = 10) -> SimilarResponse:
         """Products similar to one product."""
-        return SimilarResponse(**self.p.similar_items(product_id, k))
+        return SimilarResponse(**await self._run("compute", self.p.similar_items, product_id, k))
 
     @bentoml.api
-    def offers(self, customer_id: ID, channel: Annotated[str | None, Field(max_length=32)] = None,
-               campaign: Annotated[str, Field(min_length=1, max_length=64)] = "default") -> OfferResponse:
+    async def offers(self, customer_id: ID, channel: Annotated[str | None, Field(max_length=32)] = None,
+                     campaign: Annotated[str, Field(min_length=1, max_length=64)] = "default") -> OfferResponse:
         """Best offer for one customer, or "none"."""
-        return OfferResponse(**self.p.offers([customer_id], channel, campaign)[0])
+        return OfferResponse(**(await self._run("crm", self.p.offers, [customer_id], channel, campaign))[0])
 
     @bentoml.api
-    def offers_batch(self, customer_ids: Annotated[list[ID], Field(min_length=1, max_length=1000)],
-                     channel: Annotated[str | None, Field(max_length=32)] = None,
-                     campaign: Annotated[str, Field(min_length=1, max_length=64)] = "default") -> list[OfferResponse]:
+    async def offers_batch(self, customer_ids: Annotated[list[ID], Field(min_length=1, max_length=1000)],
+                           channel: Annotated[str | None, Field(max_length=32)] = None,
+                           campaign: Annotated[str, Field(min_length=1, max_length=64)] = "default"
+                           ) -> list[OfferResponse]:
         """Best offer for up to 1,000 customers."""
-        return [OfferResponse(**o) for o in self.p.offers(customer_ids, channel, campaign)]
+        return [OfferResponse(**o) for o in await self._run("crm", self.p.offers, customer_ids, channel, campaign)]
 
     @bentoml.api
-    def customer_profile(self, customer_id: ID) -> dict[str, Any]:
+    async def customer_profile(self, customer_id: ID) -> dict[str, Any]:
         """RFM, net value, churn risk, predicted value, segment, active triggers and top reasons."""
-        return self.p.profile(customer_id)
+        return await self._run("crm", self.p.profile, customer_id)  # type: ignore[no-any-return]
 
     @bentoml.api
-    def events(self, events: Annotated[list[LiveEvent], Field(min_length=1, max_length=1000)]) -> EventsResponse:
+    async def events(self, events: Annotated[list[LiveEvent], Field(min_length=1, max_length=1000)]
+                     ) -> EventsResponse:
         """Store storefront events durably; the next recommend for those customers reflects them."""
-        rows = []
-        for e in events:
-            d = e.model_dump()
-            if d["ts"]:
-                try:
-                    import pandas as pd
-                    ts = pd.Timestamp(d["ts"])
-                    d["ts"] = (ts.tz_convert("UTC").tz_localize(None) if ts.tzinfo else ts).to_pydatetime()
-                except (ValueError, TypeError) as err:
-                    raise InvalidArgument(f"events.ts: not an ISO timestamp: {d['ts'][:40]!r}") from err
-            rows.append(d)
-        n = self.p.add_events(rows)
+        n = await self._run("events", lambda: self.p.add_events(_event_rows(events)))
         cur = self.p.current
         return EventsResponse(accepted=n, model_version=cur.version if cur else "none")
 
     @bentoml.api
-    def reload(self) -> dict[str, Any]:
+    async def reload(self) -> dict[str, Any]:
         """Load the current champion beside the old one and swap atomically (admin)."""
         try:
-            new = self.p.reload()
+            new = await self._run("admin", self.p.reload)
         except Exception as e:  # the old model keeps serving
             raise InvalidArgument(f"reload failed, still serving the previous models: {type(e).__name__}: {e}") from e
         return {"model_version": new.version, "versions": new.versions}
@@ -228,6 +248,21 @@ class PersonaliseService:
         """Returns its input (used by the benchmark to measure the server's own overhead: it takes the
         same request as recommend and is answered on the event loop like recommend's lookups)."""
         return EchoResponse(customer_id=customer_id, k=k)
+
+
+def _event_rows(events: list[LiveEvent]) -> list[dict[str, Any]]:
+    """Request events as store rows, times as naive UTC (InvalidArgument, i.e. HTTP 400, naming a bad one)."""
+    rows = []
+    for e in events:
+        d = e.model_dump()
+        if d["ts"]:
+            try:
+                ts = pd.Timestamp(d["ts"])
+                d["ts"] = (ts.tz_convert("UTC").tz_localize(None) if ts.tzinfo else ts).to_pydatetime()
+            except (ValueError, TypeError) as err:
+                raise InvalidArgument(f"events.ts: not an ISO timestamp: {d['ts'][:40]!r}") from err
+        rows.append(d)
+    return rows
 
 
 class SettleMiddleware:

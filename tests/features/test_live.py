@@ -38,3 +38,20 @@ def test_customers_with_events_reads_only_new_rows(tmp_path: Path) -> None:
     other = LiveStore(store.url)  # another process writing to the same store
     other.add_events([{"customer_id": "C", "product_id": "p", "event_type": "view"}])
     assert store.customers_with_events(since, last) == ({"C"}, 3)
+
+
+def test_a_poll_on_a_kept_connection_sees_later_writes(tmp_path: Path) -> None:
+    """The serving watcher keeps one connection open between polls: later writes of other processes must
+    still show, and a poll with nothing new must not move the last id read."""
+    import datetime as dt
+    store = LiveStore(f"sqlite:///{tmp_path / 'live.db'}")
+    since = dt.datetime(2026, 1, 1)
+    other = LiveStore(store.url)
+    with store.engine.connect() as conn:
+        assert store.customers_with_events(since, 0, conn) == (set(), 0)
+        other.add_events([{"customer_id": "A", "product_id": "p", "event_type": "view"}])
+        who, last = store.customers_with_events(since, 0, conn)
+        assert who == {"A"} and last == 1
+        assert store.customers_with_events(since, last, conn) == (set(), 1)  # nothing new: nothing read
+        other.add_events([{"customer_id": "B", "product_id": "p", "event_type": "view"}])
+        assert store.customers_with_events(since, last, conn) == ({"B"}, 2)
