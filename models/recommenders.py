@@ -22,7 +22,7 @@ import logging
 import os
 import pickle
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Self
 
@@ -577,16 +577,29 @@ class BlendRecommender(Recommender):
         self.weights_, self.tuning_ = main, log_main
         return self
 
+    def fit_reusing(self, data: InteractionData, fitted: dict[str, Recommender]) -> Self:
+        """Like :meth:`fit`, taking components already fitted on this same ``data`` with this same config
+        (the evaluation fits them as baselines anyway) instead of fitting them again."""
+        def base(c: RecommenderConfig) -> RecommenderConfig:  # what components depend on: not the weights
+            return replace(c, blend_weights=None, discovery_weights=None)
+        self._reuse = {n: m for n, m in fitted.items()
+                       if n in COMPONENTS and m.data is data and base(m.config) == base(self.config)}
+        try:
+            return self.fit(data)
+        finally:
+            del self._reuse
+
     def _fit(self, data: InteractionData) -> None:
         kinds: dict[str, type[Recommender]] = {
             "buy_again": BuyAgainRecommender, "item_knn": ItemKNNRecommender, "als": ALSRecommender,
             "ease": EASERecommender, "popularity": PopularityRecommender}
+        reuse: dict[str, Recommender] = getattr(self, "_reuse", {})
         self.components_: dict[str, Recommender] = {}
         for n in COMPONENTS:
             # all of them while weights are still to be tuned; item_knn always (reasons, similar items)
             if (self.config.blend_weights is None or self.weights_.get(n, 0) > 0 or n == "item_knn"
                     or (self.discovery_weights_ or {}).get(n, 0) > 0):
-                self.components_[n] = kinds[n](self.config).fit(data)
+                self.components_[n] = reuse[n] if n in reuse else kinds[n](self.config).fit(data)
 
     def _score(self, ctx: UserContext) -> np.ndarray:
         total = np.zeros((len(ctx.rows), len(self._require().items)))
@@ -693,13 +706,13 @@ class RecommendationEngine:
             ctx = build_context(data, ids)
             comps = self.model.component_scores(ctx)
             s = np.where(rules_mask(data, ctx, BusinessRules()), blended(comps, self.model.weights_), NEG)
-            P = ctx.P.tocsr()
+            P, W = ctx.P.tocsr(), ctx.W.tocsr()
+            P.sort_indices()
             for i in range(len(ids)):
                 top = _topk_row(s[i], n)
                 items[a + i, :len(top)] = top
                 scores[a + i, :len(top)] = _round_scores(s[i, top])
-                reason[a + i, :len(top)] = self._reason_codes(P[i], ctx.W[i], {c: v[i] for c, v in comps.items()},
-                                                              knn, top)
+                reason[a + i, :len(top)] = self._reason_codes(P, W, i, {c: v[i] for c, v in comps.items()}, knn, top)
         self.cache_ = {"items": items, "scores": scores, "reason": reason}
         for name in ("reason_table", "product_ids"):  # built now, not at the first request
             self.__dict__.pop(name, None)
@@ -793,6 +806,7 @@ class RecommendationEngine:
             {"product_id": str(data.items.ids[j]), "score": round(float(s[j]), 6), "rank": r + 1, "reason": reason}
             for r, j in enumerate(_topk_row(s, k))])
 
+    _SIMILAR = tuple(COMPONENTS.index(n) for n in ("item_knn", "als", "ease"))
     FIXED_REASONS = ("you buy this regularly", "buy it again", "popular right now", "recommended for you")
 
     @functools.cached_property
@@ -809,37 +823,45 @@ class RecommendationEngine:
     def product_ids(self) -> list[str]:
         return [str(p) for p in self.data.items.ids.tolist()]
 
-    def _reason_codes(self, bought: sp.csr_matrix, row: sp.csr_matrix, comps: dict[str, np.ndarray],
+    def _reason_codes(self, P: sp.csr_matrix, W: sp.csr_matrix, i: int, comps: dict[str, np.ndarray],
                       knn: ItemKNNRecommender, top: np.ndarray, weights: dict[str, float] | None = None
                       ) -> np.ndarray:
-        """Why each top item is shown, as codes into :attr:`reason_table`. ``bought`` is the customer's row
-        of purchases, ``row`` of interactions. In order: bought before ("you buy this regularly" when bought
-        twice or replenishable, else "buy it again"); led by a similarity component and close to one of
-        the customer's items ("because you bought/viewed X"); led by popularity; else "recommended for you"."""
+        """Why each top item of customer ``i`` is shown, as codes into :attr:`reason_table`. ``P``: purchases,
+        ``W``: interactions (CSR, one row per customer); ``comps``: that customer's component scores. In
+        order: bought before ("you buy this regularly" when bought twice or replenishable, else "buy it
+        again"); led by a similarity component and close to one of the customer's items ("because you
+        bought/viewed X"); led by popularity; else "recommended for you"."""
         weights = self.model.weights_ if weights is None else weights
         w = np.array([weights.get(n, 0.0) for n in self.LEADS])
         contrib = np.vstack([w[i] * np.ravel(comps[n])[top] if n in comps else np.zeros(len(top))
                              for i, n in enumerate(self.LEADS)])
         lead = contrib.argmax(axis=0)
         src = np.full(len(top), -1)
-        if row.nnz and len(top):
-            S = knn.sim_[row.indices][:, top].toarray() * row.data[:, None]
-            S[row.indices[:, None] == top[None, :]] = 0.0  # never "because you bought X" for X itself
+        w_idx, w_val = W.indices[W.indptr[i]:W.indptr[i + 1]], W.data[W.indptr[i]:W.indptr[i + 1]]
+        if len(w_idx) and len(top):
+            S = knn.sim_[w_idx][:, top].toarray() * w_val[:, None]
+            S[w_idx[:, None] == top[None, :]] = 0.0  # never "because you bought X" for X itself
             best = S.argmax(axis=0)
-            src = np.where(S.max(axis=0) > 0, row.indices[best], -1)
-        cnt = np.zeros(len(self.data.items))
-        cnt[bought.indices] = bought.data
-        similar = np.isin(lead, [self.LEADS.index(n) for n in ("item_knn", "als", "ease")])
+            src = np.where(S.max(axis=0) > 0, w_idx[best], -1)
+        def count(j: np.ndarray) -> np.ndarray:  # the customer's purchases of products j
+            at = np.minimum(np.searchsorted(b_idx, j), max(len(b_idx) - 1, 0))
+            return np.where((len(b_idx) > 0) & (b_idx[at] == j), b_val[at], 0.0) if len(b_idx) else np.zeros(len(j))
+
+        b_idx, b_val = P.indices[P.indptr[i]:P.indptr[i + 1]], P.data[P.indptr[i]:P.indptr[i + 1]]
+        if not P.has_sorted_indices:
+            order = np.argsort(b_idx, kind="stable")
+            b_idx, b_val = b_idx[order], b_val[order]
+        similar = (lead == self._SIMILAR[0]) | (lead == self._SIMILAR[1]) | (lead == self._SIMILAR[2])
         code = np.where(lead == self.LEADS.index("popularity"), 2, 3)
-        code = np.where(similar & (src >= 0), 4 + 2 * np.maximum(src, 0) + (cnt[np.maximum(src, 0)] <= 0), code)
-        had = cnt[top]
+        code = np.where(similar & (src >= 0), 4 + 2 * np.maximum(src, 0) + (count(np.maximum(src, 0)) <= 0), code)
+        had = count(top)
         code = np.where(had > 0, np.where((had >= 2) | self.data.item_replenishable[top], 0, 1), code)
         return code.astype(np.int32)
 
     def _reasons(self, ctx: UserContext, comps: dict[str, np.ndarray], knn: ItemKNNRecommender,
                  top: np.ndarray, weights: dict[str, float] | None = None) -> list[str]:
         """Why each of the top items is shown, computed for all of them at once."""
-        codes = self._reason_codes(ctx.P.tocsr()[0], ctx.W[0], {n: v[0] for n, v in comps.items()}, knn, top,
+        codes = self._reason_codes(ctx.P.tocsr(), ctx.W.tocsr(), 0, {n: v[0] for n, v in comps.items()}, knn, top,
                                    weights)
         return [self.reason_table[q] for q in codes.tolist()]
 

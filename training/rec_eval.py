@@ -46,8 +46,12 @@ def new_items_truth(data: InteractionData, truth: dict[str, set[str]]) -> dict[s
 
 
 def fit_production(shop: Shop, cutoff: pd.Timestamp, config: RecommenderConfig,
-                   icfg: InteractionConfig | None = None, tune_days: int = 28) -> BlendRecommender:
-    """Fit the blend at ``cutoff``; its weights are tuned on the ``tune_days`` before the cutoff."""
+                   icfg: InteractionConfig | None = None, tune_days: int = 28,
+                   data: InteractionData | None = None, fitted: dict[str, Recommender] | None = None
+                   ) -> BlendRecommender:
+    """Fit the blend at ``cutoff``; its weights are tuned on the ``tune_days`` before the cutoff.
+    ``data``: the interactions at ``cutoff`` if already built; ``fitted``: models already fitted on them
+    (reused as components when their config matches the blend's)."""
     if config.blend_weights is None:
         inner = pd.Timestamp(cutoff) - pd.Timedelta(days=tune_days)
         truth = purchase_truth(shop, inner, cutoff)
@@ -59,8 +63,9 @@ def fit_production(shop: Shop, cutoff: pd.Timestamp, config: RecommenderConfig,
         dw = tuned.discovery_weights_ or tuned.weights_
         config = RecommenderConfig(**{**config.__dict__, "blend_weights": tuple(tuned.weights_.items()),
                                       "discovery_weights": tuple(dw.items())})
-    data = build_interactions(shop, cutoff, icfg, non_product=is_non_product)
-    return BlendRecommender(config).fit(data)
+    if data is None:
+        data = build_interactions(shop, cutoff, icfg, non_product=is_non_product)
+    return BlendRecommender(config).fit_reusing(data, fitted or {})
 
 
 def evaluate_recommenders(shop: Shop, cutoff: pd.Timestamp, config: RecommenderConfig | None = None,
@@ -84,7 +89,10 @@ def evaluate_recommenders(shop: Shop, cutoff: pd.Timestamp, config: RecommenderC
         fitted[name] = MODELS[name](config).fit(data)
         secs[name] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    prod = fit_production(shop, cutoff, config, icfg)
+    # the blend reuses the baselines fitted above as its components (unless it is to be corrupted: then it
+    # gets data of its own, so that the baselines stay intact)
+    prod = (fit_production(shop, cutoff, config, icfg) if corrupt
+            else fit_production(shop, cutoff, config, icfg, data=data, fitted=fitted))
     secs["production"] = time.perf_counter() - t0
     fitted["production"] = prod
     if corrupt:  # a deliberately broken model: shuffled item ids
