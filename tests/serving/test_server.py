@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -179,6 +180,35 @@ def test_reload_under_load_has_no_failed_request(server: Server, trained_project
     assert r.status_code == 200, r.text
     assert r.json()["versions"]["recommender"] == "1"
     assert len(codes) > 5 and not failures
+
+
+def test_storefront_calls_do_not_wait_behind_crm_batches(server: Server, trained_project) -> None:
+    """Offers batches run in the crm lane; recommend lookups (event loop) and events (their own lane) keep
+    being answered while batches are in flight."""
+    d, _ = trained_project
+    ids = pd.read_parquet(d / "shop" / "orders.parquet")["customer_id"].drop_duplicates().head(1000).tolist()
+    cid = known_customer(trained_project)
+    busy, batch_codes = threading.Event(), []
+
+    def crm() -> None:
+        busy.set()
+        for _ in range(3):
+            batch_codes.append(server.call("offers_batch", {"customer_ids": ids}, role="crm").status_code)
+        busy.clear()
+    t = threading.Thread(target=crm)
+    t.start()
+    busy.wait(5)
+    time.sleep(0.05)  # let the first batch reach the server
+    answered_while_busy = 0
+    while busy.is_set():
+        r = server.call("recommend", {"customer_id": cid, "k": 5})
+        e = server.call("events", {"events": [{"customer_id": "lane-test", "product_id": "P00001",
+                                              "event_type": "view"}]})
+        assert r.status_code == 200 and e.status_code == 200
+        answered_while_busy += busy.is_set()
+    t.join()
+    assert batch_codes == [200, 200, 200]
+    assert answered_while_busy >= 3
 
 
 def test_no_acknowledged_event_is_lost_when_killed(trained_project, tmp_path: Path) -> None:
