@@ -806,8 +806,9 @@ class RecommendationEngine:
             {"product_id": str(data.items.ids[j]), "score": round(float(s[j]), 6), "rank": r + 1, "reason": reason}
             for r, j in enumerate(_topk_row(s, k))])
 
-    _SIMILAR = tuple(COMPONENTS.index(n) for n in ("item_knn", "als", "ease"))
+    _SIMILAR = [COMPONENTS.index(n) for n in ("item_knn", "als", "ease")]
     FIXED_REASONS = ("you buy this regularly", "buy it again", "popular right now", "recommended for you")
+    _REGULAR, _AGAIN, _POPULAR, _GENERIC = range(4)  # codes of the fixed reasons; then 4 + 2 * product (+1: viewed)
 
     @functools.cached_property
     def reason_table(self) -> list[str]:
@@ -833,9 +834,10 @@ class RecommendationEngine:
         bought/viewed X"); led by popularity; else "recommended for you"."""
         weights = self.model.weights_ if weights is None else weights
         w = np.array([weights.get(n, 0.0) for n in self.LEADS])
-        contrib = np.vstack([w[i] * np.ravel(comps[n])[top] if n in comps else np.zeros(len(top))
-                             for i, n in enumerate(self.LEADS)])
-        lead = contrib.argmax(axis=0)
+        contrib = np.vstack([w[c] * np.ravel(comps[n])[top] if n in comps else np.zeros(len(top))
+                             for c, n in enumerate(self.LEADS)])
+        lead = contrib.argmax(axis=0)  # the component that contributes most to each item's score
+        # the customer's own item most similar to each top item (-1 if none)
         src = np.full(len(top), -1)
         w_idx, w_val = W.indices[W.indptr[i]:W.indptr[i + 1]], W.data[W.indptr[i]:W.indptr[i + 1]]
         if len(w_idx) and len(top):
@@ -843,19 +845,24 @@ class RecommendationEngine:
             S[w_idx[:, None] == top[None, :]] = 0.0  # never "because you bought X" for X itself
             best = S.argmax(axis=0)
             src = np.where(S.max(axis=0) > 0, w_idx[best], -1)
-        def count(j: np.ndarray) -> np.ndarray:  # the customer's purchases of products j
-            at = np.minimum(np.searchsorted(b_idx, j), max(len(b_idx) - 1, 0))
-            return np.where((len(b_idx) > 0) & (b_idx[at] == j), b_val[at], 0.0) if len(b_idx) else np.zeros(len(j))
-
         b_idx, b_val = P.indices[P.indptr[i]:P.indptr[i + 1]], P.data[P.indptr[i]:P.indptr[i + 1]]
         if not P.has_sorted_indices:
             order = np.argsort(b_idx, kind="stable")
             b_idx, b_val = b_idx[order], b_val[order]
-        similar = (lead == self._SIMILAR[0]) | (lead == self._SIMILAR[1]) | (lead == self._SIMILAR[2])
-        code = np.where(lead == self.LEADS.index("popularity"), 2, 3)
-        code = np.where(similar & (src >= 0), 4 + 2 * np.maximum(src, 0) + (count(np.maximum(src, 0)) <= 0), code)
-        had = count(top)
-        code = np.where(had > 0, np.where((had >= 2) | self.data.item_replenishable[top], 0, 1), code)
+
+        def bought(j: np.ndarray) -> np.ndarray:  # how much of products j the customer bought
+            if not len(b_idx):
+                return np.zeros(len(j))
+            at = np.minimum(np.searchsorted(b_idx, j), len(b_idx) - 1)
+            return np.where(b_idx[at] == j, b_val[at], 0.0)
+
+        similar = np.isin(lead, self._SIMILAR)
+        code = np.where(lead == self.LEADS.index("popularity"), self._POPULAR, self._GENERIC)
+        s0 = np.maximum(src, 0)
+        code = np.where(similar & (src >= 0), 4 + 2 * s0 + (bought(s0) <= 0), code)  # because you bought/viewed
+        had = bought(top)
+        code = np.where(had > 0, np.where((had >= 2) | self.data.item_replenishable[top], self._REGULAR,
+                                          self._AGAIN), code)
         return code.astype(np.int32)
 
     def _reasons(self, ctx: UserContext, comps: dict[str, np.ndarray], knn: ItemKNNRecommender,
