@@ -330,6 +330,7 @@ class OfferPolicy:
             blocked |= opted_out.reindex(X.index).fillna(False).to_numpy(bool)
         blocked |= np.nan_to_num(X["recency_days"].to_numpy(float), nan=1e9) < self.contact.recent_purchase_days
         pos_parts, offers_used = [], []
+        contacts = self._contacts(history, X.index, now)
         for o in self.catalogue.offers:
             chans = [c for c in o.channels if channel is None or c == channel]
             if not chans:
@@ -337,10 +338,10 @@ class OfferPolicy:
             ok = eligible(o, X, churn, segments, now) & ~blocked
             if not ok.any():
                 continue
-            ok &= ~self._capped(o, X.index, now, history, chans[0])
+            ch = min(chans, key=lambda c: o.cost_per_send[c])  # the channel it would go out on
+            ok &= ~self._capped(o, now, contacts, ch, len(X))
             if not ok.any():
                 continue
-            ch = min(chans, key=lambda c: o.cost_per_send[c])
             pos_parts.append(np.flatnonzero(ok))
             offers_used.append((o, ch))
         frames = []
@@ -364,18 +365,38 @@ class OfferPolicy:
                                          "uplift", "p_redeem", "prior"])
         return pd.concat(frames, ignore_index=True)
 
-    def _capped(self, o: Offer, index: pd.Index, now: pd.Timestamp, history: pd.DataFrame | None,
-                channel: str) -> np.ndarray:
+    @staticmethod
+    def _contacts(history: pd.DataFrame | None, index: pd.Index, now: pd.Timestamp
+                  ) -> tuple[np.ndarray, ...] | None:
+        """Past offers actually sent (treatment group, at or before ``now``) to the customers of ``index``,
+        as arrays: row of the customer in the unique ids, offer id, send time (ns), channel; and the map
+        from ``index`` rows to those unique ids. Built once per scoring call, shared by every offer."""
         if history is None or not len(history):
-            return np.zeros(len(index), bool)
+            return None
         h = history[(history["sent_at"] <= now) & (history["group"] == "treatment")]
-        same = h[h["offer_id"] == o.id]
-        n_same = same.groupby("customer_id").size().reindex(index).fillna(0).to_numpy()
-        last_same = same.groupby("customer_id")["sent_at"].max().reindex(index)
-        cool = (now - last_same) < pd.Timedelta(days=o.cooldown_days)
-        recent = h[(h["sent_at"] > now - pd.Timedelta(days=self.contact.period_days)) & (h["channel"] == channel)]
-        n_recent = recent.groupby("customer_id").size().reindex(index).fillna(0).to_numpy()
-        return (n_same >= o.max_per_customer) | cool.fillna(False).to_numpy(bool) | (n_recent >= self.contact.max_contacts)
+        ids = pd.Index(index).unique()
+        pos = ids.get_indexer(h["customer_id"])
+        keep = pos >= 0
+        sent = pd.to_datetime(h["sent_at"]).to_numpy(dtype="datetime64[ns]").astype(np.int64)
+        return (pos[keep], h["offer_id"].to_numpy(dtype=object)[keep], sent[keep],
+                h["channel"].to_numpy(dtype=object)[keep], ids.get_indexer(index), np.array([len(ids)]))
+
+    def _capped(self, o: Offer, now: pd.Timestamp, contacts: tuple[np.ndarray, ...] | None, channel: str,
+                n_rows: int) -> np.ndarray:
+        """Per row: is the offer barred by its per-customer cap or cooldown, or the channel's contact limit?"""
+        if contacts is None:
+            return np.zeros(n_rows, bool)
+        pos, offer, sent, chan, rows, n = contacts
+        n_ids, now_ns = int(n[0]), pd.Timestamp(now).value
+        same = offer == o.id
+        n_same = np.bincount(pos[same], minlength=n_ids)
+        last = np.full(n_ids, np.iinfo(np.int64).min)
+        np.maximum.at(last, pos[same], sent[same])
+        cool = (last > np.iinfo(np.int64).min) & (now_ns - last < pd.Timedelta(days=o.cooldown_days).value)
+        recent = (sent > now_ns - pd.Timedelta(days=self.contact.period_days).value) & (chan == channel)
+        n_recent = np.bincount(pos[recent], minlength=n_ids)
+        barred = (n_same >= o.max_per_customer) | cool | (n_recent >= self.contact.max_contacts)
+        return barred[rows]
 
     def decide(self, X: pd.DataFrame, churn: pd.Series, now: pd.Timestamp, campaign: str = "default",
                channel: str | None = None, segments: pd.Series | None = None, history: pd.DataFrame | None = None,
