@@ -88,21 +88,24 @@ class _LGBMBase:
 
     def _matrix(self, X: pd.DataFrame) -> np.ndarray:
         """Float matrix in training column order; categories become the codes LightGBM saw at fit
-        (unknown -> NaN). Much faster than a pandas frame for the one-customer calls of the service."""
+        (unknown -> NaN), missing columns NaN. Column by column from numpy: much faster than a pandas frame for
+        the one-customer calls of the service."""
         maps = getattr(self, "_codes", None)
         if maps is None:
             maps = self._codes = {c: {v: float(i) for i, v in enumerate(cats)} for c, cats in self.categories_.items()}
-        Xo = X.reindex(columns=self.columns_)
-        num = [c for c in self.columns_ if c not in maps]
-        out = np.empty((len(X), len(self.columns_)))
-        idx = {c: j for j, c in enumerate(self.columns_)}
-        block = Xo[num]
-        if any(pd.api.types.is_object_dtype(t) or pd.api.types.is_string_dtype(t) for t in block.dtypes):
-            block = block.apply(pd.to_numeric, errors="coerce")
-        out[:, [idx[c] for c in num]] = block.to_numpy(dtype=float, na_value=np.nan)
-        for c, m in maps.items():
-            vals = Xo[c].astype(object).tolist()
-            out[:, idx[c]] = [m.get(str(v), np.nan) if isinstance(v, str) else np.nan for v in vals]
+        out = np.full((len(X), len(self.columns_)), np.nan)
+        have = set(X.columns)
+        for j, c in enumerate(self.columns_):
+            if c not in have:
+                continue
+            col = X[c]
+            if c in maps:
+                m = maps[c]
+                out[:, j] = [m.get(v, np.nan) if isinstance(v, str) else np.nan for v in col.astype(object).tolist()]
+            elif col.dtype.kind in "fiub":
+                out[:, j] = col.to_numpy(dtype=float, na_value=np.nan)
+            else:
+                out[:, j] = pd.to_numeric(col, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
         return out
 
     def _params(self) -> dict[str, Any]:
