@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -159,6 +159,18 @@ class ContactRules:
 
     def to_params(self) -> dict[str, Any]:
         return {f"contact.{k}": v for k, v in asdict(self).items()}
+
+
+class _Contacts(NamedTuple):
+    """Past sends as arrays, one entry per send: the customer's position among ``n_ids`` unique customers,
+    offer id, send time (ns), channel; ``rows`` maps each scored row to its customer's position."""
+
+    pos: np.ndarray
+    offer: np.ndarray
+    sent: np.ndarray
+    channel: np.ndarray
+    rows: np.ndarray
+    n_ids: int
 
 
 def eligible(offer: Offer, X: pd.DataFrame, churn: pd.Series, segments: pd.Series | None,
@@ -366,11 +378,9 @@ class OfferPolicy:
         return pd.concat(frames, ignore_index=True)
 
     @staticmethod
-    def _contacts(history: pd.DataFrame | None, index: pd.Index, now: pd.Timestamp
-                  ) -> tuple[np.ndarray, ...] | None:
-        """Past offers actually sent (treatment group, at or before ``now``) to the customers of ``index``,
-        as arrays: row of the customer in the unique ids, offer id, send time (ns), channel; and the map
-        from ``index`` rows to those unique ids. Built once per scoring call, shared by every offer."""
+    def _contacts(history: pd.DataFrame | None, index: pd.Index, now: pd.Timestamp) -> _Contacts | None:
+        """Past offers actually sent (treatment group, at or before ``now``) to the customers of ``index``.
+        Built once per scoring call, shared by every offer."""
         if history is None or not len(history):
             return None
         h = history[(history["sent_at"] <= now) & (history["group"] == "treatment")]
@@ -378,16 +388,16 @@ class OfferPolicy:
         pos = ids.get_indexer(h["customer_id"])
         keep = pos >= 0
         sent = pd.to_datetime(h["sent_at"]).to_numpy(dtype="datetime64[ns]").astype(np.int64)
-        return (pos[keep], h["offer_id"].to_numpy(dtype=object)[keep], sent[keep],
-                h["channel"].to_numpy(dtype=object)[keep], ids.get_indexer(index), np.array([len(ids)]))
+        return _Contacts(pos[keep], h["offer_id"].to_numpy(dtype=object)[keep], sent[keep],
+                         h["channel"].to_numpy(dtype=object)[keep], ids.get_indexer(index), len(ids))
 
-    def _capped(self, o: Offer, now: pd.Timestamp, contacts: tuple[np.ndarray, ...] | None, channel: str,
+    def _capped(self, o: Offer, now: pd.Timestamp, contacts: _Contacts | None, channel: str,
                 n_rows: int) -> np.ndarray:
         """Per row: is the offer barred by its per-customer cap or cooldown, or the channel's contact limit?"""
         if contacts is None:
             return np.zeros(n_rows, bool)
-        pos, offer, sent, chan, rows, n = contacts
-        n_ids, now_ns = int(n[0]), pd.Timestamp(now).value
+        pos, offer, sent, chan, rows, n_ids = contacts
+        now_ns = pd.Timestamp(now).value
         same = offer == o.id
         n_same = np.bincount(pos[same], minlength=n_ids)
         last = np.full(n_ids, np.iinfo(np.int64).min)

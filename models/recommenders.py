@@ -565,7 +565,7 @@ class BlendRecommender(Recommender):
         w = self.weights_for(rules)
         if w is self.weights_:
             return self.score(ctx)
-        s = blended(self.component_scores(ctx), w)
+        s = self._weighted(ctx, w)
         s[~ctx.known] = NEG
         return s
 
@@ -602,14 +602,16 @@ class BlendRecommender(Recommender):
                 self.components_[n] = reuse[n] if n in reuse else kinds[n](self.config).fit(data)
 
     def _score(self, ctx: UserContext) -> np.ndarray:
-        total = np.zeros((len(ctx.rows), len(self._require().items)))
-        for name, w in self.weights_.items():
-            if w and name in self.components_:
-                total += w * _normalise(self.components_[name].score(ctx))
-        return total
+        return self._weighted(ctx, self.weights_)
 
-    def component_scores(self, ctx: UserContext) -> dict[str, np.ndarray]:
-        return {n: _normalise(c.score(ctx)) for n, c in self.components_.items()}
+    def _weighted(self, ctx: UserContext, weights: dict[str, float]) -> np.ndarray:
+        """The blend with these weights, scoring only the components that carry weight."""
+        comps = self.component_scores(ctx, {n for n, w in weights.items() if w})
+        return blended(comps, weights) if comps else np.zeros((len(ctx.rows), len(self._require().items)))
+
+    def component_scores(self, ctx: UserContext, names: set[str] | None = None) -> dict[str, np.ndarray]:
+        """Normalised scores of the fitted components (of ``names`` only, if given)."""
+        return {n: _normalise(c.score(ctx)) for n, c in self.components_.items() if names is None or n in names}
 
     def tune(self, truth: dict[str, set[str]], k: int = 10, rules: BusinessRules | None = None,
              grid: list[tuple[tuple[str, float], ...]] | None = None) -> Self:
@@ -699,8 +701,6 @@ class RecommendationEngine:
         items = np.full((nu, n), -1, np.int32)
         scores = np.full((nu, n), NEG)
         reason = np.zeros((nu, n), np.int32)
-        knn = self.model.components_["item_knn"]
-        assert isinstance(knn, ItemKNNRecommender)
         for a in range(0, nu, batch):
             ids = data.users.ids[a:a + batch]
             ctx = build_context(data, ids)
@@ -712,7 +712,7 @@ class RecommendationEngine:
                 top = _topk_row(s[i], n)
                 items[a + i, :len(top)] = top
                 scores[a + i, :len(top)] = _round_scores(s[i, top])
-                reason[a + i, :len(top)] = self._reason_codes(P, W, i, {c: v[i] for c, v in comps.items()}, knn, top)
+                reason[a + i, :len(top)] = self._reason_codes(P, W, i, {c: v[i] for c, v in comps.items()}, top)
         self.cache_ = {"items": items, "scores": scores, "reason": reason}
         for name in ("reason_table", "product_ids"):  # built now, not at the first request
             self.__dict__.pop(name, None)
@@ -788,9 +788,7 @@ class RecommendationEngine:
             s = np.where(rules_mask(data, ctx, rules), blended(comps, weights), NEG)[0]
             top = _topk_row(s, k)
             if len(top):
-                knn = self.model.components_["item_knn"]
-                assert isinstance(knn, ItemKNNRecommender)
-                reasons = self._reasons(ctx, comps, knn, top, weights)
+                reasons = self._reasons(ctx, comps, top, weights)
                 items = [{"product_id": str(data.items.ids[j]), "score": sc, "rank": r + 1, "reason": reasons[r]}
                          for r, (j, sc) in enumerate(zip(top, _round_scores(s[top]), strict=True))]
                 return Recommendation(customer_id, "model", items)
@@ -802,9 +800,10 @@ class RecommendationEngine:
         in_region = reg is not None and str(reg) in self.trending.region_
         s = np.where(rules_mask(data, ctx, rules)[0], scores, NEG)
         reason = f"popular in your region ({reg})" if in_region else "trending now"
+        top = _topk_row(s, k)
         return Recommendation(customer_id, "fallback", [
-            {"product_id": str(data.items.ids[j]), "score": round(float(s[j]), 6), "rank": r + 1, "reason": reason}
-            for r, j in enumerate(_topk_row(s, k))])
+            {"product_id": str(data.items.ids[j]), "score": sc, "rank": r + 1, "reason": reason}
+            for r, (j, sc) in enumerate(zip(top, _round_scores(s[top]), strict=True))])
 
     _SIMILAR = [COMPONENTS.index(n) for n in ("item_knn", "als", "ease")]
     FIXED_REASONS = ("you buy this regularly", "buy it again", "popular right now", "recommended for you")
@@ -825,8 +824,7 @@ class RecommendationEngine:
         return [str(p) for p in self.data.items.ids.tolist()]
 
     def _reason_codes(self, P: sp.csr_matrix, W: sp.csr_matrix, i: int, comps: dict[str, np.ndarray],
-                      knn: ItemKNNRecommender, top: np.ndarray, weights: dict[str, float] | None = None
-                      ) -> np.ndarray:
+                      top: np.ndarray, weights: dict[str, float] | None = None) -> np.ndarray:
         """Why each top item of customer ``i`` is shown, as codes into :attr:`reason_table`. ``P``: purchases,
         ``W``: interactions (CSR, one row per customer); ``comps``: that customer's component scores. In
         order: bought before ("you buy this regularly" when bought twice or replenishable, else "buy it
@@ -839,6 +837,8 @@ class RecommendationEngine:
         lead = contrib.argmax(axis=0)  # the component that contributes most to each item's score
         # the customer's own item most similar to each top item (-1 if none)
         src = np.full(len(top), -1)
+        knn = self.model.components_["item_knn"]
+        assert isinstance(knn, ItemKNNRecommender)
         w_idx, w_val = W.indices[W.indptr[i]:W.indptr[i + 1]], W.data[W.indptr[i]:W.indptr[i + 1]]
         if len(w_idx) and len(top):
             S = knn.sim_[w_idx][:, top].toarray() * w_val[:, None]
@@ -865,11 +865,10 @@ class RecommendationEngine:
                                           self._AGAIN), code)
         return code.astype(np.int32)
 
-    def _reasons(self, ctx: UserContext, comps: dict[str, np.ndarray], knn: ItemKNNRecommender,
-                 top: np.ndarray, weights: dict[str, float] | None = None) -> list[str]:
+    def _reasons(self, ctx: UserContext, comps: dict[str, np.ndarray], top: np.ndarray,
+                 weights: dict[str, float] | None = None) -> list[str]:
         """Why each of the top items is shown, computed for all of them at once."""
-        codes = self._reason_codes(ctx.P.tocsr(), ctx.W.tocsr(), 0, {n: v[0] for n, v in comps.items()}, knn, top,
-                                   weights)
+        codes = self._reason_codes(ctx.P.tocsr(), ctx.W.tocsr(), 0, {n: v[0] for n, v in comps.items()}, top, weights)
         return [self.reason_table[q] for q in codes.tolist()]
 
     def similar_items(self, product_id: str, k: int = 10) -> tuple[str, list[dict[str, Any]]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pandas as pd
@@ -61,8 +61,7 @@ def fit_production(shop: Shop, cutoff: pd.Timestamp, config: RecommenderConfig,
         # discovery: products new to each customer, bought in the tuning weeks
         tuned.tune_discovery(new_items_truth(d_in, truth))
         dw = tuned.discovery_weights_ or tuned.weights_
-        config = RecommenderConfig(**{**config.__dict__, "blend_weights": tuple(tuned.weights_.items()),
-                                      "discovery_weights": tuple(dw.items())})
+        config = replace(config, blend_weights=tuple(tuned.weights_.items()), discovery_weights=tuple(dw.items()))
     if data is None:
         data = build_interactions(shop, cutoff, icfg, non_product=is_non_product)
     return BlendRecommender(config).fit_reusing(data, fitted or {})
