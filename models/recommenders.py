@@ -34,6 +34,7 @@ import scipy.sparse as sp  # noqa: E402
 
 from features.exceptions import ModelFitError, NotFittedError  # noqa: E402
 from features.interactions import InteractionData  # noqa: E402
+from models.rerank import FEATURES, RANK_COMPONENTS, ItemStats, RerankConfig, Reranker, candidate_features  # noqa: E402
 
 log = logging.getLogger(__name__)
 NEG = -np.inf
@@ -68,7 +69,22 @@ class RecommenderConfig:
     discovery_weights: tuple[tuple[str, float], ...] | None = None
     """Blend weights for requests that exclude bought products (discovery); None uses ``blend_weights``
     unless tuning learns them too."""
+    rerank: bool = True
+    """Re-rank discovery requests (bought products excluded) with a LightGBM ranker, see :mod:`models.rerank`."""
+    rerank_candidates: int = 100
+    """Candidates the ranker orders per customer (discovery lists hold at most this many products)."""
+    rerank_trees: int = 100
+    rerank_windows: int = 2
+    """Earlier windows before the cutoff the ranker learns from."""
+    rerank_window_days: int = 56
+    rerank_min_customers: int = 100
+    rerank_max_customers: int = 3000
+    """A random sample of this many training customers at most (the ranker's fit time grows with them)."""
     seed: int = 42
+
+    def rerank_config(self) -> RerankConfig:
+        return RerankConfig(candidates=self.rerank_candidates, trees=self.rerank_trees,
+                            min_customers=self.rerank_min_customers, seed=self.seed)
 
     def to_params(self) -> dict[str, Any]:
         return {f"rec.{k}": (str(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
@@ -555,6 +571,10 @@ class BlendRecommender(Recommender):
         dw = self.config.discovery_weights
         self.discovery_weights_: dict[str, float] | None = dict(dw) if dw else None
         self.tuning_: list[dict[str, Any]] = []
+        self.reranker_: Reranker | None = None
+        self.item_stats_: ItemStats | None = None
+        self.rerank_validation_: dict[str, Any] = {}
+        """How the re-ranker did against the blend when it was learned (also when it was not used)."""
 
     def weights_for(self, rules: BusinessRules) -> dict[str, float]:
         """The discovery weights when bought products are excluded (if learned), else the main ones."""
@@ -562,12 +582,78 @@ class BlendRecommender(Recommender):
         return dw if (dw and rules.exclude_bought) else self.weights_
 
     def score_for(self, ctx: UserContext, rules: BusinessRules) -> np.ndarray:
+        return self.ranked_scores(ctx, rules)
+
+    def reranker_for(self, rules: BusinessRules) -> Reranker | None:
+        """The discovery re-ranker when bought products are excluded (if one is attached)."""
+        rr: Reranker | None = getattr(self, "reranker_", None)  # models pickled before re-ranking have none
+        return rr if rules.exclude_bought else None
+
+    def ranked_scores(self, ctx: UserContext, rules: BusinessRules,
+                      comps: dict[str, np.ndarray] | None = None) -> np.ndarray:
+        """Final scores for a request with these rules: -inf where the rules forbid an item or the customer
+        is unknown. Discovery requests with a re-ranker: its scores for the blend's best candidates, -inf
+        for the rest. ``comps``: the normalised component scores, if already computed."""
+        data = self._require()
         w = self.weights_for(rules)
-        if w is self.weights_:
-            return self.score(ctx)
-        s = self._weighted(ctx, w)
-        s[~ctx.known] = NEG
-        return s
+        rr = self.reranker_for(rules)
+        if comps is None:
+            comps = self.component_scores(ctx, {n for n, v in w.items() if v} | (set(RANK_COMPONENTS) if rr else set()))
+        s = blended(comps, w) if comps else np.zeros((len(ctx.rows), len(data.items)))
+        s = np.where(ctx.known[:, None] & rules_mask(data, ctx, rules), s, NEG)
+        if rr is None or self.item_stats_ is None:
+            return s
+        cand = self._candidates(s)
+        p = rr.predict(candidate_features(self.item_stats_, ctx.P.tocsr(), ctx.W.tocsr(), ctx.L.tocsr(), comps, s, cand))
+        out = np.full(s.shape, NEG)
+        np.put_along_axis(out, cand, np.where(np.isfinite(np.take_along_axis(s, cand, 1)), p.reshape(cand.shape), NEG), 1)
+        return out
+
+    def _candidates(self, s: np.ndarray) -> np.ndarray:
+        c = min(self.config.rerank_candidates, s.shape[1])
+        return np.argpartition(-s, c - 1, axis=1)[:, :c]
+
+    def attach_reranker(self, reranker: Reranker | None) -> Self:
+        """Use ``reranker`` for discovery requests (None: the blend ranks them)."""
+        self.reranker_ = reranker
+        self.item_stats_ = ItemStats(self._require()) if reranker is not None else None
+        return self
+
+    def rerank_rows(self, truth: dict[str, set[str]], rules: BusinessRules = DISCOVERY_RULES, batch: int = 1000
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Training rows for a re-ranker: features of each customer's candidates, labels (1 where the product
+        is in ``truth``), group sizes, and each customer's number of relevant products. Customers with no
+        relevant product among their candidates are left out (they teach a ranker nothing)."""
+        data = self._require()
+        stats = self.item_stats_ or ItemStats(data)
+        w = self.weights_for(rules)
+        users = [u for u in truth if u in data.users]
+        Xs, ys, gs, ns = [], [], [], []
+        for a in range(0, len(users), batch):
+            part = users[a:a + batch]
+            ctx = build_context(data, part)
+            comps = self.component_scores(ctx, {n for n, v in w.items() if v} | set(RANK_COMPONENTS))
+            s = np.where(ctx.known[:, None] & rules_mask(data, ctx, rules), blended(comps, w), NEG)
+            cand = self._candidates(s)
+            X = candidate_features(stats, ctx.P.tocsr(), ctx.W.tocsr(), ctx.L.tocsr(), comps, s, cand)
+            rel = np.zeros(s.shape, bool)
+            nrel = np.zeros(len(part), np.int64)
+            for i, u in enumerate(part):
+                cols = data.items.rows(list(truth[u]))
+                rel[i, cols[cols >= 0]] = True
+                nrel[i] = int((cols >= 0).sum())
+            y = np.take_along_axis(rel, cand, 1)
+            ok = np.isfinite(np.take_along_axis(s, cand, 1))
+            use = (y & ok).any(axis=1)
+            X3 = X.reshape(len(part), cand.shape[1], -1)
+            for g in np.flatnonzero(use).tolist():
+                Xs.append(X3[g][ok[g]])
+                ys.append(y[g][ok[g]].astype(np.int32))
+                gs.append(int(ok[g].sum()))
+                ns.append(int(nrel[g]))
+        if not gs:
+            return np.zeros((0, len(FEATURES)), np.float32), np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0, np.int64)
+        return np.vstack(Xs), np.concatenate(ys), np.array(gs, np.int64), np.array(ns, np.int64)
 
     def tune_discovery(self, truth: dict[str, set[str]], k: int = 10) -> Self:
         """Choose the discovery weights maximising NDCG@k on products new to each customer (``truth``)."""
@@ -733,8 +819,8 @@ class RecommendationEngine:
         c = self.cache_
         if c is None or "reason" not in c or not (rules.exclude_returned and rules.exclude_out_of_stock):
             return None
-        if self.model.weights_for(rules) is not self.model.weights_:  # ranked with other weights
-            return None
+        if self.model.weights_for(rules) is not self.model.weights_ or self.model.reranker_for(rules) is not None:
+            return None  # ranked with other weights, or re-ranked
         items = c["items"][row]  # ranked candidates, padded with -1 when the customer has fewer than n
         pos: Any
         if rules.categories is None and not rules.exclude_categories and not rules.exclude_bought:
@@ -785,7 +871,7 @@ class RecommendationEngine:
         if ctx.known[0]:
             comps = self.model.component_scores(ctx)
             weights = self.model.weights_for(rules)
-            s = np.where(rules_mask(data, ctx, rules), blended(comps, weights), NEG)[0]
+            s = self.model.ranked_scores(ctx, rules, comps)[0]
             top = _topk_row(s, k)
             if len(top):
                 reasons = self._reasons(ctx, comps, top, weights)

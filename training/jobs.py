@@ -25,6 +25,7 @@ from features.io import Shop, load_shop
 from models.customer import CustomerModelConfig
 from models.offers import OfferPolicy, parse_catalogue
 from models.recommenders import RecommendationEngine, RecommenderConfig, TrendingRecommender
+from models.rerank import Reranker
 from models.segments import segment_customers, segment_summary
 from models.triggers import detect_triggers
 from training.bundle import COMPONENTS, ServingBundle
@@ -83,6 +84,8 @@ class EvaluationResult:
     seconds: dict[str, float]
     blend: dict[str, Any] = field(default_factory=dict)
     """The evaluated recommender's blend and discovery weights (the serving refit reuses them)."""
+    reranker: Reranker | None = None
+    """The evaluated discovery re-ranker (the serving refit reuses it too)."""
 
 
 def _progress(step: str, i: int, n: int) -> None:
@@ -111,9 +114,13 @@ def evaluate(shop: Shop, config: TrainConfig, truth_dir: str | Path | None = Non
               "offers": {**offers.report.get("policies", {}),
                          **{k: v for k, v in offers.report.items() if k != "policies"}}}
     tables = {**cust.tables, **offers.tables}
-    blend = {"blend_weights": dict(rec.production.weights_),
+    blend: dict[str, Any] = {"blend_weights": dict(rec.production.weights_),
              "discovery_weights": dict(rec.production.discovery_weights_ or rec.production.weights_)}
-    return EvaluationResult(report=_clean(report), tables=tables, cutoff=cutoff, seconds=secs, blend=blend)
+    rr = rec.production.reranker_
+    blend["reranker"] = {"validation": getattr(rec.production, "rerank_validation_", {}),
+                         "gain": rr.importance() if rr is not None else {}}
+    return EvaluationResult(report=_clean(report), tables=tables, cutoff=cutoff, seconds=secs, blend=blend,
+                            reranker=rr)
 
 
 def _clean(o: Any) -> Any:
@@ -139,10 +146,11 @@ def flat_metrics(report: dict[str, Any], prefix: str = "") -> dict[str, float]:
     return out
 
 
-def fit_serving_bundle(shop: Shop, config: TrainConfig) -> ServingBundle:
-    """Refit everything on all data (as of the data end) for the service."""
+def fit_serving_bundle(shop: Shop, config: TrainConfig, reranker: Reranker | None = None) -> ServingBundle:
+    """Refit everything on all data (as of the data end) for the service. ``reranker``: the evaluated
+    discovery re-ranker to ship (None: learn one before the data end, if the config asks for it)."""
     end = shop.end + pd.Timedelta(seconds=1)
-    rec = fit_production(shop, end, config.recommender, config.interactions)
+    rec = fit_production(shop, end, config.recommender, config.interactions, reranker=reranker)
     trending = TrendingRecommender(config.recommender).fit(rec._require())
     engine = RecommendationEngine(rec, trending)
     log.info("precomputing recommendation candidates for %d customers", len(rec._require().users))
@@ -345,12 +353,16 @@ def train(data_dir: str | Path, config: TrainConfig | None = None, force: bool =
             mlflow.log_artifacts(str(tdir), "evaluation")
         _progress("refit on all data", 3, 5)
         mlflow.log_dict(ev.blend, "recommend/blend_weights.json")
+        mlflow.log_metrics({f"recommend.reranker.{k.replace('@', '_at_')}": float(v)
+                            for k, v in ev.blend["reranker"]["validation"].items() if not isinstance(v, str)})
         serve_cfg = config
         if config.recommender.blend_weights is None and ev.blend:  # ship the weights that were evaluated
             serve_cfg = replace(config, recommender=replace(
                 config.recommender, blend_weights=tuple(ev.blend["blend_weights"].items()),
                 discovery_weights=tuple(ev.blend["discovery_weights"].items())))
-        bundle = fit_serving_bundle(shop, serve_cfg)
+        if ev.reranker is None:  # the evaluated recommender ranked discovery by its blend: so does the service
+            serve_cfg = replace(serve_cfg, recommender=replace(serve_cfg.recommender, rerank=False))
+        bundle = fit_serving_bundle(shop, serve_cfg, ev.reranker)
         seg = segment_summary(bundle.scores[["segment"]].dropna(), bundle.features)
         mlflow.log_table(seg, "segments/summary.json")
         mlflow.log_metric("segments.top10pct_revenue_share", seg.attrs.get("top10pct_revenue_share", float("nan")))

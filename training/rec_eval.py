@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from features.importers import is_non_product
@@ -14,6 +15,7 @@ from features.interactions import InteractionConfig, InteractionData, build_inte
 from features.io import Shop
 from models.metrics import ranking_report
 from models.recommenders import MODELS, BlendRecommender, BusinessRules, Recommender, RecommenderConfig
+from models.rerank import Reranker, ndcg_by_group
 
 log = logging.getLogger(__name__)
 BASELINES = ("popularity", "buy_again", "als", "bpr", "item_knn", "ease")
@@ -45,13 +47,69 @@ def new_items_truth(data: InteractionData, truth: dict[str, set[str]]) -> dict[s
     return out
 
 
+def fit_reranker(shop: Shop, cutoff: pd.Timestamp, config: RecommenderConfig,
+                 icfg: InteractionConfig | None = None, holdout: float = 0.2
+                 ) -> tuple[Reranker | None, dict[str, Any]]:
+    """The discovery re-ranker, learned on ``config.rerank_windows`` windows of ``rerank_window_days``
+    before ``cutoff`` (``config`` must carry fixed blend weights). A share ``holdout`` of the customers of the
+    latest window is kept out: the ranker is used only if it beats the blend's own order on them (NDCG@10).
+    Returns the ranker (None when it loses or there is too little data) and what was measured."""
+    days = pd.Timedelta(days=config.rerank_window_days)
+    parts = []
+    for w in range(config.rerank_windows):
+        end = pd.Timestamp(cutoff) - w * days
+        start = end - days
+        d = build_interactions(shop, start, icfg, non_product=is_non_product)
+        if d.weights.nnz == 0:
+            break
+        log.info("re-ranker window %d/%d: %s to %s", w + 1, config.rerank_windows, start.date(), end.date())
+        t0 = time.perf_counter()
+        m = BlendRecommender(config).fit(d)
+        t1 = time.perf_counter()
+        parts.append(m.rerank_rows(new_items_truth(d, purchase_truth(shop, start, end))))
+        log.info("re-ranker window fit %.1f s, rows %.1f s", t1 - t0, time.perf_counter() - t1)
+    rcfg = config.rerank_config()
+    n_groups = sum(len(p[2]) for p in parts)
+    if n_groups < rcfg.min_customers / (1 - holdout):
+        log.info("re-ranker: %d training customers, fewer than %d; discovery stays with the blend",
+                 n_groups, rcfg.min_customers)
+        return None, {"customers": n_groups, "used": False, "why": "too few training customers"}
+    X = np.vstack([p[0] for p in parts])
+    y = np.concatenate([p[1] for p in parts])
+    groups = np.concatenate([p[2] for p in parts])
+    nrel = np.concatenate([p[3] for p in parts])
+    rng = np.random.default_rng(config.seed)
+    held = np.zeros(len(groups), bool)  # the latest window's customers, a random share of them
+    n0 = len(parts[0][2])
+    held[:n0] = rng.random(n0) < holdout
+    share = config.rerank_max_customers / len(groups)
+    train = ~held & (rng.random(len(groups)) < share)  # at most about rerank_max_customers of them
+    rows_held, rows_train = np.repeat(held, groups), np.repeat(train, groups)
+    t0 = time.perf_counter()
+    trial = Reranker(rcfg).fit(X[rows_train], y[rows_train], groups[train])
+    log.info("re-ranker fit %.1f s", time.perf_counter() - t0)
+    Xh, yh, gh, nh = X[rows_held], y[rows_held], groups[held], nrel[held]
+    ndcg_rr = ndcg_by_group(trial.predict(Xh), yh, gh, nh)
+    ndcg_blend = ndcg_by_group(Xh[:, 0].astype(np.float64), yh, gh, nh)
+    validation = {"customers": int(train.sum()), "rows": int(rows_train.sum()), "holdout_customers": int(held.sum()),
+                  "holdout_ndcg@10_blend": round(ndcg_blend, 4), "holdout_ndcg@10_reranked": round(ndcg_rr, 4),
+                  "used": bool(ndcg_rr > ndcg_blend)}
+    if not validation["used"]:
+        log.warning("re-ranker not used: holdout NDCG@10 %.4f, the blend's %.4f", ndcg_rr, ndcg_blend)
+        return None, {**validation, "why": "no better than the blend on the holdout"}
+    log.info("re-ranker: holdout NDCG@10 %.4f against the blend's %.4f (%d customers)", ndcg_rr, ndcg_blend, int(train.sum()))
+    trial.validation_ = validation  # the ranker that was checked is the one used (no refit with the holdout)
+    return trial, validation
+
+
 def fit_production(shop: Shop, cutoff: pd.Timestamp, config: RecommenderConfig,
                    icfg: InteractionConfig | None = None, tune_days: int = 28,
-                   data: InteractionData | None = None, fitted: dict[str, Recommender] | None = None
-                   ) -> BlendRecommender:
+                   data: InteractionData | None = None, fitted: dict[str, Recommender] | None = None,
+                   reranker: Reranker | None = None) -> BlendRecommender:
     """Fit the blend at ``cutoff``; its weights are tuned on the ``tune_days`` before the cutoff.
     ``data``: the interactions at ``cutoff`` if already built; ``fitted``: models already fitted on them
-    (reused as components when their config matches the blend's)."""
+    (reused as components when their config matches the blend's). With ``config.rerank``, discovery requests
+    are re-ranked by ``reranker``, or by one learned before ``cutoff`` when it is None."""
     if config.blend_weights is None:
         inner = pd.Timestamp(cutoff) - pd.Timedelta(days=tune_days)
         truth = purchase_truth(shop, inner, cutoff)
@@ -62,9 +120,15 @@ def fit_production(shop: Shop, cutoff: pd.Timestamp, config: RecommenderConfig,
         tuned.tune_discovery(new_items_truth(d_in, truth))
         dw = tuned.discovery_weights_ or tuned.weights_
         config = replace(config, blend_weights=tuple(tuned.weights_.items()), discovery_weights=tuple(dw.items()))
+    validation: dict[str, Any] = {}
+    if config.rerank and reranker is None:
+        reranker, validation = fit_reranker(shop, cutoff, config, icfg)
     if data is None:
         data = build_interactions(shop, cutoff, icfg, non_product=is_non_product)
-    return BlendRecommender(config).fit_reusing(data, fitted or {})
+    model = BlendRecommender(config).fit_reusing(data, fitted or {})
+    model.attach_reranker(reranker if config.rerank else None)
+    model.rerank_validation_ = validation or (reranker.validation_ if reranker is not None else {})
+    return model
 
 
 def evaluate_recommenders(shop: Shop, cutoff: pd.Timestamp, config: RecommenderConfig | None = None,

@@ -24,7 +24,8 @@ from models.recommenders import (
     build_context,
     rules_mask,
 )
-from training.rec_eval import purchase_truth
+from models.rerank import FEATURES, Reranker, RerankConfig
+from training.rec_eval import fit_reranker, new_items_truth, purchase_truth
 
 CUTOFF = pd.Timestamp("2025-11-15")
 CFG = RecommenderConfig(factors=16, als_iterations=8, bpr_iterations=30, seed=7,
@@ -36,9 +37,28 @@ def data(small_shop):
     return build_interactions(small_shop, CUTOFF, non_product=is_non_product)
 
 
+def small_reranker(shop) -> Reranker:
+    """A re-ranker learned on the 56 days before the cutoff (fewer customers allowed: the shop is small)."""
+    start = CUTOFF - pd.Timedelta(days=56)
+    d = build_interactions(shop, start, non_product=is_non_product)
+    X, y, groups, _ = BlendRecommender(CFG).fit(d).rerank_rows(
+        new_items_truth(d, purchase_truth(shop, start, CUTOFF)))
+    return Reranker(RerankConfig(trees=30, min_customers=20, seed=CFG.seed)).fit(X, y, groups)
+
+
+NAMES = [*MODELS, "reranked"]
+"""Every recommender, and the production blend with a discovery re-ranker attached."""
+
+
+def build(name: str, data, shop):
+    if name == "reranked":
+        return BlendRecommender(CFG).fit(data).attach_reranker(small_reranker(shop))
+    return MODELS[name](CFG).fit(data)
+
+
 @pytest.fixture(scope="module")
-def fitted(data):
-    return {name: cls(CFG).fit(data) for name, cls in MODELS.items()}
+def fitted(data, small_shop):
+    return {name: build(name, data, small_shop) for name in NAMES}
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +66,7 @@ def users(data):
     return list(data.users.ids[:60])
 
 
-@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("name", NAMES)
 class TestEveryRecommender:
     def test_k_and_columns_and_caller_ids(self, name, fitted, users, data) -> None:
         recs = fitted[name].recommend(users, k=7)
@@ -78,21 +98,25 @@ class TestEveryRecommender:
         fitted[name].save(p)
         again = type(fitted[name]).load(p)
         pd.testing.assert_frame_equal(fitted[name].recommend(users, k=5), again.recommend(users, k=5))
+        pd.testing.assert_frame_equal(fitted[name].recommend(users, k=5, exclude_bought=True),
+                                      again.recommend(users, k=5, exclude_bought=True))
 
-    def test_same_seed_same_result(self, name, fitted, users, data) -> None:
-        other = MODELS[name](CFG).fit(data)
+    def test_same_seed_same_result(self, name, fitted, users, data, small_shop) -> None:
+        other = build(name, data, small_shop)
         pd.testing.assert_frame_equal(fitted[name].recommend(users, k=5), other.recommend(users, k=5))
+        pd.testing.assert_frame_equal(fitted[name].recommend(users, k=5, exclude_bought=True),
+                                      other.recommend(users, k=5, exclude_bought=True))
 
     def test_not_fitted_error(self, name) -> None:
         with pytest.raises(NotFittedError, match="call fit"):
-            MODELS[name](CFG).recommend(["x"], k=3)
+            MODELS.get(name, BlendRecommender)(CFG).recommend(["x"], k=3)
 
     def test_unknown_customers_get_no_rows(self, name, fitted) -> None:
         assert len(fitted[name].recommend(["nobody-1", "nobody-2"], k=5)) == 0
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(k=st.integers(1, 40), n=st.integers(1, 30), name=st.sampled_from(["production", "als", "item_knn", "buy_again"]),
+@given(k=st.integers(1, 40), n=st.integers(1, 30), name=st.sampled_from(["production", "reranked", "als", "item_knn", "buy_again"]),
        exclude=st.booleans())
 def test_ranking_invariants(fitted, users, k, n, name, exclude) -> None:
     recs = fitted[name].recommend(users[:n], k=k, exclude_bought=exclude)
@@ -229,3 +253,52 @@ def test_discovery_weights_rank_requests_that_exclude_bought_products(data, user
     main = dict(tuned.weights_)
     tuned.tune_discovery({u: s for u, s in truth.items() if u in data.users})
     assert tuned.discovery_weights_ is not None and tuned.weights_ == main
+
+
+def test_reranker_orders_the_blends_discovery_candidates_only(fitted, data, users) -> None:
+    blend, rr = fitted["production"], fitted["reranked"]
+    # default requests are the blend's, untouched
+    pd.testing.assert_frame_equal(blend.recommend(users, k=10), rr.recommend(users, k=10))
+    # discovery requests: the re-ranker's order of the blend's top candidates, and not the blend's order
+    n = CFG.rerank_candidates
+    strict = BusinessRules(exclude_bought=True, allow_replenishable=False)
+    got = rr.recommend(users, k=10, rules=strict)
+    cand = blend.recommend(users, k=n, rules=strict)
+    assert set(zip(got["customer_id"], got["product_id"], strict=True)) <= \
+        set(zip(cand["customer_id"], cand["product_id"], strict=True))
+    mine = blend.recommend(users, k=10, rules=strict)
+    assert not got[["customer_id", "product_id"]].equals(mine[["customer_id", "product_id"]])
+    # a discovery list holds at most the candidates
+    assert rr.recommend(users[:3], k=n + 20, rules=strict).groupby("customer_id").size().max() <= n
+    assert rr.reranker_ is not None and set(rr.reranker_.importance()) == set(FEATURES)
+
+
+def test_engine_serves_reranked_discovery_like_the_model(fitted, data, users) -> None:
+    rr = fitted["reranked"]
+    engine = RecommendationEngine(rr, TrendingRecommender(CFG).fit(data)).precompute(n=20)
+    strict = BusinessRules(exclude_bought=True)
+    want = rr.recommend(users[:10], k=8, rules=strict)
+    for cid, g in want.groupby("customer_id", sort=False):
+        got = engine.recommend_one(cid, 8, strict)
+        assert got.source == "model"
+        assert [i["product_id"] for i in got.items] == list(g["product_id"])
+        assert all(i["reason"] for i in got.items)
+    # a live session on a discovery request is re-ranked too: the session's product is excluded as bought
+    pid = want["product_id"].iloc[0]
+    cid = want["customer_id"].iloc[0]
+    after = engine.recommend_one(cid, 8, strict, session=[(pid, "purchase")])
+    assert pid not in [i["product_id"] for i in after.items]
+
+
+def test_reranker_is_used_only_when_it_beats_the_blend_on_held_out_customers(small_shop) -> None:
+    from dataclasses import replace
+    cfg = replace(CFG, rerank_min_customers=20)
+    ranker, v = fit_reranker(small_shop, CUTOFF, cfg)
+    assert v["holdout_customers"] > 0 and v["customers"] > v["holdout_customers"]
+    assert v["used"] == (v["holdout_ndcg@10_reranked"] > v["holdout_ndcg@10_blend"])
+    assert (ranker is not None) == v["used"]
+    if ranker is not None:
+        assert ranker.validation_ == v
+    # too little data: no ranker, and it says why
+    none, why = fit_reranker(small_shop, CUTOFF, replace(CFG, rerank_min_customers=10**6))
+    assert none is None and why["used"] is False and "few" in why["why"]
