@@ -23,17 +23,29 @@ DAY = np.timedelta64(1, "D")
 
 def order_lines(shop: Shop, cutoff: pd.Timestamp | None = None, start: pd.Timestamp | None = None) -> pd.DataFrame:
     """Customer order lines in ``[start, cutoff)`` with net amount, cost and product category attached."""
-    o = shop.customer_orders()
+    o = _all_lines(shop)
     if cutoff is not None:
         o = o[o["ts"] < cutoff]
     if start is not None:
         o = o[o["ts"] >= start]
+    return o
+
+
+def _all_lines(shop: Shop) -> pd.DataFrame:
+    """Every customer order line with its amounts, computed once per orders and products tables (training
+    asks for the lines at a dozen cutoffs; a table replaced on the shop is seen)."""
+    cached = shop.__dict__.get("_all_lines")
+    if cached is not None and cached[0] is shop.orders and cached[1] is shop.products:
+        return cached[2]
+    o = shop.customer_orders()
     p = shop.products.set_index("product_id")
     gross = o["quantity"] * o["unit_price"]
     net = gross - np.sign(o["quantity"]) * o["discount"]
     cost = o["quantity"] * o["product_id"].map(p["unit_cost"]).astype(float)
-    return o.assign(gross=gross, net=net, cost=cost, category=o["product_id"].map(p["category"]),
-                    is_return=o["quantity"] < 0)
+    lines = o.assign(gross=gross, net=net, cost=cost, category=o["product_id"].map(p["category"]),
+                     is_return=o["quantity"] < 0)
+    shop.__dict__["_all_lines"] = (shop.orders, shop.products, lines)
+    return lines
 
 
 def customer_features(shop: Shop, cutoff: pd.Timestamp, customers: pd.Index | None = None) -> pd.DataFrame:

@@ -94,21 +94,29 @@ def ranking_report(recs: pd.DataFrame, truth: dict[str, set[str]], k: int = 10) 
     ``recs`` has columns customer_id, product_id, rank (1-based). Users without recommendations
     count as zeros.
     """
-    by_user = recs[recs["rank"] <= k].sort_values(["customer_id", "rank"]).groupby("customer_id")["product_id"].agg(list)
-    disc = 1.0 / np.log2(np.arange(2, k + 2))
-    p = r = n = m = h = 0.0
-    for u, rel in truth.items():
-        items = by_user.get(u, [])
-        hits = np.array([i in rel for i in items[:k]], dtype=float)
-        nh = hits.sum()
-        p += nh / k
-        r += nh / len(rel)
-        dcg = float((hits * disc[: len(hits)]).sum())
-        idcg = float(disc[: min(len(rel), k)].sum())
-        n += dcg / idcg
-        if nh:
-            m += float((np.cumsum(hits) / np.arange(1, len(hits) + 1) * hits).sum() / min(len(rel), k))
-        h += float(nh > 0)
     nu = max(len(truth), 1)
-    return {f"precision@{k}": float(p / nu), f"recall@{k}": float(r / nu), f"ndcg@{k}": n / nu, f"map@{k}": m / nu,
-            f"hit_rate@{k}": h / nu, "users": len(truth)}
+    disc = 1.0 / np.log2(np.arange(2, k + 2))
+    n_rel = pd.Series({u: len(rel) for u, rel in truth.items()}, dtype=np.float64)
+    top = recs.loc[(recs["rank"] <= k) & recs["customer_id"].isin(n_rel.index), ["customer_id", "product_id", "rank"]]
+    top = top.sort_values(["customer_id", "rank"], kind="stable")
+    users = top["customer_id"].to_numpy(object)
+    pos = top.groupby("customer_id", sort=False).cumcount().to_numpy()
+    keep = pos < k
+    users, pos = users[keep], pos[keep]
+    hit = np.fromiter((i in truth[u] for u, i in zip(users, top["product_id"].to_numpy(object)[keep], strict=True)),
+                      dtype=np.float64, count=len(users))
+    if not len(users):
+        zero = 0.0
+        return {f"precision@{k}": zero, f"recall@{k}": zero, f"ndcg@{k}": zero, f"map@{k}": zero,
+                f"hit_rate@{k}": zero, "users": len(truth)}
+    codes, uniq = pd.factorize(users)
+    nrel = n_rel.reindex(uniq).to_numpy()
+    cap = np.minimum(nrel, k)
+    nh = np.bincount(codes, weights=hit, minlength=len(uniq))
+    dcg = np.bincount(codes, weights=hit * disc[pos], minlength=len(uniq))
+    idcg = np.cumsum(disc)[cap.astype(int) - 1]
+    cum = pd.Series(hit).groupby(codes).cumsum().to_numpy()
+    ap = np.bincount(codes, weights=cum / (pos + 1) * hit, minlength=len(uniq)) / cap
+    return {f"precision@{k}": float(nh.sum() / k / nu), f"recall@{k}": float((nh / nrel).sum() / nu),
+            f"ndcg@{k}": float((dcg / idcg).sum() / nu), f"map@{k}": float(ap.sum() / nu),
+            f"hit_rate@{k}": float((nh > 0).sum() / nu), "users": len(truth)}

@@ -489,14 +489,17 @@ class EASERecommender(Recommender):
         G[np.diag_indices_from(G)] += self.config.ease_lambda
         # G is symmetric positive definite: invert through its Cholesky factor, in float32 (the penalty keeps
         # it well conditioned; B agrees with float64 to ~1e-8 and takes under half the time)
+        # (LAPACK may use both cores here: only implicit's fits need single-threaded BLAS)
         from scipy.linalg import lapack
-        c, info = lapack.spotrf(G, lower=0, clean=0, overwrite_a=1)
-        if info == 0:
-            P, info = lapack.spotri(c, lower=0, overwrite_c=1)
+        from threadpoolctl import threadpool_limits
+        with threadpool_limits(limits=os.cpu_count() or 1, user_api="blas"):
+            c, info = lapack.spotrf(G, lower=0, clean=0, overwrite_a=1)
+            if info == 0:
+                P, info = lapack.spotri(c, lower=0, overwrite_c=1)
         if info != 0:
             raise ModelFitError(f"EASE: the item Gram matrix is not positive definite (LAPACK info {info}); "
                                 "raise ease_lambda")
-        P = np.triu(P) + np.triu(P, 1).T
+        P = np.where(np.tri(len(P), k=-1, dtype=bool), P.T, P)  # the upper triangle mirrored
         B = -P / np.diag(P)
         np.fill_diagonal(B, 0.0)
         self.keep_ = keep.astype(np.int64)
@@ -548,14 +551,19 @@ def blended(comps: dict[str, np.ndarray], weights: dict[str, float]) -> np.ndarr
 
 
 def _normalise(s: np.ndarray) -> np.ndarray:
-    """Per-customer scaling to [0, 1] over finite scores; -inf becomes 0."""
-    fin = np.isfinite(s)
-    lo = np.where(fin, s, np.inf).min(axis=1, keepdims=True)
-    hi = np.where(fin, s, -np.inf).max(axis=1, keepdims=True)
+    """Per-customer scaling to [0, 1] over finite scores; -inf (and any other non-finite score) becomes 0."""
+    bad = ~np.isfinite(s)
+    t = np.where(bad, np.inf, s)  # one buffer for both extremes (this runs on customers x items arrays)
+    lo = t.min(axis=1, keepdims=True)
+    np.copyto(t, -np.inf, where=bad)
+    hi = t.max(axis=1, keepdims=True)
     span = hi - lo
     span = np.where(np.isfinite(span) & (span > 0), span, 1.0)
     lo = np.where(np.isfinite(lo), lo, 0.0)
-    return np.where(fin, (s - lo) / span, 0.0)
+    np.subtract(s, lo, out=t)
+    t /= span
+    t[bad] = 0.0
+    return t
 
 
 class BlendRecommender(Recommender):
@@ -598,16 +606,23 @@ class BlendRecommender(Recommender):
         w = self.weights_for(rules)
         rr = self.reranker_for(rules)
         if comps is None:
-            comps = self.component_scores(ctx, {n for n, v in w.items() if v} | (set(RANK_COMPONENTS) if rr else set()))
+            comps = self.component_scores(ctx, {n for n, v in w.items() if v} | {"item_knn"})
         s = blended(comps, w) if comps else np.zeros((len(ctx.rows), len(data.items)))
         s = np.where(ctx.known[:, None] & rules_mask(data, ctx, rules), s, NEG)
         if rr is None or self.item_stats_ is None:
             return s
         cand = self._candidates(s)
-        p = rr.predict(candidate_features(self.item_stats_, ctx.P.tocsr(), ctx.W.tocsr(), ctx.L.tocsr(), comps, s, cand))
+        p = rr.predict(candidate_features(self.item_stats_, ctx.P.tocsr(), ctx.W.tocsr(), ctx.L.tocsr(),
+                                          self._feature_components(comps, w), s, cand))
         out = np.full(s.shape, NEG)
         np.put_along_axis(out, cand, np.where(np.isfinite(np.take_along_axis(s, cand, 1)), p.reshape(cand.shape), NEG), 1)
         return out
+
+    @staticmethod
+    def _feature_components(comps: dict[str, np.ndarray], weights: dict[str, float]) -> dict[str, np.ndarray]:
+        """The component scores the re-ranker sees: those the blend weighs, and item-to-item (always fitted);
+        the same whichever other components a model happens to have fitted (the rest are NaN features)."""
+        return {n: comps[n] for n in RANK_COMPONENTS if n in comps and (weights.get(n, 0) or n == "item_knn")}
 
     def _candidates(self, s: np.ndarray) -> np.ndarray:
         c = min(self.config.rerank_candidates, s.shape[1])
@@ -632,10 +647,11 @@ class BlendRecommender(Recommender):
         for a in range(0, len(users), batch):
             part = users[a:a + batch]
             ctx = build_context(data, part)
-            comps = self.component_scores(ctx, {n for n, v in w.items() if v} | set(RANK_COMPONENTS))
+            comps = self.component_scores(ctx, {n for n, v in w.items() if v} | {"item_knn"})
             s = np.where(ctx.known[:, None] & rules_mask(data, ctx, rules), blended(comps, w), NEG)
             cand = self._candidates(s)
-            X = candidate_features(stats, ctx.P.tocsr(), ctx.W.tocsr(), ctx.L.tocsr(), comps, s, cand)
+            X = candidate_features(stats, ctx.P.tocsr(), ctx.W.tocsr(), ctx.L.tocsr(),
+                                   self._feature_components(comps, w), s, cand)
             rel = np.zeros(s.shape, bool)
             nrel = np.zeros(len(part), np.int64)
             for i, u in enumerate(part):

@@ -48,26 +48,28 @@ def new_items_truth(data: InteractionData, truth: dict[str, set[str]]) -> dict[s
 
 
 def fit_reranker(shop: Shop, cutoff: pd.Timestamp, config: RecommenderConfig,
-                 icfg: InteractionConfig | None = None, holdout: float = 0.2
-                 ) -> tuple[Reranker | None, dict[str, Any]]:
+                 icfg: InteractionConfig | None = None, holdout: float = 0.2,
+                 latest: BlendRecommender | None = None) -> tuple[Reranker | None, dict[str, Any]]:
     """The discovery re-ranker, learned on ``config.rerank_windows`` windows of ``rerank_window_days``
     before ``cutoff`` (``config`` must carry fixed blend weights). A share ``holdout`` of the customers of the
     latest window is kept out: the ranker is used only if it beats the blend's own order on them (NDCG@10).
-    Returns the ranker (None when it loses or there is too little data) and what was measured."""
+    ``latest``: a blend already fitted at the start of the latest window, with the same weights (the tuning
+    one), used instead of fitting it again. Returns the ranker (None when it loses or there is too little
+    data) and what was measured."""
     days = pd.Timedelta(days=config.rerank_window_days)
     parts = []
     for w in range(config.rerank_windows):
         end = pd.Timestamp(cutoff) - w * days
         start = end - days
-        d = build_interactions(shop, start, icfg, non_product=is_non_product)
-        if d.weights.nnz == 0:
-            break
         log.info("re-ranker window %d/%d: %s to %s", w + 1, config.rerank_windows, start.date(), end.date())
-        t0 = time.perf_counter()
-        m = BlendRecommender(config).fit(d)
-        t1 = time.perf_counter()
-        parts.append(m.rerank_rows(new_items_truth(d, purchase_truth(shop, start, end))))
-        log.info("re-ranker window fit %.1f s, rows %.1f s", t1 - t0, time.perf_counter() - t1)
+        if w == 0 and latest is not None:
+            m = latest
+        else:
+            d = build_interactions(shop, start, icfg, non_product=is_non_product)
+            if d.weights.nnz == 0:
+                break
+            m = BlendRecommender(config).fit(d)
+        parts.append(m.rerank_rows(new_items_truth(m._require(), purchase_truth(shop, start, end))))
     rcfg = config.rerank_config()
     n_groups = sum(len(p[2]) for p in parts)
     if n_groups < rcfg.min_customers / (1 - holdout):
@@ -85,9 +87,7 @@ def fit_reranker(shop: Shop, cutoff: pd.Timestamp, config: RecommenderConfig,
     share = config.rerank_max_customers / len(groups)
     train = ~held & (rng.random(len(groups)) < share)  # at most about rerank_max_customers of them
     rows_held, rows_train = np.repeat(held, groups), np.repeat(train, groups)
-    t0 = time.perf_counter()
     trial = Reranker(rcfg).fit(X[rows_train], y[rows_train], groups[train])
-    log.info("re-ranker fit %.1f s", time.perf_counter() - t0)
     Xh, yh, gh, nh = X[rows_held], y[rows_held], groups[held], nrel[held]
     ndcg_rr = ndcg_by_group(trial.predict(Xh), yh, gh, nh)
     ndcg_blend = ndcg_by_group(Xh[:, 0].astype(np.float64), yh, gh, nh)
@@ -103,13 +103,16 @@ def fit_reranker(shop: Shop, cutoff: pd.Timestamp, config: RecommenderConfig,
 
 
 def fit_production(shop: Shop, cutoff: pd.Timestamp, config: RecommenderConfig,
-                   icfg: InteractionConfig | None = None, tune_days: int = 28,
+                   icfg: InteractionConfig | None = None, tune_days: int | None = None,
                    data: InteractionData | None = None, fitted: dict[str, Recommender] | None = None,
                    reranker: Reranker | None = None) -> BlendRecommender:
-    """Fit the blend at ``cutoff``; its weights are tuned on the ``tune_days`` before the cutoff.
+    """Fit the blend at ``cutoff``; its weights are tuned on the ``tune_days`` before the cutoff (default:
+    the re-ranker's window, whose latest one then reuses the tuning blend).
     ``data``: the interactions at ``cutoff`` if already built; ``fitted``: models already fitted on them
     (reused as components when their config matches the blend's). With ``config.rerank``, discovery requests
     are re-ranked by ``reranker``, or by one learned before ``cutoff`` when it is None."""
+    tune_days = tune_days or config.rerank_window_days
+    tuned: BlendRecommender | None = None
     if config.blend_weights is None:
         inner = pd.Timestamp(cutoff) - pd.Timedelta(days=tune_days)
         truth = purchase_truth(shop, inner, cutoff)
@@ -122,7 +125,8 @@ def fit_production(shop: Shop, cutoff: pd.Timestamp, config: RecommenderConfig,
         config = replace(config, blend_weights=tuple(tuned.weights_.items()), discovery_weights=tuple(dw.items()))
     validation: dict[str, Any] = {}
     if config.rerank and reranker is None:
-        reranker, validation = fit_reranker(shop, cutoff, config, icfg)
+        same = tuned is not None and tune_days == config.rerank_window_days
+        reranker, validation = fit_reranker(shop, cutoff, config, icfg, latest=tuned if same else None)
     if data is None:
         data = build_interactions(shop, cutoff, icfg, non_product=is_non_product)
     model = BlendRecommender(config).fit_reusing(data, fitted or {})

@@ -24,7 +24,7 @@ from models.recommenders import (
     build_context,
     rules_mask,
 )
-from models.rerank import FEATURES, Reranker, RerankConfig
+from models.rerank import FEATURES, RerankConfig, Reranker
 from training.rec_eval import fit_reranker, new_items_truth, purchase_truth
 
 CUTOFF = pd.Timestamp("2025-11-15")
