@@ -43,8 +43,17 @@ def write_markdown(res: dict[str, Any], path: Path) -> None:
                         r["all_items"][n]["precision@10"], r["all_items"][n]["recall@10"], r["all_items"][n]["map@10"],
                         r["all_items"][n]["hit_rate@10"], r["coverage"][n], r["fit_seconds"].get(n)] for n in names],
                       ["model", "NDCG@10 all", "NDCG@10 new", "P@10", "R@10", "MAP@10", "HR@10", "coverage", "fit s"]),
-               "", f"Blend weights chosen on the 28 days before the cutoff: `{r['blend_weights']}`; for requests that "
+               "", f"Blend weights chosen on the 56 days before the cutoff: `{r['blend_weights']}`; for requests that "
                f"exclude bought products (the new-items protocol): `{r.get('discovery_weights')}`", ""]
+        rr = r.get("reranker")
+        if rr:
+            v = rr.get("validation", {})
+            gain = sorted(rr.get("gain", {}).items(), key=lambda kv: -kv[1])[:6]
+            md += [f"New-items requests are re-ranked (`models/rerank.py`): {v.get('customers')} training customers "
+                   f"from two 56-day windows before the cutoff; on {v.get('holdout_customers')} held-out customers "
+                   f"NDCG@10 {v.get('holdout_ndcg@10_reranked')} against the blend's {v.get('holdout_ndcg@10_blend')} "
+                   f"(used: {v.get('used')}). Largest feature gains: "
+                   + ", ".join(f"{n} {g:,.0f}" for n, g in gain) + ".", ""]
     for key, title in (("customer_online_retail", "Customer models - Online Retail"),
                        ("customer_simulated", "Customer models - simulated shop (20,000 customers)")):
         c = res.get(key)

@@ -66,8 +66,11 @@ def recommend(which: str) -> dict:
     shop = load_shop(or_dir() if which == "or" else sim_dir(20000))
     cutoff = pd.Timestamp("2011-09-01") if which == "or" else pd.Timestamp("2025-11-01")
     ev = evaluate_recommenders(shop, cutoff)
+    rr = ev.production.reranker_
     return {"cutoff": str(cutoff.date()), **ev.report, "blend_weights": ev.production.weights_,
-            "discovery_weights": ev.production.discovery_weights_}
+            "discovery_weights": ev.production.discovery_weights_,
+            "reranker": {"validation": ev.production.rerank_validation_,
+                         "gain": rr.importance() if rr is not None else {}}}
 
 
 def customer(which: str) -> dict:
