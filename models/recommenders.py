@@ -602,21 +602,33 @@ class BlendRecommender(Recommender):
         """Final scores for a request with these rules: -inf where the rules forbid an item or the customer
         is unknown. Discovery requests with a re-ranker: its scores for the blend's best candidates, -inf
         for the rest. ``comps``: the normalised component scores, if already computed."""
+        rr = self.reranker_for(rules)
+        s, comps = self._blend_for(ctx, rules, comps)
+        if rr is None or self.item_stats_ is None:
+            return s
+        cand, X = self._candidate_rows(ctx, rules, comps, s, self.item_stats_)
+        out = np.full(s.shape, NEG)
+        np.put_along_axis(out, cand, np.where(np.isfinite(np.take_along_axis(s, cand, 1)),
+                                              rr.predict(X).reshape(cand.shape), NEG), 1)
+        return out
+
+    def _blend_for(self, ctx: UserContext, rules: BusinessRules, comps: dict[str, np.ndarray] | None = None
+                   ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The blend's scores under these rules (-inf where not allowed), and the component scores used."""
         data = self._require()
         w = self.weights_for(rules)
-        rr = self.reranker_for(rules)
         if comps is None:
             comps = self.component_scores(ctx, {n for n, v in w.items() if v} | {"item_knn"})
         s = blended(comps, w) if comps else np.zeros((len(ctx.rows), len(data.items)))
-        s = np.where(ctx.known[:, None] & rules_mask(data, ctx, rules), s, NEG)
-        if rr is None or self.item_stats_ is None:
-            return s
+        return np.where(ctx.known[:, None] & rules_mask(data, ctx, rules), s, NEG), comps
+
+    def _candidate_rows(self, ctx: UserContext, rules: BusinessRules, comps: dict[str, np.ndarray], s: np.ndarray,
+                        stats: ItemStats) -> tuple[np.ndarray, np.ndarray]:
+        """The blend's best candidates per customer and their re-ranker features."""
         cand = self._candidates(s)
-        p = rr.predict(candidate_features(self.item_stats_, ctx.P.tocsr(), ctx.W.tocsr(), ctx.L.tocsr(),
-                                          self._feature_components(comps, w), s, cand))
-        out = np.full(s.shape, NEG)
-        np.put_along_axis(out, cand, np.where(np.isfinite(np.take_along_axis(s, cand, 1)), p.reshape(cand.shape), NEG), 1)
-        return out
+        X = candidate_features(stats, ctx.P.tocsr(), ctx.W.tocsr(), ctx.L.tocsr(),
+                               self._feature_components(comps, self.weights_for(rules)), s, cand)
+        return cand, X
 
     @staticmethod
     def _feature_components(comps: dict[str, np.ndarray], weights: dict[str, float]) -> dict[str, np.ndarray]:
@@ -641,17 +653,13 @@ class BlendRecommender(Recommender):
         relevant product among their candidates are left out (they teach a ranker nothing)."""
         data = self._require()
         stats = self.item_stats_ or ItemStats(data)
-        w = self.weights_for(rules)
         users = [u for u in truth if u in data.users]
         Xs, ys, gs, ns = [], [], [], []
         for a in range(0, len(users), batch):
             part = users[a:a + batch]
             ctx = build_context(data, part)
-            comps = self.component_scores(ctx, {n for n, v in w.items() if v} | {"item_knn"})
-            s = np.where(ctx.known[:, None] & rules_mask(data, ctx, rules), blended(comps, w), NEG)
-            cand = self._candidates(s)
-            X = candidate_features(stats, ctx.P.tocsr(), ctx.W.tocsr(), ctx.L.tocsr(),
-                                   self._feature_components(comps, w), s, cand)
+            s, comps = self._blend_for(ctx, rules)
+            cand, X = self._candidate_rows(ctx, rules, comps, s, stats)
             rel = np.zeros(s.shape, bool)
             nrel = np.zeros(len(part), np.int64)
             for i, u in enumerate(part):
