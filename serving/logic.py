@@ -12,7 +12,8 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,8 @@ class Loaded:
     bundle: ServingBundle
     versions: dict[str, str]
     loaded_at: float
+    answers: dict[tuple[str, int], bytes] = field(default_factory=dict)
+    """Rendered answers to the storefront's default request, by (customer, k), for these models only."""
 
     @functools.cached_property
     def version(self) -> str:  # cached: it goes into every answer
@@ -44,6 +47,8 @@ class Loaded:
 
 
 _DEFAULT_RULES = BusinessRules()
+MAX_ANSWERS = 50_000
+"""Rendered default answers kept per model load (about 1 KB each)."""
 
 
 def _request_rules(category: str | None, exclude_bought: bool) -> BusinessRules:
@@ -136,6 +141,26 @@ class Personaliser:
         if rec is None:
             return None
         return {"customer_id": customer_id, "source": rec.source, "model_version": cur.version, "items": rec.items}
+
+    def default_answer(self, customer_id: str, k: int, render: Callable[[dict[str, Any]], bytes]) -> bytes | None:
+        """The storefront's default request (no filter, no session events) as response bytes, or None when it
+        must be computed. ``render`` turns the answer into bytes (validated against the response model) once
+        per customer and k; later calls reuse them until the models change (each load has its own answers)
+        or the customer has live events (then the answer is computed with them, as always). At most
+        ``MAX_ANSWERS`` are kept: past that, answers are rendered on every call."""
+        cur = self.current
+        if cur is None or self._has_live(customer_id, cur.as_of):
+            return None
+        body = cur.answers.get((customer_id, k))
+        if body is None:
+            rec = cur.bundle.engine.recommend_cached(customer_id, k, _DEFAULT_RULES)
+            if rec is None:
+                return None
+            body = render({"customer_id": customer_id, "source": rec.source, "model_version": cur.version,
+                           "items": rec.items})
+            if len(cur.answers) < MAX_ANSWERS:
+                cur.answers[(customer_id, k)] = body
+        return body
 
     def recommend(self, customer_id: str, k: int, category: str | None, exclude_bought: bool,
                   session_events: list[tuple[str, str]]) -> dict[str, Any]:

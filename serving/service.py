@@ -29,6 +29,7 @@ import bentoml  # noqa: E402
 import pandas as pd  # noqa: E402
 from bentoml.exceptions import InvalidArgument  # noqa: E402
 from pydantic import BaseModel, Field  # noqa: E402
+from starlette.responses import Response  # noqa: E402
 from typing_extensions import TypedDict  # noqa: E402
 
 from serving.logic import Personaliser  # noqa: E402
@@ -192,9 +193,15 @@ class PersonaliseService:
         """Products customer C should see, with score, rank and reason.
 
         A known customer without live events is a lookup in candidates ranked at training time, answered
-        on the event loop; everything else (sessions, fold-in, fallbacks) is computed in a worker thread, one
-        at a time (CPU-bound work gains nothing from more threads under the GIL, and loses to hand-offs).
+        on the event loop; the answer to the default request (no filter, no session) is rendered once per
+        customer and k and reused until the models change or the customer sends events. Everything else
+        (sessions, fold-in, fallbacks) is computed in a worker thread, one at a time (CPU-bound work gains
+        nothing from more threads under the GIL, and loses to hand-offs).
         """
+        if not session_events and category is None and not exclude_bought:  # the storefront's usual request
+            body = self.p.default_answer(customer_id, k, _render_recommend)
+            if body is not None:  # the JSON of a RecommendResponse, validated when it was rendered
+                return Response(body, media_type="application/json")  # type: ignore[return-value]
         sess: list[tuple[str, str]] = [(e.product_id, str(e.event_type)) for e in session_events]
         fast = self.p.recommend_fast(customer_id, k, category, exclude_bought, sess)
         if fast is not None:
@@ -248,6 +255,11 @@ class PersonaliseService:
         """Returns its input (used by the benchmark to measure the server's own overhead: it takes the
         same request as recommend and is answered on the event loop like recommend's lookups)."""
         return EchoResponse(customer_id=customer_id, k=k)
+
+
+def _render_recommend(answer: dict[str, Any]) -> bytes:
+    """An answer as the JSON BentoML would send for it (validated by the response model on the way)."""
+    return RecommendResponse(**answer).model_dump_json().encode()
 
 
 def _event_rows(events: list[LiveEvent]) -> list[dict[str, Any]]:

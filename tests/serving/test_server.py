@@ -12,6 +12,7 @@ import httpx
 import pandas as pd
 import pytest
 
+from serving.service import RecommendResponse
 from tests.serving.conftest import KEYS, Server
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
@@ -37,6 +38,10 @@ def test_recommend_known_and_unknown(server: Server, trained_project) -> None:
     assert body["model_version"].startswith("recommender:1")
     assert [i["rank"] for i in body["items"]] == [1, 2, 3, 4, 5]
     assert all(i["reason"] for i in body["items"])
+    assert r.headers["content-type"].startswith("application/json")
+    assert RecommendResponse.model_validate_json(r.content).customer_id == cid
+    again = server.call("recommend", {"customer_id": cid, "k": 5})  # the rendered answer, reused
+    assert again.status_code == 200 and again.content == r.content
     r = server.call("recommend", {"customer_id": "never-seen-1", "k": 3})
     assert r.status_code == 200 and r.json()["source"] == "fallback" and len(r.json()["items"]) == 3
     r = server.call("recommend", {"customer_id": cid, "k": 5, "category": "grocery", "exclude_bought": True})

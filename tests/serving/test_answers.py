@@ -1,0 +1,59 @@
+"""The storefront's default answers, rendered once and reused: the same bytes the endpoint sends through its
+response model, and never reused after live events or a model reload (in process, on the trained project's
+real models; that the precomputed candidates equal the full computation is tested in the models' tests)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from serving.logic import Personaliser
+from serving.service import RecommendResponse, _render_recommend
+
+
+@pytest.fixture()
+def personaliser(trained_project, tmp_path: Path):
+    d, _ = trained_project
+    p = Personaliser(d, store_url=f"sqlite:///{tmp_path / 'live.db'}")
+    assert p.current is not None, p.load_error
+    yield p
+    p.close()
+
+
+def customers(trained_project, n: int) -> list[str]:
+    d, _ = trained_project
+    o = pd.read_parquet(d / "shop" / "orders.parquet")
+    return [str(c) for c in o["customer_id"].value_counts().index[:n]]
+
+
+def test_default_answers_are_the_endpoints_json_rendered_once(personaliser: Personaliser, trained_project) -> None:
+    p = personaliser
+    for cid in customers(trained_project, 20):
+        for k in (1, 5, 10):
+            body = p.default_answer(cid, k, _render_recommend)
+            assert body is not None
+            full = RecommendResponse(**p.recommend(cid, k, None, False, [])).model_dump_json().encode()
+            assert body == full
+            again = p.default_answer(cid, k, lambda a: b"rendered again")  # not rendered a second time
+            assert again is body
+    assert len(p.current.answers) == 60
+    assert p.default_answer("never-seen-1", 5, _render_recommend) is None  # the fallback is computed
+
+
+def test_live_events_and_reloads_stop_reuse(personaliser: Personaliser, trained_project) -> None:
+    p = personaliser
+    cid, other = customers(trained_project, 2)
+    before = p.default_answer(cid, 10, _render_recommend)
+    assert before is not None and p.default_answer(other, 10, _render_recommend) is not None
+    d, _ = trained_project
+    prods = pd.read_parquet(d / "shop" / "products.parquet")
+    pid = str(prods[prods["in_stock"]]["product_id"].iloc[-1])
+    p.add_events([{"customer_id": cid, "product_id": pid, "event_type": "add_to_cart"}])
+    assert p.default_answer(cid, 10, _render_recommend) is None  # computed with the event from now on
+    assert p.default_answer(other, 10, _render_recommend) is not None  # others keep theirs
+    old = p.current
+    p.reload()
+    assert p.current is not old and not p.current.answers  # a new load starts without answers
+    assert p.default_answer(other, 10, _render_recommend) == old.answers[(other, 10)]  # same champion
