@@ -87,6 +87,11 @@ def fit_reranker(shop: Shop, cutoff: pd.Timestamp, config: RecommenderConfig,
     share = config.rerank_max_customers / len(groups)
     train = ~held & (rng.random(len(groups)) < share)  # at most about rerank_max_customers of them
     rows_held, rows_train = np.repeat(held, groups), np.repeat(train, groups)
+    counts = {"customers": int(train.sum()), "holdout_customers": int(held.sum()), "used": False}
+    if counts["customers"] < rcfg.min_customers or counts["holdout_customers"] == 0:
+        log.info("re-ranker: %(customers)d training and %(holdout_customers)d held-out customers, too few; "
+                 "discovery stays with the blend", counts)
+        return None, {**counts, "why": "too few training or held-out customers"}
     trial = Reranker(rcfg).fit(X[rows_train], y[rows_train], groups[train])
     Xh, yh, gh, nh = X[rows_held], y[rows_held], groups[held], nrel[held]
     ndcg_rr = ndcg_by_group(trial.predict(Xh), yh, gh, nh)

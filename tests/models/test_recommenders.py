@@ -299,6 +299,8 @@ def test_reranker_is_used_only_when_it_beats_the_blend_on_held_out_customers(sma
     assert (ranker is not None) == v["used"]
     if ranker is not None:
         assert ranker.validation_ == v
-    # too little data: no ranker, and it says why
+    # too little data: no ranker, and it says why (also when only the random split leaves too few to train)
     none, why = fit_reranker(small_shop, CUTOFF, replace(CFG, rerank_min_customers=10**6))
     assert none is None and why["used"] is False and "few" in why["why"]
+    none, why = fit_reranker(small_shop, CUTOFF, replace(CFG, rerank_min_customers=20, rerank_max_customers=10))
+    assert none is None and why["used"] is False and why["customers"] < 20 and "training or held-out" in why["why"]
