@@ -14,7 +14,14 @@ from features.importers import is_non_product
 from features.interactions import InteractionConfig, InteractionData, build_interactions
 from features.io import Shop
 from models.metrics import ranking_report
-from models.recommenders import MODELS, BlendRecommender, BusinessRules, Recommender, RecommenderConfig
+from models.recommenders import (
+    DEFAULT_WEIGHTS,
+    MODELS,
+    BlendRecommender,
+    BusinessRules,
+    Recommender,
+    RecommenderConfig,
+)
 from models.rerank import Reranker, ndcg_by_group
 
 log = logging.getLogger(__name__)
@@ -122,12 +129,17 @@ def fit_production(shop: Shop, cutoff: pd.Timestamp, config: RecommenderConfig,
         inner = pd.Timestamp(cutoff) - pd.Timedelta(days=tune_days)
         truth = purchase_truth(shop, inner, cutoff)
         d_in = build_interactions(shop, inner, icfg, non_product=is_non_product)
-        tuned = BlendRecommender(config).fit(d_in)
-        tuned.tune(truth)
-        # discovery: products new to each customer, bought in the tuning weeks
-        tuned.tune_discovery(new_items_truth(d_in, truth))
-        dw = tuned.discovery_weights_ or tuned.weights_
-        config = replace(config, blend_weights=tuple(tuned.weights_.items()), discovery_weights=tuple(dw.items()))
+        if d_in.weights.nnz == 0 or not any(u in d_in.users for u in truth):
+            log.warning("no history before %s to tune the blend on: default weights", inner.date())
+            config = replace(config, blend_weights=DEFAULT_WEIGHTS)
+        else:
+            tuned = BlendRecommender(config).fit(d_in)
+            tuned.tune(truth)
+            # discovery: products new to each customer, bought in the tuning weeks
+            tuned.tune_discovery(new_items_truth(d_in, truth))
+            dw = tuned.discovery_weights_ or tuned.weights_
+            config = replace(config, blend_weights=tuple(tuned.weights_.items()),
+                             discovery_weights=tuple(dw.items()))
     validation: dict[str, Any] = {}
     if config.rerank and reranker is None:
         same = tuned is not None and tune_days == config.rerank_window_days

@@ -304,3 +304,12 @@ def test_reranker_is_used_only_when_it_beats_the_blend_on_held_out_customers(sma
     assert none is None and why["used"] is False and "few" in why["why"]
     none, why = fit_reranker(small_shop, CUTOFF, replace(CFG, rerank_min_customers=20, rerank_max_customers=10))
     assert none is None and why["used"] is False and why["customers"] < 20 and "training or held-out" in why["why"]
+
+
+def test_short_history_fits_with_default_weights_and_no_reranker(small_shop) -> None:
+    from models.recommenders import DEFAULT_WEIGHTS
+    from training.rec_eval import fit_production
+    cutoff = small_shop.orders["ts"].min() + pd.Timedelta(days=40)  # less history than the 56-day tuning window
+    m = fit_production(small_shop, cutoff, RecommenderConfig(factors=8, als_iterations=3, seed=7))
+    assert m.weights_ == dict(DEFAULT_WEIGHTS) and m.reranker_ is None
+    assert len(m.recommend(list(m._require().users.ids[:5]), 3, exclude_bought=True)) > 0
