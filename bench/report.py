@@ -145,11 +145,11 @@ def write_markdown(res: dict[str, Any], path: Path) -> None:
                f"recommend / echo throughput = {s['recommend_vs_echo_throughput']}; events: "
                f"{s['events']['events_per_s']} events/s, {s['events']['stored_events']} stored, "
                f"{s['events']['acknowledged_events_at_least']} acknowledged (stored includes the warm-up).", "",
-               "recommend requests cycle through 2,000 known customers with k = 10: the default answer of each "
-               "is rendered once (JSON validated by the response model) and reused until the models change or "
-               "the customer sends events, so after the warm-up nearly every answer is reused and skips "
-               "BentoML's response serialisation, which echo does not; that is why recommend can pass echo. "
-               "A first request per customer costs what every request cost before (0.86-0.93 of echo).", ""]
+               "recommend requests cycle through 2,000 known customers with k = 10. Each model load renders the "
+               "default answer (JSON validated by the response model) of every known customer for k = 10 before "
+               "it serves, and reuses it until the models change or the customer sends events; a rendered answer "
+               "skips BentoML's response serialisation, which echo does not: that is why recommend can pass echo. "
+               "Rendering on every request, as before, gave 0.86-0.93 of echo.", ""]
     errs = {k: v["error"][-500:] for k, v in res.items() if isinstance(v, dict) and "error" in v}
     if errs:
         md += ["## Sections that failed", "", "```", json.dumps(errs, indent=1), "```", ""]

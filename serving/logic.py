@@ -60,7 +60,12 @@ def _request_rules(category: str | None, exclude_bought: bool) -> BusinessRules:
 class Personaliser:
     """Holds the current models (swapped atomically), the fallback list and the live store."""
 
-    def __init__(self, data_dir: str | Path, bundle_dir: str | Path | None = None, store_url: str | None = None) -> None:
+    def __init__(self, data_dir: str | Path, bundle_dir: str | Path | None = None, store_url: str | None = None,
+                 render: Callable[[dict[str, Any]], bytes] | None = None, warm_k: int = 10) -> None:
+        """``render``: turns a default answer into response bytes; given, every load renders the answers of
+        its known customers (up to ``MAX_ANSWERS``) for k = ``warm_k`` before it serves, so that a
+        customer's first storefront request is as fast as the next ones."""
+        self.render, self.warm_k = render, warm_k
         self.data_dir = Path(data_dir)
         self.bundle_dir = Path(bundle_dir) if bundle_dir else None
         self.store = LiveStore(store_url or os.environ.get("PERSONALISE_DB") or default_url(self.data_dir))
@@ -94,8 +99,22 @@ class Personaliser:
             from training.jobs import download_champion  # reads the registry; never trains
             paths, versions = download_champion(self.data_dir)
         b = ServingBundle.load(paths)
+        loaded = Loaded(b, versions, time.time())
+        if self.render is not None:
+            self._warm(loaded, self.render)
         gc.collect()  # loading leaves garbage behind; collect it now rather than during a request
-        return Loaded(b, versions, time.time())
+        return loaded
+
+    def _warm(self, loaded: Loaded, render: Callable[[dict[str, Any]], bytes]) -> None:
+        """Render the default answers (k = ``warm_k``) of the load's known customers, before it serves."""
+        t0 = time.perf_counter()
+        engine, k = loaded.bundle.engine, self.warm_k
+        for cid in engine.data.users.ids[:MAX_ANSWERS].tolist():
+            rec = engine.recommend_cached(str(cid), k, _DEFAULT_RULES)
+            if rec is not None:
+                loaded.answers[(str(cid), k)] = render({"customer_id": str(cid), "source": rec.source,
+                                                        "model_version": loaded.version, "items": rec.items})
+        log.info("rendered %d default answers (k=%d) in %.1f s", len(loaded.answers), k, time.perf_counter() - t0)
 
     def reload(self) -> Loaded:
         """Load the current champion beside the old one, then swap in one assignment."""

@@ -173,7 +173,7 @@ class PersonaliseService:
             raise RuntimeError("no API keys configured: set PERSONALISE_API_KEYS or PERSONALISE_API_KEYS_FILE "
                                "(or --insecure-dev for a local demo)")
         data = os.environ.get("PERSONALISE_DATA", "var/demo")
-        self.p = Personaliser(data, os.environ.get("PERSONALISE_BUNDLE") or None)
+        self.p = Personaliser(data, os.environ.get("PERSONALISE_BUNDLE") or None, render=_render_recommend)
         self._lanes: dict[str, anyio.CapacityLimiter] = {}
 
     async def _run(self, lane: str, fn: Any, *args: Any) -> Any:

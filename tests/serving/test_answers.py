@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from serving.logic import Personaliser
+from serving.logic import MAX_ANSWERS, Personaliser
 from serving.service import RecommendResponse, _render_recommend
 
 
@@ -57,3 +57,19 @@ def test_live_events_and_reloads_stop_reuse(personaliser: Personaliser, trained_
     p.reload()
     assert p.current is not old and not p.current.answers  # a new load starts without answers
     assert p.default_answer(other, 10, _render_recommend) == old.answers[(other, 10)]  # same champion
+
+
+def test_a_load_renders_the_default_answers_before_it_serves(trained_project, tmp_path: Path) -> None:
+    d, _ = trained_project
+    p = Personaliser(d, store_url=f"sqlite:///{tmp_path / 'live.db'}", render=_render_recommend, warm_k=5)
+    try:
+        assert p.current is not None
+        cid = customers(trained_project, 1)[0]
+        warm = p.current.answers[(cid, 5)]  # there before any request
+        assert warm == RecommendResponse(**p.recommend(cid, 5, None, False, [])).model_dump_json().encode()
+        known = len(p.current.bundle.engine.data.users)
+        assert len(p.current.answers) == min(known, MAX_ANSWERS)
+        p.reload()
+        assert (cid, 5) in p.current.answers  # a reload renders its own
+    finally:
+        p.close()
