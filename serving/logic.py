@@ -22,7 +22,7 @@ import pandas as pd
 from features.io import find_table, read_raw
 from features.live import LiveStore, default_url
 from models.customer import READABLE
-from models.recommenders import BusinessRules
+from models.recommenders import BusinessRules, Recommendation
 from training.bundle import COMPONENTS, ServingBundle
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,11 @@ class Loaded:
 _DEFAULT_RULES = BusinessRules()
 MAX_ANSWERS = 50_000
 """Rendered default answers kept per model load (about 1 KB each)."""
+
+
+def _answer(cur: Loaded, customer_id: str, rec: Recommendation) -> dict[str, Any]:
+    """A recommendation as the service answers it: with the version of the models that made it."""
+    return {"customer_id": customer_id, "source": rec.source, "model_version": cur.version, "items": rec.items}
 
 
 def _request_rules(category: str | None, exclude_bought: bool) -> BusinessRules:
@@ -108,12 +113,9 @@ class Personaliser:
     def _warm(self, loaded: Loaded, render: Callable[[dict[str, Any]], bytes]) -> None:
         """Render the default answers (k = ``warm_k``) of the load's known customers, before it serves."""
         t0 = time.perf_counter()
-        engine, k = loaded.bundle.engine, self.warm_k
-        for cid in engine.data.users.ids[:MAX_ANSWERS].tolist():
-            rec = engine.recommend_cached(str(cid), k, _DEFAULT_RULES)
-            if rec is not None:
-                loaded.answers[(str(cid), k)] = render({"customer_id": str(cid), "source": rec.source,
-                                                        "model_version": loaded.version, "items": rec.items})
+        k = self.warm_k
+        for cid in loaded.bundle.engine.data.users.ids[:MAX_ANSWERS].tolist():
+            self._rendered(loaded, str(cid), k, render)
         log.info("rendered %d default answers (k=%d) in %.1f s", len(loaded.answers), k, time.perf_counter() - t0)
 
     def reload(self) -> Loaded:
@@ -159,7 +161,7 @@ class Personaliser:
         rec = cur.bundle.engine.recommend_cached(customer_id, k, rules)
         if rec is None:
             return None
-        return {"customer_id": customer_id, "source": rec.source, "model_version": cur.version, "items": rec.items}
+        return _answer(cur, customer_id, rec)
 
     def default_answer(self, customer_id: str, k: int, render: Callable[[dict[str, Any]], bytes]) -> bytes | None:
         """The storefront's default request (no filter, no session events) as response bytes, or None when it
@@ -170,13 +172,18 @@ class Personaliser:
         cur = self.current
         if cur is None or self._has_live(customer_id, cur.as_of):
             return None
+        return self._rendered(cur, customer_id, k, render)
+
+    @staticmethod
+    def _rendered(cur: Loaded, customer_id: str, k: int, render: Callable[[dict[str, Any]], bytes]) -> bytes | None:
+        """``cur``'s rendered default answer for (customer, k), rendered (and kept, up to ``MAX_ANSWERS``)
+        now if it is not yet; None when the precomputed candidates cannot answer it."""
         body = cur.answers.get((customer_id, k))
         if body is None:
             rec = cur.bundle.engine.recommend_cached(customer_id, k, _DEFAULT_RULES)
             if rec is None:
                 return None
-            body = render({"customer_id": customer_id, "source": rec.source, "model_version": cur.version,
-                           "items": rec.items})
+            body = render(_answer(cur, customer_id, rec))
             if len(cur.answers) < MAX_ANSWERS:
                 cur.answers[(customer_id, k)] = body
         return body
@@ -198,7 +205,7 @@ class Personaliser:
             r = b.features.at[customer_id, "region"]
             region = None if pd.isna(r) else str(r)
         rec = b.engine.recommend_one(customer_id, k=k, rules=rules, session=session or None, region=region)
-        return {"customer_id": customer_id, "source": rec.source, "model_version": cur.version, "items": rec.items}
+        return _answer(cur, customer_id, rec)
 
     def similar_items(self, product_id: str, k: int) -> dict[str, Any]:
         cur = self.current

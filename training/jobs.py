@@ -122,7 +122,7 @@ def evaluate(shop: Shop, config: TrainConfig, truth_dir: str | Path | None = Non
     blend: dict[str, Any] = {"blend_weights": dict(rec.production.weights_),
              "discovery_weights": dict(rec.production.discovery_weights_ or rec.production.weights_)}
     rr = rec.production.reranker_
-    blend["reranker"] = {"validation": getattr(rec.production, "rerank_validation_", {}),
+    blend["reranker"] = {"validation": rec.production.rerank_validation_,
                          "gain": rr.importance() if rr is not None else {}}
     return EvaluationResult(report=_clean(report), tables=tables, cutoff=cutoff, seconds=secs, blend=blend,
                             reranker=rr)

@@ -103,13 +103,14 @@ def fit_reranker(shop: Shop, cutoff: pd.Timestamp, config: RecommenderConfig,
     Xh, yh, gh, nh = X[rows_held], y[rows_held], groups[held], nrel[held]
     ndcg_rr = ndcg_by_group(trial.predict(Xh), yh, gh, nh)
     ndcg_blend = ndcg_by_group(Xh[:, 0].astype(np.float64), yh, gh, nh)
-    validation = {"customers": int(train.sum()), "rows": int(rows_train.sum()), "holdout_customers": int(held.sum()),
-                  "holdout_ndcg@10_blend": round(ndcg_blend, 4), "holdout_ndcg@10_reranked": round(ndcg_rr, 4),
-                  "used": bool(ndcg_rr > ndcg_blend)}
+    validation = {"customers": counts["customers"], "rows": int(rows_train.sum()),
+                  "holdout_customers": counts["holdout_customers"], "holdout_ndcg@10_blend": round(ndcg_blend, 4),
+                  "holdout_ndcg@10_reranked": round(ndcg_rr, 4), "used": bool(ndcg_rr > ndcg_blend)}
     if not validation["used"]:
         log.warning("re-ranker not used: holdout NDCG@10 %.4f, the blend's %.4f", ndcg_rr, ndcg_blend)
         return None, {**validation, "why": "no better than the blend on the holdout"}
-    log.info("re-ranker: holdout NDCG@10 %.4f against the blend's %.4f (%d customers)", ndcg_rr, ndcg_blend, int(train.sum()))
+    log.info("re-ranker: holdout NDCG@10 %.4f against the blend's %.4f (%d customers)", ndcg_rr, ndcg_blend,
+             counts["customers"])
     trial.validation_ = validation  # the ranker that was checked is the one used (no refit with the holdout)
     return trial, validation
 
