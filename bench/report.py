@@ -71,6 +71,11 @@ def write_markdown(res: dict[str, Any], path: Path) -> None:
                "", "Churn calibration:", "",
                _table([[d["bin"], d["customers"], d["mean_predicted"], d["observed"]] for d in c["churn_reliability"]],
                       ["bin", "customers", "mean predicted", "observed"]), ""]
+        if "in_period_ceiling" in c["churn"]:
+            md += ["`in_period_ceiling` is not a model a shop could run: the same churn and value models fitted on "
+                   "production's training rows plus the evaluated window's own labels, each fifth of its customers "
+                   "scored by models that saw the other four fifths' outcomes. It bounds what these features can "
+                   "tell about this window; a target above it needs information the features do not hold.", ""]
         if "truth" in c:
             t = c["truth"]
             md += ["Against the simulator's truth:", "",

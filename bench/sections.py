@@ -84,7 +84,7 @@ def customer(which: str) -> dict:
     else:
         shop = load_shop(sim_dir(20000))
         cutoff, h = pd.Timestamp("2025-10-01"), 90
-    ev = evaluate_customer_models(shop, cutoff, CustomerModelConfig(horizon_days=h))
+    ev = evaluate_customer_models(shop, cutoff, CustomerModelConfig(horizon_days=h), ceiling=True)
     out = {"cutoff": str(cutoff.date()), "horizon_days": h, **ev.report,
            "value_decile_lift": ev.tables["value_decile_lift"].round(3).to_dict("records"),
            "churn_reliability": ev.tables["churn_reliability"].round(3).to_dict("records")}

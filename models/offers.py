@@ -207,24 +207,32 @@ def eligible(offer: Offer, X: pd.DataFrame, churn: pd.Series, segments: pd.Serie
 class UpliftModel:
     """Uplift of each offer on P(order within the window), plus P(redeem | offer).
 
-    An S-learner: one LightGBM classifier over customer features, the offer id and a ``treated`` flag;
+    An S-learner: LightGBM classifiers over customer features, the offer id and a ``treated`` flag;
     uplift = P(order | treated=1) - P(order | treated=0). Strongly regularised (shallow trees, large
     leaves). On the simulator its uplift ranking agreed with the true uplift better than a T-learner
-    (two models), an X-learner or a transformed-outcome regression (Spearman 0.52 vs 0.33 / 0.42 / 0.16).
+    (two models), an X-learner, a transformed-outcome or a doubly robust regression (Spearman 0.52 vs
+    0.33 / 0.42 / 0.16 / 0.29).
 
     ``moderators``: features that may change how much an offer works, given to the trees as
     ``treated x feature`` columns (missing when not treated) so that shallow trees can split on the effect
     directly. The default is the customer's discount affinity (share of spend bought on discount): on the
     simulator it raised the Qini on later campaigns from 0.20 to 0.27 (and the true incremental margin at a
     fixed budget by 25%); adding recency, frequency and past redemptions as well lowered the Qini (0.18).
+
+    ``n_models``: the outcome model is fitted that many times with different seeds (each tree sees 80% of
+    the rows and features) and the probabilities averaged. The effect is a few points of purchase
+    probability in noisy outcomes, so one fit's uplift ranking moves with its seed: on the simulator five
+    seeds gave 0.558-0.585 of the oracle's incremental margin, their average 0.590.
     """
 
     def __init__(self, config: CustomerModelConfig | None = None,
-                 moderators: tuple[str, ...] = ("discount_share",)) -> None:
+                 moderators: tuple[str, ...] = ("discount_share",), n_models: int = 5) -> None:
         self.config = config or CustomerModelConfig(n_estimators=100, learning_rate=0.03, num_leaves=7, min_child_samples=200)
         self.moderators = moderators
+        self.n_models = n_models
         self.offers_: set[str] = set()
         self.outcome_: ChurnModel | None = None
+        self.outcomes_: list[ChurnModel] = []
 
     def _frame(self, X: pd.DataFrame, offer_ids: Any, treated: float | np.ndarray) -> pd.DataFrame:
         t = np.broadcast_to(np.asarray(treated, float), (len(X),))
@@ -236,12 +244,18 @@ class UpliftModel:
 
     def fit(self, X: pd.DataFrame, offer_ids: Any, treated: Any, bought: Any, redeemed: Any) -> UpliftModel:
         """Rows are (customer features at send time, offer, group, outcome)."""
+        from dataclasses import replace
+
         from features.customer import CATEGORICAL
+        if self.n_models < 1:
+            raise ValueError(f"n_models must be at least 1, got {self.n_models}")
         t = np.asarray(treated, bool)
         F = self._frame(X, offer_ids, t.astype(float)).reset_index(drop=True)
         cats = [*CATEGORICAL, "offer_id"]
         y, r = np.asarray(bought, float), np.asarray(redeemed, float)
-        self.outcome_ = ChurnModel(self.config, cats).fit(F, y)
+        self.outcomes_ = [ChurnModel(replace(self.config, seed=self.config.seed + i), cats).fit(F, y)
+                          for i in range(self.n_models)]
+        self.outcome_ = self.outcomes_[0]
         self.redeem_ = ChurnModel(self.config, cats).fit(F[t], r[t])
         self.offers_ = set(map(str, offer_ids))
         # calibrate the size of the effect: an S-learner ranks well but shrinks uplift towards zero, so each
@@ -253,14 +267,31 @@ class UpliftModel:
             if m.sum() == 0 or t[m].all() or not t[m].any():
                 continue
             ate = y[m & t].mean() - y[m & ~t].mean()
-            Xm = X.iloc[np.flatnonzero(m)]
-            pred = (self.outcome_.predict(self._frame(Xm, oid[m], 1.0)).to_numpy()
-                    - self.outcome_.predict(self._frame(Xm, oid[m], 0.0)).to_numpy()).mean()
+            p1, p0 = self._probabilities(self._frame(X.iloc[np.flatnonzero(m)], oid[m], 1.0))
+            pred = (p1 - p0).mean()
             self.scale_[o] = float(np.clip(ate / pred, 0.0, 10.0)) if pred > 1e-6 and ate > 0 else 1.0
         return self
 
+    def _probabilities(self, F: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """P(order) treated and not treated for the rows of a treated frame, averaged over the outcome models."""
+        assert self.outcome_ is not None
+        M1 = self.outcome_._matrix(F)
+        M0 = M1.copy()
+        M0[:, self.outcome_.columns_.index("treated")] = 0.0
+        for j, col in enumerate(self.outcome_.columns_):
+            if col.startswith("treated_x_"):
+                M0[:, j] = np.nan
+        models = getattr(self, "outcomes_", None) or [self.outcome_]  # pickles from before bagging have one
+        p1, p0 = np.zeros(len(F)), np.zeros(len(F))
+        for m in models:
+            assert m.booster_ is not None
+            p1 += np.asarray(m.booster_.predict(M1))
+            p0 += np.asarray(m.booster_.predict(M0))
+        return p1 / len(models), p0 / len(models)
+
     def predict_pairs(self, X: pd.DataFrame, offer_ids: np.ndarray) -> pd.DataFrame:
-        """Like :meth:`predict`, for rows that each name their own offer, in one pass of each model."""
+        """uplift, p_treated, p_control, p_redeem and ``prior`` for rows that each name their own offer (the
+        documented prior for an offer with no history)."""
         if self.outcome_ is None:
             raise NotFittedError("UpliftModel")
         offer_ids = np.asarray(offer_ids, dtype=object)
@@ -269,37 +300,19 @@ class UpliftModel:
         known = np.isin(offer_ids, list(self.offers_))
         if known.any():
             F = self._frame(X[known], offer_ids[known], 1.0)
-            M1 = self.outcome_._matrix(F)
-            M0 = M1.copy()
-            M0[:, self.outcome_.columns_.index("treated")] = 0.0
-            for j, col in enumerate(self.outcome_.columns_):
-                if col.startswith("treated_x_"):
-                    M0[:, j] = np.nan
-            b = self.outcome_.booster_
-            assert b is not None and self.redeem_.booster_ is not None
-            p1, p0 = np.asarray(b.predict(M1)), np.asarray(b.predict(M0))
+            p1, p0 = self._probabilities(F)
             scale = np.array([getattr(self, "scale_", {}).get(o, 1.0) for o in offer_ids[known]])
             up[known] = (p1 - p0) * scale
             pc[known] = p0
             pt[known] = p0 + up[known]
+            assert self.redeem_.booster_ is not None
             pr[known] = np.asarray(self.redeem_.booster_.predict(self.redeem_._matrix(F)))
         return pd.DataFrame({"uplift": up, "p_treated": pt, "p_control": pc, "p_redeem": pr, "prior": ~known},
                             index=X.index)
 
     def predict(self, X: pd.DataFrame, offer_id: str) -> pd.DataFrame:
         """uplift, p_treated, p_control, p_redeem per customer for one offer (prior if no history)."""
-        if self.outcome_ is None:
-            raise NotFittedError("UpliftModel")
-        if offer_id not in self.offers_:
-            return pd.DataFrame({"uplift": PRIOR_UPLIFT, "p_treated": np.nan, "p_control": np.nan,
-                                 "p_redeem": PRIOR_REDEEM, "prior": True}, index=X.index)
-        ids = [offer_id] * len(X)
-        pt = self.outcome_.predict(self._frame(X, ids, 1.0)).to_numpy()
-        pc = self.outcome_.predict(self._frame(X, ids, 0.0)).to_numpy()
-        pr = self.redeem_.predict(self._frame(X, ids, 1.0)).to_numpy()
-        up = (pt - pc) * getattr(self, "scale_", {}).get(offer_id, 1.0)
-        return pd.DataFrame({"uplift": up, "p_treated": pc + up, "p_control": pc, "p_redeem": pr, "prior": False},
-                            index=X.index)
+        return self.predict_pairs(X, np.full(len(X), offer_id, dtype=object))
 
 
 def reasons_for(row: pd.Series, churn: float | None) -> list[str]:

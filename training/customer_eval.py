@@ -92,11 +92,32 @@ def fit_customer_models(shop: Shop, cutoff: pd.Timestamp, config: CustomerModelC
     return CustomerModels(churn=churn, value=value, bgnbd=bg, gg=gg, config=config, cutoff=cutoff)
 
 
+def in_period_ceiling(X: pd.DataFrame, y: pd.DataFrame, config: CustomerModelConfig, X_train: pd.DataFrame,
+                      y_train: pd.DataFrame, folds: int = 5) -> dict[str, dict[str, float]]:
+    """What these features can tell about this very window at best: the same models fitted on the production
+    training rows *plus* the evaluated window's own labels, scored out of fold (customers split in ``folds``;
+    each fold is predicted by models that saw the other folds' outcomes). Not a usable model (it learns from
+    the future it predicts) but a bound: a target above it needs information the features do not hold."""
+    from features.customer import CATEGORICAL
+    fold = np.random.default_rng(config.seed).permutation(len(X)) % folds
+    churn, value = np.zeros(len(X)), np.zeros(len(X))
+    for k in range(folds):
+        tr, te = fold != k, fold == k
+        A, ya = pd.concat([X_train, X[tr]]), pd.concat([y_train, y[tr]])
+        for c in CATEGORICAL:
+            A[c] = A[c].astype("string").astype("category")
+        churn[te] = ChurnModel(config).fit(A, ya["churn"]).predict(X[te]).to_numpy()
+        value[te] = ValueModel(config).fit(A, ya["future_net"]).predict(X[te]).to_numpy()
+    return {"churn": classification_report(y["churn"], churn),
+            "value": regression_report(y["future_net"].clip(lower=0).to_numpy(), value)}
+
+
 def evaluate_customer_models(shop: Shop, cutoff: pd.Timestamp, config: CustomerModelConfig,
-                             corrupt_features: bool = False) -> CustomerEvaluation:
+                             corrupt_features: bool = False, ceiling: bool = False) -> CustomerEvaluation:
     """Train on cutoffs before ``cutoff``; evaluate on customers with a past purchase at ``cutoff``.
 
-    ``corrupt_features`` shuffles the evaluation features (used to prove the promotion gate works).
+    ``corrupt_features`` shuffles the evaluation features (used to prove the promotion gate works);
+    ``ceiling`` adds :func:`in_period_ceiling` to the report (benchmarks).
     """
     cutoff = pd.Timestamp(cutoff)
     H = config.horizon_days
@@ -132,6 +153,10 @@ def evaluate_customer_models(shop: Shop, cutoff: pd.Timestamp, config: CustomerM
             "bgnbd_gg": regression_report(target, scores["value_bgnbd_gg"]),
         },
     }
+    if ceiling:
+        Xtr, ytr = stacked_training_set(shop, training_cutoffs(shop, cutoff, H, config.n_cutoffs, config.cutoff_step_days), H)
+        bound = in_period_ceiling(X, y, config, Xtr, ytr)
+        report["churn"]["in_period_ceiling"], report["value"]["in_period_ceiling"] = bound["churn"], bound["value"]
     tables = {"churn_reliability": reliability(y["churn"], churn_p),
               "value_decile_lift": decile_lift(target, value_p),
               "churn_feature_importance": models.churn.feature_importance().rename("gain").reset_index(),

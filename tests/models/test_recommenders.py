@@ -313,3 +313,27 @@ def test_short_history_fits_with_default_weights_and_no_reranker(small_shop) -> 
     m = fit_production(small_shop, cutoff, RecommenderConfig(factors=8, als_iterations=3, seed=7))
     assert m.weights_ == dict(DEFAULT_WEIGHTS) and m.reranker_ is None
     assert len(m.recommend(list(m._require().users.ids[:5]), 3, exclude_bought=True)) > 0
+
+
+def test_the_three_ndcg_computations_agree(fitted, data, small_shop) -> None:
+    """Blend tuning, the evaluation report and the re-ranker's holdout gate each compute NDCG@10 their own way
+    (numpy over the score matrix, frames of recommendations, candidate groups); on one ranking they agree."""
+    import copy
+
+    from models.rerank import ndcg_by_group
+    truth = {u: s for u, s in purchase_truth(small_shop, CUTOFF).items() if u in data.users}
+    blend = fitted["production"]
+    recs = blend.recommend(list(truth), 10)
+    report = ranking_report(recs, truth)["ndcg@10"]
+    probe = copy.deepcopy(blend).tune(truth, grid=[tuple(blend.weights_.items())])
+    assert len(probe.tuning_) == 1 and probe.weights_ == blend.weights_
+    assert probe.tuning_[0]["ndcg@10"] == pytest.approx(report, abs=1e-12)
+    # the re-ranker's gate, given each customer's whole ranked list as its candidates (shuffled rows: it sorts)
+    full = blend.recommend(list(truth), 200).sample(frac=1.0, random_state=1).sort_values("customer_id", kind="stable")
+    users = full["customer_id"].drop_duplicates().tolist()
+    groups = full.groupby("customer_id", sort=False).size().loc[users].to_numpy()
+    y = np.array([p in truth[c] for c, p in zip(full["customer_id"], full["product_id"], strict=True)], float)
+    n_rel = np.array([len(truth[u]) for u in users])
+    gate = ndcg_by_group(full["score"].to_numpy(float), y, groups, n_rel) * len(users) / len(truth)
+    assert gate == pytest.approx(report, abs=1e-12)
+    assert 0.05 < report < 1.0  # a real ranking, not an all-zero agreement
