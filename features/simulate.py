@@ -239,9 +239,15 @@ class _Chunk:
                 "group": np.where(control, "control", "treatment"), "true_uplift": up,
                 "true_base_p": base_p,
             }))
-        cat = lambda xs, cols: pd.concat(xs, ignore_index=True) if xs else pd.DataFrame(columns=cols)  # noqa: E731
-        return (cat(logs, ["cust"]), cat(induced, ["cust", "day", "offer", "induced"]),
-                cat(redeemed, ["idx", "offer"]))
+        def cat(xs: list[pd.DataFrame], dtypes: dict[str, str]) -> pd.DataFrame:
+            # a run too short for any campaign still gets typed (empty) columns: customer positions stay integers
+            if xs:
+                return pd.concat(xs, ignore_index=True)
+            return pd.DataFrame({c: pd.Series([], dtype=t) for c, t in dtypes.items()})
+        return (cat(logs, {"cust": "int64", "offer_id": "object", "campaign_id": "object", "sent_day": "float64",
+                           "channel": "object", "group": "object", "true_uplift": "float64", "true_base_p": "float64"}),
+                cat(induced, {"cust": "int64", "day": "float64", "offer": "object", "induced": "bool"}),
+                cat(redeemed, {"idx": "int64", "offer": "object"}))
 
     def lines(self, orders: pd.DataFrame) -> pd.DataFrame:
         rng = self.rng

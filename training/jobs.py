@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from features.customer import customer_features, order_lines
+from features.exceptions import ModelFitError
 from features.interactions import InteractionConfig
 from features.io import Shop, load_shop
 from models.customer import CustomerModelConfig
@@ -100,6 +101,12 @@ def evaluate(shop: Shop, config: TrainConfig, truth_dir: str | Path | None = Non
     """Every model and baseline on the holdout window after the cutoff. Nothing is registered."""
     H = config.horizon_days
     cutoff = pd.Timestamp(config.cutoff) if config.cutoff else default_cutoff(shop, H)
+    ts = shop.customer_orders()["ts"]
+    if not (ts < cutoff).any() or not (ts >= cutoff).any():
+        first = ts.min().date() if len(ts) else None
+        raise ModelFitError(f"the evaluation cutoff {cutoff.date()} needs customer orders before and after it; the "
+                            f"orders run from {first} to {shop.end.date()}: choose a --cutoff inside them or a shorter "
+                            f"--horizon-days (now {H})")
     secs: dict[str, float] = {}
     t0 = time.perf_counter()
     _progress("recommenders", 1, 3)

@@ -107,3 +107,17 @@ def test_cli_evaluate_writes_json(small_shop_dir, tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     rep = json.loads(out.read_text())
     assert rep["cutoff"] == "2025-10-01" and rep["horizon_days"] == 60
+
+
+def test_a_shop_shorter_than_the_horizon_stops_with_a_clear_error(tmp_path: Path) -> None:
+    """A 40-day simulated shop (too short for any campaign) is written with a typed, empty offer log; training on
+    it with a 90-day horizon stops at evaluation (before anything is logged or registered), saying what to change."""
+    from features.exceptions import ModelFitError
+    from features.io import load_shop
+    from features.simulate import simulate_shop
+    summary = simulate_shop(tmp_path / "shop", customers=300, days=40, seed=SEED)
+    assert summary["rows"]["offer_log"] == 0 and summary["rows"]["orders"] > 0
+    shop = load_shop(tmp_path / "shop")
+    assert shop.offer_log is None or len(shop.offer_log) == 0
+    with pytest.raises(ModelFitError, match=r"needs customer orders before and after it.*shorter --horizon-days \(now 90\)"):
+        evaluate(shop, TrainConfig())
