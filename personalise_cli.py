@@ -231,7 +231,8 @@ def offers_audience(data: Path = typer.Option(...), budget: float = typer.Option
         control = pd.Series(in_control_group(list(X.index), campaign, b.policy.catalogue.control_share), index=X.index)
         cand = b.policy.score(X, b.scores["churn"].reindex(X.index), b.as_of, channel=channel,
                               segments=b.scores["segment"])
-        chosen = choose_audience(cand[~cand["customer_id"].map(control).astype(bool)], budget, max_volume)
+        chosen = choose_audience(cand[~cand["customer_id"].map(control).astype(bool)], budget, max_volume,
+                                 offer_caps=b.policy.catalogue.caps())
         ctrl = cand[cand["customer_id"].map(control).astype(bool) & (cand["expected_value"] > 0)]
         ctrl = ctrl.sort_values("expected_value", ascending=False).drop_duplicates("customer_id")
         exp = pd.concat([chosen.assign(group="treatment"), ctrl.assign(group="control")], ignore_index=True)

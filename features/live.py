@@ -124,6 +124,15 @@ class LiveStore:
         with self.engine.connect() as conn:
             return pd.DataFrame(conn.execute(q).mappings().all(), columns=[c.name for c in DECISIONS.columns])
 
+    def offer_sends(self, offer_ids: list[str]) -> pd.DataFrame:
+        """How many decisions sent each of ``offer_ids`` to a treatment group, per channel (offer_id, channel,
+        n): what a capped offer's total budget and volume have used."""
+        q = (sa.select(DECISIONS.c.offer_id, DECISIONS.c.channel, sa.func.count().label("n"))
+             .where(DECISIONS.c.offer_id.in_(offer_ids), DECISIONS.c.group == "treatment")
+             .group_by(DECISIONS.c.offer_id, DECISIONS.c.channel))
+        with self.engine.connect() as conn:
+            return pd.DataFrame(conn.execute(q).all(), columns=["offer_id", "channel", "n"])
+
     def events(self) -> pd.DataFrame:
         with self.engine.connect() as conn:
             return pd.DataFrame(conn.execute(sa.select(EVENTS)).mappings().all(), columns=[c.name for c in EVENTS.columns])

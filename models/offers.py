@@ -76,6 +76,23 @@ class OfferCatalogue:
                 return o
         raise KeyError(offer_id)
 
+    def caps(self) -> dict[str, tuple[float | None, int | None]]:
+        """Each capped offer's (total budget, volume), for :func:`choose_audience`."""
+        return {o.id: (o.budget, o.max_volume) for o in self.offers if o.budget is not None or o.max_volume is not None}
+
+    def remaining(self, sends: pd.DataFrame) -> dict[str, tuple[float | None, int | None]]:
+        """What is left of each capped offer's budget and volume after ``sends`` (offer_id, channel, n: how
+        many were sent to treatment groups on each channel)."""
+        out: dict[str, tuple[float | None, int | None]] = {}
+        for oid, (money, volume) in self.caps().items():
+            mine = sends[sends["offer_id"] == oid] if len(sends) else sends
+            o = self.get(oid)
+            n = int(mine["n"].sum()) if len(mine) else 0
+            spent = float(sum(o.cost_per_send.get(ch, 0.0) * k for ch, k in zip(mine["channel"], mine["n"], strict=True))
+                          ) if len(mine) else 0.0
+            out[oid] = (None if money is None else max(money - spent, 0.0), None if volume is None else max(volume - n, 0))
+        return out
+
     @property
     def ids(self) -> list[str]:
         return [o.id for o in self.offers]
@@ -114,6 +131,11 @@ def parse_catalogue(raw: dict[str, Any] | None) -> OfferCatalogue:
         value = float(o.get("value", 0))
         if value < 0 or (kind in ("percent_off", "win_back") and value > 100):
             raise bad(f"value {value} out of range for kind {kind}")
+        for key in ("budget", "max_volume"):
+            v = o.get(key)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int | float) or v < 0
+                                  or (key == "max_volume" and v != int(v))):
+                raise bad(f"{key} must be a {'whole ' if key == 'max_volume' else ''}number >= 0, got {v!r}")
         elig = o.get("eligibility") or {}
         unknown = set(elig) - ELIGIBILITY_KEYS
         if unknown:
@@ -423,8 +445,14 @@ class OfferPolicy:
 
     def decide(self, X: pd.DataFrame, churn: pd.Series, now: pd.Timestamp, campaign: str = "default",
                channel: str | None = None, segments: pd.Series | None = None, history: pd.DataFrame | None = None,
-               triggers: pd.DataFrame | None = None, opted_out: pd.Series | None = None) -> pd.DataFrame:
-        """Best offer per customer or ``none``; control-group members are recorded and get nothing."""
+               triggers: pd.DataFrame | None = None, opted_out: pd.Series | None = None,
+               remaining: dict[str, tuple[float | None, int | None]] | None = None) -> pd.DataFrame:
+        """Best offer per customer or ``none``; control-group members are recorded and get nothing.
+
+        ``remaining``: what is left of capped offers' total budget and volume (``OfferCatalogue.remaining``).
+        Sends to the treatment group never exceed it: in order of expected value, customers past an offer's
+        limit get their next best offer (control members, who are sent nothing, use none of it).
+        """
         cand = self.score(X, churn, now, channel, segments, history, opted_out)
         trig = {}
         if triggers is not None and len(triggers):
@@ -435,9 +463,17 @@ class OfferPolicy:
             cand["rank_value"] = cand["expected_value"] + np.where(pref & (cand["expected_value"] > 0), 1e-6, 0)
         else:
             cand["rank_value"] = cand["expected_value"]
-        best = cand.sort_values("rank_value", ascending=False, kind="stable").drop_duplicates("customer_id")
-        best = best.set_index("customer_id").reindex(X.index)
         control = in_control_group(list(X.index), campaign, self.catalogue.control_share)
+        ranked = cand.sort_values("rank_value", ascending=False, kind="stable")
+        caps = {o: c for o, c in (remaining or {}).items() if c != (None, None)}
+        if caps:
+            in_control = ranked["customer_id"].isin(X.index[control])
+            treat = ranked[~in_control & (ranked["expected_value"] > 0)].reset_index(drop=True)
+            best = pd.concat([treat.iloc[_greedy(treat, np.inf, None, caps)],
+                              ranked[in_control].drop_duplicates("customer_id")])
+        else:
+            best = ranked.drop_duplicates("customer_id")
+        best = best.set_index("customer_id").reindex(X.index)
         out = []
         for i, cid in enumerate(X.index):
             r = best.loc[cid]
@@ -465,23 +501,58 @@ def _reason_text(has_offer: bool, facts: list[str]) -> str:
     return "no offer is worth its cost" + (f" ({', '.join(facts)})" if facts else "")
 
 
-def choose_audience(candidates: pd.DataFrame, budget: float, max_volume: int | None = None) -> pd.DataFrame:
+def choose_audience(candidates: pd.DataFrame, budget: float, max_volume: int | None = None,
+                    offer_caps: dict[str, tuple[float | None, int | None]] | None = None) -> pd.DataFrame:
     """One offer per customer maximising expected incremental margin within ``budget`` (greedy by value per
-    cost: each customer's best offer by value density, then by density until the budget is spent).
+    cost: candidates in order of value density, each taken if its customer has no offer yet and it still fits).
 
     ``candidates`` needs customer_id, offer_id, expected_value, send_cost. Only positive values are taken.
+    ``max_volume`` caps the number of contacts; ``offer_caps`` maps an offer id to its own (total budget, volume)
+    from the catalogue (``OfferCatalogue.caps()``): when an offer is used up, its customers fall back to their
+    next best offer. The budget and every cap are never exceeded.
     """
     c = candidates[candidates["expected_value"] > 0].copy()
     c["density"] = c["expected_value"] / c["send_cost"].clip(lower=1e-9)
-    c = c.sort_values(["density", "expected_value"], ascending=False, kind="stable").drop_duplicates("customer_id")
-    spent = np.cumsum(c["send_cost"].to_numpy())
-    keep = spent <= budget + 1e-9
-    if max_volume is not None:
-        keep &= np.arange(len(c)) < max_volume
-    return c[keep].drop(columns="density").reset_index(drop=True)
+    c = c.sort_values(["density", "expected_value"], ascending=False, kind="stable")
+    caps = {o: cap for o, cap in (offer_caps or {}).items() if cap != (None, None)}
+    if not caps:  # the common case, vectorised: each customer's densest offer, then a prefix within the budget
+        c = c.drop_duplicates("customer_id")
+        spent = np.cumsum(c["send_cost"].to_numpy())
+        keep = spent <= budget + 1e-9
+        if max_volume is not None:
+            keep &= np.arange(len(c)) < max_volume
+        return c[keep].drop(columns="density").reset_index(drop=True)
+    return c.iloc[_greedy(c, budget, max_volume, caps)].drop(columns="density").reset_index(drop=True)
 
 
-def optimal_audience_value(candidates: pd.DataFrame, budget: float) -> float:
+def _greedy(c: pd.DataFrame, budget: float, max_volume: int | None,
+            caps: dict[str, tuple[float | None, int | None]]) -> list[int]:
+    """Positions of the rows of ``c`` (in its order) taken one by one when the row's customer has nothing yet,
+    its send cost fits the budget, and its offer's own budget and volume are not used up."""
+    cost = c["send_cost"].to_numpy(float)
+    left_money = {o: (b if b is not None else np.inf) for o, (b, _) in caps.items()}
+    left_count = {o: (v if v is not None else np.inf) for o, (_, v) in caps.items()}
+    taken: set[Any] = set()
+    keep_rows: list[int] = []
+    remaining = budget + 1e-9
+    for i, (cid, oid) in enumerate(zip(c["customer_id"].tolist(), c["offer_id"].tolist(), strict=True)):
+        if max_volume is not None and len(keep_rows) >= max_volume:
+            break
+        if cid in taken or cost[i] > remaining:
+            continue
+        if oid in caps and (left_count[oid] < 1 or cost[i] > left_money[oid] + 1e-9):
+            continue
+        taken.add(cid)
+        keep_rows.append(i)
+        remaining -= cost[i]
+        if oid in caps:
+            left_count[oid] -= 1
+            left_money[oid] -= cost[i]
+    return keep_rows
+
+
+def optimal_audience_value(candidates: pd.DataFrame, budget: float,
+                           offer_caps: dict[str, tuple[float | None, int | None]] | None = None) -> float:
     """The exact optimum (scipy milp) of the same problem, for checking the greedy on small cases."""
     from scipy.optimize import Bounds, LinearConstraint, milp
     c = candidates[candidates["expected_value"] > 0].reset_index(drop=True)
@@ -490,7 +561,14 @@ def optimal_audience_value(candidates: pd.DataFrame, budget: float) -> float:
     cust = pd.factorize(c["customer_id"])[0]
     A_one = np.zeros((cust.max() + 1, len(c)))
     A_one[cust, np.arange(len(c))] = 1
-    cons = [LinearConstraint(A_one, 0, 1), LinearConstraint(c["send_cost"].to_numpy()[None, :], 0, budget)]
+    cost = c["send_cost"].to_numpy(float)
+    cons = [LinearConstraint(A_one, 0, 1), LinearConstraint(cost[None, :], 0, budget)]
+    for o, (money, volume) in (offer_caps or {}).items():
+        row = (c["offer_id"] == o).to_numpy(float)
+        if money is not None:
+            cons.append(LinearConstraint((row * cost)[None, :], 0, money))
+        if volume is not None:
+            cons.append(LinearConstraint(row[None, :], 0, volume))
     res = milp(-c["expected_value"].to_numpy(), constraints=cons, integrality=np.ones(len(c)), bounds=Bounds(0, 1))
     return float(-res.fun) if res.success else float("nan")
 

@@ -5,6 +5,7 @@ The BentoML service in :mod:`serving.service` is a thin typed layer over :class:
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import gc
@@ -83,6 +84,8 @@ class Personaliser:
         self._live_as_of: dt.datetime | None = None
         self._live_id = 0
         self._live_lock = threading.Lock()
+        self._offer_lock = threading.Lock()
+        """Held while a decision on capped offers reads what is left of them and logs its sends."""
         self._stop = threading.Event()
         try:
             self.current = self._load()
@@ -239,26 +242,37 @@ class Personaliser:
             now = max(now, b.as_of)
             trig = b.triggers[b.triggers["customer_id"].isin(known)] if len(b.triggers) else None
             opted = b.scores["opted_out"].reindex(known).fillna(False) if "opted_out" in b.scores else None
-            dec = policy.decide(X, churn, now, campaign=campaign, channel=channel, segments=seg, history=hist,
-                                triggers=trig, opted_out=opted)
-            log_rows = []
-            for r in dec.to_dict("records"):
-                r = {k: (None if not isinstance(v, str) and v is not None and pd.isna(v) else v) for k, v in r.items()}
-                out[r["customer_id"]] = {
-                    "customer_id": r["customer_id"], "offer_id": r["offer_id"] if r["group"] == "treatment" else "none",
-                    "channel": r["channel"] if r["group"] == "treatment" else None,
-                    "expected_value": r["expected_value"], "reason": r["reason"] if r["group"] == "treatment"
-                    else f"control group of campaign {campaign}: held out for measurement ({r['reason']})",
-                    "control_group": r["group"] == "control", "trigger": r["trigger"], "source": "model",
-                    "model_version": cur.version, "would_offer": r["offer_id"]}
-                if r["offer_id"] != "none":
-                    log_rows.append({"customer_id": r["customer_id"], "offer_id": r["offer_id"], "channel": r["channel"],
-                                     "group": r["group"], "campaign_id": campaign,
-                                     "expected_value": r["expected_value"], "propensity": r["propensity"],
-                                     "model_version": cur.version})
-            self.store.add_decisions(log_rows)
+            caps = policy.catalogue.caps()
+            with self._offer_lock if caps else contextlib.nullcontext():
+                # offers with a total budget or volume: what is left is read and the sends are logged under one
+                # lock, so concurrent requests (one worker process) never overshoot it
+                remaining = policy.catalogue.remaining(self.store.offer_sends(list(caps))) if caps else None
+                dec = policy.decide(X, churn, now, campaign=campaign, channel=channel, segments=seg, history=hist,
+                                    triggers=trig, opted_out=opted, remaining=remaining)
+                self._log_offers(dec, campaign, cur.version, out)
         return [out.get(c) or {"customer_id": c, **none, "reason": "unknown customer or no purchase yet",
                                "model_version": cur.version} for c in customer_ids]
+
+    def _log_offers(self, dec: pd.DataFrame, campaign: str, version: str, out: dict[str, dict[str, Any]]) -> None:
+        """The answers of ``dec`` into ``out``; every decision that names an offer is stored (control included:
+        its ``group`` says it was not sent)."""
+        log_rows = []
+        for r in dec.to_dict("records"):
+            r = {k: (None if not isinstance(v, str) and v is not None and pd.isna(v) else v) for k, v in r.items()}
+            treated = r["group"] == "treatment"
+            out[r["customer_id"]] = {
+                "customer_id": r["customer_id"], "offer_id": r["offer_id"] if treated else "none",
+                "channel": r["channel"] if treated else None,
+                "expected_value": r["expected_value"], "reason": r["reason"] if treated
+                else f"control group of campaign {campaign}: held out for measurement ({r['reason']})",
+                "control_group": not treated, "trigger": r["trigger"], "source": "model",
+                "model_version": version, "would_offer": r["offer_id"]}
+            if r["offer_id"] != "none":
+                log_rows.append({"customer_id": r["customer_id"], "offer_id": r["offer_id"], "channel": r["channel"],
+                                 "group": r["group"], "campaign_id": campaign,
+                                 "expected_value": r["expected_value"], "propensity": r["propensity"],
+                                 "model_version": version})
+        self.store.add_decisions(log_rows)
 
     def profile(self, customer_id: str) -> dict[str, Any]:
         cur = self.current

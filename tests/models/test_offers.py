@@ -40,6 +40,9 @@ def bad(**change):
     (bad(valid_from="2025-02-01", valid_to="2025-01-01"), "offer pct10: valid_to is before valid_from"),
     ({"offers": [GOOD["offers"][0], GOOD["offers"][0]]}, "offer pct10: duplicate id"),
     ({}, "expected a top-level 'offers:' list"),
+    (bad(budget=-5), "offer pct10: budget must be a number >= 0, got -5"),
+    (bad(max_volume=2.5), "offer pct10: max_volume must be a whole number >= 0, got 2.5"),
+    (bad(budget="lots"), "offer pct10: budget must be a number >= 0, got 'lots'"),
 ])
 def test_bad_catalogue_names_offer_and_reason(raw, message) -> None:
     with pytest.raises(CatalogueError) as e:
@@ -144,6 +147,34 @@ def test_do_nothing_is_a_candidate_and_control_gets_nothing(policy_setup, small_
     assert dec.loc[dec["offer_id"] == "none", "reason"].str.startswith("no offer is worth its cost").all()
 
 
+def test_decisions_respect_what_is_left_of_capped_offers(policy_setup, small_shop) -> None:
+    policy, X, churn = policy_setup
+    free = policy.decide(X, churn, small_shop.end, campaign="c1")
+    sent = free[free["group"] == "treatment"]
+    top = sent["offer_id"].value_counts().index[0]
+    n_top = int((sent["offer_id"] == top).sum())
+    assert n_top > 3
+    capped = policy.decide(X, churn, small_shop.end, campaign="c1", remaining={top: (None, 3)})
+    t = capped[capped["group"] == "treatment"]
+    got = t[t["offer_id"] == top]
+    assert len(got) == 3  # the 3 with the highest expected value for it
+    best = sent[sent["offer_id"] == top].sort_values("expected_value", ascending=False)["customer_id"].head(3)
+    assert set(got["customer_id"]) == set(best)
+    others = sent.loc[(sent["offer_id"] == top) & ~sent["customer_id"].isin(best), "customer_id"]
+    moved = t.set_index("customer_id").loc[others, "offer_id"]
+    assert (moved != top).all()  # the rest fall back to their next best offer or none
+    ctrl = capped[capped["group"] == "control"].set_index("customer_id")["offer_id"]
+    assert ctrl.equals(free[free["group"] == "control"].set_index("customer_id")["offer_id"])  # control unchanged
+    none_left = policy.decide(X, churn, small_shop.end, campaign="c1", remaining={top: (0.0, None)})
+    assert not ((none_left["offer_id"] == top) & (none_left["group"] == "treatment")).any()
+    sends = pd.DataFrame({"offer_id": [top, top], "channel": [policy.catalogue.get(top).channels[0]] * 2, "n": [4, 1]})
+    from dataclasses import replace
+    cat = replace(policy.catalogue, offers=tuple(replace(o, max_volume=7, budget=100.0) if o.id == top else o
+                                                 for o in policy.catalogue.offers))
+    cost = policy.catalogue.get(top).cost_per_send[policy.catalogue.get(top).channels[0]]
+    assert cat.remaining(sends) == {top: (pytest.approx(100.0 - 5 * cost), 2)}
+
+
 def test_contact_rules_caps_and_opt_out(policy_setup, small_shop) -> None:
     policy, X, churn = policy_setup
     now = small_shop.end
@@ -215,6 +246,46 @@ def test_greedy_is_close_to_the_optimum_on_small_cases() -> None:
         budget = 0.6
         g = choose_audience(c, budget)["expected_value"].sum()
         opt = optimal_audience_value(c, budget)
+        assert g <= opt + 1e-6
+        ratios.append(g / opt if opt > 0 else 1.0)
+    assert np.mean(ratios) > 0.85
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 15), st.sampled_from(["a", "b", "c"]), st.floats(-1, 10),
+                          st.sampled_from([0.05, 0.1, 0.3])), min_size=1, max_size=50),
+       st.floats(0, 3), st.one_of(st.none(), st.floats(0, 1)), st.one_of(st.none(), st.integers(0, 4)),
+       st.one_of(st.none(), st.integers(0, 10)))
+def test_offer_caps_are_never_exceeded(rows, budget, a_money, a_volume, max_volume) -> None:
+    c = pd.DataFrame(rows, columns=["customer_id", "offer_id", "expected_value", "send_cost"]).drop_duplicates(
+        ["customer_id", "offer_id"])
+    caps = {"a": (a_money, a_volume), "b": (None, 1)}
+    a = choose_audience(c, budget, max_volume, offer_caps=caps)
+    assert a["send_cost"].sum() <= budget + 1e-9 and a["customer_id"].is_unique and (a["expected_value"] > 0).all()
+    used = a[a["offer_id"] == "a"]
+    assert a_money is None or used["send_cost"].sum() <= a_money + 1e-9
+    assert a_volume is None or len(used) <= a_volume
+    assert (a["offer_id"] == "b").sum() <= 1
+    assert max_volume is None or len(a) <= max_volume
+    assert a.merge(c, on=["customer_id", "offer_id"]).shape[0] == len(a)  # only real candidates
+
+
+def test_used_up_offer_falls_back_to_the_next_best_and_stays_near_the_optimum() -> None:
+    c = pd.DataFrame({"customer_id": [1, 1, 2, 2, 3], "offer_id": ["gold", "silver", "gold", "silver", "gold"],
+                      "expected_value": [5.0, 3.0, 4.0, 1.0, 2.0], "send_cost": [0.1] * 5})
+    a = choose_audience(c, 1.0, offer_caps={"gold": (None, 1)})
+    assert dict(zip(a["customer_id"], a["offer_id"], strict=True)) == {1: "gold", 2: "silver"}
+    assert choose_audience(c, 1.0)["offer_id"].tolist() == ["gold", "gold", "gold"]  # no cap: gold for all
+    rng = np.random.default_rng(1)
+    ratios = []
+    for _ in range(20):
+        n = 30
+        c = pd.DataFrame({"customer_id": rng.integers(0, 12, n), "offer_id": rng.choice(["x", "y", "z"], n),
+                          "expected_value": rng.gamma(2, 2, n) - 1, "send_cost": rng.choice([0.05, 0.1, 0.3], n)})
+        c = c.drop_duplicates(["customer_id", "offer_id"])
+        caps = {"x": (0.2, None), "y": (None, 2)}
+        g = choose_audience(c, 0.8, offer_caps=caps)["expected_value"].sum()
+        opt = optimal_audience_value(c, 0.8, offer_caps=caps)
         assert g <= opt + 1e-6
         ratios.append(g / opt if opt > 0 else 1.0)
     assert np.mean(ratios) > 0.85

@@ -73,3 +73,40 @@ def test_a_load_renders_the_default_answers_before_it_serves(trained_project, tm
         assert (cid, 5) in p.current.answers  # a reload renders its own
     finally:
         p.close()
+
+
+def test_capped_offer_is_never_sent_past_its_volume_under_concurrent_requests(personaliser: Personaliser,
+                                                                             trained_project) -> None:
+    """An offer with a total volume in the catalogue: eight threads asking for offers at once send it at most that
+    many times (what is left is read and the sends logged under one lock), counted in the live store."""
+    import threading
+    from dataclasses import replace
+    p = personaliser
+    policy = p.current.bundle.policy
+    assert policy is not None
+    ids = customers(trained_project, 200)
+    b = p.current.bundle
+    known = [c for c in ids if b.features.at[c, "n_orders"] > 0]
+    dec = policy.decide(b.features.loc[known], b.scores["churn"].reindex(known), max(pd.Timestamp.now(), b.as_of),
+                        campaign="capped")  # what they would get without a cap (nothing is logged here)
+    given = dec.loc[(dec["group"] == "treatment") & (dec["offer_id"] != "none"), "offer_id"].value_counts()
+    top = str(given.index[0])
+    assert given.iloc[0] > 8
+    policy.catalogue = replace(policy.catalogue, offers=tuple(replace(o, max_volume=5) if o.id == top else o
+                                                              for o in policy.catalogue.offers))
+    answers: list[dict] = []
+
+    def ask(chunk: list[str]) -> None:
+        for c in chunk:
+            answers.extend(p.offers([c], None, "capped"))
+
+    threads = [threading.Thread(target=ask, args=(ids[i::8],)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    sent = [a for a in answers if a["offer_id"] == top]
+    d = p.store.decisions()
+    stored = d[(d["offer_id"] == top) & (d["group"] == "treatment")]
+    assert len(sent) == 5 and len(stored) == 5
+    assert len(answers) == len(ids) and any(a["offer_id"] not in ("none", top) for a in answers)
