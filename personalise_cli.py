@@ -260,19 +260,17 @@ def offers_measure(data: Path = typer.Option(...), window_days: int = typer.Opti
         import numpy as np
 
         from features.io import load_shop
-        from models.offers import measure_uplift
-        from training.offer_eval import uplift_training_set
+        from training.offer_eval import measure_uplift_by_segment, uplift_training_set
         shop = load_shop(_shop_dir(data))
         X, y = uplift_training_set(shop, window_days=window_days)
         if not len(y):
             raise ValueError("no offer_log in the data")
         y = y.assign(group=np.where(y["treated"], "treatment", "control"), converted=y["bought"].astype(int))
-        y["segment"] = np.where(X["discount_share"].fillna(0).to_numpy() >= 0.3, "discount-responsive", "other")
-        res = measure_uplift(y, ["campaign_id"])
-        res2 = measure_uplift(y, ["campaign_id", "segment"])
-        import pandas as pd
-        pd.concat([res.assign(segment="all"), res2], ignore_index=True).to_csv(out, index=False)
-        typer.echo(res.round(4).to_string(index=False))
+        res = measure_uplift_by_segment(X, y)
+        res.to_csv(out, index=False)
+        typer.echo(res[res["segment_kind"] == "all"].drop(columns=["segment_kind", "segment"]).round(4)
+                   .to_string(index=False))
+        typer.echo(f"per segment (value tier and discount affinity at send time): {out}")
     _run(go)
 
 

@@ -30,16 +30,23 @@ def rfm_scores(X: pd.DataFrame) -> pd.DataFrame:
                          "M": _quintile(b["net_revenue"])}, index=b.index)
 
 
-def segment_customers(X: pd.DataFrame, churn: pd.Series, predicted_value: pd.Series, horizon_days: int = 90,
-                      high_risk: float = 0.6, low_risk: float = 0.3) -> pd.DataFrame:
-    """Value tier (historical net value), attrition tier (churn risk), potential (predicted vs past) and a
-    named segment per customer."""
+def value_tiers(X: pd.DataFrame) -> np.ndarray:
+    """Historical net value tier per customer: ``high`` (top 20% of positive net value: margin where unit
+    costs are known, else net revenue), ``mid`` (top half), ``low``, ``negative`` (returned or discounted away
+    what they bought) or ``none`` (no purchase). Needs only the features, so it can be taken at any date."""
     net = X["net_margin"].where(X["net_margin"].notna(), X["net_revenue"]) if "net_margin" in X else X["net_revenue"]
     net = net.fillna(0.0)
     buyers = X["n_orders"] > 0
     pos = net[buyers & (net > 0)]
     hi, mid = (pos.quantile(0.8), pos.quantile(0.5)) if len(pos) else (np.inf, np.inf)
-    value_tier = np.select([~buyers, net <= 0, net >= hi, net >= mid], ["none", "negative", "high", "mid"], "low")
+    return np.select([~buyers, net <= 0, net >= hi, net >= mid], ["none", "negative", "high", "mid"], "low")
+
+
+def segment_customers(X: pd.DataFrame, churn: pd.Series, predicted_value: pd.Series, horizon_days: int = 90,
+                      high_risk: float = 0.6, low_risk: float = 0.3) -> pd.DataFrame:
+    """Value tier (historical net value), attrition tier (churn risk), potential (predicted vs past) and a
+    named segment per customer."""
+    value_tier = value_tiers(X)
     c = churn.reindex(X.index)
     attrition = np.select([c.isna(), c >= high_risk, c >= low_risk], ["unknown", "high", "medium"], "low")
     past_rate = X["net_revenue"] / np.maximum(X["tenure_days"].fillna(0), horizon_days) * horizon_days

@@ -63,6 +63,28 @@ def uplift_training_set(shop: Shop, before: pd.Timestamp | None = None, start: p
     return X.set_index("customer_id"), pd.concat(ys, ignore_index=True)
 
 
+def measure_uplift_by_segment(X: pd.DataFrame, y: pd.DataFrame) -> pd.DataFrame:
+    """Measured uplift (treatment vs control, 95% interval) per campaign: over all its customers, then per
+    historical value tier and per discount affinity, each taken from the customer's features at the send date.
+    ``X``, ``y`` as from :func:`uplift_training_set` with ``group`` and ``converted`` added to ``y``."""
+    from models.segments import value_tiers
+    tier = np.empty(len(y), dtype=object)
+    day = pd.to_datetime(y["sent_at"]).dt.floor("D").to_numpy()
+    for d in np.unique(day):  # tiers among the customers of each send date (net value grows over time)
+        m = day == d
+        tier[m] = value_tiers(X.iloc[np.flatnonzero(m)])
+    y = y.assign(value_tier=tier,
+                 discount_affinity=np.where(X["discount_share"].fillna(0).to_numpy() >= 0.3,
+                                            "discount-responsive", "other"))
+    parts = [measure_uplift(y, ["campaign_id"]).assign(segment_kind="all", segment="all")]
+    for kind in ("value_tier", "discount_affinity"):
+        parts.append(measure_uplift(y, ["campaign_id", kind]).rename(columns={kind: "segment"})
+                     .assign(segment_kind=kind))
+    out = pd.concat(parts, ignore_index=True)
+    return out[["campaign_id", "segment_kind", "segment", *[c for c in out.columns
+                                                           if c not in ("campaign_id", "segment_kind", "segment")]]]
+
+
 def fit_uplift(shop: Shop, before: pd.Timestamp | None = None, seed: int = 42) -> UpliftModel | None:
     X, y = uplift_training_set(shop, before)
     if not len(y) or y["treated"].all() or (~y["treated"]).all():
@@ -94,6 +116,7 @@ def evaluate_offers(shop: Shop, cutoff: pd.Timestamp, churn: pd.Series | None = 
     if len(yh):
         conv = yh.assign(converted=yh["bought"].astype(int), group=np.where(yh["treated"], "treatment", "control"))
         tables["measured_uplift"] = measure_uplift(conv, ["campaign_id"])
+        tables["measured_uplift_by_segment"] = measure_uplift_by_segment(Xh, conv)
         t = yh["treated"].to_numpy()
         past = Xh["redemption_rate"].fillna(0).to_numpy()
         report["redemption"] = {"baseline_past_redemptions": {"auc": auc(yh["redeemed"][t], past[t])}}

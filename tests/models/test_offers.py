@@ -302,6 +302,27 @@ def test_measured_uplift_interval_covers_the_planted_effect() -> None:
     assert r["ci_low"] > 0
 
 
+def test_uplift_by_segment_finds_an_effect_planted_in_one_value_tier() -> None:
+    from training.offer_eval import measure_uplift_by_segment
+    rng = np.random.default_rng(5)
+    n = 20000
+    net = rng.gamma(1.0, 100.0, n)
+    X = pd.DataFrame({"n_orders": 3, "net_revenue": net, "net_margin": np.nan, "discount_share": 0.0},
+                     index=[f"C{i}" for i in range(n)])
+    treated = rng.random(n) < 0.7
+    high = net >= np.quantile(net, 0.8)
+    p = 0.1 + np.where(treated & high, 0.15, 0.0)  # the offer works on the top value tier only
+    y = pd.DataFrame({"campaign_id": "spring", "sent_at": pd.Timestamp("2025-03-01"), "treated": treated,
+                      "group": np.where(treated, "treatment", "control"),
+                      "converted": (rng.random(n) < p).astype(int)})
+    res = measure_uplift_by_segment(X, y).set_index(["segment_kind", "segment"])
+    hi, lo = res.loc[("value_tier", "high")], res.loc[("value_tier", "low")]
+    assert hi["ci_low"] <= 0.15 <= hi["ci_high"] and hi["ci_low"] > 0.08
+    assert lo["ci_low"] <= 0.0 <= lo["ci_high"]
+    assert res.loc[("all", "all"), "uplift"] == pytest.approx(0.03, abs=0.015)
+    assert res.loc[("value_tier", "high"), "treated"] + res.loc[("value_tier", "high"), "control"] == high.sum()
+
+
 def test_qini_prefers_the_true_uplift_ranking() -> None:
     rng = np.random.default_rng(2)
     n = 20000
