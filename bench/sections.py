@@ -93,7 +93,7 @@ def customer(which: str) -> dict:
         gone = (t["dropout_at"] < cutoff).to_numpy()
         rate = (t["orders_per_year"] * t["expected_basket"] * (1 - t["return_rate"]) * ~gone).to_numpy()
         out["truth"] = {"churn_auc_vs_true_dropout": {m: auc(gone, ev.scores[f"churn_{m}"]) for m in ("production", "recency", "bgnbd")},
-                        "value_gini_vs_true_rate": {m: normalized_gini(rate, ev.scores[f"value_{m}"].fillna(0)) for m in ("production", "last_period", "bgnbd_gg")}}
+                        "value_gini_vs_true_rate": {m: normalized_gini(rate, ev.scores[f"value_{m}"].fillna(0)) for m in ("production", "last_period", "historical_rate", "bgnbd_gg")}}
     return out
 
 

@@ -195,3 +195,10 @@ def last_period_baseline(X: pd.DataFrame, horizon_days: int) -> pd.Series:
         if horizon_days <= w:
             return (X[f"net_{w}"].astype(float) * horizon_days / w).clip(lower=0)
     return (X["net_180"].astype(float) * horizon_days / 180).clip(lower=0)
+
+
+def historical_rate_baseline(X: pd.DataFrame, horizon_days: int) -> pd.Series:
+    """Value baseline: the customer's average net spend per day over their whole history, times the horizon
+    (history counted from the first purchase, at least one horizon long)."""
+    days = np.maximum(X["purchase_age_days"].astype(float).fillna(0.0), horizon_days)
+    return (X["net_revenue"].astype(float) / days * horizon_days).clip(lower=0)

@@ -23,6 +23,7 @@ from models.customer import (
     ChurnModel,
     CustomerModelConfig,
     ValueModel,
+    historical_rate_baseline,
     last_period_baseline,
     recency_baseline,
 )
@@ -138,6 +139,7 @@ def evaluate_customer_models(shop: Shop, cutoff: pd.Timestamp, config: CustomerM
         "churn": y["churn"], "future_net": y["future_net"], "churn_production": churn_p,
         "churn_recency": recency_baseline(X), "churn_bgnbd": bgs["p_no_purchase"],
         "value_production": value_p, "value_last_period": last_period_baseline(X, H),
+        "value_historical_rate": historical_rate_baseline(X, H),
         "value_bgnbd_gg": bgs["expected_value"],
     })
     target = y["future_net"].clip(lower=0).to_numpy()
@@ -150,6 +152,7 @@ def evaluate_customer_models(shop: Shop, cutoff: pd.Timestamp, config: CustomerM
         "value": {
             "production": regression_report(target, value_p),
             "last_period": regression_report(target, scores["value_last_period"]),
+            "historical_rate": regression_report(target, scores["value_historical_rate"]),
             "bgnbd_gg": regression_report(target, scores["value_bgnbd_gg"]),
         },
     }

@@ -89,7 +89,7 @@ def test_evaluate_report_has_every_model_and_baseline(small_shop, small_shop_dir
     assert "buy_again" in r["recommend"]["all_items"]
     assert set(r["churn"]) == {"production", "recency", "bgnbd"}
     assert set(r["churn"]["production"]) == {"auc", "pr_auc", "brier", "customers"}
-    assert set(r["value"]) == {"production", "last_period", "bgnbd_gg"}
+    assert set(r["value"]) == {"production", "last_period", "historical_rate", "bgnbd_gg"}
     assert set(r["value"]["production"]) == {"spearman", "normalized_gini", "top_decile_capture", "mae", "customers"}
     assert {"random", "propensity", "blanket", "production", "oracle"} <= set(r["offers"])
     assert set(r["offers"]["production"]) == {"incremental_margin", "cost", "contacts"}
