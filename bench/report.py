@@ -101,6 +101,11 @@ def write_markdown(res: dict[str, Any], path: Path) -> None:
                    f"{_f(p['feature_ceiling']['incremental_margin'] / p['oracle']['incremental_margin'], 2)} of the "
                    "oracle, which bounds what any policy built on these features can reach; the 80% target is above "
                    "it.", ""]
+        if "production_all_campaigns" in p:
+            md += ["`production` is the uplift model fitted on the campaigns before 2025-09-01 (the later three "
+                   "measure its Qini). `production_all_campaigns` is the model the train job ships, refitted on all "
+                   f"eleven: {_f(o['ratios'].get('all_campaigns_share_of_oracle'), 2)} of the oracle. The last three "
+                   "campaigns measured smaller effects than the earlier ones of the same offers (below).", ""]
         if o.get("measured_uplift"):
             md += ["Measured uplift per campaign (treatment vs control, 95% CI):", "",
                    _table([[m["campaign_id"], m["treated"], m["control"], m["uplift"], m["ci_low"], m["ci_high"]]

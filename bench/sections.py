@@ -108,6 +108,16 @@ def offers(which: str) -> dict:
     if pol:
         ratios = {"vs_propensity": pol["production"]["incremental_margin"] / pol["propensity"]["incremental_margin"],
                   "share_of_oracle": pol["production"]["incremental_margin"] / pol["oracle"]["incremental_margin"]}
+        # the model the train job ships is refitted on every campaign (the one above stops at the cutoff, so
+        # that later campaigns can measure its Qini): the same policy benchmark for it
+        from models.offers import parse_catalogue
+        from training.offer_eval import fit_uplift, policy_benchmark
+        refit = fit_uplift(shop, shop.end, 42)
+        if refit is not None:
+            p2 = policy_benchmark(shop, parse_catalogue(shop.offers), refit, None, d / "truth", 42, 0.2)["policies"]
+            pol["production_all_campaigns"] = p2["production"]
+            ratios["all_campaigns_share_of_oracle"] = p2["production"]["incremental_margin"] / pol["oracle"][
+                "incremental_margin"]
     return {**ev.report, "ratios": ratios, "measured_uplift": ev.tables.get("measured_uplift", pd.DataFrame()).round(4).to_dict("records")}
 
 
