@@ -487,7 +487,7 @@ class OfferPolicy:
                 "expected_value": round(float(r["expected_value"]), 4) if has else 0.0,
                 "group": "control" if control[i] else "treatment",
                 "send": bool(has and not control[i]),
-                "reason": _reason_text(has, why + ([f"trigger: {', '.join(t)}"] if t else [])),
+                "reason": _reason_text(has, why + ([f"trigger: {', '.join(dict.fromkeys(t))}"] if t else [])),
                 "trigger": t[0] if t else None,
                 "uplift": None if not has else round(float(r["uplift"]), 4),
                 "propensity": None if not has else round(float(r["p_redeem"]), 4),

@@ -175,6 +175,18 @@ def test_decisions_respect_what_is_left_of_capped_offers(policy_setup, small_sho
     assert cat.remaining(sends) == {top: (pytest.approx(100.0 - 5 * cost), 2)}
 
 
+def test_triggers_are_named_once_in_the_reason(policy_setup, small_shop) -> None:
+    policy, X, churn = policy_setup
+    cid = X.index[0]
+    trig = pd.DataFrame({"customer_id": [cid] * 4, "trigger": ["spend_jump", "spend_jump", "dormancy", "spend_jump"]})
+    dec = policy.decide(X, churn, small_shop.end, campaign="c1", triggers=trig).set_index("customer_id")
+    plain = policy.decide(X, churn, small_shop.end, campaign="c1").set_index("customer_id")
+    assert dec.at[cid, "trigger"] == "spend_jump"
+    assert dec.at[cid, "reason"].count("spend_jump") == 1 and "trigger: spend_jump, dormancy" in dec.at[cid, "reason"]
+    assert dec.at[cid, "expected_value"] == plain.at[cid, "expected_value"]  # a trigger explains, it adds no value
+    assert dec.drop(index=cid)["trigger"].isna().all()
+
+
 def test_contact_rules_caps_and_opt_out(policy_setup, small_shop) -> None:
     policy, X, churn = policy_setup
     now = small_shop.end
