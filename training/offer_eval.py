@@ -30,16 +30,33 @@ def uplift_training_set(shop: Shop, before: pd.Timestamp | None = None, start: p
                         window_days: int = 14) -> tuple[pd.DataFrame, pd.DataFrame]:
     """One row per offer_log row: customer features at the send date, group and outcome in the window.
 
-    Only rows whose whole window ends before ``before`` are used (no outcome peeks past it).
+    Only rows whose whole window ends before ``before`` are used (no outcome peeks past it), and only rows sent
+    at or after ``start``. The rows of every send date are built once per shop and window (a train job asks
+    three times: before the cutoff, after it, and all).
     """
+    full = _all_uplift_rows(shop, window_days)
+    if full is None:
+        return pd.DataFrame(), pd.DataFrame()
+    X, y = full
+    sent = pd.to_datetime(y["sent_at"])
+    keep = np.ones(len(y), bool)
+    if before is not None:
+        keep &= (sent + pd.Timedelta(days=window_days) <= before).to_numpy()
+    if start is not None:
+        keep &= (sent >= start).to_numpy()
+    if not keep.any():
+        return pd.DataFrame(), pd.DataFrame()
+    return X[keep], y[keep].reset_index(drop=True)
+
+
+def _all_uplift_rows(shop: Shop, window_days: int) -> tuple[pd.DataFrame, pd.DataFrame] | None:
     ol = shop.offer_log
     if ol is None or not len(ol):
-        return pd.DataFrame(), pd.DataFrame()
-    ol = ol.copy()
-    if before is not None:
-        ol = ol[ol["sent_at"] + pd.Timedelta(days=window_days) <= before]
-    if start is not None:
-        ol = ol[ol["sent_at"] >= start]
+        return None
+    cache = shop.__dict__.setdefault("_uplift_rows", {})
+    hit = cache.get(window_days)
+    if hit is not None and hit[0] is ol and hit[1] is shop.orders:
+        return hit[2]
     o = shop.customer_orders()
     buys = o[o["quantity"] > 0][["customer_id", "ts"]]
     xs, ys = [], []
@@ -60,7 +77,9 @@ def uplift_training_set(shop: Shop, before: pd.Timestamp | None = None, start: p
     X = pd.concat(xs, ignore_index=True)
     for c in ("top_category", "preferred_channel", "acquisition_channel", "region"):
         X[c] = X[c].astype("string").astype("category")
-    return X.set_index("customer_id"), pd.concat(ys, ignore_index=True)
+    out = (X.set_index("customer_id"), pd.concat(ys, ignore_index=True))
+    cache[window_days] = (ol, shop.orders, out)
+    return out
 
 
 def measure_uplift_by_segment(X: pd.DataFrame, y: pd.DataFrame) -> pd.DataFrame:

@@ -130,6 +130,30 @@ def test_bagged_uplift_averages_its_seeds_and_ranks_better_than_its_worst() -> N
         UpliftModel(cfg, n_models=0).fit(X, ids, t, bought, redeemed)
 
 
+def test_uplift_rows_are_built_once_and_filtered_like_a_fresh_build(small_shop) -> None:
+    from training.offer_eval import uplift_training_set
+    first = small_shop.offer_log["sent_at"].min()
+    cut = first + (small_shop.offer_log["sent_at"].max() - first) / 2
+    Xb, yb = uplift_training_set(small_shop, before=cut)
+    Xa, ya = uplift_training_set(small_shop, start=cut)
+    Xall, yall = uplift_training_set(small_shop)
+    assert len(yb) and len(ya) and len(yb) + len(ya) <= len(yall)
+    assert (pd.to_datetime(yb["sent_at"]) + pd.Timedelta(days=14) <= cut).all() and (ya["sent_at"] >= cut).all()
+    cached = small_shop.__dict__["_uplift_rows"][14]
+    uplift_training_set(small_shop, before=cut)
+    assert small_shop.__dict__["_uplift_rows"][14] is cached and len(cached[2][1]) == len(yall)  # built once
+    # the same rows as a build over a shop holding only the offer_log rows before the cut
+    from dataclasses import replace
+    part = replace(small_shop, offer_log=small_shop.offer_log[small_shop.offer_log["sent_at"] + pd.Timedelta(days=14) <= cut])
+    part.__dict__.pop("_uplift_rows", None)
+    Xp, yp = uplift_training_set(part)
+    pd.testing.assert_frame_equal(yp.sort_values(["sent_at", "customer_id", "offer_id"]).reset_index(drop=True),
+                                  yb.sort_values(["sent_at", "customer_id", "offer_id"]).reset_index(drop=True))
+    # a cutoff before any campaign's window has ended: no rows (it raised 'No objects to concatenate'), no model
+    X0, y0 = uplift_training_set(small_shop, before=first)
+    assert len(y0) == 0 and fit_uplift(small_shop, first) is None
+
+
 def test_offer_without_history_uses_the_prior(policy_setup) -> None:
     policy, X, _ = policy_setup
     p = policy.uplift.predict(X.head(3), "brand-new-offer")
