@@ -260,7 +260,7 @@ def offers_measure(data: Path = typer.Option(...), window_days: int = typer.Opti
         import numpy as np
 
         from features.io import load_shop
-        from training.offer_eval import measure_uplift_by_segment, uplift_training_set
+        from training.offer_eval import campaign_rows, measure_uplift_by_segment, uplift_training_set
         shop = load_shop(_shop_dir(data))
         X, y = uplift_training_set(shop, window_days=window_days)
         if not len(y):
@@ -268,8 +268,7 @@ def offers_measure(data: Path = typer.Option(...), window_days: int = typer.Opti
         y = y.assign(group=np.where(y["treated"], "treatment", "control"), converted=y["bought"].astype(int))
         res = measure_uplift_by_segment(X, y)
         res.to_csv(out, index=False)
-        typer.echo(res[res["segment_kind"] == "all"].drop(columns=["segment_kind", "segment"]).round(4)
-                   .to_string(index=False))
+        typer.echo(campaign_rows(res).round(4).to_string(index=False))
         typer.echo(f"per segment (value tier and discount affinity at send time): {out}")
     _run(go)
 

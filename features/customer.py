@@ -48,6 +48,15 @@ def _all_lines(shop: Shop) -> pd.DataFrame:
     return lines
 
 
+def unify_categories(X: pd.DataFrame) -> pd.DataFrame:
+    """The text columns of :data:`CATEGORICAL` as categories over the values present (in place, and returned):
+    frames built at different cutoffs or send dates carry different category sets until re-unified."""
+    for col in CATEGORICAL:
+        if col in X:
+            X[col] = X[col].astype("string").astype("category")
+    return X
+
+
 def customer_features(shop: Shop, cutoff: pd.Timestamp, customers: pd.Index | None = None) -> pd.DataFrame:
     """One row per customer known before ``cutoff`` (index ``customer_id``), nothing after it leaks in.
 
@@ -141,10 +150,7 @@ def customer_features(shop: Shop, cutoff: pd.Timestamp, customers: pd.Index | No
     f["n_orders"] = f["n_orders"].astype(int)
     _behaviour(f, shop, cutoff)
     _offer_history(f, shop, cutoff)
-    f = f.drop(columns=["first_purchase", "last_purchase"])
-    for col in CATEGORICAL:
-        f[col] = f[col].astype("string").astype("category")
-    return f
+    return unify_categories(f.drop(columns=["first_purchase", "last_purchase"]))
 
 
 def _behaviour(f: pd.DataFrame, shop: Shop, cutoff: pd.Timestamp) -> None:
@@ -223,7 +229,4 @@ def stacked_training_set(shop: Shop, cutoffs: list[pd.Timestamp], horizon_days: 
     if not xs:
         return pd.DataFrame(), pd.DataFrame()
     X = pd.concat(xs)
-    Xc = X.drop(columns="_cutoff")
-    for col in CATEGORICAL:  # categories differ between cutoffs; re-unify
-        Xc[col] = Xc[col].astype("string").astype("category")
-    return Xc, pd.concat(ys)
+    return unify_categories(X.drop(columns="_cutoff")), pd.concat(ys)

@@ -32,6 +32,9 @@ KINDS = ("percent_off", "amount_off", "free_shipping", "loyalty_points", "produc
 ELIGIBILITY_KEYS = {"min_orders", "min_net_value", "max_net_value", "churn_risk", "segments",
                     "has_bought_category", "not_bought_in_days", "bought_within_days", "regions"}
 PRIOR_UPLIFT, PRIOR_REDEEM = 0.01, 0.05
+DISCOUNT_RESPONSIVE = 0.3
+"""Share of spend bought on discount from which a customer counts as discount-responsive (reasons, and the
+segments of measured uplift)."""
 
 
 @dataclass(frozen=True)
@@ -85,11 +88,9 @@ class OfferCatalogue:
         many were sent to treatment groups on each channel)."""
         out: dict[str, tuple[float | None, int | None]] = {}
         for oid, (money, volume) in self.caps().items():
-            mine = sends[sends["offer_id"] == oid] if len(sends) else sends
-            o = self.get(oid)
-            n = int(mine["n"].sum()) if len(mine) else 0
-            spent = float(sum(o.cost_per_send.get(ch, 0.0) * k for ch, k in zip(mine["channel"], mine["n"], strict=True))
-                          ) if len(mine) else 0.0
+            mine = sends[sends["offer_id"] == oid]
+            n = int(mine["n"].sum())
+            spent = float((mine["channel"].map(self.get(oid).cost_per_send).fillna(0.0) * mine["n"]).sum())
             out[oid] = (None if money is None else max(money - spent, 0.0), None if volume is None else max(volume - n, 0))
         return out
 
@@ -343,7 +344,7 @@ def reasons_for(row: pd.Series, churn: float | None) -> list[str]:
         out.append("churn risk high")
     elif churn is not None and churn >= 0.3:
         out.append("churn risk medium")
-    if float(row.get("discount_share", 0) or 0) >= 0.3:
+    if float(row.get("discount_share", 0) or 0) >= DISCOUNT_RESPONSIVE:
         out.append("discount-responsive")
     if float(row.get("orders_90", 0) or 0) >= 3:
         out.append("frequent buyer")
@@ -504,7 +505,10 @@ def _reason_text(has_offer: bool, facts: list[str]) -> str:
 def choose_audience(candidates: pd.DataFrame, budget: float, max_volume: int | None = None,
                     offer_caps: dict[str, tuple[float | None, int | None]] | None = None) -> pd.DataFrame:
     """One offer per customer maximising expected incremental margin within ``budget`` (greedy by value per
-    cost: candidates in order of value density, each taken if its customer has no offer yet and it still fits).
+    cost). Without offer caps: each customer's densest offer, customers in order of density, taken while the
+    running cost stays within the budget (it stops at the first that does not fit). With caps: candidates in
+    order of density, each taken if its customer has nothing yet and it still fits, so a cheaper one after an
+    overflow can still be taken.
 
     ``candidates`` needs customer_id, offer_id, expected_value, send_cost. Only positive values are taken.
     ``max_volume`` caps the number of contacts; ``offer_caps`` maps an offer id to its own (total budget, volume)

@@ -15,6 +15,7 @@ from features.customer import (
     order_lines,
     stacked_training_set,
     training_cutoffs,
+    unify_categories,
 )
 from features.exceptions import ModelFitError
 from features.io import Shop
@@ -99,14 +100,11 @@ def in_period_ceiling(X: pd.DataFrame, y: pd.DataFrame, config: CustomerModelCon
     training rows *plus* the evaluated window's own labels, scored out of fold (customers split in ``folds``;
     each fold is predicted by models that saw the other folds' outcomes). Not a usable model (it learns from
     the future it predicts) but a bound: a target above it needs information the features do not hold."""
-    from features.customer import CATEGORICAL
     fold = np.random.default_rng(config.seed).permutation(len(X)) % folds
     churn, value = np.zeros(len(X)), np.zeros(len(X))
     for k in range(folds):
         tr, te = fold != k, fold == k
-        A, ya = pd.concat([X_train, X[tr]]), pd.concat([y_train, y[tr]])
-        for c in CATEGORICAL:
-            A[c] = A[c].astype("string").astype("category")
+        A, ya = unify_categories(pd.concat([X_train, X[tr]])), pd.concat([y_train, y[tr]])
         churn[te] = ChurnModel(config).fit(A, ya["churn"]).predict(X[te]).to_numpy()
         value[te] = ValueModel(config).fit(A, ya["future_net"]).predict(X[te]).to_numpy()
     return {"churn": classification_report(y["churn"], churn),

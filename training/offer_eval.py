@@ -10,10 +10,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.customer import customer_features
+from features.customer import customer_features, unify_categories
 from features.io import Shop
 from models.metrics import auc
 from models.offers import (
+    DISCOUNT_RESPONSIVE,
     OfferCatalogue,
     OfferPolicy,
     UpliftModel,
@@ -74,10 +75,7 @@ def _all_uplift_rows(shop: Shop, window_days: int) -> tuple[pd.DataFrame, pd.Dat
             "sent_at": g["sent_at"].to_numpy()})
         xs.append(X.loc[g["customer_id"].to_numpy()].reset_index())
         ys.append(y)
-    X = pd.concat(xs, ignore_index=True)
-    for c in ("top_category", "preferred_channel", "acquisition_channel", "region"):
-        X[c] = X[c].astype("string").astype("category")
-    out = (X.set_index("customer_id"), pd.concat(ys, ignore_index=True))
+    out = (unify_categories(pd.concat(xs, ignore_index=True)).set_index("customer_id"), pd.concat(ys, ignore_index=True))
     cache[window_days] = (ol, shop.orders, out)
     return out
 
@@ -93,7 +91,7 @@ def measure_uplift_by_segment(X: pd.DataFrame, y: pd.DataFrame) -> pd.DataFrame:
         m = day == d
         tier[m] = value_tiers(X.iloc[np.flatnonzero(m)])
     y = y.assign(value_tier=tier,
-                 discount_affinity=np.where(X["discount_share"].fillna(0).to_numpy() >= 0.3,
+                 discount_affinity=np.where(X["discount_share"].fillna(0).to_numpy() >= DISCOUNT_RESPONSIVE,
                                             "discount-responsive", "other"))
     parts = [measure_uplift(y, ["campaign_id"]).assign(segment_kind="all", segment="all")]
     for kind in ("value_tier", "discount_affinity"):
@@ -102,6 +100,12 @@ def measure_uplift_by_segment(X: pd.DataFrame, y: pd.DataFrame) -> pd.DataFrame:
     out = pd.concat(parts, ignore_index=True)
     return out[["campaign_id", "segment_kind", "segment", *[c for c in out.columns
                                                            if c not in ("campaign_id", "segment_kind", "segment")]]]
+
+
+def campaign_rows(by_segment: pd.DataFrame) -> pd.DataFrame:
+    """The per-campaign rows (all customers) of :func:`measure_uplift_by_segment`'s table."""
+    return by_segment[by_segment["segment_kind"] == "all"].drop(columns=["segment_kind", "segment"]).reset_index(
+        drop=True)
 
 
 def fit_uplift(shop: Shop, before: pd.Timestamp | None = None, seed: int = 42) -> UpliftModel | None:
@@ -134,8 +138,9 @@ def evaluate_offers(shop: Shop, cutoff: pd.Timestamp, churn: pd.Series | None = 
     Xh, yh = uplift_training_set(shop, start=cutoff)
     if len(yh):
         conv = yh.assign(converted=yh["bought"].astype(int), group=np.where(yh["treated"], "treatment", "control"))
-        tables["measured_uplift"] = measure_uplift(conv, ["campaign_id"])
-        tables["measured_uplift_by_segment"] = measure_uplift_by_segment(Xh, conv)
+        by_segment = measure_uplift_by_segment(Xh, conv)
+        tables["measured_uplift"] = campaign_rows(by_segment)
+        tables["measured_uplift_by_segment"] = by_segment
         t = yh["treated"].to_numpy()
         past = Xh["redemption_rate"].fillna(0).to_numpy()
         report["redemption"] = {"baseline_past_redemptions": {"auc": auc(yh["redeemed"][t], past[t])}}
