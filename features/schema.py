@@ -15,6 +15,19 @@ INT = "int"
 BOOL = "bool"
 TEXT = "text"  # free or categorical text
 
+# column names shared by many tables and by the recommendation outputs
+CUSTOMER_ID = "customer_id"
+PRODUCT_ID = "product_id"
+TS = "ts"
+QUANTITY = "quantity"
+SCORE = "score"
+RANK = "rank"
+SIMILAR_PRODUCT_ID = "similar_product_id"
+RECOMMENDATION_COLUMNS = (CUSTOMER_ID, PRODUCT_ID, SCORE, RANK)
+"""What every recommender's ``recommend`` returns, in this order."""
+SIMILAR_ITEMS_COLUMNS = (PRODUCT_ID, SIMILAR_PRODUCT_ID, SCORE, RANK)
+"""What ``similar_items`` returns, in this order."""
+
 EVENT_TYPES = ("view", "add_to_cart", "remove_from_cart", "wishlist")
 OFFER_GROUPS = ("treatment", "control")
 TABLE_EXTENSIONS = (".parquet", ".csv.gz", ".csv")

@@ -6,6 +6,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
+from features.schema import CUSTOMER_ID, PRODUCT_ID, RANK
+
 
 def auc(y: np.ndarray, s: np.ndarray) -> float:
     """ROC AUC by the rank-sum formula (ties get average ranks)."""
@@ -88,6 +90,53 @@ def reliability(y: np.ndarray, p: np.ndarray, bins: int = 10) -> pd.DataFrame:
 
 
 # -- ranking -----------------------------------------------------------------------------------------
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Column indices of the ``k`` highest scores of each row, best first; equal scores in column order.
+
+    The one top-k of the project: recommending, the serving candidates, blend tuning and the re-ranker's
+    holdout all rank with it. ``scores`` is one row (1-d) or a matrix (2-d, ranked row by row); the result
+    has the same number of dimensions and ``min(k, columns)`` columns. Non-finite scores rank last and are
+    returned like the others (callers drop them). When more items than fit share the k-th best score,
+    which of them make the list is numpy's ``argpartition``'s choice (the same for the same scores).
+
+    Examples
+    --------
+    >>> top_k(np.array([0.5, 2.0, 0.5, 1.0]), 3).tolist()
+    [1, 3, 0]
+    >>> top_k(np.array([[1.0, 3.0, 2.0], [0.0, 0.0, 1.0]]), 2).tolist()
+    [[1, 2], [2, 0]]
+    """
+    s = np.asarray(scores)
+    one = s.ndim == 1
+    s = s.reshape(1, -1) if one else s
+    k = min(k, s.shape[1])
+    if k <= 0:
+        top = np.zeros((len(s), 0), np.intp)
+        return top[0] if one else top
+    part = np.argpartition(-s, k - 1, axis=1)[:, :k]
+    ps = np.take_along_axis(s, part, axis=1)
+    top = np.take_along_axis(part, np.lexsort((part, -ps), axis=1), axis=1)
+    return top[0] if one else top
+
+
+def ndcg(hits: np.ndarray, n_relevant: np.ndarray, k: int) -> np.ndarray:
+    """NDCG@k of each ranked list: ``hits`` (lists x positions, best first) is 1 where the item is relevant;
+    ``n_relevant``: each list's number of relevant items in all (found or not), for the ideal DCG.
+
+    The one NDCG of the project (evaluation, blend tuning and the re-ranker's holdout all use it); positions
+    past ``k`` are ignored.
+
+    Examples
+    --------
+    >>> ndcg(np.array([[0, 1, 0], [1, 0, 0]]), np.array([1, 2]), k=3).round(4).tolist()
+    [0.6309, 0.6131]
+    """
+    h = np.asarray(hits, dtype=np.float64)[:, :k]
+    disc = 1.0 / np.log2(np.arange(2, k + 2))
+    ideal = np.cumsum(disc)[np.clip(np.asarray(n_relevant, dtype=np.int64), 1, k) - 1]
+    return np.asarray(h @ disc[:h.shape[1]] / ideal, dtype=np.float64)
+
+
 def ranking_report(recs: pd.DataFrame, truth: dict[str, set[str]], k: int = 10) -> dict[str, float]:
     """Precision, recall, NDCG, MAP and hit rate at k over the users in ``truth``.
 
@@ -95,16 +144,16 @@ def ranking_report(recs: pd.DataFrame, truth: dict[str, set[str]], k: int = 10) 
     count as zeros.
     """
     nu = max(len(truth), 1)
-    disc = 1.0 / np.log2(np.arange(2, k + 2))
     n_rel = pd.Series({u: len(rel) for u, rel in truth.items()}, dtype=np.float64)
-    top = recs.loc[(recs["rank"] <= k) & recs["customer_id"].isin(n_rel.index), ["customer_id", "product_id", "rank"]]
-    top = top.sort_values(["customer_id", "rank"], kind="stable")
-    users = top["customer_id"].to_numpy(object)
-    pos = top.groupby("customer_id", sort=False).cumcount().to_numpy()
+    top = recs.loc[(recs[RANK] <= k) & recs[CUSTOMER_ID].isin(n_rel.index), [CUSTOMER_ID, PRODUCT_ID, RANK]]
+    top = top.sort_values([CUSTOMER_ID, RANK], kind="stable")
+    users = top[CUSTOMER_ID].to_numpy(object)
+    pos = top.groupby(CUSTOMER_ID, sort=False).cumcount().to_numpy()
     keep = pos < k
     users, pos = users[keep], pos[keep]
-    hit = np.fromiter((i in truth[u] for u, i in zip(users, top["product_id"].to_numpy(object)[keep], strict=True)),
-                      dtype=np.float64, count=len(users))
+    items = top[PRODUCT_ID].to_numpy(object)[keep]
+    hit = np.fromiter((i in truth[u] for u, i in zip(users, items, strict=True)), dtype=np.float64,
+                      count=len(users))
     if not len(users):
         zero = 0.0
         return {f"precision@{k}": zero, f"recall@{k}": zero, f"ndcg@{k}": zero, f"map@{k}": zero,
@@ -113,10 +162,10 @@ def ranking_report(recs: pd.DataFrame, truth: dict[str, set[str]], k: int = 10) 
     nrel = n_rel.reindex(uniq).to_numpy()
     cap = np.minimum(nrel, k)
     nh = np.bincount(codes, weights=hit, minlength=len(uniq))
-    dcg = np.bincount(codes, weights=hit * disc[pos], minlength=len(uniq))
-    idcg = np.cumsum(disc)[cap.astype(int) - 1]
+    hits = np.zeros((len(uniq), k))
+    hits[codes, pos] = hit
     cum = pd.Series(hit).groupby(codes).cumsum().to_numpy()
     ap = np.bincount(codes, weights=cum / (pos + 1) * hit, minlength=len(uniq)) / cap
     return {f"precision@{k}": float(nh.sum() / k / nu), f"recall@{k}": float((nh / nrel).sum() / nu),
-            f"ndcg@{k}": float((dcg / idcg).sum() / nu), f"map@{k}": float(ap.sum() / nu),
+            f"ndcg@{k}": float(ndcg(hits, nrel.astype(int), k).sum() / nu), f"map@{k}": float(ap.sum() / nu),
             f"hit_rate@{k}": float((nh > 0).sum() / nu), "users": len(truth)}

@@ -23,7 +23,8 @@ import pandas as pd
 from features.io import find_table, read_raw
 from features.live import LiveStore, default_url
 from models.customer import READABLE
-from models.recommenders import BusinessRules, Recommendation
+from models.recsys import BusinessRules, Recommendation
+from serving import candidate_cache
 from training.bundle import COMPONENTS, ServingBundle
 
 log = logging.getLogger(__name__)
@@ -161,7 +162,7 @@ class Personaliser:
         if cur is None or session_events or self._has_live(customer_id, cur.as_of):
             return None
         rules = _request_rules(category, exclude_bought)
-        rec = cur.bundle.engine.recommend_cached(customer_id, k, rules)
+        rec = candidate_cache.lookup(cur.bundle.engine, customer_id, k, rules)
         if rec is None:
             return None
         return _answer(cur, customer_id, rec)
@@ -183,7 +184,7 @@ class Personaliser:
         now if it is not yet; None when the precomputed candidates cannot answer it."""
         body = cur.answers.get((customer_id, k))
         if body is None:
-            rec = cur.bundle.engine.recommend_cached(customer_id, k, _DEFAULT_RULES)
+            rec = candidate_cache.lookup(cur.bundle.engine, customer_id, k, _DEFAULT_RULES)
             if rec is None:
                 return None
             body = render(_answer(cur, customer_id, rec))
@@ -207,7 +208,7 @@ class Personaliser:
         if customer_id in b.features.index:
             r = b.features.at[customer_id, "region"]
             region = None if pd.isna(r) else str(r)
-        rec = b.engine.recommend_one(customer_id, k=k, rules=rules, session=session or None, region=region)
+        rec = candidate_cache.recommend(b.engine, customer_id, k, rules, session=session or None, region=region)
         return _answer(cur, customer_id, rec)
 
     def similar_items(self, product_id: str, k: int) -> dict[str, Any]:

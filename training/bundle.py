@@ -11,7 +11,7 @@ import pandas as pd
 
 from models.customer import ChurnModel, ValueModel
 from models.offers import OfferCatalogue, OfferPolicy
-from models.recommenders import RecommendationEngine
+from models.recsys import RecommendationEngine
 
 COMPONENTS = ("recommender", "churn", "value", "offers")
 

@@ -25,8 +25,7 @@ from features.interactions import InteractionConfig
 from features.io import Shop, load_shop
 from models.customer import CustomerModelConfig
 from models.offers import OfferPolicy, parse_catalogue
-from models.recommenders import RecommendationEngine, RecommenderConfig, TrendingRecommender
-from models.rerank import Reranker
+from models.recsys import RecommendationEngine, RecommenderConfig, Reranker, TrendingRecommender
 from models.segments import segment_customers, segment_summary
 from models.triggers import detect_triggers
 from training.bundle import COMPONENTS, ServingBundle

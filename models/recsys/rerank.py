@@ -10,8 +10,10 @@ to them in the weeks after each window's start are the labels), so nothing after
 
 Example
 -------
->>> X, y, groups = blend.rerank_rows(truth)                 # doctest: +SKIP
+>>> X, y, groups, _ = rerank_rows(blend, truth)             # doctest: +SKIP
 >>> ranker = Reranker(RerankConfig()).fit(X, y, groups)    # doctest: +SKIP
+
+The training rows and the re-ranker's holdout gate are training's: see :mod:`training.rerank_training`.
 """
 
 from __future__ import annotations
@@ -86,23 +88,32 @@ def candidate_features(stats: ItemStats, P: sp.csr_matrix, W: sp.csr_matrix, L: 
     out[:, f + 2] = stats.recent[cols] - stats.purchases[cols]
     out[:, f + 3] = stats.weight[cols]
     out[:, f + 4] = stats.price[cols]
+    out[:, f + 5:] = _customer_features(stats, P, W, L, rows, cols)
+    return out
+
+
+def _customer_features(stats: ItemStats, P: sp.csr_matrix, W: sp.csr_matrix, L: sp.csr_matrix,
+                       rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """The features that involve the customer, from ``price_ratio`` to ``customer_weight`` in the order of
+    :data:`FEATURES`; ``rows``/``cols``: each feature row's customer and product."""
+    out = np.full((len(rows), 6), np.nan, dtype=np.float32)
     bought = np.diff(P.indptr)  # distinct products bought
     distinct = sp.csr_matrix((np.ones(P.nnz), P.indices, P.indptr), shape=P.shape)
     mean_price = np.where(bought > 0, (distinct @ stats.price) / np.maximum(bought, 1), np.nan)
     with np.errstate(divide="ignore", invalid="ignore"):
-        out[:, f + 5] = stats.price[cols] / mean_price[rows]
+        out[:, 0] = stats.price[cols] / mean_price[rows]
     per_cat = (P @ stats.item_category).toarray()
     per_cat /= np.maximum(per_cat.sum(axis=1, keepdims=True), 1.0)
-    out[:, f + 6] = per_cat[rows, stats.category[cols]]
-    out[:, f + 7] = bought[rows]
-    out[:, f + 8] = np.asarray(P.sum(axis=1)).ravel()[rows]
-    recency = np.full(n, np.nan)
+    out[:, 1] = per_cat[rows, stats.category[cols]]
+    out[:, 2] = bought[rows]
+    out[:, 3] = np.asarray(P.sum(axis=1)).ravel()[rows]
+    recency = np.full(P.shape[0], np.nan)
     has = np.diff(L.indptr) > 0
     if L.nnz:
         mins = np.minimum.reduceat(L.data, L.indptr[:-1][has]) if has.any() else np.array([])
         recency[has] = mins
-    out[:, f + 9] = recency[rows]
-    out[:, f + 10] = np.asarray(W.sum(axis=1)).ravel()[rows]
+    out[:, 4] = recency[rows]
+    out[:, 5] = np.asarray(W.sum(axis=1)).ravel()[rows]
     return out
 
 
@@ -144,18 +155,3 @@ class Reranker:
         gain = self.booster_.feature_importance("gain")
         return {n: round(float(g), 3) for n, g in zip(FEATURES, gain, strict=True)}
 
-
-def ndcg_by_group(score: np.ndarray, y: np.ndarray, groups: np.ndarray, n_relevant: np.ndarray,
-                  k: int = 10) -> float:
-    """Mean NDCG@k over groups of candidate rows ranked by ``score``; ``n_relevant``: each customer's number
-    of relevant products in all (found among the candidates or not), for the ideal DCG."""
-    disc = 1.0 / np.log2(np.arange(2, k + 2))
-    out = []
-    start = 0
-    for g, nrel in zip(groups.tolist(), n_relevant.tolist(), strict=True):
-        s, r = score[start:start + g], y[start:start + g]
-        start += g
-        top = np.lexsort((np.arange(g), -s))[:k]
-        dcg = float(r[top] @ disc[:len(top)])
-        out.append(dcg / float(disc[:min(nrel, k)].sum()))
-    return float(np.mean(out)) if out else 0.0

@@ -1,0 +1,191 @@
+"""The production recommender: a weighted blend of normalised component scores, with an optional
+discovery re-ranker.
+
+The blend only scores. Choosing its weights is training's (:mod:`training.blend_tuning`), and so is
+learning the re-ranker (:mod:`training.rerank_training`); the fitted ones are handed over explicitly
+(``use_weights``, ``attach_reranker``, ``fit(data, components=...)``).
+
+Example
+-------
+>>> blend = BlendRecommender(RecommenderConfig(blend_weights=DEFAULT_WEIGHTS)).fit(data)  # doctest: +SKIP
+>>> blend.recommend(["C0000001"], k=5, rules=DISCOVERY_RULES)                             # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any, Self
+
+import numpy as np
+
+from features.interactions import InteractionData
+from models.recsys.base import NEG, Recommender
+from models.recsys.context import BusinessRules, RecommenderConfig, UserContext, rules_mask
+from models.recsys.factors import ALSRecommender
+from models.recsys.neighbours import EASERecommender, ItemKNNRecommender
+from models.recsys.popularity import BuyAgainRecommender, PopularityRecommender
+from models.recsys.rerank import RANK_COMPONENTS, ItemStats, Reranker, candidate_features
+
+COMPONENT_MODELS: dict[str, type[Recommender]] = {
+    "buy_again": BuyAgainRecommender, "item_knn": ItemKNNRecommender, "als": ALSRecommender,
+    "ease": EASERecommender, "popularity": PopularityRecommender}
+COMPONENTS = tuple(COMPONENT_MODELS)
+"""The blend's components, in the order they are fitted and weighed."""
+DEFAULT_WEIGHTS = (("buy_again", 1.0), ("item_knn", 1.0), ("als", 0.5), ("ease", 0.5), ("popularity", 0.1))
+Weights = dict[str, float]
+
+
+def component_settings(config: RecommenderConfig) -> RecommenderConfig:
+    """What a fitted component depends on: the config without the blend's weights."""
+    return replace(config, blend_weights=None, discovery_weights=None)
+
+
+def blended(comps: dict[str, np.ndarray], weights: Mapping[str, float]) -> np.ndarray:
+    """Weighted sum of normalised component scores; components without weight, or not fitted, add nothing."""
+    out = np.zeros(next(iter(comps.values())).shape)
+    for n, w in weights.items():
+        if w and n in comps:
+            out += w * comps[n]
+    return out
+
+
+def normalise(s: np.ndarray) -> np.ndarray:
+    """Per-customer scaling to [0, 1] over finite scores; -inf (and any other non-finite score) becomes 0."""
+    bad = ~np.isfinite(s)
+    t = np.where(bad, np.inf, s)  # one buffer for both extremes (this runs on customers x items arrays)
+    lo = t.min(axis=1, keepdims=True)
+    np.copyto(t, -np.inf, where=bad)
+    hi = t.max(axis=1, keepdims=True)
+    span = hi - lo
+    span = np.where(np.isfinite(span) & (span > 0), span, 1.0)
+    lo = np.where(np.isfinite(lo), lo, 0.0)
+    np.subtract(s, lo, out=t)
+    t /= span
+    t[bad] = 0.0
+    return t
+
+
+class BlendRecommender(Recommender):
+    """The production recommender: a weighted blend of buy-again, item-to-item, ALS, EASE and popularity,
+    each normalised per customer. Weights come from the config (``blend_weights``, ``discovery_weights``),
+    or are set with :meth:`use_weights` once tuned; without either, :data:`DEFAULT_WEIGHTS`."""
+
+    name = "production"
+
+    def __init__(self, config: RecommenderConfig | None = None) -> None:
+        super().__init__(config)
+        self.weights_: Weights = dict(self.config.blend_weights or DEFAULT_WEIGHTS)
+        dw = self.config.discovery_weights
+        self.discovery_weights_: Weights | None = dict(dw) if dw else None
+        self.reranker_: Reranker | None = None
+        self.item_stats_: ItemStats | None = None
+        self.rerank_validation_: dict[str, Any] = {}
+        """How the re-ranker did against the blend when it was learned (also when it was not used)."""
+
+    # -- fitting --------------------------------------------------------------------------------
+    def fit(self, data: InteractionData, components: Mapping[str, Recommender] | None = None) -> Self:
+        """Fit the components on ``data``. ``components``: models already fitted on this same ``data`` with
+        this config's component settings (an evaluation fits them as baselines anyway), used as they are
+        instead of being fitted again."""
+        given = dict(components or {})
+        for n, m in given.items():
+            if n not in COMPONENT_MODELS:
+                raise ValueError(f"{n!r} is not a blend component; the components are {COMPONENTS}")
+            if m.data is not data or component_settings(m.config) != component_settings(self.config):
+                raise ValueError(f"component {n!r} was fitted on other data or with other settings: "
+                                 "leave it out to have it fitted here")
+        self._start_fit(data)
+        self._fit_components(data, given)
+        return self
+
+    def _fit(self, data: InteractionData) -> None:
+        self._fit_components(data, {})
+
+    def _fit_components(self, data: InteractionData, given: dict[str, Recommender]) -> None:
+        self.components_: dict[str, Recommender] = {}
+        for n, kind in COMPONENT_MODELS.items():
+            # all of them while weights are still to be tuned; item_knn always (reasons, similar items)
+            if (self.config.blend_weights is None or self.weights_.get(n, 0) > 0 or n == "item_knn"
+                    or (self.discovery_weights_ or {}).get(n, 0) > 0):
+                self.components_[n] = given[n] if n in given else kind(self.config).fit(data)
+
+    def use_weights(self, weights: Mapping[str, float], discovery: Mapping[str, float] | None = None) -> Self:
+        """Blend with these weights (``discovery``: for requests that exclude bought products)."""
+        self.weights_ = dict(weights)
+        self.discovery_weights_ = dict(discovery) if discovery is not None else None
+        return self
+
+    def attach_reranker(self, reranker: Reranker | None) -> Self:
+        """Use ``reranker`` for discovery requests (None: the blend ranks them)."""
+        self.reranker_ = reranker
+        self.item_stats_ = ItemStats(self._require()) if reranker is not None else None
+        return self
+
+    # -- scoring --------------------------------------------------------------------------------
+    def weights_for(self, rules: BusinessRules) -> Weights:
+        """The discovery weights when bought products are excluded (if learned), else the main ones."""
+        dw = getattr(self, "discovery_weights_", None)  # models pickled before discovery weights have none
+        return dw if (dw and rules.exclude_bought) else self.weights_
+
+    def reranker_for(self, rules: BusinessRules) -> Reranker | None:
+        """The discovery re-ranker when bought products are excluded (if one is attached)."""
+        rr: Reranker | None = getattr(self, "reranker_", None)  # models pickled before re-ranking have none
+        return rr if rules.exclude_bought else None
+
+    def score_for(self, ctx: UserContext, rules: BusinessRules) -> np.ndarray:
+        return self.ranked_scores(ctx, rules)
+
+    def ranked_scores(self, ctx: UserContext, rules: BusinessRules,
+                      comps: dict[str, np.ndarray] | None = None) -> np.ndarray:
+        """Final scores for a request with these rules: -inf where the rules forbid an item or the customer
+        is unknown. Discovery requests with a re-ranker: its scores for the blend's best candidates, -inf
+        for the rest. ``comps``: the normalised component scores, if already computed."""
+        rr = self.reranker_for(rules)
+        s, comps = self.blend_scores(ctx, rules, comps)
+        if rr is None or self.item_stats_ is None:
+            return s
+        cand, X = self.candidate_rows(ctx, rules, comps, s, self.item_stats_)
+        out = np.full(s.shape, NEG)
+        np.put_along_axis(out, cand, np.where(np.isfinite(np.take_along_axis(s, cand, 1)),
+                                              rr.predict(X).reshape(cand.shape), NEG), 1)
+        return out
+
+    def blend_scores(self, ctx: UserContext, rules: BusinessRules, comps: dict[str, np.ndarray] | None = None
+                     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The blend's scores under these rules (-inf where not allowed), and the component scores used."""
+        data = self._require()
+        w = self.weights_for(rules)
+        if comps is None:
+            comps = self.component_scores(ctx, {n for n, v in w.items() if v} | {"item_knn"})
+        s = blended(comps, w) if comps else np.zeros((len(ctx.rows), len(data.items)))
+        return np.where(ctx.known[:, None] & rules_mask(data, ctx, rules), s, NEG), comps
+
+    def candidate_rows(self, ctx: UserContext, rules: BusinessRules, comps: dict[str, np.ndarray],
+                       s: np.ndarray, stats: ItemStats) -> tuple[np.ndarray, np.ndarray]:
+        """The blend's best candidates per customer (unordered) and their re-ranker features."""
+        c = min(self.config.rerank_candidates, s.shape[1])
+        cand = np.argpartition(-s, c - 1, axis=1)[:, :c]
+        X = candidate_features(stats, ctx.P.tocsr(), ctx.W.tocsr(), ctx.L.tocsr(),
+                               self._feature_components(comps, self.weights_for(rules)), s, cand)
+        return cand, X
+
+    @staticmethod
+    def _feature_components(comps: dict[str, np.ndarray], weights: Weights) -> dict[str, np.ndarray]:
+        """The component scores the re-ranker sees: those the blend weighs, and item-to-item (always fitted);
+        the same whichever other components a model happens to have fitted (the rest are NaN features)."""
+        return {n: comps[n] for n in RANK_COMPONENTS if n in comps and (weights.get(n, 0) or n == "item_knn")}
+
+    def _score(self, ctx: UserContext) -> np.ndarray:
+        comps = self.component_scores(ctx, {n for n, w in self.weights_.items() if w})
+        if not comps:
+            return np.zeros((len(ctx.rows), len(self._require().items)))
+        return blended(comps, self.weights_)
+
+    def component_scores(self, ctx: UserContext, names: set[str] | None = None) -> dict[str, np.ndarray]:
+        """Normalised scores of the fitted components (of ``names`` only, if given)."""
+        return {n: normalise(c.score(ctx)) for n, c in self.components_.items()
+                if names is None or n in names}
+
+    def _item_similarity(self) -> Any:
+        return self.components_["item_knn"]._item_similarity()

@@ -1,0 +1,64 @@
+"""The serving candidates: every known customer's top ``n`` products under the default rules, ranked once
+when the model is built and kept with it as plain arrays.
+
+A storefront request for such a customer is then a lookup plus its own filters (category, exclude-bought),
+done by :mod:`serving.candidate_cache`, with exactly the items, scores and reasons of the full computation.
+
+Example
+-------
+>>> cand = top_candidates(blend, n=50)             # doctest: +SKIP
+>>> cand.items.shape == (len(blend.data.users), 50)  # doctest: +SKIP
+True
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from models.metrics import top_k
+from models.recsys.base import NEG, round_scores
+from models.recsys.blend import BlendRecommender, blended
+from models.recsys.context import BusinessRules, build_context, rules_mask
+from models.recsys.reasons import reason_codes
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """Ranked candidates per known customer (rows in the order of the model's user id map)."""
+
+    items: np.ndarray
+    """customers x n item columns, best first; -1 pads customers with fewer than n scorable items."""
+    scores: np.ndarray
+    """Their scores as served (6 decimals); -inf where padded."""
+    reason: np.ndarray
+    """Their reason codes (see :mod:`models.recsys.reasons`)."""
+
+    @property
+    def n(self) -> int:
+        return int(self.items.shape[1])
+
+
+def top_candidates(model: BlendRecommender, n: int = 50, batch: int = 500) -> Candidates:
+    """Rank the top ``n`` candidates of every customer ``model`` knows, ``batch`` customers at a time, with
+    the default rules, no session and the main weights (the re-ranker does not take part: discovery
+    requests are computed). Reasons are computed with the main weights too."""
+    data = model._require()
+    nu = len(data.users)
+    items = np.full((nu, n), -1, np.int32)
+    scores = np.full((nu, n), NEG)
+    reason = np.zeros((nu, n), np.int32)
+    for a in range(0, nu, batch):
+        ctx = build_context(data, data.users.ids[a:a + batch])
+        comps = model.component_scores(ctx)
+        s = np.where(rules_mask(data, ctx, BusinessRules()), blended(comps, model.weights_), NEG)
+        P, W = ctx.P.tocsr(), ctx.W.tocsr()
+        P.sort_indices()
+        ranked = top_k(s, n)
+        for i in range(len(ctx.customer_ids)):
+            top = ranked[i][np.isfinite(s[i, ranked[i]])]
+            items[a + i, :len(top)] = top
+            scores[a + i, :len(top)] = round_scores(s[i, top])
+            reason[a + i, :len(top)] = reason_codes(model, P, W, i, {c: v[i] for c, v in comps.items()}, top)
+    return Candidates(items, scores, reason)

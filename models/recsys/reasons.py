@@ -1,0 +1,93 @@
+"""Why a product is shown: one short text per recommended item, stored as a code into a reason table.
+
+Codes 0-3 are the fixed reasons; then for each product ``j``: ``4 + 2 * j`` is "because you bought
+<name of j>" and ``4 + 2 * j + 1`` "because you viewed <name of j>". The serving candidates keep codes
+(4 bytes per candidate), the texts are built once per model.
+
+Example
+-------
+>>> table = reason_table(["P1", "P2"], {"P1": "Tea"})
+>>> table[4], table[7]
+('because you bought Tea', 'because you viewed P2')
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+import scipy.sparse as sp
+
+from models.recsys.blend import COMPONENTS, BlendRecommender, Weights
+from models.recsys.neighbours import ItemKNNRecommender
+
+FIXED_REASONS = ("you buy this regularly", "buy it again", "popular right now", "recommended for you")
+REGULAR, AGAIN, POPULAR, GENERIC = range(len(FIXED_REASONS))
+LEADS = COMPONENTS
+"""The components that can lead an item's score, in the order of the blend."""
+_SIMILAR = [LEADS.index(n) for n in ("item_knn", "als", "ease")]
+
+
+def reason_table(product_ids: Sequence[str], names: Mapping[str, str]) -> list[str]:
+    """Every reason text, indexed by the codes of :func:`reason_codes`; ``names``: product names by id
+    (products without one are called by their id)."""
+    out = list(FIXED_REASONS)
+    for pid in product_ids:
+        name = names.get(pid, pid)
+        out += [f"because you bought {name}", f"because you viewed {name}"]
+    return out
+
+
+def reason_codes(model: BlendRecommender, P: sp.csr_matrix, W: sp.csr_matrix, i: int,
+                 comps: dict[str, np.ndarray], top: np.ndarray, weights: Weights | None = None) -> np.ndarray:
+    """Why each top item of customer ``i`` is shown, as codes into :func:`reason_table`.
+
+    ``P``: purchases, ``W``: interactions (CSR, one row per customer); ``comps``: that customer's component
+    scores; ``weights``: the blend's weights for the request (default: the main ones). In order: bought
+    before ("you buy this regularly" when bought twice or replenishable, else "buy it again"); led by a
+    similarity component and close to one of the customer's items ("because you bought/viewed X"); led by
+    popularity; else "recommended for you"."""
+    weights = model.weights_ if weights is None else weights
+    w = np.array([weights.get(n, 0.0) for n in LEADS])
+    contrib = np.vstack([w[c] * np.ravel(comps[n])[top] if n in comps else np.zeros(len(top))
+                         for c, n in enumerate(LEADS)])
+    lead = contrib.argmax(axis=0)  # the component that contributes most to each item's score
+    knn = model.components_["item_knn"]
+    assert isinstance(knn, ItemKNNRecommender)
+    src = _closest_own_item(knn.sim_, W, i, top)
+    bought = _bought(P, i)
+    similar = np.isin(lead, _SIMILAR)
+    code = np.where(lead == LEADS.index("popularity"), POPULAR, GENERIC)
+    s0 = np.maximum(src, 0)
+    code = np.where(similar & (src >= 0), 4 + 2 * s0 + (bought(s0) <= 0), code)  # because you bought/viewed
+    had = bought(top)
+    replenishable = model._require().item_replenishable[top]
+    code = np.where(had > 0, np.where((had >= 2) | replenishable, REGULAR, AGAIN), code)
+    return code.astype(np.int32)
+
+
+def _closest_own_item(sim: sp.csr_matrix, W: sp.csr_matrix, i: int, top: np.ndarray) -> np.ndarray:
+    """For each top item, the customer's own item most similar to it (-1 if none), never the item itself."""
+    src = np.full(len(top), -1)
+    w_idx, w_val = W.indices[W.indptr[i]:W.indptr[i + 1]], W.data[W.indptr[i]:W.indptr[i + 1]]
+    if len(w_idx) and len(top):
+        S = sim[w_idx][:, top].toarray() * w_val[:, None]
+        S[w_idx[:, None] == top[None, :]] = 0.0  # never "because you bought X" for X itself
+        best = S.argmax(axis=0)
+        src = np.where(S.max(axis=0) > 0, w_idx[best], -1)
+    return src
+
+
+def _bought(P: sp.csr_matrix, i: int) -> Callable[[np.ndarray], np.ndarray]:
+    """A function: how much of products ``j`` customer ``i`` bought (0 for products not bought)."""
+    b_idx, b_val = P.indices[P.indptr[i]:P.indptr[i + 1]], P.data[P.indptr[i]:P.indptr[i + 1]]
+    if not P.has_sorted_indices:
+        order = np.argsort(b_idx, kind="stable")
+        b_idx, b_val = b_idx[order], b_val[order]
+
+    def bought(j: np.ndarray) -> np.ndarray:
+        if not len(b_idx):
+            return np.zeros(len(j))
+        at = np.minimum(np.searchsorted(b_idx, j), len(b_idx) - 1)
+        return np.where(b_idx[at] == j, b_val[at], 0.0)
+    return bought
