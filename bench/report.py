@@ -49,7 +49,7 @@ def write_markdown(res: dict[str, Any], path: Path) -> None:
         if rr:
             v = rr.get("validation", {})
             gain = sorted(rr.get("gain", {}).items(), key=lambda kv: -kv[1])[:6]
-            md += [f"New-items requests are re-ranked (`models/rerank.py`): {v.get('customers')} training customers "
+            md += [f"New-items requests are re-ranked (`models/recsys/rerank.py`): {v.get('customers')} training customers "
                    f"from two 56-day windows before the cutoff; on {v.get('holdout_customers')} held-out customers "
                    f"NDCG@10 {v.get('holdout_ndcg@10_reranked')} against the blend's {v.get('holdout_ndcg@10_blend')} "
                    f"(used: {v.get('used')}). Largest feature gains: "

@@ -11,7 +11,7 @@ from features.importers import import_online_retail, is_non_product
 from features.interactions import build_interactions
 from features.io import load_shop
 from models.metrics import ranking_report
-from models.recommenders import DISCOVERY_RULES, RecommenderConfig
+from models.recsys import DISCOVERY_RULES, RecommenderConfig
 from tests.conftest import SHARED
 from training.rec_eval import fit_production, new_items_truth, purchase_truth
 

@@ -1,0 +1,111 @@
+"""Training the production recommender on the small shop: blend weights tuned (main and discovery), the
+re-ranker's holdout gate, short histories, components reused, and one NDCG wherever it is computed."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.schema import CUSTOMER_ID, PRODUCT_ID, SCORE
+from models.metrics import ranking_report
+from models.recsys import DEFAULT_WEIGHTS, MODELS, BlendRecommender, RecommenderConfig
+from tests.models.recsys_data import CFG, CUTOFF, shop_data
+from training.blend_tuning import (
+    DISCOVERY_GRID,
+    WEIGHT_GRID,
+    reusable_components,
+    tune_discovery,
+    tune_weights,
+)
+from training.rec_eval import fit_production
+from training.rec_truth import new_items_truth, purchase_truth
+from training.rerank_training import fit_reranker, ndcg_by_group
+
+pytestmark = pytest.mark.slow  # fits blends and re-rankers on a simulated shop
+
+
+@pytest.fixture(scope="module")
+def data(small_shop):
+    return shop_data(small_shop)
+
+
+@pytest.fixture(scope="module")
+def truth(small_shop, data):
+    return {u: s for u, s in purchase_truth(small_shop, CUTOFF).items() if u in data.users}
+
+
+def test_tuning_chooses_main_and_discovery_weights_without_changing_the_model(data, truth) -> None:
+    tuned = BlendRecommender(replace(CFG, blend_weights=None)).fit(data)
+    before = dict(tuned.weights_)
+    main = tune_weights(tuned, truth)
+    assert tuned.weights_ == before  # tuning only measures
+    # the grid, then EASE added to the three best blends at two weights
+    assert len(main.trials) == len(WEIGHT_GRID) + 3 * 2
+    assert main.weights in [t["weights"] for t in main.trials] and main.best == max(
+        t["ndcg@10"] for t in main.trials)
+    best = [t for t in main.trials if t["weights"] == main.weights][0]
+    assert best["ndcg@10"] == main.best and 0.05 < main.best < 1.0
+    discovery = tune_discovery(tuned, new_items_truth(data, truth))
+    assert len(discovery.trials) == len(DISCOVERY_GRID)
+    assert discovery.weights in [dict(g) for g in DISCOVERY_GRID]
+    tuned.use_weights(main.weights, discovery.weights)
+    assert tuned.weights_ == main.weights and tuned.discovery_weights_ == discovery.weights
+
+
+def test_reranker_is_used_only_when_it_beats_the_blend_on_held_out_customers(small_shop) -> None:
+    cfg = replace(CFG, rerank_min_customers=20)
+    ranker, v = fit_reranker(small_shop, CUTOFF, cfg)
+    assert v["holdout_customers"] > 0 and v["customers"] > v["holdout_customers"]
+    assert v["used"] == (v["holdout_ndcg@10_reranked"] > v["holdout_ndcg@10_blend"])
+    assert (ranker is not None) == v["used"]
+    if ranker is not None:
+        assert ranker.validation_ == v
+    # too little data: no ranker, and it says why (also when only the random split leaves too few to train)
+    none, why = fit_reranker(small_shop, CUTOFF, replace(CFG, rerank_min_customers=10**6))
+    assert none is None and why["used"] is False and "few" in why["why"]
+    few = replace(CFG, rerank_min_customers=20, rerank_max_customers=10)
+    none, why = fit_reranker(small_shop, CUTOFF, few)
+    assert none is None and why["used"] is False and why["customers"] < 20
+    assert "training or held-out" in why["why"]
+
+
+def test_short_history_fits_with_default_weights_and_no_reranker(small_shop) -> None:
+    cutoff = small_shop.orders["ts"].min() + pd.Timedelta(days=40)  # less history than the 56-day window
+    m = fit_production(small_shop, cutoff, RecommenderConfig(factors=8, als_iterations=3, seed=7))
+    assert m.weights_ == dict(DEFAULT_WEIGHTS) and m.reranker_ is None
+    assert len(m.recommend(list(m._require().users.ids[:5]), 3, exclude_bought=True)) > 0
+
+
+def test_components_fitted_on_the_same_data_with_the_same_settings_are_reused(data) -> None:
+    fitted = {n: MODELS[n](CFG).fit(data) for n in ("als", "item_knn", "bpr")}
+    fitted["popularity"] = MODELS["popularity"](replace(CFG, factors=4)).fit(data)  # other settings
+    reuse = reusable_components(fitted, data, CFG)
+    assert set(reuse) == {"als", "item_knn"}  # bpr is no blend component
+    assert reusable_components(fitted, replace(data), CFG) == {}  # an equal copy is other data
+    blend = BlendRecommender(replace(CFG, blend_weights=(("als", 1.0),))).fit(data, components=reuse)
+    assert blend.components_["als"] is fitted["als"] and blend.components_["item_knn"] is fitted["item_knn"]
+
+
+def test_the_three_ndcg_computations_agree(data, truth) -> None:
+    """Blend tuning, the evaluation report and the re-ranker's holdout gate each compute NDCG@10 from their
+    own form (the score matrix, frames of recommendations, candidate groups) with the one metrics.ndcg; on
+    one ranking they agree."""
+    blend = BlendRecommender(CFG).fit(data)
+    recs = blend.recommend(list(truth), 10)
+    report = ranking_report(recs, truth)["ndcg@10"]
+    probe = tune_weights(blend, truth, grid=[tuple(blend.weights_.items())])
+    assert len(probe.trials) == 1 and probe.weights == blend.weights_
+    assert probe.trials[0]["ndcg@10"] == pytest.approx(report, abs=1e-12)
+    # the re-ranker's gate, each customer's whole ranked list as its candidates (rows shuffled: it sorts)
+    full = blend.recommend(list(truth), 200).sample(frac=1.0, random_state=1)
+    full = full.sort_values(CUSTOMER_ID, kind="stable")
+    users = full[CUSTOMER_ID].drop_duplicates().tolist()
+    groups = full.groupby(CUSTOMER_ID, sort=False).size().loc[users].to_numpy()
+    y = np.array([p in truth[c] for c, p in zip(full[CUSTOMER_ID], full[PRODUCT_ID], strict=True)], float)
+    n_rel = np.array([len(truth[u]) for u in users])
+    gate = ndcg_by_group(full[SCORE].to_numpy(float), y, groups, n_rel) * len(users) / len(truth)
+    assert gate == pytest.approx(report, abs=1e-12)
+    assert 0.05 < report < 1.0  # a real ranking, not an all-zero agreement
