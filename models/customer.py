@@ -87,10 +87,26 @@ class _LGBMBase:
                 out[c] = pd.to_numeric(X[c], errors="coerce").astype(float)
         return pd.DataFrame(out, index=X.index)
 
-    def _matrix(self, X: pd.DataFrame) -> np.ndarray:
-        """Float matrix in training column order; categories become the codes LightGBM saw at fit
-        (unknown -> NaN), missing columns NaN. Column by column from numpy: much faster than a pandas frame for
-        the one-customer calls of the service."""
+    @property
+    def feature_names(self) -> list[str]:
+        """The columns of :meth:`design_matrix`, in order (empty before fit)."""
+        return list(self.columns_)
+
+    def design_matrix(self, X: pd.DataFrame) -> np.ndarray:
+        """The float matrix the booster reads: one row per row of ``X``, one column per name of
+        :attr:`feature_names`. Categories become the codes LightGBM saw at fit (unknown -> NaN), missing
+        columns NaN. Column by column from numpy: much faster than a pandas frame for the one-customer calls
+        of the service.
+
+        For callers that change a column of the prepared rows before predicting (the uplift model sets its
+        ``treated`` flag to 0 for the counterfactual) and then call :meth:`predict_matrix`.
+
+        Example
+        -------
+        >>> M = churn.design_matrix(X)                                   # doctest: +SKIP
+        >>> M[:, churn.feature_names.index("recency_days")] = 400.0      # doctest: +SKIP
+        >>> churn.predict_matrix(M)                                      # doctest: +SKIP
+        """
         maps = getattr(self, "_codes", None)
         if maps is None:
             maps = self._codes = {c: {v: float(i) for i, v in enumerate(cats)} for c, cats in self.categories_.items()}
@@ -132,10 +148,20 @@ class _LGBMBase:
         self.booster_ = lgb.train(self._params(), data, num_boost_round=self.config.n_estimators)
         return self
 
+    def predict_matrix(self, M: np.ndarray) -> np.ndarray:
+        """Scores (probabilities for churn, expected value for value) of the rows of a
+        :meth:`design_matrix`; ``predict(X)`` is ``predict_matrix(design_matrix(X))`` indexed by customer."""
+        if self.booster_ is None:
+            raise NotFittedError(type(self).__name__)
+        if M.ndim != 2 or M.shape[1] != len(self.columns_):
+            raise ValueError(f"{type(self).__name__}: expected a design matrix with {len(self.columns_)} columns "
+                             f"(feature_names), got shape {M.shape}")
+        return np.asarray(self.booster_.predict(M))
+
     def _raw(self, X: pd.DataFrame) -> np.ndarray:
         if self.booster_ is None:
             raise NotFittedError(type(self).__name__)
-        return np.asarray(self.booster_.predict(self._matrix(X)))
+        return self.predict_matrix(self.design_matrix(X))
 
     def predict(self, X: pd.DataFrame) -> pd.Series:
         return pd.Series(self._raw(X), index=X.index, name="score")
@@ -149,7 +175,7 @@ class _LGBMBase:
         if self.booster_ is None:
             raise NotFittedError(type(self).__name__)
         Xp = self._prepare(X)
-        contrib = np.asarray(self.booster_.predict(self._matrix(X), pred_contrib=True))[:, :-1]
+        contrib = np.asarray(self.booster_.predict(self.design_matrix(X), pred_contrib=True))[:, :-1]
         out: dict[str, list[dict[str, Any]]] = {}
         for i, cid in enumerate(X.index):
             order = np.argsort(-np.abs(contrib[i]))[:top]
