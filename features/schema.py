@@ -130,6 +130,7 @@ SENT_AT = "sent_at"
 CHANNEL = "channel"
 GROUP = "group"
 CAMPAIGN_ID = "campaign_id"
+REDEEMED_AT = "redeemed_at"
 # customer feature columns (built by features.customer) that offer rules and reasons read
 N_ORDERS = "n_orders"
 NET_REVENUE = "net_revenue"
