@@ -160,7 +160,7 @@ def ope(top: int = 10) -> dict:
     items with the highest smoothed click rate in each position - and estimate its click rate on the second
     half with IPS and doubly robust estimators (bootstrap 95% intervals), against the logged random policy.
     A stochastic top-k policy overlaps the log far more than a single best item, so IPS has usable variance."""
-    from models.ope import doubly_robust, mean_ci
+    from models.offers import doubly_robust, mean_ci
     out = {}
     for camp in ("all", "men", "women"):
         df = pd.read_csv(SHARED / "zozo_open_bandit_small" / f"random_{camp}.csv.gz").drop(columns=["Unnamed: 0"])

@@ -24,19 +24,22 @@ EXCLUDE = {"purchase_age_days"}  # duplicates tenure for purchasers
 READABLE = {
     "recency_days": "days since last purchase", "n_orders": "number of orders", "gross_spend": "gross spend",
     "net_revenue": "net revenue", "net_margin": "net margin", "returns_value": "value returned",
-    "return_rate": "return rate", "discount_share": "share bought on discount", "discount_total": "discounts received",
-    "ipt_mean": "usual gap between orders", "ipt_std": "irregularity of orders", "overdue": "how overdue the next order is",
+    "return_rate": "return rate", "discount_share": "share bought on discount",
+    "discount_total": "discounts received", "ipt_mean": "usual gap between orders",
+    "ipt_std": "irregularity of orders", "overdue": "how overdue the next order is",
     "trend_90": "spend trend (90 days vs own history)", "net_30": "net spend, last 30 days",
-    "net_90": "net spend, last 90 days", "net_180": "net spend, last 180 days", "orders_30": "orders, last 30 days",
-    "orders_90": "orders, last 90 days", "orders_180": "orders, last 180 days", "tenure_days": "tenure",
+    "net_90": "net spend, last 90 days", "net_180": "net spend, last 180 days",
+    "orders_30": "orders, last 30 days", "orders_90": "orders, last 90 days",
+    "orders_180": "orders, last 180 days", "tenure_days": "tenure",
     "n_categories": "category breadth", "n_products": "distinct products bought", "units": "units bought",
-    "purchase_days": "days with a purchase", "top_category": "favourite category", "preferred_channel": "preferred channel",
-    "holiday_share": "holiday-only buying", "acquisition_channel": "acquisition channel", "region": "region",
+    "purchase_days": "days with a purchase", "top_category": "favourite category",
+    "preferred_channel": "preferred channel", "holiday_share": "holiday-only buying",
+    "acquisition_channel": "acquisition channel", "region": "region",
     "views_30": "product views, last 30 days", "carts_30": "add-to-carts, last 30 days",
     "abandoned_carts_90": "abandoned carts", "days_since_visit": "days since last visit",
-    "offers_received": "offers received", "offers_redeemed": "offers redeemed", "redemption_rate": "offer redemption rate",
-    "days_since_offer": "days since last offer", "avg_order_value": "average order value",
-    "max_order_value": "largest order",
+    "offers_received": "offers received", "offers_redeemed": "offers redeemed",
+    "redemption_rate": "offer redemption rate", "days_since_offer": "days since last offer",
+    "avg_order_value": "average order value", "max_order_value": "largest order",
 }
 
 
@@ -70,7 +73,8 @@ def _feature_columns(X: pd.DataFrame) -> list[str]:
 class _LGBMBase:
     objective: str = "binary"
 
-    def __init__(self, config: CustomerModelConfig | None = None, categorical: list[str] | None = None) -> None:
+    def __init__(self, config: CustomerModelConfig | None = None,
+                 categorical: list[str] | None = None) -> None:
         self.config = config or CustomerModelConfig()
         self.categorical = list(categorical or CATEGORICAL)
         self.booster_: lgb.Booster | None = None
@@ -87,13 +91,30 @@ class _LGBMBase:
                 out[c] = pd.to_numeric(X[c], errors="coerce").astype(float)
         return pd.DataFrame(out, index=X.index)
 
-    def _matrix(self, X: pd.DataFrame) -> np.ndarray:
-        """Float matrix in training column order; categories become the codes LightGBM saw at fit
-        (unknown -> NaN), missing columns NaN. Column by column from numpy: much faster than a pandas frame for
-        the one-customer calls of the service."""
+    @property
+    def feature_names(self) -> list[str]:
+        """The columns of :meth:`design_matrix`, in order (empty before fit)."""
+        return list(self.columns_)
+
+    def design_matrix(self, X: pd.DataFrame) -> np.ndarray:
+        """The float matrix the booster reads: one row per row of ``X``, one column per name of
+        :attr:`feature_names`. Categories become the codes LightGBM saw at fit (unknown -> NaN), missing
+        columns NaN. Column by column from numpy: much faster than a pandas frame for the one-customer calls
+        of the service.
+
+        For callers that change a column of the prepared rows before predicting (the uplift model sets its
+        ``treated`` flag to 0 for the counterfactual) and then call :meth:`predict_matrix`.
+
+        Example
+        -------
+        >>> M = churn.design_matrix(X)                                   # doctest: +SKIP
+        >>> M[:, churn.feature_names.index("recency_days")] = 400.0      # doctest: +SKIP
+        >>> churn.predict_matrix(M)                                      # doctest: +SKIP
+        """
         maps = getattr(self, "_codes", None)
         if maps is None:
-            maps = self._codes = {c: {v: float(i) for i, v in enumerate(cats)} for c, cats in self.categories_.items()}
+            maps = self._codes = {c: {v: float(i) for i, v in enumerate(cats)}
+                                  for c, cats in self.categories_.items()}
         out = np.full((len(X), len(self.columns_)), np.nan)
         have = set(X.columns)
         for j, c in enumerate(self.columns_):
@@ -102,7 +123,8 @@ class _LGBMBase:
             col = X[c]
             if c in maps:
                 m = maps[c]
-                out[:, j] = [m.get(v, np.nan) if isinstance(v, str) else np.nan for v in col.astype(object).tolist()]
+                out[:, j] = [m.get(v, np.nan) if isinstance(v, str) else np.nan
+                             for v in col.astype(object).tolist()]
             elif col.dtype.kind in "fiub":
                 out[:, j] = col.to_numpy(dtype=float, na_value=np.nan)
             else:
@@ -113,8 +135,8 @@ class _LGBMBase:
         c = self.config
         p = {"objective": self.objective, "learning_rate": c.learning_rate, "num_leaves": c.num_leaves,
              "min_child_samples": c.min_child_samples, "seed": c.seed, "deterministic": True,
-             "num_threads": 2, "verbose": -1, "feature_fraction": 0.8, "bagging_fraction": 0.8, "bagging_freq": 1,
-             "lambda_l2": 1.0}
+             "num_threads": 2, "verbose": -1, "feature_fraction": 0.8, "bagging_fraction": 0.8,
+             "bagging_freq": 1, "lambda_l2": 1.0}
         if self.objective == "tweedie":
             p["tweedie_variance_power"] = c.tweedie_variance_power
         return p
@@ -127,15 +149,25 @@ class _LGBMBase:
         self.columns_ = _feature_columns(X)
         self.categories_ = {c: sorted(X[c].dropna().astype(str).unique().tolist()) for c in self.categorical
                             if c in self.columns_}
-        data = lgb.Dataset(self._prepare(X), label=np.asarray(y, float), categorical_feature=list(self.categories_),
-                           free_raw_data=True)
+        data = lgb.Dataset(self._prepare(X), label=np.asarray(y, float),
+                           categorical_feature=list(self.categories_), free_raw_data=True)
         self.booster_ = lgb.train(self._params(), data, num_boost_round=self.config.n_estimators)
         return self
+
+    def predict_matrix(self, M: np.ndarray) -> np.ndarray:
+        """Scores (probabilities for churn, expected value for value) of the rows of a
+        :meth:`design_matrix`; ``predict(X)`` is ``predict_matrix(design_matrix(X))`` indexed by customer."""
+        if self.booster_ is None:
+            raise NotFittedError(type(self).__name__)
+        if M.ndim != 2 or M.shape[1] != len(self.columns_):
+            raise ValueError(f"{type(self).__name__}: expected a design matrix with {len(self.columns_)} "
+                             f"columns (feature_names), got shape {M.shape}")
+        return np.asarray(self.booster_.predict(M))
 
     def _raw(self, X: pd.DataFrame) -> np.ndarray:
         if self.booster_ is None:
             raise NotFittedError(type(self).__name__)
-        return np.asarray(self.booster_.predict(self._matrix(X)))
+        return self.predict_matrix(self.design_matrix(X))
 
     def predict(self, X: pd.DataFrame) -> pd.Series:
         return pd.Series(self._raw(X), index=X.index, name="score")
@@ -149,23 +181,29 @@ class _LGBMBase:
         if self.booster_ is None:
             raise NotFittedError(type(self).__name__)
         Xp = self._prepare(X)
-        contrib = np.asarray(self.booster_.predict(self._matrix(X), pred_contrib=True))[:, :-1]
+        contrib = np.asarray(self.booster_.predict(self.design_matrix(X), pred_contrib=True))[:, :-1]
         out: dict[str, list[dict[str, Any]]] = {}
         for i, cid in enumerate(X.index):
             order = np.argsort(-np.abs(contrib[i]))[:top]
             out[str(cid)] = [{
                 "feature": self.columns_[j], "contribution": round(float(contrib[i, j]), 4),
-                "value": None if pd.isna(Xp.iat[i, j]) else (str(Xp.iat[i, j]) if self.columns_[j] in self.categories_
-                                                              else round(float(Xp.iat[i, j]), 3)),
+                "value": self._shown(Xp.iat[i, j], self.columns_[j]),
                 "text": f"{READABLE.get(self.columns_[j], self.columns_[j])} "
                         f"{'raises' if contrib[i, j] > 0 else 'lowers'} the score",
             } for j in order]
         return out
 
+    def _shown(self, v: Any, column: str) -> str | float | None:
+        """A value as an explanation shows it: text for categories, rounded numbers, None if missing."""
+        if pd.isna(v):
+            return None
+        return str(v) if column in self.categories_ else round(float(v), 3)
+
     def feature_importance(self) -> pd.Series:
         if self.booster_ is None:
             raise NotFittedError(type(self).__name__)
-        return pd.Series(self.booster_.feature_importance("gain"), index=self.columns_).sort_values(ascending=False)
+        gain = pd.Series(self.booster_.feature_importance("gain"), index=self.columns_)
+        return gain.sort_values(ascending=False)
 
 
 class ChurnModel(_LGBMBase):

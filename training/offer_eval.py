@@ -12,6 +12,16 @@ import pandas as pd
 
 from features.customer import customer_features, unify_categories
 from features.io import Shop
+from features.schema import (
+    CAMPAIGN_ID,
+    CUSTOMER_ID,
+    DISCOUNT_SHARE,
+    GROUP,
+    N_ORDERS,
+    OFFER_ID,
+    REDEEMED_AT,
+    SENT_AT,
+)
 from models.metrics import auc
 from models.offers import (
     DISCOUNT_RESPONSIVE,
@@ -31,15 +41,15 @@ def uplift_training_set(shop: Shop, before: pd.Timestamp | None = None, start: p
                         window_days: int = 14) -> tuple[pd.DataFrame, pd.DataFrame]:
     """One row per offer_log row: customer features at the send date, group and outcome in the window.
 
-    Only rows whose whole window ends before ``before`` are used (no outcome peeks past it), and only rows sent
-    at or after ``start``. The rows of every send date are built once per shop and window (a train job asks
-    three times: before the cutoff, after it, and all).
+    Only rows whose whole window ends before ``before`` are used (no outcome peeks past it), and only rows
+    sent at or after ``start``. The rows of every send date are built once per shop and window (a train job
+    asks three times: before the cutoff, after it, and all).
     """
     full = _all_uplift_rows(shop, window_days)
     if full is None:
         return pd.DataFrame(), pd.DataFrame()
     X, y = full
-    sent = pd.to_datetime(y["sent_at"])
+    sent = pd.to_datetime(y[SENT_AT])
     keep = np.ones(len(y), bool)
     if before is not None:
         keep &= (sent + pd.Timedelta(days=window_days) <= before).to_numpy()
@@ -59,25 +69,31 @@ def _all_uplift_rows(shop: Shop, window_days: int) -> tuple[pd.DataFrame, pd.Dat
     if hit is not None and hit[0] is ol and hit[1] is shop.orders:
         return hit[2]
     o = shop.customer_orders()
-    buys = o[o["quantity"] > 0][["customer_id", "ts"]]
+    buys = o[o["quantity"] > 0][[CUSTOMER_ID, "ts"]]
     xs, ys = [], []
-    for day, g in ol.groupby(ol["sent_at"].dt.floor("D")):
-        X = customer_features(shop, day, customers=pd.Index(g["customer_id"].unique()))
-        m = g.merge(buys, on="customer_id", how="left")
-        win = (m["ts"] >= m["sent_at"]) & (m["ts"] < m["sent_at"] + pd.Timedelta(days=window_days))
-        bought = win.groupby([m["customer_id"], m["offer_id"]]).any()
-        y = pd.DataFrame({
-            "customer_id": g["customer_id"].to_numpy(), "offer_id": g["offer_id"].to_numpy(),
-            "campaign_id": g["campaign_id"].to_numpy() if "campaign_id" in g else g["offer_id"].to_numpy(),
-            "treated": (g["group"] == "treatment").to_numpy(),
-            "bought": [bool(bought.get((c, of), False)) for c, of in zip(g["customer_id"], g["offer_id"], strict=True)],
-            "redeemed": g["redeemed_at"].notna().to_numpy() if "redeemed_at" in g else False,
-            "sent_at": g["sent_at"].to_numpy()})
-        xs.append(X.loc[g["customer_id"].to_numpy()].reset_index())
-        ys.append(y)
-    out = (unify_categories(pd.concat(xs, ignore_index=True)).set_index("customer_id"), pd.concat(ys, ignore_index=True))
+    for day, g in ol.groupby(ol[SENT_AT].dt.floor("D")):
+        X = customer_features(shop, day, customers=pd.Index(g[CUSTOMER_ID].unique()))
+        xs.append(X.loc[g[CUSTOMER_ID].to_numpy()].reset_index())
+        ys.append(_outcomes(g, buys, window_days))
+    out = (unify_categories(pd.concat(xs, ignore_index=True)).set_index(CUSTOMER_ID),
+           pd.concat(ys, ignore_index=True))
     cache[window_days] = (ol, shop.orders, out)
     return out
+
+
+def _outcomes(g: pd.DataFrame, buys: pd.DataFrame, window_days: int) -> pd.DataFrame:
+    """Group and outcome of the offer_log rows ``g``: bought within the window after the send, redeemed."""
+    m = g.merge(buys, on=CUSTOMER_ID, how="left")
+    win = (m["ts"] >= m[SENT_AT]) & (m["ts"] < m[SENT_AT] + pd.Timedelta(days=window_days))
+    bought = win.groupby([m[CUSTOMER_ID], m[OFFER_ID]]).any()
+    pairs = zip(g[CUSTOMER_ID], g[OFFER_ID], strict=True)
+    return pd.DataFrame({
+        CUSTOMER_ID: g[CUSTOMER_ID].to_numpy(), OFFER_ID: g[OFFER_ID].to_numpy(),
+        CAMPAIGN_ID: g[CAMPAIGN_ID].to_numpy() if CAMPAIGN_ID in g else g[OFFER_ID].to_numpy(),
+        "treated": (g[GROUP] == "treatment").to_numpy(),
+        "bought": [bool(bought.get((c, of), False)) for c, of in pairs],
+        "redeemed": g[REDEEMED_AT].notna().to_numpy() if REDEEMED_AT in g else False,
+        SENT_AT: g[SENT_AT].to_numpy()})
 
 
 def measure_uplift_by_segment(X: pd.DataFrame, y: pd.DataFrame) -> pd.DataFrame:
@@ -86,26 +102,26 @@ def measure_uplift_by_segment(X: pd.DataFrame, y: pd.DataFrame) -> pd.DataFrame:
     ``X``, ``y`` as from :func:`uplift_training_set` with ``group`` and ``converted`` added to ``y``."""
     from models.segments import value_tiers
     tier = np.empty(len(y), dtype=object)
-    day = pd.to_datetime(y["sent_at"]).dt.floor("D").to_numpy()
+    day = pd.to_datetime(y[SENT_AT]).dt.floor("D").to_numpy()
     for d in np.unique(day):  # tiers among the customers of each send date (net value grows over time)
         m = day == d
         tier[m] = value_tiers(X.iloc[np.flatnonzero(m)])
     y = y.assign(value_tier=tier,
-                 discount_affinity=np.where(X["discount_share"].fillna(0).to_numpy() >= DISCOUNT_RESPONSIVE,
+                 discount_affinity=np.where(X[DISCOUNT_SHARE].fillna(0).to_numpy() >= DISCOUNT_RESPONSIVE,
                                             "discount-responsive", "other"))
-    parts = [measure_uplift(y, ["campaign_id"]).assign(segment_kind="all", segment="all")]
+    parts = [measure_uplift(y, [CAMPAIGN_ID]).assign(segment_kind="all", segment="all")]
     for kind in ("value_tier", "discount_affinity"):
-        parts.append(measure_uplift(y, ["campaign_id", kind]).rename(columns={kind: "segment"})
+        parts.append(measure_uplift(y, [CAMPAIGN_ID, kind]).rename(columns={kind: "segment"})
                      .assign(segment_kind=kind))
     out = pd.concat(parts, ignore_index=True)
-    return out[["campaign_id", "segment_kind", "segment", *[c for c in out.columns
-                                                           if c not in ("campaign_id", "segment_kind", "segment")]]]
+    first = [CAMPAIGN_ID, "segment_kind", "segment"]
+    return out[[*first, *[c for c in out.columns if c not in first]]]
 
 
 def campaign_rows(by_segment: pd.DataFrame) -> pd.DataFrame:
     """The per-campaign rows (all customers) of :func:`measure_uplift_by_segment`'s table."""
-    return by_segment[by_segment["segment_kind"] == "all"].drop(columns=["segment_kind", "segment"]).reset_index(
-        drop=True)
+    rows = by_segment[by_segment["segment_kind"] == "all"]
+    return rows.drop(columns=["segment_kind", "segment"]).reset_index(drop=True)
 
 
 def fit_uplift(shop: Shop, before: pd.Timestamp | None = None, seed: int = 42) -> UpliftModel | None:
@@ -114,8 +130,9 @@ def fit_uplift(shop: Shop, before: pd.Timestamp | None = None, seed: int = 42) -
         log.warning("offer_log has no treatment/control contrast: offers use the documented prior")
         return None
     from models.customer import CustomerModelConfig
-    cfg = CustomerModelConfig(n_estimators=100, learning_rate=0.03, num_leaves=7, min_child_samples=200, seed=seed)
-    return UpliftModel(cfg).fit(X, y["offer_id"], y["treated"], y["bought"], y["redeemed"])
+    cfg = CustomerModelConfig(n_estimators=100, learning_rate=0.03, num_leaves=7, min_child_samples=200,
+                              seed=seed)
+    return UpliftModel(cfg).fit(X, y[OFFER_ID], y["treated"], y["bought"], y["redeemed"])
 
 
 @dataclass
@@ -137,7 +154,8 @@ def evaluate_offers(shop: Shop, cutoff: pd.Timestamp, churn: pd.Series | None = 
     model = fit_uplift(shop, cutoff, seed)
     Xh, yh = uplift_training_set(shop, start=cutoff)
     if len(yh):
-        conv = yh.assign(converted=yh["bought"].astype(int), group=np.where(yh["treated"], "treatment", "control"))
+        conv = yh.assign(converted=yh["bought"].astype(int),
+                         **{GROUP: np.where(yh["treated"], "treatment", "control")})
         by_segment = measure_uplift_by_segment(Xh, conv)
         tables["measured_uplift"] = campaign_rows(by_segment)
         tables["measured_uplift_by_segment"] = by_segment
@@ -145,7 +163,7 @@ def evaluate_offers(shop: Shop, cutoff: pd.Timestamp, churn: pd.Series | None = 
         past = Xh["redemption_rate"].fillna(0).to_numpy()
         report["redemption"] = {"baseline_past_redemptions": {"auc": auc(yh["redeemed"][t], past[t])}}
         if model is not None:
-            pred = model.predict_pairs(Xh, yh["offer_id"].to_numpy())
+            pred = model.predict_pairs(Xh, yh[OFFER_ID].to_numpy())
             u, pr = pred["uplift"].to_numpy(), pred["p_redeem"].to_numpy()
             report["redemption"]["production"] = {"auc": auc(yh["redeemed"][t], pr[t])}
             report["uplift_model"] = qini(u, t, yh["bought"].to_numpy())
@@ -159,10 +177,10 @@ def policy_benchmark(shop: Shop, cat: OfferCatalogue, model: UpliftModel, churn:
     """Each policy spends the same budget on one channel; realised value = the simulator's true expected
     incremental margin of the (customer, offer) pairs it chose. The budget covers ``budget_share`` of the
     customers at that channel's cost, so choosing whom to contact matters."""
-    truth = pd.read_parquet(truth_dir / "uplift.parquet").set_index(["customer_id", "offer_id"])
+    truth = pd.read_parquet(truth_dir / "uplift.parquet").set_index([CUSTOMER_ID, OFFER_ID])
     now = shop.end
     X = customer_features(shop, now)
-    X = X[X["n_orders"] > 0]
+    X = X[X[N_ORDERS] > 0]
     churn = churn.reindex(X.index).fillna(0.5) if churn is not None else pd.Series(0.5, index=X.index)
     cand = OfferPolicy(cat, model).score(X, churn, now, channel=channel)
     if not len(cand):
@@ -172,22 +190,25 @@ def policy_benchmark(shop: Shop, cat: OfferCatalogue, model: UpliftModel, churn:
     tv = truth["expected_incremental_margin"]
 
     def realised(sel: pd.DataFrame) -> dict[str, float]:
-        vals = tv.reindex(list(zip(sel["customer_id"], sel["offer_id"], strict=True))).fillna(0.0).to_numpy()
-        return {"incremental_margin": float(vals.sum()), "cost": float(sel["send_cost"].sum()), "contacts": int(len(sel))}
+        vals = tv.reindex(list(zip(sel[CUSTOMER_ID], sel[OFFER_ID], strict=True))).fillna(0.0).to_numpy()
+        return {"incremental_margin": float(vals.sum()), "cost": float(sel["send_cost"].sum()),
+                "contacts": int(len(sel))}
 
     def fill(order: pd.DataFrame) -> pd.DataFrame:
         return order[np.cumsum(order["send_cost"].to_numpy()) <= budget + 1e-9]
 
     out: dict[str, Any] = {"production": realised(choose_audience(cand, budget))}
-    out["random"] = realised(fill(cand.sample(frac=1.0, random_state=seed).drop_duplicates("customer_id")))
+    out["random"] = realised(fill(cand.sample(frac=1.0, random_state=seed).drop_duplicates(CUSTOMER_ID)))
     out["propensity"] = realised(fill(cand.sort_values("p_redeem", ascending=False, kind="stable")
-                                      .drop_duplicates("customer_id")))
+                                      .drop_duplicates(CUSTOMER_ID)))
     blanket_offer = next((o.id for o in cat.offers if o.kind == "percent_off"), cat.offers[0].id)
-    out["blanket"] = realised(fill(cand[cand["offer_id"] == blanket_offer].sample(frac=1.0, random_state=seed + 1)))
-    orc = cand.merge(tv.rename("true_value").reset_index(), on=["customer_id", "offer_id"], how="left")
+    blanket = cand[cand[OFFER_ID] == blanket_offer]
+    out["blanket"] = realised(fill(blanket.sample(frac=1.0, random_state=seed + 1)))
+    orc = cand.merge(tv.rename("true_value").reset_index(), on=[CUSTOMER_ID, OFFER_ID], how="left")
     orc["expected_value"] = orc["true_value"].fillna(0.0)
     out["oracle"] = realised(choose_audience(orc, budget))
-    out["feature_ceiling"] = realised(choose_audience(orc.assign(expected_value=_feature_ceiling(orc, X, seed)), budget))
+    ceiling = orc.assign(expected_value=_feature_ceiling(orc, X, seed))
+    out["feature_ceiling"] = realised(choose_audience(ceiling, budget))
     return {"policies": out, "budget": budget, "channel": channel}
 
 
@@ -198,13 +219,13 @@ def _feature_ceiling(cand: pd.DataFrame, X: pd.DataFrame, seed: int) -> np.ndarr
     import lightgbm as lgb
 
     from features.customer import CATEGORICAL
-    F = X.loc[cand["customer_id"].to_numpy()].reset_index(drop=True)
+    F = X.loc[cand[CUSTOMER_ID].to_numpy()].reset_index(drop=True)
     for c in F.columns:
         if c in CATEGORICAL or not pd.api.types.is_numeric_dtype(F[c]):
             F[c] = F[c].astype("string").astype("category")
-    F["offer_id"] = pd.Categorical(cand["offer_id"].astype(object).to_numpy())
+    F[OFFER_ID] = pd.Categorical(cand[OFFER_ID].astype(object).to_numpy())
     y = cand["expected_value"].to_numpy(float)
-    half = pd.factorize(cand["customer_id"])[0] % 2
+    half = pd.factorize(cand[CUSTOMER_ID])[0] % 2
     pred = np.zeros(len(cand))
     for f in (0, 1):
         m = lgb.LGBMRegressor(n_estimators=400, learning_rate=0.03, num_leaves=31, min_child_samples=50,

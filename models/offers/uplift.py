@@ -1,0 +1,145 @@
+"""Uplift of each offer on P(order within its window), and P(redeem | offer), learned from offer_log
+treatment and control groups.
+
+``uplift`` = P(order in window | offer) - P(order in window | no offer), from one LightGBM model (an
+S-learner: treatment and offer id as features). Offers without history use the documented prior: uplift
+:data:`PRIOR_UPLIFT` and redemption :data:`PRIOR_REDEEM`.
+
+Example
+-------
+>>> model = UpliftModel().fit(X, offer_ids, treated, bought, redeemed)     # doctest: +SKIP
+>>> model.predict(X_now, "pct10")[["uplift", "p_redeem"]]                   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from features.customer import CATEGORICAL
+from features.exceptions import NotFittedError
+from features.schema import OFFER_ID
+from models.customer import ChurnModel, CustomerModelConfig
+
+PRIOR_UPLIFT, PRIOR_REDEEM = 0.01, 0.05
+
+
+class UpliftModel:
+    """Uplift of each offer on P(order within the window), plus P(redeem | offer).
+
+    An S-learner: LightGBM classifiers over customer features, the offer id and a ``treated`` flag;
+    uplift = P(order | treated=1) - P(order | treated=0). Strongly regularised (shallow trees, large
+    leaves). On the simulator its uplift ranking agreed with the true uplift better than a T-learner
+    (two models), an X-learner, a transformed-outcome or a doubly robust regression (Spearman 0.52 vs
+    0.33 / 0.42 / 0.16 / 0.29).
+
+    ``moderators``: features that may change how much an offer works, given to the trees as
+    ``treated x feature`` columns (missing when not treated) so that shallow trees can split on the effect
+    directly. The default is the customer's discount affinity (share of spend bought on discount): on the
+    simulator it raised the Qini on later campaigns from 0.20 to 0.27 (and the true incremental margin at a
+    fixed budget by 25%); adding recency, frequency and past redemptions as well lowered the Qini (0.18).
+
+    ``n_models``: the outcome model is fitted that many times with different seeds (each tree sees 80% of
+    the rows and features) and the probabilities averaged. The effect is a few points of purchase
+    probability in noisy outcomes, so one fit's uplift ranking moves with its seed: on the simulator five
+    seeds gave 0.558-0.585 of the oracle's incremental margin, their average 0.590.
+    """
+
+    def __init__(self, config: CustomerModelConfig | None = None,
+                 moderators: tuple[str, ...] = ("discount_share",), n_models: int = 5) -> None:
+        self.config = config or CustomerModelConfig(n_estimators=100, learning_rate=0.03, num_leaves=7,
+                                                    min_child_samples=200)
+        self.moderators = moderators
+        self.n_models = n_models
+        self.offers_: set[str] = set()
+        self.outcome_: ChurnModel | None = None
+        self.outcomes_: list[ChurnModel] = []
+        self.redeem_: ChurnModel | None = None
+        self.scale_: dict[str, float] = {}
+
+    def _frame(self, X: pd.DataFrame, offer_ids: Any, treated: float | np.ndarray) -> pd.DataFrame:
+        t = np.broadcast_to(np.asarray(treated, float), (len(X),))
+        F = X.assign(**{OFFER_ID: pd.Categorical(np.asarray(offer_ids, dtype=object)), "treated": t})
+        for c in getattr(self, "moderators", ()):  # models pickled before moderators existed have none
+            if c in X.columns:
+                F[f"treated_x_{c}"] = np.where(t > 0, pd.to_numeric(X[c], errors="coerce").to_numpy(float),
+                                               np.nan)
+        return F
+
+    def fit(self, X: pd.DataFrame, offer_ids: Any, treated: Any, bought: Any, redeemed: Any) -> UpliftModel:
+        """Rows are (customer features at send time, offer, group, outcome)."""
+        if self.n_models < 1:
+            raise ValueError(f"n_models must be at least 1, got {self.n_models}")
+        t = np.asarray(treated, bool)
+        F = self._frame(X, offer_ids, t.astype(float)).reset_index(drop=True)
+        cats = [*CATEGORICAL, OFFER_ID]
+        y, r = np.asarray(bought, float), np.asarray(redeemed, float)
+        self.outcomes_ = [ChurnModel(replace(self.config, seed=self.config.seed + i), cats).fit(F, y)
+                          for i in range(self.n_models)]
+        self.outcome_ = self.outcomes_[0]
+        self.redeem_ = ChurnModel(self.config, cats).fit(F[t], r[t])
+        self.offers_ = set(map(str, offer_ids))
+        self.scale_ = self._calibrate(X, np.asarray(offer_ids, dtype=object), t, y)
+        return self
+
+    def _calibrate(self, X: pd.DataFrame, oid: np.ndarray, t: np.ndarray, y: np.ndarray) -> dict[str, float]:
+        """The size of each offer's effect: an S-learner ranks well but shrinks uplift towards zero, so each
+        offer's predicted uplift is scaled to match the average effect measured by its randomised control
+        group."""
+        scale: dict[str, float] = {}
+        for o in self.offers_:
+            m = oid == o
+            if m.sum() == 0 or t[m].all() or not t[m].any():
+                continue
+            ate = y[m & t].mean() - y[m & ~t].mean()
+            p1, p0 = self._probabilities(self._frame(X.iloc[np.flatnonzero(m)], oid[m], 1.0))
+            pred = (p1 - p0).mean()
+            scale[o] = float(np.clip(ate / pred, 0.0, 10.0)) if pred > 1e-6 and ate > 0 else 1.0
+        return scale
+
+    def _probabilities(self, F: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """P(order) treated and not treated for the rows of a treated frame, averaged over the outcome models
+        (fitted on the same frame, so they share one design matrix)."""
+        assert self.outcome_ is not None
+        M1 = self.outcome_.design_matrix(F)
+        M0 = M1.copy()
+        names = self.outcome_.feature_names
+        M0[:, names.index("treated")] = 0.0
+        for j, col in enumerate(names):
+            if col.startswith("treated_x_"):
+                M0[:, j] = np.nan
+        models = getattr(self, "outcomes_", None) or [self.outcome_]  # pickles from before bagging have one
+        p1, p0 = np.zeros(len(F)), np.zeros(len(F))
+        for m in models:
+            p1 += m.predict_matrix(M1)
+            p0 += m.predict_matrix(M0)
+        return p1 / len(models), p0 / len(models)
+
+    def predict_pairs(self, X: pd.DataFrame, offer_ids: np.ndarray) -> pd.DataFrame:
+        """uplift, p_treated, p_control, p_redeem and ``prior`` for rows that each name their own offer (the
+        documented prior for an offer with no history)."""
+        if self.outcome_ is None:
+            raise NotFittedError("UpliftModel")
+        offer_ids = np.asarray(offer_ids, dtype=object)
+        n = len(X)
+        up, pr = np.full(n, PRIOR_UPLIFT), np.full(n, PRIOR_REDEEM)
+        pt, pc = np.full(n, np.nan), np.full(n, np.nan)
+        known = np.isin(offer_ids, list(self.offers_))
+        if known.any():
+            F = self._frame(X[known], offer_ids[known], 1.0)
+            p1, p0 = self._probabilities(F)
+            scale = np.array([getattr(self, "scale_", {}).get(o, 1.0) for o in offer_ids[known]])
+            up[known] = (p1 - p0) * scale
+            pc[known] = p0
+            pt[known] = p0 + up[known]
+            assert self.redeem_ is not None
+            pr[known] = self.redeem_.predict(F).to_numpy()
+        return pd.DataFrame({"uplift": up, "p_treated": pt, "p_control": pc, "p_redeem": pr, "prior": ~known},
+                            index=X.index)
+
+    def predict(self, X: pd.DataFrame, offer_id: str) -> pd.DataFrame:
+        """uplift, p_treated, p_control, p_redeem per customer for one offer (prior if no history)."""
+        return self.predict_pairs(X, np.full(len(X), offer_id, dtype=object))
