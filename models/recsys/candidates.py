@@ -35,10 +35,6 @@ class Candidates:
     reason: np.ndarray
     """Their reason codes (see :mod:`models.recsys.reasons`)."""
 
-    @property
-    def n(self) -> int:
-        return int(self.items.shape[1])
-
 
 def top_candidates(model: BlendRecommender, n: int = 50, batch: int = 500) -> Candidates:
     """Rank the top ``n`` candidates of every customer ``model`` knows, ``batch`` customers at a time, with
