@@ -214,13 +214,16 @@ def offers_audience(data: Path = typer.Option(...), budget: float = typer.Option
                     out: Path = typer.Option(Path("audience.csv")),
                     max_volume: int = typer.Option(None),
                     record: bool = typer.Option(False, help="Log the audience in the live store's decision "
-                                                            "log (the service and later audiences count it).")
-                    ) -> None:
+                                                            "log (the service and later audiences count it)."),
+                    now: str = typer.Option(None, help="Send time (default: now, or the models' data end if "
+                                                       "later).")) -> None:
     """Choose whom to contact with what, maximising expected incremental margin within the budget; sends
     already recorded in the live store count against caps and cooldowns."""
+    import pandas as pd
+
     from training.audience import build_audience
     r = _run(lambda: build_audience(data, budget, channel=channel, campaign=campaign, max_volume=max_volume,
-                                    out=out, record=record))
+                                    out=out, record=record, now=pd.Timestamp(now) if now else None))
     typer.echo(json.dumps({**r.summary(), "out": str(out)}))
 
 

@@ -132,7 +132,7 @@ def build_audience(data_dir: str | Path, budget: float, channel: str | None = No
     """
     paths, versions = download_champion(data_dir)
     b = ServingBundle.load(paths)
-    store = store if store is not None else live_store_for(Path(data_dir))
+    store = store if store is not None else live_store_for(Path(data_dir), create=record)
     now = _now(b.as_of) if now is None else pd.Timestamp(now)
     history = contact_history(store, now)
     sends = 0 if history is None else int((history[schema.GROUP] == "treatment").sum())

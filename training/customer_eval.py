@@ -113,6 +113,24 @@ def in_period_ceiling(X: pd.DataFrame, y: pd.DataFrame, config: CustomerModelCon
             "value": regression_report(y["future_net"].clip(lower=0).to_numpy(), value)}
 
 
+def _report(scores: pd.DataFrame, target: np.ndarray) -> dict[str, Any]:
+    """Each churn and value model's metrics against the holdout labels in ``scores``."""
+    churn = scores["churn"]
+    return {
+        "churn": {
+            "production": classification_report(churn, scores["churn_production"]),
+            "recency": classification_report(churn, scores["churn_recency"], is_probability=False),
+            "bgnbd": classification_report(churn, scores["churn_bgnbd"]),
+        },
+        "value": {
+            "production": regression_report(target, scores["value_production"]),
+            "last_period": regression_report(target, scores["value_last_period"]),
+            "historical_rate": regression_report(target, scores["value_historical_rate"]),
+            "bgnbd_gg": regression_report(target, scores["value_bgnbd_gg"]),
+        },
+    }
+
+
 def evaluate_customer_models(shop: Shop, cutoff: pd.Timestamp, config: CustomerModelConfig,
                              corrupt_features: bool = False, ceiling: bool = False) -> CustomerEvaluation:
     """Train on cutoffs before ``cutoff``; evaluate on customers with a past purchase at ``cutoff``.
@@ -143,19 +161,7 @@ def evaluate_customer_models(shop: Shop, cutoff: pd.Timestamp, config: CustomerM
         "value_bgnbd_gg": bgs["expected_value"],
     })
     target = y["future_net"].clip(lower=0).to_numpy()
-    report = {
-        "churn": {
-            "production": classification_report(y["churn"], churn_p),
-            "recency": classification_report(y["churn"], scores["churn_recency"], is_probability=False),
-            "bgnbd": classification_report(y["churn"], scores["churn_bgnbd"]),
-        },
-        "value": {
-            "production": regression_report(target, value_p),
-            "last_period": regression_report(target, scores["value_last_period"]),
-            "historical_rate": regression_report(target, scores["value_historical_rate"]),
-            "bgnbd_gg": regression_report(target, scores["value_bgnbd_gg"]),
-        },
-    }
+    report = _report(scores, target)
     if ceiling:
         cutoffs = training_cutoffs(shop, cutoff, H, config.n_cutoffs, config.cutoff_step_days)
         Xtr, ytr = stacked_training_set(shop, cutoffs, H)

@@ -29,6 +29,7 @@ from models.bundle import SEGMENT, ServingBundle
 from models.segments import segment_summary
 from training.config import TrainConfig, fingerprint
 from training.evaluate import EvaluationResult, evaluate, flat_metrics, mlflow_name
+from training.gate import Threshold
 from training.live_data import LiveReport, live_store_for, merge_live_rows
 from training.plots import plot_evaluation
 from training.refit import fit_serving_bundle
@@ -93,6 +94,13 @@ def _reused(fp: str) -> TrainResult | None:
 
 def _json(o: Any) -> Any:
     return json.loads(json.dumps(o, default=str))
+
+
+def gate_values(report: dict[str, Any], thresholds: tuple[Threshold, ...]) -> dict[str, float]:
+    """The gate metrics of an evaluation report by MLflow name; one it could not measure is NaN (and fails
+    the gate), one it lacks is left out (and fails it too)."""
+    every = {mlflow_name(k): v for k, v in flat_metrics(report, missing_as_nan=True).items()}
+    return {t.metric: every[t.metric] for t in thresholds if t.metric in every}
 
 
 def _log_data(d: _Data, fp: str, config: TrainConfig) -> None:
@@ -168,8 +176,7 @@ def train(data_dir: str | Path, config: TrainConfig | None = None, force: bool =
         _progress("register models", 4)
         versions = register_bundle(bundle, run.info.run_id)
         _progress("promotion gate", 5)
-        every = {mlflow_name(k): v for k, v in flat_metrics(ev.report, missing_as_nan=True).items()}
-        new = {t.metric: every[t.metric] for t in config.gate if t.metric in every}
+        new = gate_values(ev.report, config.gate)
         result = gate_and_promote(MlflowClient(), run.info.run_id, versions, new, config.gate)
         return TrainResult(run.info.run_id, False, result.ok, versions, metrics, result.reason, ev.report,
                            d.live.to_dict())

@@ -69,10 +69,11 @@ class LiveReport:
         return {k: float(v) for k, v in out.items()}
 
 
-def live_store_for(data_dir: Path) -> LiveStore | None:
-    """The service's store: ``PERSONALISE_DB``, else ``DATA/live.db`` when it exists (None: no live rows)."""
+def live_store_for(data_dir: Path, create: bool = False) -> LiveStore | None:
+    """The service's store: ``PERSONALISE_DB``, else ``DATA/live.db`` when it exists or ``create`` is set
+    (None: no live rows)."""
     url = os.environ.get("PERSONALISE_DB")
-    if not url and not (Path(data_dir) / "live.db").exists():
+    if not url and not create and not (Path(data_dir) / "live.db").exists():
         return None
     return LiveStore(url or f"sqlite:///{(Path(data_dir) / 'live.db').resolve()}")
 
@@ -110,10 +111,9 @@ class _Checker:
     def times(self, column: str, lo: pd.Timestamp, hi: pd.Timestamp) -> pd.Series:
         t = _parse_times(self.df[column])
         self.drop(t.isna(), f"{column}: missing or unparseable timestamp")
-        t = t[t.notna()]
-        self.drop(t < lo, f"{column}: before the shop's first order ({lo})")
-        self.drop(t > hi, f"{column}: after now ({hi:%Y-%m-%d %H:%M})")
-        return t[(t >= lo) & (t <= hi)].astype("datetime64[ns]")
+        self.drop(t[self.df.index] < lo, f"{column}: before the shop's first order ({lo})")
+        self.drop(t[self.df.index] > hi, f"{column}: after now ({hi:%Y-%m-%d %H:%M})")
+        return t[self.df.index].astype("datetime64[ns]")
 
 
 def _bounds(shop: Shop, now: pd.Timestamp | None) -> tuple[pd.Timestamp, pd.Timestamp]:
