@@ -18,7 +18,8 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import typer  # noqa: E402
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Personalisation for shops: recommendations, customer value and churn, next-best offers.")
+                  help="Personalisation for shops: recommendations, customer value and churn, "
+                       "next-best offers.")
 import_app = typer.Typer(no_args_is_help=True, help="Import public datasets into the data contract.")
 offers_app = typer.Typer(no_args_is_help=True, help="Next-best offers for the CRM engine.")
 app.add_typer(import_app, name="import")
@@ -99,25 +100,29 @@ def _shop_dir(data: Path) -> Path:
 
 @app.command()
 def train(data: Path = typer.Option(..., help="Project data directory (shop tables in DATA/shop or DATA)."),
-          horizon_days: int = typer.Option(90, min=7), cutoff: str = typer.Option(None, help="Evaluation cutoff."),
-          seed: int = typer.Option(42), force: bool = typer.Option(False, help="Retrain even if this data and "
-                                                                              "config were trained before.")) -> None:
+          horizon_days: int = typer.Option(90, min=7),
+          cutoff: str = typer.Option(None, help="Evaluation cutoff."), seed: int = typer.Option(42),
+          force: bool = typer.Option(False, help="Retrain even if this data and config were trained before.")
+          ) -> None:
     """Validate, evaluate against baselines, refit, log to MLflow, register and promote if not worse."""
-    from training.jobs import TrainConfig, with_horizon
+    from training.config import TrainConfig, with_horizon
     from training.jobs import train as job
     cfg = with_horizon(TrainConfig(cutoff=cutoff), horizon_days, seed)
     r = _run(lambda: job(data, cfg, force=force))
-    typer.echo(json.dumps({"run_id": r.run_id, "reused": r.reused, "promoted": r.promoted, "versions": r.versions,
-                           "gate": r.reason}, indent=1))
+    aside = sum(s["rows"] for s in r.live.get("set_aside", []))
+    typer.echo(json.dumps({"run_id": r.run_id, "reused": r.reused, "promoted": r.promoted,
+                           "versions": r.versions, "gate": r.reason, "cutoff": r.report.get("cutoff"),
+                           "live_rows_set_aside": aside}, indent=1))
 
 
 @app.command()
-def evaluate(data: Path = typer.Option(...), cutoff: str = typer.Option(None), horizon_days: int = typer.Option(90),
-             out: Path = typer.Option(Path("report.json")), seed: int = typer.Option(42)) -> None:
+def evaluate(data: Path = typer.Option(...), cutoff: str = typer.Option(None),
+             horizon_days: int = typer.Option(90), out: Path = typer.Option(Path("report.json")),
+             seed: int = typer.Option(42)) -> None:
     """Evaluate every model and baseline on the window after the cutoff; nothing is registered."""
     from features.io import load_shop
-    from training.jobs import TrainConfig, with_horizon
-    from training.jobs import evaluate as job
+    from training.config import TrainConfig, with_horizon
+    from training.evaluate import evaluate as job
 
     def go() -> None:
         sdir = _shop_dir(data)
@@ -130,33 +135,23 @@ def evaluate(data: Path = typer.Option(...), cutoff: str = typer.Option(None), h
 
 
 @app.command()
-def promote(data: Path = typer.Option(...), version: str = typer.Option(..., help="Model version to make champion "
-                                                                                  "(all four components).")) -> None:
-    """Point ``champion`` at an earlier version (rollback) - recorded as a tag on the version."""
-    def go() -> None:
-        import getpass
-
-        import pandas as pd
-        from mlflow import MlflowClient
-
-        from training.jobs import MODEL_NAMES, setup_mlflow
-        setup_mlflow(data)
-        c = MlflowClient()
-        for name in MODEL_NAMES.values():
-            c.get_model_version(name, version)  # fails before any change if missing
-        for name in MODEL_NAMES.values():
-            c.set_registered_model_alias(name, "champion", version)
-            c.set_model_version_tag(name, version, "promoted_by", getpass.getuser())
-            c.set_model_version_tag(name, version, "promoted_at", pd.Timestamp.now(tz="UTC").isoformat())
-            c.set_model_version_tag(name, version, "promotion", "manual (personalise promote)")
-        typer.echo(f"champion -> version {version}")
-    _run(go)
+def promote(data: Path = typer.Option(...),
+            run: str = typer.Option(None, "--run", help="Training run whose four models become champion."),
+            version: str = typer.Option(None, help="The recommender's version: its run's four models become "
+                                                   "champion.")) -> None:
+    """Point ``champion`` at an earlier run's models (rollback) - recorded as tags on each version."""
+    from training.registry import promote as job
+    p = _run(lambda: job(data, run_id=run, recommender_version=version))
+    typer.echo(json.dumps({"run_id": p.run_id, "champion": p.versions, "previous": p.previous}))
 
 
 @app.command()
-def serve(data: Path = typer.Option(...), host: str = typer.Option("127.0.0.1"), port: int = typer.Option(3000),
-          bundle: Path | None = typer.Option(None, help="Serve a local bundle directory instead of the registry."),
-          insecure_dev: bool = typer.Option(False, "--insecure-dev", help="Run without API keys (local demo only)."),
+def serve(data: Path = typer.Option(...), host: str = typer.Option("127.0.0.1"),
+          port: int = typer.Option(3000),
+          bundle: Path | None = typer.Option(None, help="Serve a local bundle directory instead of the "
+                                                        "registry."),
+          insecure_dev: bool = typer.Option(False, "--insecure-dev",
+                                            help="Run without API keys (local demo only)."),
           max_concurrency: int = typer.Option(64)) -> None:
     """Start the BentoML service (loads the champion models, pinned)."""
     from serving.security import ConfigError, load_keys
@@ -171,8 +166,8 @@ def serve(data: Path = typer.Option(...), host: str = typer.Option("127.0.0.1"),
         raise typer.Exit(2)
     if insecure_dev:
         typer.echo("WARNING: --insecure-dev: no API keys are checked. Never expose this server.", err=True)
-    env = dict(os.environ, PERSONALISE_DATA=str(data.resolve()), PERSONALISE_MAX_CONCURRENCY=str(max_concurrency),
-               OPENBLAS_NUM_THREADS="1")
+    env = dict(os.environ, PERSONALISE_DATA=str(data.resolve()),
+               PERSONALISE_MAX_CONCURRENCY=str(max_concurrency), OPENBLAS_NUM_THREADS="1")
     if insecure_dev:
         env["PERSONALISE_INSECURE_DEV"] = "1"
     if bundle:
@@ -189,7 +184,7 @@ def demo(data: Path = typer.Option(Path("var/demo")), port: int = typer.Option(3
          serve_after: bool = typer.Option(True, "--serve/--no-serve")) -> None:
     """Simulate a shop (once), train every model, then serve on 127.0.0.1 and print example calls."""
     from features.simulate import simulate_shop
-    from training.jobs import TrainConfig
+    from training.config import TrainConfig
     from training.jobs import train as job
     shop = data / "shop"
     if not (shop / "orders.parquet").exists():
@@ -198,13 +193,15 @@ def demo(data: Path = typer.Option(Path("var/demo")), port: int = typer.Option(3
     r = _run(lambda: job(data, TrainConfig(seed=seed)))
     typer.echo(json.dumps({"run_id": r.run_id, "reused": r.reused, "promoted": r.promoted, "gate": r.reason}))
     base = f"http://127.0.0.1:{port}"
+    post = f"curl -s -X POST -H 'content-type: application/json' {base}"
+    event = '{"customer_id": "C0000001", "product_id": "P00010", "event_type": "view"}'
     typer.echo(f"""
 Example calls (no API keys in demo mode):
-  curl -s -X POST {base}/recommend -H 'content-type: application/json' -d '{{"customer_id": "C0000001", "k": 5}}'
-  curl -s -X POST {base}/similar_items -H 'content-type: application/json' -d '{{"product_id": "P00010", "k": 5}}'
-  curl -s -X POST {base}/offers -H 'content-type: application/json' -d '{{"customer_id": "C0000001"}}'
-  curl -s -X POST {base}/customer_profile -H 'content-type: application/json' -d '{{"customer_id": "C0000001"}}'
-  curl -s -X POST {base}/events -H 'content-type: application/json' -d '{{"events": [{{"customer_id": "C0000001", "product_id": "P00010", "event_type": "view"}}]}}'
+  {post}/recommend -d '{{"customer_id": "C0000001", "k": 5}}'
+  {post}/similar_items -d '{{"product_id": "P00010", "k": 5}}'
+  {post}/offers -d '{{"customer_id": "C0000001"}}'
+  {post}/customer_profile -d '{{"customer_id": "C0000001"}}'
+  {post}/events -d '{{"events": [{event}]}}'
   OpenAPI page: {base}/docs  - MLflow UI: make mlflow (http://127.0.0.1:5000)
 """)
     if serve_after:
@@ -215,41 +212,19 @@ Example calls (no API keys in demo mode):
 def offers_audience(data: Path = typer.Option(...), budget: float = typer.Option(..., min=0),
                     channel: str = typer.Option(None), campaign: str = typer.Option("campaign"),
                     out: Path = typer.Option(Path("audience.csv")),
-                    max_volume: int = typer.Option(None)) -> None:
-    """Choose whom to contact with what, maximising expected incremental margin within the budget."""
-    def go() -> None:
-        import pandas as pd
+                    max_volume: int = typer.Option(None),
+                    record: bool = typer.Option(False, help="Log the audience in the live store's decision "
+                                                            "log (the service and later audiences count it)."),
+                    now: str = typer.Option(None, help="Send time (default: now, or the models' data end if "
+                                                       "later).")) -> None:
+    """Choose whom to contact with what, maximising expected incremental margin within the budget; sends
+    already recorded in the live store count against caps and cooldowns."""
+    import pandas as pd
 
-        from models.offers import choose_audience, in_control_group
-        from training.bundle import ServingBundle
-        from training.jobs import download_champion
-        paths, versions = download_champion(data)
-        b = ServingBundle.load(paths)
-        if b.policy is None:
-            raise ValueError("the champion has no offer policy (no offer_log with treatment and control groups)")
-        X = b.features[b.features["n_orders"] > 0]
-        control = pd.Series(in_control_group(list(X.index), campaign, b.policy.catalogue.control_share), index=X.index)
-        cand = b.policy.score(X, b.scores["churn"].reindex(X.index), b.as_of, channel=channel,
-                              segments=b.scores["segment"])
-        chosen = choose_audience(cand[~cand["customer_id"].map(control).astype(bool)], budget, max_volume,
-                                 offer_caps=b.policy.catalogue.caps())
-        ctrl = cand[cand["customer_id"].map(control).astype(bool) & (cand["expected_value"] > 0)]
-        ctrl = ctrl.sort_values("expected_value", ascending=False).drop_duplicates("customer_id")
-        exp = pd.concat([chosen.assign(group="treatment"), ctrl.assign(group="control")], ignore_index=True)
-        seg = b.scores["segment"].reindex(exp["customer_id"]).to_numpy()
-        exp = exp.assign(segment=seg, reason=[f"uplift {u:.3f}, p(redeem) {p:.2f}" for u, p in
-                                              zip(exp["uplift"], exp["p_redeem"], strict=True)],
-                         campaign_id=campaign, model_version=versions.get("offers"))
-        cols = ["customer_id", "offer_id", "channel", "group", "expected_value", "send_cost", "segment", "reason",
-                "campaign_id", "model_version"]
-        exp = exp[cols]
-        exp.to_parquet(out, index=False) if out.suffix == ".parquet" else exp.to_csv(out, index=False)
-        t = exp[exp["group"] == "treatment"]
-        typer.echo(json.dumps({"contacts": len(t), "control_recorded": int((exp["group"] == "control").sum()),
-                               "cost": round(float(t["send_cost"].sum()), 2), "budget": budget,
-                               "expected_incremental_margin": round(float(t["expected_value"].sum()), 2),
-                               "out": str(out)}))
-    _run(go)
+    from training.audience import build_audience
+    r = _run(lambda: build_audience(data, budget, channel=channel, campaign=campaign, max_volume=max_volume,
+                                    out=out, record=record, now=pd.Timestamp(now) if now else None))
+    typer.echo(json.dumps({**r.summary(), "out": str(out)}))
 
 
 @offers_app.command("measure")

@@ -187,7 +187,7 @@ def ope(top: int = 10) -> dict:
 
 
 def train(which: str) -> dict:
-    from training.jobs import TrainConfig
+    from training.config import TrainConfig
     from training.jobs import train as job
     src = {"or": or_dir, "sim20k": lambda: sim_dir(20000), "sim100k": lambda: sim_dir(100000)}[which]()
     proj = WORK / f"train_{which}"

@@ -15,10 +15,21 @@ INT = "int"
 BOOL = "bool"
 TEXT = "text"  # free or categorical text
 
-# column names shared by many tables and by the recommendation outputs
+# column names: code refers to a column through these, never through its literal name
 CUSTOMER_ID = "customer_id"
 PRODUCT_ID = "product_id"
+ORDER_ID = "order_id"
+OFFER_ID = "offer_id"
 TS = "ts"
+EVENT_TYPE = "event_type"
+SESSION_ID = "session_id"
+CHANNEL = "channel"
+SENT_AT = "sent_at"
+GROUP = "group"
+REDEEMED_AT = "redeemed_at"
+PROPENSITY = "propensity"
+CAMPAIGN_ID = "campaign_id"
+OPTED_OUT = "opted_out"
 QUANTITY = "quantity"
 SCORE = "score"
 RANK = "rank"

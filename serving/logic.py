@@ -22,10 +22,10 @@ import pandas as pd
 
 from features.io import find_table, read_raw
 from features.live import LiveStore, default_url
+from models.bundle import COMPONENTS, ServingBundle
 from models.customer import READABLE
 from models.recsys import BusinessRules, Recommendation
 from serving import candidate_cache
-from training.bundle import COMPONENTS, ServingBundle
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ class Personaliser:
             paths = {c: self.bundle_dir / f"{c}.pkl" for c in COMPONENTS}
             versions = {c: "local" for c in COMPONENTS}
         else:
-            from training.jobs import download_champion  # reads the registry; never trains
+            from training.registry import download_champion  # reads the registry; never trains
             paths, versions = download_champion(self.data_dir)
         b = ServingBundle.load(paths)
         loaded = Loaded(b, versions, time.time())

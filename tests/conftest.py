@@ -52,7 +52,8 @@ def trained_project(tmp_path_factory: pytest.TempPathFactory, small_shop_dir: Pa
     """A project directory with the small shop trained once into a real SQLite MLflow store."""
     import shutil
 
-    from training.jobs import TrainConfig, train
+    from training.config import TrainConfig
+    from training.jobs import train
     d = tmp_path_factory.mktemp("project")
     shutil.copytree(small_shop_dir, d / "shop")
     os.environ.pop("MLFLOW_TRACKING_URI", None)

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from features import schema
 from features.customer import (
     customer_features,
     future_labels,
@@ -53,7 +54,8 @@ class CustomerEvaluation:
 
 def _order_values(shop: Shop, cutoff: pd.Timestamp) -> pd.DataFrame:
     lines = order_lines(shop, cutoff)
-    return lines.groupby(["customer_id", "order_id"], sort=False).agg(ts=("ts", "min"), value=("net", "sum")).reset_index()
+    g = lines.groupby([schema.CUSTOMER_ID, schema.ORDER_ID], sort=False)
+    return g.agg(**{schema.TS: (schema.TS, "min"), "value": ("net", "sum")}).reset_index()
 
 
 def fit_bgnbd(shop: Shop, cutoff: pd.Timestamp) -> tuple[BetaGeoModel, GammaGammaModel | None]:
@@ -75,8 +77,8 @@ def bgnbd_scores(bg: BetaGeoModel, gg: GammaGammaModel | None, shop: Shop, cutof
     spend = gg.expected_spend(rfm["x"], rfm["monetary"]) if gg is not None else np.full(len(rfm), np.nan)
     # P(no purchase in the window) = P(dead) + P(alive) * Poisson(0 | purchases expected while alive)
     p_none = (1 - p_alive) + p_alive * np.exp(-n / np.maximum(p_alive, 1e-9))
-    return pd.DataFrame({"p_alive": p_alive, "p_no_purchase": p_none, "expected_purchases": n, "expected_spend": spend,
-                         "expected_value": np.nan_to_num(n * spend)}, index=index)
+    return pd.DataFrame({"p_alive": p_alive, "p_no_purchase": p_none, "expected_purchases": n,
+                         "expected_spend": spend, "expected_value": np.nan_to_num(n * spend)}, index=index)
 
 
 def fit_customer_models(shop: Shop, cutoff: pd.Timestamp, config: CustomerModelConfig) -> CustomerModels:
@@ -111,6 +113,24 @@ def in_period_ceiling(X: pd.DataFrame, y: pd.DataFrame, config: CustomerModelCon
             "value": regression_report(y["future_net"].clip(lower=0).to_numpy(), value)}
 
 
+def _report(scores: pd.DataFrame, target: np.ndarray) -> dict[str, Any]:
+    """Each churn and value model's metrics against the holdout labels in ``scores``."""
+    churn = scores["churn"]
+    return {
+        "churn": {
+            "production": classification_report(churn, scores["churn_production"]),
+            "recency": classification_report(churn, scores["churn_recency"], is_probability=False),
+            "bgnbd": classification_report(churn, scores["churn_bgnbd"]),
+        },
+        "value": {
+            "production": regression_report(target, scores["value_production"]),
+            "last_period": regression_report(target, scores["value_last_period"]),
+            "historical_rate": regression_report(target, scores["value_historical_rate"]),
+            "bgnbd_gg": regression_report(target, scores["value_bgnbd_gg"]),
+        },
+    }
+
+
 def evaluate_customer_models(shop: Shop, cutoff: pd.Timestamp, config: CustomerModelConfig,
                              corrupt_features: bool = False, ceiling: bool = False) -> CustomerEvaluation:
     """Train on cutoffs before ``cutoff``; evaluate on customers with a past purchase at ``cutoff``.
@@ -141,23 +161,13 @@ def evaluate_customer_models(shop: Shop, cutoff: pd.Timestamp, config: CustomerM
         "value_bgnbd_gg": bgs["expected_value"],
     })
     target = y["future_net"].clip(lower=0).to_numpy()
-    report = {
-        "churn": {
-            "production": classification_report(y["churn"], churn_p),
-            "recency": classification_report(y["churn"], scores["churn_recency"], is_probability=False),
-            "bgnbd": classification_report(y["churn"], scores["churn_bgnbd"]),
-        },
-        "value": {
-            "production": regression_report(target, value_p),
-            "last_period": regression_report(target, scores["value_last_period"]),
-            "historical_rate": regression_report(target, scores["value_historical_rate"]),
-            "bgnbd_gg": regression_report(target, scores["value_bgnbd_gg"]),
-        },
-    }
+    report = _report(scores, target)
     if ceiling:
-        Xtr, ytr = stacked_training_set(shop, training_cutoffs(shop, cutoff, H, config.n_cutoffs, config.cutoff_step_days), H)
+        cutoffs = training_cutoffs(shop, cutoff, H, config.n_cutoffs, config.cutoff_step_days)
+        Xtr, ytr = stacked_training_set(shop, cutoffs, H)
         bound = in_period_ceiling(X, y, config, Xtr, ytr)
-        report["churn"]["in_period_ceiling"], report["value"]["in_period_ceiling"] = bound["churn"], bound["value"]
+        report["churn"]["in_period_ceiling"] = bound["churn"]
+        report["value"]["in_period_ceiling"] = bound["value"]
     tables = {"churn_reliability": reliability(y["churn"], churn_p),
               "value_decile_lift": decile_lift(target, value_p),
               "churn_feature_importance": models.churn.feature_importance().rename("gain").reset_index(),

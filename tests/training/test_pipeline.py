@@ -12,7 +12,11 @@ from mlflow import MlflowClient
 
 from features.exceptions import DataValidationError
 from tests.conftest import SEED
-from training.jobs import MODEL_NAMES, TrainConfig, evaluate, setup_mlflow, train
+from training.config import TrainConfig
+from training.evaluate import evaluate
+from training.jobs import train
+from training.registry import MODEL_NAMES
+from training.tracking import setup_mlflow
 
 pytestmark = pytest.mark.slow
 

@@ -1,0 +1,145 @@
+"""The evaluation job: every model and baseline on the holdout window after the cutoff.
+
+Returns an :class:`EvaluationResult`; the serving refit takes it explicitly (the blend weights and the
+discovery re-ranker that were evaluated are the ones shipped). Nothing is registered.
+
+Example
+-------
+>>> ev = evaluate(load_shop("var/demo/shop"), TrainConfig())      # doctest: +SKIP
+>>> ev.report["churn"]["production"]["auc"]                       # doctest: +SKIP
+0.78
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from features import schema
+from features.exceptions import ModelFitError
+from features.io import Shop
+from models.recsys import Reranker
+from training.config import TrainConfig, default_cutoff
+from training.customer_eval import evaluate_customer_models
+from training.offer_eval import evaluate_offers
+from training.rec_eval import evaluate_recommenders
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvaluationResult:
+    """What an evaluation measured, and what of it the serving refit reuses."""
+
+    report: dict[str, Any]
+    """Every metric, as plain JSON (NaN written as None)."""
+    tables: dict[str, pd.DataFrame]
+    cutoff: pd.Timestamp
+    seconds: dict[str, float]
+    blend_weights: dict[str, float] = field(default_factory=dict)
+    """The evaluated recommender's blend weights."""
+    discovery_weights: dict[str, float] = field(default_factory=dict)
+    """Its weights for discovery requests (the blend weights when it has none of its own)."""
+    reranker: Reranker | None = None
+    """The evaluated discovery re-ranker (None: discovery was ranked by the blend)."""
+    reranker_validation: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def blend(self) -> dict[str, Any]:
+        """The weights and the re-ranker's validation and gains, as logged to MLflow."""
+        gain = self.reranker.importance() if self.reranker is not None else {}
+        return {"blend_weights": self.blend_weights, "discovery_weights": self.discovery_weights,
+                "reranker": {"validation": self.reranker_validation, "gain": gain}}
+
+
+def _progress(step: str, i: int, n: int) -> None:
+    log.info("[%d/%d] %s", i, n, step)
+
+
+def evaluation_cutoff(shop: Shop, config: TrainConfig, data_end: pd.Timestamp | None = None) -> pd.Timestamp:
+    """``config.cutoff``, else ``data_end`` (default: the shop's end) minus the horizon. Raises
+    :class:`ModelFitError` unless there are customer orders on both sides of it."""
+    H = config.horizon_days
+    end = shop.end if data_end is None else pd.Timestamp(data_end)
+    cutoff = pd.Timestamp(config.cutoff) if config.cutoff else default_cutoff(end, H)
+    ts = shop.customer_orders()[schema.TS]
+    if not (ts < cutoff).any() or not (ts >= cutoff).any():
+        first = ts.min().date() if len(ts) else None
+        raise ModelFitError(f"the evaluation cutoff {cutoff.date()} needs customer orders before and after "
+                            f"it; the orders run from {first} to {end.date()}: choose a --cutoff inside them "
+                            f"or a shorter --horizon-days (now {H})")
+    return cutoff
+
+
+def evaluate(shop: Shop, config: TrainConfig, truth_dir: str | Path | None = None,
+             data_end: pd.Timestamp | None = None) -> EvaluationResult:
+    """Every model and baseline on the holdout window after the cutoff. Nothing is registered.
+
+    ``data_end``: the end of the shop's own data, from which the default cutoff is counted (default:
+    ``shop.end``; the train job passes the end before live rows were merged, so they never move it).
+    """
+    cutoff = evaluation_cutoff(shop, config, data_end)
+    secs: dict[str, float] = {}
+    t0 = time.perf_counter()
+    _progress("recommenders", 1, 3)
+    rec = evaluate_recommenders(shop, cutoff, config.recommender, config.interactions,
+                                models=config.rec_baselines, corrupt=config.corrupt)
+    secs["recommend"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    _progress("churn and value", 2, 3)
+    cust = evaluate_customer_models(shop, cutoff, config.customer, corrupt_features=config.corrupt)
+    secs["customer"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    _progress("offers", 3, 3)
+    offers = evaluate_offers(shop, cutoff, cust.scores["churn_production"], config.seed, truth_dir)
+    secs["offers"] = time.perf_counter() - t0
+    report = {"cutoff": str(cutoff.date()), "horizon_days": config.horizon_days,
+              "recommend": rec.report, **cust.report,
+              "offers": {**offers.report.get("policies", {}),
+                         **{k: v for k, v in offers.report.items() if k != "policies"}}}
+    prod = rec.production
+    weights = dict(prod.weights_)
+    return EvaluationResult(report=_clean(report), tables={**cust.tables, **offers.tables}, cutoff=cutoff,
+                            seconds=secs, blend_weights=weights,
+                            discovery_weights=dict(prod.discovery_weights_ or weights),
+                            reranker=prod.reranker_, reranker_validation=prod.rerank_validation_)
+
+
+def _clean(o: Any) -> Any:
+    """Plain JSON: string keys, lists, rounded finite floats and None for NaN or infinity."""
+    if isinstance(o, dict):
+        return {str(k): _clean(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_clean(v) for v in o]
+    if isinstance(o, (np.floating, float)):
+        return None if not np.isfinite(o) else round(float(o), 6)
+    if isinstance(o, np.integer):
+        return int(o)
+    return o
+
+
+def flat_metrics(report: dict[str, Any], prefix: str = "", missing_as_nan: bool = False) -> dict[str, float]:
+    """The numbers of a nested report as ``{"a.b.c": value}``. A metric that could not be measured (None
+    in the report) is left out, or given as NaN with ``missing_as_nan``."""
+    out: dict[str, float] = {}
+    for k, v in report.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flat_metrics(v, key + ".", missing_as_nan))
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            out[key] = float(v)
+        elif v is None and missing_as_nan:
+            out[key] = math.nan
+    return out
+
+
+def mlflow_name(metric: str) -> str:
+    """A metric's name as MLflow stores it (``@`` is not allowed there)."""
+    return metric.replace("@", "_at_")

@@ -1,0 +1,90 @@
+"""The serving refit: every model fitted again on all data (as of the data end), into one bundle.
+
+It takes the :class:`~training.evaluate.EvaluationResult` explicitly: the blend weights and the discovery
+re-ranker that were evaluated are the ones shipped.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+
+import pandas as pd
+
+from features import schema
+from features.customer import customer_features, order_lines
+from features.io import Shop
+from models.bundle import CHURN, PREDICTED_VALUE, ServingBundle
+from models.offers import OfferCatalogue, OfferPolicy, parse_catalogue
+from models.recsys import RecommendationEngine, RecommenderConfig, TrendingRecommender
+from models.segments import segment_customers
+from models.triggers import detect_triggers
+from training.config import TrainConfig
+from training.customer_eval import fit_customer_models
+from training.evaluate import EvaluationResult
+from training.offer_eval import fit_uplift
+from training.rec_eval import fit_production
+
+log = logging.getLogger(__name__)
+TRIGGER_DAYS = 30
+"""Triggers (dormancy, spend jump, ...) of the last this many days are shipped with the bundle."""
+
+
+def serving_recommender(base: RecommenderConfig, evaluation: EvaluationResult | None) -> RecommenderConfig:
+    """The recommender config the service gets: ``base`` with the evaluated blend and discovery weights
+    (unless ``base`` fixes its own), ranking discovery by the blend when the evaluation had no re-ranker."""
+    if evaluation is None:
+        return base
+    cfg = base
+    if base.blend_weights is None and evaluation.blend_weights:
+        cfg = replace(cfg, blend_weights=tuple(evaluation.blend_weights.items()),
+                      discovery_weights=tuple(evaluation.discovery_weights.items()))
+    if evaluation.reranker is None:
+        cfg = replace(cfg, rerank=False)
+    return cfg
+
+
+def _engine(shop: Shop, end: pd.Timestamp, config: TrainConfig, rec_cfg: RecommenderConfig,
+            evaluation: EvaluationResult | None) -> RecommendationEngine:
+    reranker = evaluation.reranker if evaluation is not None else None
+    rec = fit_production(shop, end, rec_cfg, config.interactions, reranker=reranker)
+    trending = TrendingRecommender(rec_cfg).fit(rec._require())
+    engine = RecommendationEngine(rec, trending)
+    log.info("precomputing recommendation candidates for %d customers", len(rec._require().users))
+    engine.precompute()
+    return engine
+
+
+def _offers(shop: Shop, end: pd.Timestamp, seed: int) -> tuple[OfferPolicy | None, OfferCatalogue | None]:
+    if shop.offers is None:
+        return None, None
+    catalogue = parse_catalogue(shop.offers)
+    uplift = fit_uplift(shop, end, seed)
+    return (OfferPolicy(catalogue, uplift) if uplift is not None else None), catalogue
+
+
+def fit_serving_bundle(shop: Shop, config: TrainConfig, evaluation: EvaluationResult | None) -> ServingBundle:
+    """Refit everything on all data (as of the data end) for the service.
+
+    ``evaluation``: the evaluation of the same config, whose blend weights and re-ranker are shipped
+    (None: tune the weights and learn a re-ranker before the data end, as the config asks).
+    """
+    end = shop.end + pd.Timedelta(seconds=1)
+    rec_cfg = serving_recommender(config.recommender, evaluation)
+    engine = _engine(shop, end, config, rec_cfg, evaluation)
+    cm = fit_customer_models(shop, end, config.customer)
+    X = customer_features(shop, end)
+    buyers = X[X["n_orders"] > 0]
+    churn = cm.churn.predict(buyers)
+    value = cm.value.predict(buyers)
+    seg = segment_customers(X, churn, value, config.horizon_days)
+    scores = pd.DataFrame({CHURN: churn, PREDICTED_VALUE: value}).reindex(X.index).join(seg)
+    opted = shop.customers.set_index(schema.CUSTOMER_ID)[schema.OPTED_OUT]
+    scores[schema.OPTED_OUT] = opted.reindex(X.index).fillna(False).astype(bool)
+    since = end - pd.Timedelta(days=TRIGGER_DAYS)
+    trig = detect_triggers(order_lines(shop, end), since, end, churn_now=churn)
+    policy, catalogue = _offers(shop, end, config.seed)
+    params = {**config.to_params(), **rec_cfg.to_params()}
+    return ServingBundle(engine=engine, churn=cm.churn, value=cm.value, policy=policy,
+                         catalogue=catalogue, features=X, scores=scores, triggers=trig, as_of=end,
+                         meta={"fingerprint": shop.fingerprint, "params": params})
