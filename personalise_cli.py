@@ -221,7 +221,7 @@ def offers_audience(data: Path = typer.Option(...), budget: float = typer.Option
         import pandas as pd
 
         from models.offers import choose_audience, in_control_group
-        from training.bundle import ServingBundle
+        from models.bundle import ServingBundle
         from training.jobs import download_champion
         paths, versions = download_champion(data)
         b = ServingBundle.load(paths)

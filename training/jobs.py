@@ -29,7 +29,7 @@ from models.recommenders import RecommendationEngine, RecommenderConfig, Trendin
 from models.rerank import Reranker
 from models.segments import segment_customers, segment_summary
 from models.triggers import detect_triggers
-from training.bundle import COMPONENTS, ServingBundle
+from models.bundle import COMPONENTS, ServingBundle
 from training.customer_eval import evaluate_customer_models, fit_customer_models
 from training.offer_eval import evaluate_offers, fit_uplift
 from training.rec_eval import evaluate_recommenders, fit_production
