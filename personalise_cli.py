@@ -159,6 +159,13 @@ def serve(data: Path = typer.Option(...), host: str = typer.Option("127.0.0.1"),
           insecure_dev: bool = typer.Option(False, "--insecure-dev", help="Run without API keys (local demo only)."),
           max_concurrency: int = typer.Option(64)) -> None:
     """Start the BentoML service (loads the champion models, pinned)."""
+    _serve(data, host, port, bundle, insecure_dev, max_concurrency)
+
+
+def _serve(data: Path, host: str, port: int, bundle: Path | None, insecure_dev: bool, max_concurrency: int,
+           banner: str | None = None) -> None:
+    """Start the server (replacing this process); with ``banner``, run it and print the banner once ready."""
+    from serving.launch import serve_and_announce, server_command, server_env
     from serving.security import ConfigError, load_keys
     try:
         keys = load_keys()
@@ -171,16 +178,11 @@ def serve(data: Path = typer.Option(...), host: str = typer.Option("127.0.0.1"),
         raise typer.Exit(2)
     if insecure_dev:
         typer.echo("WARNING: --insecure-dev: no API keys are checked. Never expose this server.", err=True)
-    env = dict(os.environ, PERSONALISE_DATA=str(data.resolve()), PERSONALISE_MAX_CONCURRENCY=str(max_concurrency),
-               OPENBLAS_NUM_THREADS="1")
-    if insecure_dev:
-        env["PERSONALISE_INSECURE_DEV"] = "1"
-    if bundle:
-        env["PERSONALISE_BUNDLE"] = str(bundle.resolve())
-    root = Path(__file__).resolve().parent
-    cmd = [sys.executable, "-m", "bentoml", "serve", "serving.service:PersonaliseService", "--host", host,
-           "--port", str(port), "--working-dir", str(root)]
-    os.execvpe(cmd[0], cmd, env)
+    env = server_env(data, host, port, bundle, insecure_dev, max_concurrency)
+    cmd = server_command(host, port)
+    if banner is None:
+        os.execvpe(cmd[0], cmd, env)
+    raise typer.Exit(serve_and_announce(cmd, env, f"http://{host}:{port}", banner))
 
 
 @app.command()
@@ -198,17 +200,19 @@ def demo(data: Path = typer.Option(Path("var/demo")), port: int = typer.Option(3
     r = _run(lambda: job(data, TrainConfig(seed=seed)))
     typer.echo(json.dumps({"run_id": r.run_id, "reused": r.reused, "promoted": r.promoted, "gate": r.reason}))
     base = f"http://127.0.0.1:{port}"
-    typer.echo(f"""
-Example calls (no API keys in demo mode):
+    banner = (f"""
+The server is ready. Example calls (no API keys in demo mode):
   curl -s -X POST {base}/recommend -H 'content-type: application/json' -d '{{"customer_id": "C0000001", "k": 5}}'
   curl -s -X POST {base}/similar_items -H 'content-type: application/json' -d '{{"product_id": "P00010", "k": 5}}'
   curl -s -X POST {base}/offers -H 'content-type: application/json' -d '{{"customer_id": "C0000001"}}'
   curl -s -X POST {base}/customer_profile -H 'content-type: application/json' -d '{{"customer_id": "C0000001"}}'
   curl -s -X POST {base}/events -H 'content-type: application/json' -d '{{"events": [{{"customer_id": "C0000001", "product_id": "P00010", "event_type": "view"}}]}}'
-  OpenAPI page: {base}/docs  - MLflow UI: make mlflow (http://127.0.0.1:5000)
+  API docs (OpenAPI UI): {base}/  - MLflow UI: make mlflow (http://127.0.0.1:5000)
 """)
-    if serve_after:
-        serve(data=data, host="127.0.0.1", port=port, bundle=None, insecure_dev=True, max_concurrency=64)
+    if serve_after:  # the example calls are printed once the server answers, not before its start-up log
+        _serve(data, "127.0.0.1", port, None, True, 64, banner=banner)
+    else:
+        typer.echo(banner)
 
 
 @offers_app.command("audience")
@@ -220,8 +224,8 @@ def offers_audience(data: Path = typer.Option(...), budget: float = typer.Option
     def go() -> None:
         import pandas as pd
 
-        from models.offers import choose_audience, in_control_group
         from models.bundle import ServingBundle
+        from models.offers import choose_audience, in_control_group
         from training.jobs import download_champion
         paths, versions = download_champion(data)
         b = ServingBundle.load(paths)

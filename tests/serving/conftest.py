@@ -11,9 +11,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pandas as pd
 import pytest
 
 from serving.launch import server_command, server_env
+from serving.runtime import Personaliser
 
 KEYS = {"storefront": "sf-test-key-0001", "crm": "crm-test-key-0001", "admin": "admin-test-key-0001"}
 
@@ -88,6 +90,23 @@ def stop_tree(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
     _, alive = psutil.wait_procs(kids, timeout=10)
     for k in alive:
         k.kill()
+
+
+def customers(trained_project, n: int) -> list[str]:
+    """The ``n`` customers with the most orders in the trained project's shop."""
+    d, _ = trained_project
+    o = pd.read_parquet(d / "shop" / "orders.parquet")
+    return [str(c) for c in o["customer_id"].value_counts().index[:n]]
+
+
+@pytest.fixture()
+def personaliser(trained_project, tmp_path: Path) -> Iterator[Personaliser]:
+    """The runtime on the trained project's champion, with a live store of its own."""
+    d, _ = trained_project
+    p = Personaliser(d, store_url=f"sqlite:///{tmp_path / 'live.db'}")
+    assert p.current is not None, p.load_error
+    yield p
+    p.close()
 
 
 @pytest.fixture(scope="session")
