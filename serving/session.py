@@ -3,8 +3,8 @@
 - A product in the customer's cart (added, and neither removed nor bought since) is **not recommended**:
   the storefront shows the cart already, and the list makes room for the next product instead. Once
   removed from the cart it may come back like any other product.
-- A product recommended because of one the customer added to the cart says so: "because you added X to
-  your cart" (the models' reasons know interactions, not event types, and would say "because you viewed X").
+- A product recommended because of one in the cart says so: "because you added X to your cart" (the
+  models' reasons know interactions, not event types, and would say "because you viewed X").
 
 The session is the customer's live events since the models' data end, oldest first, followed by the
 request's own ``session_events``.
@@ -31,12 +31,11 @@ def in_cart(session: Session) -> list[str]:
     return list(cart)
 
 
-def cart_reasons(items: list[dict[str, Any]], session: Session, name: Callable[[str], str]
+def cart_reasons(items: list[dict[str, Any]], cart: list[str], name: Callable[[str], str]
                  ) -> list[dict[str, Any]]:
-    """``items`` with "because you viewed X" said as "because you added X to your cart" for every X the
-    session added to the cart."""
-    added = {f"because you viewed {name(pid)}": f"because you added {name(pid)} to your cart"
-             for pid, event in session if event == "add_to_cart"}
+    """``items`` with "because you viewed X" said as "because you added X to your cart" for every X in
+    the cart."""
+    added = {f"because you viewed {name(pid)}": f"because you added {name(pid)} to your cart" for pid in cart}
     return [{**i, "reason": added.get(i["reason"], i["reason"])} for i in items]
 
 
@@ -50,6 +49,6 @@ def recommend_in_session(engine: RecommendationEngine, customer_id: str, k: int,
     keep = set(cart)
     items = [i for i in rec.items if i["product_id"] not in keep][:k]
     items = [{**i, "rank": r} for r, i in enumerate(items, 1)]
-    if any(event == "add_to_cart" for _, event in session):
-        items = cart_reasons(items, session, lambda pid: engine.names.get(pid, pid))
+    if cart:
+        items = cart_reasons(items, cart, lambda pid: engine.names.get(pid, pid))
     return Recommendation(rec.customer_id, rec.source, items)
