@@ -90,9 +90,10 @@ class LiveStore:
         if not events:
             return 0
         now = self._now()
-        rows = [{"customer_id": e["customer_id"], "product_id": e["product_id"], "event_type": e["event_type"],
-                 "ts": (e.get("ts") or now), "session_id": e.get("session_id"), "channel": e.get("channel"),
-                 "quantity": e.get("quantity"), "unit_price": e.get("unit_price"), "received_at": now} for e in events]
+        rows = [{"customer_id": e["customer_id"], "product_id": e["product_id"],
+                 "event_type": e["event_type"], "ts": (e.get("ts") or now), "session_id": e.get("session_id"), "channel": e.get("channel"),
+                 "quantity": e.get("quantity"), "unit_price": e.get("unit_price"), "received_at": now}
+                for e in events]
         with self.engine.begin() as conn:
             conn.execute(EVENTS.insert(), rows)
         return len(rows)
@@ -127,7 +128,8 @@ class LiveStore:
             return
         now = self._now()
         with self.engine.begin() as conn:
-            conn.execute(DECISIONS.insert(), [{"decision_id": None, **d, "decided_at": now} for d in decisions])
+            conn.execute(DECISIONS.insert(),
+                         [{"decision_id": None, **d, "decided_at": now} for d in decisions])
 
     def recorded(self, decision_ids: list[str]) -> set[str]:
         """Which of ``decision_ids`` are recorded already."""
@@ -137,7 +139,8 @@ class LiveStore:
         with self.engine.connect() as conn:
             return {r[0] for r in conn.execute(q)}
 
-    def decisions(self, since: dt.datetime | None = None, customer_ids: list[str] | None = None) -> pd.DataFrame:
+    def decisions(self, since: dt.datetime | None = None, customer_ids: list[str] | None = None
+                  ) -> pd.DataFrame:
         q = sa.select(DECISIONS)
         if since is not None:
             q = q.where(DECISIONS.c.decided_at >= since)
@@ -157,7 +160,8 @@ class LiveStore:
 
     def events(self) -> pd.DataFrame:
         with self.engine.connect() as conn:
-            return pd.DataFrame(conn.execute(sa.select(EVENTS)).mappings().all(), columns=[c.name for c in EVENTS.columns])
+            return pd.DataFrame(conn.execute(sa.select(EVENTS)).mappings().all(),
+                                columns=[c.name for c in EVENTS.columns])
 
     def count_events(self) -> int:
         with self.engine.connect() as conn:
@@ -184,9 +188,10 @@ def merge_live(shop: Any, store: LiveStore, known_offers: set[str] | None = None
         live = live[live["product_id"].isin(shop.products["product_id"])]
         events = live if events is None else pd.concat([events, live], ignore_index=True)
     if len(dec):
-        rows = pd.DataFrame({"customer_id": dec["customer_id"], "offer_id": dec["offer_id"], "sent_at": dec["decided_at"],
-                             "channel": dec["channel"], "group": dec["group"], "redeemed_at": pd.NaT, "order_id": None,
-                             "propensity": dec["propensity"], "campaign_id": dec["campaign_id"]})
+        rows = pd.DataFrame({"customer_id": dec["customer_id"], "offer_id": dec["offer_id"],
+                             "sent_at": dec["decided_at"], "channel": dec["channel"], "group": dec["group"],
+                             "redeemed_at": pd.NaT, "order_id": None, "propensity": dec["propensity"],
+                             "campaign_id": dec["campaign_id"]})
         olog = rows if olog is None else pd.concat([olog, rows], ignore_index=True)
     return dataclasses.replace(shop, events=events, offer_log=olog,
                                fingerprint=f"{shop.fingerprint}+live{len(ev)}.{len(dec)}")

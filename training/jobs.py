@@ -23,13 +23,13 @@ from features.customer import customer_features, order_lines
 from features.exceptions import ModelFitError
 from features.interactions import InteractionConfig
 from features.io import Shop, load_shop
+from models.bundle import COMPONENTS, ServingBundle
 from models.customer import CustomerModelConfig
 from models.offers import OfferPolicy, parse_catalogue
 from models.recommenders import RecommendationEngine, RecommenderConfig, TrendingRecommender
 from models.rerank import Reranker
 from models.segments import segment_customers, segment_summary
 from models.triggers import detect_triggers
-from models.bundle import COMPONENTS, ServingBundle
 from training.customer_eval import evaluate_customer_models, fit_customer_models
 from training.offer_eval import evaluate_offers, fit_uplift
 from training.rec_eval import evaluate_recommenders, fit_production
