@@ -91,8 +91,9 @@ class LiveStore:
             return 0
         now = self._now()
         rows = [{"customer_id": e["customer_id"], "product_id": e["product_id"],
-                 "event_type": e["event_type"], "ts": (e.get("ts") or now), "session_id": e.get("session_id"), "channel": e.get("channel"),
-                 "quantity": e.get("quantity"), "unit_price": e.get("unit_price"), "received_at": now}
+                 "event_type": e["event_type"], "ts": (e.get("ts") or now), "session_id": e.get("session_id"),
+                 "channel": e.get("channel"), "quantity": e.get("quantity"),
+                 "unit_price": e.get("unit_price"), "received_at": now}
                 for e in events]
         with self.engine.begin() as conn:
             conn.execute(EVENTS.insert(), rows)

@@ -75,7 +75,8 @@ def test_a_store_made_before_decision_ids_gets_them_and_records_each_once(tmp_pa
     con.close()
     store = LiveStore(f"sqlite:///{db}")
     row = {"customer_id": "C2", "offer_id": "pct10", "channel": "email", "group": "treatment",
-           "campaign_id": "x", "expected_value": 1.0, "propensity": 0.2, "model_version": "v", "decision_id": "d1"}
+           "campaign_id": "x", "expected_value": 1.0, "propensity": 0.2, "model_version": "v",
+           "decision_id": "d1"}
     store.add_decisions([row])
     with pytest.raises(sa.exc.IntegrityError):
         store.add_decisions([{**row, "customer_id": "C3"}])
