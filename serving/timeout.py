@@ -19,11 +19,11 @@ DEFAULT_TIMEOUT_SECONDS = 30.0
 
 
 class TimeoutMiddleware:
-    """Runs each HTTP request as a task; when it has sent nothing after ``timeout`` seconds the client gets
-    HTTP 504 at once. The request's work is not interrupted (work in a worker thread cannot be, and
-    cancelling the task would only abandon the thread and free its lane and concurrency slot while it still
-    runs); what it sends afterwards is dropped, and the middleware returns when it ends, so the limits
-    outside still count it."""
+    """One timer per HTTP request: when the request has sent nothing after ``timeout`` seconds the client
+    gets HTTP 504 at once (sent by a task of its own). The request's work is not interrupted (work in a
+    worker thread cannot be, and cancelling the request would only abandon the thread and free its lane and
+    concurrency slot while it still runs); what it sends afterwards is dropped, and the middleware returns
+    when it ends, so the limits outside still count it."""
 
     def __init__(self, app: Any, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> None:
         self.app, self.timeout = app, timeout
@@ -31,7 +31,9 @@ class TimeoutMiddleware:
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        loop = asyncio.get_running_loop()
         started = timed_out = False
+        reply: asyncio.Task[None] | None = None
 
         async def guarded_send(message: Any) -> None:
             nonlocal started
@@ -40,24 +42,25 @@ class TimeoutMiddleware:
             started = True
             await send(message)
 
-        task = asyncio.ensure_future(self.app(scope, receive, guarded_send))
-        try:
-            await asyncio.wait({task}, timeout=self.timeout)  # cancels its own timer when it returns
-            if task.done() or started:
-                return await task
-            timed_out = True
-            log.warning("%s: not answered within %g s: HTTP 504", scope.get("path"), self.timeout)
-            await send_error(send, 504, f"not answered within {self.timeout:g} seconds",
-                             {"timeout_seconds": self.timeout})
-            await self._settle(task)
-        except asyncio.CancelledError:  # the request itself was cancelled (the server is shutting down)
-            task.cancel()
-            raise
+        def expire() -> None:
+            nonlocal timed_out, reply
+            if not started:
+                timed_out = True
+                reply = loop.create_task(self._reply(scope, send))
 
-    @staticmethod
-    async def _settle(task: asyncio.Future[Any]) -> None:
-        """Wait for a timed-out request's work to end; its failure is still a server fault in the log."""
+        timer = loop.call_later(self.timeout, expire)  # one timer per request, cancelled when it ends
         try:
-            await task
+            await self.app(scope, receive, guarded_send)
         except Exception:
-            log.exception("request failed after its 504")
+            if not timed_out:
+                raise
+            log.exception("%s: failed after its 504", scope.get("path"))
+        finally:
+            timer.cancel()
+            if reply is not None:
+                await reply
+
+    async def _reply(self, scope: Any, send: Any) -> None:
+        log.warning("%s: not answered within %g s: HTTP 504", scope.get("path"), self.timeout)
+        await send_error(send, 504, f"not answered within {self.timeout:g} seconds",
+                         {"timeout_seconds": self.timeout})
