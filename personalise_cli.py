@@ -154,6 +154,13 @@ def serve(data: Path = typer.Option(...), host: str = typer.Option("127.0.0.1"),
                                             help="Run without API keys (local demo only)."),
           max_concurrency: int = typer.Option(64)) -> None:
     """Start the BentoML service (loads the champion models, pinned)."""
+    _serve(data, host, port, bundle, insecure_dev, max_concurrency)
+
+
+def _serve(data: Path, host: str, port: int, bundle: Path | None, insecure_dev: bool, max_concurrency: int,
+           banner: str | None = None) -> None:
+    """Start the server (replacing this process); with ``banner``, run it and print the banner once ready."""
+    from serving.launch import serve_and_announce, server_command, server_env
     from serving.security import ConfigError, load_keys
     try:
         keys = load_keys()
@@ -166,16 +173,11 @@ def serve(data: Path = typer.Option(...), host: str = typer.Option("127.0.0.1"),
         raise typer.Exit(2)
     if insecure_dev:
         typer.echo("WARNING: --insecure-dev: no API keys are checked. Never expose this server.", err=True)
-    env = dict(os.environ, PERSONALISE_DATA=str(data.resolve()),
-               PERSONALISE_MAX_CONCURRENCY=str(max_concurrency), OPENBLAS_NUM_THREADS="1")
-    if insecure_dev:
-        env["PERSONALISE_INSECURE_DEV"] = "1"
-    if bundle:
-        env["PERSONALISE_BUNDLE"] = str(bundle.resolve())
-    root = Path(__file__).resolve().parent
-    cmd = [sys.executable, "-m", "bentoml", "serve", "serving.service:PersonaliseService", "--host", host,
-           "--port", str(port), "--working-dir", str(root)]
-    os.execvpe(cmd[0], cmd, env)
+    env = server_env(data, host, port, bundle, insecure_dev, max_concurrency)
+    cmd = server_command(host, port)
+    if banner is None:
+        os.execvpe(cmd[0], cmd, env)
+    raise typer.Exit(serve_and_announce(cmd, env, f"http://{host}:{port}", banner))
 
 
 @app.command()
@@ -195,17 +197,19 @@ def demo(data: Path = typer.Option(Path("var/demo")), port: int = typer.Option(3
     base = f"http://127.0.0.1:{port}"
     post = f"curl -s -X POST -H 'content-type: application/json' {base}"
     event = '{"customer_id": "C0000001", "product_id": "P00010", "event_type": "view"}'
-    typer.echo(f"""
-Example calls (no API keys in demo mode):
+    banner = (f"""
+The server is ready. Example calls (no API keys in demo mode):
   {post}/recommend -d '{{"customer_id": "C0000001", "k": 5}}'
   {post}/similar_items -d '{{"product_id": "P00010", "k": 5}}'
   {post}/offers -d '{{"customer_id": "C0000001"}}'
   {post}/customer_profile -d '{{"customer_id": "C0000001"}}'
   {post}/events -d '{{"events": [{event}]}}'
-  OpenAPI page: {base}/docs  - MLflow UI: make mlflow (http://127.0.0.1:5000)
+  API docs (OpenAPI UI): {base}/  - MLflow UI: make mlflow (http://127.0.0.1:5000)
 """)
-    if serve_after:
-        serve(data=data, host="127.0.0.1", port=port, bundle=None, insecure_dev=True, max_concurrency=64)
+    if serve_after:  # the example calls are printed once the server answers, not before its start-up log
+        _serve(data, "127.0.0.1", port, None, True, 64, banner=banner)
+    else:
+        typer.echo(banner)
 
 
 @offers_app.command("audience")

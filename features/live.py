@@ -38,7 +38,10 @@ DECISIONS = sa.Table(
     sa.Column("propensity", sa.Float),
     sa.Column("model_version", sa.String(64)),
     sa.Column("decided_at", sa.DateTime, nullable=False, index=True),
+    sa.Column("decision_id", sa.String(40)),
 )
+DECISION_ID_INDEX = sa.Index("ix_decisions_decision_id", DECISIONS.c.decision_id, unique=True)
+"""A decision is recorded once: committing the same decision id twice fails here, in every process."""
 
 
 def default_url(data_dir: str | Path) -> str:
@@ -69,6 +72,15 @@ class LiveStore:
                 cur.execute("PRAGMA busy_timeout=5000")
                 cur.close()
         META.create_all(self.engine)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Stores made before decisions had ids get the column and its unique index."""
+        cols = {c["name"] for c in sa.inspect(self.engine).get_columns("decisions")}
+        with self.engine.begin() as conn:
+            if "decision_id" not in cols:
+                conn.execute(sa.text("ALTER TABLE decisions ADD COLUMN decision_id VARCHAR(40)"))
+            DECISION_ID_INDEX.create(conn, checkfirst=True)
 
     @staticmethod
     def _now() -> dt.datetime:
@@ -78,9 +90,11 @@ class LiveStore:
         if not events:
             return 0
         now = self._now()
-        rows = [{"customer_id": e["customer_id"], "product_id": e["product_id"], "event_type": e["event_type"],
-                 "ts": (e.get("ts") or now), "session_id": e.get("session_id"), "channel": e.get("channel"),
-                 "quantity": e.get("quantity"), "unit_price": e.get("unit_price"), "received_at": now} for e in events]
+        rows = [{"customer_id": e["customer_id"], "product_id": e["product_id"],
+                 "event_type": e["event_type"], "ts": (e.get("ts") or now), "session_id": e.get("session_id"),
+                 "channel": e.get("channel"), "quantity": e.get("quantity"),
+                 "unit_price": e.get("unit_price"), "received_at": now}
+                for e in events]
         with self.engine.begin() as conn:
             conn.execute(EVENTS.insert(), rows)
         return len(rows)
@@ -109,13 +123,25 @@ class LiveStore:
         return {r[0] for r in rows}, int(max(last, after_id))
 
     def add_decisions(self, decisions: list[dict[str, Any]]) -> None:
+        """Record decisions (sends and control-group holds) in one transaction. A ``decision_id`` already
+        recorded raises ``sqlalchemy.exc.IntegrityError`` and records none of them."""
         if not decisions:
             return
         now = self._now()
         with self.engine.begin() as conn:
-            conn.execute(DECISIONS.insert(), [{**d, "decided_at": now} for d in decisions])
+            conn.execute(DECISIONS.insert(),
+                         [{"decision_id": None, **d, "decided_at": now} for d in decisions])
 
-    def decisions(self, since: dt.datetime | None = None, customer_ids: list[str] | None = None) -> pd.DataFrame:
+    def recorded(self, decision_ids: list[str]) -> set[str]:
+        """Which of ``decision_ids`` are recorded already."""
+        if not decision_ids:
+            return set()
+        q = sa.select(DECISIONS.c.decision_id).where(DECISIONS.c.decision_id.in_(decision_ids))
+        with self.engine.connect() as conn:
+            return {r[0] for r in conn.execute(q)}
+
+    def decisions(self, since: dt.datetime | None = None, customer_ids: list[str] | None = None
+                  ) -> pd.DataFrame:
         q = sa.select(DECISIONS)
         if since is not None:
             q = q.where(DECISIONS.c.decided_at >= since)
@@ -135,7 +161,8 @@ class LiveStore:
 
     def events(self) -> pd.DataFrame:
         with self.engine.connect() as conn:
-            return pd.DataFrame(conn.execute(sa.select(EVENTS)).mappings().all(), columns=[c.name for c in EVENTS.columns])
+            return pd.DataFrame(conn.execute(sa.select(EVENTS)).mappings().all(),
+                                columns=[c.name for c in EVENTS.columns])
 
     def count_events(self) -> int:
         with self.engine.connect() as conn:
@@ -162,9 +189,10 @@ def merge_live(shop: Any, store: LiveStore, known_offers: set[str] | None = None
         live = live[live["product_id"].isin(shop.products["product_id"])]
         events = live if events is None else pd.concat([events, live], ignore_index=True)
     if len(dec):
-        rows = pd.DataFrame({"customer_id": dec["customer_id"], "offer_id": dec["offer_id"], "sent_at": dec["decided_at"],
-                             "channel": dec["channel"], "group": dec["group"], "redeemed_at": pd.NaT, "order_id": None,
-                             "propensity": dec["propensity"], "campaign_id": dec["campaign_id"]})
+        rows = pd.DataFrame({"customer_id": dec["customer_id"], "offer_id": dec["offer_id"],
+                             "sent_at": dec["decided_at"], "channel": dec["channel"], "group": dec["group"],
+                             "redeemed_at": pd.NaT, "order_id": None, "propensity": dec["propensity"],
+                             "campaign_id": dec["campaign_id"]})
         olog = rows if olog is None else pd.concat([olog, rows], ignore_index=True)
     return dataclasses.replace(shop, events=events, offer_log=olog,
                                fingerprint=f"{shop.fingerprint}+live{len(ev)}.{len(dec)}")

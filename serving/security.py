@@ -1,20 +1,23 @@
-"""API keys per caller role, body-size limits: plain ASGI middleware (BentoML 1.4 has no built-in auth)."""
+"""API keys per caller role and the JSON-only rule: plain ASGI middleware (BentoML 1.4 has no built-in
+auth)."""
 
 from __future__ import annotations
 
 import hmac
-import json
 import os
 from pathlib import Path
 from typing import Any
 
+from serving.errors import send_error
+
 ROLES = ("storefront", "crm", "admin")
 ROUTE_ROLES = {
-    "/recommend": "storefront", "/similar_items": "storefront", "/events": "storefront", "/echo": "storefront",
-    "/offers": "crm", "/offers_batch": "crm", "/customer_profile": "crm",
+    "/recommend": "storefront", "/similar_items": "storefront", "/events": "storefront",
+    "/echo": "storefront",
+    "/offers": "crm", "/offers_batch": "crm", "/offers/commit": "crm", "/customer_profile": "crm",
     "/reload": "admin",
 }
-OPEN_PATHS = {"/livez", "/readyz", "/healthz", "/metrics", "/docs.json", "/", "/docs"}
+"""The API routes and the role each needs (an admin key may call every route)."""
 MAX_BODY_BYTES = 1_000_000
 
 
@@ -32,8 +35,8 @@ def parse_keys(text: str, source: str) -> dict[str, str]:
         role, sep, key = part.partition(":")
         role, key = role.strip(), key.strip()
         if not sep or role not in ROLES or len(key) < 8:
-            raise ConfigError(f"{source}: each entry must be role:key with role in {list(ROLES)} and a key of "
-                              f"at least 8 characters; got {part.split(':')[0]!r}")
+            raise ConfigError(f"{source}: each entry must be role:key with role in {list(ROLES)} and a key "
+                              f"of at least 8 characters; got {part.split(':')[0]!r}")
         keys[key] = role
     return keys
 
@@ -48,6 +51,11 @@ def load_keys() -> dict[str, str]:
     return keys
 
 
+def insecure_dev() -> bool:
+    """``PERSONALISE_INSECURE_DEV=1``: no keys are checked (local demo only)."""
+    return os.environ.get("PERSONALISE_INSECURE_DEV") == "1"
+
+
 def role_for(keys: dict[str, str], presented: str) -> str | None:
     """Constant-time comparison against every configured key."""
     found = None
@@ -57,82 +65,52 @@ def role_for(keys: dict[str, str], presented: str) -> str | None:
     return found
 
 
-async def send_json(send: Any, status: int, body: dict[str, Any]) -> None:
-    data = json.dumps(body).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]})
-    await send({"type": "http.response.body", "body": data})
+def media_type(headers: dict[str, str]) -> str:
+    return headers.get("content-type", "").split(";")[0].strip().lower()
 
 
 class GuardMiddleware:
-    """Rejects oversized bodies (413) and checks API keys per route role (401 / 403)."""
+    """On the API routes: JSON bodies only (415), a declared body over the limit (413), API keys per route
+    role (401 / 403). Requiring ``application/json`` also means a web page cannot post to the service from
+    the user's browser without a CORS preflight, which the service does not grant (demo mode included)."""
 
-    def __init__(self, app: Any, keys: dict[str, str] | None = None, insecure: bool = False,
+    def __init__(self, app: Any, keys: dict[str, str] | None = None, insecure: bool | None = None,
                  max_body: int = MAX_BODY_BYTES) -> None:
         self.app = app
         self.keys = load_keys() if keys is None else keys
-        self.insecure = insecure
+        self.insecure = insecure_dev() if insecure is None else insecure
         self.max_body = max_body
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
+        need = ROUTE_ROLES.get(scope.get("path", "")) if scope["type"] == "http" else None
+        if need is None:
             return await self.app(scope, receive, send)
-        path = scope.get("path", "")
-        headers = {k.decode().lower(): v.decode(errors="replace") for k, v in scope.get("headers", [])}
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        refusal = self._refusal(scope, headers, need)
+        if refusal is not None:
+            return await send_error(send, *refusal)
+        await self.app(scope, receive, send)
+
+    def _refusal(self, scope: Any, headers: dict[str, str], need: str) -> tuple[int, str, Any] | None:
+        """(status, error, detail) when the request must be refused before its body is read."""
+        path = scope["path"]
         try:
             length = int(headers.get("content-length", "0") or 0)
         except ValueError:
-            return await send_json(send, 400, {"error": "invalid content-length header"})
+            return 400, "invalid content-length header", None
         if length > self.max_body:
-            return await send_json(send, 413, {"error": f"request body over {self.max_body} bytes"})
-        need = ROUTE_ROLES.get(path)
-        if need is not None and not self.insecure:
+            return 413, f"request body over {self.max_body} bytes", {"limit": self.max_body}
+        if not self.insecure:
             auth = headers.get("authorization", "")
             key = auth[7:].strip() if auth.lower().startswith("bearer ") else headers.get("x-api-key", "")
             if not key:
-                return await send_json(send, 401, {"error": "missing API key (Authorization: Bearer KEY)"})
+                return 401, "missing API key (Authorization: Bearer KEY)", None
             role = role_for(self.keys, key)
             if role is None:
-                return await send_json(send, 401, {"error": "unknown API key"})
+                return 401, "unknown API key", None
             if role != need and role != "admin":
-                return await send_json(send, 403, {"error": f"role {role} may not call {path} (needs {need})"})
-        seen = 0
-
-        async def limited_receive() -> Any:
-            nonlocal seen
-            msg = await receive()
-            if msg.get("type") == "http.request":
-                seen += len(msg.get("body", b""))
-                if seen > self.max_body:
-                    raise _TooLarge()
-            return msg
-
-        try:
-            await self.app(scope, limited_receive, send)
-        except _TooLarge:
-            await send_json(send, 413, {"error": f"request body over {self.max_body} bytes"})
-
-
-class _TooLarge(Exception):
-    pass
-
-
-class RedactTracebacks:
-    """Logging filter: keep the one-line error, drop tracebacks (they can quote request bodies)."""
-
-    def filter(self, record: Any) -> bool:
-        if record.exc_info:
-            exc = record.exc_info[1]
-            record.msg = f"{record.getMessage()}: {type(exc).__name__} (details returned to the caller, not logged)"
-            record.args = ()
-            record.exc_info = None
-            record.exc_text = None
-        return True
-
-
-def install_log_redaction() -> None:
-    import logging
-    for name in ("bentoml._internal.server.http_app", "bentoml.serve", "bentoml", "_bentoml_impl"):
-        lg = logging.getLogger(name)
-        if not any(isinstance(f, RedactTracebacks) for f in lg.filters):
-            lg.addFilter(RedactTracebacks())
+                return 403, f"role {role} may not call {path} (needs {need})", {"role": role, "needs": need}
+        if scope.get("method") == "POST" and media_type(headers) != "application/json":
+            return (415, f"{path} takes JSON: send the header 'Content-Type: application/json'",
+                    {"content_type": media_type(headers) or None})
+        return None

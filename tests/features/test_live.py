@@ -13,10 +13,10 @@ def test_store_roundtrip_and_merge(tmp_path: Path, small_shop) -> None:
     assert store.add_events([{"customer_id": "C0000001", "product_id": pid, "event_type": "view"},
                              {"customer_id": "C0000001", "product_id": pid, "event_type": "purchase"},
                              {"customer_id": "C0000002", "product_id": "unknown", "event_type": "view"}]) == 3
-    store.add_decisions([{"customer_id": "C0000001", "offer_id": "pct10", "channel": "email", "group": "treatment",
-                          "campaign_id": "live", "expected_value": 1.0, "propensity": 0.2, "model_version": "x"},
-                         {"customer_id": "C0000003", "offer_id": "ghost", "channel": "email", "group": "control",
-                          "campaign_id": "live", "expected_value": 1.0, "propensity": 0.2, "model_version": "x"}])
+    common = {"channel": "email", "campaign_id": "live", "expected_value": 1.0, "propensity": 0.2,
+              "model_version": "x"}
+    store.add_decisions([{"customer_id": "C0000001", "offer_id": "pct10", "group": "treatment", **common},
+                         {"customer_id": "C0000003", "offer_id": "ghost", "group": "control", **common}])
     assert store.count_events() == 3
     assert store.recent_events("C0000001", small_shop.end.to_pydatetime())[0][1] == "purchase"
     merged = merge_live(small_shop, store, {"pct10", "winback20", "freeship", "points2x"})
@@ -32,7 +32,8 @@ def test_customers_with_events_reads_only_new_rows(tmp_path: Path) -> None:
     since = dt.datetime(2026, 1, 1)
     assert store.customers_with_events(since) == (set(), 0)
     store.add_events([{"customer_id": "A", "product_id": "p", "event_type": "view"},
-                      {"customer_id": "B", "product_id": "p", "event_type": "view", "ts": dt.datetime(2020, 1, 1)}])
+                      {"customer_id": "B", "product_id": "p", "event_type": "view",
+                       "ts": dt.datetime(2020, 1, 1)}])
     who, last = store.customers_with_events(since)
     assert who == {"A"} and last == 2  # B's event is older than `since`
     other = LiveStore(store.url)  # another process writing to the same store
@@ -55,3 +56,30 @@ def test_a_poll_on_a_kept_connection_sees_later_writes(tmp_path: Path) -> None:
         assert store.customers_with_events(since, last, conn) == (set(), 1)  # nothing new: nothing read
         other.add_events([{"customer_id": "B", "product_id": "p", "event_type": "view"}])
         assert store.customers_with_events(since, last, conn) == ({"B"}, 2)
+
+
+def test_a_store_made_before_decision_ids_gets_them_and_records_each_once(tmp_path: Path) -> None:
+    import sqlite3
+
+    import pytest
+    import sqlalchemy as sa
+    db = tmp_path / "old.db"
+    con = sqlite3.connect(db)  # the decisions table as earlier versions created it
+    con.execute("create table decisions (id integer primary key, customer_id varchar(64) not null, "
+                "offer_id varchar(64) not null, channel varchar(32), `group` varchar(16) not null, "
+                "campaign_id varchar(64), expected_value float, propensity float, model_version varchar(64), "
+                "decided_at datetime not null)")
+    con.execute("insert into decisions (customer_id, offer_id, `group`, decided_at) "
+                "values ('C1', 'pct10', 'treatment', '2026-01-01')")
+    con.commit()
+    con.close()
+    store = LiveStore(f"sqlite:///{db}")
+    row = {"customer_id": "C2", "offer_id": "pct10", "channel": "email", "group": "treatment",
+           "campaign_id": "x", "expected_value": 1.0, "propensity": 0.2, "model_version": "v",
+           "decision_id": "d1"}
+    store.add_decisions([row])
+    with pytest.raises(sa.exc.IntegrityError):
+        store.add_decisions([{**row, "customer_id": "C3"}])
+    assert store.recorded(["d1", "d2"]) == {"d1"}
+    d = store.decisions()
+    assert list(d["customer_id"]) == ["C1", "C2"] and d["decision_id"].isna().tolist() == [True, False]

@@ -6,15 +6,17 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pandas as pd
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from serving.launch import server_command, server_env
+from serving.runtime import Personaliser
+
 KEYS = {"storefront": "sf-test-key-0001", "crm": "crm-test-key-0001", "admin": "admin-test-key-0001"}
 
 
@@ -25,30 +27,37 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, data: Path, extra_env: dict[str, str] | None = None, wait_ready: bool = True) -> None:
+    """``bentoml serve`` as ``personalise serve`` starts it (:mod:`serving.launch`), with test keys."""
+
+    def __init__(self, data: Path, extra_env: dict[str, str] | None = None, wait_ready: bool = True,
+                 base_env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = dict(os.environ, PERSONALISE_DATA=str(data), OPENBLAS_NUM_THREADS="1",
-                   PERSONALISE_API_KEYS=",".join(f"{r}:{k}" for r, k in KEYS.items()), **(extra_env or {}))
+        env = server_env(data, port=self.port, base=dict(os.environ if base_env is None else base_env))
+        env.update(PERSONALISE_API_KEYS=",".join(f"{r}:{k}" for r, k in KEYS.items()), **(extra_env or {}))
         env.pop("MLFLOW_TRACKING_URI", None)
-        self.log = open(data / f"server-{self.port}.log", "w")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bentoml", "serve", "serving.service:PersonaliseService", "--host", "127.0.0.1",
-             "--port", str(self.port), "--working-dir", str(ROOT)],
-            env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.log_path = data / f"server-{self.port}.log"
+        self.log = open(self.log_path, "w")  # noqa: SIM115
+        self.proc = subprocess.Popen(server_command(port=self.port), env=env, stdout=self.log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.time() + 120
         while time.time() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {(data / f'server-{self.port}.log').read_text()[-3000:]}")
+                raise RuntimeError(f"server exited: {self.log_path.read_text()[-3000:]}")
             try:
                 r = httpx.get(f"{self.url}/livez", timeout=1)
-                if r.status_code == 200 and (not wait_ready or httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200):
+                ready = not wait_ready or httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200
+                if r.status_code == 200 and ready:
                     return
             except httpx.HTTPError:
                 pass
             time.sleep(0.5)
         self.stop()
         raise RuntimeError("server did not become ready")
+
+    def log_text(self) -> str:
+        self.log.flush()
+        return self.log_path.read_text()
 
     def call(self, path: str, body: object, role: str | None = "storefront", **kw: object) -> httpx.Response:
         headers = {"Authorization": f"Bearer {KEYS[role]}"} if role else {}
@@ -81,6 +90,23 @@ def stop_tree(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
     _, alive = psutil.wait_procs(kids, timeout=10)
     for k in alive:
         k.kill()
+
+
+def customers(trained_project, n: int) -> list[str]:
+    """The ``n`` customers with the most orders in the trained project's shop."""
+    d, _ = trained_project
+    o = pd.read_parquet(d / "shop" / "orders.parquet")
+    return [str(c) for c in o["customer_id"].value_counts().index[:n]]
+
+
+@pytest.fixture()
+def personaliser(trained_project, tmp_path: Path) -> Iterator[Personaliser]:
+    """The runtime on the trained project's champion, with a live store of its own."""
+    d, _ = trained_project
+    p = Personaliser(d, store_url=f"sqlite:///{tmp_path / 'live.db'}")
+    assert p.current is not None, p.load_error
+    yield p
+    p.close()
 
 
 @pytest.fixture(scope="session")

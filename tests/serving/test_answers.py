@@ -9,26 +9,16 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from serving.logic import MAX_ANSWERS, Personaliser
-from serving.service import RecommendResponse, _render_recommend
+from serving.runtime import MAX_ANSWERS, Personaliser
+from serving.schemas import RecommendResponse
+from serving.service import _render_recommend
+from tests.serving.conftest import customers
+
+pytestmark = pytest.mark.slow  # the trained project
 
 
-@pytest.fixture()
-def personaliser(trained_project, tmp_path: Path):
-    d, _ = trained_project
-    p = Personaliser(d, store_url=f"sqlite:///{tmp_path / 'live.db'}")
-    assert p.current is not None, p.load_error
-    yield p
-    p.close()
-
-
-def customers(trained_project, n: int) -> list[str]:
-    d, _ = trained_project
-    o = pd.read_parquet(d / "shop" / "orders.parquet")
-    return [str(c) for c in o["customer_id"].value_counts().index[:n]]
-
-
-def test_default_answers_are_the_endpoints_json_rendered_once(personaliser: Personaliser, trained_project) -> None:
+def test_default_answers_are_the_endpoints_json_rendered_once(personaliser: Personaliser,
+                                                              trained_project) -> None:
     p = personaliser
     for cid in customers(trained_project, 20):
         for k in (1, 5, 10):
@@ -77,8 +67,9 @@ def test_a_load_renders_the_default_answers_before_it_serves(trained_project, tm
 
 def test_capped_offer_is_never_sent_past_its_volume_under_concurrent_requests(personaliser: Personaliser,
                                                                              trained_project) -> None:
-    """An offer with a total volume in the catalogue: eight threads asking for offers at once send it at most that
-    many times (what is left is read and the sends logged under one lock), counted in the live store."""
+    """An offer with a total volume in the catalogue: eight threads deciding and recording offers at once
+    send it at most that many times (what is left is read and the sends logged under one lock), counted in
+    the live store."""
     import threading
     from dataclasses import replace
     p = personaliser
@@ -87,8 +78,8 @@ def test_capped_offer_is_never_sent_past_its_volume_under_concurrent_requests(pe
     ids = customers(trained_project, 200)
     b = p.current.bundle
     known = [c for c in ids if b.features.at[c, "n_orders"] > 0]
-    dec = policy.decide(b.features.loc[known], b.scores["churn"].reindex(known), max(pd.Timestamp.now(), b.as_of),
-                        campaign="capped")  # what they would get without a cap (nothing is logged here)
+    dec = policy.decide(b.features.loc[known], b.scores["churn"].reindex(known),
+                        max(pd.Timestamp.now(), b.as_of), campaign="capped")  # without a cap; nothing logged
     given = dec.loc[(dec["group"] == "treatment") & (dec["offer_id"] != "none"), "offer_id"].value_counts()
     top = str(given.index[0])
     assert given.iloc[0] > 8
@@ -98,7 +89,7 @@ def test_capped_offer_is_never_sent_past_its_volume_under_concurrent_requests(pe
 
     def ask(chunk: list[str]) -> None:
         for c in chunk:
-            answers.extend(p.offers([c], None, "capped"))
+            answers.extend(p.offers([c], None, "capped", dry_run=False))
 
     threads = [threading.Thread(target=ask, args=(ids[i::8],)) for i in range(8)]
     for t in threads:

@@ -9,7 +9,9 @@ from hypothesis import HealthCheck, given, settings
 from tests.serving.conftest import KEYS, Server
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
-PATHS = {"/recommend", "/similar_items", "/offers", "/offers_batch", "/customer_profile", "/events", "/echo"}
+PATHS = {"/recommend", "/similar_items", "/offers", "/offers_batch", "/offers/commit", "/customer_profile",
+         "/events", "/echo"}
+CRM = {"/offers", "/offers_batch", "/offers/commit", "/customer_profile"}
 
 
 def test_no_server_errors_on_fuzzed_requests(server: Server) -> None:
@@ -19,7 +21,7 @@ def test_no_server_errors_on_fuzzed_requests(server: Server) -> None:
         op = result.ok()
         if op.path not in PATHS:
             continue
-        role = "crm" if op.path in ("/offers", "/offers_batch", "/customer_profile") else "storefront"
+        role = "crm" if op.path in CRM else "storefront"
         headers = {"Authorization": f"Bearer {KEYS[role]}"}
 
         @given(case=op.as_strategy())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import sqlite3
 import threading
 import time
@@ -16,6 +15,7 @@ from serving.service import RecommendResponse
 from tests.serving.conftest import KEYS, Server
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
+JSON_SF = {"Authorization": f"Bearer {KEYS['storefront']}", "content-type": "application/json"}
 
 
 def known_customer(trained_project) -> str:
@@ -54,27 +54,37 @@ def test_recommend_known_and_unknown(server: Server, trained_project) -> None:
     ({"customer_id": "x" * 65}, "customer_id"),
     ({"customer_id": "bad id!"}, "customer_id"),
     ({"k": 3}, "customer_id"),
-    ({"customer_id": "C1", "session_events": [{"product_id": "P1", "event_type": "view"}] * 51}, "session_events"),
+    ({"customer_id": "C1", "session_events": [{"product_id": "P1", "event_type": "view"}] * 51},
+     "session_events"),
     ({"customer_id": "C1", "session_events": [{"product_id": "P1", "event_type": "teleport"}]}, "event_type"),
 ])
 def test_bad_requests_get_400_naming_the_field(server: Server, body: dict, field: str) -> None:
     r = server.call("recommend", body)
     assert r.status_code == 400, r.text
-    assert field in r.text
+    assert field in r.text and set(r.json()) == {"error", "detail"}
 
 
 def test_malformed_json_and_oversized_body(server: Server) -> None:
     r = httpx.post(f"{server.url}/recommend", content=b"{not json", timeout=10,
-                   headers={"Authorization": f"Bearer {KEYS['storefront']}", "content-type": "application/json"})
+                   headers=JSON_SF)
     assert r.status_code == 400
     big = {"events": [{"customer_id": "C1", "product_id": "P" * 60, "event_type": "view"}] * 20000}
     r = server.call("events", big)
     assert r.status_code == 413
 
+    def chunks():  # over 1 MB without a content length (chunked)
+        yield b'{"events": ['
+        for _ in range(300):
+            yield b'{"customer_id": "C1", "product_id": "P1", "event_type": "view"},' * 100
+    r = httpx.post(f"{server.url}/events", content=chunks(), timeout=30,
+                   headers=JSON_SF)
+    assert r.status_code == 413 and r.json()["detail"] == {"limit": 1_000_000}
+
 
 def test_auth_roles(server: Server) -> None:
     assert server.call("recommend", {"customer_id": "C1"}, role=None).status_code == 401
-    r = httpx.post(f"{server.url}/recommend", json={"customer_id": "C1"}, headers={"Authorization": "Bearer nope-nope-nope"})
+    r = httpx.post(f"{server.url}/recommend", json={"customer_id": "C1"},
+                   headers={"Authorization": "Bearer nope-nope-nope"})
     assert r.status_code == 401
     assert server.call("offers", {"customer_id": "C1"}, role="storefront").status_code == 403
     assert server.call("recommend", {"customer_id": "C1"}, role="crm").status_code == 403
@@ -98,7 +108,8 @@ def test_offers_single_batch_and_decision_log(server: Server, trained_project) -
     assert r.status_code == 200, r.text
     o = r.json()
     assert set(o) >= {"offer_id", "expected_value", "reason", "control_group", "model_version"}
-    r = server.call("offers_batch", {"customer_ids": ids + ["unknown-x"], "campaign": "test"}, role="crm")
+    body = {"customer_ids": ids + ["unknown-x"], "campaign": "test", "dry_run": False}
+    r = server.call("offers_batch", body, role="crm")
     assert r.status_code == 200, r.text
     res = r.json()
     assert len(res) == len(ids) + 1
@@ -108,9 +119,11 @@ def test_offers_single_batch_and_decision_log(server: Server, trained_project) -
     assert any(x["offer_id"] != "none" for x in res)
     assert server.call("offers_batch", {"customer_ids": ["c"] * 1001}, role="crm").status_code == 400
     con = sqlite3.connect(d / "serving-test-live.db")
-    groups = dict(con.execute("select `group`, count(*) from decisions where campaign_id='test' group by 1").fetchall())
+    groups = dict(con.execute("select `group`, count(*) from decisions where campaign_id='test' group by 1")
+                  .fetchall())
     con.close()
-    assert groups.get("control", 0) == len([x for x in control if x.get("expected_value", 0) > 0]) or groups.get("control", 0) >= 1
+    assert (groups.get("control", 0) == len([x for x in control if x.get("expected_value", 0) > 0])
+            or groups.get("control", 0) >= 1)
     assert groups.get("treatment", 0) == len([x for x in res if x["offer_id"] != "none"])
 
 
@@ -140,8 +153,6 @@ def test_events_are_stored_and_folded_in(server: Server, trained_project) -> Non
 
 
 def test_events_written_by_another_process_reach_a_known_customer(server: Server, trained_project) -> None:
-    import time
-
     from features.live import LiveStore
     d, _ = trained_project
     cid = known_customer(trained_project)
@@ -153,10 +164,16 @@ def test_events_written_by_another_process_reach_a_known_customer(server: Server
     new = pick[pick["category"] == cat]["product_id"].head(5).tolist()
     LiveStore(f"sqlite:///{d / 'serving-test-live.db'}").add_events(  # not through the server
         [{"customer_id": cid, "product_id": p, "event_type": "add_to_cart"} for p in new for _ in range(3)])
-    time.sleep(0.5)  # the server polls the store for other writers every 0.2 s
-    after = server.call("recommend", {"customer_id": cid, "k": 10}).json()
+    # the server polls the store for other writers every 0.2 s: wait for the change, with a deadline
+    before_ids = [i["product_id"] for i in before["items"]]
+    deadline, after = time.monotonic() + 30, before
+    while time.monotonic() < deadline:
+        after = server.call("recommend", {"customer_id": cid, "k": 10}).json()
+        if [i["product_id"] for i in after["items"]] != before_ids:
+            break
+        time.sleep(0.05)
     assert after["source"] == "model"
-    assert [i["product_id"] for i in after["items"]] != [i["product_id"] for i in before["items"]]
+    assert [i["product_id"] for i in after["items"]] != before_ids
 
 
 def test_reload_under_load_has_no_failed_request(server: Server, trained_project) -> None:
@@ -203,7 +220,6 @@ def test_storefront_calls_do_not_wait_behind_crm_batches(server: Server, trained
     t = threading.Thread(target=crm)
     t.start()
     busy.wait(5)
-    time.sleep(0.05)  # let the first batch reach the server
     answered_while_busy = 0
     while busy.is_set():
         r = server.call("recommend", {"customer_id": cid, "k": 5})
@@ -216,78 +232,14 @@ def test_storefront_calls_do_not_wait_behind_crm_batches(server: Server, trained
     assert answered_while_busy >= 3
 
 
-def test_no_acknowledged_event_is_lost_when_killed(trained_project, tmp_path: Path) -> None:
-    d, _ = trained_project
-    s = Server(d, {"PERSONALISE_DB": f"sqlite:///{tmp_path / 'kill.db'}"})
-    acked = 0
-    try:
-        for i in range(20):
-            ev = [{"customer_id": f"k{i}", "product_id": f"P{j:05d}", "event_type": "view"} for j in range(50)]
-            r = s.call("events", {"events": ev})
-            assert r.status_code == 200
-            acked += r.json()["accepted"]
-    finally:
-        s.stop(signal.SIGKILL)  # no graceful shutdown
-    con = sqlite3.connect(tmp_path / "kill.db")
-    stored = con.execute("select count(*) from events").fetchone()[0]
-    con.close()
-    assert stored == acked == 1000
-
-
-def test_model_missing_gives_fallbacks_and_honest_readiness(tmp_path: Path, small_shop_dir: Path) -> None:
-    import shutil
-    shutil.copytree(small_shop_dir, tmp_path / "shop")  # data, but no trained models
-    s = Server(tmp_path, wait_ready=False)
-    try:
-        assert httpx.get(f"{s.url}/readyz", timeout=5).status_code == 503
-        r = s.call("recommend", {"customer_id": "C0000001", "k": 3})
-        assert r.status_code == 200 and r.json()["source"] == "fallback" and len(r.json()["items"]) == 3
-        o = s.call("offers", {"customer_id": "C0000001"}, role="crm").json()
-        assert o["offer_id"] == "none"
-    finally:
-        s.stop()
-
-
-def test_refuses_to_start_without_keys(tmp_path: Path) -> None:
-    import os
-
-    from typer.testing import CliRunner
-
-    from personalise_cli import app
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PERSONALISE_API_KEYS")}
-    res = CliRunner().invoke(app, ["serve", "--data", str(tmp_path)], env={**env, "PERSONALISE_API_KEYS": ""})
-    assert res.exit_code == 2
-    assert "no API keys configured" in res.output
-
-
-def test_overload_gets_429_never_500(trained_project, tmp_path: Path) -> None:
-    d, _ = trained_project
-    s = Server(d, {"PERSONALISE_MAX_CONCURRENCY": "1", "PERSONALISE_DB": f"sqlite:///{tmp_path / 'o.db'}"})
-    ids = pd.read_parquet(d / "shop" / "orders.parquet")["customer_id"].drop_duplicates().head(1000).tolist()
-    codes: list[int] = []
-
-    def one() -> None:
-        codes.append(s.call("offers_batch", {"customer_ids": ids}, role="crm").status_code)
-    try:
-        threads = [threading.Thread(target=one) for _ in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    finally:
-        s.stop()
-    assert 429 in codes and 200 in codes
-    assert set(codes) <= {200, 429}
-
-
 def test_cli_offers_audience_respects_budget_and_records_control(trained_project, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
     from personalise_cli import app
     d, _ = trained_project
     out = tmp_path / "audience.csv"
-    res = CliRunner().invoke(app, ["offers", "audience", "--data", str(d), "--budget", "5", "--channel", "sms",
-                                   "--campaign", "spring", "--out", str(out)])
+    res = CliRunner().invoke(app, ["offers", "audience", "--data", str(d), "--budget", "5", "--channel",
+                                   "sms", "--campaign", "spring", "--out", str(out)])
     assert res.exit_code == 0, res.output
     a = pd.read_csv(out)
     t = a[a["group"] == "treatment"]

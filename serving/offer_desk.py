@@ -1,0 +1,224 @@
+"""Offers for the CRM: a decision is a preview until it is committed; only committed decisions are recorded.
+
+``offers`` with ``dry_run`` (the default) decides and records nothing: asking again gives the same answer,
+and a CRM key cannot spend an offer's budget or volume by asking. Each decision that names an offer (a send,
+or a control-group hold that measurement needs) comes with a ``decision_id``. It is recorded when the caller
+commits it: ``offers/commit`` with the ids, or ``dry_run: false`` to decide and commit in one call.
+
+A commit decides again, now, under the same lock as every other commit (so what is left of a capped offer's
+budget or volume is read and the sends recorded at once, and concurrent commits never overshoot it), and
+records the decision only if it is still the one previewed; each id is recorded once (a unique index in the
+store), so a retried commit cannot send twice.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import datetime as dt
+import json
+import re
+import threading
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+import sqlalchemy as sa
+
+from features.live import LiveStore
+from serving.errors import invalid
+
+if TYPE_CHECKING:
+    from serving.runtime import Loaded
+
+HISTORY_DAYS = 120
+"""Past decisions read for caps and cooldowns."""
+_NONCE = re.compile(r"[0-9a-f]{32}")
+_NONE = {"offer_id": "none", "channel": None, "expected_value": 0.0, "control_group": False, "trigger": None,
+         "source": "fallback", "decision_id": None, "recorded": False}
+
+
+@dataclass(frozen=True)
+class DecisionRef:
+    """What a decision id carries: a unique nonce and the decision it names."""
+
+    nonce: str
+    customer_id: str
+    campaign: str
+    asked_channel: str | None
+    offer_id: str
+    channel: str | None
+    group: str
+
+    def encode(self) -> str:
+        fields = [self.customer_id, self.campaign, self.asked_channel, self.offer_id, self.channel,
+                  self.group]
+        payload = base64.urlsafe_b64encode(json.dumps(fields, separators=(",", ":")).encode()).decode()
+        return f"{self.nonce}.{payload.rstrip('=')}"
+
+    @staticmethod
+    def decode(text: str) -> DecisionRef:
+        """Raises ValueError when ``text`` is not a decision id."""
+        nonce, _, payload = text.partition(".")
+        if not _NONCE.fullmatch(nonce):
+            raise ValueError(text)
+        try:
+            fields = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        except (binascii.Error, UnicodeDecodeError, ValueError) as e:
+            raise ValueError(text) from e
+        if not (isinstance(fields, list) and len(fields) == 6
+                and all(f is None or isinstance(f, str) for f in fields)
+                and all(isinstance(fields[i], str) for i in (0, 1, 3, 5))):
+            raise ValueError(text)
+        return DecisionRef(nonce, *fields)
+
+
+def _plain(r: dict[str, Any]) -> dict[str, Any]:
+    return {k: (None if not isinstance(v, str) and v is not None and pd.isna(v) else v) for k, v in r.items()}
+
+
+def check_channel(cur: Loaded, channel: str | None, title: str) -> None:
+    """HTTP 400 naming an unknown channel and the catalogue's channels."""
+    policy = cur.bundle.policy
+    if channel is None or policy is None:
+        return
+    allowed = sorted({c for o in policy.catalogue.offers for c in o.channels})
+    if channel not in allowed:
+        raise invalid([(("channel",), f"unknown channel {channel!r}; allowed: {', '.join(allowed)}")], title)
+
+
+class OfferDesk:
+    """Decides offers with the loaded policy, and records committed decisions in the live store."""
+
+    def __init__(self, store: LiveStore) -> None:
+        self.store = store
+        self._lock = threading.Lock()
+        """Held while a commit decides again, reads what is left of capped offers and records its sends."""
+
+    def decide(self, cur: Loaded | None, customer_ids: list[str], channel: str | None, campaign: str,
+               dry_run: bool = True) -> list[dict[str, Any]]:
+        """The best offer (or "none") per customer; recorded at once only when ``dry_run`` is False."""
+        if cur is None or cur.bundle.policy is None:
+            why = "models not loaded" if cur is None else "no offer policy (no offer history or catalogue)"
+            version = cur.version if cur else "none"
+            return [{"customer_id": c, **_NONE, "reason": why, "model_version": version, "dry_run": dry_run}
+                    for c in customer_ids]
+        check_channel(cur, channel, "offers")
+        known = cur.known_buyers(customer_ids)
+        out: dict[str, dict[str, Any]] = {}
+        if known:
+            with self._lock if not dry_run else contextlib.nullcontext():
+                dec = self._decide(cur, known, channel, campaign)
+                rows = []
+                for r in dec.to_dict("records"):
+                    answer, ref = self._answer(_plain(r), cur.version, campaign, channel, dry_run)
+                    out[answer["customer_id"]] = answer
+                    if ref is not None and not dry_run:
+                        rows.append(self._record(ref, r, cur.version))
+                self.store.add_decisions(rows)
+        return [out.get(c) or {"customer_id": c, **_NONE, "reason": "unknown customer or no purchase yet",
+                               "model_version": cur.version, "dry_run": dry_run} for c in customer_ids]
+
+    def _decide(self, cur: Loaded, known: list[str], channel: str | None, campaign: str) -> pd.DataFrame:
+        b = cur.bundle
+        policy = b.policy
+        assert policy is not None
+        now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        hist = self.store.decisions(now - dt.timedelta(days=HISTORY_DAYS), known)
+        hist = hist.rename(columns={"decided_at": "sent_at"}) if len(hist) else None
+        caps = policy.catalogue.caps()
+        remaining = policy.catalogue.remaining(self.store.offer_sends(list(caps))) if caps else None
+        trig = b.triggers[b.triggers["customer_id"].isin(known)] if len(b.triggers) else None
+        opted = b.scores["opted_out"].reindex(known).fillna(False) if "opted_out" in b.scores else None
+        return policy.decide(b.features.loc[known], b.scores["churn"].reindex(known),
+                             max(pd.Timestamp(now), b.as_of), campaign=campaign, channel=channel,
+                             segments=b.scores["segment"].reindex(known), history=hist, triggers=trig,
+                             opted_out=opted, remaining=remaining)
+
+    @staticmethod
+    def _answer(r: dict[str, Any], version: str, campaign: str, channel: str | None, dry_run: bool
+                ) -> tuple[dict[str, Any], DecisionRef | None]:
+        treated = r["group"] == "treatment"
+        ref = None if r["offer_id"] == "none" else DecisionRef(
+            uuid.uuid4().hex, r["customer_id"], campaign, channel, r["offer_id"], r["channel"], r["group"])
+        reason = r["reason"]
+        if not treated and "control" not in reason:
+            reason = f"control group of campaign {campaign}: held out for measurement ({reason})"
+        return {"customer_id": r["customer_id"], "offer_id": r["offer_id"] if treated else "none",
+                "channel": r["channel"] if treated else None, "expected_value": r["expected_value"],
+                "reason": reason, "control_group": not treated, "trigger": r["trigger"], "source": "model",
+                "model_version": version, "would_offer": r["offer_id"], "dry_run": dry_run,
+                "decision_id": ref.encode() if ref else None,
+                "recorded": ref is not None and not dry_run}, ref
+
+    @staticmethod
+    def _record(ref: DecisionRef, r: dict[str, Any], version: str) -> dict[str, Any]:
+        r = _plain(r)
+        return {"customer_id": ref.customer_id, "offer_id": ref.offer_id, "channel": ref.channel,
+                "group": ref.group, "campaign_id": ref.campaign, "expected_value": r["expected_value"],
+                "propensity": r["propensity"], "model_version": version, "decision_id": ref.nonce}
+
+    def commit(self, cur: Loaded | None, decision_ids: list[str]) -> list[dict[str, Any]]:
+        """Record previewed decisions that still hold; one result per id (``committed`` and why)."""
+        refs, problems = [], []
+        for i, text in enumerate(decision_ids):
+            try:
+                refs.append(DecisionRef.decode(text))
+            except ValueError:
+                problems.append((("decision_ids", i), "not a decision id given by /offers"))
+        if problems:
+            raise invalid(problems, "offers/commit")
+        if cur is None or cur.bundle.policy is None:
+            why = "models not loaded" if cur is None else "no offer policy"
+            return [_result(t, r, False, f"not recorded: {why}")
+                    for t, r in zip(decision_ids, refs, strict=True)]
+        with self._lock:
+            verdicts = self._verdicts(cur, refs)
+        return [_result(t, r, *verdicts[r.nonce]) for t, r in zip(decision_ids, refs, strict=True)]
+
+    def _verdicts(self, cur: Loaded, refs: list[DecisionRef]) -> dict[str, tuple[bool, str]]:
+        """Under the lock: decide again per (campaign, channel asked) and record what still holds."""
+        done = self.store.recorded([r.nonce for r in refs])
+        verdicts = {n: (False, "already committed") for n in done}
+        groups: dict[tuple[str, str | None], dict[str, DecisionRef]] = defaultdict(dict)
+        for r in refs:
+            if r.nonce not in verdicts:
+                groups[(r.campaign, r.asked_channel)][r.nonce] = r
+        rows = []
+        for (campaign, asked), group in groups.items():
+            known = cur.known_buyers([r.customer_id for r in group.values()])
+            now = self._decide(cur, known, asked, campaign).set_index("customer_id") if known else None
+            for r in group.values():
+                ok, why = _still_holds(r, now)
+                verdicts[r.nonce] = (ok, why)
+                if ok and now is not None:
+                    values = now.loc[r.customer_id, ["expected_value", "propensity"]].to_dict()
+                    rows.append(self._record(r, values, cur.version))
+        try:
+            self.store.add_decisions(rows)
+        except sa.exc.IntegrityError:  # another process committed one of them meanwhile
+            for row in rows:
+                try:
+                    self.store.add_decisions([row])
+                except sa.exc.IntegrityError:
+                    verdicts[row["decision_id"]] = (False, "already committed")
+        return verdicts
+
+
+def _still_holds(ref: DecisionRef, now: pd.DataFrame | None) -> tuple[bool, str]:
+    if now is None or ref.customer_id not in now.index:
+        return False, "not recorded: unknown customer or no purchase yet"
+    r = _plain(now.loc[ref.customer_id].to_dict())
+    if (r["offer_id"], r["channel"] if r["offer_id"] != "none" else None, r["group"]) == (
+            ref.offer_id, ref.channel, ref.group):
+        return True, ("recorded: send it" if ref.group == "treatment"
+                      else "recorded: control group, send nothing")
+    return False, f"not recorded: the decision changed since the preview; now {r['offer_id']} ({r['reason']})"
+
+
+def _result(text: str, ref: DecisionRef, committed: bool, reason: str) -> dict[str, Any]:
+    return {"decision_id": text, "customer_id": ref.customer_id, "offer_id": ref.offer_id,
+            "channel": ref.channel, "group": ref.group, "committed": committed, "reason": reason}

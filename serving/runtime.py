@@ -1,0 +1,263 @@
+"""What the service does, without HTTP: loading models (and warming their answers), answering, falling back,
+swapping models. The BentoML service in :mod:`serving.service` is a thin typed layer over
+:class:`Personaliser`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import gc
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from features.io import find_table, read_raw
+from features.live import LiveStore, default_url
+from models.bundle import COMPONENTS, ServingBundle
+from models.recsys import BusinessRules, Recommendation
+from serving import candidate_cache
+from serving.champion import fetch_champion
+from serving.errors import invalid
+from serving.live_watcher import LiveWatcher
+from serving.offer_desk import OfferDesk
+from serving.profile import profile
+from serving.session import recommend_in_session
+
+log = logging.getLogger(__name__)
+MAX_ANSWERS = 50_000
+"""Rendered default answers kept per model load (about 1 KB each)."""
+Render = Callable[[dict[str, Any]], bytes]
+
+
+class ReloadFailed(Exception):
+    """A reload failed on the server's side; the previous models keep serving."""
+
+
+@dataclass
+class Loaded:
+    """One load of the models: the bundle, the versions it came from, and its rendered default answers."""
+
+    bundle: ServingBundle
+    versions: dict[str, str]
+    loaded_at: float
+    answers: dict[tuple[str, int], bytes] = field(default_factory=dict)
+    """Rendered answers to the storefront's default request, by (customer, k), for these models only."""
+
+    @functools.cached_property
+    def version(self) -> str:  # cached: it goes into every answer
+        return ",".join(f"{c}:{self.versions.get(c, '?')}" for c in COMPONENTS)
+
+    @functools.cached_property
+    def as_of(self) -> dt.datetime:
+        """The end of the models' data: live events from then on are folded in."""
+        return self.bundle.as_of.to_pydatetime()  # type: ignore[no-any-return]
+
+    @functools.cached_property
+    def categories(self) -> frozenset[str]:
+        return frozenset(str(c) for c in pd.unique(self.bundle.engine.data.item_category) if pd.notna(c))
+
+    def known_buyers(self, customer_ids: list[str]) -> list[str]:
+        """``customer_ids`` (once each) that the models know with at least one order."""
+        f = self.bundle.features
+        return [c for c in dict.fromkeys(customer_ids) if c in f.index and f.at[c, "n_orders"] > 0]
+
+
+_DEFAULT_RULES = BusinessRules()
+
+
+def _answer(cur: Loaded, customer_id: str, rec: Recommendation) -> dict[str, Any]:
+    """A recommendation as the service answers it: with the version of the models that made it."""
+    return {"customer_id": customer_id, "source": rec.source, "model_version": cur.version,
+            "items": rec.items}
+
+
+def _rules(cur: Loaded, category: str | None, exclude_bought: bool) -> BusinessRules:
+    """The request's rules; HTTP 400 naming an unknown category and the known ones."""
+    if category is None and not exclude_bought:
+        return _DEFAULT_RULES  # the storefront's usual request: no new object
+    if category is not None and category not in cur.categories:
+        known = sorted(cur.categories)
+        shown = ", ".join(known[:50]) + (f", ... ({len(known)} in all)" if len(known) > 50 else "")
+        raise invalid([(("category",), f"unknown category {category!r}; allowed: {shown}")], "recommend")
+    return BusinessRules(exclude_bought=exclude_bought, categories=(category,) if category else None)
+
+
+class Personaliser:
+    """Holds the current models (swapped atomically), the fallback list, the live store and its watcher."""
+
+    def __init__(self, data_dir: str | Path, bundle_dir: str | Path | None = None,
+                 store_url: str | None = None, render: Render | None = None, warm_k: int = 10) -> None:
+        """``render``: turns a default answer into response bytes; given, every load renders the answers of
+        its known customers (up to ``MAX_ANSWERS``) for k = ``warm_k`` before it serves, so that a
+        customer's first storefront request is as fast as the next ones."""
+        self.render, self.warm_k = render, warm_k
+        self.data_dir = Path(data_dir)
+        self.bundle_dir = Path(bundle_dir) if bundle_dir else None
+        self.store = LiveStore(store_url or os.environ.get("PERSONALISE_DB") or default_url(self.data_dir))
+        self.desk = OfferDesk(self.store)
+        self.current: Loaded | None = None
+        self._reload_lock = threading.Lock()
+        self.load_error: str | None = None
+        self.fallback_items: list[str] = self._fallback_from_data()
+        try:
+            self.current = self._load()
+        except Exception as e:  # the service still answers with fallbacks; readiness says why not ready
+            self.load_error = f"{type(e).__name__}: {e}"
+            log.exception("could not load models: serving fallbacks until a reload succeeds")
+        self.live = LiveWatcher(self.store, lambda: self.current.as_of if self.current else None)
+
+    def close(self) -> None:
+        """Stop watching the event store and close its connections."""
+        self.live.close()
+        self.store.engine.dispose()
+
+    # -- loading --------------------------------------------------------------------------------
+    def _load(self) -> Loaded:
+        if self.bundle_dir is not None:
+            paths = {c: self.bundle_dir / f"{c}.pkl" for c in COMPONENTS}
+            versions = {c: "local" for c in COMPONENTS}
+        else:
+            paths, versions = fetch_champion(self.data_dir)
+        loaded = Loaded(ServingBundle.load(paths), versions, time.time())
+        if self.render is not None:
+            self._warm(loaded, self.render)
+        gc.collect()  # loading leaves garbage behind; collect it now rather than during a request
+        return loaded
+
+    def _warm(self, loaded: Loaded, render: Render) -> None:
+        """Render the default answers (k = ``warm_k``) of the load's known customers, before it serves."""
+        t0 = time.perf_counter()
+        for cid in loaded.bundle.engine.data.users.ids[:MAX_ANSWERS].tolist():
+            self._rendered(loaded, str(cid), self.warm_k, render)
+        log.info("rendered %d default answers (k=%d) in %.1f s", len(loaded.answers), self.warm_k,
+                 time.perf_counter() - t0)
+
+    def reload(self) -> Loaded:
+        """Load the current champion beside the old one, then swap in one assignment. Raises
+        :class:`ReloadFailed` (logged with its traceback) when that fails; the old models keep serving."""
+        with self._reload_lock:
+            try:
+                new = self._load()
+            except Exception as e:
+                log.exception("reload failed: still serving the previous models")
+                raise ReloadFailed(f"{type(e).__name__}: {e}") from e
+            self.current, self.load_error = new, None
+        # the old models may sit in the collector's permanent generation (see serving.asgi.SettleMiddleware):
+        # let them go, then make the new ones permanent
+        gc.unfreeze()
+        gc.collect()
+        gc.freeze()
+        return new
+
+    def _fallback_from_data(self) -> list[str]:
+        """Best sellers of the last 30 days straight from the shop tables (used when models are missing)."""
+        try:
+            for d in (self.data_dir / "shop", self.data_dir):
+                p = find_table(d, "orders")
+                if p is not None:
+                    o = read_raw(p)
+                    o["ts"] = pd.to_datetime(o["ts"])
+                    o = o[o["ts"] >= o["ts"].max() - pd.Timedelta(days=30)]
+                    return o["product_id"].astype(str).value_counts().index[:100].tolist()
+        except Exception:
+            log.exception("no fallback list")
+        return []
+
+    @property
+    def ready(self) -> bool:
+        return self.current is not None
+
+    # -- answers --------------------------------------------------------------------------------
+    def recommend_fast(self, customer_id: str, k: int, category: str | None, exclude_bought: bool,
+                       session_events: list[tuple[str, str]]) -> dict[str, Any] | None:
+        """The answer when it is a lookup in the precomputed candidates (a known customer with no live
+        events), else None: then :meth:`recommend` computes it."""
+        cur = self.current
+        if cur is None or session_events or self.live.has_live(customer_id, cur.as_of):
+            return None
+        rec = candidate_cache.lookup(cur.bundle.engine, customer_id, k, _rules(cur, category, exclude_bought))
+        return None if rec is None else _answer(cur, customer_id, rec)
+
+    def default_answer(self, customer_id: str, k: int, render: Render) -> bytes | None:
+        """The storefront's default request (no filter, no session events) as response bytes, or None when it
+        must be computed. ``render`` turns the answer into bytes (validated against the response model) once
+        per customer and k; later calls reuse them until the models change (each load has its own answers)
+        or the customer has live events (then the answer is computed with them, as always). At most
+        ``MAX_ANSWERS`` are kept: past that, answers are rendered on every call."""
+        cur = self.current
+        if cur is None or self.live.has_live(customer_id, cur.as_of):
+            return None
+        return self._rendered(cur, customer_id, k, render)
+
+    @staticmethod
+    def _rendered(cur: Loaded, customer_id: str, k: int, render: Render) -> bytes | None:
+        """``cur``'s rendered default answer for (customer, k), rendered (and kept, up to ``MAX_ANSWERS``)
+        now if it is not yet; None when the precomputed candidates cannot answer it."""
+        body = cur.answers.get((customer_id, k))
+        if body is None:
+            rec = candidate_cache.lookup(cur.bundle.engine, customer_id, k, _DEFAULT_RULES)
+            if rec is None:
+                return None
+            body = render(_answer(cur, customer_id, rec))
+            if len(cur.answers) < MAX_ANSWERS:
+                cur.answers[(customer_id, k)] = body
+        return body
+
+    def recommend(self, customer_id: str, k: int, category: str | None, exclude_bought: bool,
+                  session_events: list[tuple[str, str]]) -> dict[str, Any]:
+        """Computed in full: with the customer's live events and the request's session (see
+        :mod:`serving.session` for what the cart changes), rules, and fallbacks."""
+        cur = self.current
+        if cur is None:
+            return {"customer_id": customer_id, "source": "fallback", "model_version": "none",
+                    "items": [{"product_id": p, "score": 0.0, "rank": i + 1, "reason": "best seller"}
+                              for i, p in enumerate(self.fallback_items[:k])]}
+        rules = _rules(cur, category, exclude_bought)
+        b = cur.bundle
+        has_live = self.live.has_live(customer_id, cur.as_of)
+        live = self.store.recent_events(customer_id, cur.as_of) if has_live else []
+        session = list(reversed(live)) + list(session_events)
+        region = None
+        if customer_id in b.features.index:
+            r = b.features.at[customer_id, "region"]
+            region = None if pd.isna(r) else str(r)
+        if session:
+            rec = recommend_in_session(b.engine, customer_id, k, rules, session, region)
+        else:
+            rec = candidate_cache.recommend(b.engine, customer_id, k, rules, session=None, region=region)
+        return _answer(cur, customer_id, rec)
+
+    def similar_items(self, product_id: str, k: int) -> dict[str, Any]:
+        cur = self.current
+        if cur is None:
+            return {"product_id": product_id, "source": "fallback", "model_version": "none",
+                    "items": [{"product_id": p, "score": 0.0, "rank": i + 1}
+                              for i, p in enumerate([x for x in self.fallback_items if x != product_id][:k])]}
+        source, items = cur.bundle.engine.similar_items(product_id, k)
+        return {"product_id": product_id, "source": source, "model_version": cur.version, "items": items}
+
+    def offers(self, customer_ids: list[str], channel: str | None, campaign: str,
+               dry_run: bool = True) -> list[dict[str, Any]]:
+        """Best offer per customer (see :mod:`serving.offer_desk`): a preview unless ``dry_run`` is False."""
+        return self.desk.decide(self.current, customer_ids, channel, campaign, dry_run)
+
+    def commit_offers(self, decision_ids: list[str]) -> list[dict[str, Any]]:
+        return self.desk.commit(self.current, decision_ids)
+
+    def profile(self, customer_id: str) -> dict[str, Any]:
+        return profile(self.current, customer_id)
+
+    def add_events(self, events: list[dict[str, Any]]) -> int:
+        """Store events durably (``ts`` checked by :func:`serving.events.event_rows`); the customers'
+        next recommendations reflect them."""
+        n = self.store.add_events(events)
+        self.live.note([str(e["customer_id"]) for e in events])
+        return n
