@@ -130,6 +130,16 @@ def _examples(values: pd.Series) -> list[Any]:
     return values.head(MAX_EXAMPLES).tolist()
 
 
+def _text(s: pd.Series, index: pd.Index, empty_is_null: bool = False) -> pd.Series:
+    """Text as an object column of Python strings (None when missing) holding one string object per distinct
+    value: a million rows naming a thousand customers keep a thousand strings, not a million."""
+    codes, uniques = pd.factorize(s, use_na_sentinel=True)
+    values = np.asarray(uniques, dtype=object)
+    if empty_is_null:
+        values[values == ""] = None
+    return pd.Series(np.append(values, None)[codes], index=index, dtype=object)
+
+
 def _coerce_table(df: pd.DataFrame, spec: schema.TableSpec, report: ValidationReport) -> pd.DataFrame:
     """Check columns and cast each to its kind, recording problems. Returns the typed table."""
     missing = [c for c in spec.required if c not in df.columns]
@@ -146,8 +156,7 @@ def _coerce_table(df: pd.DataFrame, spec: schema.TableSpec, report: ValidationRe
         if col.kind == schema.ID:
             if pd.api.types.is_float_dtype(s):  # 17850.0 -> "17850"
                 s = s.astype("Int64")
-            typed = s.astype("string").str.strip().replace("", pd.NA).astype(object)
-            typed = typed.where(typed.notna(), None)
+            typed = _text(s.astype("string").str.strip(), df.index, empty_is_null=True)
         elif col.kind == schema.TIME:
             if pd.api.types.is_datetime64_any_dtype(s):
                 typed = s
@@ -172,7 +181,7 @@ def _coerce_table(df: pd.DataFrame, spec: schema.TableSpec, report: ValidationRe
                                _examples(s[bad]))
                 typed = typed.astype("boolean")
         else:
-            typed = s.astype("string").astype(object).where(s.notna(), None)
+            typed = _text(s.astype("string"), df.index)
         if col.kind in (schema.TIME, schema.FLOAT, schema.INT):
             bad = typed.isna() & ~raw_null
             if bad.any():
