@@ -117,10 +117,12 @@ def edge_shop() -> Shop:
 def test_edge_cases_equal_the_reference(days) -> None:
     shop = edge_shop()
     assert_same_features(shop, pd.Timestamp("2025-03-01") + pd.Timedelta(days=days))
+    c = pd.Timestamp("2025-03-01") + pd.Timedelta(days=days)
     for cfg in (InteractionConfig(), InteractionConfig(use_events=False)):
-        c = pd.Timestamp("2025-03-01") + pd.Timedelta(days=days)
         if (shop.orders["ts"] < c).any():
             assert_same_interactions(old_build_interactions(shop, c, cfg), build_interactions(shop, c, cfg))
+    from features.customer import order_lines
+    assert_same_triggers(order_lines(shop, c + pd.Timedelta(seconds=1)), c - pd.Timedelta(days=30), c)
 
 
 def test_edge_shop_without_optional_tables() -> None:
@@ -160,3 +162,35 @@ def test_online_retail_equals_the_reference(tmp_path) -> None:
     c = pd.Timestamp("2011-09-01")
     assert_same_interactions(old_build_interactions(shop, c, non_product=is_non_product),
                              build_interactions(shop, c, non_product=is_non_product))
+    from features.customer import order_lines
+    assert_same_triggers(order_lines(shop, c), c - pd.Timedelta(days=30), c)
+
+
+def assert_same_triggers(lines: pd.DataFrame, since: pd.Timestamp, until: pd.Timestamp, **kw: object) -> pd.DataFrame:
+    from models.triggers import detect_triggers
+    from tests.features.reference_features import old_detect_triggers
+    old, new = old_detect_triggers(lines, since, until, **kw), detect_triggers(lines, since, until, **kw)
+    pd.testing.assert_frame_equal(old, new, check_exact=True)
+    return new
+
+
+@pytest.mark.parametrize("end", ["2025-03-01", "2025-07-01", "2025-12-31"])
+def test_triggers_equal_the_reference(small_shop, end) -> None:
+    from features.customer import order_lines
+    until = pd.Timestamp(end)
+    lines = order_lines(small_shop, until + pd.Timedelta(seconds=1))
+    churn = pd.Series(np.random.default_rng(0).random(300), index=lines["customer_id"].unique()[:300])
+    tr = assert_same_triggers(lines, until - pd.Timedelta(days=30), until, churn_now=churn)
+    assert set(tr["trigger"]) >= {"spend_jump", "dormancy", "first_purchase", "churn_risk"}
+
+
+def test_mean_of_earlier_orders_matches_pandas() -> None:
+    from models.triggers import _mean_of_earlier
+    rng = np.random.default_rng(3)
+    sizes = rng.integers(1, 40, 300)
+    v = np.round(rng.choice([0.1, 0.7, 3.3, -2.0, 10.0], sizes.sum()) * rng.integers(1, 4, sizes.sum()), 2)
+    v[rng.random(len(v)) < 0.3] = 0.1  # runs of equal values (pandas returns the value itself for them)
+    key = np.repeat(np.arange(len(sizes)), sizes)
+    expected = pd.Series(v).groupby(key).transform(lambda s: s.shift().expanding().mean()).to_numpy()
+    got = _mean_of_earlier(v, np.r_[0, np.cumsum(sizes)[:-1]])
+    assert np.array_equal(expected, got, equal_nan=True)
