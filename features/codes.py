@@ -33,6 +33,7 @@ class LineArrays:
 
     cust: np.ndarray  # int32 customer code
     order: np.ndarray  # int32 code of the (customer, order_id) pair, numbered by first appearance
+    order_ids: np.ndarray  # the order_id of each order code (object)
     ts: np.ndarray  # datetime64[ns]
     quantity: np.ndarray
     unit_price: np.ndarray
@@ -159,8 +160,9 @@ def _build(shop: Shop) -> ShopCodes:
 def _lines(o: pd.DataFrame, cust: np.ndarray, product: np.ndarray) -> LineArrays:
     ocode, ouniq = _factorize(o["order_id"])
     pair = cust.astype(np.int64) * max(len(ouniq), 1) + ocode
-    order = pd.factorize(pair)[0].astype(np.int32)  # first appearance order
-    return LineArrays(cust=cust, order=order, ts=o["ts"].to_numpy("datetime64[ns]"),
+    order, pairs = pd.factorize(pair)  # numbered by first appearance
+    return LineArrays(cust=cust, order=order.astype(np.int32), order_ids=ouniq[pairs % max(len(ouniq), 1)],
+                      ts=o["ts"].to_numpy("datetime64[ns]"),
                       quantity=o["quantity"].to_numpy(float), unit_price=o["unit_price"].to_numpy(float),
                       discount=o["discount"].to_numpy(float), product=product,
                       channel=np.zeros(0, np.int32))

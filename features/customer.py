@@ -62,6 +62,19 @@ def _all_lines(shop: Shop) -> pd.DataFrame:
     return lines
 
 
+def order_values(shop: Shop, cutoff: pd.Timestamp) -> pd.DataFrame:
+    """Every customer order before ``cutoff`` (returns included, as their own orders): customer_id, order_id,
+    first time ``ts`` and net ``value``, in order of first appearance. What
+    ``order_lines(shop, cutoff).groupby(["customer_id", "order_id"], sort=False)`` gives, on integer codes."""
+    c = shop_codes(shop)
+    L = lines_between(c, None, _dt64(pd.Timestamp(cutoff)))
+    g = pd.DataFrame({"cust": L.cust, "ts": L.ts.view(np.int64), "value": L.net}).groupby(L.order, sort=False).agg(
+        cust=("cust", "first"), ts=("ts", "min"), value=("value", "sum"))
+    return pd.DataFrame({"customer_id": pd.Series(c.customers[g["cust"].to_numpy()]),
+                         "order_id": pd.Series(c.lines.order_ids[g.index.to_numpy()]),
+                         "ts": g["ts"].to_numpy().view("datetime64[ns]"), "value": g["value"].to_numpy()})
+
+
 def unify_categories(X: pd.DataFrame) -> pd.DataFrame:
     """The text columns of :data:`CATEGORICAL` as categories over the values present (in place, and returned):
     frames built at different cutoffs or send dates carry different category sets until re-unified."""

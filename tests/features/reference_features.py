@@ -312,3 +312,31 @@ def old_detect_triggers(lines: pd.DataFrame, since: pd.Timestamp, until: pd.Time
     out["at"] = pd.to_datetime(out["at"])
     return out.sort_values(["at", "customer_id", "trigger"], kind="stable").reset_index(drop=True)
 
+
+
+def old_order_values(shop: Shop, cutoff: pd.Timestamp) -> pd.DataFrame:
+    """training.customer_eval._order_values as it was."""
+    lines = old_order_lines(shop, cutoff)
+    return lines.groupby(["customer_id", "order_id"], sort=False).agg(ts=("ts", "min"), value=("net", "sum")).reset_index()
+
+
+def old_rfm_summary(orders: pd.DataFrame, cutoff: pd.Timestamp, unit_days: float = 7.0) -> pd.DataFrame:
+    """Per-customer (x, t_x, T, monetary) from orders with columns customer_id, ts, value.
+
+    Purchases on the same day count once (the BG/NBD convention); ``monetary`` is the mean value of
+    repeat purchase days.
+    """
+    d = orders.assign(day=orders["ts"].dt.floor("D")).groupby(["customer_id", "day"])["value"].sum().reset_index()
+    g = d.groupby("customer_id")
+    first, last = g["day"].min(), g["day"].max()
+    n = g.size()
+    first_val = d.sort_values("day").groupby("customer_id")["value"].first()
+    total = g["value"].sum()
+    x = n - 1
+    monetary = ((total - first_val) / x.replace(0, np.nan)).fillna(0.0)
+    return pd.DataFrame({
+        "x": x.astype(float),
+        "t_x": (last - first) / pd.Timedelta(days=unit_days),
+        "T": (pd.Timestamp(cutoff).floor("D") - first) / pd.Timedelta(days=unit_days),
+        "monetary": monetary,
+    })

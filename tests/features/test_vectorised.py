@@ -110,7 +110,9 @@ def edge_shop() -> Shop:
         "sent_at": [t - 30 * d, t - 3 * d, t - 20 * d, t - 5 * d, t + d],
         "group": ["treatment", "treatment", "control", "treatment", "treatment"],
         "redeemed_at": [t - 25 * d, t + d, pd.NaT, pd.NaT, pd.NaT]})
-    return Shop(orders=orders, customers=customers, products=products, events=events, offer_log=offer_log)
+    ns = "datetime64[ns]"  # as load_shop types every time column
+    return Shop(orders=orders.astype({"ts": ns}), customers=customers.astype({"signup_at": ns}), products=products,
+                events=events.astype({"ts": ns}), offer_log=offer_log.astype({"sent_at": ns, "redeemed_at": ns}))
 
 
 @pytest.mark.parametrize("days", [-200, -45, -8, 0, 2, 6, 30])
@@ -164,6 +166,7 @@ def test_online_retail_equals_the_reference(tmp_path) -> None:
                              build_interactions(shop, c, non_product=is_non_product))
     from features.customer import order_lines
     assert_same_triggers(order_lines(shop, c), c - pd.Timedelta(days=30), c)
+    assert_same_order_values(shop, c)
 
 
 def assert_same_triggers(lines: pd.DataFrame, since: pd.Timestamp, until: pd.Timestamp, **kw: object) -> pd.DataFrame:
@@ -194,3 +197,18 @@ def test_mean_of_earlier_orders_matches_pandas() -> None:
     expected = pd.Series(v).groupby(key).transform(lambda s: s.shift().expanding().mean()).to_numpy()
     got = _mean_of_earlier(v, np.r_[0, np.cumsum(sizes)[:-1]])
     assert np.array_equal(expected, got, equal_nan=True)
+
+
+def assert_same_order_values(shop: Shop, cutoff: pd.Timestamp) -> None:
+    from features.customer import order_values
+    from models.bgnbd import rfm_summary
+    from tests.features.reference_features import old_order_values, old_rfm_summary
+    old, new = old_order_values(shop, cutoff), order_values(shop, cutoff)
+    pd.testing.assert_frame_equal(old, new, check_exact=True)
+    pd.testing.assert_frame_equal(old_rfm_summary(old, cutoff), rfm_summary(new, cutoff), check_exact=True)
+
+
+@pytest.mark.parametrize("cutoff", ["2025-03-01", "2025-10-01", "2026-01-01"])
+def test_order_values_and_rfm_equal_the_reference(small_shop, cutoff) -> None:
+    assert_same_order_values(small_shop, pd.Timestamp(cutoff))
+    assert_same_order_values(edge_shop(), pd.Timestamp("2025-03-01"))
