@@ -125,7 +125,7 @@ def _build(shop: Shop) -> ShopCodes:
         parts["events"] = _factorize(ev["customer_id"])
     if ol is not None:
         parts["offers"] = _factorize(ol["customer_id"])
-    customers = np.unique(np.concatenate([u for _, u in parts.values()]))
+    customers = np.sort(pd.unique(np.concatenate([u for _, u in parts.values()])))
     cindex = pd.Index(customers)
     cust = {k: _remap(c, u, cindex) for k, (c, u) in parts.items()}
     # products: the products table's order, then ids only orders or events name

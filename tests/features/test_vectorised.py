@@ -145,9 +145,11 @@ def test_a_replaced_table_is_seen(small_shop) -> None:
 
 def test_text_columns_hold_one_string_per_value() -> None:
     s = pd.Series([" C1", "C2 ", None, "", "C1", " C1"] * 1000).astype("string")
-    out = _text(s.str.strip(), s.index, empty_is_null=True)
+    out, missing, outside = _text(s.str.strip(), s.index, empty_is_null=True, allowed=("C1",))
     assert out.dtype == object
     assert out.iloc[:6].tolist() == ["C1", "C2", None, None, "C1", "C1"]
+    assert missing[:6].tolist() == [False, False, True, True, False, False]
+    assert outside[:6].tolist() == [False, True, False, False, False, False]
     assert len({id(v) for v in out if v is not None}) == 2  # not one object per row
 
 
