@@ -307,17 +307,39 @@ def training_cutoffs(shop: Shop, cutoff: pd.Timestamp, horizon_days: int, n: int
     return out
 
 
-def stacked_training_set(shop: Shop, cutoffs: list[pd.Timestamp], horizon_days: int
-                         ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Features and labels at several cutoffs, stacked (customers with a past purchase only)."""
+def stacked_training_set(shop: Shop, cutoffs: list[pd.Timestamp], horizon_days: int, max_rows: int | None = None,
+                         seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Features and labels at several cutoffs, stacked (customers with a past purchase only).
+
+    ``max_rows``: when the stacked rows would be more, only a share of the customers is kept (the same ones at
+    every cutoff, chosen by a seeded hash of their id) so that about ``max_rows`` remain; the share kept is
+    ``X.attrs["sample_share"]`` (1.0 when nothing was left out).
+    """
+    share = 1.0
+    if max_rows is not None:
+        c = shop_codes(shop)
+        a = c.lines
+        buy = a.quantity >= 0
+        rows = sum(int(np.count_nonzero(counts(a.cust[buy & (a.ts < _dt64(pd.Timestamp(t)))], len(c.customers))))
+                   for t in cutoffs)
+        share = min(1.0, max_rows / rows) if rows else 1.0
     xs, ys = [], []
-    for c in cutoffs:
-        X = customer_features(shop, c)
+    for t in cutoffs:
+        X = customer_features(shop, t)
         X = X[X["n_orders"] > 0]
-        y = future_labels(shop, c, horizon_days, X.index)
-        xs.append(X.assign(_cutoff=c))
-        ys.append(y)
+        if share < 1.0:
+            X = X[customer_sample(X.index, share, seed)]
+        xs.append(X)
+        ys.append(future_labels(shop, t, horizon_days, X.index))
     if not xs:
         return pd.DataFrame(), pd.DataFrame()
-    X = pd.concat(xs)
-    return unify_categories(X.drop(columns="_cutoff")), pd.concat(ys)
+    X = unify_categories(pd.concat(xs))
+    X.attrs["sample_share"] = share
+    return X, pd.concat(ys)
+
+
+def customer_sample(ids: pd.Index, share: float, seed: int = 0) -> np.ndarray:
+    """True for a ``share`` of the customers, chosen by a seeded hash of the id: the same customers whatever
+    the frame, the cutoff or the machine."""
+    h = pd.util.hash_array(np.asarray(ids, dtype=object), hash_key=f"{seed:016d}"[-16:])
+    return np.asarray((h >> np.uint64(11)) < np.uint64(share * 2**53))

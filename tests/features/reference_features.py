@@ -340,3 +340,19 @@ def old_rfm_summary(orders: pd.DataFrame, cutoff: pd.Timestamp, unit_days: float
         "T": (pd.Timestamp(cutoff).floor("D") - first) / pd.Timedelta(days=unit_days),
         "monetary": monetary,
     })
+
+
+def old_stacked_training_set(shop: Shop, cutoffs: list[pd.Timestamp], horizon_days: int
+                         ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Features and labels at several cutoffs, stacked (customers with a past purchase only)."""
+    xs, ys = [], []
+    for c in cutoffs:
+        X = old_customer_features(shop, c)
+        X = X[X["n_orders"] > 0]
+        y = old_future_labels(shop, c, horizon_days, X.index)
+        xs.append(X.assign(_cutoff=c))
+        ys.append(y)
+    if not xs:
+        return pd.DataFrame(), pd.DataFrame()
+    X = pd.concat(xs)
+    return unify_categories(X.drop(columns="_cutoff")), pd.concat(ys)

@@ -214,3 +214,22 @@ def assert_same_order_values(shop: Shop, cutoff: pd.Timestamp) -> None:
 def test_order_values_and_rfm_equal_the_reference(small_shop, cutoff) -> None:
     assert_same_order_values(small_shop, pd.Timestamp(cutoff))
     assert_same_order_values(edge_shop(), pd.Timestamp("2025-03-01"))
+
+
+def test_stacked_training_set_unchanged_and_sampled_by_customer(small_shop) -> None:
+    from features.customer import stacked_training_set, training_cutoffs
+    from tests.features.reference_features import old_stacked_training_set
+    cuts = training_cutoffs(small_shop, pd.Timestamp("2025-10-01"), 90, 4, 14)
+    X, y = stacked_training_set(small_shop, cuts, 90)
+    Xo, yo = old_stacked_training_set(small_shop, cuts, 90)
+    pd.testing.assert_frame_equal(Xo, X, check_exact=True)
+    pd.testing.assert_frame_equal(yo, y, check_exact=True)
+    assert X.attrs["sample_share"] == 1.0
+    Xs, ys = stacked_training_set(small_shop, cuts, 90, max_rows=len(X) // 4, seed=3)
+    assert 0.2 < Xs.attrs["sample_share"] < 0.3
+    assert abs(len(Xs) - len(X) / 4) < 0.1 * len(X)
+    assert Xs.index.equals(ys.index)
+    kept = set(Xs.index)
+    # the same customers at every cutoff: every row of a kept customer is kept
+    assert X.index.isin(list(kept)).sum() == len(Xs)
+    pd.testing.assert_frame_equal(Xs, X[X.index.isin(list(kept))], check_exact=True, check_categorical=False)
