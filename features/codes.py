@@ -139,6 +139,7 @@ def _build(shop: Shop) -> ShopCodes:
     cat_codes, categories = _sorted_codes(p["category"])
     n_extra = len(products) - len(known)
     lines = _lines(o[has_cust], cust["orders"], _remap(pc_o, pu_o, pindex))
+    signup, attrs = _customer_table(shop.customers, cust["customers"], len(customers))
     chan, channels = _sorted_codes(o["channel"][has_cust])
     lines = LineArrays(**{**lines.__dict__, "channel": chan})
     return ShopCodes(
@@ -154,7 +155,7 @@ def _build(shop: Shop) -> ShopCodes:
             treated=(ol["group"] == "treatment").to_numpy(bool),
             redeemed=(ol["redeemed_at"] if "redeemed_at" in ol else pd.Series(pd.NaT, index=ol.index)).to_numpy(
                 "datetime64[ns]")),
-        **_customer_table(shop.customers, cust["customers"], len(customers)))
+        signup=signup, customer_attrs=attrs)
 
 
 def _lines(o: pd.DataFrame, cust: np.ndarray, product: np.ndarray) -> LineArrays:
@@ -173,7 +174,7 @@ def _kinds(event_type: pd.Series) -> np.ndarray:
     return _remap(codes, uniques, pd.Index(np.array(EVENT_KINDS, dtype=object))).astype(np.int8)
 
 
-def _customer_table(c: pd.DataFrame, codes: np.ndarray, n: int) -> dict[str, object]:
+def _customer_table(c: pd.DataFrame, codes: np.ndarray, n: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     signup = np.full(n, np.datetime64("NaT"), dtype="datetime64[ns]")
     if "signup_at" in c:
         signup[codes] = c["signup_at"].to_numpy("datetime64[ns]")
@@ -182,4 +183,4 @@ def _customer_table(c: pd.DataFrame, codes: np.ndarray, n: int) -> dict[str, obj
         a = np.full(n, np.nan, dtype=object)
         a[codes] = c[col].to_numpy(dtype=object) if col in c else None
         attrs[col] = a
-    return {"signup": signup, "customer_attrs": attrs}
+    return signup, attrs

@@ -151,8 +151,8 @@ def _purchase_columns(c: ShopCodes, L: Lines, o: Orders, end: np.datetime64, n: 
     def count(v: np.ndarray, fill: float, int_ok: bool = True) -> np.ndarray:
         return v[take].astype(np.int64) if all_b and int_ok else np.where(b, v[take], fill).astype(float)
 
-    recency = on_buyers((end - r["last_purchase"]) / DAY)
-    age = on_buyers((end - r["first_purchase"]) / DAY)
+    recency = on_buyers(_days(end, r["last_purchase"]))
+    age = on_buyers(_days(end, r["first_purchase"]))
     ipt = on_buyers(r["ipt_mean"])
     gross, disc = on_buyers(s["gross_spend"], 0.0), on_buyers(s["discount_total"], 0.0)
     ret = np.where(b & (counts(L.cust[~buy], n)[take] > 0), -s["returns"][take], 0.0)
@@ -181,7 +181,7 @@ def _purchase_columns(c: ShopCodes, L: Lines, o: Orders, end: np.datetime64, n: 
     first = r["first_purchase"][take]
     signup = np.r_[c.signup, np.datetime64("NaT")][take]
     seen = np.where(np.isnat(signup), first, np.where(np.isnat(first), signup, np.minimum(signup, first)))
-    out["tenure_days"] = (end - seen) / DAY
+    out["tenure_days"] = _days(end, seen)
     for col in ("acquisition_channel", "region"):
         out[col] = np.r_[c.customer_attrs[col], [np.nan]][take]
     return out
@@ -197,9 +197,17 @@ def _clip(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return np.where(x > hi, hi, x)
 
 
+def _days(end: np.datetime64, ts: np.ndarray) -> np.ndarray:
+    """Days from ``ts`` to ``end`` (NaN for NaT)."""
+    return np.asarray(end - ts, dtype="timedelta64[ns]") / DAY  # type: ignore[no-any-return]
+
+
 def _names(vocab: np.ndarray, codes: np.ndarray, take: np.ndarray) -> np.ndarray:
     k = codes[take]
-    return np.where(k >= 0, vocab[np.maximum(k, 0)] if len(vocab) else None, None)
+    out = np.full(len(k), None, dtype=object)
+    if len(vocab):
+        out[k >= 0] = vocab[k[k >= 0]]
+    return out
 
 
 def _has_cost(c: ShopCodes, L: Lines, end: np.datetime64, keep: np.ndarray | None) -> bool:
@@ -241,7 +249,7 @@ def _behaviour(c: ShopCodes, end: np.datetime64, n: int, take: np.ndarray,
     if len(cust):
         mx = pd.Series(ts.view(np.int64)).groupby(cust, sort=False).max()
         last[mx.index.to_numpy()] = mx.to_numpy().view("datetime64[ns]")
-    out["days_since_visit"] = (end - last[take]) / DAY
+    out["days_since_visit"] = _days(end, last[take])
     carts = (kind == 1) & (ts >= end - np.timedelta64(90, "D"))
     ab, has = abandoned_carts(c, cust[carts], product[carts], ts[carts], end, n, keep)
     out["abandoned_carts_90"] = _present_count(ab, has, take)
@@ -272,7 +280,7 @@ def _offer_history(c: ShopCodes, end: np.datetime64, n: int, take: np.ndarray,
     if len(cust):
         mx = pd.Series(sent.view(np.int64)).groupby(cust, sort=False).max()
         last[mx.index.to_numpy()] = mx.to_numpy().view("datetime64[ns]")
-    return dict(zip(names, (rec, red, red / _nan0(rec.astype(float)), (end - last[take]) / DAY), strict=True))
+    return dict(zip(names, (rec, red, red / _nan0(rec.astype(float)), _days(end, last[take])), strict=True))
 
 
 def future_labels(shop: Shop, cutoff: pd.Timestamp, horizon_days: int, customers: pd.Index) -> pd.DataFrame:

@@ -136,7 +136,7 @@ def _text(s: pd.Series, index: pd.Index, empty_is_null: bool = False,
     value: a million rows naming a thousand customers keep a thousand strings, not a million. Also returns
     which rows are missing and which hold a value outside ``allowed`` (checked once per distinct value)."""
     codes, uniques = pd.factorize(s, use_na_sentinel=True)
-    values = np.append(np.asarray(uniques, dtype=object), None)
+    values = np.concatenate([np.asarray(uniques, dtype=object), np.array([None], dtype=object)])
     if empty_is_null:
         values[values == ""] = None
     missing = np.array([v is None for v in values.tolist()])

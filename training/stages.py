@@ -66,6 +66,17 @@ class StageRecord:
         return "/".join(self.path)
 
 
+@dataclass
+class _Frame:
+    """A running stage: its path, when it started, and the time its nested stages took."""
+
+    path: tuple[str, ...]
+    wall: float
+    cpu: float
+    nested_wall: float = 0.0
+    nested_cpu: float = 0.0
+
+
 class StageTimer:
     """Collects :class:`StageRecord` per stage path while active (a context manager)."""
 
@@ -73,7 +84,7 @@ class StageTimer:
         self.interval = interval
         self.records: dict[tuple[str, ...], StageRecord] = {}
         self.peak_rss_mb = 0.0
-        self._stack: list[list[Any]] = []  # [path, started, time in nested stages, cpu started, cpu nested]
+        self._stack: list[_Frame] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._restore: list[tuple[Any, str, Any]] = []
@@ -105,17 +116,17 @@ class StageTimer:
         self.peak_rss_mb = max(self.peak_rss_mb, mb)
         stack = self._stack
         if stack:
-            rec = self.records.get(stack[-1][0])
+            rec = self.records.get(stack[-1].path)
             if rec is not None:
                 rec.peak_rss_mb = max(rec.peak_rss_mb, mb)
 
     # -- stages -----------------------------------------------------------------------------------
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[None]:
-        path = (*(self._stack[-1][0] if self._stack else ()), name)
+        path = (*(self._stack[-1].path if self._stack else ()), name)
         rec = self.records.setdefault(path, StageRecord(path))
         rec.calls += 1
-        frame = [path, time.perf_counter(), 0.0, time.process_time(), 0.0]
+        frame = _Frame(path, time.perf_counter(), time.process_time())
         self._stack.append(frame)
         self._note(rss_mb())
         try:
@@ -123,13 +134,13 @@ class StageTimer:
         finally:
             self._note(rss_mb())
             self._stack.pop()
-            took, cpu = time.perf_counter() - frame[1], time.process_time() - frame[3]
+            took, cpu = time.perf_counter() - frame.wall, time.process_time() - frame.cpu
             rec.seconds += took
-            rec.own_seconds += took - frame[2]
-            rec.own_cpu_seconds += cpu - frame[4]
+            rec.own_seconds += took - frame.nested_wall
+            rec.own_cpu_seconds += cpu - frame.nested_cpu
             if self._stack:
-                self._stack[-1][2] += took
-                self._stack[-1][4] += cpu
+                self._stack[-1].nested_wall += took
+                self._stack[-1].nested_cpu += cpu
 
     def wrap(self, target: Callable[..., Any], name: str, owner: Any = None) -> None:
         """Time every call of ``target`` as stage ``name``. A function is replaced in every loaded module of
