@@ -15,10 +15,24 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from features.aggregates import (
+    DAY,
+    Lines,
+    Orders,
+    abandoned_carts,
+    counts,
+    distinct_counts,
+    group_sums,
+    lines_between,
+    order_rhythm,
+    orders_of,
+    preferred,
+    top_by_sum,
+)
+from features.codes import ShopCodes, shop_codes
 from features.io import Shop
 
 CATEGORICAL = ["top_category", "preferred_channel", "acquisition_channel", "region"]
-DAY = np.timedelta64(1, "D")
 
 
 def order_lines(shop: Shop, cutoff: pd.Timestamp | None = None, start: pd.Timestamp | None = None) -> pd.DataFrame:
@@ -48,6 +62,19 @@ def _all_lines(shop: Shop) -> pd.DataFrame:
     return lines
 
 
+def order_values(shop: Shop, cutoff: pd.Timestamp) -> pd.DataFrame:
+    """Every customer order before ``cutoff`` (returns included, as their own orders): customer_id, order_id,
+    first time ``ts`` and net ``value``, in order of first appearance. What
+    ``order_lines(shop, cutoff).groupby(["customer_id", "order_id"], sort=False)`` gives, on integer codes."""
+    c = shop_codes(shop)
+    L = lines_between(c, None, _dt64(pd.Timestamp(cutoff)))
+    g = pd.DataFrame({"cust": L.cust, "ts": L.ts.view(np.int64), "value": L.net}).groupby(L.order, sort=False).agg(
+        cust=("cust", "first"), ts=("ts", "min"), value=("value", "sum"))
+    return pd.DataFrame({"customer_id": pd.Series(c.customers[g["cust"].to_numpy()]),
+                         "order_id": pd.Series(c.lines.order_ids[g.index.to_numpy()]),
+                         "ts": g["ts"].to_numpy().view("datetime64[ns]"), "value": g["value"].to_numpy()})
+
+
 def unify_categories(X: pd.DataFrame) -> pd.DataFrame:
     """The text columns of :data:`CATEGORICAL` as categories over the values present (in place, and returned):
     frames built at different cutoffs or send dates carry different category sets until re-unified."""
@@ -66,142 +93,214 @@ def customer_features(shop: Shop, cutoff: pd.Timestamp, customers: pd.Index | No
     (n_categories, n_products, units, purchase_days, top_category, preferred_channel, holiday_share), acquisition channel and region,
     behaviour (views_30, carts_30, abandoned_carts_90, days_since_visit) and offer history
     (offers_received, offers_redeemed, redemption_rate, days_since_offer).
+
+    Computed for all customers at once on integer-coded arrays (:mod:`features.codes`); with ``customers``,
+    only their rows are read. Customers without a purchase have NaN where a value needs one, 0 for counts
+    and amounts; a count column is ``int64`` when every row has it, else ``float64``.
     """
     cutoff = pd.Timestamp(cutoff)
-    lines = order_lines(shop, cutoff)
-    buys = lines[~lines["is_return"]]
-    rets = lines[lines["is_return"]]
-    orders = buys.groupby(["customer_id", "order_id"], sort=False).agg(
-        ts=("ts", "min"), value=("net", "sum"), channel=("channel", "first")).reset_index()
-    orders = orders.sort_values(["customer_id", "ts"], kind="stable")
-    g = orders.groupby("customer_id", sort=True)
-    f = pd.DataFrame({
-        "n_orders": g.size(),
-        "first_purchase": g["ts"].min(),
-        "last_purchase": g["ts"].max(),
-        "avg_order_value": g["value"].mean(),
-        "max_order_value": g["value"].max(),
-    })
-    f["recency_days"] = (cutoff - f["last_purchase"]) / DAY
-    f["purchase_age_days"] = (cutoff - f["first_purchase"]) / DAY
-    gap = orders.groupby("customer_id")["ts"].diff() / DAY
-    gaps = gap.groupby(orders["customer_id"])
-    f["ipt_mean"] = gaps.mean()
-    f["ipt_std"] = gaps.std()
-    f["overdue"] = f["recency_days"] / np.maximum(f["ipt_mean"], 1.0)
-    bl = buys.groupby("customer_id")
-    f["gross_spend"] = bl["gross"].sum()
-    f["discount_total"] = bl["discount"].sum()
-    f["discount_share"] = buys["gross"].where(buys["discount"] > 0, 0.0).groupby(buys["customer_id"]).sum() / f[
-        "gross_spend"].replace(0, np.nan)
-    f["n_categories"] = bl["category"].nunique()
-    # breadth and size where a shop has few categories (Online Retail has one): distinct products, units, and
-    # distinct purchase days (several invoices on one day are one visit); churn AUC 0.743 -> 0.748 there
-    f["n_products"] = bl["product_id"].nunique()
-    f["units"] = bl["quantity"].sum()
-    f["purchase_days"] = orders.assign(day=orders["ts"].dt.normalize()).drop_duplicates(["customer_id", "day"]).groupby(
-        "customer_id").size()
-    top = buys.dropna(subset=["category"]).groupby(["customer_id", "category"])["net"].sum()
-    if len(top):
-        f["top_category"] = top.reset_index().sort_values("net").drop_duplicates("customer_id", keep="last").set_index(
-            "customer_id")["category"]
-    else:
-        f["top_category"] = None
-    f["returns_value"] = -rets.groupby("customer_id")["net"].sum()
-    f["returns_value"] = f["returns_value"].fillna(0.0)
-    f["return_rate"] = (f["returns_value"] / (f["gross_spend"] - f["discount_total"]).replace(0, np.nan)).clip(0, 1.5)
-    f["net_revenue"] = lines.groupby("customer_id")["net"].sum()
-    has_cost = lines["cost"].notna().any()
-    f["net_margin"] = (lines["net"] - lines["cost"]).groupby(lines["customer_id"]).sum() if has_cost else np.nan
-    for days in (30, 90, 180):
-        recent = lines[lines["ts"] >= cutoff - pd.Timedelta(days=days)]
-        f[f"net_{days}"] = recent.groupby("customer_id")["net"].sum()
-        f[f"net_{days}"] = f[f"net_{days}"].fillna(0.0)
-        f[f"orders_{days}"] = orders[orders["ts"] >= cutoff - pd.Timedelta(days=days)].groupby("customer_id").size()
-        f[f"orders_{days}"] = f[f"orders_{days}"].fillna(0)
-    # trend: spend of the last 90 days against the customer's own 90-day average over their history
-    hist_rate = f["net_revenue"] / np.maximum(f["purchase_age_days"], 90) * 90
-    f["trend_90"] = (f["net_90"] / hist_rate.where(hist_rate > 1.0)).clip(-5, 20)
-    md = orders["ts"].dt.month
-    f["holiday_share"] = (md >= 11).groupby(orders["customer_id"]).mean()
-    chan = orders.dropna(subset=["channel"])
-    if len(chan):
-        cnt = chan.groupby(["customer_id", "channel"]).size().reset_index(name="n")
-        cnt = cnt.sort_values(["customer_id", "n", "channel"], ascending=[True, False, True], kind="stable")
-        f["preferred_channel"] = cnt.drop_duplicates("customer_id").set_index("customer_id")["channel"]
-    else:
-        f["preferred_channel"] = None
-    # customers known before the cutoff
-    c = shop.customers.set_index("customer_id")
-    known = c.index[c["signup_at"] < cutoff] if "signup_at" in c else c.index[:0]
-    if shop.events is not None:
-        known = known.union(pd.Index(shop.events.loc[shop.events["ts"] < cutoff, "customer_id"].dropna().unique()))
-    idx = f.index.union(known) if customers is None else pd.Index(customers)
-    f = f.reindex(idx)
+    c = shop_codes(shop)
+    n, end = len(c.customers), _dt64(cutoff)
+    keep = None
+    if customers is not None:
+        idx = pd.Index(customers)
+        take = c.customer_codes(idx)
+        keep = np.zeros(n + 1, bool)
+        keep[take[take >= 0]] = True
+    L = lines_between(c, None, end, keep)
+    o = orders_of(L)
+    buyer = np.zeros(n + 1, bool)
+    buyer[o.buyers] = True
+    if customers is None:
+        known = buyer.copy()
+        known[:n] |= c.signup < end
+        if c.events is not None:
+            known[c.events.cust[c.events.ts < end]] = True
+        take = np.flatnonzero(known)
+        idx = pd.Index(c.customers[take], dtype=object, name="customer_id")
+    take = np.where(take >= 0, take, n)
+    cols = _purchase_columns(c, L, o, end, n + 1, buyer, take, keep)
+    cols.update(_behaviour(c, end, n + 1, take, keep))
+    cols.update(_offer_history(c, end, n + 1, take, keep))
+    f = pd.DataFrame(cols, index=idx)
     f.index.name = "customer_id"
-    signup = c["signup_at"].reindex(idx) if "signup_at" in c else pd.Series(pd.NaT, index=idx)
-    first_seen = pd.concat([signup, f["first_purchase"]], axis=1).min(axis=1)
-    f["tenure_days"] = (cutoff - first_seen) / DAY
+    return unify_categories(f)
+
+
+def _dt64(t: pd.Timestamp) -> np.datetime64:
+    return np.datetime64(t.as_unit("ns").asm8)
+
+
+def _purchase_columns(c: ShopCodes, L: Lines, o: Orders, end: np.datetime64, n: int, buyer: np.ndarray,
+                      take: np.ndarray, keep: np.ndarray | None) -> dict[str, np.ndarray]:
+    """The columns read from order lines, in the order of the frame, taken at ``take``."""
+    r = order_rhythm(o, end, n)
+    buy = ~L.is_return
+    nan = np.full(len(L.cust), np.nan)
+    windows = {f"net_{d}": np.where(L.ts >= end - np.timedelta64(d, "D"), L.net, nan) for d in (30, 90, 180)}
+    s = group_sums(L.cust, n, {
+        "gross_spend": np.where(buy, L.gross, nan), "discount_total": np.where(buy, L.discount, nan),
+        "discounted": np.where(buy, np.where(L.discount > 0, L.gross, 0.0), nan),
+        "units": np.where(buy, L.quantity, nan), "returns": np.where(buy, nan, L.net),
+        "net_revenue": L.net, "net_margin": L.net - L.cost, **windows})
+    b, all_b = buyer[take], bool(buyer[take].all())
+
+    def on_buyers(v: np.ndarray, fill: float = np.nan) -> np.ndarray:
+        return np.where(b, v[take], fill)
+
+    def count(v: np.ndarray, fill: float, int_ok: bool = True) -> np.ndarray:
+        return v[take].astype(np.int64) if all_b and int_ok else np.where(b, v[take], fill).astype(float)
+
+    recency = on_buyers(_days(end, r["last_purchase"]))
+    age = on_buyers(_days(end, r["first_purchase"]))
+    ipt = on_buyers(r["ipt_mean"])
+    gross, disc = on_buyers(s["gross_spend"], 0.0), on_buyers(s["discount_total"], 0.0)
+    ret = np.where(b & (counts(L.cust[~buy], n)[take] > 0), -s["returns"][take], 0.0)
+    net = on_buyers(s["net_revenue"], 0.0)
+    net90 = on_buyers(s["net_90"])
+    hist = net / np.maximum(age, 90) * 90
+    out = {"n_orders": np.where(b, r["n_orders"][take], 0).astype(np.int64),
+           "avg_order_value": on_buyers(r["avg_order_value"]), "max_order_value": on_buyers(r["max_order_value"]),
+           "recency_days": recency, "purchase_age_days": age, "ipt_mean": ipt, "ipt_std": on_buyers(r["ipt_std"]),
+           "overdue": recency / np.maximum(ipt, 1.0), "gross_spend": gross, "discount_total": disc,
+           "discount_share": on_buyers(s["discounted"]) / _nan0(gross),
+           "n_categories": count(distinct_counts(L.cust[buy], L.category[buy], n), 0.0),
+           "n_products": count(distinct_counts(L.cust[buy], L.product[buy], n), 0.0),
+           "units": on_buyers(s["units"], 0.0), "purchase_days": count(r["purchase_days"], 0.0),
+           "top_category": _names(c.categories, top_by_sum(L.cust[buy], L.net[buy], L.category[buy], n), take),
+           "returns_value": ret, "return_rate": _clip(ret / _nan0(gross - disc), 0, 1.5), "net_revenue": net,
+           "net_margin": on_buyers(s["net_margin"]) if _has_cost(c, L, end, keep) else np.full(len(take), np.nan)}
+    for d in (30, 90, 180):
+        out[f"net_{d}"] = on_buyers(s[f"net_{d}"])
+        int_ok = all_b and _all_buyers_ordered(c, end, d, keep, r, buyer)
+        out[f"orders_{d}"] = count(r[f"orders_{d}"], np.nan, int_ok)
+    out["trend_90"] = _clip(net90 / np.where(hist > 1.0, hist, np.nan), -5, 20)
+    out["holiday_share"] = on_buyers(r["holiday_orders"] / np.maximum(r["n_orders"], 1))
+    chan = np.nan_to_num(o.channel, nan=-1).astype(np.int64)
+    out["preferred_channel"] = _names(c.channels, preferred(o.cust, chan, n), take)
+    first = r["first_purchase"][take]
+    signup = np.r_[c.signup, np.datetime64("NaT")][take]
+    seen = np.where(np.isnat(signup), first, np.where(np.isnat(first), signup, np.minimum(signup, first)))
+    out["tenure_days"] = _days(end, seen)
     for col in ("acquisition_channel", "region"):
-        f[col] = c[col].reindex(idx) if col in c else None
-    for col in ("n_orders", "gross_spend", "discount_total", "net_revenue", "n_categories", "n_products", "units",
-                "purchase_days", "returns_value"):
-        f[col] = f[col].fillna(0.0)
-    f["n_orders"] = f["n_orders"].astype(int)
-    _behaviour(f, shop, cutoff)
-    _offer_history(f, shop, cutoff)
-    return unify_categories(f.drop(columns=["first_purchase", "last_purchase"]))
+        out[col] = np.r_[c.customer_attrs[col], [np.nan]][take]
+    return out
 
 
-def _behaviour(f: pd.DataFrame, shop: Shop, cutoff: pd.Timestamp) -> None:
-    ev = shop.events
-    cols = ["views_30", "carts_30", "abandoned_carts_90", "days_since_visit"]
-    if ev is None or not len(ev):
-        for col in cols:
-            f[col] = np.nan
-        return
-    e = ev[(ev["ts"] < cutoff) & ev["customer_id"].notna()]
-    last30 = e[e["ts"] >= cutoff - pd.Timedelta(days=30)]
-    f["views_30"] = (last30["event_type"] == "view").groupby(last30["customer_id"]).sum().reindex(f.index).fillna(0)
-    f["carts_30"] = (last30["event_type"] == "add_to_cart").groupby(last30["customer_id"]).sum().reindex(
-        f.index).fillna(0)
-    f["days_since_visit"] = (cutoff - e.groupby("customer_id")["ts"].max()) / DAY
-    # abandoned carts: carted products not bought by that customer within 7 days, over the last 90 days
-    carts = e[(e["event_type"] == "add_to_cart") & (e["ts"] >= cutoff - pd.Timedelta(days=90))]
-    carts = carts[["customer_id", "product_id", "ts"]].drop_duplicates(["customer_id", "product_id"], keep="last")
-    o = shop.customer_orders()
-    o = o[(o["ts"] < cutoff) & (o["quantity"] > 0)][["customer_id", "product_id", "ts"]]
-    m = carts.merge(o, on=["customer_id", "product_id"], how="left", suffixes=("", "_o"))
-    m["bought"] = (m["ts_o"] >= m["ts"]) & (m["ts_o"] < m["ts"] + pd.Timedelta(days=7))
-    ab = ~m.groupby(["customer_id", "product_id", "ts"])["bought"].any()
-    f["abandoned_carts_90"] = ab.groupby(level="customer_id").sum().reindex(f.index).fillna(0)
+def _nan0(x: np.ndarray) -> np.ndarray:
+    return np.where(x == 0, np.nan, x)
 
 
-def _offer_history(f: pd.DataFrame, shop: Shop, cutoff: pd.Timestamp) -> None:
-    ol = shop.offer_log
-    if ol is None or not len(ol):
-        for col in ("offers_received", "offers_redeemed", "redemption_rate", "days_since_offer"):
-            f[col] = np.nan
-        return
-    t = ol[(ol["sent_at"] < cutoff) & (ol["group"] == "treatment")]
-    g = t.groupby("customer_id")
-    f["offers_received"] = g.size().reindex(f.index).fillna(0)
-    red = t["redeemed_at"].notna() & (t["redeemed_at"] < cutoff)
-    f["offers_redeemed"] = red.groupby(t["customer_id"]).sum().reindex(f.index).fillna(0)
-    f["redemption_rate"] = f["offers_redeemed"] / f["offers_received"].replace(0, np.nan)
-    f["days_since_offer"] = (cutoff - g["sent_at"].max()) / DAY
+def _clip(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """As ``Series.clip``: NaN stays NaN."""
+    x = np.where(x < lo, lo, x)
+    return np.where(x > hi, hi, x)
+
+
+def _days(end: np.datetime64, ts: np.ndarray) -> np.ndarray:
+    """Days from ``ts`` to ``end`` (NaN for NaT)."""
+    return np.asarray(end - ts, dtype="timedelta64[ns]") / DAY  # type: ignore[no-any-return]
+
+
+def _names(vocab: np.ndarray, codes: np.ndarray, take: np.ndarray) -> np.ndarray:
+    k = codes[take]
+    out = np.full(len(k), None, dtype=object)
+    if len(vocab):
+        out[k >= 0] = vocab[k[k >= 0]]
+    return out
+
+
+def _has_cost(c: ShopCodes, L: Lines, end: np.datetime64, keep: np.ndarray | None) -> bool:
+    """Whether any line before ``end`` (of any customer) has a unit cost."""
+    if keep is None:
+        return bool(np.isfinite(L.cost).any() or (~np.isnan(L.cost)).any())
+    a = c.lines
+    return bool((~np.isnan(a.quantity * c.product_cost[a.product]) & (a.ts < end)).any())
+
+
+def _all_buyers_ordered(c: ShopCodes, end: np.datetime64, days: int, keep: np.ndarray | None,
+                        r: dict[str, np.ndarray], buyer: np.ndarray) -> bool:
+    """Whether every customer with a purchase before ``end`` (all of them, whatever ``keep`` says) ordered
+    in the ``days`` before it: then the frame's order counts keep their integer type."""
+    if keep is None:
+        return bool((r[f"orders_{days}"][buyer] > 0).all())
+    a = c.lines
+    before = (a.ts < end) & (a.quantity >= 0)
+    n = len(c.customers)
+    recent = counts(a.cust[before & (a.ts >= end - np.timedelta64(days, "D"))], n) > 0
+    return bool(recent[counts(a.cust[before], n) > 0].all())
+
+
+def _behaviour(c: ShopCodes, end: np.datetime64, n: int, take: np.ndarray,
+               keep: np.ndarray | None) -> dict[str, np.ndarray]:
+    e = c.events
+    if e is None:
+        return {col: np.full(len(take), np.nan) for col in
+                ("views_30", "carts_30", "abandoned_carts_90", "days_since_visit")}
+    m = e.ts < end
+    if keep is not None:
+        m &= keep[e.cust]
+    cust, ts, kind, product = e.cust[m], e.ts[m], e.kind[m], e.product[m]
+    last30 = ts >= end - np.timedelta64(30, "D")
+    seen30 = counts(cust[last30], n) > 0
+    out = {"views_30": _present_count(counts(cust[last30 & (kind == 0)], n), seen30, take),
+           "carts_30": _present_count(counts(cust[last30 & (kind == 1)], n), seen30, take)}
+    last = np.full(n, np.datetime64("NaT"), "datetime64[ns]")
+    if len(cust):
+        mx = pd.Series(ts.view(np.int64)).groupby(cust, sort=False).max()
+        last[mx.index.to_numpy()] = mx.to_numpy().view("datetime64[ns]")
+    out["days_since_visit"] = _days(end, last[take])
+    carts = (kind == 1) & (ts >= end - np.timedelta64(90, "D"))
+    ab, has = abandoned_carts(c, cust[carts], product[carts], ts[carts], end, n, keep)
+    out["abandoned_carts_90"] = _present_count(ab, has, take)
+    return out
+
+
+def _present_count(v: np.ndarray, present: np.ndarray, take: np.ndarray) -> np.ndarray:
+    """A count per customer: integers when every row has one, else floats with 0 for the others."""
+    p = present[take]
+    return v[take].astype(np.int64) if p.all() else np.where(p, v[take], 0).astype(float)
+
+
+def _offer_history(c: ShopCodes, end: np.datetime64, n: int, take: np.ndarray,
+                   keep: np.ndarray | None) -> dict[str, np.ndarray]:
+    ol = c.offers
+    names = ("offers_received", "offers_redeemed", "redemption_rate", "days_since_offer")
+    if ol is None:
+        return {col: np.full(len(take), np.nan) for col in names}
+    m = (ol.sent < end) & ol.treated
+    if keep is not None:
+        m &= keep[ol.cust]
+    cust, sent = ol.cust[m], ol.sent[m]
+    received = counts(cust, n)
+    has = received > 0
+    rec = _present_count(received, has, take)
+    red = _present_count(counts(cust[ol.redeemed[m] < end], n), has, take)
+    last = np.full(n, np.datetime64("NaT"), "datetime64[ns]")
+    if len(cust):
+        mx = pd.Series(sent.view(np.int64)).groupby(cust, sort=False).max()
+        last[mx.index.to_numpy()] = mx.to_numpy().view("datetime64[ns]")
+    return dict(zip(names, (rec, red, red / _nan0(rec.astype(float)), _days(end, last[take])), strict=True))
 
 
 def future_labels(shop: Shop, cutoff: pd.Timestamp, horizon_days: int, customers: pd.Index) -> pd.DataFrame:
     """What happened in ``[cutoff, cutoff + horizon)``: churn (no purchase), net revenue and net margin."""
     cutoff = pd.Timestamp(cutoff)
-    lines = order_lines(shop, cutoff + pd.Timedelta(days=horizon_days), start=cutoff)
-    buys = lines[~lines["is_return"]]
-    n = buys.groupby("customer_id")["order_id"].nunique().reindex(customers).fillna(0)
-    net = lines.groupby("customer_id")["net"].sum().reindex(customers).fillna(0.0)
-    margin = (lines["net"] - lines["cost"]).groupby(lines["customer_id"]).sum(min_count=1).reindex(customers)
-    return pd.DataFrame({"churn": (n == 0).astype(int), "future_orders": n, "future_net": net,
-                         "future_margin": margin}, index=customers)
+    c = shop_codes(shop)
+    n = len(c.customers)
+    take = c.customer_codes(pd.Index(customers))
+    take = np.where(take >= 0, take, n)
+    keep = np.zeros(n + 1, bool)
+    keep[take] = True
+    L = lines_between(c, _dt64(cutoff), _dt64(cutoff + pd.Timedelta(days=horizon_days)), keep)
+    buy = ~L.is_return
+    orders = counts(L.cust[buy][np.unique(L.order[buy], return_index=True)[1]], n + 1)
+    nrows = _present_count(orders, counts(L.cust[buy], n + 1) > 0, take)
+    s = group_sums(L.cust, n + 1, {"net": L.net, "margin": L.net - L.cost})
+    has_margin = counts(L.cust[~np.isnan(L.net - L.cost)], n + 1) > 0
+    return pd.DataFrame({"churn": (nrows == 0).astype(int), "future_orders": nrows,
+                         "future_net": np.where(counts(L.cust, n + 1)[take] > 0, s["net"][take], 0.0),
+                         "future_margin": np.where(has_margin[take], s["margin"][take], np.nan)}, index=customers)
 
 
 def training_cutoffs(shop: Shop, cutoff: pd.Timestamp, horizon_days: int, n: int, step_days: int,
@@ -216,17 +315,39 @@ def training_cutoffs(shop: Shop, cutoff: pd.Timestamp, horizon_days: int, n: int
     return out
 
 
-def stacked_training_set(shop: Shop, cutoffs: list[pd.Timestamp], horizon_days: int
-                         ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Features and labels at several cutoffs, stacked (customers with a past purchase only)."""
+def stacked_training_set(shop: Shop, cutoffs: list[pd.Timestamp], horizon_days: int, max_rows: int | None = None,
+                         seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Features and labels at several cutoffs, stacked (customers with a past purchase only).
+
+    ``max_rows``: when the stacked rows would be more, only a share of the customers is kept (the same ones at
+    every cutoff, chosen by a seeded hash of their id) so that about ``max_rows`` remain; the share kept is
+    ``X.attrs["sample_share"]`` (1.0 when nothing was left out).
+    """
+    share = 1.0
+    if max_rows is not None:
+        c = shop_codes(shop)
+        a = c.lines
+        buy = a.quantity >= 0
+        rows = sum(int(np.count_nonzero(counts(a.cust[buy & (a.ts < _dt64(pd.Timestamp(t)))], len(c.customers))))
+                   for t in cutoffs)
+        share = min(1.0, max_rows / rows) if rows else 1.0
     xs, ys = [], []
-    for c in cutoffs:
-        X = customer_features(shop, c)
+    for t in cutoffs:
+        X = customer_features(shop, t)
         X = X[X["n_orders"] > 0]
-        y = future_labels(shop, c, horizon_days, X.index)
-        xs.append(X.assign(_cutoff=c))
-        ys.append(y)
+        if share < 1.0:
+            X = X[customer_sample(X.index, share, seed)]
+        xs.append(X)
+        ys.append(future_labels(shop, t, horizon_days, X.index))
     if not xs:
         return pd.DataFrame(), pd.DataFrame()
-    X = pd.concat(xs)
-    return unify_categories(X.drop(columns="_cutoff")), pd.concat(ys)
+    X = unify_categories(pd.concat(xs))
+    X.attrs["sample_share"] = share
+    return X, pd.concat(ys)
+
+
+def customer_sample(ids: pd.Index, share: float, seed: int = 0) -> np.ndarray:
+    """True for a ``share`` of the customers, chosen by a seeded hash of the id: the same customers whatever
+    the frame, the cutoff or the machine."""
+    h = pd.util.hash_array(np.asarray(ids, dtype=object), hash_key=f"{seed:016d}"[-16:])
+    return np.asarray((h >> np.uint64(11)) < np.uint64(share * 2**53))

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from features.codes import shop_codes
 from features.io import Shop
 
 
@@ -87,61 +88,91 @@ class InteractionData:
 
 def build_interactions(shop: Shop, cutoff: pd.Timestamp | None = None, config: InteractionConfig | None = None,
                        trending_days: int = 28, non_product: Any = None) -> InteractionData:
-    """Interactions strictly before ``cutoff`` (default: after the last row)."""
+    """Interactions strictly before ``cutoff`` (default: after the last row).
+
+    Built from the shop's integer-coded arrays (:mod:`features.codes`): no id is hashed per call."""
     cfg = config or InteractionConfig()
     cutoff = pd.Timestamp(cutoff) if cutoff is not None else shop.end + pd.Timedelta(seconds=1)
-    o = shop.customer_orders()
-    o = o[o["ts"] < cutoff]
-    parts = [pd.DataFrame({"customer_id": o["customer_id"], "product_id": o["product_id"], "ts": o["ts"],
-                           "w": np.where(o["quantity"] > 0, cfg.purchase, cfg.return_)})]
-    if cfg.use_events and shop.events is not None and len(shop.events):
-        e = shop.events[(shop.events["ts"] < cutoff) & shop.events["customer_id"].notna()]
-        wmap = {"view": cfg.view, "wishlist": cfg.wishlist, "add_to_cart": cfg.add_to_cart,
-                "remove_from_cart": cfg.remove_from_cart}
-        parts.append(pd.DataFrame({"customer_id": e["customer_id"], "product_id": e["product_id"], "ts": e["ts"],
-                                   "w": e["event_type"].map(wmap).astype(float)}))
-    allx = pd.concat(parts, ignore_index=True)
-    products = shop.products
-    users = IdMap(np.sort(allx["customer_id"].unique()))
-    items = IdMap(products["product_id"].to_numpy())
-    allx = allx[items.rows(allx["product_id"]) >= 0]
-    age = (cutoff - allx["ts"]) / pd.Timedelta(days=1)
-    decay = np.power(0.5, age.to_numpy() / cfg.half_life_days)
-    r, c = users.rows(allx["customer_id"]), items.rows(allx["product_id"])
-    shape = (len(users), len(items))
-    W = sp.csr_matrix((allx["w"].to_numpy() * decay, (r, c)), shape=shape, dtype=np.float64)
+    c = shop_codes(shop)
+    end = np.datetime64(cutoff.as_unit("ns").asm8)
+    a = c.lines
+    mo = a.ts < end
+    ocust, oprod, ots, oq = a.cust[mo], a.product[mo], a.ts[mo], a.quantity[mo]
+    cust, prod, ts = [ocust], [oprod], [ots]
+    w = [np.where(oq > 0, cfg.purchase, cfg.return_)]
+    e = c.events
+    if cfg.use_events and e is not None and len(shop.events):  # type: ignore[arg-type]
+        me = e.ts < end
+        wmap = np.array([cfg.view, cfg.add_to_cart, cfg.remove_from_cart, cfg.wishlist, np.nan])
+        cust.append(e.cust[me])
+        prod.append(e.product[me])
+        ts.append(e.ts[me])
+        w.append(wmap[e.kind[me]])
+    ucodes = np.unique(np.concatenate(cust))
+    users = IdMap(c.customers[ucodes])
+    row = np.full(len(c.customers), -1, np.int64)
+    row[ucodes] = np.arange(len(ucodes))
+    items = IdMap(shop.products["product_id"].to_numpy())
+    n_items = c.n_known_products
+    shape = (len(users), n_items)
+    r, col, t, wt = (np.concatenate(x) for x in (cust, prod, ts, w))
+    known = col < n_items
+    age = (end - t[known]) / np.timedelta64(1, "D")
+    W = sp.csr_matrix((wt[known] * np.power(0.5, age / cfg.half_life_days), (row[r[known]], col[known])),
+                      shape=shape, dtype=np.float64)
     W.data = np.clip(W.data, 0, None)
     W.eliminate_zeros()
-    buys = o[o["quantity"] > 0].assign(day=lambda d: d["ts"].dt.floor("D"))
-    bd = buys.drop_duplicates(["customer_id", "product_id", "day"])
-    br, bc = users.rows(bd["customer_id"]), items.rows(bd["product_id"])
-    ok = bc >= 0
-    P = sp.csr_matrix((np.ones(ok.sum()), (br[ok], bc[ok])), shape=shape)
-    last = bd.groupby(["customer_id", "product_id"])["ts"].max().reset_index()
-    lr, lc = users.rows(last["customer_id"]), items.rows(last["product_id"])
-    ok2 = lc >= 0
-    L = sp.csr_matrix((((cutoff - last["ts"]) / pd.Timedelta(days=1)).to_numpy()[ok2] + 1, (lr[ok2], lc[ok2])), shape=shape)
-    rets = o[o["quantity"] < 0].drop_duplicates(["customer_id", "product_id"])
-    rr, rc = users.rows(rets["customer_id"]), items.rows(rets["product_id"])
-    ok3 = rc >= 0
-    R = sp.csr_matrix((np.ones(ok3.sum()), (rr[ok3], rc[ok3])), shape=shape)
-    pid = products["product_id"].astype(str)
+    P, L, R = _purchase_matrices(ocust, oprod, ots, oq, row, len(c.products), shape, end)
+    pid = shop.products["product_id"].astype(str)
     is_product = ~non_product(pid).to_numpy() if non_product is not None else np.ones(len(pid), bool)
-    recent = buys[buys["ts"] >= cutoff - pd.Timedelta(days=trending_days)]
-    rec_w = np.bincount(items.rows(recent["product_id"])[items.rows(recent["product_id"]) >= 0], minlength=len(items))
-    cust = shop.customers.set_index("customer_id")
-    region = cust["region"].reindex(users.ids).to_numpy() if "region" in cust else np.full(len(users), None)
-    region_recent: dict[str, np.ndarray] = {}
-    if "region" in cust and cust["region"].notna().any():
-        rr_reg = recent["customer_id"].map(cust["region"])
-        for reg, grp in recent.groupby(rr_reg):
-            ix = items.rows(grp["product_id"])
-            region_recent[str(reg)] = np.bincount(ix[ix >= 0], minlength=len(items)).astype(float)
+    recent = (oq > 0) & (ots >= end - np.timedelta64(trending_days, "D"))
+    rcust, rprod = ocust[recent], oprod[recent]
+    rec_w = np.bincount(rprod[rprod < n_items], minlength=n_items)
+    products = shop.products
     return InteractionData(
         users=users, items=items, weights=W, purchases=P, last_purchase_days=L, returned=R,
         item_category=products["category"].astype(object).to_numpy(),
         item_ok=products["in_stock"].to_numpy(bool) & is_product,
         item_replenishable=products["replenishable"].to_numpy(bool),
         item_price=products["price"].to_numpy(float),
-        user_region=np.asarray(region, dtype=object), recent_item_weight=rec_w.astype(float),
-        region_recent=region_recent, cutoff=cutoff)
+        user_region=np.asarray(c.customer_attrs["region"][ucodes] if "region" in shop.customers
+                               else np.full(len(users), None), dtype=object),
+        recent_item_weight=rec_w.astype(float),
+        region_recent=_region_recent(shop, c, rcust, rprod, n_items), cutoff=cutoff)
+
+
+def _purchase_matrices(cust: np.ndarray, prod: np.ndarray, ts: np.ndarray, q: np.ndarray, row: np.ndarray,
+                       width: int, shape: tuple[int, int], end: np.datetime64
+                       ) -> tuple[sp.csr_matrix, sp.csr_matrix, sp.csr_matrix]:
+    """Distinct purchase days, days since the last purchase (+1) and returns, per customer and product
+    (``width``: the number of product codes; codes from ``shape[1]`` on are not in the catalogue)."""
+    n_items = shape[1]
+    b = q > 0
+    bc, bp, bt = cust[b], prod[b], ts[b]
+    first = ~pd.DataFrame({"c": bc, "p": bp, "d": bt.astype("datetime64[D]").view(np.int64)}).duplicated().to_numpy()
+    bc, bp, bt = bc[first], bp[first], bt[first]
+    ok = bp < n_items
+    P = sp.csr_matrix((np.ones(int(ok.sum())), (row[bc[ok]], bp[ok])), shape=shape)
+    last = pd.Series(bt.view(np.int64)).groupby(bc.astype(np.int64) * width + bp, sort=False).max()
+    lc, lp = np.divmod(last.index.to_numpy(), width)
+    ok = lp < n_items
+    days = (end - last.to_numpy().view("datetime64[ns]")) / np.timedelta64(1, "D")
+    L = sp.csr_matrix((days[ok] + 1, (row[lc[ok]], lp[ok])), shape=shape)
+    rc, rp = cust[q < 0], prod[q < 0]
+    first = ~pd.DataFrame({"c": rc, "p": rp}).duplicated().to_numpy() & (rp < n_items)
+    R = sp.csr_matrix((np.ones(int(first.sum())), (row[rc[first]], rp[first])), shape=shape)
+    return P, L, R
+
+
+def _region_recent(shop: Shop, c: Any, cust: np.ndarray, prod: np.ndarray, n_items: int) -> dict[str, np.ndarray]:
+    """Purchase lines of the trending window per item, by the buyer's region (sorted by region)."""
+    cust_tab = shop.customers
+    if "region" not in cust_tab or not cust_tab["region"].notna().any():
+        return {}
+    reg = c.customer_attrs["region"][cust]
+    codes, uniques = pd.factorize(reg, use_na_sentinel=True)
+    out: dict[str, np.ndarray] = {}
+    for k in np.argsort(uniques.astype(str)) if len(uniques) else []:
+        m = (codes == k) & (prod < n_items)
+        out[str(uniques[k])] = np.bincount(prod[m], minlength=n_items).astype(float)
+    return out

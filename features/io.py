@@ -130,6 +130,20 @@ def _examples(values: pd.Series) -> list[Any]:
     return values.head(MAX_EXAMPLES).tolist()
 
 
+def _text(s: pd.Series, index: pd.Index, empty_is_null: bool = False,
+          allowed: tuple[str, ...] | None = None) -> tuple[pd.Series, np.ndarray, np.ndarray]:
+    """Text as an object column of Python strings (None when missing) holding one string object per distinct
+    value: a million rows naming a thousand customers keep a thousand strings, not a million. Also returns
+    which rows are missing and which hold a value outside ``allowed`` (checked once per distinct value)."""
+    codes, uniques = pd.factorize(s, use_na_sentinel=True)
+    values = np.concatenate([np.asarray(uniques, dtype=object), np.array([None], dtype=object)])
+    if empty_is_null:
+        values[values == ""] = None
+    missing = np.array([v is None for v in values.tolist()])
+    outside = ~missing & ~np.isin(values, list(allowed)) if allowed is not None else np.zeros(len(values), bool)
+    return pd.Series(values[codes], index=index, dtype=object), missing[codes], outside[codes]
+
+
 def _coerce_table(df: pd.DataFrame, spec: schema.TableSpec, report: ValidationReport) -> pd.DataFrame:
     """Check columns and cast each to its kind, recording problems. Returns the typed table."""
     missing = [c for c in spec.required if c not in df.columns]
@@ -143,11 +157,12 @@ def _coerce_table(df: pd.DataFrame, spec: schema.TableSpec, report: ValidationRe
             continue
         s = df[col.name]
         raw_null = s.isna()
+        typed_null: Any = None  # computed from the typed column unless known
+        outside: Any = None
         if col.kind == schema.ID:
             if pd.api.types.is_float_dtype(s):  # 17850.0 -> "17850"
                 s = s.astype("Int64")
-            typed = s.astype("string").str.strip().replace("", pd.NA).astype(object)
-            typed = typed.where(typed.notna(), None)
+            typed, typed_null, outside = _text(s.astype("string").str.strip(), df.index, True, col.allowed)
         elif col.kind == schema.TIME:
             if pd.api.types.is_datetime64_any_dtype(s):
                 typed = s
@@ -172,19 +187,19 @@ def _coerce_table(df: pd.DataFrame, spec: schema.TableSpec, report: ValidationRe
                                _examples(s[bad]))
                 typed = typed.astype("boolean")
         else:
-            typed = s.astype("string").astype(object).where(s.notna(), None)
+            typed, typed_null, outside = _text(s.astype("string"), df.index, False, col.allowed)
         if col.kind in (schema.TIME, schema.FLOAT, schema.INT):
             bad = typed.isna() & ~raw_null
             if bad.any():
                 what = "unparseable timestamp" if col.kind == schema.TIME else "not a number"
                 report.add(spec.name, col.name, int(bad.sum()), what, _examples(s[bad]))
         if not col.nullable:
-            nulls = typed.isna() & raw_null
+            nulls = (typed.isna() if typed_null is None else typed_null) & raw_null
             if nulls.any():
                 report.add(spec.name, col.name, int(nulls.sum()), "empty value in a required column",
                            _examples(df.index[nulls].to_series()))
         if col.allowed is not None:
-            bad = typed.notna() & ~typed.isin(col.allowed)
+            bad = (typed.notna() & ~typed.isin(col.allowed)) if outside is None else pd.Series(outside, index=df.index)
             if bad.any():
                 report.add(spec.name, col.name, int(bad.sum()), f"value not in {list(col.allowed)}",
                            _examples(typed[bad]))

@@ -129,14 +129,31 @@ def rfm_summary(orders: pd.DataFrame, cutoff: pd.Timestamp, unit_days: float = 7
     """Per-customer (x, t_x, T, monetary) from orders with columns customer_id, ts, value.
 
     Purchases on the same day count once (the BG/NBD convention); ``monetary`` is the mean value of
-    repeat purchase days.
+    repeat purchase days. Grouped on integer codes of the customer ids and days (ids are hashed once).
     """
-    d = orders.assign(day=orders["ts"].dt.floor("D")).groupby(["customer_id", "day"])["value"].sum().reset_index()
-    g = d.groupby("customer_id")
-    first, last = g["day"].min(), g["day"].max()
-    n = g.size()
-    first_val = d.sort_values("day").groupby("customer_id")["value"].first()
-    total = g["value"].sum()
+    cust, uniq = pd.factorize(orders["customer_id"])
+    uniq = np.asarray(uniq, dtype=object)
+    rank = np.empty(len(uniq), np.int64)
+    rank[np.argsort(uniq, kind="stable")] = np.arange(len(uniq))
+    day = orders["ts"].dt.floor("D")
+    ok = (cust >= 0) & day.notna().to_numpy()
+    dayv = day.to_numpy()[ok]
+    dnum = dayv.view(np.int64) // (86_400 * 10**9) if dayv.dtype == "datetime64[ns]" else (
+        dayv.astype("datetime64[D]").view(np.int64))
+    lo = int(dnum.min(initial=0))
+    width = int(dnum.max(initial=0)) - lo + 1
+    per_day = pd.Series(orders["value"].to_numpy(float)[ok]).groupby(rank[cust[ok]] * width + (dnum - lo)).sum()
+    c, d = np.divmod(per_day.index.to_numpy(), width)  # sorted by customer, then day
+    starts = np.flatnonzero(np.r_[True, c[1:] != c[:-1]]) if len(c) else np.zeros(0, np.int64)
+    ends = np.r_[starts[1:], len(c)] - 1
+    values = per_day.to_numpy()
+    days = (d + lo).astype("datetime64[D]").astype(dayv.dtype)
+    index = pd.Index(uniq[np.argsort(uniq, kind="stable")][c[starts]], name="customer_id")
+    first, last = pd.Series(days[starts], index=index), pd.Series(days[ends], index=index)
+    n = pd.Series(ends - starts + 1, index=index)
+    total = pd.Series(pd.Series(values).groupby(np.repeat(np.arange(len(starts)), ends - starts + 1), sort=False)
+                      .sum().to_numpy(), index=index)
+    first_val = pd.Series(values[starts], index=index)
     x = n - 1
     monetary = ((total - first_val) / x.replace(0, np.nan)).fillna(0.0)
     return pd.DataFrame({

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 
@@ -33,9 +34,63 @@ class TriggerConfig:
 
 
 def _orders(lines: pd.DataFrame) -> pd.DataFrame:
+    """Purchase orders (lines with quantity > 0): first time and net value, sorted by customer, time and order
+    id. Grouped on integer codes of the ids (hashed once), not on the strings."""
     buys = lines[lines["quantity"] > 0]
-    o = buys.groupby(["customer_id", "order_id"], sort=False).agg(ts=("ts", "min"), value=("net", "sum")).reset_index()
-    return o.sort_values(["customer_id", "ts", "order_id"], kind="stable").reset_index(drop=True)
+    cust, cu = pd.factorize(buys["customer_id"])
+    order, ou = pd.factorize(buys["order_id"])
+    ok = (cust >= 0) & (order >= 0)
+    pair = cust[ok].astype(np.int64) * max(len(ou), 1) + order[ok]
+    when = buys["ts"].to_numpy()
+    g = pd.DataFrame({"ts": when[ok].view(np.int64),
+                      "value": buys["net"].to_numpy(float)[ok]}).groupby(pair, sort=False).agg(
+        ts=("ts", "min"), value=("value", "sum"))
+    c, k = np.divmod(g.index.to_numpy(), max(len(ou), 1))
+    cu, ou = np.asarray(cu, dtype=object), np.asarray(ou, dtype=object)
+    rank_c, rank_o = _ranks(cu), _ranks(ou)
+    ts = g["ts"].to_numpy()
+    srt = np.lexsort((rank_o[k], ts, rank_c[c]))
+    return pd.DataFrame({"customer_id": cu[c[srt]], "order_id": ou[k[srt]], "ts": ts[srt].view(when.dtype),
+                         "value": g["value"].to_numpy()[srt]})
+
+
+def _ranks(values: np.ndarray) -> np.ndarray:
+    r = np.empty(len(values), np.int64)
+    r[np.argsort(values, kind="stable")] = np.arange(len(values))
+    return r
+
+
+def _mean_of_earlier(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Per row, the mean of the earlier rows of its group (NaN for a group's first row): exactly what
+    ``groupby(...).transform(lambda s: s.shift().expanding().mean())`` gives (pandas' compensated running sum
+    and its rule for runs of equal values), computed for all groups at once, one position at a time."""
+    n = len(values)
+    lengths = np.diff(np.r_[starts, n])
+    by_len = np.argsort(-lengths, kind="stable")  # the groups still running at position k are a prefix
+    first, lens = starts[by_len], lengths[by_len]
+    G = len(starts)
+    nobs, neg, consec = np.zeros(G, np.int64), np.zeros(G, np.int64), np.zeros(G, np.int64)
+    total, comp, prev = np.zeros(G), np.zeros(G), np.full(G, np.nan)
+    out = np.full(n, np.nan)
+    for k in range(int(lens.max(initial=0))):
+        a = int(np.searchsorted(-lens, -k, side="left"))  # groups longer than k
+        nb, t = nobs[:a], total[:a]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            res = t / nb
+        res = np.where(consec[:a] >= nb, prev[:a], np.where(
+            (neg[:a] == 0) & (res < 0), 0.0, np.where((neg[:a] == nb) & (res > 0), 0.0, res)))
+        out[first[:a] + k] = np.where(nb > 0, res, np.nan)
+        v = values[first[:a] + k]
+        ok = ~np.isnan(v)
+        y = v - comp[:a]
+        s = t + y
+        comp[:a] = np.where(ok, (s - t) - y, comp[:a])
+        total[:a] = np.where(ok, s, t)
+        neg[:a] += ok & (v < 0)
+        consec[:a] = np.where(ok, np.where(v == prev[:a], consec[:a] + 1, 1), consec[:a])
+        prev[:a] = np.where(ok, v, prev[:a])
+        nobs[:a] += ok
+    return out
 
 
 def detect_triggers(lines: pd.DataFrame, since: pd.Timestamp, until: pd.Timestamp,
@@ -47,13 +102,14 @@ def detect_triggers(lines: pd.DataFrame, since: pd.Timestamp, until: pd.Timestam
     """
     cfg = config or TriggerConfig()
     since, until = pd.Timestamp(since), pd.Timestamp(until)
-    lines = lines[lines["ts"] <= until]
+    lines = lines.loc[lines["ts"] <= until, ["customer_id", "order_id", "ts", "quantity", "net"]]
     o = _orders(lines)
     rows: list[pd.DataFrame] = []
     in_win = (o["ts"] > since) & (o["ts"] <= until)
-    g = o.groupby("customer_id")
-    n_before = g.cumcount()
-    prev_mean = g["value"].transform(lambda s: s.shift().expanding().mean())
+    cust = o["customer_id"].to_numpy()
+    starts = np.flatnonzero(np.r_[True, cust[1:] != cust[:-1]]) if len(o) else np.zeros(0, np.int64)
+    n_before = pd.Series(np.arange(len(o)) - np.repeat(starts, np.diff(np.r_[starts, len(o)])), index=o.index)
+    prev_mean = pd.Series(_mean_of_earlier(o["value"].to_numpy(float), starts), index=o.index)
     jump = in_win & (n_before >= cfg.spend_jump_min_orders) & (o["value"] > cfg.spend_jump_factor * prev_mean)
     rows.append(pd.DataFrame({"customer_id": o.loc[jump, "customer_id"], "trigger": "spend_jump", "at": o.loc[jump, "ts"],
                               "detail": [f"order {oid} worth {v:.2f} vs average {m:.2f}" for oid, v, m in
@@ -62,9 +118,15 @@ def detect_triggers(lines: pd.DataFrame, since: pd.Timestamp, until: pd.Timestam
     rows.append(pd.DataFrame({"customer_id": o.loc[first, "customer_id"], "trigger": "first_purchase",
                               "at": o.loc[first, "ts"], "detail": "first order " + o.loc[first, "order_id"].astype(str)}))
     # dormancy: the moment the silence since the last order crosses the customer's line
-    gap = g["ts"].diff() / pd.Timedelta(days=1)
-    usual = gap.groupby(o["customer_id"]).mean()
-    last = g["ts"].max()
+    ts = o["ts"].to_numpy()
+    gap = np.full(len(o), np.nan)
+    if len(o):
+        gap[1:] = (ts[1:] - ts[:-1]) / np.timedelta64(1, "D")
+        gap[starts] = np.nan
+    who = pd.Index(cust[starts])  # sorted customer ids
+    usual = pd.Series(pd.Series(gap).groupby(np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(o)])),
+                                             sort=False).mean().to_numpy(), index=who)
+    last = pd.Series(ts[np.r_[starts[1:], len(o)] - 1] if len(o) else ts, index=who)
     line_days = (usual * cfg.dormancy_factor).reindex(last.index)
     line_days = line_days.where(line_days.notna() & (line_days > 0), cfg.dormancy_days)
     cross = last + pd.to_timedelta(line_days, unit="D")

@@ -1,0 +1,216 @@
+"""Scale benchmark: simulate a shop of N customers, run the train job, and record wall time and peak memory
+(RSS) per stage, so the next bottleneck is visible.
+
+    python bench/scale.py 100000                    # simulate (once, cached in var/scale/) and train
+    python bench/scale.py 1000000 --part simulate   # the simulator alone, time and peak memory
+    python bench/scale.py 100000 --part features    # load + the customer feature pieces only
+
+The job's building blocks are timed from outside (:meth:`training.stages.StageTimer.wrap`): each is a stage,
+nested stages are separated (``evaluation/customer models/stacked training sets/features``) and their own
+time is counted once. Stages that name a function the code no longer has are listed as not instrumented.
+Results: one JSON file per run in ``var/scale/`` and a Markdown table on stdout. Profile a run with
+``py-spy record --format raw -o prof.txt -- python bench/scale.py 100000`` and ``bench/scale.py --top prof.txt``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+WORK = ROOT / "var" / "scale"
+
+from training.stages import StageTimer, rss_mb, stage  # noqa: E402
+
+# (module, attribute path, stage name, issue category). Methods are "Class.method".
+TARGETS: list[tuple[str, str, str, str]] = [
+    ("training.jobs", "train", "train", "registry"),
+    ("features.io", "load_shop", "load", "load"),
+    ("training.jobs", "_with_live_data", "load", "load"),
+    ("training.jobs", "evaluate", "evaluation", "evaluation"),
+    ("training.rec_eval", "evaluate_recommenders", "recommenders", "recommenders"),
+    ("training.rec_eval", "fit_production", "recommenders", "recommenders"),
+    ("features.interactions", "build_interactions", "interactions", "recommenders"),
+    ("models.recommenders", "BlendRecommender.tune", "blend tuning", "recommenders"),
+    ("models.recommenders", "Recommender.recommend", "top-k lists", "evaluation"),
+    ("training.rec_eval", "fit_reranker", "re-ranker", "re-ranker"),
+    ("training.customer_eval", "fit_customer_models", "customer models", "evaluation"),
+    ("training.customer_eval", "fit_bgnbd", "bg/nbd", "evaluation"),
+    ("features.customer", "stacked_training_set", "stacked training sets", "stacked training sets"),
+    ("features.customer", "customer_features", "features", "features"),
+    ("features.customer", "future_labels", "labels", "stacked training sets"),
+    ("training.offer_eval", "evaluate_offers", "offers", "evaluation"),
+    ("training.offer_eval", "fit_uplift", "uplift", "uplift"),
+    ("training.offer_eval", "uplift_training_set", "uplift rows", "uplift"),
+    ("training.offer_eval", "policy_benchmark", "policy benchmark", "evaluation"),
+    ("training.jobs", "fit_serving_bundle", "refit", "refit"),
+    ("models.triggers", "detect_triggers", "triggers", "refit"),
+    ("models.recommenders", "RecommendationEngine.precompute", "candidate precompute", "candidate precompute"),
+    ("training.jobs", "_register", "registry", "registry"),
+]
+CATEGORIES = ("load", "features", "stacked training sets", "recommenders", "re-ranker", "uplift", "evaluation",
+              "refit", "candidate precompute", "registry")
+
+
+def instrument(timer: StageTimer) -> list[str]:
+    """Wrap every target that exists; returns the ones that could not be found."""
+    missing = []
+    for mod_name, attr, name, _ in TARGETS:
+        try:
+            mod = importlib.import_module(mod_name)
+            owner: Any = None
+            obj: Any = mod
+            for part in attr.split("."):
+                owner, obj = obj, getattr(obj, part)
+            timer.wrap(obj, name, owner=owner if isinstance(owner, type) else None)
+        except (ImportError, AttributeError):
+            missing.append(f"{mod_name}.{attr}")
+    return missing
+
+
+def shop_dir(customers: int, days: int, seed: int) -> Path:
+    from features.simulate import simulate_shop
+    d = WORK / f"sim{customers}_{days}d_s{seed}"
+    if not (d / "orders.parquet").exists():
+        simulate_shop(d, customers=customers, days=days, seed=seed)
+    return d
+
+
+def category_table(timer: StageTimer) -> list[dict[str, Any]]:
+    """Own time and peak memory per category of the issue (every stage name maps to one)."""
+    cat_of = {name: cat for _, _, name, cat in TARGETS}
+    out: dict[str, dict[str, Any]] = {c: {"stage": c, "seconds": 0.0, "cpu_seconds": 0.0, "peak_rss_mb": 0.0}
+                                      for c in CATEGORIES}
+    for r in timer.records.values():
+        d = out[cat_of.get(r.path[-1], "evaluation")]
+        d["seconds"] += r.own_seconds
+        d["cpu_seconds"] += r.own_cpu_seconds
+        d["peak_rss_mb"] = max(d["peak_rss_mb"], r.peak_rss_mb)
+    return [{**d, "seconds": round(d["seconds"], 1), "cpu_seconds": round(d["cpu_seconds"], 1),
+             "peak_rss_mb": round(d["peak_rss_mb"])} for d in out.values()]
+
+
+def run_train(src: Path, timer: StageTimer) -> dict[str, Any]:
+    from training.jobs import TrainConfig, train
+    proj = Path(tempfile.mkdtemp(prefix="scale-train-", dir=WORK))
+    try:
+        r = train(proj, TrainConfig(horizon_days=90), shop_dir=src)
+        return {"promoted": r.promoted, "gate_metrics": {k: r.metrics.get(k) for k in (
+            "recommend.all_items.production.ndcg@10", "churn.production.auc", "value.production.spearman")}}
+    finally:
+        shutil.rmtree(proj, ignore_errors=True)
+
+
+def run_features(src: Path, timer: StageTimer) -> dict[str, Any]:
+    """The pieces of the job that live in features/: load, features at the cutoff, stacked sets, uplift rows."""
+    import pandas as pd
+
+    from features.customer import customer_features, stacked_training_set, training_cutoffs
+    from features.io import load_shop
+    from models.customer import CustomerModelConfig
+    from training.jobs import default_cutoff
+    from training.offer_eval import uplift_training_set
+    shop = load_shop(src)
+    cutoff = default_cutoff(shop, 90)
+    cfg = CustomerModelConfig()
+    X = customer_features(shop, cutoff)
+    cuts = training_cutoffs(shop, cutoff, 90, cfg.n_cutoffs, cfg.cutoff_step_days)
+    Xs, _ = stacked_training_set(shop, cuts, 90)
+    Xu, _ = uplift_training_set(shop, cutoff)
+    X_end = customer_features(shop, shop.end + pd.Timedelta(seconds=1))
+    return {"rows": {"features": len(X), "stacked": len(Xs), "uplift": len(Xu), "features_end": len(X_end)}}
+
+
+def run_simulate(args: argparse.Namespace, timer: StageTimer) -> dict[str, Any]:
+    from features.simulate import simulate_shop
+    d = Path(tempfile.mkdtemp(prefix="scale-sim-", dir=WORK))
+    try:
+        with stage("simulate"):
+            s = simulate_shop(d, customers=args.customers, days=args.days, seed=args.seed)
+        size = sum(p.stat().st_size for p in d.rglob("*") if p.is_file())
+        return {"rows": s["rows"], "disk_mb": round(size / 2**20, 1)}
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def top_frames(raw: Path, n: int = 25) -> list[tuple[str, float, float]]:
+    """From a py-spy ``--format raw`` profile: (frame, share of samples inside it, share as the leaf),
+    counting a frame once per stack."""
+    incl: dict[str, int] = defaultdict(int)
+    own: dict[str, int] = defaultdict(int)
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, cnt = line.rpartition(" ")
+        if not stack:
+            continue
+        c = int(cnt)
+        total += c
+        frames = [f.replace(str(ROOT) + "/", "") for f in stack.split(";")]
+        for f in set(frames):
+            incl[f] += c
+        own[frames[-1]] += c
+    top = sorted(incl, key=lambda f: -incl[f])
+    return [(f, incl[f] / total, own[f] / total) for f in top[:n]]
+
+
+def markdown(rows: list[dict[str, Any]], cols: list[str]) -> str:
+    lines = ["| " + " | ".join(cols) + " |", "|" + " --- |" * len(cols)]
+    lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("customers", type=int, nargs="?", default=100_000)
+    ap.add_argument("--days", type=int, default=365)
+    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--part", choices=("train", "features", "simulate"), default="train")
+    ap.add_argument("--data", type=Path, help="a shop directory to use instead of simulating one")
+    ap.add_argument("--top", type=Path, help="print the top frames of a py-spy raw profile and exit")
+    a = ap.parse_args()
+    if a.top:
+        for f, inc, own in top_frames(a.top):
+            print(f"{inc:6.1%} {own:6.1%}  {f}")
+        return
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    WORK.mkdir(parents=True, exist_ok=True)
+    src = None if a.part == "simulate" else (a.data or shop_dir(a.customers, a.days, a.seed))
+    start_mb = rss_mb()
+    with StageTimer() as timer:
+        missing = instrument(timer)
+        t0, c0 = time.perf_counter(), time.process_time()
+        if a.part == "simulate":
+            info = run_simulate(a, timer)
+        else:
+            info = (run_train if a.part == "train" else run_features)(src, timer)  # type: ignore[arg-type]
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    res = {"customers": a.customers, "days": a.days, "seed": a.seed, "part": a.part, "data": str(src),
+           "seconds": round(wall, 1), "cpu_seconds": round(cpu, 1), "peak_rss_mb": round(timer.peak_rss_mb),
+           "start_rss_mb": round(start_mb),
+           "not_instrumented": missing, **info, "categories": category_table(timer), "stages": timer.rows()}
+    out = WORK / f"{a.part}_{a.customers}_{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(json.dumps(res, indent=1, default=str))
+    print(f"\n{a.part} {a.customers} customers: {wall:.1f} s (CPU {cpu:.1f} s), "
+          f"peak RSS {timer.peak_rss_mb:.0f} MB ({out})")
+    if missing:
+        print("not instrumented:", ", ".join(missing))
+    print(markdown(res["categories"], ["stage", "seconds", "cpu_seconds", "peak_rss_mb"]))
+    print()
+    print(markdown(res["stages"], ["stage", "calls", "seconds", "own_seconds", "own_cpu_seconds", "peak_rss_mb"]))
+
+
+if __name__ == "__main__":
+    main()
