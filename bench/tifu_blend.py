@@ -1,6 +1,6 @@
 """Prototype: what TIFU-KNN adds to the production blend, tuned on the weeks before each cutoff only.
 
-    python bench/tifu_blend.py --shop DIR [--out FILE.json]
+    python bench/tifu_blend.py --shop DIR [--out FILE.json] [--variants NAME ...] [--tifu-from RUN.json]
 
 For each cutoff of ``bench/tifu_eval.py``: the blend's components and TIFU-KNN's parts (``tifu``: its
 score; ``tifu_own``: the customer's time-decayed frequencies, a decayed buy-again; ``tifu_nbr``: the
@@ -46,13 +46,17 @@ TUNE_DAYS = 56
 TIFU_GRID = [dict(within_decay=rb, group_decay=rg, groups=m) for rb, rg in ((0.9, 0.7), (1.0, 0.9), (0.8, 0.6))
              for m in (3, 7, 14)]
 """TIFU settings tried on the tuning window (alpha and k are tried on each without refitting)."""
-ALPHAS, KS = (0.5, 0.7, 0.9), (50, 100, 300)
+LESS_DECAY_GRID = [dict(within_decay=1.0, group_decay=rg, groups=m) for rg in (0.9, 1.0) for m in (14, 28)]
+"""A second round: the first one chose its least decay at every cutoff."""
+ALPHAS, KS = (0.3, 0.5, 0.7, 0.9), (50, 100, 300)
 W = {"buy_again": (0.0, 0.5, 1.0), "item_knn": (0.25, 0.5, 1.0), "als": (0.0, 0.25, 0.5), "ease": (0.0, 0.5),
      "popularity": (0.0, 0.1)}
 """Around production's grid (its weights are always among these)."""
 VARIANTS: dict[str, dict[str, tuple[float, ...]]] = {
     "blend (today's components)": W,
-    "blend + tifu": {**W, "tifu": (0.5, 1.0, 2.0)},
+    "blend + tifu": {**W, "tifu": (0.5, 1.0, 2.0, 4.0, 8.0)},
+    "tifu + popularity + als": {"tifu": (1.0,), "popularity": (0.0, 0.05, 0.1), "als": (0.0, 0.1, 0.25),
+                                "item_knn": (0.0, 0.1, 0.25)},
     "decayed buy-again (tifu_own for buy_again)": {**{k: v for k, v in W.items() if k != "buy_again"},
                                                   "tifu_own": (0.5, 1.0, 2.0)},
     "blend + tifu_own + tifu_nbr": {**W, "buy_again": (0.0, 1.0), "tifu_own": (0.5, 1.0, 2.0),
@@ -121,14 +125,16 @@ def fit_all(shop: Shop, cutoff: pd.Timestamp, config: RecommenderConfig) -> tupl
     return data, BlendRecommender(replace(config, blend_weights=None)).fit(data)
 
 
-def tune(shop: Shop, cutoff: pd.Timestamp, config: RecommenderConfig) -> dict[str, Any]:
-    """TIFU settings, then each variant's weights, by NDCG@10 on the ``TUNE_DAYS`` before ``cutoff``."""
+def tune(shop: Shop, cutoff: pd.Timestamp, config: RecommenderConfig, variants: list[str],
+         tifu_settings: dict[str, Any] | None = None, grid: list[dict[str, Any]] = TIFU_GRID) -> dict[str, Any]:
+    """TIFU settings (unless given: ones tuned before, on this same window), then each variant's weights, by
+    NDCG@10 on the ``TUNE_DAYS`` before ``cutoff``."""
     inner = cutoff - pd.Timedelta(days=TUNE_DAYS)
     data, blend = fit_all(shop, inner, config)
     sc = Scorer(data, purchase_truth(shop, inner, cutoff), blend)
     baskets = build_baskets(shop, data)
-    best: tuple[float, dict[str, Any]] = (-1.0, {})
-    for g in TIFU_GRID:
+    best: tuple[float, dict[str, Any]] = (-1.0, tifu_settings or {})
+    for g in [] if tifu_settings else grid:
         m = TIFUKNNRecommender(config, TifuConfig(**g)).fit(data, baskets=baskets)  # type: ignore[arg-type]
         for a, k in itertools.product(ALPHAS, KS):
             sc.add_tifu(m, a, k)
@@ -138,20 +144,22 @@ def tune(shop: Shop, cutoff: pd.Timestamp, config: RecommenderConfig) -> dict[st
     tifu = TifuConfig(**best[1])
     sc.add_tifu(TIFUKNNRecommender(config, tifu).fit(data, baskets=baskets), tifu.alpha, tifu.neighbours)
     out: dict[str, Any] = {"tifu": best[1], "tifu_tuning_ndcg@10": round(best[0], 4), "variants": {}}
-    for name, grid in VARIANTS.items():
-        keys = list(grid)
-        trials = [(sc.ndcg(sc.scores(dict(zip(keys, ws, strict=True)))), ws) for ws in itertools.product(*grid.values())]
+    for name in variants:
+        vgrid = VARIANTS[name]
+        keys = list(vgrid)
+        trials = [(sc.ndcg(sc.scores(dict(zip(keys, ws, strict=True)))), ws) for ws in itertools.product(*vgrid.values())]
         v, ws = max(trials, key=lambda t: t[0])  # the first of equals wins
         out["variants"][name] = {"weights": dict(zip(keys, ws, strict=True)), "tuning_ndcg@10": round(v, 4)}
     return out
 
 
-def run(shop: Shop) -> dict[str, Any]:
+def run(shop: Shop, variants: list[str], tifu_from: dict[str, Any] | None = None,
+        grid: list[dict[str, Any]] = TIFU_GRID) -> dict[str, Any]:
     config = RecommenderConfig()
     res: dict[str, Any] = {}
     for c, e in CUTOFFS:
         cutoff = pd.Timestamp(c)
-        tuned = tune(shop, cutoff, config)
+        tuned = tune(shop, cutoff, config, variants, tifu_from[c]["tuned_tifu"] if tifu_from else None, grid)
         log.info("%s tuned: %s", c, tuned)
         _, truth, _ = split(shop, cutoff, pd.Timestamp(e) if e else None)
         data, blend = fit_all(shop, cutoff, config)
@@ -172,9 +180,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shop", required=True)
     ap.add_argument("--out")
+    ap.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
+    ap.add_argument("--tifu-from", help="a previous run's JSON: reuse its TIFU settings (tuned before each cutoff)")
+    ap.add_argument("--less-decay", action="store_true", help="try LESS_DECAY_GRID instead of TIFU_GRID")
     a = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    text = json.dumps(run(load_shop(a.shop)), indent=1, default=str)
+    tifu_from = json.loads(open(a.tifu_from).read()) if a.tifu_from else None
+    grid = LESS_DECAY_GRID if a.less_decay else TIFU_GRID
+    text = json.dumps(run(load_shop(a.shop), a.variants, tifu_from, grid), indent=1, default=str)
     print(text)
     if a.out:
         with open(a.out, "w") as f:
