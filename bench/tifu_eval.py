@@ -1,0 +1,198 @@
+"""TIFU-KNN benchmarks: quality on Online Retail at three cutoffs against production and item-kNN, and fit /
+scoring time and memory on simulated shops.
+
+    python bench/tifu_eval.py quality --shop DIR [--out FILE.json]
+    python bench/tifu_eval.py scale --shop DIR [--out FILE.json] [--exact-sample 2000]
+    python bench/tifu_eval.py approx --shop DIR [--out FILE.json]
+
+``--shop`` for ``quality`` is an imported Online Retail directory (``features.importers.import_online_retail``);
+for ``scale`` and ``approx`` (exact against approximate neighbours), a ``personalise simulate`` directory. Results are printed as JSON (and written to ``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import resource
+import time
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from features.importers import is_non_product
+from features.interactions import build_interactions
+from features.io import Shop, load_shop
+from models.metrics import ranking_report
+from models.recommenders import MODELS, BusinessRules, Recommender, RecommenderConfig
+from models.recsys.tifu import TifuConfig, TIFUKNNRecommender, _normalised, build_baskets
+from training.rec_eval import fit_production, new_items_truth, purchase_truth
+
+log = logging.getLogger("bench.tifu_eval")
+CUTOFFS = (("2011-06-01", "2011-09-01"), ("2011-09-01", None), ("2011-11-01", None))
+"""(cutoff, end of the window): three months apart; the first window stops where the project's starts (no
+overlap), the project's runs to the end of the data, the last is the five weeks before Christmas."""
+NEW_RULES = BusinessRules(exclude_bought=True, allow_replenishable=False)
+
+
+def peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def split(shop: Shop, cutoff: pd.Timestamp, end: pd.Timestamp | None
+          ) -> tuple[Any, dict[str, set[str]], dict[str, set[str]]]:
+    """Interactions before ``cutoff``; purchases in the window of customers who bought before (all and new)."""
+    data = build_interactions(shop, cutoff, non_product=is_non_product)
+    buyers = set(data.users.ids[np.asarray(data.purchases.sum(axis=1)).ravel() > 0])
+    truth = {u: s for u, s in purchase_truth(shop, cutoff, end).items() if u in buyers}
+    return data, truth, new_items_truth(data, truth)
+
+
+def report(model: Recommender, truth: dict[str, set[str]], truth_new: dict[str, set[str]] | None
+           ) -> dict[str, float]:
+    r = ranking_report(model.recommend(list(truth), k=10), truth, 10)
+    out = {"ndcg@10": r["ndcg@10"], "precision@10": r["precision@10"], "hit_rate@10": r["hit_rate@10"]}
+    if truth_new is not None:
+        out["ndcg@10_new"] = ranking_report(model.recommend(list(truth_new), k=10, rules=NEW_RULES),
+                                            truth_new, 10)["ndcg@10"]
+    return {k: round(v, 4) for k, v in out.items()}
+
+
+def quality(shop: Shop, tifu: TifuConfig) -> dict[str, Any]:
+    """TIFU-KNN (untuned), production (as trained today), item-kNN and buy-again at each cutoff."""
+    config = RecommenderConfig()
+    out: dict[str, Any] = {}
+    for c, e in CUTOFFS:
+        cutoff, end = pd.Timestamp(c), (pd.Timestamp(e) if e else None)
+        data, truth, truth_new = split(shop, cutoff, end)
+        row: dict[str, Any] = {"customers": len(truth), "new_items_customers": len(truth_new), "window_end": e}
+        secs: dict[str, float] = {}
+        fitted: dict[str, Recommender] = {}
+        for name in ("buy_again", "item_knn", "als", "ease", "popularity"):
+            t0 = time.perf_counter()
+            fitted[name] = MODELS[name](config).fit(data)
+            secs[name] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        fitted["tifu_knn"] = TIFUKNNRecommender(config, tifu).fit(data, baskets=build_baskets(shop, data))
+        secs["tifu_knn"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        fitted["production"] = fit_production(shop, cutoff, config, data=data, fitted=fitted)
+        secs["production"] = time.perf_counter() - t0
+        for name in ("tifu_knn", "production", "item_knn", "buy_again"):
+            row[name] = report(fitted[name], truth, None if name == "buy_again" else truth_new)
+            row[name]["fit_s"] = round(secs[name], 2)
+        row["production_weights"] = fitted["production"].weights_  # type: ignore[attr-defined]
+        log.info("%s: %s", c, row)
+        out[c] = row
+    return out
+
+
+class Clock:
+    """Wall and CPU seconds of each stage (CPU time is what a loaded machine distorts least)."""
+
+    def __init__(self) -> None:
+        self.out: dict[str, dict[str, float]] = {}
+
+    def __call__(self, name: str, fn: Any, *args: Any, **kw: Any) -> Any:
+        w, c = time.perf_counter(), time.process_time()
+        res = fn(*args, **kw)
+        self.out[name] = {"wall_s": round(time.perf_counter() - w, 2), "cpu_s": round(time.process_time() - c, 2)}
+        log.info("%s: %s (peak %.0f MB)", name, self.out[name], peak_mb())
+        return res
+
+
+def scale(shop: Shop, tifu: TifuConfig, exact_sample: int, score_sample: int = 20_000) -> dict[str, Any]:
+    """Fit and scoring time and peak memory; neighbour recall of the approximate search on a sample."""
+    clock = Clock()
+    data = clock("interactions", build_interactions, shop, None, non_product=is_non_product)
+    b = clock("baskets", build_baskets, shop, data)
+    res: dict[str, Any] = {"customers": len(data.users), "items": len(data.items), "baskets": len(b.user),
+                           "lines": int(b.items.nnz)}
+    del shop
+    model = TIFUKNNRecommender(RecommenderConfig(), replace(tifu, search="approximate"))
+    clock("fit", model.fit, data, baskets=b)
+    res["model_mb"] = round((model.neighbours_.nbytes + model.vectors_.data.nbytes
+                             + model.vectors_.indices.nbytes) / 2**20, 1)
+    rng = np.random.default_rng(0)
+    ids = data.users.ids[rng.choice(len(data.users), min(score_sample, len(data.users)), replace=False)]
+    clock("score_sample", model.recommend, ids, k=10, batch=1000)
+    res["score_all_extrapolated"] = {k: round(v / len(ids) * len(data.users), 1)
+                                     for k, v in clock.out["score_sample"].items()}
+    one = ids[:200]
+    clock("one_customer_x200", lambda: [model.recommend([c], k=10) for c in one])
+    Un, ok = _normalised(model.vectors_)
+    rows = np.flatnonzero(ok)[np.random.default_rng(1).choice(int(ok.sum()), exact_sample, replace=False)]
+    k = model.neighbours_.shape[1]
+    exact = clock("exact_sample", exact_neighbours_of, Un, ok, rows, k)
+    res["exact_search_extrapolated"] = {kk: round(v / exact_sample * ok.sum(), 1)
+                                        for kk, v in clock.out["exact_sample"].items()}
+    res["approx_recall@k"] = round(float(np.mean([len(np.intersect1d(exact[i], model.neighbours_[r])) / k
+                                                  for i, r in enumerate(rows)])), 4)
+    res["stages"] = clock.out
+    res["peak_mb"] = round(peak_mb(), 0)
+    return res
+
+
+def approx_quality(shop: Shop, tifu: TifuConfig, days: int = 28) -> dict[str, Any]:
+    """NDCG@10 on the last ``days`` of a (simulated) shop: exact against approximate neighbour search, with
+    the neighbour recall of each approximate setting."""
+    cutoff = shop.end - pd.Timedelta(days=days)
+    data, truth, _ = split(shop, cutoff, None)
+    b = build_baskets(shop, data)
+    out: dict[str, Any] = {"customers": len(truth)}
+    t0 = time.perf_counter()
+    exact = TIFUKNNRecommender(RecommenderConfig(), replace(tifu, search="exact")).fit(data, baskets=b)
+    out["exact"] = {**report(exact, truth, None), "fit_s": round(time.perf_counter() - t0, 1)}
+    for size, probe, dim in ((1000, 6, 64), (250, 6, 64), (250, 6, 128), (250, 12, 64)):
+        t0 = time.perf_counter()
+        cfg = replace(tifu, search="approximate", cluster_size=size, probe=probe, embedding_dim=dim)
+        m = TIFUKNNRecommender(RecommenderConfig(), cfg).fit(data, baskets=b)
+        recall = np.mean([len(np.intersect1d(x, y)) / len(x) for x, y in zip(exact.neighbours_, m.neighbours_,
+                                                                             strict=True) if x[0] >= 0])
+        out[f"approximate cluster_size={size} probe={probe} dim={dim}"] = {
+            **report(m, truth, None), "neighbour_recall": round(float(recall), 4),
+            "fit_s": round(time.perf_counter() - t0, 1)}
+        log.info("%s", out)
+    return out
+
+
+def exact_neighbours_of(Un: Any, ok: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
+    """The exact neighbours of ``rows`` only (the search of ``models.recsys.tifu.exact_neighbours`` for a
+    sample of rows: its time extrapolates to the full search)."""
+    cand = np.flatnonzero(ok)
+    C = sp.csr_matrix(Un[cand].T)
+    out = []
+    step = max(1, 64_000_000 // len(cand))
+    for a in range(0, len(rows), step):
+        r = rows[a:a + step]
+        S = (Un[r] @ C).toarray()
+        S[cand[None, :] == r[:, None]] = -np.inf
+        part = np.argpartition(-S, k - 1, axis=1)[:, :k]
+        out.append(cand[part])
+    return np.vstack(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("what", choices=["quality", "scale", "approx"])
+    ap.add_argument("--shop", required=True)
+    ap.add_argument("--out")
+    ap.add_argument("--exact-sample", type=int, default=2000)
+    a = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    shop = load_shop(a.shop)
+    cfg = TifuConfig()
+    res = (quality(shop, cfg) if a.what == "quality" else scale(shop, cfg, a.exact_sample) if a.what == "scale"
+           else approx_quality(shop, cfg))
+    text = json.dumps(res, indent=1, default=str)
+    print(text)
+    if a.out:
+        with open(a.out, "w") as f:
+            f.write(text)
+
+
+if __name__ == "__main__":
+    main()
