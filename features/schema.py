@@ -122,3 +122,11 @@ OFFER_LOG = TableSpec(
 
 TABLES: dict[str, TableSpec] = {t.name: t for t in (CUSTOMERS, PRODUCTS, ORDERS, EVENTS, OFFER_LOG)}
 OFFERS_FILE = "offers.yaml"
+
+# --- customer attributes: extra columns of the customers table (features/attributes.py) ---
+ATTRIBUTES_FILE = "customers.attributes.yaml"
+"""Beside the tables: ``name: kind`` per extra column of ``customers``; without it the kinds are inferred."""
+NUMERIC, CATEGORICAL, BOOLEAN, DATE = "numeric", "categorical", "boolean", "date"
+ATTRIBUTE_KINDS = (NUMERIC, CATEGORICAL, BOOLEAN, DATE)
+ATTRIBUTE_PREFIX = "attr_"
+"""Feature columns made from attributes are named ``attr_<name>``: they never collide with derived features."""
