@@ -40,6 +40,9 @@ if TYPE_CHECKING:
 
 BOOL_WORDS = {"true": True, "1": True, "yes": True, "1.0": True, "false": False, "0": False, "no": False, "0.0": False}
 """The same spellings the contract accepts for its own boolean columns."""
+YEAR = r"(?<!\d)\d{4}(?!\d)"
+"""An undeclared column is inferred to hold dates only when every value has a four-digit year ('1-2' and
+'19-24' are ranges, which a date parser would accept)."""
 MAX_EXAMPLES = 5
 ID_LIKE_MIN_DISTINCT = 1000
 """A categorical attribute with at least this many values, nearly one per customer, looks like an id or free
@@ -89,19 +92,23 @@ def infer_kind(values: pd.Series) -> str:
         return schema.BOOLEAN
     if pd.to_numeric(distinct, errors="coerce").notna().all():
         return schema.NUMERIC
-    if _parse_dates(distinct.head(200)).notna().all() and _parse_dates(distinct).notna().all():
+    if distinct.str.contains(YEAR).all() and _parse_dates(distinct.head(200)).notna().all() \
+            and _parse_dates(distinct).notna().all():
         return schema.DATE
     return schema.CATEGORICAL
 
 
 def _parse_dates(s: pd.Series) -> pd.Series:
+    """Dates as naive UTC ``datetime64[ns]``; unparseable values and years outside 1678..2261 (which nanoseconds
+    cannot hold) become NaT."""
     if pd.api.types.is_datetime64_any_dtype(s):
         t = s
     else:
         t = pd.to_datetime(s, errors="coerce", utc=True, format="mixed")
     if getattr(t.dt, "tz", None) is not None:
         t = t.dt.tz_convert("UTC").dt.tz_localize(None)
-    return t.astype("datetime64[ns]")
+    year = t.dt.year
+    return t.where((year > 1677) & (year < 2262)).astype("datetime64[ns]")
 
 
 def cast(values: pd.Series, kind: str) -> tuple[pd.Series, pd.Series]:

@@ -45,6 +45,12 @@ def test_declared_kinds_are_enforced_with_table_column_and_customer_named(tmp_pa
                          "[error] customers.newsletter: not a boolean value (declared kind) (1 rows) e.g. [\"c2: 'maybe'\"]"]
 
 
+def test_a_declared_date_out_of_range_is_a_named_error_not_a_crash(tmp_path: Path) -> None:
+    d = write(tmp_path, orders=ORDERS, customers=CUSTOMERS.replace("2023-12-20", "1-2"))
+    (d / "customers.attributes.yaml").write_text("joined: date\n")
+    assert errors(d) == ["[error] customers.joined: not a date value (declared kind) (1 rows) e.g. [\"c2: '1-2'\"]"]
+
+
 def test_declaration_problems_are_named(tmp_path: Path) -> None:
     d = write(tmp_path, orders=ORDERS, customers=CUSTOMERS)
     (d / "customers.attributes.yaml").write_text("tier: text\nregion: categorical\nshoe_size: numeric\nage: numeric\n")
@@ -74,6 +80,8 @@ def test_infer_kind_on_typed_and_text_columns() -> None:
     assert infer_kind(pd.Series(["1.5", "2"])) == "numeric"
     assert infer_kind(pd.Series(["2024-01-01", "2024-02-03 10:00"])) == "date"
     assert infer_kind(pd.Series(["1) $0 - $100", "Urban"])) == "categorical"
+    assert infer_kind(pd.Series(["1-2", "19-24", "3-5"])) == "categorical"  # ranges a date parser would accept
+    assert infer_kind(pd.Series(["Mar 2024", "01/02/2024"])) == "date"
     assert infer_kind(pd.Series([None, None], dtype=object)) == "categorical"
 
 
