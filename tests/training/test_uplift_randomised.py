@@ -38,6 +38,7 @@ def planted(n: int = 9000, seed: int = 0) -> Campaign:
                     {"a": 0.1, "b": 0.1})
 
 
+@pytest.mark.filterwarnings("ignore:Function stable_cumsum is deprecated:FutureWarning")  # inside scikit-uplift
 def test_qini_matches_scikit_uplift_curve_and_weights_of_one_change_nothing() -> None:
     from sklift.metrics import qini_curve
     rng = np.random.default_rng(1)
