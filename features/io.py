@@ -23,6 +23,7 @@ import pandas as pd
 import yaml
 
 from features import schema
+from features.attributes import parse_declaration, validate_attributes
 from features.exceptions import DataValidationError
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,8 @@ class ValidationReport:
 
     problems: list[Problem] = field(default_factory=list)
     rows: dict[str, int] = field(default_factory=dict)
+    attributes: list[dict[str, Any]] = field(default_factory=list)
+    """Customer attributes found: name, kind, declared or inferred, a summary (features.attributes)."""
 
     @property
     def errors(self) -> list[Problem]:
@@ -71,7 +74,9 @@ class ValidationReport:
 
     def __str__(self) -> str:
         head = f"{len(self.errors)} error(s), {len(self.warnings)} warning(s)"
-        return "\n".join([head, *[str(p) for p in self.problems]])
+        attrs = [f"customer attribute {a['name']}: {a['kind']} ({a['source']}), {a['non_null']} values, {a['summary']}"
+                 for a in self.attributes]
+        return "\n".join([head, *[str(p) for p in self.problems], *attrs])
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -82,6 +87,7 @@ class ValidationReport:
                  "message": p.message, "examples": [str(e) for e in p.examples[:MAX_EXAMPLES]]}
                 for p in self.problems
             ],
+            "attributes": self.attributes,
         }
 
 
@@ -105,6 +111,11 @@ class Shop:
         if self.events is not None and len(self.events):
             end = max(end, self.events["ts"].max())
         return pd.Timestamp(end)
+
+    @property
+    def attributes(self) -> dict[str, str]:
+        """Kinds of the customer attributes (extra columns of customers), declared or inferred."""
+        return {a["name"]: a["kind"] for a in self.report.attributes}
 
     def customer_orders(self) -> pd.DataFrame:
         """Order lines with a customer id (rows without one are excluded, and counted in the report)."""
@@ -224,8 +235,8 @@ def _check_unique(df: pd.DataFrame, spec: schema.TableSpec, report: ValidationRe
                    _examples(df.loc[dup, spec.unique[0]].drop_duplicates()))
 
 
-def validate_tables(raw: dict[str, pd.DataFrame], offers: dict[str, Any] | None = None
-                    ) -> tuple[dict[str, pd.DataFrame], ValidationReport]:
+def validate_tables(raw: dict[str, pd.DataFrame], offers: dict[str, Any] | None = None,
+                    attributes: Any = None) -> tuple[dict[str, pd.DataFrame], ValidationReport]:
     """Validate raw tables against the contract and return typed tables plus the report.
 
     Errors: missing required columns, unparseable values, empty required values, values outside the
@@ -233,6 +244,8 @@ def validate_tables(raw: dict[str, pd.DataFrame], offers: dict[str, Any] | None 
     offer_log rows naming offers missing from the catalogue.
     Warnings (counted, never silently dropped): order lines without a customer id, exact duplicate
     order lines, zero quantities, events naming unknown products or customers.
+    Customer attributes (extra columns of customers) are typed by :mod:`features.attributes`: ``attributes`` is
+    the parsed ``customers.attributes.yaml`` (``None``: no file, kinds inferred).
     """
     report = ValidationReport()
     typed: dict[str, pd.DataFrame] = {}
@@ -248,6 +261,7 @@ def validate_tables(raw: dict[str, pd.DataFrame], offers: dict[str, Any] | None 
         t = _coerce_table(df, spec, report)
         _check_unique(t, spec, report)
         typed[name] = t
+    _validate_attributes(typed, attributes, report)
     orders = typed.get("orders")
     if orders is not None and all(c in orders.columns for c in schema.ORDERS.required):
         no_cust = orders["customer_id"].isna()
@@ -283,6 +297,17 @@ def validate_tables(raw: dict[str, pd.DataFrame], offers: dict[str, Any] | None 
             report.add("offer_log", "offer_id", int(unknown.sum()), "offers missing from offers.yaml",
                        _examples(olog.loc[unknown, "offer_id"].drop_duplicates()))
     return typed, report
+
+
+def _validate_attributes(typed: dict[str, pd.DataFrame], attributes: Any, report: ValidationReport) -> None:
+    declared = None if attributes is None else parse_declaration(attributes, report)
+    customers = typed.get("customers")
+    if customers is None:
+        if declared:
+            report.add(schema.ATTRIBUTES_FILE, None, 0, "declares customer attributes but there is no customers table")
+        return
+    if "customer_id" in customers.columns:
+        typed["customers"], _ = validate_attributes(customers, declared, report)
 
 
 def _products_from_orders(orders: pd.DataFrame) -> pd.DataFrame:
@@ -337,7 +362,12 @@ def load_shop(directory: str | Path, strict: bool = True) -> Shop:
     if op.exists():
         paths.append(op)
         offers = yaml.safe_load(op.read_text()) or {}
-    typed, report = validate_tables(raw, offers)
+    attributes = None
+    ap = d / schema.ATTRIBUTES_FILE
+    if ap.exists():
+        paths.append(ap)
+        attributes = yaml.safe_load(ap.read_text()) or {}
+    typed, report = validate_tables(raw, offers, attributes)
     if strict and not report.ok:
         raise DataValidationError(report)
     for warning in report.warnings:

@@ -164,3 +164,11 @@ AVG_ORDER_VALUE = "avg_order_value"
 RETURN_RATE = "return_rate"
 DISCOUNT_SHARE = "discount_share"
 ORDERS_90 = "orders_90"
+
+# --- customer attributes: extra columns of the customers table (features/attributes.py) ---
+ATTRIBUTES_FILE = "customers.attributes.yaml"
+"""Beside the tables: ``name: kind`` per extra column of ``customers``; without it the kinds are inferred."""
+NUMERIC, CATEGORICAL, BOOLEAN, DATE = "numeric", "categorical", "boolean", "date"
+ATTRIBUTE_KINDS = (NUMERIC, CATEGORICAL, BOOLEAN, DATE)
+ATTRIBUTE_PREFIX = "attr_"
+"""Feature columns made from attributes are named ``attr_<name>``: they never collide with derived features."""
