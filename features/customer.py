@@ -12,6 +12,8 @@ Example
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -73,6 +75,25 @@ def order_values(shop: Shop, cutoff: pd.Timestamp) -> pd.DataFrame:
     return pd.DataFrame({"customer_id": pd.Series(c.customers[g["cust"].to_numpy()]),
                          "order_id": pd.Series(c.lines.order_ids[g.index.to_numpy()]),
                          "ts": g["ts"].to_numpy().view("datetime64[ns]"), "value": g["value"].to_numpy()})
+
+
+def bought_between(shop: Shop, customers: Any, start: Any, end: Any) -> np.ndarray:
+    """For each row (customer id, start, end): whether that customer has a purchase line (quantity > 0) with
+    ``start <= ts < end``. One as-of join over all rows at once (e.g. "did they buy within an offer's
+    window?" for every offer_log row); unknown customers have bought nothing."""
+    c = shop_codes(shop)
+    a = c.lines
+    t0 = pd.to_datetime(pd.Series(np.asarray(start))).to_numpy("datetime64[ns]")
+    t1 = pd.to_datetime(pd.Series(np.asarray(end))).to_numpy("datetime64[ns]")
+    cust = c.customer_codes(pd.Index(np.asarray(customers, dtype=object)))
+    q = pd.DataFrame({"cust": cust, "t": t0, "row": np.arange(len(cust))}).sort_values("t", kind="stable")
+    buy = a.quantity > 0
+    p = pd.DataFrame({"cust": a.cust[buy].astype(np.int64), "next": a.ts[buy]}).sort_values("next", kind="stable")
+    m = pd.merge_asof(q.astype({"cust": np.int64}), p, left_on="t", right_on="next", by="cust",
+                      direction="forward", allow_exact_matches=True)
+    out = np.zeros(len(cust), bool)
+    out[m["row"].to_numpy()] = (m["next"].to_numpy() < t1[m["row"].to_numpy()]) & (m["cust"].to_numpy() >= 0)
+    return out
 
 
 def unify_categories(X: pd.DataFrame) -> pd.DataFrame:

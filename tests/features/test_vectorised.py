@@ -233,3 +233,22 @@ def test_stacked_training_set_unchanged_and_sampled_by_customer(small_shop) -> N
     # the same customers at every cutoff: every row of a kept customer is kept
     assert X.index.isin(list(kept)).sum() == len(Xs)
     pd.testing.assert_frame_equal(Xs, X[X.index.isin(list(kept))], check_exact=True, check_categorical=False)
+
+
+def test_bought_between_matches_a_merge(small_shop) -> None:
+    from features.customer import bought_between
+    ol = small_shop.offer_log
+    start, end = ol["sent_at"], ol["sent_at"] + pd.Timedelta(days=14)
+    got = bought_between(small_shop, ol["customer_id"], start, end)
+    o = small_shop.customer_orders()
+    buys = o[o["quantity"] > 0][["customer_id", "ts"]]
+    m = ol.reset_index(drop=True).reset_index().merge(buys, on="customer_id", how="left")
+    win = (m["ts"] >= m["sent_at"]) & (m["ts"] < m["sent_at"] + pd.Timedelta(days=14))
+    expected = win.groupby(m["index"]).any().reindex(range(len(ol)), fill_value=False).to_numpy()
+    assert np.array_equal(got, expected)
+    assert 0.05 < got.mean() < 0.95
+    # a purchase exactly at the start counts, one exactly at the end does not; unknown customers bought nothing
+    row = o[o["quantity"] > 0].iloc[0]
+    assert bought_between(small_shop, [row["customer_id"]] * 2 + ["nobody"], [row["ts"], row["ts"] - pd.Timedelta(days=1),
+                          row["ts"]], [row["ts"] + pd.Timedelta(seconds=1), row["ts"], row["ts"] + pd.Timedelta(days=1)]
+                          ).tolist() == [True, False, False]
