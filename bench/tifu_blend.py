@@ -28,7 +28,7 @@ from features.importers import is_non_product
 from features.interactions import InteractionData, build_interactions
 from features.io import Shop, load_shop
 from models.metrics import ranking_report
-from models.recommenders import (
+from models.recsys import (
     NEG,
     BlendRecommender,
     BusinessRules,
@@ -36,8 +36,8 @@ from models.recommenders import (
     build_context,
     rules_mask,
 )
-from models.recommenders import _normalise as normalise  # the blend's per-customer scaling
-from models.recommenders import _topk as topk
+from models.recsys.base import ranked_frame as topk
+from models.recsys.blend import normalise  # the blend's per-customer scaling
 from models.recsys.tifu import TifuConfig, TIFUKNNRecommender, build_baskets
 from training.rec_eval import purchase_truth
 

@@ -27,7 +27,7 @@ from features.importers import is_non_product
 from features.interactions import build_interactions
 from features.io import Shop, load_shop
 from models.metrics import ranking_report
-from models.recommenders import MODELS, BusinessRules, Recommender, RecommenderConfig
+from models.recsys import MODELS, BusinessRules, Recommender, RecommenderConfig
 from models.recsys.tifu import TifuConfig, TIFUKNNRecommender, _normalised, build_baskets
 from training.rec_eval import fit_production, new_items_truth, purchase_truth
 

@@ -36,7 +36,7 @@ import scipy.sparse as sp
 from features.exceptions import ModelFitError
 from features.interactions import InteractionData
 from features.io import Shop
-from models.recommenders import NEG, Recommender, RecommenderConfig, UserContext
+from models.recsys import NEG, Recommender, RecommenderConfig, UserContext
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from features.exceptions import ModelFitError, NotFittedError
 from features.importers import is_non_product
 from features.interactions import InteractionData, build_interactions
 from features.io import Shop, load_shop
-from models.recommenders import BusinessRules, RecommenderConfig
+from models.recsys import BusinessRules, RecommenderConfig
 from models.recsys.tifu import (
     Baskets,
     TifuConfig,
