@@ -147,14 +147,6 @@ OFFER_LOG = TableSpec(
 TABLES: dict[str, TableSpec] = {t.name: t for t in (CUSTOMERS, PRODUCTS, ORDERS, EVENTS, OFFER_LOG)}
 OFFERS_FILE = "offers.yaml"
 
-# Column names for code (the table specs above spell the same names): RecTools' ``Columns`` in one place.
-CUSTOMER_ID = "customer_id"
-OFFER_ID = "offer_id"
-SENT_AT = "sent_at"
-CHANNEL = "channel"
-GROUP = "group"
-CAMPAIGN_ID = "campaign_id"
-REDEEMED_AT = "redeemed_at"
 # customer feature columns (built by features.customer) that offer rules and reasons read
 N_ORDERS = "n_orders"
 NET_REVENUE = "net_revenue"
