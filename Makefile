@@ -14,7 +14,7 @@ export MKL_NUM_THREADS := 1
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,spark]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -26,7 +26,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow and not realdata and not server"
+	$(BIN)/python -m pytest -q -m "not slow and not realdata and not server and not spark"
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py --out bench/RESULTS.md

@@ -17,6 +17,8 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import typer  # noqa: E402
 
+from batch_cli import register as register_batch_commands  # noqa: E402
+
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Personalisation for shops: recommendations, customer value and churn, "
                        "next-best offers.")
@@ -51,6 +53,9 @@ def _run(fn: Callable[[], Any]) -> Any:
         log.exception("failed")
         typer.echo(f"failed: {type(e).__name__}: {e}", err=True)
         raise typer.Exit(1) from e
+
+
+register_batch_commands(app, _run)  # `features` and `score`, local or on Spark
 
 
 @app.command()
