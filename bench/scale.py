@@ -39,13 +39,13 @@ from training.stages import StageTimer, rss_mb, stage  # noqa: E402
 TARGETS: list[tuple[str, str, str, str]] = [
     ("training.jobs", "train", "train", "registry"),
     ("features.io", "load_shop", "load", "load"),
-    ("training.jobs", "_with_live_data", "load", "load"),
+    ("training.jobs", "merge_live_rows", "load", "load"),
     ("training.jobs", "evaluate", "evaluation", "evaluation"),
     ("training.rec_eval", "evaluate_recommenders", "recommenders", "recommenders"),
     ("training.rec_eval", "fit_production", "recommenders", "recommenders"),
     ("features.interactions", "build_interactions", "interactions", "recommenders"),
-    ("models.recommenders", "BlendRecommender.tune", "blend tuning", "recommenders"),
-    ("models.recommenders", "Recommender.recommend", "top-k lists", "evaluation"),
+    ("training.rec_eval", "tune_blend", "blend tuning", "recommenders"),
+    ("models.recsys.base", "Recommender.recommend", "top-k lists", "evaluation"),
     ("training.rec_eval", "fit_reranker", "re-ranker", "re-ranker"),
     ("training.customer_eval", "fit_customer_models", "customer models", "evaluation"),
     ("training.customer_eval", "fit_bgnbd", "bg/nbd", "evaluation"),
@@ -58,8 +58,9 @@ TARGETS: list[tuple[str, str, str, str]] = [
     ("training.offer_eval", "policy_benchmark", "policy benchmark", "evaluation"),
     ("training.jobs", "fit_serving_bundle", "refit", "refit"),
     ("models.triggers", "detect_triggers", "triggers", "refit"),
-    ("models.recommenders", "RecommendationEngine.precompute", "candidate precompute", "candidate precompute"),
-    ("training.jobs", "_register", "registry", "registry"),
+    ("models.recsys.engine", "RecommendationEngine.precompute", "candidate precompute",
+     "candidate precompute"),
+    ("training.jobs", "register_bundle", "registry", "registry"),
 ]
 CATEGORIES = ("load", "features", "stacked training sets", "recommenders", "re-ranker", "uplift", "evaluation",
               "refit", "candidate precompute", "registry")
@@ -104,7 +105,8 @@ def category_table(timer: StageTimer) -> list[dict[str, Any]]:
 
 
 def run_train(src: Path, timer: StageTimer) -> dict[str, Any]:
-    from training.jobs import TrainConfig, train
+    from training.config import TrainConfig
+    from training.jobs import train
     proj = Path(tempfile.mkdtemp(prefix="scale-train-", dir=WORK))
     try:
         r = train(proj, TrainConfig(horizon_days=90), shop_dir=src)
@@ -121,10 +123,10 @@ def run_features(src: Path, timer: StageTimer) -> dict[str, Any]:
     from features.customer import customer_features, stacked_training_set, training_cutoffs
     from features.io import load_shop
     from models.customer import CustomerModelConfig
-    from training.jobs import default_cutoff
+    from training.config import default_cutoff
     from training.offer_eval import uplift_training_set
     shop = load_shop(src)
-    cutoff = default_cutoff(shop, 90)
+    cutoff = default_cutoff(shop.end, 90)
     cfg = CustomerModelConfig()
     X = customer_features(shop, cutoff)
     cuts = training_cutoffs(shop, cutoff, 90, cfg.n_cutoffs, cfg.cutoff_step_days)

@@ -26,7 +26,7 @@ import mlflow.pyfunc
 import pandas as pd
 
 from features.engine import CUSTOMER_ID, read_feature_table, spark_type
-from training.jobs import MODEL_NAMES, download_champion
+from training.registry import MODEL_NAMES, download_champion
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from pyspark.sql import functions as F
 
 from features.customer import customer_features
 from features.engine import feature_table, read_feature_table
-from training.jobs import download_champion
+from training.registry import download_champion
 from training.scoring_models import MODEL_CODE, feature_signature, takes_features
 
 pytestmark = pytest.mark.spark

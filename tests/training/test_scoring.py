@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from features.exceptions import DataValidationError
-from training.bundle import ServingBundle
+from models.bundle import ServingBundle
 from training.jobs import download_champion
 from training.scoring import CUSTOMER_COLUMNS, OFFER_COLUMNS, RECOMMENDATION_COLUMNS, ScoreConfig, score
 
