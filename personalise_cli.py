@@ -222,8 +222,9 @@ def offers_audience(data: Path = typer.Option(...), budget: float = typer.Option
                     channel: str = typer.Option(None), campaign: str = typer.Option("campaign"),
                     out: Path = typer.Option(Path("audience.csv")),
                     max_volume: int = typer.Option(None),
-                    record: bool = typer.Option(False, help="Log the audience in the live store's decision "
-                                                            "log (the service and later audiences count it)."),
+                    record: bool = typer.Option(False, help="Log the audience in the live store's "
+                                                            "decision log (the service and later audiences "
+                                                            "count it)."),
                     now: str = typer.Option(None, help="Send time (default: now, or the models' data end if "
                                                        "later).")) -> None:
     """Choose whom to contact with what, maximising expected incremental margin within the budget; sends

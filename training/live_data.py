@@ -79,11 +79,13 @@ def live_store_for(data_dir: Path, create: bool = False) -> LiveStore | None:
 
 
 def _read(store: LiveStore, table: sa.Table, time_column: str) -> pd.DataFrame:
-    """Every row, the time column as the text stored (a value the driver cannot parse must not stop us)."""
-    cols = [c if c.name != time_column else sa.cast(c, sa.String).label(time_column) for c in table.c]
+    """Every row, the time column as the text stored (a value the driver cannot parse must not stop us);
+    other time columns (when the service received a row) are not read."""
+    cols = [c if c.name != time_column else sa.cast(c, sa.String).label(time_column) for c in table.c
+            if c.name == time_column or not isinstance(c.type, sa.DateTime)]
     with store.engine.connect() as conn:
         rows = conn.execute(sa.select(*cols)).mappings().all()
-    return pd.DataFrame(rows, columns=[c.name for c in table.c])
+    return pd.DataFrame(rows, columns=[c.name for c in cols])
 
 
 def _parse_times(raw: pd.Series) -> pd.Series:

@@ -38,13 +38,14 @@ def test_the_audience_respects_sends_already_in_the_live_store(project: Path) ->
     now = pd.Timestamp("2026-01-02")  # one day after the small shop's data end: the offers are valid
     first = build_audience(project, budget=1e6, channel="email", now=now)
     assert first.history_sends == 0 and len(pairs(first.audience)) > 50
-    assert pairs(build_audience(project, budget=1e6, channel="email", now=now).audience) == pairs(first.audience)
+    again = build_audience(project, budget=1e6, channel="email", now=now)
+    assert pairs(again.audience) == pairs(first.audience)  # nothing recorded: the same contacts again
     sent = first.audience[first.audience[schema.GROUP] == "treatment"]
     at = (now - pd.Timedelta(hours=12)).to_pydatetime()
     with store.engine.begin() as conn:  # what the service logged when these offers went out this morning
-        conn.execute(DECISIONS.insert(), [{"customer_id": r.customer_id, "offer_id": r.offer_id, "channel": "email",
-                                           "group": "treatment", "campaign_id": "live", "decided_at": at}
-                                          for r in sent.itertuples()])
+        conn.execute(DECISIONS.insert(), [{"customer_id": r.customer_id, "offer_id": r.offer_id,
+                                           "channel": "email", "group": "treatment", "campaign_id": "live",
+                                           "decided_at": at} for r in sent.itertuples()])
     after = build_audience(project, budget=1e6, channel="email", now=now)
     assert after.history_sends == len(sent)
     assert not pairs(after.audience) & pairs(first.audience)  # every offer's cooldown is at least 14 days
@@ -57,8 +58,8 @@ def test_cli_audience_writes_the_file_and_records_it_when_asked(project: Path, t
 
     from personalise_cli import app
     out = tmp_path / "audience.csv"
-    res = CliRunner().invoke(app, ["offers", "audience", "--data", str(project), "--budget", "5",
-                                   "--channel", "email", "--out", str(out), "--record", "--now", "2026-01-02"])
+    res = CliRunner().invoke(app, ["offers", "audience", "--data", str(project), "--budget", "5", "--channel",
+                                   "email", "--out", str(out), "--record", "--now", "2026-01-02"])
     assert res.exit_code == 0, res.output
     summary = json.loads(res.output[res.output.rindex('{"contacts"'):])  # after MLflow's progress bars
     written = pd.read_csv(out)

@@ -15,7 +15,8 @@ from features.live import LiveStore
 from training.live_data import merge_live_rows
 
 OFFERS = {"pct10", "winback20", "freeship", "points2x"}
-IMPOSSIBLE = [dt.datetime(2999, 1, 1), dt.datetime(9999, 12, 31), dt.datetime(1, 1, 1), dt.datetime(2200, 1, 1)]
+IMPOSSIBLE = [dt.datetime(2999, 1, 1), dt.datetime(9999, 12, 31), dt.datetime(1, 1, 1),
+              dt.datetime(2200, 1, 1)]
 
 
 def _store(tmp_path: Path, shop: Shop) -> tuple[LiveStore, str]:
@@ -30,12 +31,11 @@ def _store(tmp_path: Path, shop: Shop) -> tuple[LiveStore, str]:
                       {"customer_id": "C0000003", "product_id": "NO-SUCH", "event_type": "view"}])
     with store.engine.begin() as conn:  # written behind the API's back: text the driver cannot parse
         conn.execute(sa.text("INSERT INTO events (customer_id, product_id, event_type, ts, received_at) "
-                             "VALUES ('C0000004', :p, 'view', 'not a time', '2026-01-01 00:00:00')"), {"p": pid})
-    store.add_decisions([{"customer_id": "C0000001", "offer_id": "pct10", "channel": "email",
-                          "group": "treatment", "campaign_id": "live", "expected_value": 1.0, "propensity": 0.2,
-                          "model_version": "x"},
-                         {"customer_id": "C0000002", "offer_id": "ghost", "channel": "email", "group": "control",
-                          "campaign_id": "live", "expected_value": 1.0, "propensity": 0.2, "model_version": "x"}])
+                             "VALUES ('C0000004', :p, 'view', 'not a time', 'not a time')"), {"p": pid})
+    same = {"channel": "email", "campaign_id": "live", "expected_value": 1.0, "propensity": 0.2,
+            "model_version": "x"}
+    store.add_decisions([{"customer_id": "C0000001", "offer_id": "pct10", "group": "treatment", **same},
+                         {"customer_id": "C0000002", "offer_id": "ghost", "group": "control", **same}])
     return store, pid
 
 
@@ -45,7 +45,7 @@ def test_impossible_live_rows_are_set_aside_with_examples(tmp_path: Path, small_
     assert merged.end == small_shop.end  # four impossible times and none of them moved the data end
     assert len(merged.events) == len(small_shop.events) + 1  # only the good view is kept
     assert merged.events[schema.TS].dtype == small_shop.events[schema.TS].dtype
-    assert len(merged.offer_log) == len(small_shop.offer_log) + 1  # the decision naming an unknown offer is not
+    assert len(merged.offer_log) == len(small_shop.offer_log) + 1  # not the decision naming an unknown offer
     assert report.read == {"events": 8, "decisions": 2} and report.kept == {"events": 1, "decisions": 1}
     by_reason = {(s.table, s.reason.split(" (")[0]): s for s in report.set_aside}
     after = by_reason[("events", "ts: after now")]
@@ -66,6 +66,7 @@ def test_the_same_live_rows_give_the_same_fingerprint(tmp_path: Path, small_shop
     a, _ = merge_live_rows(small_shop, store, OFFERS)
     b, _ = merge_live_rows(small_shop, store, OFFERS)
     assert a.fingerprint == b.fingerprint
-    store.add_events([{"customer_id": "C0000009", "product_id": small_shop.products[schema.PRODUCT_ID].iloc[1],
-                       "event_type": "view", "ts": small_shop.end.to_pydatetime()}])
+    pid = small_shop.products[schema.PRODUCT_ID].iloc[1]
+    store.add_events([{"customer_id": "C0000009", "product_id": pid, "event_type": "view",
+                       "ts": small_shop.end.to_pydatetime()}])
     assert merge_live_rows(small_shop, store, OFFERS)[0].fingerprint != a.fingerprint

@@ -27,7 +27,8 @@ from training.registry import MODEL_NAMES, download_champion
 from training.tracking import setup_mlflow
 
 pytestmark = pytest.mark.slow
-IMPOSSIBLE = [dt.datetime(2999, 1, 1), dt.datetime(9999, 12, 31), dt.datetime(1, 1, 1), dt.datetime(2200, 1, 1)]
+IMPOSSIBLE = [dt.datetime(2999, 1, 1), dt.datetime(9999, 12, 31), dt.datetime(1, 1, 1),
+              dt.datetime(2200, 1, 1)]
 
 
 @dataclass
@@ -53,8 +54,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trained]:
     cwd.mkdir()
     simulate_shop(data / "shop", customers=400, products=120, days=365, seed=SEED)
     pid = load_shop(data / "shop").products[schema.PRODUCT_ID].iloc[0]
-    LiveStore(default_url(data)).add_events([{"customer_id": "C0000001", "product_id": pid, "event_type": "view",
-                                              "ts": t} for t in IMPOSSIBLE])
+    LiveStore(default_url(data)).add_events([{"customer_id": "C0000001", "product_id": pid,
+                                              "event_type": "view", "ts": t} for t in IMPOSSIBLE])
     own_end = load_shop(data / "shop").end
     before, env = os.getcwd(), os.environ.pop("MLFLOW_TRACKING_URI", None)
     os.chdir(cwd)
@@ -69,8 +70,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trained]:
 
 def test_impossible_live_times_neither_stop_the_retrain_nor_move_its_cutoff(trained: Trained) -> None:
     assert trained.exit_code == 0, trained.output
-    lines = trained.output.splitlines()
-    out = json.loads("\n".join(lines[len(lines) - 1 - lines[::-1].index("{"):]))  # the last JSON printed
+    out = json.loads(trained.output[trained.output.rindex('{\n "run_id"'):])  # after MLflow's progress bars
     assert out["cutoff"] == str(default_cutoff(trained.own_end, 90).date())  # the shop's own end decides
     assert out["live_rows_set_aside"] == 4 and out["promoted"]
     c = MlflowClient(tracking_uri=setup_mlflow(trained.data))

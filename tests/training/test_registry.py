@@ -76,7 +76,8 @@ def test_every_registered_model_loads_back_and_predicts_its_signature(
         assert list(out[comp].columns) == model.metadata.get_output_schema().input_names(), comp
     recs = out["recommender"]
     assert set(recs[schema.CUSTOMER_ID]) <= set(ids[:-1]) and len(recs)
-    assert recs.groupby(schema.CUSTOMER_ID)["rank"].agg(list).map(lambda r: r == list(range(1, len(r) + 1))).all()
+    ranks = recs.groupby(schema.CUSTOMER_ID)["rank"].agg(list)
+    assert ranks.map(lambda r: r == list(range(1, len(r) + 1))).all()
     assert recs.groupby(schema.CUSTOMER_ID).size().max() <= 10
     rec = mlflow.pyfunc.load_model(f"models:/{MODEL_NAMES['recommender']}/{r.versions['recommender']}")
     assert rec.predict(x, params={"k": 3}).groupby(schema.CUSTOMER_ID).size().max() <= 3
@@ -122,8 +123,8 @@ def test_promote_moves_a_runs_whole_set_whatever_its_version_numbers(project: Pa
     first_run = c.get_model_version(MODEL_NAMES["recommender"], first["recommender"]).run_id
     register_copies(c, first)  # another run: every model gets a version
     lone = c.create_run(c.get_experiment_by_name("personalise").experiment_id).info.run_id
-    c.create_model_version(MODEL_NAMES["churn"], c.get_model_version(MODEL_NAMES["churn"], first["churn"]).source,
-                           run_id=lone)  # a churn model registered alone: churn's numbers run ahead
+    churn_source = c.get_model_version(MODEL_NAMES["churn"], first["churn"]).source
+    c.create_model_version(MODEL_NAMES["churn"], churn_source, run_id=lone)  # churn's numbers run ahead
     rid, versions = register_copies(c, first)
     assert versions["churn"] == str(int(versions["recommender"]) + 1)
     p = promote(project, recommender_version=versions["recommender"])

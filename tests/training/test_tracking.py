@@ -31,7 +31,8 @@ def strings_naming(db: Path, text: str) -> list[tuple[str, str, str]]:
         for (table,) in con.execute("select name from sqlite_master where type='table'").fetchall():
             cols = [c[1] for c in con.execute(f"pragma table_info('{table}')")]
             for row in con.execute(f"select * from '{table}'"):
-                out += [(table, c, v) for c, v in zip(cols, row, strict=True) if isinstance(v, str) and text in v]
+                out += [(table, c, v) for c, v in zip(cols, row, strict=True)
+                        if isinstance(v, str) and text in v]
     finally:
         con.close()
     return out
