@@ -109,7 +109,7 @@ def evaluate(shop: Shop, config: TrainConfig, truth_dir: str | Path | None = Non
     prod = rec.production
     weights = dict(prod.weights_)
     components = {"recommender": "; ".join(["blend", *rec.report.get("notes", [])]),
-                  "churn": "LightGBM on stacked windows", "value": "LightGBM (Tweedie) on stacked windows"}
+                  **cust.models.components}
     report["components"] = components
     return EvaluationResult(report=_clean(report), tables={**cust.tables, **offers.tables}, cutoff=cutoff,
                             seconds=secs, blend_weights=weights,
