@@ -13,6 +13,7 @@ Example
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -162,3 +163,61 @@ def rfm_summary(orders: pd.DataFrame, cutoff: pd.Timestamp, unit_days: float = 7
         "T": (pd.Timestamp(cutoff).floor("D") - first) / pd.Timedelta(days=unit_days),
         "monetary": monetary,
     })
+
+
+RFM_FEATURES = ("purchase_days", "recency_days", "purchase_age_days", "avg_order_value")
+"""The customer-feature columns :class:`BGNBDCustomerModel` reads (days with a purchase, days since the last
+and the first purchase, mean order value)."""
+
+
+def p_no_purchase(bg: BetaGeoModel, horizon_days: int, x: Any, t_x: Any, T: Any) -> tuple[np.ndarray, np.ndarray]:
+    """P(no purchase in the next ``horizon_days``) and the purchases expected in them:
+    P(dead) + P(alive) * Poisson(0 | purchases expected while alive)."""
+    p_alive = np.asarray(bg.p_alive(x, t_x, T), float)
+    n = np.asarray(bg.expected_purchases(horizon_days / 7.0, x, t_x, T), float)
+    return (1 - p_alive) + p_alive * np.exp(-n / np.maximum(p_alive, 1e-9)), n
+
+
+class BGNBDCustomerModel:
+    """Churn (P(no purchase in H)) or value (expected purchases x Gamma-Gamma spend) from BG/NBD on the RFM
+    columns of customer features: the fallback when the history is too short for the stacked LightGBM
+    models. Same scoring interface as they have (``predict``, ``explain``, ``feature_importance``)."""
+
+    def __init__(self, bg: BetaGeoModel, gg: GammaGammaModel | None, horizon_days: int, kind: str,
+                 reason: str = "") -> None:
+        if kind not in ("churn", "value"):
+            raise ValueError(f"kind must be 'churn' or 'value', not {kind!r}")
+        self.bg, self.gg, self.horizon_days, self.kind, self.reason = bg, gg, horizon_days, kind, reason
+
+    @property
+    def feature_names(self) -> list[str]:
+        return list(RFM_FEATURES)
+
+    def _rfm(self, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        f = X.reindex(columns=list(RFM_FEATURES)).apply(pd.to_numeric, errors="coerce").fillna(0.0)
+        age = f["purchase_age_days"].to_numpy(float)
+        x = np.maximum(f["purchase_days"].to_numpy(float) - 1, 0)
+        t_x = np.clip(age - f["recency_days"].to_numpy(float), 0, None) / 7.0
+        return x, t_x, age / 7.0, np.maximum(f["avg_order_value"].to_numpy(float), 0)
+
+    def predict(self, X: pd.DataFrame) -> pd.Series:
+        x, t_x, T, m = self._rfm(X)
+        p_none, n = p_no_purchase(self.bg, self.horizon_days, x, t_x, T)
+        if self.kind == "churn":
+            out = p_none
+        else:
+            spend = np.asarray(self.gg.expected_spend(x, m), float) if self.gg is not None else m
+            out = np.nan_to_num(n * spend)
+        return pd.Series(out, index=X.index, name="score")
+
+    def explain(self, X: pd.DataFrame, top: int = 3) -> dict[str, list[dict[str, Any]]]:
+        """The RFM inputs of each customer's score (BG/NBD has no per-feature contributions)."""
+        f = X.reindex(columns=list(RFM_FEATURES))
+        return {str(cid): [{"feature": c, "contribution": None,
+                            "value": None if pd.isna(row[c]) else round(float(row[c]), 3),
+                            "text": f"{c} (BG/NBD fallback: {self.reason or 'short history'})"}
+                           for c in list(RFM_FEATURES)[:top]] for cid, row in f.iterrows()}
+
+    def feature_importance(self) -> pd.Series:
+        """No gains: every RFM input is used, none is learned from (zeros)."""
+        return pd.Series(0.0, index=list(RFM_FEATURES))

@@ -125,22 +125,48 @@ def _trial_scorer(model: BlendRecommender, truth: dict[str, set[str]], k: int, r
     return trial
 
 
+MIN_TUNING_PRODUCTS = 2
+"""Fewer products bought before the tuning weeks than this: there is nothing to rank, the weights are not
+tuned (the default weights are kept, and the reason recorded)."""
+
+
 def tune_blend(shop: Shop, cutoff: pd.Timestamp, config: RecommenderConfig,
-               icfg: InteractionConfig | None = None, tune_days: int = 56
+               icfg: InteractionConfig | None = None, tune_days: int = 56, notes: list[str] | None = None
                ) -> tuple[RecommenderConfig, BlendRecommender | None]:
     """``config`` with blend and discovery weights tuned on the ``tune_days`` before ``cutoff``, and the blend
     they were tuned with (fitted at the start of those days, the tuned weights set). Without history to tune
-    on: the default weights, and no blend."""
+    on, or with fewer than :data:`MIN_TUNING_PRODUCTS` products bought: the default weights, and no blend.
+    Without a product new to any customer in the tuning weeks: discovery uses the main weights. Each such
+    decision is appended to ``notes`` (if given) as a sentence saying why."""
+    notes = notes if notes is not None else []
     inner = pd.Timestamp(cutoff) - pd.Timedelta(days=tune_days)
     truth = purchase_truth(shop, inner, cutoff)
     d_in = build_interactions(shop, inner, icfg, non_product=is_non_product)
     if d_in.weights.nnz == 0 or not any(u in d_in.users for u in truth):
-        log.warning("no history before %s to tune the blend on: default weights", inner.date())
+        why = f"blend: default weights, no purchase history before {inner.date()} to tune them on"
+        log.warning(why)
+        notes.append(why)
+        return replace(config, blend_weights=DEFAULT_WEIGHTS), None
+    n_bought = int(np.count_nonzero(d_in.purchases.getnnz(axis=0)))
+    if n_bought < MIN_TUNING_PRODUCTS:
+        why = (f"blend: default weights, {n_bought} product(s) bought before {inner.date()}: fewer than the "
+               f"{MIN_TUNING_PRODUCTS} a ranking needs to be tuned")
+        log.warning(why)
+        notes.append(why)
         return replace(config, blend_weights=DEFAULT_WEIGHTS), None
     tuned = BlendRecommender(config).fit(d_in)
     main = tune_weights(tuned, truth)
     # discovery: products new to each customer, bought in the tuning weeks
-    discovery = tune_discovery(tuned, new_items_truth(d_in, truth))
+    new_truth = new_items_truth(d_in, truth)
+    if not new_truth:
+        why = (f"blend: discovery weights not tuned (no customer bought a product new to them between "
+               f"{inner.date()} and {pd.Timestamp(cutoff).date()}): discovery uses the main weights")
+        log.warning(why)
+        notes.append(why)
+        tuned.use_weights(main.weights, main.weights)
+        return replace(config, blend_weights=tuple(main.weights.items()),
+                       discovery_weights=tuple(main.weights.items())), tuned
+    discovery = tune_discovery(tuned, new_truth)
     tuned.use_weights(main.weights, discovery.weights)
     return replace(config, blend_weights=tuple(main.weights.items()),
                    discovery_weights=tuple(discovery.weights.items())), tuned

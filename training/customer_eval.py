@@ -20,7 +20,7 @@ from features.customer import (
 )
 from features.exceptions import ModelFitError
 from features.io import Shop
-from models.bgnbd import BetaGeoModel, GammaGammaModel, rfm_summary
+from models.bgnbd import BetaGeoModel, BGNBDCustomerModel, GammaGammaModel, rfm_summary
 from models.customer import (
     ChurnModel,
     CustomerModelConfig,
@@ -36,12 +36,14 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class CustomerModels:
-    churn: ChurnModel
-    value: ValueModel
+    churn: ChurnModel | BGNBDCustomerModel
+    value: ValueModel | BGNBDCustomerModel
     bgnbd: BetaGeoModel | None = None
     gg: GammaGammaModel | None = None
     config: CustomerModelConfig = field(default_factory=CustomerModelConfig)
     cutoff: pd.Timestamp | None = None
+    components: dict[str, str] = field(default_factory=dict)
+    """Which model churn and value use, and why."""
 
 
 @dataclass
@@ -85,15 +87,25 @@ def fit_customer_models(shop: Shop, cutoff: pd.Timestamp, config: CustomerModelC
     """Fit churn and value on stacked earlier cutoffs whose label windows end by ``cutoff``."""
     H = config.horizon_days
     cutoffs = training_cutoffs(shop, cutoff, H, config.n_cutoffs, config.cutoff_step_days)
+    bg, gg = fit_bgnbd(shop, cutoff)
     if not cutoffs:
-        raise ModelFitError(f"not enough history before {cutoff.date()} for a {H}-day horizon: "
-                            "use a later cutoff or a shorter --horizon-days")
+        first = shop.orders[schema.TS].min()
+        days = (pd.Timestamp(cutoff) - first).days
+        why = (f"{days} days of history before {cutoff.date()} < the {H} + 60 days the stacked model needs "
+               f"for a {H}-day horizon")
+        log.warning("customer models: BG/NBD fallback, %s", why)
+        return CustomerModels(churn=BGNBDCustomerModel(bg, gg, H, "churn", why),
+                              value=BGNBDCustomerModel(bg, gg, H, "value", why), bgnbd=bg, gg=gg,
+                              config=config, cutoff=cutoff,
+                              components={"churn": f"BG/NBD fallback (P(no purchase in {H} days)), {why}",
+                                          "value": f"BG/NBD + Gamma-Gamma fallback, {why}"})
     log.info("customer models: training cutoffs %s", [str(c.date()) for c in cutoffs])
     X, y = stacked_training_set(shop, cutoffs, H)
     churn = ChurnModel(config).fit(X, y["churn"])
     value = ValueModel(config).fit(X, y["future_net"])
-    bg, gg = fit_bgnbd(shop, cutoff)
-    return CustomerModels(churn=churn, value=value, bgnbd=bg, gg=gg, config=config, cutoff=cutoff)
+    return CustomerModels(churn=churn, value=value, bgnbd=bg, gg=gg, config=config, cutoff=cutoff,
+                          components={"churn": f"LightGBM on {len(cutoffs)} stacked windows",
+                                      "value": f"LightGBM (Tweedie) on {len(cutoffs)} stacked windows"})
 
 
 def in_period_ceiling(X: pd.DataFrame, y: pd.DataFrame, config: CustomerModelConfig, X_train: pd.DataFrame,
@@ -162,7 +174,7 @@ def evaluate_customer_models(shop: Shop, cutoff: pd.Timestamp, config: CustomerM
     })
     target = y["future_net"].clip(lower=0).to_numpy()
     report = _report(scores, target)
-    if ceiling:
+    if ceiling and isinstance(models.churn, ChurnModel):
         cutoffs = training_cutoffs(shop, cutoff, H, config.n_cutoffs, config.cutoff_step_days)
         Xtr, ytr = stacked_training_set(shop, cutoffs, H)
         bound = in_period_ceiling(X, y, config, Xtr, ytr)

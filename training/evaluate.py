@@ -50,6 +50,8 @@ class EvaluationResult:
     reranker: Reranker | None = None
     """The evaluated discovery re-ranker (None: discovery was ranked by the blend)."""
     reranker_validation: dict[str, Any] = field(default_factory=dict)
+    components: dict[str, str] = field(default_factory=dict)
+    """Which model each component uses, and why (``{"recommender": "blend; default weights, ..."}``)."""
 
     @property
     def blend(self) -> dict[str, Any]:
@@ -106,10 +108,14 @@ def evaluate(shop: Shop, config: TrainConfig, truth_dir: str | Path | None = Non
                          **{k: v for k, v in offers.report.items() if k != "policies"}}}
     prod = rec.production
     weights = dict(prod.weights_)
+    components = {"recommender": "; ".join(["blend", *rec.report.get("notes", [])]),
+                  **cust.models.components}
+    report["components"] = components
     return EvaluationResult(report=_clean(report), tables={**cust.tables, **offers.tables}, cutoff=cutoff,
                             seconds=secs, blend_weights=weights,
                             discovery_weights=dict(prod.discovery_weights_ or weights),
-                            reranker=prod.reranker_, reranker_validation=prod.rerank_validation_)
+                            reranker=prod.reranker_, reranker_validation=prod.rerank_validation_,
+                            components=components)
 
 
 def _clean(o: Any) -> Any:

@@ -170,6 +170,9 @@ def train(data_dir: str | Path, config: TrainConfig | None = None, force: bool =
         _progress("evaluate on the holdout", 2)
         ev = evaluate(d.shop, config, d.truth_dir, data_end=d.own_end)
         metrics = _log_evaluation(ev)
+        mlflow.set_tags({f"model.{c}": why[:5000] for c, why in ev.components.items()})
+        for c, why in ev.components.items():
+            log.info("%s: %s", c, why)
         _progress("refit on all data", 3)
         bundle = fit_serving_bundle(d.shop, config, ev)
         _log_segments(bundle)

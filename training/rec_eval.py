@@ -36,16 +36,17 @@ class RecEvaluation:
 def fit_production(shop: Shop, cutoff: pd.Timestamp, config: RecommenderConfig,
                    icfg: InteractionConfig | None = None, tune_days: int | None = None,
                    data: InteractionData | None = None, fitted: dict[str, Recommender] | None = None,
-                   reranker: Reranker | None = None) -> BlendRecommender:
+                   reranker: Reranker | None = None, notes: list[str] | None = None) -> BlendRecommender:
     """Fit the blend at ``cutoff``; its weights are tuned on the ``tune_days`` before the cutoff (default:
     the re-ranker's window, whose latest one then reuses the tuning blend).
     ``data``: the interactions at ``cutoff`` if already built; ``fitted``: models already fitted on them
     (reused as components when their config matches the blend's). With ``config.rerank``, discovery requests
-    are re-ranked by ``reranker``, or by one learned before ``cutoff`` when it is None."""
+    are re-ranked by ``reranker``, or by one learned before ``cutoff`` when it is None. ``notes``: the
+    reasons for what was not tuned are appended to it (see :func:`~training.blend_tuning.tune_blend`)."""
     tune_days = tune_days or config.rerank_window_days
     tuned: BlendRecommender | None = None
     if config.blend_weights is None:
-        config, tuned = tune_blend(shop, cutoff, config, icfg, tune_days)
+        config, tuned = tune_blend(shop, cutoff, config, icfg, tune_days, notes=notes)
     validation: dict[str, Any] = {}
     if config.rerank and reranker is None:
         same = tuned is not None and tune_days == config.rerank_window_days
@@ -81,8 +82,9 @@ def evaluate_recommenders(shop: Shop, cutoff: pd.Timestamp, config: RecommenderC
     t0 = time.perf_counter()
     # the blend reuses the baselines fitted above as its components (unless it is to be corrupted: then it
     # gets data of its own, so that the baselines stay intact)
-    prod = (fit_production(shop, cutoff, config, icfg) if corrupt
-            else fit_production(shop, cutoff, config, icfg, data=data, fitted=fitted))
+    notes: list[str] = []
+    prod = (fit_production(shop, cutoff, config, icfg, notes=notes) if corrupt
+            else fit_production(shop, cutoff, config, icfg, data=data, fitted=fitted, notes=notes))
     secs["production"] = time.perf_counter() - t0
     fitted["production"] = prod
     if corrupt:  # a deliberately broken model: shuffled item ids
@@ -96,4 +98,11 @@ def evaluate_recommenders(shop: Shop, cutoff: pd.Timestamp, config: RecommenderC
             report["new_items"][name] = ranking_report(recs_new, truth_new, k)
         log.info("%s: ndcg@%d all %.4f", name, k, report["all_items"][name][f"ndcg@{k}"])
     report["fit_seconds"] = {n: round(s, 2) for n, s in secs.items()}
+    n_products = int(np.count_nonzero(data.purchases.getnnz(axis=0)))
+    if n_products < 2:
+        notes.append(f"{n_products} product(s) bought before {cutoff.date()}: recommendations reduce to "
+                     "buy-again and popularity; nothing new to recommend")
+    if not truth_new:
+        notes.append("new_items: not evaluated, no customer bought a product new to them after the cutoff")
+    report["notes"] = notes
     return RecEvaluation(report=report, fit_seconds=secs, production=prod)
