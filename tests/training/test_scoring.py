@@ -13,7 +13,7 @@ import pytest
 
 from features.exceptions import DataValidationError
 from models.bundle import ServingBundle
-from training.jobs import download_champion
+from training.registry import download_champion
 from training.scoring import CUSTOMER_COLUMNS, OFFER_COLUMNS, RECOMMENDATION_COLUMNS, ScoreConfig, score
 
 pytestmark = pytest.mark.slow
