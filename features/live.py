@@ -44,6 +44,19 @@ DECISION_ID_INDEX = sa.Index("ix_decisions_decision_id", DECISIONS.c.decision_id
 """A decision is recorded once: committing the same decision id twice fails here, in every process."""
 
 
+def engine_url(url: str) -> str:
+    """``url`` with the driver this project installs: ``postgresql://`` and ``postgres://`` mean psycopg 3
+    (SQLAlchemy would otherwise look for psycopg2, which is not a dependency)."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+SCHEMA_LOCK = 0x5E_7A_11_0E
+"""PostgreSQL advisory lock held while a replica creates or migrates the schema (replicas start together)."""
+
+
 def default_url(data_dir: str | Path) -> str:
     p = Path(data_dir) / "live.db"
     p.parent.mkdir(parents=True, exist_ok=True)
@@ -62,7 +75,8 @@ class LiveStore:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.engine = sa.create_engine(url, future=True, pool_pre_ping=True)
+        self.engine = sa.create_engine(engine_url(url), future=True, pool_pre_ping=True)
+        self.postgres = self.engine.dialect.name == "postgresql"
         if url.startswith("sqlite"):
             @sa.event.listens_for(self.engine, "connect")
             def _pragmas(conn: Any, _: Any) -> None:
@@ -71,16 +85,32 @@ class LiveStore:
                 cur.execute("PRAGMA synchronous=FULL")
                 cur.execute("PRAGMA busy_timeout=5000")
                 cur.close()
-        META.create_all(self.engine)
-        self._migrate()
+        self._create_or_migrate()
 
-    def _migrate(self) -> None:
+    def _create_or_migrate(self) -> None:
+        """Create the tables that are missing and migrate older ones, in one transaction; on PostgreSQL under
+        an advisory lock, so replicas starting at once do not race. SQLite's driver starts the transaction
+        only at the first write, after the check for existing tables: a store that lost that race to another
+        process sees "already exists" and checks again."""
+        for attempt in range(5):
+            try:
+                with self.engine.begin() as conn:
+                    if self.postgres:
+                        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": SCHEMA_LOCK})
+                    META.create_all(conn)
+                    self._migrate(conn)
+                return
+            except sa.exc.OperationalError as e:
+                if self.postgres or "already exists" not in str(e) or attempt == 4:
+                    raise
+
+    @staticmethod
+    def _migrate(conn: sa.Connection) -> None:
         """Stores made before decisions had ids get the column and its unique index."""
-        cols = {c["name"] for c in sa.inspect(self.engine).get_columns("decisions")}
-        with self.engine.begin() as conn:
-            if "decision_id" not in cols:
-                conn.execute(sa.text("ALTER TABLE decisions ADD COLUMN decision_id VARCHAR(40)"))
-            DECISION_ID_INDEX.create(conn, checkfirst=True)
+        cols = {c["name"] for c in sa.inspect(conn).get_columns("decisions")}
+        if "decision_id" not in cols:
+            conn.execute(sa.text("ALTER TABLE decisions ADD COLUMN decision_id VARCHAR(40)"))
+        DECISION_ID_INDEX.create(conn, checkfirst=True)
 
     @staticmethod
     def _now() -> dt.datetime:
