@@ -40,6 +40,50 @@ DECISIONS = sa.Table(
     sa.Column("decided_at", sa.DateTime, nullable=False, index=True),
     sa.Column("decision_id", sa.String(40)),
 )
+ORDER_LINES = sa.Table(
+    "order_lines", META,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("line_id", sa.String(64), nullable=False, unique=True),
+    sa.Column("order_id", sa.String(64), nullable=False, index=True),
+    sa.Column("customer_id", sa.String(64), nullable=False, index=True),
+    sa.Column("product_id", sa.String(64), nullable=False),
+    sa.Column("quantity", sa.Float, nullable=False),
+    sa.Column("unit_price", sa.Float, nullable=False),
+    sa.Column("discount", sa.Float, nullable=False),
+    sa.Column("ts", sa.DateTime, nullable=False, index=True),
+    sa.Column("received_at", sa.DateTime, nullable=False),
+)
+"""Live order lines (returns have negative quantities); a line id is stored once."""
+CUSTOMER_STATE = sa.Table(
+    "customer_state", META,
+    sa.Column("customer_id", sa.String(64), primary_key=True),
+    sa.Column("base_as_of", sa.DateTime, nullable=False),
+    sa.Column("n_orders", sa.Integer, nullable=False),
+    sa.Column("order_value_total", sa.Float, nullable=False),
+    sa.Column("net_spend", sa.Float, nullable=False),
+    sa.Column("last_purchase", sa.DateTime),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+)
+"""Running order state per customer: the state of the training that ended at ``base_as_of``, moved on by
+the live orders since."""
+TRIGGERS = sa.Table(
+    "triggers", META,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("trigger_id", sa.String(160), nullable=False, unique=True),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("customer_id", sa.String(64), nullable=False, index=True),
+    sa.Column("order_id", sa.String(64)),
+    sa.Column("at", sa.DateTime, nullable=False),
+    sa.Column("detail", sa.String(300), nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("decided", sa.Boolean, nullable=False, default=False),
+    sa.Column("offer_id", sa.String(64)),
+    sa.Column("decision_reason", sa.String(300)),
+    sa.Column("control_group", sa.Boolean),
+    sa.Column("expected_value", sa.Float),
+    sa.Column("decision_id", sa.String(600)),
+)
+"""Triggers as the CRM feed serves them, in ``seq`` order; a trigger id fires once."""
 DECISION_ID_INDEX = sa.Index("ix_decisions_decision_id", DECISIONS.c.decision_id, unique=True)
 """A decision is recorded once: committing the same decision id twice fails here, in every process."""
 
