@@ -43,11 +43,8 @@ def _now() -> dt.datetime:
 
 
 def _insert(conn: sa.Connection, table: sa.Table) -> Any:
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert(table)
+    from sqlalchemy.dialects import postgresql, sqlite
+    return postgresql.insert(table) if conn.dialect.name == "postgresql" else sqlite.insert(table)
 
 
 def baseline(cur: Loaded | None, customer_id: str) -> tuple[dt.datetime, RunningState]:
@@ -85,7 +82,7 @@ class OrderBook:
                      "product_id": ln["product_id"], "quantity": float(ln["quantity"]),
                      "unit_price": float(ln["unit_price"]), "discount": float(ln.get("discount") or 0.0),
                      "ts": ts, "received_at": now} for ln in lines]
-            stored = set()
+            stored: set[str] = set()
             for r in rows:  # the first write takes SQLite's lock: the reads below see every earlier order
                 res = conn.execute(_insert(conn, ORDER_LINES).values(**r)
                                    .on_conflict_do_nothing(index_elements=["line_id"])
@@ -102,8 +99,7 @@ class OrderBook:
                 bought = sum(_net(r) for r in new if r["quantity"] > 0)
                 returned = -sum(_net(r) for r in new if r["quantity"] < 0)
                 kinds = order_triggers(state, order_id, bought, not seen_before, returned, self.config)
-                state = _moved(state, bought if not seen_before else 0.0, bought, returned, ts,
-                               new_order=not seen_before and bought > 0)
+                state = _moved(state, bought, returned, ts, new_order=not seen_before and bought > 0)
                 self._save_state(conn, customer_id, base_as_of, state, now)
                 for kind, detail in kinds:
                     tid = f"{kind}:{customer_id}:{order_id}"
@@ -206,8 +202,7 @@ def _net(r: dict[str, Any]) -> float:
     return float(r["quantity"] * r["unit_price"] - r["discount"])
 
 
-def _moved(s: RunningState, order_value: float, bought: float, returned: float, ts: dt.datetime,
-           new_order: bool) -> RunningState:
+def _moved(s: RunningState, bought: float, returned: float, ts: dt.datetime, new_order: bool) -> RunningState:
     """``s`` after an order: a new order counts once; more lines of a known order add to the total value."""
     n = s.n_orders + (1 if new_order else 0)
     total = s.avg_order_value * s.n_orders + (bought if bought > 0 else 0.0)
