@@ -40,8 +40,65 @@ DECISIONS = sa.Table(
     sa.Column("decided_at", sa.DateTime, nullable=False, index=True),
     sa.Column("decision_id", sa.String(40)),
 )
+ORDER_LINES = sa.Table(
+    "order_lines", META,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("line_id", sa.String(64), nullable=False, unique=True),
+    sa.Column("order_id", sa.String(64), nullable=False, index=True),
+    sa.Column("customer_id", sa.String(64), nullable=False, index=True),
+    sa.Column("product_id", sa.String(64), nullable=False),
+    sa.Column("quantity", sa.Float, nullable=False),
+    sa.Column("unit_price", sa.Float, nullable=False),
+    sa.Column("discount", sa.Float, nullable=False),
+    sa.Column("ts", sa.DateTime, nullable=False, index=True),
+    sa.Column("received_at", sa.DateTime, nullable=False),
+)
+"""Live order lines (returns have negative quantities); a line id is stored once."""
+CUSTOMER_STATE = sa.Table(
+    "customer_state", META,
+    sa.Column("customer_id", sa.String(64), primary_key=True),
+    sa.Column("base_as_of", sa.DateTime, nullable=False),
+    sa.Column("n_orders", sa.Integer, nullable=False),
+    sa.Column("order_value_total", sa.Float, nullable=False),
+    sa.Column("net_spend", sa.Float, nullable=False),
+    sa.Column("last_purchase", sa.DateTime),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+)
+"""Running order state per customer: the state of the training that ended at ``base_as_of``, moved on by
+the live orders since."""
+TRIGGERS = sa.Table(
+    "triggers", META,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("trigger_id", sa.String(160), nullable=False, unique=True),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("customer_id", sa.String(64), nullable=False, index=True),
+    sa.Column("order_id", sa.String(64)),
+    sa.Column("at", sa.DateTime, nullable=False),
+    sa.Column("detail", sa.String(300), nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("decided", sa.Boolean, nullable=False, default=False),
+    sa.Column("offer_id", sa.String(64)),
+    sa.Column("decision_reason", sa.String(300)),
+    sa.Column("control_group", sa.Boolean),
+    sa.Column("expected_value", sa.Float),
+    sa.Column("decision_id", sa.String(600)),
+)
+"""Triggers as the CRM feed serves them, in ``seq`` order; a trigger id fires once."""
 DECISION_ID_INDEX = sa.Index("ix_decisions_decision_id", DECISIONS.c.decision_id, unique=True)
 """A decision is recorded once: committing the same decision id twice fails here, in every process."""
+
+
+def engine_url(url: str) -> str:
+    """``url`` with the driver this project installs: ``postgresql://`` and ``postgres://`` mean psycopg 3
+    (SQLAlchemy would otherwise look for psycopg2, which is not a dependency)."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+SCHEMA_LOCK = 0x5E_7A_11_0E
+"""PostgreSQL advisory lock held while a replica creates or migrates the schema (replicas start together)."""
 
 
 def default_url(data_dir: str | Path) -> str:
@@ -62,7 +119,8 @@ class LiveStore:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.engine = sa.create_engine(url, future=True, pool_pre_ping=True)
+        self.engine = sa.create_engine(engine_url(url), future=True, pool_pre_ping=True)
+        self.postgres = self.engine.dialect.name == "postgresql"
         if url.startswith("sqlite"):
             @sa.event.listens_for(self.engine, "connect")
             def _pragmas(conn: Any, _: Any) -> None:
@@ -71,16 +129,32 @@ class LiveStore:
                 cur.execute("PRAGMA synchronous=FULL")
                 cur.execute("PRAGMA busy_timeout=5000")
                 cur.close()
-        META.create_all(self.engine)
-        self._migrate()
+        self._create_or_migrate()
 
-    def _migrate(self) -> None:
+    def _create_or_migrate(self) -> None:
+        """Create the tables that are missing and migrate older ones, in one transaction; on PostgreSQL under
+        an advisory lock, so replicas starting at once do not race. SQLite's driver starts the transaction
+        only at the first write, after the check for existing tables: a store that lost that race to another
+        process sees "already exists" and checks again."""
+        for attempt in range(5):
+            try:
+                with self.engine.begin() as conn:
+                    if self.postgres:
+                        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": SCHEMA_LOCK})
+                    META.create_all(conn)
+                    self._migrate(conn)
+                return
+            except sa.exc.OperationalError as e:
+                if self.postgres or "already exists" not in str(e) or attempt == 4:
+                    raise
+
+    @staticmethod
+    def _migrate(conn: sa.Connection) -> None:
         """Stores made before decisions had ids get the column and its unique index."""
-        cols = {c["name"] for c in sa.inspect(self.engine).get_columns("decisions")}
-        with self.engine.begin() as conn:
-            if "decision_id" not in cols:
-                conn.execute(sa.text("ALTER TABLE decisions ADD COLUMN decision_id VARCHAR(40)"))
-            DECISION_ID_INDEX.create(conn, checkfirst=True)
+        cols = {c["name"] for c in sa.inspect(conn).get_columns("decisions")}
+        if "decision_id" not in cols:
+            conn.execute(sa.text("ALTER TABLE decisions ADD COLUMN decision_id VARCHAR(40)"))
+        DECISION_ID_INDEX.create(conn, checkfirst=True)
 
     @staticmethod
     def _now() -> dt.datetime:

@@ -151,3 +151,40 @@ def detect_triggers(lines: pd.DataFrame, since: pd.Timestamp, until: pd.Timestam
     out["at"] = pd.to_datetime(out["at"])
     return out.sort_values(["at", "customer_id", "trigger"], kind="stable").reset_index(drop=True)
 
+
+
+@dataclass(frozen=True)
+class RunningState:
+    """A customer's running order state: what the last training computed, moved on by live orders."""
+
+    n_orders: int = 0
+    avg_order_value: float = 0.0
+    """Mean net value of the customer's orders (0 without orders)."""
+    net_spend: float = 0.0
+    last_purchase: pd.Timestamp | None = None
+
+
+def order_triggers(before: RunningState, order_id: str, order_value: float, new_order: bool,
+                   returned_value: float, config: TriggerConfig | None = None) -> list[tuple[str, str]]:
+    """Triggers one live order fires, as (kind, detail): the event-time twin of :func:`detect_triggers`.
+
+    ``order_value``: net value of the order's purchase lines (quantity > 0); ``new_order``: the order was not
+    seen before (more lines of a known order fire nothing new); ``returned_value``: net value of its return
+    lines (negative quantities), a positive number.
+
+    >>> order_triggers(RunningState(3, 95.0), "O1", 240.0, True, 0.0)
+    [('spend_jump', 'order O1 value 240.00 vs average 95.00 over 3 orders')]
+    """
+    cfg = config or TriggerConfig()
+    out: list[tuple[str, str]] = []
+    if new_order and order_value > 0:
+        if before.n_orders == 0:
+            out.append(("first_purchase", f"first order {order_id} value {order_value:.2f}"))
+        elif (before.n_orders >= cfg.spend_jump_min_orders
+              and order_value > cfg.spend_jump_factor * before.avg_order_value):
+            out.append(("spend_jump", f"order {order_id} value {order_value:.2f} vs average "
+                                      f"{before.avg_order_value:.2f} over {before.n_orders} orders"))
+    if returned_value >= cfg.high_value_return:
+        out.append(("high_value_return", f"return on order {order_id} worth {returned_value:.2f} "
+                                         f"(threshold {cfg.high_value_return:.2f})"))
+    return out

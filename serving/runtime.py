@@ -28,6 +28,7 @@ from serving.champion import fetch_champion
 from serving.errors import invalid
 from serving.live_watcher import LiveWatcher
 from serving.offer_desk import OfferDesk
+from serving.orders import OrderBook
 from serving.profile import profile
 from serving.session import recommend_in_session
 
@@ -103,6 +104,7 @@ class Personaliser:
         self.bundle_dir = Path(bundle_dir) if bundle_dir else None
         self.store = LiveStore(store_url or os.environ.get("PERSONALISE_DB") or default_url(self.data_dir))
         self.desk = OfferDesk(self.store)
+        self.orders = OrderBook(self.store, self.desk)
         self.current: Loaded | None = None
         self._reload_lock = threading.Lock()
         self.load_error: str | None = None
@@ -261,3 +263,12 @@ class Personaliser:
         n = self.store.add_events(events)
         self.live.note([str(e["customer_id"]) for e in events])
         return n
+
+    def add_order(self, order_id: str, customer_id: str, ts: dt.datetime | None,
+                  lines: list[dict[str, Any]]) -> dict[str, Any]:
+        """Store one live order durably (idempotent on line id) and fire its triggers (see
+        :mod:`serving.orders`)."""
+        return self.orders.add_order(self.current, order_id, customer_id, ts, lines)
+
+    def triggers(self, after: int, limit: int) -> dict[str, Any]:
+        return self.orders.feed(self.current, after, limit)

@@ -112,3 +112,12 @@ class EventsResponse(BaseModel):
 class ReloadResponse(BaseModel):
     model_version: str
     versions: dict[str, str]
+
+
+class OrderLine(BaseModel):
+    line_id: ID = Field(description="The order line's id: a line id already stored is not stored again")
+    product_id: ID
+    quantity: float = Field(description="Units; negative for a return", allow_inf_nan=False)
+    unit_price: float = Field(ge=0, allow_inf_nan=False)
+    discount: float = Field(default=0.0, ge=0, allow_inf_nan=False,
+                            description="Discount on the whole line, in money")

@@ -44,6 +44,7 @@ from serving.schemas import (  # noqa: E402
     EventsResponse,
     LiveEvent,
     OfferResponse,
+    OrderLine,
     RecommendResponse,
     ReloadResponse,
     SessionEvent,
@@ -178,6 +179,26 @@ class PersonaliseService:
         n = await self._run("events", self.p.add_events, rows)
         cur = self.p.current
         return EventsResponse(accepted=n, model_version=cur.version if cur else "none")
+
+    @bentoml.api
+    async def orders(self, order_id: ID, customer_id: ID,
+                     lines: Annotated[list[OrderLine], Field(min_length=1, max_length=500)],
+                     ts: Annotated[str | None, Field(max_length=40)] = None) -> dict[str, Any]:
+        """Store one live order (returns as negative quantities) durably before answering, once per line id;
+        the customer's running state moves on and the triggers it fires (spend jump, first purchase,
+        high-value return) come back with the next-best-offer decision taken for them."""
+        when = None
+        if ts is not None:
+            when = event_rows([{"ts": ts}], self.window)[0]["ts"]
+        return await self._run("events", self.p.add_order, order_id, customer_id, when,  # type: ignore
+                               [ln.model_dump() for ln in lines])
+
+    @bentoml.api
+    async def triggers(self, after: Annotated[int, Field(ge=0)] = 0,
+                       limit: Annotated[int, Field(ge=1, le=1000)] = 100) -> dict[str, Any]:
+        """Triggers fired after cursor ``after`` (pass back ``next_after``), each with a stable
+        ``trigger_id`` (delivery is at least once: deduplicate on it) and its decision."""
+        return await self._run("crm", self.p.triggers, after, limit)  # type: ignore[no-any-return]
 
     @bentoml.api
     async def reload(self) -> ReloadResponse:

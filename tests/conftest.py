@@ -11,6 +11,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
+pytest_plugins = ["tests.postgres_server"]  # postgres_server, store_url
+
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SEED = 1234
 

@@ -7,8 +7,8 @@ from pathlib import Path
 from features.live import LiveStore, merge_live
 
 
-def test_store_roundtrip_and_merge(tmp_path: Path, small_shop) -> None:
-    store = LiveStore(f"sqlite:///{tmp_path / 'live.db'}")
+def test_store_roundtrip_and_merge(store_url: str, small_shop) -> None:
+    store = LiveStore(store_url)
     pid = small_shop.products["product_id"].iloc[0]
     assert store.add_events([{"customer_id": "C0000001", "product_id": pid, "event_type": "view"},
                              {"customer_id": "C0000001", "product_id": pid, "event_type": "purchase"},
@@ -26,9 +26,9 @@ def test_store_roundtrip_and_merge(tmp_path: Path, small_shop) -> None:
     assert merged.fingerprint != small_shop.fingerprint
 
 
-def test_customers_with_events_reads_only_new_rows(tmp_path: Path) -> None:
+def test_customers_with_events_reads_only_new_rows(store_url: str) -> None:
     import datetime as dt
-    store = LiveStore(f"sqlite:///{tmp_path / 'live.db'}")
+    store = LiveStore(store_url)
     since = dt.datetime(2026, 1, 1)
     assert store.customers_with_events(since) == (set(), 0)
     store.add_events([{"customer_id": "A", "product_id": "p", "event_type": "view"},
@@ -41,11 +41,11 @@ def test_customers_with_events_reads_only_new_rows(tmp_path: Path) -> None:
     assert store.customers_with_events(since, last) == ({"C"}, 3)
 
 
-def test_a_poll_on_a_kept_connection_sees_later_writes(tmp_path: Path) -> None:
+def test_a_poll_on_a_kept_connection_sees_later_writes(store_url: str) -> None:
     """The serving watcher keeps one connection open between polls: later writes of other processes must
     still show, and a poll with nothing new must not move the last id read."""
     import datetime as dt
-    store = LiveStore(f"sqlite:///{tmp_path / 'live.db'}")
+    store = LiveStore(store_url)
     since = dt.datetime(2026, 1, 1)
     other = LiveStore(store.url)
     with store.engine.connect() as conn:
@@ -83,3 +83,30 @@ def test_a_store_made_before_decision_ids_gets_them_and_records_each_once(tmp_pa
     assert store.recorded(["d1", "d2"]) == {"d1"}
     d = store.decisions()
     assert list(d["customer_id"]) == ["C1", "C2"] and d["decision_id"].isna().tolist() == [True, False]
+
+
+def test_postgres_urls_use_psycopg3_and_two_stores_create_the_schema_once(store_url: str) -> None:
+    """Two replicas start against one database at the same time: both come up, the schema exists once."""
+    import threading
+
+    import sqlalchemy as sa
+    stores: list[LiveStore] = []
+    errors: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            stores.append(LiveStore(store_url))
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+    threads = [threading.Thread(target=start) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    if store_url.startswith("postgresql"):
+        assert stores[0].engine.dialect.driver == "psycopg"
+    tables = set(sa.inspect(stores[0].engine).get_table_names())
+    assert {"events", "decisions"} <= tables
+    stores[0].add_events([{"customer_id": "A", "product_id": "p", "event_type": "view"}])
+    assert stores[1].count_events() == 1
