@@ -23,7 +23,7 @@ import pandas as pd
 import yaml
 
 from features import schema
-from features.attributes import parse_declaration, validate_attributes
+from features.attributes import parse_declaration, parse_timestamps, validate_attributes
 from features.exceptions import DataValidationError
 
 log = logging.getLogger(__name__)
@@ -160,13 +160,7 @@ def _coerce_table(df: pd.DataFrame, spec: schema.TableSpec, report: ValidationRe
             typed = s.astype("string").str.strip().replace("", pd.NA).astype(object)
             typed = typed.where(typed.notna(), None)
         elif col.kind == schema.TIME:
-            if pd.api.types.is_datetime64_any_dtype(s):
-                typed = s
-            else:
-                typed = pd.to_datetime(s, errors="coerce", utc=True, format="mixed")
-            if getattr(typed.dt, "tz", None) is not None:
-                typed = typed.dt.tz_convert("UTC").dt.tz_localize(None)
-            typed = typed.astype("datetime64[ns]")
+            typed = parse_timestamps(s)
         elif col.kind in (schema.FLOAT, schema.INT):
             typed = pd.to_numeric(s, errors="coerce").astype(float)
         elif col.kind == schema.BOOL:
