@@ -92,15 +92,15 @@ def infer_kind(values: pd.Series) -> str:
         return schema.BOOLEAN
     if pd.to_numeric(distinct, errors="coerce").notna().all():
         return schema.NUMERIC
-    if distinct.str.contains(YEAR).all() and _parse_dates(distinct.head(200)).notna().all() \
-            and _parse_dates(distinct).notna().all():
+    if distinct.str.contains(YEAR).all() and parse_timestamps(distinct.head(200)).notna().all() \
+            and parse_timestamps(distinct).notna().all():
         return schema.DATE
     return schema.CATEGORICAL
 
 
-def _parse_dates(s: pd.Series) -> pd.Series:
-    """Dates as naive UTC ``datetime64[ns]``; unparseable values and years outside 1678..2261 (which nanoseconds
-    cannot hold) become NaT."""
+def parse_timestamps(s: pd.Series) -> pd.Series:
+    """Timestamps as naive UTC ``datetime64[ns]`` (an offset is converted to UTC); unparseable values and years
+    outside 1678..2261 (which nanoseconds cannot hold) become NaT. Shared with the contract's time columns."""
     if pd.api.types.is_datetime64_any_dtype(s):
         t = s
     else:
@@ -125,7 +125,7 @@ def cast(values: pd.Series, kind: str) -> tuple[pd.Series, pd.Series]:
             text = values.astype("string").str.strip().str.lower()
             typed = text.map(BOOL_WORDS).astype("boolean")
     elif kind == schema.DATE:
-        typed = _parse_dates(values)
+        typed = parse_timestamps(values)
     else:
         typed = values.astype("string").str.strip().astype(object)
         typed = typed.where(present & (typed != ""), None)
@@ -227,7 +227,7 @@ def attribute_features(customers: pd.DataFrame, kinds: dict[str, str], cutoff: p
         elif kind == schema.DATE:
             if cutoff is None:
                 raise ValueError(f"attribute {name!r} is a date: pass the cutoff its age is measured from")
-            days = (pd.Timestamp(cutoff) - _parse_dates(s)) / pd.Timedelta(days=1)
+            days = (pd.Timestamp(cutoff) - parse_timestamps(s)) / pd.Timedelta(days=1)
             col = days.where(days >= 0).to_numpy(dtype=float, na_value=np.nan)
         else:
             cats = vocab.get(name, [])

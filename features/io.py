@@ -23,7 +23,7 @@ import pandas as pd
 import yaml
 
 from features import schema
-from features.attributes import parse_declaration, validate_attributes
+from features.attributes import parse_declaration, parse_timestamps, validate_attributes
 from features.exceptions import DataValidationError
 
 log = logging.getLogger(__name__)
@@ -175,13 +175,7 @@ def _coerce_table(df: pd.DataFrame, spec: schema.TableSpec, report: ValidationRe
                 s = s.astype("Int64")
             typed, typed_null, outside = _text(s.astype("string").str.strip(), df.index, True, col.allowed)
         elif col.kind == schema.TIME:
-            if pd.api.types.is_datetime64_any_dtype(s):
-                typed = s
-            else:
-                typed = pd.to_datetime(s, errors="coerce", utc=True, format="mixed")
-            if getattr(typed.dt, "tz", None) is not None:
-                typed = typed.dt.tz_convert("UTC").dt.tz_localize(None)
-            typed = typed.astype("datetime64[ns]")
+            typed = parse_timestamps(s)
         elif col.kind in (schema.FLOAT, schema.INT):
             typed = pd.to_numeric(s, errors="coerce").astype(float)
         elif col.kind == schema.BOOL:

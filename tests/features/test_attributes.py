@@ -51,6 +51,12 @@ def test_a_declared_date_out_of_range_is_a_named_error_not_a_crash(tmp_path: Pat
     assert errors(d) == ["[error] customers.joined: not a date value (declared kind) (1 rows) e.g. [\"c2: '1-2'\"]"]
 
 
+def test_a_timestamp_out_of_range_in_orders_is_a_named_error(tmp_path: Path) -> None:
+    # the contract's time columns share the attributes' parser: year 1 is unparseable, not a crash
+    assert errors(write(tmp_path, orders=ORDERS.replace("2024-01-05 12:00:00", "0001-01-05"))) == [
+        "[error] orders.ts: unparseable timestamp (1 rows) e.g. ['0001-01-05']"]
+
+
 def test_declaration_problems_are_named(tmp_path: Path) -> None:
     d = write(tmp_path, orders=ORDERS, customers=CUSTOMERS)
     (d / "customers.attributes.yaml").write_text("tier: text\nregion: categorical\nshoe_size: numeric\nage: numeric\n")
