@@ -87,6 +87,18 @@ def import_complete_journey(src: Path = typer.Argument(...), out: Path = typer.O
     typer.echo(json.dumps(r.to_dict(), indent=1))
 
 
+@import_app.command("hillstrom")
+def import_hillstrom(src: Path = typer.Argument(..., help="hillstrom.csv.gz or its folder"),
+                     out: Path = typer.Option(...),
+                     send_cost: float = typer.Option(0.01, min=0, help="Cost of one e-mail (offers.yaml)."),
+                     margin_rate: float = typer.Option(0.45, min=0, max=1, help="Margin rate (offers.yaml).")
+                     ) -> None:
+    """Hillstrom e-mail test -> customers with attributes, offers.yaml, offer_log (shared control), orders."""
+    from features.importers import import_hillstrom as f
+    r = _run(lambda: f(src, out, send_cost=send_cost, margin_rate=margin_rate))
+    typer.echo(json.dumps(r.to_dict(), indent=1))
+
+
 @app.command()
 def validate(data: Path = typer.Option(..., help="Shop directory.")) -> None:
     """Check the data against the contract; exit 2 when there are errors."""
