@@ -61,10 +61,11 @@ def test_board_lookups_equal_the_computation(board_engines) -> None:
     data, full, cached = board_engines
     assert full.candidates_ is None and cached.candidates_ is not None
     assert cached.candidates_.items.shape == (len(data.users), 10)
-    n = assert_same_answers(full, cached, data.users.ids, rulesets(["a", "b"]), ks=(1, 5, 10, 12))
+    customers = data.users.ids[::2]
+    n = assert_same_answers(full, cached, customers, rulesets(["a", "b"]), ks=(1, 10, 12))
     # the candidates really answer: the storefront's default request always, filtered ones often
-    default = assert_same_answers(full, cached, data.users.ids, [BusinessRules()], ks=(1, 5, 10))
-    assert default == 3 * len(data.users) and n > default
+    default = assert_same_answers(full, cached, customers, [BusinessRules()], ks=(1, 10))
+    assert default == 2 * len(customers) and n > default
 
 
 def test_board_requests_the_candidates_cannot_answer_are_computed(board_engines) -> None:
