@@ -6,6 +6,7 @@ Every acknowledged write is committed before the call returns. Workers share not
 from __future__ import annotations
 
 import datetime as dt
+import time
 from pathlib import Path
 from typing import Any
 
@@ -125,9 +126,9 @@ class LiveStore:
             @sa.event.listens_for(self.engine, "connect")
             def _pragmas(conn: Any, _: Any) -> None:
                 cur = conn.cursor()
+                cur.execute("PRAGMA busy_timeout=5000")  # first: switching to WAL itself waits for a lock
                 cur.execute("PRAGMA journal_mode=WAL")
                 cur.execute("PRAGMA synchronous=FULL")
-                cur.execute("PRAGMA busy_timeout=5000")
                 cur.close()
         self._create_or_migrate()
 
@@ -135,7 +136,8 @@ class LiveStore:
         """Create the tables that are missing and migrate older ones, in one transaction; on PostgreSQL under
         an advisory lock, so replicas starting at once do not race. SQLite's driver starts the transaction
         only at the first write, after the check for existing tables: a store that lost that race to another
-        process sees "already exists" and checks again."""
+        process sees "already exists" and checks again; one that read before the other's write cannot upgrade
+        its snapshot ("database is locked", not waited on by SQLite) and starts again."""
         for attempt in range(5):
             try:
                 with self.engine.begin() as conn:
@@ -145,8 +147,10 @@ class LiveStore:
                     self._migrate(conn)
                 return
             except sa.exc.OperationalError as e:
-                if self.postgres or "already exists" not in str(e) or attempt == 4:
+                lost_race = "already exists" in str(e) or "database is locked" in str(e)
+                if self.postgres or not lost_race or attempt == 4:
                     raise
+                time.sleep(0.05 * (attempt + 1))
 
     @staticmethod
     def _migrate(conn: sa.Connection) -> None:

@@ -46,7 +46,7 @@ class FeatureScorer(mlflow.pyfunc.PythonModel):  # type: ignore[misc,name-define
         with open(context.artifacts["model"], "rb") as f:
             self.model = pickle.load(f)
 
-    def predict(self, context: Any, model_input: Any, params: Any = None) -> Any:  # frames; no signature
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.Series:
         X = read_feature_table(model_input.reset_index(drop=True))
         return pd.Series(self.model.predict(X).to_numpy(dtype=float), name="score")
 

@@ -128,8 +128,9 @@ def score_spark(data_dir: str | Path, tables: str, out: str, cfg: ScoreConfig, w
     log.info("[5/5] recommendations")
     _recommendations(feats, _ship(spark, champ, "recommender", work), cfg.k).write.mode("overwrite").parquet(
         f"{base}/recommendations.parquet")
-    rows = {name: spark.read.parquet(f"{base}/{name}.parquet").count()
-            for name in ("customers", "recommendations", "offers")}
+    n = decisions.count()  # one row per customer, as in customers.parquet
+    rows = {"customers": n, "recommendations": spark.read.parquet(f"{base}/recommendations.parquet").count(),
+            "offers": n}
     for df in (decisions, scores, feats):
         df.unpersist()
     return as_of, rows, champ

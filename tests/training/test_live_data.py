@@ -70,3 +70,10 @@ def test_the_same_live_rows_give_the_same_fingerprint(tmp_path: Path, small_shop
     store.add_events([{"customer_id": "C0000009", "product_id": pid, "event_type": "view",
                        "ts": small_shop.end.to_pydatetime()}])
     assert merge_live_rows(small_shop, store, OFFERS)[0].fingerprint != a.fingerprint
+
+
+def test_an_empty_store_keeps_the_shops_fingerprint(tmp_path: Path, small_shop: Shop) -> None:
+    """A server that started (and so created its store) but received nothing does not defeat run reuse."""
+    store = LiveStore(f"sqlite:///{tmp_path / 'empty.db'}")
+    merged, report = merge_live_rows(small_shop, store, OFFERS)
+    assert merged.fingerprint == small_shop.fingerprint and report.kept == {"events": 0, "decisions": 0}

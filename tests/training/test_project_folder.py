@@ -70,7 +70,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trained]:
 
 def test_impossible_live_times_neither_stop_the_retrain_nor_move_its_cutoff(trained: Trained) -> None:
     assert trained.exit_code == 0, trained.output
-    out = json.loads(trained.output[trained.output.rindex('{\n "run_id"'):])  # after MLflow's progress bars
+    text = trained.output
+    out, _ = json.JSONDecoder().raw_decode(text[text.rindex('{\n "run_id"'):])  # between log lines
     assert out["cutoff"] == str(default_cutoff(trained.own_end, 90).date())  # the shop's own end decides
     assert out["live_rows_set_aside"] == 4 and out["promoted"]
     c = MlflowClient(tracking_uri=setup_mlflow(trained.data))
@@ -104,4 +105,5 @@ def test_the_champion_loads_after_the_folder_moved(trained: Trained, tmp_path: P
         assert left == []
     finally:
         shutil.move(moved, trained.data)
+        moved.parent.rmdir()
         setup_mlflow(trained.data)
