@@ -38,12 +38,16 @@ class TrainConfig:
     blend: 5 of the 60 seconds on Online Retail) is left to the benchmark; add "bpr" to have it here too."""
     gate: tuple[Threshold, ...] = DEFAULT_GATE
     """The promotion gate: each metric's direction and largest tolerated worsening against the champion."""
+    max_training_rows: int | None = 2_000_000
+    """Stacked churn/value rows past which a seeded sample of customers is kept (all their rows at every
+    cutoff); the share kept is logged to MLflow (``training.sample_share``). None: never sample."""
     corrupt: bool = False
     """Test hook: shuffle evaluation features and item ids to produce a deliberately worse model."""
 
     def to_params(self) -> dict[str, Any]:
         p: dict[str, Any] = {"horizon_days": self.horizon_days, "cutoff": self.cutoff, "seed": self.seed,
-                             "corrupt": self.corrupt, "rec_baselines": ",".join(self.rec_baselines)}
+                             "corrupt": self.corrupt, "max_training_rows": self.max_training_rows,
+                             "rec_baselines": ",".join(self.rec_baselines)}
         p.update(self.customer.to_params())
         p.update(self.recommender.to_params())
         p.update(self.interactions.to_params())

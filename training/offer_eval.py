@@ -33,6 +33,8 @@ from models.offers import (
     parse_catalogue,
     qini,
 )
+from training import frames
+from training.progress import Steps
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +127,7 @@ def campaign_rows(by_segment: pd.DataFrame) -> pd.DataFrame:
 
 
 def fit_uplift(shop: Shop, before: pd.Timestamp | None = None, seed: int = 42) -> UpliftModel | None:
-    X, y = uplift_training_set(shop, before)
+    X, y = frames.uplift(shop, before)
     if not len(y) or y["treated"].all() or (~y["treated"]).all():
         log.warning("offer_log has no treatment/control contrast: offers use the documented prior")
         return None
@@ -146,13 +148,22 @@ def evaluate_offers(shop: Shop, cutoff: pd.Timestamp, churn: pd.Series | None = 
     """Uplift model quality on campaigns after ``cutoff`` (Qini/AUUC, redemption AUC vs past-redemption
     baseline), measured uplift per campaign, and - when the simulator's truth is available - the realised
     incremental margin of each policy at the same budget."""
-    report: dict[str, Any] = {}
-    tables: dict[str, pd.DataFrame] = {}
     if shop.offer_log is None or shop.offers is None:
         return OfferEvaluation({"skipped": "no offer_log or offers.yaml"}, {})
+    with Steps("offers", 3, log) as steps:
+        return _evaluate_offers(shop, cutoff, churn, seed, truth_dir, budget_share, steps)
+
+
+def _evaluate_offers(shop: Shop, cutoff: pd.Timestamp, churn: pd.Series | None, seed: int,
+                     truth_dir: str | Path | None, budget_share: float, steps: Steps) -> OfferEvaluation:
+    report: dict[str, Any] = {}
+    tables: dict[str, pd.DataFrame] = {}
+    assert shop.offers is not None
     cat = parse_catalogue(shop.offers)
+    steps.next("fitting the uplift model on sends before the cutoff")
     model = fit_uplift(shop, cutoff, seed)
-    Xh, yh = uplift_training_set(shop, start=cutoff)
+    steps.next("measuring uplift on sends after the cutoff")
+    Xh, yh = frames.uplift(shop, start=cutoff)
     if len(yh):
         conv = yh.assign(converted=yh["bought"].astype(int),
                          **{GROUP: np.where(yh["treated"], "treatment", "control")})
@@ -167,6 +178,7 @@ def evaluate_offers(shop: Shop, cutoff: pd.Timestamp, churn: pd.Series | None = 
             u, pr = pred["uplift"].to_numpy(), pred["p_redeem"].to_numpy()
             report["redemption"]["production"] = {"auc": auc(yh["redeemed"][t], pr[t])}
             report["uplift_model"] = qini(u, t, yh["bought"].to_numpy())
+    steps.next("policy benchmark" if truth_dir is not None else "policy benchmark (no truth: skipped)")
     if truth_dir is not None and Path(truth_dir, "uplift.parquet").exists() and model is not None:
         report.update(policy_benchmark(shop, cat, model, churn, Path(truth_dir), seed, budget_share))
     return OfferEvaluation(report, tables)
