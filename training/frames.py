@@ -19,8 +19,9 @@ from typing import Any, Protocol
 
 import pandas as pd
 
-from features.customer import stacked_training_set
+from features.customer import customer_sample, stacked_training_set
 from features.io import Shop
+from features.schema import CUSTOMER_ID
 
 
 class FrameSource(Protocol):
@@ -40,7 +41,8 @@ class FrameSource(Protocol):
 
 
 class LocalFrames:
-    """The frames from the in-memory shop (pandas, vectorised over all customers)."""
+    """The frames from the in-memory shop (pandas, vectorised over all customers). Past ``max_rows``, the
+    stacked rows and the uplift training rows (not the held-out sends) are a seeded sample of customers."""
 
     name = "local"
 
@@ -58,7 +60,12 @@ class LocalFrames:
                ) -> tuple[pd.DataFrame, pd.DataFrame]:
         from training.offer_eval import uplift_training_set
         X, y = uplift_training_set(shop, before, start)
-        self.built.append(record("uplift", X, 1.0))
+        share = 1.0
+        if start is None and self.max_rows is not None and len(y) > self.max_rows:  # training rows only
+            share = self.max_rows / len(y)
+            keep = customer_sample(pd.Index(y[CUSTOMER_ID].to_numpy()), share, self.seed)
+            X, y = X[keep], y[keep].reset_index(drop=True)
+        self.built.append(record("uplift", X, share))
         return X, y
 
 
