@@ -15,7 +15,7 @@ Example
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -77,18 +77,16 @@ def tune_weights(model: BlendRecommender, truth: dict[str, set[str]], k: int = 1
     """The blend weights maximising NDCG@k on ``truth`` (purchases after ``model``'s cutoff), over ``grid``
     (default: :data:`WEIGHT_GRID`, then EASE added to its best three). The first of equals wins. ``model``
     must have all components fitted (a config without ``blend_weights``) and is not changed."""
-    trial = _trial_scorer(model, truth, k, rules or BusinessRules())
+    score = _trial_scorer(model, truth, k, rules or BusinessRules())
     trials: list[dict[str, Any]] = []
 
-    def run(w: dict[str, float]) -> None:
-        trials.append({"weights": w, f"ndcg@{k}": trial(w)})
+    def run(ws: list[dict[str, float]]) -> None:
+        trials.extend({"weights": w, f"ndcg@{k}": v} for w, v in zip(ws, score(ws), strict=True))
 
-    for wt in grid or WEIGHT_GRID:
-        run(dict(wt))
+    run([dict(wt) for wt in grid or WEIGHT_GRID])
     if grid is None and "ease" in model.components_:
-        for t in sorted(trials, key=lambda t: -t[f"ndcg@{k}"])[:3]:
-            for e in EASE_STEPS:
-                run({**t["weights"], "ease": e})
+        run([{**t["weights"], "ease": e} for t in sorted(trials, key=lambda t: -t[f"ndcg@{k}"])[:3]
+             for e in EASE_STEPS])
     best = max(trials, key=lambda t: t[f"ndcg@{k}"])  # the first of equals wins
     log.info("blend weights %s (validation ndcg@%d %.4f)", best["weights"], k, best[f"ndcg@{k}"])
     return BlendTuning(dict(best["weights"]), trials, k)
@@ -100,29 +98,42 @@ def tune_discovery(model: BlendRecommender, truth: dict[str, set[str]], k: int =
     return tune_weights(model, truth, k, DISCOVERY_RULES, DISCOVERY_GRID)
 
 
+TRIAL_BATCH = 2000
+"""Customers scored at a time by the trials (memory: this many x products x components)."""
+
+
 def _trial_scorer(model: BlendRecommender, truth: dict[str, set[str]], k: int, rules: BusinessRules
-                  ) -> Callable[[Mapping[str, float]], float]:
-    """A function of blend weights giving their mean NDCG@k over the customers of ``truth`` the model knows
-    (component scores computed once)."""
+                  ) -> Callable[[Sequence[Mapping[str, float]]], list[float]]:
+    """A function of several blend weightings giving each one's mean NDCG@k over the customers of ``truth``
+    the model knows; customers are scored :data:`TRIAL_BATCH` at a time, their component scores computed
+    once per batch for all the weightings."""
     data = model._require()
     users = [u for u in truth if u in data.users]
-    ctx = build_context(data, users)
-    comps = model.component_scores(ctx)
-    allowed = ctx.known[:, None] & rules_mask(data, ctx, rules)
-    rel = np.zeros((len(users), len(data.items)), bool)
-    for i, u in enumerate(users):
-        cols = data.items.rows(list(truth[u]))
-        rel[i, cols[cols >= 0]] = True
     n_rel = np.array([len(truth[u]) for u in users], np.int64)
 
-    def trial(w: Mapping[str, float]) -> float:
+    def batch(a: int, ws: Sequence[Mapping[str, float]]) -> np.ndarray:
+        part = users[a:a + TRIAL_BATCH]
+        ctx = build_context(data, part)
+        comps = model.component_scores(ctx)
+        allowed = ctx.known[:, None] & rules_mask(data, ctx, rules)
+        rel = np.zeros((len(part), len(data.items)), bool)
+        for i, u in enumerate(part):
+            cols = data.items.rows(list(truth[u]))
+            rel[i, cols[cols >= 0]] = True
+        out = np.empty((len(ws), len(part)))
+        for j, w in enumerate(ws):
+            s = np.where(allowed, blended(comps, w), NEG)
+            top = top_k(s, k)
+            hits = np.take_along_axis(rel, top, axis=1) & np.isfinite(np.take_along_axis(s, top, axis=1))
+            out[j] = ndcg(hits, n_rel[a:a + TRIAL_BATCH], k)
+        return out
+
+    def trials(ws: Sequence[Mapping[str, float]]) -> list[float]:
         if not users:
-            return 0.0
-        s = np.where(allowed, blended(comps, w), NEG)
-        top = top_k(s, k)
-        hits = np.take_along_axis(rel, top, axis=1) & np.isfinite(np.take_along_axis(s, top, axis=1))
-        return float(np.mean(ndcg(hits, n_rel, k)))
-    return trial
+            return [0.0] * len(ws)
+        per_user = np.concatenate([batch(a, ws) for a in range(0, len(users), TRIAL_BATCH)], axis=1)
+        return [float(np.mean(v)) for v in per_user]
+    return trials
 
 
 MIN_TUNING_PRODUCTS = 2

@@ -21,7 +21,7 @@ from models.metrics import top_k
 from models.recsys.base import NEG, round_scores
 from models.recsys.blend import BlendRecommender, blended
 from models.recsys.context import BusinessRules, build_context, rules_mask
-from models.recsys.reasons import reason_codes
+from models.recsys.reasons import batch_reason_codes
 
 
 @dataclass(frozen=True)
@@ -50,11 +50,12 @@ def top_candidates(model: BlendRecommender, n: int = 50, batch: int = 500) -> Ca
         comps = model.component_scores(ctx)
         s = np.where(rules_mask(data, ctx, BusinessRules()), blended(comps, model.weights_), NEG)
         P, W = ctx.P.tocsr(), ctx.W.tocsr()
-        P.sort_indices()
+        P.sum_duplicates()
         ranked = top_k(s, n)
-        for i in range(len(ctx.customer_ids)):
-            top = ranked[i][np.isfinite(s[i, ranked[i]])]
-            items[a + i, :len(top)] = top
-            scores[a + i, :len(top)] = round_scores(s[i, top])
-            reason[a + i, :len(top)] = reason_codes(model, P, W, i, {c: v[i] for c, v in comps.items()}, top)
+        best = np.take_along_axis(s, ranked, 1)
+        ok = np.isfinite(best)  # -inf sorts last: the finite ones are a prefix of each row
+        b = slice(a, a + len(ranked))
+        items[b] = np.where(ok, ranked, -1)
+        scores[b] = np.where(ok, round_scores(best), NEG)
+        reason[b] = np.where(ok, batch_reason_codes(model, P, W, comps, ranked), 0)
     return Candidates(items, scores, reason)
