@@ -71,7 +71,7 @@ class RecommenderConfig:
     tune_max_customers: int = 20_000
     """Blend tuning and the ranker's windows score at most this many customers per window (a seeded sample
     by customer id); their cost grows with customers x products, their precision hardly past this."""
-    eval_max_customers: int = 50_000
+    eval_max_customers: int = 25_000
     """The recommendation report scores at most this many test customers (a seeded sample by customer id)."""
     seed: int = 42
 
