@@ -10,7 +10,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.importers import is_non_product
 from features.interactions import InteractionConfig, InteractionData, build_interactions
 from features.io import Shop
 from features.schema import PRODUCT_ID
@@ -52,7 +51,7 @@ def fit_production(shop: Shop, cutoff: pd.Timestamp, config: RecommenderConfig,
         same = tuned is not None and tune_days == config.rerank_window_days
         reranker, validation = fit_reranker(shop, cutoff, config, icfg, latest=tuned if same else None)
     if data is None:
-        data = build_interactions(shop, cutoff, icfg, non_product=is_non_product)
+        data = build_interactions(shop, cutoff, icfg)
     model = BlendRecommender(config).fit(data, components=reusable_components(fitted or {}, data, config))
     model.attach_reranker(reranker if config.rerank else None)
     model.rerank_validation_ = validation or (reranker.validation_ if reranker is not None else {})
@@ -65,7 +64,7 @@ def evaluate_recommenders(shop: Shop, cutoff: pd.Timestamp, config: RecommenderC
     """Fit on everything before ``cutoff``; score top-k for customers who bought before and after it."""
     config = config or RecommenderConfig()
     cutoff = pd.Timestamp(cutoff)
-    data = build_interactions(shop, cutoff, icfg, non_product=is_non_product)
+    data = build_interactions(shop, cutoff, icfg)
     truth_all = purchase_truth(shop, cutoff)
     before = data.purchases.sum(axis=1).A.ravel() > 0
     buyers = set(data.users.ids[before])
