@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -21,6 +21,8 @@ from training.rerank_training import fit_reranker
 
 log = logging.getLogger(__name__)
 BASELINES = ("popularity", "buy_again", "als", "bpr", "item_knn", "ease")
+PURCHASES_ONLY = "production_purchases_only"
+"""The production model fitted without events, reported beside it when the shop has events."""
 __all__ = ["BASELINES", "RecEvaluation", "evaluate_recommenders", "fit_production", "new_items_truth",
            "purchase_truth"]
 
@@ -61,7 +63,9 @@ def fit_production(shop: Shop, cutoff: pd.Timestamp, config: RecommenderConfig,
 def evaluate_recommenders(shop: Shop, cutoff: pd.Timestamp, config: RecommenderConfig | None = None,
                           icfg: InteractionConfig | None = None, k: int = 10,
                           models: tuple[str, ...] = BASELINES, corrupt: bool = False) -> RecEvaluation:
-    """Fit on everything before ``cutoff``; score top-k for customers who bought before and after it."""
+    """Fit on everything before ``cutoff``; score top-k for customers who bought before and after it.
+    When the shop has events, ``production_purchases_only`` (the production model fitted without them) is
+    reported beside production: the gain from behaviour."""
     config = config or RecommenderConfig()
     cutoff = pd.Timestamp(cutoff)
     data = build_interactions(shop, cutoff, icfg)
@@ -86,6 +90,12 @@ def evaluate_recommenders(shop: Shop, cutoff: pd.Timestamp, config: RecommenderC
             else fit_production(shop, cutoff, config, icfg, data=data, fitted=fitted, notes=notes))
     secs["production"] = time.perf_counter() - t0
     fitted["production"] = prod
+    icfg = icfg or InteractionConfig()
+    if icfg.use_events and shop.events is not None and len(shop.events) and not corrupt:
+        # its twin fitted without events: what the behaviour adds is measured, not assumed
+        t0 = time.perf_counter()
+        fitted[PURCHASES_ONLY] = fit_production(shop, cutoff, config, replace(icfg, use_events=False))
+        secs[PURCHASES_ONLY] = time.perf_counter() - t0
     if corrupt:  # a deliberately broken model: shuffled item ids
         prod.data.items.ids = np.random.default_rng(0).permutation(prod.data.items.ids)  # type: ignore[union-attr]
     for name, m in fitted.items():
