@@ -7,8 +7,9 @@ BG/NBD + Gamma-Gamma. Churn: AUC of production, BG/NBD P(no purchase in H) and r
 
 ``selected``: the value model chosen on a validation window before the cutoff (the same evaluation at
 ``cutoff - H``, its labels ending at the cutoff): the model with the best validation Spearman, scored on
-the test window (with ``--select``: it doubles the time). It shows what choosing on data before the cutoff
-would give; the service does not do it yet.
+the test window (with ``--select``: it doubles the time); it shows what choosing on data before the cutoff
+would give, the service does not do it yet. ``short windows`` (only where production is the BG/NBD
+fallback): the stacked LightGBM models trained on a shorter label window that the history allows.
 Run: ``python bench/value_grid.py [or] [sim] [--select]`` (cells already in bench/value_grid.json are kept).
 """
 
@@ -58,12 +59,43 @@ def _metrics(shop: Any, cutoff: pd.Timestamp, h: int) -> dict[str, Any]:
     from training.customer_eval import evaluate_customer_models
     ev = evaluate_customer_models(shop, cutoff, CustomerModelConfig(horizon_days=h))
     r = ev.report
-    return {"value": {m: {"spearman": r["value"][m]["spearman"], "gini": r["value"][m]["normalized_gini"]}
-                      for m in VALUE},
-            "churn": {m: r["churn"][m]["auc"] for m in CHURN},
+    out = {"value": {m: {"spearman": r["value"][m]["spearman"], "gini": r["value"][m]["normalized_gini"]}
+                     for m in VALUE},
+           "churn": {m: r["churn"][m]["auc"] for m in CHURN}}
+    short = _short_windows(shop, cutoff, h, ev.scores) if "fallback" in ev.models.components["value"] else None
+    if short is not None:
+        out["value"]["short_windows"], out["churn"]["short_windows"] = short["value"], short["churn"]
+        out["short_windows_horizon"] = short["horizon"]
+    return {**out,
             "production_model": ev.models.components.get("value", ""),
             "customers": r["value"]["production"]["customers"],
             "zero_future_spend": float((ev.scores["future_net"] <= 0).mean())}
+
+
+def _short_windows(shop: Any, cutoff: pd.Timestamp, h: int, scores: pd.DataFrame) -> dict[str, Any] | None:
+    """The stacked LightGBM models trained on the longest shorter label window (90, 60 or 30 days) that
+    the history allows, scored against the H-day labels: does that rank better than the BG/NBD fallback?"""
+    from scipy.stats import spearmanr
+
+    from features.customer import customer_features, stacked_training_set, training_cutoffs
+    from models.customer import ChurnModel, CustomerModelConfig, ValueModel
+    from models.metrics import auc, normalized_gini
+    for hs in (90, 60, 30):
+        if hs >= h:
+            continue
+        cfg = CustomerModelConfig(horizon_days=hs)
+        cutoffs = training_cutoffs(shop, cutoff, hs, cfg.n_cutoffs, cfg.cutoff_step_days)
+        if not cutoffs:
+            continue
+        X, y = stacked_training_set(shop, cutoffs, hs)
+        now = customer_features(shop, cutoff).reindex(scores.index)
+        value = ValueModel(cfg).fit(X, y["future_net"]).predict(now).to_numpy()
+        churn = ChurnModel(cfg).fit(X, y["churn"]).predict(now).to_numpy()
+        target = scores["future_net"].clip(lower=0).to_numpy()
+        return {"horizon": hs, "churn": auc(scores["churn"], churn),
+                "value": {"spearman": float(spearmanr(target, value).statistic),
+                          "gini": normalized_gini(target, value)}}
+    return None
 
 
 def cell(shop: Any, h: int, cutoff: pd.Timestamp, select: bool) -> dict[str, Any]:
@@ -94,7 +126,7 @@ def markdown(grid: dict[str, list[dict[str, Any]]]) -> str:
              "best of the row. `selected`: the value model with the best Spearman on a validation window "
              "ending at the cutoff, scored on the test window. Timings are not reported (shared machine).", ""]
     head = ("| data | H | cutoff | production model | zero spend | " + " | ".join(VALUE)
-            + " | selected | churn " + " | churn ".join(CHURN) + " |")
+            + " | selected | churn " + " | churn ".join(CHURN) + " | short windows: value / churn |")
     lines += [head, "|" + "---|" * (head.count("|") - 1)]
     for data, rows in grid.items():
         for r in rows:
@@ -113,9 +145,12 @@ def markdown(grid: dict[str, list[dict[str, Any]]]) -> str:
             churn = [(_f(r["churn"][m]) if r["churn"][m] < best_c else f"**{_f(r['churn'][m])}**")
                      for m in CHURN]
             model = "BG/NBD fallback" if "fallback" in r["production_model"] else "LightGBM stacked"
+            sw = v.get("short_windows")
+            sw_txt = (f"H'={r['short_windows_horizon']}: {_f(sw['spearman'])} / {_f(sw['gini'])} / "
+                      f"{_f(r['churn']['short_windows'])}" if sw else "-")
             lines.append(f"| {data} | {r['horizon_days']} | {r['cutoff']} | {model} | "
                          f"{r['zero_future_spend']:.0%} | " + " | ".join(cells) + f" | {sel_txt} | "
-                         + " | ".join(churn) + " |")
+                         + " | ".join(churn) + f" | {sw_txt} |")
     return "\n".join(lines) + "\n"
 
 
