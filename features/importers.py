@@ -19,6 +19,7 @@ import pandas as pd
 import yaml
 
 from features.io import write_table
+from features.schema import IS_PRODUCT
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,9 @@ def import_online_retail(src: str | Path, out: str | Path) -> ImportReport:
     products = pd.DataFrame({"product_id": sorted(orders["product_id"].unique())})
     products["price"] = products["product_id"].map(price)
     products["in_stock"] = True
+    # the data contract's column (the fee lines above are dropped, so every product kept is one; written
+    # here so that what is not a product is the data's statement, never a rule in the models)
+    products[IS_PRODUCT] = ~is_non_product(products["product_id"])
     country = d.assign(cid=orders["customer_id"].to_numpy()).groupby("cid")["Country"].agg(
         lambda s: s.value_counts().index[0])
     customers = pd.DataFrame({"customer_id": country.index.to_numpy(), "region": country.to_numpy()})

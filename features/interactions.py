@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from features import schema
 from features.codes import shop_codes
 from features.io import Shop
 
@@ -90,6 +91,9 @@ def build_interactions(shop: Shop, cutoff: pd.Timestamp | None = None, config: I
                        trending_days: int = 28, non_product: Any = None) -> InteractionData:
     """Interactions strictly before ``cutoff`` (default: after the last row).
 
+    Products whose ``is_product`` is False (the data contract's statement: postage, fees, vouchers) are never
+    recommendable. ``non_product``: an extra predicate on product ids for research code; the model path
+    passes none - which ids are products is the data's to say, not a rule in the models.
     Built from the shop's integer-coded arrays (:mod:`features.codes`): no id is hashed per call."""
     cfg = config or InteractionConfig()
     cutoff = pd.Timestamp(cutoff) if cutoff is not None else shop.end + pd.Timedelta(seconds=1)
@@ -124,7 +128,10 @@ def build_interactions(shop: Shop, cutoff: pd.Timestamp | None = None, config: I
     W.eliminate_zeros()
     P, L, R = _purchase_matrices(ocust, oprod, ots, oq, row, len(c.products), shape, end)
     pid = shop.products["product_id"].astype(str)
-    is_product = ~non_product(pid).to_numpy() if non_product is not None else np.ones(len(pid), bool)
+    is_product = (shop.products[schema.IS_PRODUCT].fillna(True).to_numpy(bool) if schema.IS_PRODUCT
+                  in shop.products else np.ones(len(pid), bool))
+    if non_product is not None:
+        is_product = is_product & ~non_product(pid).to_numpy()
     recent = (oq > 0) & (ots >= end - np.timedelta64(trending_days, "D"))
     rcust, rprod = ocust[recent], oprod[recent]
     rec_w = np.bincount(rprod[rprod < n_items], minlength=n_items)

@@ -377,11 +377,12 @@ def load_shop(directory: str | Path, strict: bool = True) -> Shop:
     if products is None:
         products = _products_from_orders(orders)
     for c, default in (("category", None), ("in_stock", True), ("replenishable", False), ("price", np.nan),
-                       ("unit_cost", np.nan), ("brand", None)):
+                       ("unit_cost", np.nan), ("brand", None), (schema.IS_PRODUCT, True)):
         if c not in products.columns:
             products[c] = default
     products["in_stock"] = products["in_stock"].fillna(True).astype(bool)
     products["replenishable"] = products["replenishable"].fillna(False).astype(bool)
+    products[schema.IS_PRODUCT] = products[schema.IS_PRODUCT].fillna(True).astype(bool)
     customers = typed.get("customers")
     ids = pd.Index(orders["customer_id"].dropna().unique())
     if customers is None:

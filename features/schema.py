@@ -34,6 +34,8 @@ QUANTITY = "quantity"
 SCORE = "score"
 RANK = "rank"
 SIMILAR_PRODUCT_ID = "similar_product_id"
+IS_PRODUCT = "is_product"
+"""products: False for a line that is no product (postage, a fee, a voucher): never recommended. Default True."""
 RECOMMENDATION_COLUMNS = (CUSTOMER_ID, PRODUCT_ID, SCORE, RANK)
 """What every recommender's ``recommend`` returns, in this order."""
 SIMILAR_ITEMS_COLUMNS = (PRODUCT_ID, SIMILAR_PRODUCT_ID, SCORE, RANK)
@@ -98,6 +100,7 @@ PRODUCTS = TableSpec(
         Column("unit_cost", FLOAT, min_value=0.0),
         Column("in_stock", BOOL),
         Column("replenishable", BOOL),
+        Column(IS_PRODUCT, BOOL),
     ),
     unique=("product_id",),
 )

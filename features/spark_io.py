@@ -201,7 +201,8 @@ def _defaults(t: dict[str, DataFrame | None]) -> tuple[DataFrame, DataFrame, Dat
                     .withColumn("in_stock", F.lit(True)))
     for c, kind, default in (("category", "string", None), ("in_stock", "boolean", True),
                              ("replenishable", "boolean", False), ("price", "double", None),
-                             ("unit_cost", "double", None), ("brand", "string", None)):
+                             ("unit_cost", "double", None), ("brand", "string", None),
+                             (schema.IS_PRODUCT, "boolean", True)):
         if c not in products.columns:
             products = products.withColumn(c, F.lit(default).cast(kind))
         elif default is not None:

@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.importers import is_non_product
 from features.interactions import InteractionConfig, InteractionData, build_interactions
 from features.io import Shop
 from models.metrics import ndcg, top_k
@@ -152,7 +151,7 @@ def tune_blend(shop: Shop, cutoff: pd.Timestamp, config: RecommenderConfig,
     notes = notes if notes is not None else []
     inner = pd.Timestamp(cutoff) - pd.Timedelta(days=tune_days)
     truth = sample_truth(purchase_truth(shop, inner, cutoff), config.tune_max_customers, config.seed)
-    d_in = build_interactions(shop, inner, icfg, non_product=is_non_product)
+    d_in = build_interactions(shop, inner, icfg)
     if d_in.weights.nnz == 0 or not any(u in d_in.users for u in truth):
         why = f"blend: default weights, no purchase history before {inner.date()} to tune them on"
         log.warning(why)

@@ -42,7 +42,8 @@ class EvaluationResult:
     report: dict[str, Any]
     """Every metric, as plain JSON (NaN written as None)."""
     tables: dict[str, pd.DataFrame]
-    cutoff: pd.Timestamp
+    cutoff: pd.Timestamp | None
+    """None: no holdout in the history, nothing evaluated (``report["not_evaluated"]`` says why)."""
     seconds: dict[str, float]
     blend_weights: dict[str, float] = field(default_factory=dict)
     """The evaluated recommender's blend weights."""
@@ -69,12 +70,63 @@ def evaluation_cutoff(shop: Shop, config: TrainConfig, data_end: pd.Timestamp | 
     end = shop.end if data_end is None else pd.Timestamp(data_end)
     cutoff = pd.Timestamp(config.cutoff) if config.cutoff else default_cutoff(end, H)
     ts = shop.customer_orders()[schema.TS]
-    if not (ts < cutoff).any() or not (ts >= cutoff).any():
+    if not _both_sides(ts, cutoff):
         first = ts.min().date() if len(ts) else None
         raise ModelFitError(f"the evaluation cutoff {cutoff.date()} needs customer orders before and after "
                             f"it; the orders run from {first} to {end.date()}: choose a --cutoff inside them "
                             f"or a shorter --horizon-days (now {H})")
     return cutoff
+
+
+def _both_sides(ts: pd.Series, cutoff: pd.Timestamp) -> bool:
+    return bool((ts < cutoff).any() and (ts >= cutoff).any())
+
+
+def short_holdout_cutoff(shop: Shop, data_end: pd.Timestamp | None = None) -> pd.Timestamp | None:
+    """When the horizon's holdout does not fit in the history: a cutoff leaving the last third of the days
+    with orders (at least one) as a holdout for the recommenders, which need no label window. None when
+    even that has no customer orders on both sides (e.g. all orders on one day)."""
+    ts = shop.customer_orders()[schema.TS]
+    if ts.empty:
+        return None
+    end = shop.end if data_end is None else pd.Timestamp(data_end)
+    days = max((end - ts.min()).days // 3, 1)
+    cutoff = (end - pd.Timedelta(days=days)).floor("D")
+    return cutoff if _both_sides(ts, cutoff) else None
+
+
+@dataclass
+class _Windows:
+    cutoff: pd.Timestamp | None
+    """Where the recommenders (and offers) are evaluated; None: nowhere."""
+    customer: bool
+    """Whether churn and value are evaluated there (their H-day holdout fits)."""
+    skipped: dict[str, str]
+    """Component -> why it is not evaluated."""
+
+
+def _windows(shop: Shop, config: TrainConfig, data_end: pd.Timestamp | None) -> _Windows:
+    """The horizon's holdout when it fits (an explicit ``config.cutoff`` must); otherwise a shorter one
+    for the recommenders, and churn and value not evaluated, with the reason."""
+    try:
+        return _Windows(evaluation_cutoff(shop, config, data_end), True, {})
+    except ModelFitError:
+        if config.cutoff:
+            raise
+    H = config.horizon_days
+    ts = shop.customer_orders()[schema.TS]
+    end = shop.end if data_end is None else pd.Timestamp(data_end)
+    span = f"{(end - ts.min()).days} days of orders ({ts.min().date()} to {end.date()})" if len(ts) else "none"
+    why = f"a {H}-day holdout after some history does not fit in {span}"
+    skipped = {"churn": why, "value": why}
+    cutoff = short_holdout_cutoff(shop, data_end)
+    if cutoff is None:
+        why_rec = f"no day splits the customer orders into a history and a holdout: {span}"
+        skipped.update(recommender=why_rec, offers=why_rec)
+    else:
+        log.warning("churn and value not evaluated (%s); recommenders evaluated on a shorter holdout from %s",
+                    why, cutoff.date())
+    return _Windows(cutoff, False, skipped)
 
 
 def evaluate(shop: Shop, config: TrainConfig, truth_dir: str | Path | None = None,
@@ -83,36 +135,54 @@ def evaluate(shop: Shop, config: TrainConfig, truth_dir: str | Path | None = Non
 
     ``data_end``: the end of the shop's own data, from which the default cutoff is counted (default:
     ``shop.end``; the train job passes the end before live rows were merged, so they never move it).
+    Components whose holdout does not fit the history are not evaluated: the report's ``not_evaluated``
+    names each with the reason (the recommenders then use a shorter holdout when one exists, see
+    :func:`short_holdout_cutoff`), and the others are evaluated all the same.
     """
-    cutoff = evaluation_cutoff(shop, config, data_end)
+    w = _windows(shop, config, data_end)
     secs: dict[str, float] = {}
+    report: dict[str, Any] = {"cutoff": str(w.cutoff.date()) if w.cutoff is not None else None,
+                              "horizon_days": config.horizon_days}
+    components: dict[str, str] = {}
+    rec = cust = None
     with Steps("evaluation", 3, log) as steps:
         t0 = time.perf_counter()
         steps.next("recommenders")
-        rec = evaluate_recommenders(shop, cutoff, config.recommender, config.interactions,
-                                    models=config.rec_baselines, corrupt=config.corrupt)
+        if w.cutoff is not None:
+            rec = evaluate_recommenders(shop, w.cutoff, config.recommender, config.interactions,
+                                        models=config.rec_baselines, corrupt=config.corrupt)
+            report["recommend"] = rec.report
+            components["recommender"] = "; ".join(["blend", *rec.report.get("notes", [])])
+        else:
+            components["recommender"] = f"blend; not evaluated: {w.skipped['recommender']}"
         secs["recommend"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         steps.next("churn and value")
-        cust = evaluate_customer_models(shop, cutoff, config.customer, corrupt_features=config.corrupt)
+        if w.customer and w.cutoff is not None:
+            cust = evaluate_customer_models(shop, w.cutoff, config.customer, corrupt_features=config.corrupt)
+            report.update(cust.report)
+            components.update(cust.models.components)
         secs["customer"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         steps.next("offers")
-        offers = evaluate_offers(shop, cutoff, cust.scores["churn_production"], config.seed, truth_dir)
+        tables = dict(cust.tables) if cust is not None else {}
+        if w.cutoff is not None:
+            churn = cust.scores["churn_production"] if cust is not None else None
+            offers = evaluate_offers(shop, w.cutoff, churn, config.seed, truth_dir)
+            report["offers"] = {**offers.report.get("policies", {}),
+                                **{k: v for k, v in offers.report.items() if k != "policies"}}
+            tables.update(offers.tables)
         secs["offers"] = time.perf_counter() - t0
-    report = {"cutoff": str(cutoff.date()), "horizon_days": config.horizon_days,
-              "recommend": rec.report, **cust.report,
-              "offers": {**offers.report.get("policies", {}),
-                         **{k: v for k, v in offers.report.items() if k != "policies"}}}
-    prod = rec.production
-    weights = dict(prod.weights_)
-    components = {"recommender": "; ".join(["blend", *rec.report.get("notes", [])]),
-                  **cust.models.components}
+    if w.skipped:
+        report["not_evaluated"] = w.skipped
     report["components"] = components
-    return EvaluationResult(report=_clean(report), tables={**cust.tables, **offers.tables}, cutoff=cutoff,
+    prod = rec.production if rec is not None else None
+    weights = dict(prod.weights_) if prod is not None else {}
+    return EvaluationResult(report=_clean(report), tables=tables, cutoff=w.cutoff,
                             seconds=secs, blend_weights=weights,
-                            discovery_weights=dict(prod.discovery_weights_ or weights),
-                            reranker=prod.reranker_, reranker_validation=prod.rerank_validation_,
+                            discovery_weights=dict((prod.discovery_weights_ if prod else None) or weights),
+                            reranker=prod.reranker_ if prod else None,
+                            reranker_validation=prod.rerank_validation_ if prod else {},
                             components=components)
 
 

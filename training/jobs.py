@@ -140,6 +140,32 @@ def _log_evaluation(ev: EvaluationResult) -> dict[str, float]:
     return metrics
 
 
+def served_components(evaluated: dict[str, str], served: dict[str, str]) -> dict[str, str]:
+    """Which model each component serves, and why: the evaluated description, or the served one when the
+    refit on all data chose another (a young shop's evaluation cutoff may lack the history the data end has)
+    or nothing was evaluated."""
+    out = dict(evaluated)
+    for c, why in served.items():
+        if c not in evaluated:
+            out[c] = why
+        elif evaluated[c] != why and evaluated[c].split(",")[0] != why.split(",")[0]:
+            out[c] = f"{why} (evaluated: {evaluated[c]})"
+    return out
+
+
+def _log_components(ev: EvaluationResult, bundle: ServingBundle) -> None:
+    import mlflow
+    comps = served_components(ev.components, bundle.meta.get("components", {}))
+    ev.components.update(comps)
+    ev.report["components"] = dict(ev.components)
+    for c, why in ev.report.get("not_evaluated", {}).items():
+        ev.report["components"].setdefault(c, f"not evaluated: {why}")
+    mlflow.set_tags({f"model.{c}": why[:5000] for c, why in ev.report["components"].items()})
+    mlflow.log_dict(ev.report["components"], "evaluation/components.json")
+    for c, why in ev.report["components"].items():
+        log.info("%s: %s", c, why)
+
+
 def _log_segments(bundle: ServingBundle) -> None:
     import mlflow
     seg = segment_summary(bundle.scores[[SEGMENT]].dropna(), bundle.features)
@@ -207,17 +233,16 @@ def train(data_dir: str | Path, config: TrainConfig | None = None, force: bool =
         _progress("evaluate on the holdout", 2)
         ev = evaluate(d.shop, config, d.truth_dir, data_end=d.own_end)
         metrics = _log_evaluation(ev)
-        mlflow.set_tags({f"model.{c}": why[:5000] for c, why in ev.components.items()})
-        for c, why in ev.components.items():
-            log.info("%s: %s", c, why)
         _progress("refit on all data", 3)
         bundle = fit_serving_bundle(d.shop, config, ev)
+        _log_components(ev, bundle)
         _log_segments(bundle)
         _log_frames(src)
         _progress("register models", 4)
         versions = register_bundle(bundle, run.info.run_id)
         _progress("promotion gate", 5)
         new = gate_values(ev.report, config.gate)
-        result = gate_and_promote(MlflowClient(), run.info.run_id, versions, new, config.gate)
+        result = gate_and_promote(MlflowClient(), run.info.run_id, versions, new, config.gate,
+                                  unevaluated=ev.report.get("not_evaluated"))
         return TrainResult(run.info.run_id, False, result.ok, versions, metrics, result.reason, ev.report,
                            d.live.to_dict())

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from features.importers import is_non_product
 from features.interactions import InteractionConfig, InteractionData, build_interactions
 from features.io import Shop
 from features.schema import PRODUCT_ID
@@ -22,6 +21,8 @@ from training.rerank_training import fit_reranker
 
 log = logging.getLogger(__name__)
 BASELINES = ("popularity", "buy_again", "als", "bpr", "item_knn", "ease")
+PURCHASES_ONLY = "production_purchases_only"
+"""The production model fitted without events, reported beside it when the shop has events."""
 __all__ = ["BASELINES", "RecEvaluation", "evaluate_recommenders", "fit_production", "new_items_truth",
            "purchase_truth"]
 
@@ -52,7 +53,7 @@ def fit_production(shop: Shop, cutoff: pd.Timestamp, config: RecommenderConfig,
         same = tuned is not None and tune_days == config.rerank_window_days
         reranker, validation = fit_reranker(shop, cutoff, config, icfg, latest=tuned if same else None)
     if data is None:
-        data = build_interactions(shop, cutoff, icfg, non_product=is_non_product)
+        data = build_interactions(shop, cutoff, icfg)
     model = BlendRecommender(config).fit(data, components=reusable_components(fitted or {}, data, config))
     model.attach_reranker(reranker if config.rerank else None)
     model.rerank_validation_ = validation or (reranker.validation_ if reranker is not None else {})
@@ -62,10 +63,12 @@ def fit_production(shop: Shop, cutoff: pd.Timestamp, config: RecommenderConfig,
 def evaluate_recommenders(shop: Shop, cutoff: pd.Timestamp, config: RecommenderConfig | None = None,
                           icfg: InteractionConfig | None = None, k: int = 10,
                           models: tuple[str, ...] = BASELINES, corrupt: bool = False) -> RecEvaluation:
-    """Fit on everything before ``cutoff``; score top-k for customers who bought before and after it."""
+    """Fit on everything before ``cutoff``; score top-k for customers who bought before and after it.
+    When the shop has events, ``production_purchases_only`` (the production model fitted without them) is
+    reported beside production: the gain from behaviour."""
     config = config or RecommenderConfig()
     cutoff = pd.Timestamp(cutoff)
-    data = build_interactions(shop, cutoff, icfg, non_product=is_non_product)
+    data = build_interactions(shop, cutoff, icfg)
     truth_all = purchase_truth(shop, cutoff)
     before = data.purchases.sum(axis=1).A.ravel() > 0
     buyers = set(data.users.ids[before])
@@ -89,6 +92,12 @@ def evaluate_recommenders(shop: Shop, cutoff: pd.Timestamp, config: RecommenderC
             else fit_production(shop, cutoff, config, icfg, data=data, fitted=fitted, notes=notes))
     secs["production"] = time.perf_counter() - t0
     fitted["production"] = prod
+    icfg = icfg or InteractionConfig()
+    if icfg.use_events and shop.events is not None and len(shop.events) and not corrupt:
+        # its twin fitted without events: what the behaviour adds is measured, not assumed
+        t0 = time.perf_counter()
+        fitted[PURCHASES_ONLY] = fit_production(shop, cutoff, config, replace(icfg, use_events=False))
+        secs[PURCHASES_ONLY] = time.perf_counter() - t0
     if corrupt:  # a deliberately broken model: shuffled item ids
         prod.data.items.ids = np.random.default_rng(0).permutation(prod.data.items.ids)  # type: ignore[union-attr]
     for name, m in fitted.items():

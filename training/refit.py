@@ -99,4 +99,5 @@ def _refit(shop: Shop, end: pd.Timestamp, config: TrainConfig, evaluation: Evalu
     params = {**config.to_params(), **rec_cfg.to_params()}
     return ServingBundle(engine=engine, churn=cm.churn, value=cm.value, policy=policy,
                          catalogue=catalogue, features=X, scores=scores, triggers=trig, as_of=end,
-                         meta={"fingerprint": shop.fingerprint, "params": params})
+                         meta={"fingerprint": shop.fingerprint, "params": params,
+                               "components": cm.components})

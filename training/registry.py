@@ -27,7 +27,7 @@ import pandas as pd
 from features import schema
 from features.exceptions import ModelNotAvailableError
 from models.bundle import COMPONENTS, ServingBundle
-from training.gate import GateResult, Threshold, check_gate
+from training.gate import GateResult, Threshold, check_gate, component_of, unevaluated_decisions
 from training.tracking import setup_mlflow
 
 log = logging.getLogger(__name__)
@@ -96,13 +96,19 @@ def champion_versions(client: Any, alias: str = CHAMPION) -> dict[str, str]:
 
 
 def champion_metrics(client: Any) -> tuple[dict[str, float] | None, dict[str, str]]:
-    """Metrics of the run that produced the champion recommender (None without a champion), and the
-    champion version of every component."""
+    """Metrics of the runs that produced the champion (None without a champion), and the champion version
+    of every component. A component's metrics come from the run of its own champion version (the versions
+    come from different runs when a component kept its champion; other metrics: the recommender's run)."""
     versions = champion_versions(client)
     if "recommender" not in versions:
         return None, versions
-    mv = client.get_model_version(MODEL_NAMES["recommender"], versions["recommender"])
-    return dict(client.get_run(mv.run_id).data.metrics), versions
+    runs = {c: client.get_model_version(MODEL_NAMES[c], v).run_id for c, v in versions.items()}
+    metrics = {rid: dict(client.get_run(rid).data.metrics) for rid in set(runs.values())}
+    out = dict(metrics[runs["recommender"]])
+    for c, rid in runs.items():
+        out = {k: v for k, v in out.items() if component_of(k) != c}
+        out.update({k: v for k, v in metrics[rid].items() if component_of(k) == c})
+    return out, versions
 
 
 def run_versions(client: Any, run_id: str) -> dict[str, str]:
@@ -138,19 +144,32 @@ def _promotion_tags(**extra: str) -> dict[str, str]:
 
 
 def gate_and_promote(client: Any, run_id: str, versions: dict[str, str], new: dict[str, float],
-                     thresholds: tuple[Threshold, ...]) -> GateResult:
+                     thresholds: tuple[Threshold, ...], unevaluated: dict[str, str] | None = None
+                     ) -> GateResult:
     """Make the run's versions the challenger, and the champion too if they pass the gate against the current
-    champion (``new``: the run's gate metrics by MLflow name). Logs ``promotion.json`` to the active run."""
+    champion (``new``: the run's gate metrics by MLflow name). Logs ``promotion.json`` to the active run.
+
+    ``unevaluated``: components the evaluation could not run (-> why). Their metrics are not gated; a
+    component whose champion was evaluated keeps the champion's version, any other is promoted unevaluated
+    (:func:`~training.gate.unevaluated_decisions`; each decision is in the reason and ``promotion.json``)."""
     import mlflow
     champ, champ_versions = champion_metrics(client)
-    result = check_gate(new, champ, thresholds)
+    result = check_gate(new, champ, thresholds, unevaluated)
     set_alias(client, versions, CHALLENGER)
     record: dict[str, Any] = {"promoted": result.ok, "reason": result.reason, "metrics": new,
                               "thresholds": [t.to_dict() for t in thresholds]}
     if result.ok:
+        decided = unevaluated_decisions(unevaluated or {}, thresholds, champ, champ_versions)
+        if decided:
+            why = "; ".join(w for _, w in decided.values())
+            result = GateResult(True, f"{result.reason}; {why}", (), result.unevaluated)
+            record.update(reason=result.reason, unevaluated={c: w for c, (_, w) in decided.items()})
+        kept = {c for c, (go, _) in decided.items() if not go}
+        promoted = {c: v for c, v in versions.items() if c not in kept}
         tags = _promotion_tags(gate=json.dumps(new))
-        set_alias(client, versions, CHAMPION, tags)
-        record.update(by=tags["promoted_by"], at=tags["promoted_at"], previous=champ_versions)
+        set_alias(client, promoted, CHAMPION, tags)
+        record.update(by=tags["promoted_by"], at=tags["promoted_at"], previous=champ_versions,
+                      kept={c: champ_versions[c] for c in kept})
     else:
         record["champion"] = champ_versions
     mlflow.log_dict(record, "promotion.json")

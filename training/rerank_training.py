@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.importers import is_non_product
 from features.interactions import InteractionConfig, InteractionData, build_interactions
 from features.io import Shop
 from models.metrics import ndcg, top_k
@@ -152,7 +151,7 @@ def _window_rows(shop: Shop, cutoff: pd.Timestamp, config: RecommenderConfig, ic
         if w == 0 and latest is not None:
             m = latest
         else:
-            d = build_interactions(shop, start, icfg, non_product=is_non_product)
+            d = build_interactions(shop, start, icfg)
             if d.weights.nnz == 0:
                 break
             m = BlendRecommender(config).fit(d)

@@ -69,3 +69,23 @@ def test_an_auc_the_evaluation_could_not_measure_reaches_the_gate_as_nan() -> No
     new = gate_values(report, DEFAULT_GATE)
     assert math.isnan(new[AUC]) and new["recommend.all_items.production.ndcg_at_10"] == 0.3
     assert not check_gate(new, CHAMPION, DEFAULT_GATE).ok
+
+
+def test_an_unevaluated_component_is_not_gated_and_keeps_an_evaluated_champion() -> None:
+    """A component the evaluation could not run (not a NaN of one it ran) is left out of the gate; its
+    champion version stays when that champion was evaluated, else the new version is promoted - both
+    decisions say why."""
+    from training.gate import component_of, unevaluated_decisions
+    new = {k: v for k, v in CHAMPION.items() if component_of(k) != "churn"}
+    why = {"churn": "a 90-day holdout does not fit in 59 days of orders"}
+    r = check_gate(new, CHAMPION, DEFAULT_GATE, unevaluated=why)
+    assert r.ok and r.unevaluated == ("churn",) and "churn not evaluated" in r.reason
+    assert not check_gate({**new, "value.production.spearman": 0.5}, CHAMPION, DEFAULT_GATE, why).ok
+    kept = unevaluated_decisions(why, DEFAULT_GATE, CHAMPION, {"churn": "3", "value": "3"})
+    assert kept["churn"][0] is False and "kept the champion's version 3" in kept["churn"][1]
+    assert f"{AUC} 0.7500" in kept["churn"][1]
+    for champ, versions in ((None, {}), ({k: v for k, v in CHAMPION.items() if k != AUC}, {"churn": "3"})):
+        go, reason = unevaluated_decisions(why, DEFAULT_GATE, champ, versions)["churn"]
+        assert go and reason.startswith("churn: promoted without evaluation (a 90-day holdout")
+    # a NaN on a component that was evaluated still fails
+    assert not check_gate({**CHAMPION, AUC: math.nan}, CHAMPION, DEFAULT_GATE, {"value": "x"}).ok

@@ -114,6 +114,30 @@ def test_a_run_whose_churn_auc_is_nan_is_never_promoted(project: Path) -> None:
     assert champion_versions(c) == versions2
 
 
+def test_a_component_the_run_could_not_evaluate_keeps_the_evaluated_champion(project: Path) -> None:
+    """The new run could not evaluate churn (no holdout in its history): churn is not gated, the champion's
+    evaluated churn version stays, the other components are promoted, and the record says so. The next
+    gate compares churn with the run that produced the kept version."""
+    c = client_for(project)
+    before = champion_versions(c)
+    champ, _ = champion_metrics(c)
+    assert champ is not None
+    new = {t.metric: champ[t.metric] for t in DEFAULT_GATE if t.metric != AUC}
+    rid, versions = register_copies(c, before)
+    with mlflow.start_run(run_id=rid):
+        result = gate_and_promote(c, rid, versions, new, DEFAULT_GATE, unevaluated={"churn": "no holdout"})
+    assert result.ok and result.unevaluated == ("churn",)
+    assert f"kept the champion's version {before['churn']}" in result.reason
+    after = champion_versions(c)
+    assert after["churn"] == before["churn"]
+    assert {k: v for k, v in after.items() if k != "churn"} == {k: v for k, v in versions.items()
+                                                                 if k != "churn"}
+    record = json.loads(Path(c.download_artifacts(rid, "promotion.json")).read_text())
+    assert record["kept"] == {"churn": before["churn"]} and "no holdout" in record["unevaluated"]["churn"]
+    mixed, _ = champion_metrics(c)  # churn's metric from the run of the kept version, not the new run's
+    assert mixed is not None and mixed[AUC] == champ[AUC]
+
+
 def test_promote_moves_a_runs_whole_set_whatever_its_version_numbers(project: Path) -> None:
     from typer.testing import CliRunner
 

@@ -1,0 +1,179 @@
+"""The value and churn grid: dataset x horizon (x cutoff) x model, written to bench/VALUE_GRID.md.
+
+Value: Spearman and normalised Gini of each model's predicted spend against the spend in the H days after
+the cutoff (customers with a purchase before it): production (LightGBM Tweedie on stacked windows, or its
+BG/NBD + Gamma-Gamma fallback when the history is too short), last-period spend, the historical rate and
+BG/NBD + Gamma-Gamma. Churn: AUC of production, BG/NBD P(no purchase in H) and recency.
+
+``selected``: the value model chosen on a validation window before the cutoff (the same evaluation at
+``cutoff - H``, its labels ending at the cutoff): the model with the best validation Spearman, scored on
+the test window (with ``--select``: it doubles the time); it shows what choosing on data before the cutoff
+would give, the service does not do it yet. ``short windows`` (only where production is the BG/NBD
+fallback): the stacked LightGBM models trained on a shorter label window that the history allows.
+Run: ``python bench/value_grid.py [or] [sim] [--select]`` (cells already in bench/value_grid.json are kept).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import pandas as pd  # noqa: E402
+
+from bench.sections import or_dir  # noqa: E402
+
+WORK = ROOT / "var" / "bench"
+OUT_JSON, OUT_MD = ROOT / "bench" / "value_grid.json", ROOT / "bench" / "VALUE_GRID.md"
+VALUE = ("production", "last_period", "historical_rate", "bgnbd_gg")
+CHURN = ("production", "bgnbd", "recency")
+OR_END = pd.Timestamp("2011-12-09")
+SIM_START, SIM_DAYS = pd.Timestamp("2025-01-01"), 730
+CELLS: dict[str, list[tuple[int, pd.Timestamp]]] = {
+    "or": [(h, OR_END - pd.Timedelta(days=h)) for h in (90, 180, 270, 30)]
+    + [(90, pd.Timestamp("2011-06-01")), (60, OR_END - pd.Timedelta(days=60))],
+    "sim": [(h, SIM_START + pd.Timedelta(days=SIM_DAYS - h)) for h in (90, 180, 30, 270)],
+}
+"""The most telling cells first (a run stopped early keeps them): the latest cutoff of each horizon."""
+log = logging.getLogger("value_grid")
+
+
+def sim_shop_dir() -> Path:
+    from features.simulate import simulate_shop
+    d = WORK / f"sim2000_{SIM_DAYS}d"
+    if not (d / "orders.parquet").exists():
+        simulate_shop(d, customers=2000, days=SIM_DAYS, seed=42, events=False)
+    return d
+
+
+def _metrics(shop: Any, cutoff: pd.Timestamp, h: int) -> dict[str, Any]:
+    from models.customer import CustomerModelConfig
+    from training.customer_eval import evaluate_customer_models
+    ev = evaluate_customer_models(shop, cutoff, CustomerModelConfig(horizon_days=h))
+    r = ev.report
+    out = {"value": {m: {"spearman": r["value"][m]["spearman"], "gini": r["value"][m]["normalized_gini"]}
+                     for m in VALUE},
+           "churn": {m: r["churn"][m]["auc"] for m in CHURN}}
+    short = _short_windows(shop, cutoff, h, ev.scores) if "fallback" in ev.models.components["value"] else None
+    if short is not None:
+        out["value"]["short_windows"], out["churn"]["short_windows"] = short["value"], short["churn"]
+        out["short_windows_horizon"] = short["horizon"]
+    return {**out,
+            "production_model": ev.models.components.get("value", ""),
+            "customers": r["value"]["production"]["customers"],
+            "zero_future_spend": float((ev.scores["future_net"] <= 0).mean())}
+
+
+def _short_windows(shop: Any, cutoff: pd.Timestamp, h: int, scores: pd.DataFrame) -> dict[str, Any] | None:
+    """The stacked LightGBM models trained on the longest shorter label window (90, 60 or 30 days) that
+    the history allows, scored against the H-day labels: does that rank better than the BG/NBD fallback?"""
+    from scipy.stats import spearmanr
+
+    from features.customer import customer_features, stacked_training_set, training_cutoffs
+    from models.customer import ChurnModel, CustomerModelConfig, ValueModel
+    from models.metrics import auc, normalized_gini
+    for hs in (90, 60, 30):
+        if hs >= h:
+            continue
+        cfg = CustomerModelConfig(horizon_days=hs)
+        cutoffs = training_cutoffs(shop, cutoff, hs, cfg.n_cutoffs, cfg.cutoff_step_days)
+        if not cutoffs:
+            continue
+        X, y = stacked_training_set(shop, cutoffs, hs)
+        now = customer_features(shop, cutoff).reindex(scores.index)
+        value = ValueModel(cfg).fit(X, y["future_net"]).predict(now).to_numpy()
+        churn = ChurnModel(cfg).fit(X, y["churn"]).predict(now).to_numpy()
+        target = scores["future_net"].clip(lower=0).to_numpy()
+        return {"horizon": hs, "churn": auc(scores["churn"], churn),
+                "value": {"spearman": float(spearmanr(target, value).statistic),
+                          "gini": normalized_gini(target, value)}}
+    return None
+
+
+def cell(shop: Any, h: int, cutoff: pd.Timestamp, select: bool) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    test = _metrics(shop, cutoff, h)
+    out: dict[str, Any] = {"horizon_days": h, "cutoff": str(cutoff.date()), **test}
+    if not select:
+        out["seconds"] = round(time.perf_counter() - t0, 1)
+        return out
+    try:
+        val = _metrics(shop, cutoff - pd.Timedelta(days=h), h)
+        best = max(VALUE, key=lambda m: (val["value"][m]["spearman"], m == "production"))
+        out["selected"] = {"model": best, "validation_spearman": val["value"][best]["spearman"],
+                           **test["value"][best]}
+    except Exception as e:  # no validation window before the cutoff: nothing to choose on
+        out["selected"] = {"model": None, "why": f"{type(e).__name__}: {e}"[:200]}
+    out["seconds"] = round(time.perf_counter() - t0, 1)
+    return out
+
+
+def _f(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
+def markdown(grid: dict[str, list[dict[str, Any]]]) -> str:
+    lines = ["# Value and churn grid", "", "Written by `bench/value_grid.py` (see its docstring). Value: Spearman / "
+             "normalised Gini against the spend in the H days after the cutoff; churn: AUC. **Bold**: the "
+             "best of the row. `selected`: the value model with the best Spearman on a validation window "
+             "ending at the cutoff, scored on the test window. Timings are not reported (shared machine).", ""]
+    head = ("| data | H | cutoff | production model | zero spend | " + " | ".join(VALUE)
+            + " | selected | churn " + " | churn ".join(CHURN) + " | short windows: value / churn |")
+    lines += [head, "|" + "---|" * (head.count("|") - 1)]
+    for data, rows in grid.items():
+        for r in rows:
+            v = r["value"]
+            best_s = max(v[m]["spearman"] for m in VALUE)
+            best_g = max(v[m]["gini"] for m in VALUE)
+            best_c = max(r["churn"][m] for m in CHURN)
+            cells = []
+            for m in VALUE:
+                s = _f(v[m]["spearman"]) if v[m]["spearman"] < best_s else f"**{_f(v[m]['spearman'])}**"
+                g = _f(v[m]["gini"]) if v[m]["gini"] < best_g else f"**{_f(v[m]['gini'])}**"
+                cells.append(f"{s} / {g}")
+            sel = r.get("selected", {})
+            sel_txt = (f"{sel['model']}: {_f(sel['spearman'])} / {_f(sel['gini'])}" if sel.get("model")
+                       else "no validation window" if sel else "not run")
+            churn = [(_f(r["churn"][m]) if r["churn"][m] < best_c else f"**{_f(r['churn'][m])}**")
+                     for m in CHURN]
+            model = "BG/NBD fallback" if "fallback" in r["production_model"] else "LightGBM stacked"
+            sw = v.get("short_windows")
+            sw_txt = (f"H'={r['short_windows_horizon']}: {_f(sw['spearman'])} / {_f(sw['gini'])} / "
+                      f"{_f(r['churn']['short_windows'])}" if sw else "-")
+            lines.append(f"| {data} | {r['horizon_days']} | {r['cutoff']} | {model} | "
+                         f"{r['zero_future_spend']:.0%} | " + " | ".join(cells) + f" | {sel_txt} | "
+                         + " | ".join(churn) + f" | {sw_txt} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(which: list[str], select: bool = False) -> None:
+    from itertools import zip_longest
+
+    from features.io import load_shop
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    grid: dict[str, list[dict[str, Any]]] = json.loads(OUT_JSON.read_text()) if OUT_JSON.exists() else {}
+    shops: dict[str, Any] = {}
+    plan = [c for row in zip_longest(*[[(d, h, t) for h, t in CELLS[d]] for d in which]) for c in row if c]
+    for data, h, cutoff in plan:  # the datasets' cells interleaved: a run stopped early has some of each
+        if (h, str(cutoff.date())) in {(r["horizon_days"], r["cutoff"]) for r in grid.get(data, [])}:
+            continue
+        if data not in shops:
+            shops[data] = load_shop(or_dir() if data == "or" else sim_shop_dir())
+        log.info("%s: H=%d cutoff %s", data, h, cutoff.date())
+        grid.setdefault(data, []).append(cell(shops[data], h, cutoff, select))
+        grid[data].sort(key=lambda r: (r["horizon_days"], r["cutoff"]))
+        OUT_JSON.write_text(json.dumps(grid, indent=1))
+        OUT_MD.write_text(markdown(grid))
+
+
+if __name__ == "__main__":
+    args = [a for a in sys.argv[1:] if a != "--select"]
+    main(args or ["or", "sim"], select="--select" in sys.argv)
