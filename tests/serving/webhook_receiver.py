@@ -22,6 +22,8 @@ class Received:
     body: bytes
     status: int
     signed: bool
+    at: float = 0.0
+    """``time.perf_counter()`` when it was answered."""
 
 
 @dataclass
@@ -52,7 +54,8 @@ class Receiver:
                                                                         else 200)
                     receiver.got.append(Received(self.path, tid, int(self.headers.get("X-Personalise-Attempt", 0)),
                                                  body, status, verify(receiver.secret, body,
-                                                                      self.headers.get(SIGNATURE, ""))))
+                                                                      self.headers.get(SIGNATURE, "")),
+                                                 time.perf_counter()))
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
