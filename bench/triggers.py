@@ -14,7 +14,7 @@ order's acknowledgement (the 200) to the consumer seeing it in the feed, and to 
 receiver on 127.0.0.1: p50, p99, max. The client runs on the same (shared, 2-core) machine as the server and
 the database, so the numbers are lower bounds on what the server alone does.
 
-Usage: ``python bench/triggers.py --data PROJECT [--seconds 20] [--backends sqlite,postgresql]``.
+Usage: ``python bench/triggers.py --data PROJECT [--bundle DIR] [--seconds 20] [--backends sqlite,postgresql]``.
 """
 
 from __future__ import annotations
@@ -53,8 +53,9 @@ def _pct(xs: list[float]) -> dict[str, float | int | None]:
             "p99_ms": round(float(np.percentile(a, 99)), 1), "max_ms": round(float(a.max()), 1)}
 
 
-def _start(data: Path, db: str, config: Path, port: int, log: Path) -> subprocess.Popen:
-    env = server_env(data, port=port)
+def _start(data: Path, db: str, config: Path, port: int, log: Path, bundle: Path | None = None
+           ) -> subprocess.Popen:
+    env = server_env(data, port=port, bundle=bundle)
     env.update(PERSONALISE_API_KEYS=",".join(f"{r}:{k}" for r, k in KEYS.items()), PERSONALISE_DB=db,
                PERSONALISE_TRIGGERS_CONFIG=str(config), PERSONALISE_WEBHOOK_SECRET=SECRET)
     env.pop("MLFLOW_TRACKING_URI", None)
@@ -108,19 +109,25 @@ async def _load(url: str, seconds: float, concurrency: int, events_per_s: float,
                         acked[f"spend_jump:{cid}:{oid}"] = time.perf_counter()
                 n += 1
 
-        async def events() -> None:
+        orders_done = asyncio.Event()
+
+        async def events(lane: int, lanes: int) -> None:
             if events_per_s <= 0:
                 return
             i, t0 = 0, time.perf_counter()
             while time.perf_counter() < end:
-                body = {"events": [{"customer_id": f"C{(i * 10 + j) % 20000 + 1:07d}", "product_id": "P00010",
-                                    "event_type": "view"} for j in range(10)]}
+                body = {"events": [{"customer_id": f"C{(i * 10 + j + lane) % 1500 + 1:07d}",
+                                    "product_id": "P00010", "event_type": "view"} for j in range(10)]}
                 r = await client.post("/events", json=body, headers=sf)
                 counts["events" if r.status_code == 200 else "event_errors"] += 10
                 i += 1
-                ahead = t0 + i * 10 / events_per_s - time.perf_counter()
+                ahead = t0 + i * 10 * lanes / events_per_s - time.perf_counter()
                 if ahead > 0:
                     await asyncio.sleep(ahead)
+
+        async def all_orders() -> None:
+            await asyncio.gather(*(orders(w) for w in range(concurrency)))
+            orders_done.set()
 
         async def consumer() -> None:
             after = 0
@@ -134,14 +141,26 @@ async def _load(url: str, seconds: float, concurrency: int, events_per_s: float,
                 after = page["next_after"]
                 if not page["triggers"]:
                     await asyncio.sleep(0.01)
-                if time.perf_counter() > end and set(acked) <= set(seen):
+                if orders_done.is_set() and set(acked) <= set(seen):
                     return
 
+        echo_n, echo_end = 0, time.perf_counter() + 5
+
+        async def echo() -> None:  # the baseline: the server's own overhead, same connections, same moment
+            nonlocal echo_n
+            while time.perf_counter() < echo_end:
+                if (await client.post("/echo", json={"customer_id": "C0000001", "k": 10}, headers=sf)
+                        ).status_code == 200:
+                    echo_n += 1
+        await asyncio.gather(*(echo() for _ in range(concurrency)))
+        end = time.perf_counter() + seconds
         t0 = time.perf_counter()
-        await asyncio.gather(*(orders(w) for w in range(concurrency)), events(), consumer())
+        await asyncio.gather(all_orders(), *(events(k, 4) for k in range(4)), consumer())
         wall = min(time.perf_counter(), end) - t0
     lat = [seen[t] - a for t, a in acked.items() if t in seen]
-    return {"seconds": round(wall, 1), "orders_per_s": round(counts["orders"] / seconds, 1),
+    return {"seconds": round(wall, 1), "echo_per_s_baseline": round(echo_n / 5, 1),
+            "orders_per_s": round(counts["orders"] / seconds, 1),
+            "orders_vs_echo": round(counts["orders"] / seconds / max(echo_n / 5, 1e-9), 3),
             "triggers_per_s": round(counts["triggers_seen"] / seconds, 1),
             "events_per_s": round(counts["events"] / seconds, 1), **counts,
             "spend_jumps_acked": len(acked), "spend_jumps_missing_from_feed": len(set(acked) - set(seen)),
@@ -149,13 +168,13 @@ async def _load(url: str, seconds: float, concurrency: int, events_per_s: float,
 
 
 def run_backend(data: Path, backend: str, db: str, seconds: float, concurrency: int, events_per_s: float,
-                work: Path) -> dict[str, Any]:
+                work: Path, bundle: Path | None = None) -> dict[str, Any]:
     receiver = Receiver(SECRET.encode())
     arrived: dict[str, float] = {}
     config = work / f"triggers-{backend}.toml"
     config.write_text(f'[triggers]\nscan_interval_seconds = 0\n[webhooks.urls]\nspend_jump = "{receiver.url}/jump"\n')
     port = _free_port()
-    proc = _start(data, db, config, port, work / f"server-{backend}.log")
+    proc = _start(data, db, config, port, work / f"server-{backend}.log", bundle)
     try:
         res = asyncio.run(_load(f"http://127.0.0.1:{port}", seconds, concurrency, events_per_s, backend[:2]))
         acked = res.pop("_acked")
@@ -188,18 +207,20 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--events-per-s", type=float, default=1000.0)
     ap.add_argument("--backends", default="sqlite,postgresql")
+    ap.add_argument("--bundle", type=Path, default=None, help="Serve a local bundle directory instead of the "
+                                                               "registry's champion.")
     a = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-triggers-"))
     out: dict[str, Any] = {"machine": "shared 2-core machine, client, server and database on it at once"}
     for backend in a.backends.split(","):
         if backend == "sqlite":
             out[backend] = run_backend(a.data, backend, f"sqlite:///{work / 'live.db'}", a.seconds,
-                                       a.concurrency, a.events_per_s, work)
+                                       a.concurrency, a.events_per_s, work, a.bundle)
         else:
             try:
                 with running_postgres() as pg:
                     out[backend] = run_backend(a.data, backend, pg.new_database(), a.seconds, a.concurrency,
-                                               a.events_per_s, work)
+                                               a.events_per_s, work, a.bundle)
             except PostgresUnavailable as e:
                 out[backend] = {"skipped": str(e)}
         print(json.dumps({backend: out[backend]}), file=sys.stderr, flush=True)
