@@ -52,8 +52,9 @@ def register(app: typer.Typer, run: Runner) -> None:
 
     @triggers_app.command("webhooks")
     def webhooks_command(data: Path = typer.Option(...),
-                         status: str = typer.Option(None, help="Only deliveries in this status: pending, "
-                                                               "delivered or dead (the dead letters).")) -> None:
+                         status: str = typer.Option(None, help="Only deliveries in this status: "
+                                                               "pending, delivered or dead (the dead "
+                                                               "letters).")) -> None:
         """Webhook deliveries per status, and the ones in ``--status`` with their last error."""
         def go() -> str:
             import os

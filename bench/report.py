@@ -181,11 +181,13 @@ def _triggers_section(s: dict[str, Any] | None) -> list[str]:
                      w["p50_ms"], w["p99_ms"], v["order_errors"] + v["event_errors"],
                      v["spend_jumps_missing_from_feed"], v["webhooks_missing"]])
     return ["## Live orders to triggers (feed and webhooks)", "",
-            "`bench/triggers.py`: one server per backend; 8 connections send orders back to back (every third "
-            "a spend jump), storefront events at up to 1,000/s in batches of 10, a CRM consumer polls /triggers, "
-            "a webhook receiver on 127.0.0.1 takes the spend jumps. Latency: from the jump order's 200 to the "
-            "trigger in the feed / at the receiver. Client, server and database share the 2 cores. Target: p99 "
+            "`bench/triggers.py`: one server per backend; 8 connections send orders back to back (every "
+            "third a spend jump), storefront events at up to 1,000/s in batches of 10, a CRM consumer polls "
+            "/triggers, a webhook receiver on 127.0.0.1 takes the spend jumps. Latency: from the jump order's "
+            "200 to the trigger in the feed / at the receiver. Client, server and database share the 2 cores. "
+            "Target: p99 "
             "feed latency < 1 s at 1,000 events/s.", "",
             _table(rows, ["backend", "orders/s", "triggers/s", "events/s", "feed p50 ms", "feed p99 ms",
-                          "webhook p50 ms", "webhook p99 ms", "errors", "missing in feed", "webhooks missing"]),
+                          "webhook p50 ms", "webhook p99 ms", "errors", "missing in feed",
+                          "webhooks missing"]),
             ""]

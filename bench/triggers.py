@@ -14,7 +14,8 @@ order's acknowledgement (the 200) to the consumer seeing it in the feed, and to 
 receiver on 127.0.0.1: p50, p99, max. The client runs on the same (shared, 2-core) machine as the server and
 the database, so the numbers are lower bounds on what the server alone does.
 
-Usage: ``python bench/triggers.py --data PROJECT [--bundle DIR] [--seconds 20] [--backends sqlite,postgresql]``.
+Usage: ``python bench/triggers.py --data PROJECT [--bundle DIR] [--seconds 20]
+[--backends sqlite,postgresql]``.
 """
 
 from __future__ import annotations
@@ -172,7 +173,8 @@ def run_backend(data: Path, backend: str, db: str, seconds: float, concurrency: 
     receiver = Receiver(SECRET.encode())
     arrived: dict[str, float] = {}
     config = work / f"triggers-{backend}.toml"
-    config.write_text(f'[triggers]\nscan_interval_seconds = 0\n[webhooks.urls]\nspend_jump = "{receiver.url}/jump"\n')
+    config.write_text("[triggers]\nscan_interval_seconds = 0\n"
+                      f'[webhooks.urls]\nspend_jump = "{receiver.url}/jump"\n')
     port = _free_port()
     proc = _start(data, db, config, port, work / f"server-{backend}.log", bundle)
     try:

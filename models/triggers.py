@@ -222,8 +222,8 @@ def dormancy_due(last_purchase: pd.Series, usual_gap_days: pd.Series, now: pd.Ti
     at = last + pd.to_timedelta(line.to_numpy(), unit="D")
     due = (at <= now) & (at > now - pd.Timedelta(days=cfg.dormancy_lookback_days))
     last, line, gap, at = last[due], line[due], gap[due], at[due]
-    usual = [f"{cfg.dormancy_factor:g} x usual gap {g:.1f} days" if g == g and g > 0 else "no usual gap: fixed"
-             for g in gap]
+    usual = [f"{cfg.dormancy_factor:g} x usual gap {g:.1f} days" if g == g and g > 0
+             else "no usual gap: fixed" for g in gap]
     detail = [f"no order since {lp:%Y-%m-%d} ({(now - lp).days} days): line {ld:.1f} days ({u})"
               for lp, ld, u in zip(last, line, usual, strict=True)]
     return pd.DataFrame({"customer_id": last.index.astype(str), "last_purchase": last.to_numpy(),

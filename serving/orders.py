@@ -165,13 +165,15 @@ class OrderBook:
 
     def fire(self, conn: sa.Connection, triggers: list[dict[str, Any]], now: dt.datetime
              ) -> list[dict[str, Any]]:
-        """Insert ``triggers`` (dicts with trigger_id, kind, customer_id, order_id, at, detail) in the caller's
-        transaction, skipping ids that fired before, with a webhook outbox row for each new one whose kind
-        has a URL. Returns the new ones, not yet decided. The caller holds :data:`ORDER_LOCK` on PostgreSQL."""
+        """Insert ``triggers`` (dicts with trigger_id, kind, customer_id, order_id, at, detail) in the
+        caller's transaction, skipping ids that fired before, with a webhook outbox row for each new one
+        whose kind has a URL. Returns the new ones, not yet decided. The caller holds :data:`ORDER_LOCK` on
+        PostgreSQL."""
         fired: list[dict[str, Any]] = []
         for t in triggers:  # one statement each: RETURNING on a skipped conflict returns nothing
-            res = conn.execute(_insert(conn, TRIGGERS).values(**t, created_at=now, decided=False)
-                               .on_conflict_do_nothing(index_elements=["trigger_id"]).returning(TRIGGERS.c.seq))
+            ins = (_insert(conn, TRIGGERS).values(**t, created_at=now, decided=False)
+                   .on_conflict_do_nothing(index_elements=["trigger_id"]).returning(TRIGGERS.c.seq))
+            res = conn.execute(ins)
             if res.first() is not None:
                 fired.append(t)
         hooks = [{"trigger_id": t["trigger_id"], "kind": t["kind"], "url": self.webhook_urls[t["kind"]],

@@ -117,8 +117,9 @@ def parse_config(data: dict[str, Any], source: str, environ: Mapping[str, str] |
     if cfg.webhooks.urls:
         secret = env.get(cfg.webhooks.secret_env, "")
         if len(secret) < 16:
-            raise ConfigError(f"{source}: webhooks.secret_env: webhooks.urls is set, so the environment variable "
-                              f"{cfg.webhooks.secret_env} must hold the signing key (at least 16 characters)")
+            raise ConfigError(f"{source}: webhooks.secret_env: webhooks.urls is set, so the environment "
+                              f"variable {cfg.webhooks.secret_env} must hold the signing key (at least 16 "
+                              "characters)")
         cfg.secret = secret.encode()
     return cfg
 

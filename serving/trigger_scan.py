@@ -3,15 +3,16 @@
 Dormancy: each customer's own line is ``dormancy_factor`` x their usual gap between orders (the mean
 inter-purchase time ``ipt_mean`` the last training computed), or ``dormancy_days`` without one
 (:func:`models.triggers.dormancy_due`). The silence is counted from the last purchase: the training's
-(``as_of - recency_days``) or a later live order's (``customer_state``). The trigger id names the last purchase
-(``dormancy:<customer>:<last purchase>``), so a silence fires once however many scans see it, on every replica,
-and a new order starts a new episode.
+(``as_of - recency_days``) or a later live order's (``customer_state``). The trigger id names the last
+purchase (``dormancy:<customer>:<last purchase>``), so a silence fires once however many scans see it, on
+every replica, and a new order starts a new episode.
 
 Churn risk: each customer's band from the current bundle's churn score (``high`` at or above
 ``churn_threshold``, else ``below``; ``active`` when the customer ordered since the scores were computed) is
-recorded in ``churn_bands``; a rise into ``high`` since the last scan (after a reload brought new scores, or a
-customer's live orders stopped counting as the newer training took them in) fires ``churn_risk`` once, with the
-scores' ``as_of`` in its id. The first scan records the bands and fires nothing: a crossing needs a before.
+recorded in ``churn_bands``; a rise into ``high`` since the last scan (after a reload brought new scores,
+or a customer's live orders stopped counting as the newer training took them in) fires ``churn_risk`` once,
+with the scores' ``as_of`` in its id. The first scan records the bands and fires nothing: a crossing needs
+a before.
 
 :func:`scan` runs once (``personalise triggers scan``); :class:`ScanLoop` runs it in the service every
 ``scan_interval_seconds``.
@@ -49,14 +50,15 @@ def _stamp(t: Any) -> str:
 def last_purchases(book: OrderBook, cur: Loaded | None) -> tuple[pd.Series, pd.Series]:
     """Each customer's last purchase (the training's, or a later live order's) and the live ones alone."""
     with book.store.engine.connect() as conn:
-        live = pd.DataFrame(conn.execute(sa.select(CUSTOMER_STATE.c.customer_id, CUSTOMER_STATE.c.last_purchase)
-                                         ).all(), columns=[schema.CUSTOMER_ID, LAST_PURCHASE])
+        q = sa.select(CUSTOMER_STATE.c.customer_id, CUSTOMER_STATE.c.last_purchase)
+        live = pd.DataFrame(conn.execute(q).all(), columns=[schema.CUSTOMER_ID, LAST_PURCHASE])
     live_last = pd.to_datetime(live.set_index(schema.CUSTOMER_ID)[LAST_PURCHASE]).dropna()
     if cur is None:
         return live_last, live_last
     f = cur.bundle.features
     buyers = f[f["n_orders"] > 0]
-    base = pd.Timestamp(cur.as_of) - pd.to_timedelta(buyers["recency_days"].astype(float).to_numpy(), unit="D")
+    recency = pd.to_timedelta(buyers["recency_days"].astype(float).to_numpy(), unit="D")
+    base = pd.Timestamp(cur.as_of) - recency
     base_last = pd.Series(base, index=buyers.index.astype(str))
     both = pd.concat([base_last, live_last], axis=1)
     return both.max(axis=1).dropna(), live_last
@@ -83,8 +85,8 @@ def scan(book: OrderBook, cur: Loaded | None, now: dt.datetime | None = None) ->
         score = cur.bundle.scores[CHURN].dropna().astype(float)
         score.index = score.index.astype(str)
         with book.store.engine.connect() as conn:
-            before = pd.Series(dict(conn.execute(sa.select(CHURN_BANDS.c[schema.CUSTOMER_ID], CHURN_BANDS.c.band)
-                                                 ).all()), dtype=object)
+            q = sa.select(CHURN_BANDS.c[schema.CUSTOMER_ID], CHURN_BANDS.c.band)
+            before = pd.Series(dict(conn.execute(q).all()), dtype=object)
         active = live_last.reindex(score.index) > pd.Timestamp(cur.as_of)
         now_band = churn_bands(score, active, cfg)
         for c in churn_band_rises(before, now_band):

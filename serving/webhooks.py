@@ -14,8 +14,8 @@ The body is the trigger as the ``/triggers`` feed serves it (JSON). Headers:
 - ``X-Personalise-Trigger-Id``, ``X-Personalise-Delivery`` (the outbox row), ``X-Personalise-Attempt``.
 
 A 2xx answer delivers; anything else (or no answer within ``timeout_seconds``) is retried after
-``backoff_seconds`` x 2^(attempt-1), at most ``backoff_max_seconds``; after ``max_attempts`` the row's status is
-``dead`` with the last error (the dead-letter record: ``personalise triggers webhooks`` lists them).
+``backoff_seconds`` x 2^(attempt-1), at most ``backoff_max_seconds``; after ``max_attempts`` the row's status
+is ``dead`` with the last error (the dead-letter record: ``personalise triggers webhooks`` lists them).
 """
 
 from __future__ import annotations
@@ -53,7 +53,8 @@ def _now() -> dt.datetime:
 
 
 def sign(secret: bytes, body: bytes, t: int | None = None) -> str:
-    """The signature header's value for ``body``: ``t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">``."""
+    """The signature header's value for ``body``:
+    ``t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">``."""
     t = int(time.time()) if t is None else t
     mac = hmac.new(secret, f"{t}.".encode() + body, hashlib.sha256).hexdigest()
     return f"t={t},v1={mac}"
@@ -78,7 +79,8 @@ def backoff(attempts: int, settings: WebhookSettings) -> float:
 
 
 class WebhookSender:
-    """Posts the outbox's pending deliveries in a daemon thread (:meth:`start`), or once (:meth:`run_once`)."""
+    """Posts the outbox's pending deliveries in a daemon thread (:meth:`start`), or once
+    (:meth:`run_once`)."""
 
     def __init__(self, store: LiveStore, settings: WebhookSettings, secret: bytes,
                  before_claim: Callable[[], Any] | None = None, poll_seconds: float = 0.5,

@@ -79,8 +79,8 @@ def running_postgres() -> Iterator[PostgresServer]:
             pw = pwd.getpwnam("postgres")
         except KeyError:
             shutil.rmtree(root, ignore_errors=True)
-            raise PostgresUnavailable("running as root and no `postgres` user to run PostgreSQL as: create one "
-                                      "(`useradd postgres`) or run the tests as another user") from None
+            raise PostgresUnavailable("running as root and no `postgres` user to run PostgreSQL as: create "
+                                      "one (`useradd postgres`) or run the tests as another user") from None
         os.chown(root, pw.pw_uid, pw.pw_gid)
         prefix = ["runuser", "-u", "postgres", "--"]
     data, log = root / "data", root / "server.log"

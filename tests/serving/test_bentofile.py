@@ -47,7 +47,8 @@ def test_deploy_example_parses_and_its_triggers_file_validates() -> None:
     cfg = load_config(ROOT / "deploy" / "triggers.example.toml", {"PERSONALISE_WEBHOOK_SECRET": "x" * 20})
     assert set(cfg.webhooks.urls) == {"spend_jump", "dormancy", "churn_risk"}
     example = (ROOT / "deploy" / ".env.example").read_text()
-    assert all(k in example for k in ("POSTGRES_PASSWORD", "PERSONALISE_API_KEYS", "PERSONALISE_WEBHOOK_SECRET"))
+    keys = ("POSTGRES_PASSWORD", "PERSONALISE_API_KEYS", "PERSONALISE_WEBHOOK_SECRET")
+    assert all(k in example for k in keys)
 
 
 @pytest.mark.slow
@@ -61,7 +62,8 @@ def test_bentoml_build_succeeds_offline(tmp_path: Path) -> None:
     name, version = tag.split(":")
     bento = tmp_path / "bentoml" / "bentos" / name / version
     assert (bento / "env" / "docker" / "Dockerfile").exists()  # what `bentoml containerize` builds from
-    assert (bento / "src" / "serving" / "webhooks.py").exists() and (bento / "src" / "triggers_cli.py").exists()
+    assert (bento / "src" / "serving" / "webhooks.py").exists()
+    assert (bento / "src" / "triggers_cli.py").exists()
     assert not (bento / "src" / "tests").exists()
     reqs = (bento / "env" / "python" / "requirements.txt").read_text()
     assert "psycopg[binary]" in reqs and "lightgbm" in reqs

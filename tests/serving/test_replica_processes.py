@@ -1,6 +1,6 @@
-"""Two trigger engines in separate processes on one real PostgreSQL (no models: quick): the same orders sent to
-both at once are stored and fired once, both scan for dormancy at once and fire it once, and their two webhook
-senders, racing for the same outbox, deliver each trigger exactly once."""
+"""Two trigger engines in separate processes on one real PostgreSQL (no models: quick): the same orders sent
+to both at once are stored and fired once, both scan for dormancy at once and fire it once, and their two
+webhook senders, racing for the same outbox, deliver each trigger exactly once."""
 
 from __future__ import annotations
 

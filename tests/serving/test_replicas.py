@@ -1,7 +1,7 @@
 """Two service replicas on one real PostgreSQL, over HTTP: orders sent to either are seen by both, a trigger
 fires once, the feed is the same from both, webhooks are delivered once; the background scan fires dormancy
-once; a replica killed with SIGKILL right after acknowledging an order loses neither the order nor its trigger,
-and its restart delivers the webhook."""
+once; a replica killed with SIGKILL right after acknowledging an order loses neither the order nor its
+trigger, and its restart delivers the webhook."""
 
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ dormancy = "{receiver.url}/dormant"
         assert all(r.status_code == 200 for r in jumps), [r.text for r in jumps if r.status_code != 200]
         for i in range(n):
             pair = [r.json() for r in jumps[2 * i:2 * i + 2]]
-            assert sorted(p["stored"] for p in pair) == [0, 1]  # one replica stored the line, the other skipped
+            assert sorted(p["stored"] for p in pair) == [0, 1]  # one replica stored the line, one skipped
             assert sum(len(p["triggers"]) for p in pair) == 1
         # a live customer quiet for 125 days (no usual gap: line 120 days): the replicas' scans fire it once
         old = (dt.datetime.now(dt.UTC) - dt.timedelta(days=125)).replace(tzinfo=None).isoformat()

@@ -52,9 +52,9 @@ class Receiver:
                     seen = sum(1 for r in receiver.got if r.trigger_id == tid)
                     status = 500 if self.path.startswith("/fail") else (503 if seen < receiver.fail_first
                                                                         else 200)
-                    receiver.got.append(Received(self.path, tid, int(self.headers.get("X-Personalise-Attempt", 0)),
-                                                 body, status, verify(receiver.secret, body,
-                                                                      self.headers.get(SIGNATURE, "")),
+                    attempt = int(self.headers.get("X-Personalise-Attempt", 0))
+                    signed = verify(receiver.secret, body, self.headers.get(SIGNATURE, ""))
+                    receiver.got.append(Received(self.path, tid, attempt, body, status, signed,
                                                  time.perf_counter()))
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
