@@ -18,6 +18,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import typer  # noqa: E402
 
 from batch_cli import register as register_batch_commands  # noqa: E402
+from triggers_cli import register as register_trigger_commands  # noqa: E402
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Personalisation for shops: recommendations, customer value and churn, "
@@ -56,6 +57,7 @@ def _run(fn: Callable[[], Any]) -> Any:
 
 
 register_batch_commands(app, _run)  # `features` and `score`, local or on Spark
+register_trigger_commands(app, _run)  # `triggers scan`, `triggers webhooks`, `triggers check-config`
 
 
 @app.command()

@@ -73,6 +73,7 @@ def main() -> None:
         ("train_sim_20k", ("train", "sim20k")),
         ("train_sim_100k", ("train", "sim100k")),
         ("serve_load", ("serve",)),
+        ("triggers_load", ("triggers",)),
         ("scale_100k", ("scale", "100000")),
         ("scale_1m", ("scale", "1000000")),
     ]

@@ -312,6 +312,18 @@ end
             k.kill()
 
 
+def triggers() -> dict:
+    """Orders -> triggers -> feed and webhooks under load, SQLite and PostgreSQL (see bench/triggers.py)."""
+    proj = WORK / "train_sim20k"
+    if not (proj / "mlflow").exists():
+        train("sim20k")
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "triggers.py"), "--data", str(proj)],
+                         capture_output=True, text=True, cwd=ROOT)
+    if out.returncode != 0:
+        return {"error": out.stderr[-3000:]}
+    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
 if __name__ == "__main__":
     import logging
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)

@@ -13,6 +13,8 @@ from typing import Any
 import pandas as pd
 import sqlalchemy as sa
 
+from features import schema
+
 META = sa.MetaData()
 EVENTS = sa.Table(
     "events", META,
@@ -85,6 +87,34 @@ TRIGGERS = sa.Table(
     sa.Column("decision_id", sa.String(600)),
 )
 """Triggers as the CRM feed serves them, in ``seq`` order; a trigger id fires once."""
+WEBHOOKS = sa.Table(
+    "webhook_deliveries", META,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("trigger_id", sa.String(160), nullable=False, index=True),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("url", sa.String(500), nullable=False),
+    sa.Column("status", sa.String(12), nullable=False, index=True),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("next_attempt_at", sa.DateTime, nullable=False, index=True),
+    sa.Column("lease_until", sa.DateTime),
+    sa.Column("lease_owner", sa.String(80)),
+    sa.Column("last_error", sa.String(500)),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("delivered_at", sa.DateTime),
+    sa.UniqueConstraint("trigger_id", "url", name="uq_webhook_trigger_url"),
+)
+"""The webhook outbox: one row per trigger and URL, written in the trigger's own transaction; senders claim
+rows (a lease), post them, and mark them ``delivered`` or, after the last attempt, ``dead`` (the
+dead-letter record, with the last error)."""
+CHURN_BANDS = sa.Table(
+    "churn_bands", META,
+    sa.Column(schema.CUSTOMER_ID, sa.String(64), primary_key=True),
+    sa.Column("band", sa.String(16), nullable=False),
+    sa.Column(schema.SCORE, sa.Float),
+    sa.Column("as_of", sa.DateTime, nullable=False),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+)
+"""Each customer's churn band as the last trigger scan saw it (a rise into ``high`` fires churn_risk)."""
 DECISION_ID_INDEX = sa.Index("ix_decisions_decision_id", DECISIONS.c.decision_id, unique=True)
 """A decision is recorded once: committing the same decision id twice fails here, in every process."""
 

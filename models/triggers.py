@@ -28,6 +28,9 @@ class TriggerConfig:
     churn_threshold: float = 0.6
     high_value_return: float = 100.0
     """A return worth at least this much fires high_value_return."""
+    dormancy_lookback_days: float = 30.0
+    """The live scan fires dormancy only for lines crossed within this many days before the scan: a customer
+    who went quiet years ago is not news (the batch triggers of training cover the past)."""
 
     def to_params(self) -> dict[str, Any]:
         return {f"triggers.{k}": v for k, v in asdict(self).items()}
@@ -188,3 +191,56 @@ def order_triggers(before: RunningState, order_id: str, order_value: float, new_
         out.append(("high_value_return", f"return on order {order_id} worth {returned_value:.2f} "
                                          f"(threshold {cfg.high_value_return:.2f})"))
     return out
+
+
+DORMANCY, CHURN_RISK = "dormancy", "churn_risk"
+HIGH, BELOW, ACTIVE = "high", "below", "active"
+"""Churn bands: ``high`` (score at or above ``churn_threshold``), ``below``, and ``active`` (ordered since the
+scores were computed, so the score is stale)."""
+
+
+def dormancy_due(last_purchase: pd.Series, usual_gap_days: pd.Series, now: pd.Timestamp,
+                 config: TriggerConfig | None = None) -> pd.DataFrame:
+    """Customers whose silence since their last purchase crossed their own dormancy line in
+    ``(now - dormancy_lookback_days, now]``.
+
+    The line is ``dormancy_factor`` x the customer's usual gap between orders (``usual_gap_days``, the mean
+    inter-purchase time the last training computed), or ``dormancy_days`` where there is no usual gap (one
+    order, or a customer the training did not see). ``last_purchase``: per customer (index), its time.
+    Returns columns customer_id, last_purchase, line_days, gap_days, at (when the line was crossed), detail.
+
+    >>> due = dormancy_due(pd.Series({"C1": pd.Timestamp("2026-01-01")}), pd.Series({"C1": 20.0}),
+    ...                    pd.Timestamp("2026-02-20"))
+    >>> str(due.loc[0, "at"]), float(due.loc[0, "line_days"])
+    ('2026-02-20 00:00:00', 50.0)
+    """
+    cfg = config or TriggerConfig()
+    now = pd.Timestamp(now)
+    last = pd.to_datetime(last_purchase.dropna())
+    gap = pd.to_numeric(usual_gap_days.reindex(last.index), errors="coerce").astype(float)
+    line = (gap * cfg.dormancy_factor).where(gap.notna() & (gap > 0), cfg.dormancy_days)
+    at = last + pd.to_timedelta(line.to_numpy(), unit="D")
+    due = (at <= now) & (at > now - pd.Timedelta(days=cfg.dormancy_lookback_days))
+    last, line, gap, at = last[due], line[due], gap[due], at[due]
+    usual = [f"{cfg.dormancy_factor:g} x usual gap {g:.1f} days" if g == g and g > 0
+             else "no usual gap: fixed" for g in gap]
+    detail = [f"no order since {lp:%Y-%m-%d} ({(now - lp).days} days): line {ld:.1f} days ({u})"
+              for lp, ld, u in zip(last, line, usual, strict=True)]
+    return pd.DataFrame({"customer_id": last.index.astype(str), "last_purchase": last.to_numpy(),
+                         "line_days": line.to_numpy(), "gap_days": gap.to_numpy(), "at": at.to_numpy(),
+                         "detail": detail})
+
+
+def churn_bands(score: pd.Series, active: pd.Series, config: TriggerConfig | None = None) -> pd.Series:
+    """Each customer's churn band: ``active`` where ``active`` (ordered since the scores), else ``high`` at or
+    above ``churn_threshold``, else ``below``."""
+    cfg = config or TriggerConfig()
+    band = pd.Series(np.where(score.to_numpy(float) >= cfg.churn_threshold, HIGH, BELOW), index=score.index)
+    return band.where(~active.reindex(score.index).fillna(False).astype(bool), ACTIVE)
+
+
+def churn_band_rises(before: pd.Series, now: pd.Series) -> pd.Index:
+    """Customers whose band rose into ``high``: recorded before in another band (a customer without a
+    record has no "before": the first scan records a baseline and fires nothing)."""
+    prev = before.reindex(now.index)
+    return now.index[(now == HIGH).to_numpy() & prev.notna().to_numpy() & (prev != HIGH).to_numpy()]

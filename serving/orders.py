@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import sqlalchemy as sa
 
-from features.live import CUSTOMER_STATE, ORDER_LINES, TRIGGERS, LiveStore
+from features.live import CUSTOMER_STATE, ORDER_LINES, TRIGGERS, WEBHOOKS, LiveStore
 from models.triggers import RunningState, TriggerConfig, order_triggers
 
 if TYPE_CHECKING:
@@ -63,8 +63,14 @@ def baseline(cur: Loaded | None, customer_id: str) -> tuple[dt.datetime, Running
 class OrderBook:
     """Takes live orders and serves the trigger feed (shared by replicas through the store)."""
 
-    def __init__(self, store: LiveStore, desk: OfferDesk, config: TriggerConfig | None = None) -> None:
+    def __init__(self, store: LiveStore, desk: OfferDesk, config: TriggerConfig | None = None,
+                 webhook_urls: dict[str, str] | None = None) -> None:
+        """``webhook_urls``: a URL per trigger kind; each trigger of such a kind gets an outbox row (see
+        :mod:`serving.webhooks`) in the transaction that fires it."""
         self.store, self.desk, self.config = store, desk, config or TriggerConfig()
+        self.webhook_urls = dict(webhook_urls or {})
+        self.on_fired: list[Any] = []
+        """Callables run (without arguments) after triggers fired and were decided: e.g. wake the sender."""
 
     # -- orders -------------------------------------------------------------------------------------
     def add_order(self, cur: Loaded | None, order_id: str, customer_id: str, ts: dt.datetime | None,
@@ -101,15 +107,13 @@ class OrderBook:
                 kinds = order_triggers(state, order_id, bought, not seen_before, returned, self.config)
                 state = _moved(state, bought, returned, ts, new_order=not seen_before and bought > 0)
                 self._save_state(conn, customer_id, base_as_of, state, now)
-                for kind, detail in kinds:
-                    tid = f"{kind}:{customer_id}:{order_id}"
-                    res = conn.execute(_insert(conn, TRIGGERS).values(
-                        trigger_id=tid, kind=kind, customer_id=customer_id, order_id=order_id, at=ts,
-                        detail=detail, created_at=now, decided=False)
-                        .on_conflict_do_nothing(index_elements=["trigger_id"]).returning(TRIGGERS.c.seq))
-                    if res.first() is not None:
-                        fired.append({"trigger_id": tid, "kind": kind, "detail": detail})
-        decided = [self._decide(cur, customer_id, t) for t in fired]
+                fired = self.fire(conn, [{"trigger_id": f"{kind}:{customer_id}:{order_id}", "kind": kind,
+                                          "customer_id": customer_id, "order_id": order_id, "at": ts,
+                                          "detail": detail} for kind, detail in kinds], now)
+        decided = [self._decide(cur, customer_id, {k: t[k] for k in ("trigger_id", "kind", "detail")})
+                   for t in fired]
+        if decided:
+            self._notify()
         return {"order_id": order_id, "customer_id": customer_id, "stored": len(new),
                 "already_stored": len(rows) - len(new), "state": _state_json(state), "triggers": decided}
 
@@ -159,18 +163,76 @@ class OrderBook:
         with self.store.engine.connect() as conn:
             return _state_json(self._state(conn, customer_id, base_as_of, base, set()))
 
+    def fire(self, conn: sa.Connection, triggers: list[dict[str, Any]], now: dt.datetime
+             ) -> list[dict[str, Any]]:
+        """Insert ``triggers`` (dicts with trigger_id, kind, customer_id, order_id, at, detail) in the
+        caller's transaction, skipping ids that fired before, with a webhook outbox row for each new one
+        whose kind has a URL. Returns the new ones, not yet decided. The caller holds :data:`ORDER_LOCK` on
+        PostgreSQL."""
+        fired: list[dict[str, Any]] = []
+        for t in triggers:  # one statement each: RETURNING on a skipped conflict returns nothing
+            ins = (_insert(conn, TRIGGERS).values(**t, created_at=now, decided=False)
+                   .on_conflict_do_nothing(index_elements=["trigger_id"]).returning(TRIGGERS.c.seq))
+            res = conn.execute(ins)
+            if res.first() is not None:
+                fired.append(t)
+        hooks = [{"trigger_id": t["trigger_id"], "kind": t["kind"], "url": self.webhook_urls[t["kind"]],
+                  "status": "pending", "attempts": 0, "next_attempt_at": now, "created_at": now}
+                 for t in fired if t["kind"] in self.webhook_urls]
+        if hooks:
+            conn.execute(_insert(conn, WEBHOOKS).on_conflict_do_nothing(), hooks)
+        return fired
+
+    def _notify(self) -> None:
+        for f in self.on_fired:
+            try:
+                f()
+            except Exception:  # a listener's fault never fails the order
+                log.exception("trigger listener failed")
+
     # -- decisions and the feed -----------------------------------------------------------------------
+    def decide_many(self, cur: Loaded | None, fired: list[dict[str, Any]]) -> int:
+        """Take and record the decisions of triggers fired together (e.g. by a scan): one batch per kind."""
+        by_kind: dict[str, list[dict[str, Any]]] = {}
+        for t in fired:
+            by_kind.setdefault(t["kind"], []).append(t)
+        for kind, ts in by_kind.items():
+            for i in range(0, len(ts), 1000):
+                chunk = ts[i:i + 1000]
+                try:
+                    ds = self.desk.decide(cur, [t["customer_id"] for t in chunk], None, f"trigger_{kind}",
+                                          dry_run=False)
+                    decs = [_decision_of(d) for d in ds]
+                except Exception as e:  # the triggers stand; their decisions say why there is no offer
+                    log.exception("no decisions for %d %s triggers", len(chunk), kind)
+                    decs = [_failed(e)] * len(chunk)
+                with self.store.engine.begin() as conn:
+                    for t, dec in zip(chunk, decs, strict=True):
+                        conn.execute(TRIGGERS.update().where(TRIGGERS.c.trigger_id == t["trigger_id"],
+                                                             TRIGGERS.c.decided.is_(False))
+                                     .values(decided=True, **dec))
+        if fired:
+            self._notify()
+        return len(fired)
+
+    def decide_late(self, cur: Loaded | None) -> int:
+        """Decide the triggers still without a decision :data:`DECIDE_LATE_SECONDS` after they fired (the
+        replica that fired them died in between). Returns how many."""
+        late = _now() - dt.timedelta(seconds=DECIDE_LATE_SECONDS)
+        q = (sa.select(TRIGGERS.c.trigger_id, TRIGGERS.c.kind, TRIGGERS.c.customer_id)
+             .where(TRIGGERS.c.decided.is_(False), TRIGGERS.c.created_at < late).order_by(TRIGGERS.c.seq))
+        with self.store.engine.connect() as conn:
+            rows = [dict(r) for r in conn.execute(q).mappings()]
+        return self.decide_many(cur, rows)
+
     def _decide(self, cur: Loaded | None, customer_id: str, t: dict[str, Any]) -> dict[str, Any]:
         """Take and record the next-best-offer decision for a fired trigger, and store it with the trigger."""
         try:
-            d = self.desk.decide(cur, [customer_id], None, f"trigger_{t['kind']}", dry_run=False)[0]
-            dec = {"offer_id": d["offer_id"], "decision_reason": str(d.get("reason") or "")[:300],
-                   "control_group": bool(d.get("control_group")),
-                   "expected_value": float(d.get("expected_value") or 0.0), "decision_id": d.get("decision_id")}
+            dec = _decision_of(self.desk.decide(cur, [customer_id], None, f"trigger_{t['kind']}",
+                                                dry_run=False)[0])
         except Exception as e:  # the trigger stands; its decision says why there is no offer
             log.exception("no decision for trigger %s", t["trigger_id"])
-            dec = {"offer_id": "none", "decision_reason": f"decision failed: {type(e).__name__}: {e}"[:300],
-                   "control_group": False, "expected_value": 0.0, "decision_id": None}
+            dec = _failed(e)
         with self.store.engine.begin() as conn:
             conn.execute(TRIGGERS.update().where(TRIGGERS.c.trigger_id == t["trigger_id"],
                                                  TRIGGERS.c.decided.is_(False)).values(decided=True, **dec))
@@ -192,10 +254,27 @@ class OrderBook:
         for r in rows:
             if not r["decided"]:
                 break  # its decision is being taken: the next read serves it, in order
-            out.append({"cursor": int(r["seq"]), "trigger_id": r["trigger_id"], "kind": r["kind"],
-                        "customer_id": r["customer_id"], "order_id": r["order_id"],
-                        "at": r["at"].isoformat(), "detail": r["detail"], "decision": _decision_json(r)})
+            out.append(feed_item(r))
         return {"triggers": out, "next_after": out[-1]["cursor"] if out else after}
+
+
+def feed_item(r: Any) -> dict[str, Any]:
+    """A decided trigger row as the feed and the webhooks serve it."""
+    return {"cursor": int(r["seq"]), "trigger_id": r["trigger_id"], "kind": r["kind"],
+            "customer_id": r["customer_id"], "order_id": r["order_id"],
+            "at": r["at"].isoformat(), "detail": r["detail"], "decision": _decision_json(r)}
+
+
+def _decision_of(d: dict[str, Any]) -> dict[str, Any]:
+    """A desk decision as the trigger row stores it."""
+    return {"offer_id": d["offer_id"], "decision_reason": str(d.get("reason") or "")[:300],
+            "control_group": bool(d.get("control_group")),
+            "expected_value": float(d.get("expected_value") or 0.0), "decision_id": d.get("decision_id")}
+
+
+def _failed(e: Exception) -> dict[str, Any]:
+    return {"offer_id": "none", "decision_reason": f"decision failed: {type(e).__name__}: {e}"[:300],
+            "control_group": False, "expected_value": 0.0, "decision_id": None}
 
 
 def _net(r: dict[str, Any]) -> float:

@@ -31,6 +31,8 @@ from serving.offer_desk import OfferDesk
 from serving.orders import OrderBook
 from serving.profile import profile
 from serving.session import recommend_in_session
+from serving.trigger_config import LiveConfig, load_config
+from serving.trigger_tasks import TriggerTasks
 
 log = logging.getLogger(__name__)
 MAX_ANSWERS = 50_000
@@ -95,16 +97,20 @@ class Personaliser:
     """Holds the current models (swapped atomically), the fallback list, the live store and its watcher."""
 
     def __init__(self, data_dir: str | Path, bundle_dir: str | Path | None = None,
-                 store_url: str | None = None, render: Render | None = None, warm_k: int = 10) -> None:
+                 store_url: str | None = None, render: Render | None = None, warm_k: int = 10,
+                 live_config: LiveConfig | None = None) -> None:
         """``render``: turns a default answer into response bytes; given, every load renders the answers of
         its known customers (up to ``MAX_ANSWERS``) for k = ``warm_k`` before it serves, so that a
-        customer's first storefront request is as fast as the next ones."""
+        customer's first storefront request is as fast as the next ones. ``live_config``: triggers and
+        webhooks (default: the file ``$PERSONALISE_TRIGGERS_CONFIG``, see :mod:`serving.trigger_config`)."""
         self.render, self.warm_k = render, warm_k
         self.data_dir = Path(data_dir)
         self.bundle_dir = Path(bundle_dir) if bundle_dir else None
         self.store = LiveStore(store_url or os.environ.get("PERSONALISE_DB") or default_url(self.data_dir))
         self.desk = OfferDesk(self.store)
-        self.orders = OrderBook(self.store, self.desk)
+        self.live_config = live_config or load_config()
+        self.orders = OrderBook(self.store, self.desk, self.live_config.trigger_config(),
+                                self.live_config.webhooks.urls)
         self.current: Loaded | None = None
         self._reload_lock = threading.Lock()
         self.load_error: str | None = None
@@ -115,10 +121,12 @@ class Personaliser:
             self.load_error = f"{type(e).__name__}: {e}"
             log.exception("could not load models: serving fallbacks until a reload succeeds")
         self.live = LiveWatcher(self.store, lambda: self.current.as_of if self.current else None)
+        self.tasks = TriggerTasks(self.orders, lambda: self.current, self.live_config)
 
     def close(self) -> None:
         """Stop watching the event store and close its connections."""
         self.live.close()
+        self.tasks.close()
         self.store.engine.dispose()
 
     # -- loading --------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ fsync is off: these are throwaway databases (durability across a crash is not wh
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import pwd
@@ -61,20 +62,25 @@ class PostgresServer:
         return self.url(name)
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
+class PostgresUnavailable(RuntimeError):
+    """No server can be started here; the message says how to make one available."""
+
+
+@contextlib.contextmanager
+def running_postgres() -> Iterator[PostgresServer]:
+    """A throwaway PostgreSQL server on 127.0.0.1 (the tests' fixture and the benchmark use it)."""
     bindir = _bin_dir()
     if bindir is None:
-        pytest.skip(INSTALL_HINT)
-    pytest.importorskip("psycopg", reason="psycopg 3 missing: pip install 'psycopg[binary]'")
+        raise PostgresUnavailable(INSTALL_HINT)
     root = Path(tempfile.mkdtemp(prefix="personalise-pg-"))
     prefix: list[str] = []
     if os.geteuid() == 0:  # initdb/postgres refuse root: run them as the postgres user, in a dir it owns
         try:
             pw = pwd.getpwnam("postgres")
         except KeyError:
-            pytest.skip("running as root and no `postgres` user to run PostgreSQL as: create one "
-                        "(`useradd postgres`) or run the tests as another user")
+            shutil.rmtree(root, ignore_errors=True)
+            raise PostgresUnavailable("running as root and no `postgres` user to run PostgreSQL as: create "
+                                      "one (`useradd postgres`) or run the tests as another user") from None
         os.chown(root, pw.pw_uid, pw.pw_gid)
         prefix = ["runuser", "-u", "postgres", "--"]
     data, log = root / "data", root / "server.log"
@@ -94,6 +100,16 @@ def postgres_server() -> Iterator[PostgresServer]:
         subprocess.run([*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
                        capture_output=True)
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    pytest.importorskip("psycopg", reason="psycopg 3 missing: pip install 'psycopg[binary]'")
+    try:
+        with running_postgres() as server:
+            yield server
+    except PostgresUnavailable as e:
+        pytest.skip(str(e))
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -1,0 +1,233 @@
+"""Benchmark: live orders -> triggers -> the feed and webhooks, on SQLite and on PostgreSQL, side by side.
+
+One real server per backend (``bentoml serve`` on 127.0.0.1, a trained project's champion), loaded for
+``seconds`` by one client process with three kinds of traffic at once:
+
+- ``orders``: ``concurrency`` connections sending orders back to back; every customer gets two orders of 50
+  then one of 200 (a spend jump: 200 > 1.5 x 50), so every third order fires a spend_jump (and every first
+  a first_purchase), each decided at once;
+- ``events``: storefront events in batches of 10, at most ``events_per_s`` (the issue's target: 1,000/s);
+- a CRM consumer polling ``/triggers`` with its cursor, noting when each trigger first shows.
+
+Measured: orders/s and triggers/s sustained, events/s stored, and for every spend jump the time from its
+order's acknowledgement (the 200) to the consumer seeing it in the feed, and to its webhook reaching a
+receiver on 127.0.0.1: p50, p99, max. The client runs on the same (shared, 2-core) machine as the server and
+the database, so the numbers are lower bounds on what the server alone does.
+
+Usage: ``python bench/triggers.py --data PROJECT [--bundle DIR] [--seconds 20]
+[--backends sqlite,postgresql]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from serving.launch import server_command, server_env  # noqa: E402
+from tests.postgres_server import PostgresUnavailable, running_postgres  # noqa: E402
+from tests.serving.webhook_receiver import Receiver  # noqa: E402
+
+KEYS = {"storefront": "bench-sf-key-0001", "crm": "bench-crm-key-0001"}
+SECRET = "bench-webhook-secret-0001"
+
+
+def _pct(xs: list[float]) -> dict[str, float | int | None]:
+    if not xs:
+        return {"n": 0, "p50_ms": None, "p99_ms": None, "max_ms": None}
+    a = np.asarray(xs) * 1000
+    return {"n": len(xs), "p50_ms": round(float(np.percentile(a, 50)), 1),
+            "p99_ms": round(float(np.percentile(a, 99)), 1), "max_ms": round(float(a.max()), 1)}
+
+
+def _start(data: Path, db: str, config: Path, port: int, log: Path, bundle: Path | None = None
+           ) -> subprocess.Popen:
+    env = server_env(data, port=port, bundle=bundle)
+    env.update(PERSONALISE_API_KEYS=",".join(f"{r}:{k}" for r, k in KEYS.items()), PERSONALISE_DB=db,
+               PERSONALISE_TRIGGERS_CONFIG=str(config), PERSONALISE_WEBHOOK_SECRET=SECRET)
+    env.pop("MLFLOW_TRACKING_URI", None)
+    proc = subprocess.Popen(server_command(port=port), env=env, stdout=open(log, "w"),  # noqa: SIM115
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited: {log.read_text()[-2000:]}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError("server not ready in 300 s")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    import psutil
+    kids = psutil.Process(proc.pid).children(recursive=True)
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(30)
+    for k in psutil.wait_procs(kids, timeout=10)[1]:
+        k.kill()
+
+
+async def _load(url: str, seconds: float, concurrency: int, events_per_s: float, tag: str) -> dict[str, Any]:
+    sf = {"Authorization": f"Bearer {KEYS['storefront']}"}
+    crm = {"Authorization": f"Bearer {KEYS['crm']}"}
+    acked: dict[str, float] = {}  # spend_jump trigger id -> when its order was acknowledged
+    seen: dict[str, float] = {}
+    counts = {"orders": 0, "order_errors": 0, "events": 0, "event_errors": 0, "triggers_seen": 0}
+    end = time.perf_counter() + seconds
+    limits = httpx.Limits(max_connections=concurrency + 4)
+    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
+        async def orders(worker: int) -> None:
+            n = 0
+            while time.perf_counter() < end:
+                cid = f"B{tag}-{worker}-{n}"
+                for step, value in (("a", 50.0), ("b", 50.0), ("c", 200.0)):
+                    oid = f"{cid}{step}"
+                    body = {"order_id": oid, "customer_id": cid, "ts": None, "lines": [
+                        {"line_id": f"{oid}-1", "product_id": "P00010", "quantity": 1, "unit_price": value}]}
+                    r = await client.post("/orders", json=body, headers=sf)
+                    if r.status_code != 200:
+                        counts["order_errors"] += 1
+                        continue
+                    counts["orders"] += 1
+                    if step == "c":
+                        acked[f"spend_jump:{cid}:{oid}"] = time.perf_counter()
+                n += 1
+
+        orders_done = asyncio.Event()
+
+        async def events(lane: int, lanes: int) -> None:
+            if events_per_s <= 0:
+                return
+            i, t0 = 0, time.perf_counter()
+            while time.perf_counter() < end:
+                body = {"events": [{"customer_id": f"C{(i * 10 + j + lane) % 1500 + 1:07d}",
+                                    "product_id": "P00010", "event_type": "view"} for j in range(10)]}
+                r = await client.post("/events", json=body, headers=sf)
+                counts["events" if r.status_code == 200 else "event_errors"] += 10
+                i += 1
+                ahead = t0 + i * 10 * lanes / events_per_s - time.perf_counter()
+                if ahead > 0:
+                    await asyncio.sleep(ahead)
+
+        async def all_orders() -> None:
+            await asyncio.gather(*(orders(w) for w in range(concurrency)))
+            orders_done.set()
+
+        async def consumer() -> None:
+            after = 0
+            while time.perf_counter() < end + 5:
+                r = await client.post("/triggers", json={"after": after, "limit": 1000}, headers=crm)
+                page = r.json()
+                now = time.perf_counter()
+                for t in page["triggers"]:
+                    seen.setdefault(t["trigger_id"], now)
+                counts["triggers_seen"] += len(page["triggers"])
+                after = page["next_after"]
+                if not page["triggers"]:
+                    await asyncio.sleep(0.01)
+                if orders_done.is_set() and set(acked) <= set(seen):
+                    return
+
+        echo_n, echo_end = 0, time.perf_counter() + 5
+
+        async def echo() -> None:  # the baseline: the server's own overhead, same connections, same moment
+            nonlocal echo_n
+            while time.perf_counter() < echo_end:
+                if (await client.post("/echo", json={"customer_id": "C0000001", "k": 10}, headers=sf)
+                        ).status_code == 200:
+                    echo_n += 1
+        await asyncio.gather(*(echo() for _ in range(concurrency)))
+        end = time.perf_counter() + seconds
+        t0 = time.perf_counter()
+        await asyncio.gather(all_orders(), *(events(k, 4) for k in range(4)), consumer())
+        wall = min(time.perf_counter(), end) - t0
+    lat = [seen[t] - a for t, a in acked.items() if t in seen]
+    return {"seconds": round(wall, 1), "echo_per_s_baseline": round(echo_n / 5, 1),
+            "orders_per_s": round(counts["orders"] / seconds, 1),
+            "orders_vs_echo": round(counts["orders"] / seconds / max(echo_n / 5, 1e-9), 3),
+            "triggers_per_s": round(counts["triggers_seen"] / seconds, 1),
+            "events_per_s": round(counts["events"] / seconds, 1), **counts,
+            "spend_jumps_acked": len(acked), "spend_jumps_missing_from_feed": len(set(acked) - set(seen)),
+            "ack_to_feed": _pct(lat), "_acked": acked}
+
+
+def run_backend(data: Path, backend: str, db: str, seconds: float, concurrency: int, events_per_s: float,
+                work: Path, bundle: Path | None = None) -> dict[str, Any]:
+    receiver = Receiver(SECRET.encode())
+    arrived: dict[str, float] = {}
+    config = work / f"triggers-{backend}.toml"
+    config.write_text("[triggers]\nscan_interval_seconds = 0\n"
+                      f'[webhooks.urls]\nspend_jump = "{receiver.url}/jump"\n')
+    port = _free_port()
+    proc = _start(data, db, config, port, work / f"server-{backend}.log", bundle)
+    try:
+        res = asyncio.run(_load(f"http://127.0.0.1:{port}", seconds, concurrency, events_per_s, backend[:2]))
+        acked = res.pop("_acked")
+        deadline = time.perf_counter() + 30
+        while time.perf_counter() < deadline and len(receiver.delivered()) < len(acked):
+            time.sleep(0.05)
+        with receiver.lock:
+            for r in receiver.got:
+                if r.status == 200:
+                    arrived.setdefault(r.trigger_id, r.at)
+        res["ack_to_webhook"] = _pct([arrived[t] - a for t, a in acked.items() if t in arrived])
+        res["webhooks_missing"] = len(set(acked) - set(arrived))
+        return res
+    finally:
+        _stop(proc)
+        receiver.close()
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", type=Path, required=True)
+    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--concurrency", type=int, default=8)
+    ap.add_argument("--events-per-s", type=float, default=1000.0)
+    ap.add_argument("--backends", default="sqlite,postgresql")
+    ap.add_argument("--bundle", type=Path, default=None, help="Serve a local bundle directory instead of the "
+                                                               "registry's champion.")
+    a = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench-triggers-"))
+    out: dict[str, Any] = {"machine": "shared 2-core machine, client, server and database on it at once"}
+    for backend in a.backends.split(","):
+        if backend == "sqlite":
+            out[backend] = run_backend(a.data, backend, f"sqlite:///{work / 'live.db'}", a.seconds,
+                                       a.concurrency, a.events_per_s, work, a.bundle)
+        else:
+            try:
+                with running_postgres() as pg:
+                    out[backend] = run_backend(a.data, backend, pg.new_database(), a.seconds, a.concurrency,
+                                               a.events_per_s, work, a.bundle)
+            except PostgresUnavailable as e:
+                out[backend] = {"skipped": str(e)}
+        print(json.dumps({backend: out[backend]}), file=sys.stderr, flush=True)
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,193 @@
+"""Webhooks: triggers posted to the CRM engine from an outbox, signed, retried, dead-lettered.
+
+A trigger whose kind has a URL gets a row in ``webhook_deliveries`` in the transaction that fires it, so the
+request that caused it only writes a row; a :class:`WebhookSender` thread in each replica posts the rows. A
+sender claims rows with a lease (``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED)`` on PostgreSQL;
+SQLite serialises writers), so replicas post each delivery once; a replica killed mid-post leaves its lease
+to expire and another (or its restart) posts the row again: delivery is at least once, deduplicate on
+``X-Personalise-Trigger-Id``. A trigger is posted once its decision is taken (the body carries it).
+
+The body is the trigger as the ``/triggers`` feed serves it (JSON). Headers:
+
+- ``X-Personalise-Signature: t=<unix seconds>,v1=<hex>``: HMAC-SHA256 with the shared key of the bytes
+  ``<t>.<body>``; the receiver recomputes it (:func:`verify`) and rejects old ``t`` to stop replays;
+- ``X-Personalise-Trigger-Id``, ``X-Personalise-Delivery`` (the outbox row), ``X-Personalise-Attempt``.
+
+A 2xx answer delivers; anything else (or no answer within ``timeout_seconds``) is retried after
+``backoff_seconds`` x 2^(attempt-1), at most ``backoff_max_seconds``; after ``max_attempts`` the row's status
+is ``dead`` with the last error (the dead-letter record: ``personalise triggers webhooks`` lists them).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pandas as pd
+import sqlalchemy as sa
+
+from features.live import TRIGGERS, WEBHOOKS, LiveStore
+from serving.orders import feed_item
+from serving.trigger_config import WebhookSettings
+
+log = logging.getLogger(__name__)
+PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
+SIGNATURE = "X-Personalise-Signature"
+LEASE_MARGIN_SECONDS = 10.0
+"""A claim lasts the post's timeout plus this; a sender that died holding it loses it then."""
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def sign(secret: bytes, body: bytes, t: int | None = None) -> str:
+    """The signature header's value for ``body``:
+    ``t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">``."""
+    t = int(time.time()) if t is None else t
+    mac = hmac.new(secret, f"{t}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={t},v1={mac}"
+
+
+def verify(secret: bytes, body: bytes, header: str, max_age_seconds: float = 300.0) -> bool:
+    """What a receiver does: recompute the signature of ``body`` and compare in constant time; reject a
+    signature older than ``max_age_seconds``."""
+    try:
+        parts = dict(p.split("=", 1) for p in header.split(","))
+        t = int(parts["t"])
+    except (ValueError, KeyError):
+        return False
+    if abs(time.time() - t) > max_age_seconds:
+        return False
+    return hmac.compare_digest(sign(secret, body, t), header)
+
+
+def backoff(attempts: int, settings: WebhookSettings) -> float:
+    """Seconds to wait after the ``attempts``-th failure."""
+    return float(min(settings.backoff_seconds * 2 ** (attempts - 1), settings.backoff_max_seconds))
+
+
+class WebhookSender:
+    """Posts the outbox's pending deliveries in a daemon thread (:meth:`start`), or once
+    (:meth:`run_once`)."""
+
+    def __init__(self, store: LiveStore, settings: WebhookSettings, secret: bytes,
+                 before_claim: Callable[[], Any] | None = None, poll_seconds: float = 0.5,
+                 batch: int = 50) -> None:
+        """``before_claim``: run before each claim (the service decides late triggers there)."""
+        self.store, self.settings, self.secret = store, settings, secret
+        self.before_claim, self.poll_seconds, self.batch = before_claim, poll_seconds, batch
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.client = httpx.Client(timeout=settings.timeout_seconds, trust_env=False)
+        self._wake, self._stop = threading.Event(), threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> WebhookSender:
+        self._thread = threading.Thread(target=self._run, name="webhook-sender", daemon=True)
+        self._thread.start()
+        return self
+
+    def wake(self) -> None:
+        """New deliveries may be waiting: claim now rather than at the next poll."""
+        self._wake.set()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.settings.timeout_seconds + 10)
+        self.client.close()
+
+    def _run(self) -> None:
+        last_late = 0.0
+        while not self._stop.is_set():
+            self._wake.clear()
+            try:
+                if self.before_claim is not None and time.monotonic() - last_late > 1.0:
+                    last_late = time.monotonic()
+                    self.before_claim()
+                n = self.run_once()
+            except Exception:
+                log.exception("webhook sender: a round failed; trying again")
+                n = 0
+            if n == 0:
+                self._wake.wait(self.poll_seconds)
+
+    def run_once(self) -> int:
+        """Claim up to ``batch`` due deliveries and post each; returns how many were attempted."""
+        claimed = self._claim()
+        for row in claimed:
+            self._deliver(row)
+        return len(claimed)
+
+    def _claim(self) -> list[dict[str, Any]]:
+        now = _now()
+        lease = now + dt.timedelta(seconds=self.settings.timeout_seconds + LEASE_MARGIN_SECONDS)
+        due = (sa.select(WEBHOOKS.c.id)
+               .join(TRIGGERS, TRIGGERS.c.trigger_id == WEBHOOKS.c.trigger_id)
+               .where(WEBHOOKS.c.status == PENDING, WEBHOOKS.c.next_attempt_at <= now,
+                      sa.or_(WEBHOOKS.c.lease_until.is_(None), WEBHOOKS.c.lease_until < now),
+                      TRIGGERS.c.decided.is_(True))
+               .order_by(WEBHOOKS.c.id).limit(self.batch))
+        if self.store.postgres:
+            due = due.with_for_update(skip_locked=True, of=WEBHOOKS)
+        upd = (WEBHOOKS.update().where(WEBHOOKS.c.id.in_(due.scalar_subquery()))
+               .values(lease_until=lease, lease_owner=self.owner)
+               .returning(WEBHOOKS.c.id, WEBHOOKS.c.trigger_id, WEBHOOKS.c.url, WEBHOOKS.c.attempts))
+        with self.store.engine.begin() as conn:
+            rows = [dict(r) for r in conn.execute(upd).mappings()]
+        if not rows:
+            return []
+        q = sa.select(TRIGGERS).where(TRIGGERS.c.trigger_id.in_({r["trigger_id"] for r in rows}))
+        with self.store.engine.connect() as conn:
+            items = {t["trigger_id"]: feed_item(t) for t in conn.execute(q).mappings()}
+        return [{**r, "item": items[r["trigger_id"]]} for r in sorted(rows, key=lambda r: r["id"])]
+
+    def _deliver(self, row: dict[str, Any]) -> None:
+        body = json.dumps(row["item"], separators=(",", ":")).encode()
+        attempt = int(row["attempts"]) + 1
+        headers = {"Content-Type": "application/json", SIGNATURE: sign(self.secret, body),
+                   "X-Personalise-Trigger-Id": row["trigger_id"], "X-Personalise-Delivery": str(row["id"]),
+                   "X-Personalise-Attempt": str(attempt)}
+        error = None
+        try:
+            r = self.client.post(row["url"], content=body, headers=headers)
+            if not 200 <= r.status_code < 300:
+                error = f"HTTP {r.status_code}: {r.text[:200]}"
+        except httpx.HTTPError as e:
+            error = f"{type(e).__name__}: {e}"[:300]
+        now = _now()
+        mine = (WEBHOOKS.c.id == row["id"]) & (WEBHOOKS.c.lease_owner == self.owner)
+        if error is None:
+            values: dict[str, Any] = {"status": DELIVERED, "delivered_at": now, "last_error": None}
+        elif attempt >= self.settings.max_attempts:
+            values = {"status": DEAD, "last_error": error}
+            log.error("webhook %s for %s dead after %d attempts: %s", row["url"], row["trigger_id"], attempt,
+                      error)
+        else:
+            wait = backoff(attempt, self.settings)
+            values = {"next_attempt_at": now + dt.timedelta(seconds=wait), "last_error": error}
+            log.warning("webhook %s for %s failed (attempt %d, next in %.1f s): %s", row["url"],
+                        row["trigger_id"], attempt, wait, error)
+        with self.store.engine.begin() as conn:
+            conn.execute(WEBHOOKS.update().where(mine).values(attempts=attempt, lease_until=None, **values))
+
+
+def deliveries(store: LiveStore, status: str | None = None) -> pd.DataFrame:
+    """The outbox (optionally one status): what was delivered, what waits, what is dead."""
+    q = sa.select(WEBHOOKS).order_by(WEBHOOKS.c.id)
+    if status is not None:
+        q = q.where(WEBHOOKS.c.status == status)
+    with store.engine.connect() as conn:
+        return pd.DataFrame(conn.execute(q).mappings().all(), columns=[c.name for c in WEBHOOKS.columns])

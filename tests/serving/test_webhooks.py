@@ -1,0 +1,86 @@
+"""Webhooks from the outbox to a real receiver on 127.0.0.1: signed, retried with backoff, dead-lettered,
+never holding up the order that fired them (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from features.live import LiveStore
+from serving.offer_desk import OfferDesk
+from serving.orders import OrderBook
+from serving.trigger_config import WebhookSettings
+from serving.webhooks import DEAD, DELIVERED, PENDING, WebhookSender, backoff, deliveries, sign, verify
+from tests.serving.webhook_receiver import Receiver, wait_until
+
+SECRET = b"test-webhook-secret-0001"
+
+
+@pytest.fixture()
+def receiver() -> Iterator[Receiver]:
+    r = Receiver(SECRET, fail_first=2)
+    yield r
+    r.close()
+
+
+def _order(book: OrderBook, oid: str, cid: str, value: float) -> dict:
+    return book.add_order(None, oid, cid, None, [{"line_id": f"{oid}-1", "product_id": "P1", "quantity": 1,
+                                                  "unit_price": value, "discount": 0.0}])
+
+
+def test_signature_and_backoff() -> None:
+    body = b'{"trigger_id": "x"}'
+    header = sign(SECRET, body, int(time.time()))
+    assert verify(SECRET, body, header)
+    assert not verify(SECRET, body + b" ", header) and not verify(b"another-key-000000", body, header)
+    assert not verify(SECRET, body, sign(SECRET, body, int(time.time()) - 3600))  # a replay: too old
+    s = WebhookSettings(backoff_seconds=1.0, backoff_max_seconds=5.0)
+    assert [backoff(n, s) for n in (1, 2, 3, 4, 5)] == [1.0, 2.0, 4.0, 5.0, 5.0]
+
+
+def test_webhooks_retry_then_deliver_once_and_dead_letter(store_url: str, receiver: Receiver) -> None:
+    store = LiveStore(store_url)
+    urls = {"first_purchase": f"{receiver.url}/hooks/first", "spend_jump": f"{receiver.url}/hooks/jump",
+            "high_value_return": f"{receiver.url}/fail/returns"}
+    book = OrderBook(store, OfferDesk(store), webhook_urls=urls)
+    settings = WebhookSettings(urls=urls, max_attempts=3, backoff_seconds=0.05, timeout_seconds=2)
+    sender = WebhookSender(store, settings, SECRET, poll_seconds=0.05).start()
+    book.on_fired.append(sender.wake)
+    try:
+        # the order returns while the receiver holds its first request: delivery never blocks the order
+        receiver.gate.clear()
+        r = _order(book, "W1", "C-W", 90.0)
+        assert [t["kind"] for t in r["triggers"]] == ["first_purchase"] and receiver.delivered() == {}
+        wait_until(lambda: receiver.arrived >= 1, what="the first attempt reaching the receiver")
+        assert deliveries(store)["status"].tolist() == [PENDING]  # in flight, under the sender's lease
+        receiver.gate.set()
+        _order(book, "W2", "C-W", 100.0)
+        _order(book, "W3", "C-W", 300.0)  # spend jump
+        book.add_order(None, "R1", "C-W", None, [{"line_id": "R1-1", "product_id": "P1", "quantity": -1,
+                                                  "unit_price": 150.0, "discount": 0.0}])
+        tids = ["first_purchase:C-W:W1", "spend_jump:C-W:W3"]
+        wait_until(lambda: all(receiver.delivered().get(t) for t in tids), what="both webhooks delivered")
+        wait_until(lambda: len(deliveries(store, DEAD)), what="the return's dead letter")
+        dead = deliveries(store, DEAD)
+        # each trigger answered 200 exactly once, on its third attempt, every attempt signed
+        assert receiver.delivered() == {t: 1 for t in tids}
+        for t in tids:
+            tries = receiver.attempts(t)
+            assert [a.attempt for a in tries] == [1, 2, 3] and [a.status for a in tries] == [503, 503, 200]
+            assert all(a.signed for a in tries)
+            body = json.loads(tries[-1].body)
+            assert body["trigger_id"] == t and body["decision"]["reason"] and body["customer_id"] == "C-W"
+        assert receiver.attempts(tids[1])[0].path == "/hooks/jump"
+        out = deliveries(store).set_index("trigger_id")
+        assert out.loc[tids, "status"].tolist() == [DELIVERED, DELIVERED]
+        assert out.loc[tids, "attempts"].tolist() == [3, 3]
+        # the return's hook always fails: dead after max_attempts, with the last error, not retried again
+        assert dead["trigger_id"].tolist() == ["high_value_return:C-W:R1"]
+        assert dead["attempts"].tolist() == [3] and dead["last_error"].iloc[0].startswith("HTTP 500")
+        assert len(receiver.attempts("high_value_return:C-W:R1")) == 3
+    finally:
+        sender.close()
+

@@ -1,0 +1,85 @@
+"""The trigger commands of ``personalise`` (registered by :func:`register`, as :mod:`batch_cli`)::
+
+    personalise triggers scan --data DIR [--now 2026-12-01T06:00] [--config triggers.toml]
+    personalise triggers webhooks --data DIR [--status dead]
+    personalise triggers check-config triggers.toml
+
+``scan`` is what the service runs every ``scan_interval_seconds``: dormancy lines crossed and churn-risk bands
+entered fire once per episode, each with its decision (run it from cron when the background scan is off).
+The live store is ``PERSONALISE_DB`` (default ``DATA/live.db``), as for ``personalise serve``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import typer
+
+Runner = Callable[[Callable[[], Any]], Any]
+CONFIG_HELP = "Triggers/webhooks TOML file (default: $PERSONALISE_TRIGGERS_CONFIG, else the defaults)."
+
+
+def register(app: typer.Typer, run: Runner) -> None:
+    triggers_app = typer.Typer(no_args_is_help=True, help="Live triggers: the scheduled scan and webhooks.")
+    app.add_typer(triggers_app, name="triggers")
+
+    @triggers_app.command("scan")
+    def scan_command(data: Path = typer.Option(..., help="Project data directory (the registry, live.db)."),
+                     now: str = typer.Option(None, help="Scan as of this time (default: now, UTC)."),
+                     config: Path = typer.Option(None, help=CONFIG_HELP),
+                     bundle: Path = typer.Option(None, help="A local bundle directory instead of the "
+                                                            "registry's champion.")) -> None:
+        """Fire the dormancy and churn-risk triggers due now (once per episode), with their decisions."""
+        def go() -> dict[str, Any]:
+            import pandas as pd
+
+            from serving.runtime import Personaliser
+            from serving.trigger_config import load_config
+            from serving.trigger_scan import scan
+            cfg = load_config(config)
+            cfg.triggers.scan_interval_seconds = 0  # this one scan only
+            p = Personaliser(data, bundle, live_config=cfg)
+            try:
+                when = pd.Timestamp(now).to_pydatetime() if now else None
+                return {**scan(p.orders, p.current, when),
+                        "model_version": p.current.version if p.current else "none"}
+            finally:
+                p.close()
+        typer.echo(json.dumps(run(go)))
+
+    @triggers_app.command("webhooks")
+    def webhooks_command(data: Path = typer.Option(...),
+                         status: str = typer.Option(None, help="Only deliveries in this status: "
+                                                               "pending, delivered or dead (the dead "
+                                                               "letters).")) -> None:
+        """Webhook deliveries per status, and the ones in ``--status`` with their last error."""
+        def go() -> str:
+            import os
+
+            from features.live import LiveStore, default_url
+            from serving.webhooks import deliveries
+            store = LiveStore(os.environ.get("PERSONALISE_DB") or default_url(data))
+            try:
+                d = deliveries(store)
+            finally:
+                store.engine.dispose()
+            counts = d["status"].value_counts().to_dict() if len(d) else {}
+            out = json.dumps({"deliveries": int(len(d)), "by_status": counts})
+            if status is not None:
+                cols = ["id", "trigger_id", "url", "status", "attempts", "last_error", "delivered_at"]
+                shown = d.loc[d["status"] == status, cols]
+                out += "\n" + (shown.to_string(index=False) if len(shown) else f"(no {status} deliveries)")
+            return out
+        typer.echo(run(go))
+
+    @triggers_app.command("check-config")
+    def check_config(path: Path = typer.Argument(..., help="The TOML file.")) -> None:
+        """Validate a triggers/webhooks file (and that its signing key is in the environment)."""
+        def go() -> dict[str, Any]:
+            from serving.trigger_config import load_config
+            cfg = load_config(path)
+            return {"ok": True, "triggers": cfg.triggers.model_dump(), "webhooks": sorted(cfg.webhooks.urls)}
+        typer.echo(json.dumps(run(go)))
