@@ -15,14 +15,22 @@ from features.interactions import InteractionConfig, InteractionData, build_inte
 from features.io import Shop
 from features.schema import PRODUCT_ID
 from models.metrics import ranking_report
-from models.recsys import DISCOVERY_RULES, MODELS, BlendRecommender, Recommender, RecommenderConfig, Reranker
-from training.blend_tuning import reusable_components, tune_blend
+from models.recsys import (
+    DISCOVERY_RULES,
+    MODELS,
+    BlendRecommender,
+    Recommender,
+    RecommenderConfig,
+    Reranker,
+    build_baskets,
+)
+from training.blend_tuning import blend_baskets, reusable_components, tune_blend
 from training.rec_truth import new_items_truth, purchase_truth
 from training.rerank_training import fit_reranker
 
 log = logging.getLogger(__name__)
-BASELINES = ("popularity", "buy_again", "als", "bpr", "item_knn", "ease")
-__all__ = ["BASELINES", "RecEvaluation", "evaluate_recommenders", "fit_production", "new_items_truth",
+BASELINES = ("popularity", "buy_again", "als", "bpr", "item_knn", "ease", "tifu_knn")
+__all__ = ["BASELINES", "RecEvaluation", "evaluate_recommenders", "fit_baseline", "fit_production", "new_items_truth",
            "purchase_truth"]
 
 
@@ -53,10 +61,20 @@ def fit_production(shop: Shop, cutoff: pd.Timestamp, config: RecommenderConfig,
         reranker, validation = fit_reranker(shop, cutoff, config, icfg, latest=tuned if same else None)
     if data is None:
         data = build_interactions(shop, cutoff, icfg, non_product=is_non_product)
-    model = BlendRecommender(config).fit(data, components=reusable_components(fitted or {}, data, config))
+    model = BlendRecommender(config).fit(data, components=reusable_components(fitted or {}, data, config),
+                                         baskets=blend_baskets(shop, data, config))
     model.attach_reranker(reranker if config.rerank else None)
     model.rerank_validation_ = validation or (reranker.validation_ if reranker is not None else {})
     return model
+
+
+def fit_baseline(shop: Shop, data: InteractionData, name: str, config: RecommenderConfig) -> Recommender:
+    """The recommender ``name`` of :data:`~models.recsys.MODELS` fitted on ``data`` (with the shop's purchase
+    baskets if it needs them: TIFU-KNN, with ``config.tifu`` or the paper's settings)."""
+    kind = MODELS[name]
+    if kind.needs_baskets:
+        return kind(config).fit(data, baskets=build_baskets(shop, data))  # type: ignore[call-arg]
+    return kind(config).fit(data)
 
 
 def evaluate_recommenders(shop: Shop, cutoff: pd.Timestamp, config: RecommenderConfig | None = None,
@@ -77,7 +95,7 @@ def evaluate_recommenders(shop: Shop, cutoff: pd.Timestamp, config: RecommenderC
     fitted: dict[str, Recommender] = {}
     for name in models:
         t0 = time.perf_counter()
-        fitted[name] = MODELS[name](config).fit(data)
+        fitted[name] = fit_baseline(shop, data, name, config)
         secs[name] = time.perf_counter() - t0
     t0 = time.perf_counter()
     # the blend reuses the baselines fitted above as its components (unless it is to be corrupted: then it

@@ -34,6 +34,7 @@ from models.recsys import (
     Reranker,
     build_context,
 )
+from training.blend_tuning import blend_baskets
 from training.rec_truth import new_items_truth, purchase_truth
 
 log = logging.getLogger(__name__)
@@ -155,7 +156,7 @@ def _window_rows(shop: Shop, cutoff: pd.Timestamp, config: RecommenderConfig, ic
             d = build_interactions(shop, start, icfg, non_product=is_non_product)
             if d.weights.nnz == 0:
                 break
-            m = BlendRecommender(config).fit(d)
+            m = BlendRecommender(config).fit(d, baskets=blend_baskets(shop, d, config))
         parts.append(rerank_rows(m, new_items_truth(m._require(), purchase_truth(shop, start, end))))
     return parts
 
