@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -93,7 +93,8 @@ def evaluate_recommenders(shop: Shop, cutoff: pd.Timestamp, config: RecommenderC
     report: dict[str, Any] = {"all_items": {}, "new_items": {}, "coverage": {}}
     secs: dict[str, float] = {}
     fitted: dict[str, Recommender] = {}
-    for name in models:
+    later = [n for n in models if MODELS[n].needs_baskets]
+    for name in (n for n in models if n not in later):
         t0 = time.perf_counter()
         fitted[name] = fit_baseline(shop, data, name, config)
         secs[name] = time.perf_counter() - t0
@@ -105,6 +106,12 @@ def evaluate_recommenders(shop: Shop, cutoff: pd.Timestamp, config: RecommenderC
             else fit_production(shop, cutoff, config, icfg, data=data, fitted=fitted, notes=notes))
     secs["production"] = time.perf_counter() - t0
     fitted["production"] = prod
+    for name in later:  # TIFU-KNN with the settings tuned for production's component (the paper's if none)
+        t0 = time.perf_counter()
+        same = prod.components_.get("tifu")  # the component itself, when production has one on these data
+        fitted[name] = (same if same is not None and same.data is data
+                        else fit_baseline(shop, data, name, replace(config, tifu=config.tifu or prod.config.tifu)))
+        secs[name] = time.perf_counter() - t0
     if corrupt:  # a deliberately broken model: shuffled item ids
         prod.data.items.ids = np.random.default_rng(0).permutation(prod.data.items.ids)  # type: ignore[union-attr]
     for name, m in fitted.items():
