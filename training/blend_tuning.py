@@ -175,10 +175,12 @@ def tune_tifu(data: InteractionData, baskets: Baskets, truth: dict[str, set[str]
               k: int = 10) -> TifuTuning:
     """TIFU-KNN's settings maximising NDCG@k of its own top k on ``truth`` (purchases after ``data``'s
     cutoff), under the default business rules, over :data:`TIFU_GRID` x :data:`TIFU_ALPHAS` x
-    :data:`TIFU_NEIGHBOURS`. The first of equals wins."""
+    :data:`TIFU_NEIGHBOURS`. The first of equals wins. Shops too large for the exact neighbour search try
+    the first setting of the grid only (each setting is a fit: about 150 s of CPU at a million customers)."""
     judge = _Judge(data, truth, k, BusinessRules())
     trials: list[dict[str, Any]] = []
-    for g in TIFU_GRID:
+    large = len(np.unique(baskets.user)) > TifuConfig().exact_max_customers
+    for g in TIFU_GRID[:1] if large else TIFU_GRID:
         m = TIFUKNNRecommender(config, TifuConfig(**g, neighbours=max(TIFU_NEIGHBOURS))).fit(data, baskets=baskets)
         for nk in TIFU_NEIGHBOURS:
             own, nbr = m.parts(judge.ctx, nk)

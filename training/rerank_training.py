@@ -15,6 +15,7 @@ Example
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -156,7 +157,9 @@ def _window_rows(shop: Shop, cutoff: pd.Timestamp, config: RecommenderConfig, ic
             d = build_interactions(shop, start, icfg, non_product=is_non_product)
             if d.weights.nnz == 0:
                 break
-            m = BlendRecommender(config).fit(d, baskets=blend_baskets(shop, d, config))
+            # the rows need the discovery blend's components only (a TIFU-KNN weighed for all items is not fitted)
+            only = replace(config, blend_weights=config.discovery_weights or config.blend_weights)
+            m = BlendRecommender(only).fit(d, baskets=blend_baskets(shop, d, only))
         parts.append(rerank_rows(m, new_items_truth(m._require(), purchase_truth(shop, start, end))))
     return parts
 
