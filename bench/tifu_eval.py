@@ -119,8 +119,8 @@ def compare(shop: Shop, cutoff: pd.Timestamp, end: pd.Timestamp | None, old: boo
     if not old:
         tuned = fitted[name].config.tifu
         b = build_baskets(shop, data)
-        fitted["tifu_knn (tuned)"] = clock("tifu_knn (tuned)", TIFUKNNRecommender(replace(config, tifu=tuned)).fit,
-                                           data, baskets=b)
+        tifu = TIFUKNNRecommender(replace(config, tifu=tuned))
+        fitted["tifu_knn (tuned)"] = clock("tifu_knn (tuned)", tifu.fit, data, baskets=b)
         fitted["tifu_knn (paper)"] = TIFUKNNRecommender(config).fit(data, baskets=b)
         row["tifu_settings"] = dict(tuned or ())
     row["production_weights"] = fitted[name].weights_  # type: ignore[attr-defined]
@@ -138,7 +138,8 @@ def simulated(shop: Shop, cutoff: pd.Timestamp) -> dict[str, Any]:
     as ``bench/sections.py`` evaluates it, with fit seconds and peak memory."""
     from training.rec_eval import evaluate_recommenders
     ev = evaluate_recommenders(shop, cutoff)
-    return {"cutoff": str(cutoff.date()), **{k: ev.report[k] for k in ("all_items", "new_items", "fit_seconds")},
+    keep = ("all_items", "new_items", "fit_seconds")
+    return {"cutoff": str(cutoff.date()), **{k: ev.report[k] for k in keep},
             "blend_weights": ev.production.weights_, "tifu_settings": dict(ev.production.config.tifu or ()),
             "peak_mb": round(peak_mb(), 0)}
 
@@ -240,13 +241,16 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     shop = load_shop(a.shop)
     cfg = TifuConfig()
-    ends = dict(CUTOFFS)
-    res = (quality(shop, cfg) if a.what == "quality"
-           else compare(shop, pd.Timestamp(a.cutoff), pd.Timestamp(ends[a.cutoff]) if ends[a.cutoff] else None,
-                        a.old) if a.what == "compare"
-           else simulated(shop, pd.Timestamp(a.cutoff or "2025-11-01")) if a.what == "simulated"
-           else scale(shop, cfg, a.exact_sample) if a.what == "scale"
-           else approx_quality(shop, cfg))
+    res: dict[str, Any]
+    if a.what == "quality":
+        res = quality(shop, cfg)
+    elif a.what == "compare":
+        end = dict(CUTOFFS)[a.cutoff]
+        res = compare(shop, pd.Timestamp(a.cutoff), pd.Timestamp(end) if end else None, a.old)
+    elif a.what == "simulated":
+        res = simulated(shop, pd.Timestamp(a.cutoff or "2025-11-01"))
+    else:
+        res = scale(shop, cfg, a.exact_sample) if a.what == "scale" else approx_quality(shop, cfg)
     text = json.dumps(res, indent=1, default=str)
     print(text)
     if a.out:

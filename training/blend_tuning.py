@@ -60,7 +60,8 @@ WEIGHT_GRID: Grid = [(("buy_again", b), ("item_knn", k), ("als", a), ("ease", 0.
 """The blends tried first (buy-again, item-kNN, ALS and popularity; no EASE)."""
 TIFU_WEIGHT_GRID: Grid = [(("tifu", 1.0), ("buy_again", b), ("item_knn", k), ("als", a), ("ease", 0.0),
                            ("popularity", p))
-                          for b in (0.0, 0.1) for k in (0.0, 0.05, 0.1) for a in (0.0, 0.05, 0.1) for p in (0.0, 0.02)]
+                          for b in (0.0, 0.1) for k in (0.0, 0.05, 0.1) for a in (0.0, 0.05, 0.1)
+                          for p in (0.0, 0.02)]
 """Tried too when the blend has TIFU-KNN: TIFU-KNN alone, and with the others as small corrections of its
 order (TIFU-KNN already holds the repeat purchases and the neighbours' ones)."""
 EASE_STEPS = (0.5, 1.0)
@@ -115,7 +116,8 @@ class _Judge:
     """Mean NDCG@k of any scores of the customers of ``truth`` that ``data`` knows, under ``rules`` (the
     same rules a request has: an unfair judge would let a component look better alone than blended)."""
 
-    def __init__(self, data: InteractionData, truth: dict[str, set[str]], k: int, rules: BusinessRules) -> None:
+    def __init__(self, data: InteractionData, truth: dict[str, set[str]], k: int, rules: BusinessRules
+                 ) -> None:
         self.users = [u for u in truth if u in data.users]
         self.ctx = build_context(data, self.users)
         self.allowed = self.ctx.known[:, None] & rules_mask(data, self.ctx, rules)
@@ -181,7 +183,8 @@ def tune_tifu(data: InteractionData, baskets: Baskets, truth: dict[str, set[str]
     trials: list[dict[str, Any]] = []
     large = len(np.unique(baskets.user)) > TifuConfig().exact_max_customers
     for g in TIFU_GRID[:1] if large else TIFU_GRID:
-        m = TIFUKNNRecommender(config, TifuConfig(**g, neighbours=max(TIFU_NEIGHBOURS))).fit(data, baskets=baskets)
+        m = TIFUKNNRecommender(config, TifuConfig(**g, neighbours=max(TIFU_NEIGHBOURS)))
+        m.fit(data, baskets=baskets)
         for nk in TIFU_NEIGHBOURS:
             own, nbr = m.parts(judge.ctx, nk)
             for a in TIFU_ALPHAS:
@@ -213,9 +216,10 @@ def tune_blend(shop: Shop, cutoff: pd.Timestamp, config: RecommenderConfig,
                ) -> tuple[RecommenderConfig, BlendRecommender | None]:
     """``config`` with blend and discovery weights (and TIFU-KNN's settings unless ``config`` has them, see
     :func:`tune_tifu`) tuned on the ``tune_days`` before ``cutoff``, and the blend they were tuned with
-    (fitted at the start of those days, the tuned weights set). Without history to tune on, or with fewer than :data:`MIN_TUNING_PRODUCTS` products bought: the default weights, and no blend.
-    Without a product new to any customer in the tuning weeks: discovery uses the main weights. Each such
-    decision is appended to ``notes`` (if given) as a sentence saying why."""
+    (fitted at the start of those days, the tuned weights set). Without history to tune on, or with fewer
+    than :data:`MIN_TUNING_PRODUCTS` products bought: the default weights, and no blend. Without a product
+    new to any customer in the tuning weeks: discovery uses the main weights. Each such decision is appended
+    to ``notes`` (if given) as a sentence saying why."""
     notes = notes if notes is not None else []
     inner = pd.Timestamp(cutoff) - pd.Timedelta(days=tune_days)
     truth = purchase_truth(shop, inner, cutoff)

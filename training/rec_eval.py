@@ -30,7 +30,8 @@ from training.rerank_training import fit_reranker
 
 log = logging.getLogger(__name__)
 BASELINES = ("popularity", "buy_again", "als", "bpr", "item_knn", "ease", "tifu_knn")
-__all__ = ["BASELINES", "RecEvaluation", "evaluate_recommenders", "fit_baseline", "fit_production", "new_items_truth",
+__all__ = ["BASELINES", "RecEvaluation", "evaluate_recommenders", "fit_baseline", "fit_production",
+           "new_items_truth",
            "purchase_truth"]
 
 
@@ -109,8 +110,8 @@ def evaluate_recommenders(shop: Shop, cutoff: pd.Timestamp, config: RecommenderC
     for name in later:  # TIFU-KNN with the settings tuned for production's component (the paper's if none)
         t0 = time.perf_counter()
         same = prod.components_.get("tifu")  # the component itself, when production has one on these data
-        fitted[name] = (same if same is not None and same.data is data
-                        else fit_baseline(shop, data, name, replace(config, tifu=config.tifu or prod.config.tifu)))
+        own = replace(config, tifu=config.tifu or prod.config.tifu)
+        fitted[name] = same if same is not None and same.data is data else fit_baseline(shop, data, name, own)
         secs[name] = time.perf_counter() - t0
     if corrupt:  # a deliberately broken model: shuffled item ids
         prod.data.items.ids = np.random.default_rng(0).permutation(prod.data.items.ids)  # type: ignore[union-attr]

@@ -157,7 +157,7 @@ def _window_rows(shop: Shop, cutoff: pd.Timestamp, config: RecommenderConfig, ic
             d = build_interactions(shop, start, icfg, non_product=is_non_product)
             if d.weights.nnz == 0:
                 break
-            # the rows need the discovery blend's components only (a TIFU-KNN weighed for all items is not fitted)
+            # the rows need the discovery blend's components only (TIFU-KNN weighed for all items: not fitted)
             only = replace(config, blend_weights=config.discovery_weights or config.blend_weights)
             m = BlendRecommender(only).fit(d, baskets=blend_baskets(shop, d, only))
         parts.append(rerank_rows(m, new_items_truth(m._require(), purchase_truth(shop, start, end))))

@@ -49,7 +49,8 @@ MODELS: dict[str, type[Recommender]] = {
 """Every recommender by the name evaluations and configs use."""
 
 __all__ = [
-    "COMPONENTS", "DEFAULT_WEIGHTS", "Baskets", "TIFUKNNRecommender", "TifuConfig", "build_baskets", "DISCOVERY_RULES", "FEATURES", "MODELS", "NEG", "RANK_COMPONENTS",
+    "COMPONENTS", "DEFAULT_WEIGHTS", "DISCOVERY_RULES", "FEATURES", "MODELS", "NEG", "RANK_COMPONENTS",
+    "Baskets", "TIFUKNNRecommender", "TifuConfig", "build_baskets",
     "ALSRecommender", "BPRRecommender", "BlendRecommender", "BusinessRules", "BuyAgainRecommender",
     "Candidates",
     "EASERecommender", "ItemKNNRecommender", "ItemStats", "PopularityRecommender", "Recommendation",

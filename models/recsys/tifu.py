@@ -138,7 +138,7 @@ def _top_k(S: np.ndarray, k: int, cols: np.ndarray) -> np.ndarray:
     part = np.argpartition(-S, k - 1, axis=1)[:, :k]
     kth = np.take_along_axis(S, part, axis=1).min(axis=1, keepdims=True)
     over, tied = S > kth, S == kth
-    if (over.sum(axis=1) + tied.sum(axis=1) > k).any():  # ties at the k-th: the first columns, as a larger k has
+    if (over.sum(axis=1) + tied.sum(axis=1) > k).any():  # ties at the k-th: the first columns (as a larger k)
         keep = over | (tied & (np.cumsum(tied, axis=1) <= k - over.sum(axis=1, keepdims=True)))
         part = np.nonzero(keep)[1].reshape(len(S), k)
     ps = np.take_along_axis(S, part, axis=1)

@@ -137,7 +137,7 @@ def test_neighbours_share_an_item_and_fewer_are_a_prefix_of_more_even_with_ties(
     items = sp.csr_matrix(([1.0] * 10, ([*range(10)], [0] * 6 + [1] * 4)), shape=(10, 2))
     Un, ok = _normalised(customer_vectors(Baskets(np.arange(10), items, 10), 10, TifuConfig()))
     full = exact_neighbours(Un, ok, 8)
-    assert full[0].tolist() == [1, 2, 3, 4, 5, -1, -1, -1]  # ties by position; the other group is no neighbour
+    assert full[0].tolist() == [1, 2, 3, 4, 5, -1, -1, -1]  # ties by position; none of the other group
     assert full[9].tolist() == [6, 7, 8, -1, -1, -1, -1, -1]
     for k in (1, 2, 3, 5):
         np.testing.assert_array_equal(exact_neighbours(Un, ok, k), full[:, :k])
