@@ -2,6 +2,8 @@
 scoring time and memory on simulated shops.
 
     python bench/tifu_eval.py quality --shop DIR [--out FILE.json]
+    python bench/tifu_eval.py compare --shop DIR --cutoff 2011-06-01 [--old] [--out FILE.json]
+    python bench/tifu_eval.py simulated --shop DIR [--cutoff 2025-11-01] [--out FILE.json]
     python bench/tifu_eval.py scale --shop DIR [--out FILE.json] [--exact-sample 2000]
     python bench/tifu_eval.py approx --shop DIR [--out FILE.json]
 
@@ -88,6 +90,58 @@ def quality(shop: Shop, tifu: TifuConfig) -> dict[str, Any]:
         log.info("%s: %s", c, row)
         out[c] = row
     return out
+
+
+def compare(shop: Shop, cutoff: pd.Timestamp, end: pd.Timestamp | None, old: bool) -> dict[str, Any]:
+    """Production as trained today (TIFU-KNN a blend component, its settings tuned on the weeks before the
+    cutoff) against TIFU-KNN with those same tuned settings, TIFU-KNN with the paper's, item-kNN and
+    buy-again; ``old``: the production of before (no TIFU-KNN component: the blend is never given baskets),
+    alone. Every model is measured through ``recommend`` under the same business rules."""
+    import training.blend_tuning as bt
+    import training.rec_eval as re_
+    import training.rerank_training as rt
+    if old:
+        for mod in (bt, re_, rt):
+            mod.blend_baskets = lambda *a, **k: None  # type: ignore[attr-defined, assignment]
+    config = RecommenderConfig()
+    data, truth, truth_new = split(shop, cutoff, end)
+    row: dict[str, Any] = {"customers": len(truth), "new_items_customers": len(truth_new),
+                           "window_end": None if end is None else str(end.date())}
+    fitted: dict[str, Recommender] = {}
+    secs: dict[str, float] = {}
+    for name in (("buy_again", "item_knn", "als", "ease", "popularity") if not old else
+                 ("item_knn", "als", "ease", "popularity")):
+        fitted[name] = MODELS[name](config).fit(data)
+    clock = Clock()
+    name = "old production" if old else "production"
+    fitted[name] = clock(name, fit_production, shop, cutoff, config, data=data, fitted=fitted)
+    secs[name] = clock.out[name]["wall_s"]
+    if not old:
+        tuned = fitted[name].config.tifu
+        b = build_baskets(shop, data)
+        tifu = TIFUKNNRecommender(replace(config, tifu=tuned))
+        fitted["tifu_knn (tuned)"] = clock("tifu_knn (tuned)", tifu.fit, data, baskets=b)
+        fitted["tifu_knn (paper)"] = TIFUKNNRecommender(config).fit(data, baskets=b)
+        row["tifu_settings"] = dict(tuned or ())
+    row["production_weights"] = fitted[name].weights_  # type: ignore[attr-defined]
+    row["discovery_weights"] = fitted[name].discovery_weights_  # type: ignore[attr-defined]
+    for n in ([name] if old else [name, "tifu_knn (tuned)", "tifu_knn (paper)", "item_knn", "buy_again"]):
+        row[n] = report(fitted[n], truth, None if n == "buy_again" else truth_new)
+    row["seconds"] = clock.out
+    row["peak_mb"] = round(peak_mb(), 0)
+    log.info("%s: %s", cutoff.date(), row)
+    return row
+
+
+def simulated(shop: Shop, cutoff: pd.Timestamp) -> dict[str, Any]:
+    """Every baseline of the recommendation report (TIFU-KNN among them) and production on a simulated shop,
+    as ``bench/sections.py`` evaluates it, with fit seconds and peak memory."""
+    from training.rec_eval import evaluate_recommenders
+    ev = evaluate_recommenders(shop, cutoff)
+    keep = ("all_items", "new_items", "fit_seconds")
+    return {"cutoff": str(cutoff.date()), **{k: ev.report[k] for k in keep},
+            "blend_weights": ev.production.weights_, "tifu_settings": dict(ev.production.config.tifu or ()),
+            "peak_mb": round(peak_mb(), 0)}
 
 
 class Clock:
@@ -177,7 +231,9 @@ def exact_neighbours_of(Un: Any, ok: np.ndarray, rows: np.ndarray, k: int) -> np
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=["quality", "scale", "approx"])
+    ap.add_argument("what", choices=["quality", "compare", "simulated", "scale", "approx"])
+    ap.add_argument("--cutoff", help="compare: one of CUTOFFS")
+    ap.add_argument("--old", action="store_true", help="compare: the production of before (no TIFU-KNN)")
     ap.add_argument("--shop", required=True)
     ap.add_argument("--out")
     ap.add_argument("--exact-sample", type=int, default=2000)
@@ -185,8 +241,16 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     shop = load_shop(a.shop)
     cfg = TifuConfig()
-    res = (quality(shop, cfg) if a.what == "quality" else scale(shop, cfg, a.exact_sample) if a.what == "scale"
-           else approx_quality(shop, cfg))
+    res: dict[str, Any]
+    if a.what == "quality":
+        res = quality(shop, cfg)
+    elif a.what == "compare":
+        end = dict(CUTOFFS)[a.cutoff]
+        res = compare(shop, pd.Timestamp(a.cutoff), pd.Timestamp(end) if end else None, a.old)
+    elif a.what == "simulated":
+        res = simulated(shop, pd.Timestamp(a.cutoff or "2025-11-01"))
+    else:
+        res = scale(shop, cfg, a.exact_sample) if a.what == "scale" else approx_quality(shop, cfg)
     text = json.dumps(res, indent=1, default=str)
     print(text)
     if a.out:

@@ -30,15 +30,20 @@ from models.recsys import (
     DEFAULT_WEIGHTS,
     DISCOVERY_RULES,
     NEG,
+    Baskets,
     BlendRecommender,
     BusinessRules,
     Recommender,
     RecommenderConfig,
+    TifuConfig,
+    TIFUKNNRecommender,
     blended,
+    build_baskets,
     build_context,
     component_settings,
     rules_mask,
 )
+from models.recsys.blend import COMPONENT_MODELS
 from training.rec_truth import new_items_truth, purchase_truth, sample_truth
 
 log = logging.getLogger(__name__)
@@ -52,6 +57,12 @@ _BASE_GRID = [
 WEIGHT_GRID: Grid = [(("buy_again", b), ("item_knn", k), ("als", a), ("ease", 0.0), ("popularity", p))
                      for b, k, a, p in _BASE_GRID]
 """The blends tried first (buy-again, item-kNN, ALS and popularity; no EASE)."""
+TIFU_WEIGHT_GRID: Grid = [(("tifu", 1.0), ("buy_again", b), ("item_knn", k), ("als", a), ("ease", 0.0),
+                           ("popularity", p))
+                          for b in (0.0, 0.1) for k in (0.0, 0.05, 0.1) for a in (0.0, 0.05, 0.1)
+                          for p in (0.0, 0.02)]
+"""Tried too when the blend has TIFU-KNN: TIFU-KNN alone, and with the others as small corrections of its
+order (TIFU-KNN already holds the repeat purchases and the neighbours' ones)."""
 EASE_STEPS = (0.5, 1.0)
 """Tuning adds EASE at these weights to the best three blends of the grid (a second, smaller round)."""
 DISCOVERY_GRID: Grid = [(("buy_again", 1.0), ("item_knn", kn), ("als", a), ("ease", e), ("popularity", 0.1))
@@ -74,7 +85,8 @@ class BlendTuning:
 def tune_weights(model: BlendRecommender, truth: dict[str, set[str]], k: int = 10,
                  rules: BusinessRules | None = None, grid: Grid | None = None) -> BlendTuning:
     """The blend weights maximising NDCG@k on ``truth`` (purchases after ``model``'s cutoff), over ``grid``
-    (default: :data:`WEIGHT_GRID`, then EASE added to its best three). The first of equals wins. ``model``
+    (default: :data:`WEIGHT_GRID` and, if the blend has TIFU-KNN, :data:`TIFU_WEIGHT_GRID`; then EASE added
+    to the best three). The first of equals wins. ``model``
     must have all components fitted (a config without ``blend_weights``) and is not changed."""
     score = _trial_scorer(model, truth, k, rules or BusinessRules())
     trials: list[dict[str, Any]] = []
@@ -82,7 +94,8 @@ def tune_weights(model: BlendRecommender, truth: dict[str, set[str]], k: int = 1
     def run(ws: list[dict[str, float]]) -> None:
         trials.extend({"weights": w, f"ndcg@{k}": v} for w, v in zip(ws, score(ws), strict=True))
 
-    run([dict(wt) for wt in grid or WEIGHT_GRID])
+    tifu = TIFU_WEIGHT_GRID if "tifu" in model.components_ else []
+    run([dict(wt) for wt in grid or [*WEIGHT_GRID, *tifu]])
     if grid is None and "ease" in model.components_:
         run([{**t["weights"], "ease": e} for t in sorted(trials, key=lambda t: -t[f"ndcg@{k}"])[:3]
              for e in EASE_STEPS])
@@ -95,6 +108,31 @@ def tune_discovery(model: BlendRecommender, truth: dict[str, set[str]], k: int =
     """The discovery weights: NDCG@k on products new to each customer (``truth``), bought products
     excluded, over :data:`DISCOVERY_GRID`."""
     return tune_weights(model, truth, k, DISCOVERY_RULES, DISCOVERY_GRID)
+
+
+class _Judge:
+    """Mean NDCG@k of any scores of the customers of ``truth`` that ``data`` knows, under ``rules`` (the
+    same rules a request has: an unfair judge would let a component look better alone than blended)."""
+
+    def __init__(self, data: InteractionData, truth: dict[str, set[str]], k: int, rules: BusinessRules
+                 ) -> None:
+        self.users = [u for u in truth if u in data.users]
+        self.ctx = build_context(data, self.users)
+        self.allowed = self.ctx.known[:, None] & rules_mask(data, self.ctx, rules)
+        self.rel = np.zeros((len(self.users), len(data.items)), bool)
+        for i, u in enumerate(self.users):
+            cols = data.items.rows(list(truth[u]))
+            self.rel[i, cols[cols >= 0]] = True
+        self.n_rel = np.array([len(truth[u]) for u in self.users], np.int64)
+        self.k = k
+
+    def __call__(self, scores: np.ndarray) -> float:
+        if not self.users:
+            return 0.0
+        s = np.where(self.allowed, scores, NEG)
+        top = top_k(s, self.k)
+        hits = np.take_along_axis(self.rel, top, axis=1) & np.isfinite(np.take_along_axis(s, top, axis=1))
+        return float(np.mean(ndcg(hits, self.n_rel, self.k)))
 
 
 TRIAL_BATCH = 2000
@@ -135,6 +173,63 @@ def _trial_scorer(model: BlendRecommender, truth: dict[str, set[str]], k: int, r
     return trials
 
 
+TIFU_GRID: tuple[dict[str, Any], ...] = ({"within_decay": 1.0, "group_decay": 0.9, "groups": 14},
+             {"within_decay": 1.0, "group_decay": 0.9, "groups": 28},
+             {"within_decay": 0.9, "group_decay": 0.7, "groups": 7})
+"""TIFU-KNN decay settings tried (each fitted once): the paper's Dunnhumby ones and the two with less decay
+that won on Online Retail's weeks before three cutoffs in a wider search (``bench/tifu_blend.py``)."""
+TIFU_ALPHAS = (0.3, 0.5, 0.7)
+TIFU_NEIGHBOURS = (50, 100, 300)
+"""Own-vector weights and neighbour counts tried on each fitted setting (no refit: neighbours are kept best
+first, fewer are a prefix)."""
+
+
+@dataclass(frozen=True)
+class TifuTuning:
+    """The chosen TIFU-KNN settings (:class:`~models.recsys.TifuConfig` fields) and every trial."""
+
+    params: dict[str, Any]
+    trials: list[dict[str, Any]]
+    k: int
+
+    @property
+    def best(self) -> float:
+        return max(t[f"ndcg@{self.k}"] for t in self.trials)
+
+
+def tune_tifu(data: InteractionData, baskets: Baskets, truth: dict[str, set[str]], config: RecommenderConfig,
+              k: int = 10) -> TifuTuning:
+    """TIFU-KNN's settings maximising NDCG@k of its own top k on ``truth`` (purchases after ``data``'s
+    cutoff), under the default business rules, over :data:`TIFU_GRID` x :data:`TIFU_ALPHAS` x
+    :data:`TIFU_NEIGHBOURS`. The first of equals wins. Shops too large for the exact neighbour search try
+    the first setting of the grid only (each setting is a fit: about 150 s of CPU at a million customers)."""
+    judge = _Judge(data, truth, k, BusinessRules())
+    trials: list[dict[str, Any]] = []
+    large = len(np.unique(baskets.user)) > TifuConfig().exact_max_customers
+    for g in TIFU_GRID[:1] if large else TIFU_GRID:
+        m = TIFUKNNRecommender(config, TifuConfig(**g, neighbours=max(TIFU_NEIGHBOURS)))
+        m.fit(data, baskets=baskets)
+        for nk in TIFU_NEIGHBOURS:
+            own, nbr = m.parts(judge.ctx, nk)
+            for a in TIFU_ALPHAS:
+                s = (a * own + (1 - a) * nbr).toarray()
+                trials.append({"params": {**g, "alpha": a, "neighbours": nk},
+                               f"ndcg@{k}": judge(np.where(s > 0, s, NEG))})
+    best = max(trials, key=lambda t: t[f"ndcg@{k}"])
+    log.info("tifu settings %s (validation ndcg@%d %.4f)", best["params"], k, best[f"ndcg@{k}"])
+    return TifuTuning(dict(best["params"]), trials, k)
+
+
+def blend_baskets(shop: Shop, data: InteractionData, config: RecommenderConfig) -> Baskets | None:
+    """The purchase baskets a blend with ``config`` fitted on ``data`` needs: those of ``data`` when weights
+    are still to be tuned or a weighed component needs them (and there are any), else None."""
+    w = {**dict(config.blend_weights or ()), **dict(config.discovery_weights or ())}
+    need = config.blend_weights is None or any(
+        w.get(n, 0) > 0 for n, kind in COMPONENT_MODELS.items() if kind.needs_baskets)
+    b = build_baskets(shop, data) if need else None
+    return b if b is not None and len(b.user) else None
+
+
 MIN_TUNING_PRODUCTS = 2
 """Fewer products bought before the tuning weeks than this: there is nothing to rank, the weights are not
 tuned (the default weights are kept, and the reason recorded)."""
@@ -143,11 +238,12 @@ tuned (the default weights are kept, and the reason recorded)."""
 def tune_blend(shop: Shop, cutoff: pd.Timestamp, config: RecommenderConfig,
                icfg: InteractionConfig | None = None, tune_days: int = 56, notes: list[str] | None = None
                ) -> tuple[RecommenderConfig, BlendRecommender | None]:
-    """``config`` with blend and discovery weights tuned on the ``tune_days`` before ``cutoff``, and the blend
-    they were tuned with (fitted at the start of those days, the tuned weights set). Without history to tune
-    on, or with fewer than :data:`MIN_TUNING_PRODUCTS` products bought: the default weights, and no blend.
-    Without a product new to any customer in the tuning weeks: discovery uses the main weights. Each such
-    decision is appended to ``notes`` (if given) as a sentence saying why."""
+    """``config`` with blend and discovery weights (and TIFU-KNN's settings unless ``config`` has them, see
+    :func:`tune_tifu`) tuned on the ``tune_days`` before ``cutoff``, and the blend they were tuned with
+    (fitted at the start of those days, the tuned weights set). Without history to tune on, or with fewer
+    than :data:`MIN_TUNING_PRODUCTS` products bought: the default weights, and no blend. Without a product
+    new to any customer in the tuning weeks: discovery uses the main weights. Each such decision is appended
+    to ``notes`` (if given) as a sentence saying why."""
     notes = notes if notes is not None else []
     inner = pd.Timestamp(cutoff) - pd.Timedelta(days=tune_days)
     truth = sample_truth(purchase_truth(shop, inner, cutoff), config.tune_max_customers, config.seed)
@@ -164,7 +260,10 @@ def tune_blend(shop: Shop, cutoff: pd.Timestamp, config: RecommenderConfig,
         log.warning(why)
         notes.append(why)
         return replace(config, blend_weights=DEFAULT_WEIGHTS), None
-    tuned = BlendRecommender(config).fit(d_in)
+    baskets = blend_baskets(shop, d_in, config)
+    if baskets is not None and config.tifu is None:
+        config = replace(config, tifu=tuple(tune_tifu(d_in, baskets, truth, config).params.items()))
+    tuned = BlendRecommender(config).fit(d_in, baskets=baskets)
     main = tune_weights(tuned, truth)
     # discovery: products new to each customer, bought in the tuning weeks
     new_truth = new_items_truth(d_in, truth)

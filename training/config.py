@@ -33,7 +33,7 @@ class TrainConfig:
     customer: CustomerModelConfig = field(default_factory=CustomerModelConfig)
     recommender: RecommenderConfig = field(default_factory=RecommenderConfig)
     interactions: InteractionConfig = field(default_factory=InteractionConfig)
-    rec_baselines: tuple[str, ...] = ("popularity", "buy_again", "als", "item_knn", "ease")
+    rec_baselines: tuple[str, ...] = ("popularity", "buy_again", "als", "item_knn", "ease", "tifu_knn")
     """Recommenders evaluated beside the production one in every run. BPR (the weakest, and no part of the
     blend: 5 of the 60 seconds on Online Retail) is left to the benchmark; add "bpr" to have it here too."""
     gate: tuple[Threshold, ...] = DEFAULT_GATE

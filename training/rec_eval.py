@@ -14,16 +14,25 @@ from features.interactions import InteractionConfig, InteractionData, build_inte
 from features.io import Shop
 from features.schema import PRODUCT_ID
 from models.metrics import ranking_report
-from models.recsys import DISCOVERY_RULES, MODELS, BlendRecommender, Recommender, RecommenderConfig, Reranker
-from training.blend_tuning import reusable_components, tune_blend
+from models.recsys import (
+    DISCOVERY_RULES,
+    MODELS,
+    BlendRecommender,
+    Recommender,
+    RecommenderConfig,
+    Reranker,
+    build_baskets,
+)
+from training.blend_tuning import blend_baskets, reusable_components, tune_blend
 from training.rec_truth import new_items_truth, purchase_truth, sample_truth
 from training.rerank_training import fit_reranker
 
 log = logging.getLogger(__name__)
-BASELINES = ("popularity", "buy_again", "als", "bpr", "item_knn", "ease")
+BASELINES = ("popularity", "buy_again", "als", "bpr", "item_knn", "ease", "tifu_knn")
 PURCHASES_ONLY = "production_purchases_only"
 """The production model fitted without events, reported beside it when the shop has events."""
-__all__ = ["BASELINES", "RecEvaluation", "evaluate_recommenders", "fit_production", "new_items_truth",
+__all__ = ["BASELINES", "RecEvaluation", "evaluate_recommenders", "fit_baseline", "fit_production",
+           "new_items_truth",
            "purchase_truth"]
 
 
@@ -54,18 +63,28 @@ def fit_production(shop: Shop, cutoff: pd.Timestamp, config: RecommenderConfig,
         reranker, validation = fit_reranker(shop, cutoff, config, icfg, latest=tuned if same else None)
     if data is None:
         data = build_interactions(shop, cutoff, icfg)
-    model = BlendRecommender(config).fit(data, components=reusable_components(fitted or {}, data, config))
+    model = BlendRecommender(config).fit(data, components=reusable_components(fitted or {}, data, config),
+                                         baskets=blend_baskets(shop, data, config))
     model.attach_reranker(reranker if config.rerank else None)
     model.rerank_validation_ = validation or (reranker.validation_ if reranker is not None else {})
     return model
+
+
+def fit_baseline(shop: Shop, data: InteractionData, name: str, config: RecommenderConfig) -> Recommender:
+    """The recommender ``name`` of :data:`~models.recsys.MODELS` fitted on ``data`` (with the shop's purchase
+    baskets if it needs them: TIFU-KNN, with ``config.tifu`` or the paper's settings)."""
+    kind = MODELS[name]
+    if kind.needs_baskets:
+        return kind(config).fit(data, baskets=build_baskets(shop, data))  # type: ignore[call-arg]
+    return kind(config).fit(data)
 
 
 def evaluate_recommenders(shop: Shop, cutoff: pd.Timestamp, config: RecommenderConfig | None = None,
                           icfg: InteractionConfig | None = None, k: int = 10,
                           models: tuple[str, ...] = BASELINES, corrupt: bool = False) -> RecEvaluation:
     """Fit on everything before ``cutoff``; score top-k for customers who bought before and after it.
-    When the shop has events, ``production_purchases_only`` (the production model fitted without them) is
-    reported beside production: the gain from behaviour."""
+    When the shop has events, ``production_purchases_only`` (the production model fitted without them, with
+    production's weights and re-ranker) is reported beside production: the gain from behaviour."""
     config = config or RecommenderConfig()
     cutoff = pd.Timestamp(cutoff)
     data = build_interactions(shop, cutoff, icfg)
@@ -80,9 +99,10 @@ def evaluate_recommenders(shop: Shop, cutoff: pd.Timestamp, config: RecommenderC
     report: dict[str, Any] = {"all_items": {}, "new_items": {}, "coverage": {}}
     secs: dict[str, float] = {}
     fitted: dict[str, Recommender] = {}
-    for name in models:
+    later = [n for n in models if MODELS[n].needs_baskets]
+    for name in (n for n in models if n not in later):
         t0 = time.perf_counter()
-        fitted[name] = MODELS[name](config).fit(data)
+        fitted[name] = fit_baseline(shop, data, name, config)
         secs[name] = time.perf_counter() - t0
     t0 = time.perf_counter()
     # the blend reuses the baselines fitted above as its components (unless it is to be corrupted: then it
@@ -92,11 +112,22 @@ def evaluate_recommenders(shop: Shop, cutoff: pd.Timestamp, config: RecommenderC
             else fit_production(shop, cutoff, config, icfg, data=data, fitted=fitted, notes=notes))
     secs["production"] = time.perf_counter() - t0
     fitted["production"] = prod
+    for name in later:  # TIFU-KNN with the settings tuned for production's component (the paper's if none)
+        t0 = time.perf_counter()
+        same = prod.components_.get("tifu")  # the component itself, when production has one on these data
+        own = replace(config, tifu=config.tifu or prod.config.tifu)
+        fitted[name] = same if same is not None and same.data is data else fit_baseline(shop, data, name, own)
+        secs[name] = time.perf_counter() - t0
     icfg = icfg or InteractionConfig()
     if icfg.use_events and shop.events is not None and len(shop.events) and not corrupt:
-        # its twin fitted without events: what the behaviour adds is measured, not assumed
+        # its twin fitted without events: what the behaviour adds is measured, not assumed. The twin takes
+        # production's tuned weights and re-ranker (tuning them again would double the evaluation's cost)
         t0 = time.perf_counter()
-        fitted[PURCHASES_ONLY] = fit_production(shop, cutoff, config, replace(icfg, use_events=False))
+        w = tuple(prod.weights_.items())
+        twin = replace(config, blend_weights=w, rerank=prod.reranker_ is not None,
+                       discovery_weights=tuple(prod.discovery_weights_.items()) if prod.discovery_weights_ else w)
+        fitted[PURCHASES_ONLY] = fit_production(shop, cutoff, twin, replace(icfg, use_events=False),
+                                                reranker=prod.reranker_)
         secs[PURCHASES_ONLY] = time.perf_counter() - t0
     if corrupt:  # a deliberately broken model: shuffled item ids
         prod.data.items.ids = np.random.default_rng(0).permutation(prod.data.items.ids)  # type: ignore[union-attr]

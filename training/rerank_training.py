@@ -15,6 +15,7 @@ Example
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -33,6 +34,7 @@ from models.recsys import (
     Reranker,
     build_context,
 )
+from training.blend_tuning import blend_baskets
 from training.rec_truth import new_items_truth, purchase_truth, sample_truth
 
 log = logging.getLogger(__name__)
@@ -154,7 +156,9 @@ def _window_rows(shop: Shop, cutoff: pd.Timestamp, config: RecommenderConfig, ic
             d = build_interactions(shop, start, icfg)
             if d.weights.nnz == 0:
                 break
-            m = BlendRecommender(config).fit(d)
+            # the rows need the discovery blend's components only (TIFU-KNN weighed for all items: not fitted)
+            only = replace(config, blend_weights=config.discovery_weights or config.blend_weights)
+            m = BlendRecommender(only).fit(d, baskets=blend_baskets(shop, d, only))
         truth = sample_truth(purchase_truth(shop, start, end), config.tune_max_customers, config.seed + w)
         parts.append(rerank_rows(m, new_items_truth(m._require(), truth)))
     return parts

@@ -39,16 +39,18 @@ from models.recsys.factors import ALSRecommender, BPRRecommender  # noqa: E402
 from models.recsys.neighbours import EASERecommender, ItemKNNRecommender  # noqa: E402
 from models.recsys.popularity import BuyAgainRecommender, PopularityRecommender, TrendingRecommender  # noqa: E402
 from models.recsys.rerank import FEATURES, RANK_COMPONENTS, ItemStats, RerankConfig, Reranker  # noqa: E402
+from models.recsys.tifu import Baskets, TifuConfig, TIFUKNNRecommender, build_baskets  # noqa: E402
 
 MODELS: dict[str, type[Recommender]] = {
     "popularity": PopularityRecommender, "trending": TrendingRecommender, "buy_again": BuyAgainRecommender,
     "als": ALSRecommender, "bpr": BPRRecommender, "item_knn": ItemKNNRecommender, "ease": EASERecommender,
-    "production": BlendRecommender,
+    "tifu_knn": TIFUKNNRecommender, "production": BlendRecommender,
 }
 """Every recommender by the name evaluations and configs use."""
 
 __all__ = [
     "COMPONENTS", "DEFAULT_WEIGHTS", "DISCOVERY_RULES", "FEATURES", "MODELS", "NEG", "RANK_COMPONENTS",
+    "Baskets", "TIFUKNNRecommender", "TifuConfig", "build_baskets",
     "ALSRecommender", "BPRRecommender", "BlendRecommender", "BusinessRules", "BuyAgainRecommender",
     "Candidates",
     "EASERecommender", "ItemKNNRecommender", "ItemStats", "PopularityRecommender", "Recommendation",

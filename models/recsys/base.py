@@ -74,6 +74,9 @@ class Recommender:
     """Base class: ``fit`` -> ``self``; scoring is ``_score(ctx)``; rules and ranking are shared."""
 
     name = "base"
+    needs_baskets = False
+    """True: fitted with ``fit(data, baskets=...)``, purchase baskets the interactions do not hold
+    (:func:`models.recsys.tifu.build_baskets`)."""
 
     def __init__(self, config: RecommenderConfig | None = None) -> None:
         self.config = config or RecommenderConfig()

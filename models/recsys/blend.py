@@ -19,6 +19,7 @@ from typing import Any, Self
 
 import numpy as np
 
+from features.exceptions import ModelFitError
 from features.interactions import InteractionData
 from models.recsys.base import NEG, Recommender
 from models.recsys.context import BusinessRules, RecommenderConfig, UserContext, rules_mask
@@ -26,12 +27,14 @@ from models.recsys.factors import ALSRecommender
 from models.recsys.neighbours import EASERecommender, ItemKNNRecommender
 from models.recsys.popularity import BuyAgainRecommender, PopularityRecommender
 from models.recsys.rerank import RANK_COMPONENTS, ItemStats, Reranker, candidate_features
+from models.recsys.tifu import Baskets, TIFUKNNRecommender
 
 COMPONENT_MODELS: dict[str, type[Recommender]] = {
     "buy_again": BuyAgainRecommender, "item_knn": ItemKNNRecommender, "als": ALSRecommender,
-    "ease": EASERecommender, "popularity": PopularityRecommender}
+    "ease": EASERecommender, "popularity": PopularityRecommender, "tifu": TIFUKNNRecommender}
 COMPONENTS = tuple(COMPONENT_MODELS)
-"""The blend's components, in the order they are fitted and weighed."""
+"""The blend's components, in the order they are fitted and weighed. ``tifu`` (TIFU-KNN) needs purchase
+baskets: a blend fitted without them has no ``tifu`` component."""
 DEFAULT_WEIGHTS = (("buy_again", 1.0), ("item_knn", 1.0), ("als", 0.5), ("ease", 0.5), ("popularity", 0.1))
 Weights = dict[str, float]
 
@@ -48,6 +51,14 @@ def blended(comps: dict[str, np.ndarray], weights: Mapping[str, float]) -> np.nd
         if w and n in comps:
             out += w * comps[n]
     return out
+
+
+def normalise_by_max(s: np.ndarray) -> np.ndarray:
+    """Per-customer scaling of non-negative scores by their largest: 0 stays 0, the smallest positive score
+    stays above the unscored items (which :func:`normalise` would tie with it); -inf becomes 0."""
+    t = np.where(np.isfinite(s), s, 0.0)
+    hi = t.max(axis=1, keepdims=True) if t.size else np.ones((len(t), 1))
+    return t / np.where(hi > 0, hi, 1.0)  # type: ignore[no-any-return]
 
 
 def normalise(s: np.ndarray) -> np.ndarray:
@@ -84,10 +95,13 @@ class BlendRecommender(Recommender):
         """How the re-ranker did against the blend when it was learned (also when it was not used)."""
 
     # -- fitting --------------------------------------------------------------------------------
-    def fit(self, data: InteractionData, components: Mapping[str, Recommender] | None = None) -> Self:
+    def fit(self, data: InteractionData, components: Mapping[str, Recommender] | None = None,
+            baskets: Baskets | None = None) -> Self:
         """Fit the components on ``data``. ``components``: models already fitted on this same ``data`` with
         this config's component settings (an evaluation fits them as baselines anyway), used as they are
-        instead of being fitted again."""
+        instead of being fitted again. ``baskets``: the purchase baskets of ``data``
+        (:func:`models.recsys.tifu.build_baskets`) for the components that need them (``tifu``); without
+        them those are left out while weights are tuned, and a weight on them is an error."""
         given = dict(components or {})
         for n, m in given.items():
             if n not in COMPONENT_MODELS:
@@ -96,19 +110,29 @@ class BlendRecommender(Recommender):
                 raise ValueError(f"component {n!r} was fitted on other data or with other settings: "
                                  "leave it out to have it fitted here")
         self._start_fit(data)
-        self._fit_components(data, given)
+        self._fit_components(data, given, baskets)
         return self
 
     def _fit(self, data: InteractionData) -> None:
-        self._fit_components(data, {})
+        self._fit_components(data, {}, None)
 
-    def _fit_components(self, data: InteractionData, given: dict[str, Recommender]) -> None:
+    def _fit_components(self, data: InteractionData, given: dict[str, Recommender], baskets: Baskets | None
+                        ) -> None:
         self.components_: dict[str, Recommender] = {}
         for n, kind in COMPONENT_MODELS.items():
             # all of them while weights are still to be tuned; item_knn always (reasons, similar items)
-            if (self.config.blend_weights is None or self.weights_.get(n, 0) > 0 or n == "item_knn"
-                    or (self.discovery_weights_ or {}).get(n, 0) > 0):
-                self.components_[n] = given[n] if n in given else kind(self.config).fit(data)
+            weighed = self.weights_.get(n, 0) > 0 or (self.discovery_weights_ or {}).get(n, 0) > 0
+            if not (self.config.blend_weights is None or weighed or n == "item_knn"):
+                continue
+            if n in given:
+                self.components_[n] = given[n]
+            elif not kind.needs_baskets:
+                self.components_[n] = kind(self.config).fit(data)
+            elif baskets is not None:
+                self.components_[n] = kind(self.config).fit(data, baskets=baskets)  # type: ignore[call-arg]
+            elif weighed and self.config.blend_weights is not None:
+                raise ModelFitError(f"production: the blend weighs {n!r}, which needs purchase baskets: "
+                                    "fit(data, baskets=build_baskets(shop, data))")
 
     def use_weights(self, weights: Mapping[str, float], discovery: Mapping[str, float] | None = None) -> Self:
         """Blend with these weights (``discovery``: for requests that exclude bought products)."""
@@ -183,9 +207,10 @@ class BlendRecommender(Recommender):
         return blended(comps, self.weights_)
 
     def component_scores(self, ctx: UserContext, names: set[str] | None = None) -> dict[str, np.ndarray]:
-        """Normalised scores of the fitted components (of ``names`` only, if given)."""
-        return {n: normalise(c.score(ctx)) for n, c in self.components_.items()
-                if names is None or n in names}
+        """Normalised scores of the fitted components (of ``names`` only, if given): min-max per customer;
+        TIFU-KNN's (frequencies, 0 where not bought by the customer or their neighbours) by the largest."""
+        return {n: (normalise_by_max if isinstance(c, TIFUKNNRecommender) else normalise)(c.score(ctx))
+                for n, c in self.components_.items() if names is None or n in names}
 
     def _item_similarity(self) -> Any:
         return self.components_["item_knn"]._item_similarity()

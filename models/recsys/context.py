@@ -56,6 +56,9 @@ class RecommenderConfig:
     discovery_weights: tuple[tuple[str, float], ...] | None = None
     """Blend weights for requests that exclude bought products (discovery); None uses ``blend_weights``
     unless tuning learns them too."""
+    tifu: tuple[tuple[str, Any], ...] | None = None
+    """TIFU-KNN settings (:class:`models.recsys.tifu.TifuConfig` fields) of the ``tifu`` blend component and
+    baseline; None: tuned on the weeks before the cutoff with the blend (the paper's where not tuned)."""
     rerank: bool = True
     """Re-rank discovery requests (bought products excluded) with a LightGBM ranker, see
     :mod:`models.recsys.rerank`."""

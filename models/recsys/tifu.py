@@ -36,7 +36,8 @@ import scipy.sparse as sp
 from features.exceptions import ModelFitError
 from features.interactions import InteractionData
 from features.io import Shop
-from models.recsys import NEG, Recommender, RecommenderConfig, UserContext
+from models.recsys.base import NEG, Recommender
+from models.recsys.context import RecommenderConfig, UserContext
 
 log = logging.getLogger(__name__)
 
@@ -132,11 +133,18 @@ def _normalised(U: sp.csr_matrix) -> tuple[sp.csr_matrix, np.ndarray]:
 
 
 def _top_k(S: np.ndarray, k: int, cols: np.ndarray) -> np.ndarray:
-    """``cols`` of the k highest similarities per row, best first (ties by column position)."""
+    """``cols`` of the k highest similarities per row, best first (ties by column position); ``-1`` where
+    the similarity is not positive (a customer with nothing in common is no neighbour)."""
     part = np.argpartition(-S, k - 1, axis=1)[:, :k]
+    kth = np.take_along_axis(S, part, axis=1).min(axis=1, keepdims=True)
+    over, tied = S > kth, S == kth
+    if (over.sum(axis=1) + tied.sum(axis=1) > k).any():  # ties at the k-th: the first columns (as a larger k)
+        keep = over | (tied & (np.cumsum(tied, axis=1) <= k - over.sum(axis=1, keepdims=True)))
+        part = np.nonzero(keep)[1].reshape(len(S), k)
     ps = np.take_along_axis(S, part, axis=1)
     order = np.lexsort((part, -ps), axis=1)
-    return cols[np.take_along_axis(part, order, axis=1)]
+    best = np.take_along_axis(part, order, axis=1)
+    return np.where(np.take_along_axis(ps, order, axis=1) > 0, cols[best], -1)
 
 
 def exact_neighbours(Un: sp.csr_matrix, ok: np.ndarray, k: int, budget: int = 64_000_000) -> np.ndarray:
@@ -203,10 +211,11 @@ class TIFUKNNRecommender(Recommender):
     the scores come from the stored baskets."""
 
     name = "tifu_knn"
+    needs_baskets = True
 
     def __init__(self, config: RecommenderConfig | None = None, tifu: TifuConfig | None = None) -> None:
         super().__init__(config)
-        self.tifu = tifu or TifuConfig()
+        self.tifu = tifu or TifuConfig(**dict(self.config.tifu or ()))
 
     def fit(self, data: InteractionData, baskets: Baskets | None = None) -> Self:
         """Fit on ``baskets`` (from :func:`build_baskets`; or ``data.baskets`` when the data carries them)."""
@@ -241,14 +250,15 @@ class TIFUKNNRecommender(Recommender):
         log.info("tifu_knn: %d customers with baskets, %d neighbours each (%s search)", ok.sum(), k,
                  "exact" if exact else "approximate")
 
-    def parts(self, ctx: UserContext) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    def parts(self, ctx: UserContext, neighbours: int | None = None) -> tuple[sp.csr_matrix, sp.csr_matrix]:
         """The customers' own decayed frequencies and their neighbours' mean (sparse, customers x items;
-        zero rows for customers the model does not know)."""
+        zero rows for customers the model does not know). ``neighbours``: only that many nearest (fewer
+        than fitted; tuning tries several without refitting)."""
         self._require()
         rows = np.where(ctx.rows >= 0, ctx.rows, 0)
         known = (ctx.rows >= 0).astype(float)
         own = sp.csr_matrix(sp.diags(known) @ self.vectors_[rows])
-        nb = self.neighbours_[rows]
+        nb = self.neighbours_[rows][:, :neighbours]
         r, c = np.nonzero(nb >= 0)
         k = np.maximum((nb >= 0).sum(axis=1), 1)
         A = sp.csr_matrix(((known[r] / k[r]), (r, nb[r, c])), shape=(len(rows), self.vectors_.shape[0]))

@@ -10,7 +10,7 @@ import scipy.sparse as sp
 from features.importers import is_non_product
 from features.interactions import IdMap, InteractionData, build_interactions
 from features.io import Shop
-from models.recsys import BlendRecommender, RecommenderConfig, RerankConfig, Reranker
+from models.recsys import Baskets, BlendRecommender, RecommenderConfig, RerankConfig, Reranker
 from training.rec_truth import new_items_truth, purchase_truth
 from training.rerank_training import rerank_rows
 
@@ -38,6 +38,12 @@ def checker_board(n: int = N) -> InteractionData:
         item_replenishable=np.zeros(n, bool), item_price=1.0 + i,
         user_region=np.array(["north", "south"] * (n // 2), dtype=object),
         recent_item_weight=np.asarray(W.sum(axis=0)).ravel(), region_recent={})
+
+
+def board_baskets(data: InteractionData) -> Baskets:
+    """The board's purchases as baskets: one per customer, holding everything they bought."""
+    P = sp.csr_matrix(data.purchases > 0, dtype=np.float64)
+    return Baskets(np.arange(P.shape[0], dtype=np.int64), P, P.shape[0], data.cutoff)
 
 
 def board_reranker(blend: BlendRecommender, seed: int) -> Reranker:

@@ -28,7 +28,7 @@ from models.recsys import (
     Recommender,
     RecommenderConfig,
 )
-from tests.models.recsys_data import N, board_reranker, checker_board
+from tests.models.recsys_data import N, board_baskets, board_reranker, checker_board
 
 CFG = RecommenderConfig(factors=8, seed=3, blend_weights=DEFAULT_WEIGHTS, rerank_candidates=30)
 NAMES = [*MODELS, "reranked"]
@@ -39,6 +39,8 @@ cannot: every product is as popular, and buy-again knows bought products only)."
 
 
 def build(name: str, data: InteractionData) -> Recommender:
+    if name != "reranked" and MODELS[name].needs_baskets:  # TIFU-KNN: one basket per customer
+        return MODELS[name](CFG).fit(data, baskets=board_baskets(data))  # type: ignore[call-arg]
     if name != "reranked":
         return MODELS[name](CFG).fit(data)
     blend = BlendRecommender(CFG).fit(data)
@@ -106,7 +108,7 @@ class TestEveryRecommender:
         assert len(fitted[name].recommend(["nobody-1", "nobody-2"], k=5)) == 0
 
 
-@pytest.mark.parametrize("name", sorted(TASTE))
+@pytest.mark.parametrize("name", sorted(TASTE | {"tifu_knn"}))  # TIFU-KNN folds in no live session
 def test_the_withheld_product_comes_first(name: str, fitted, board) -> None:
     recs = fitted[name].recommend(board.users.ids, k=1, rules=DISCOVERY_RULES)
     assert len(recs) == N

@@ -23,6 +23,7 @@ from models.recsys import (
     BusinessRules,
     RecommendationEngine,
     TrendingRecommender,
+    build_baskets,
     build_context,
     rules_mask,
 )
@@ -44,6 +45,8 @@ def data(small_shop):
 def build(name: str, data, shop):
     if name == "reranked":
         return BlendRecommender(CFG).fit(data).attach_reranker(shop_reranker(shop))
+    if MODELS[name].needs_baskets:
+        return MODELS[name](CFG).fit(data, baskets=build_baskets(shop, data))  # type: ignore[call-arg]
     return MODELS[name](CFG).fit(data)
 
 

@@ -132,6 +132,17 @@ def test_exact_neighbours_are_the_k_most_cosine_similar_others(k: int) -> None:
         assert (np.diff(S[u, nb[u]]) <= 1e-6).all()  # best first
 
 
+def test_neighbours_share_an_item_and_fewer_are_a_prefix_of_more_even_with_ties() -> None:
+    # customers 0-5 bought item 0 only (all tied), 6-9 item 1 only: nothing in common across the two groups
+    items = sp.csr_matrix(([1.0] * 10, ([*range(10)], [0] * 6 + [1] * 4)), shape=(10, 2))
+    Un, ok = _normalised(customer_vectors(Baskets(np.arange(10), items, 10), 10, TifuConfig()))
+    full = exact_neighbours(Un, ok, 8)
+    assert full[0].tolist() == [1, 2, 3, 4, 5, -1, -1, -1]  # ties by position; none of the other group
+    assert full[9].tolist() == [6, 7, 8, -1, -1, -1, -1, -1]
+    for k in (1, 2, 3, 5):
+        np.testing.assert_array_equal(exact_neighbours(Un, ok, k), full[:, :k])
+
+
 def test_approximate_search_finds_mostly_the_exact_neighbours() -> None:
     b = random_baskets(n_users=600, n_items=40)
     cfg = TifuConfig(embedding_dim=39, cluster_size=100, probe=3)

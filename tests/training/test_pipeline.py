@@ -87,7 +87,8 @@ def test_evaluate_report_has_every_model_and_baseline(small_shop, small_shop_dir
     ev = evaluate(small_shop, TrainConfig(seed=SEED), small_shop_dir / "truth")
     r = ev.report
     for proto in ("all_items", "new_items"):
-        assert {"popularity", "als", "item_knn", "ease", "production"} <= set(r["recommend"][proto])
+        assert {"popularity", "als", "item_knn", "ease", "tifu_knn",
+                "production"} <= set(r["recommend"][proto])
         assert set(r["recommend"][proto]["production"]) >= {"ndcg@10", "precision@10", "recall@10", "map@10",
                                                             "hit_rate@10", "users"}
     assert "buy_again" in r["recommend"]["all_items"]

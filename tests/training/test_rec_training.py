@@ -9,15 +9,21 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.schema import CUSTOMER_ID, PRODUCT_ID, SCORE
+from features.exceptions import ModelFitError
+from features.schema import CUSTOMER_ID, PRODUCT_ID, RANK, SCORE
 from models.metrics import ranking_report
-from models.recsys import DEFAULT_WEIGHTS, MODELS, BlendRecommender, RecommenderConfig
+from models.recsys import DEFAULT_WEIGHTS, MODELS, BlendRecommender, RecommenderConfig, build_baskets
 from tests.models.recsys_data import CFG, CUTOFF, shop_data
 from training.blend_tuning import (
     DISCOVERY_GRID,
+    TIFU_ALPHAS,
+    TIFU_GRID,
+    TIFU_NEIGHBOURS,
+    TIFU_WEIGHT_GRID,
     WEIGHT_GRID,
     reusable_components,
     tune_discovery,
+    tune_tifu,
     tune_weights,
 )
 from training.rec_eval import fit_production
@@ -109,3 +115,36 @@ def test_the_three_ndcg_computations_agree(data, truth) -> None:
     gate = ndcg_by_group(full[SCORE].to_numpy(float), y, groups, n_rel) * len(users) / len(truth)
     assert gate == pytest.approx(report, abs=1e-12)
     assert 0.05 < report < 1.0  # a real ranking, not an all-zero agreement
+
+
+def test_tifu_settings_are_tuned_and_the_blend_weighs_tifu_when_fitted_with_baskets(small_shop, data, truth
+                                                                                     ) -> None:
+    baskets = build_baskets(small_shop, data)
+    tt = tune_tifu(data, baskets, truth, CFG)
+    assert len(tt.trials) == len(TIFU_GRID) * len(TIFU_ALPHAS) * len(TIFU_NEIGHBOURS)
+    best = [t for t in tt.trials if t["params"] == tt.params][0]
+    assert best["ndcg@10"] == tt.best
+    # the tuning judge measures what recommending with those settings gives (the same rules applied)
+    cfg = replace(CFG, tifu=tuple(tt.params.items()))
+    tifu = MODELS["tifu_knn"](cfg).fit(data, baskets=baskets)  # type: ignore[call-arg]
+    assert tifu.tifu.alpha == tt.params["alpha"]
+    report = ranking_report(tifu.recommend(list(truth), 10), truth)["ndcg@10"]
+    assert tt.best == pytest.approx(report, abs=1e-12)
+    tuned = BlendRecommender(replace(cfg, blend_weights=None)).fit(data, baskets=baskets)
+    assert "tifu" in tuned.components_
+    main = tune_weights(tuned, truth)
+    assert len(main.trials) == len(WEIGHT_GRID) + len(TIFU_WEIGHT_GRID) + 3 * 2
+    alone = [t for t in main.trials if t["weights"].get("tifu") == 1.0 and sum(t["weights"].values()) == 1.0]
+    assert len(alone) == 1 and main.best >= alone[0]["ndcg@10"]
+    # a blend weighing TIFU-KNN cannot be fitted without baskets; it says how to
+    with pytest.raises(ModelFitError, match="build_baskets"):
+        BlendRecommender(replace(cfg, blend_weights=(("tifu", 1.0),))).fit(data)
+    fixed = BlendRecommender(replace(cfg, blend_weights=(("tifu", 1.0),))).fit(data, baskets=baskets)
+    recs = fixed.recommend(list(truth), 10)
+    assert ranking_report(recs, truth)["ndcg@10"] == pytest.approx(alone[0]["ndcg@10"], abs=1e-12)
+    # TIFU-KNN's own products in its order come first (the blend fills the rest of a list, TIFU-KNN leaves it)
+    own = tifu.recommend(list(truth), 10)
+    head = recs.merge(own[[CUSTOMER_ID, RANK]].groupby(CUSTOMER_ID).size().rename("n").reset_index())
+    head = head[head[RANK] <= head["n"]]
+    pd.testing.assert_frame_equal(head[[CUSTOMER_ID, PRODUCT_ID]].reset_index(drop=True),
+                                  own[[CUSTOMER_ID, PRODUCT_ID]].reset_index(drop=True))
