@@ -225,7 +225,9 @@ class Personaliser:
         rules = _rules(cur, category, exclude_bought)
         b = cur.bundle
         has_live = self.live.has_live(customer_id, cur.as_of)
-        live = self.store.recent_events(customer_id, cur.as_of) if has_live else []
+        live = (self.live.recent(customer_id, cur.as_of) if has_live else [])
+        if live is None:  # events this process stored that the watcher has not read yet: the store has them
+            live = self.store.recent_events(customer_id, cur.as_of)
         session = list(reversed(live)) + list(session_events)
         region = None
         if customer_id in b.features.index:
