@@ -22,7 +22,7 @@ from typing import Any
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-PROJECT = ROOT / "var" / "bench" / "train_sim20k"
+PROJECT = Path(os.environ.get("LIVE_PATH_PROJECT", ROOT / "var" / "bench" / "train_sim20k"))
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
