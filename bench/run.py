@@ -59,6 +59,7 @@ def main() -> None:
         ("train_sim_20k", ("train", "sim20k")),
         ("train_sim_100k", ("train", "sim100k")),
         ("serve_load", ("serve",)),
+        ("live_path", ("live_path",)),
     ]
     for key, args, *env in plan:  # type: ignore[misc]
         if only and key not in only and args[0] not in only:

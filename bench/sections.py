@@ -202,6 +202,14 @@ def train(which: str) -> dict:
                                                             "churn.production.auc", "value.production.spearman")}}
 
 
+def live_path() -> dict:
+    """In-process ms per call of the live path and the CRM calls (see bench/live_path.py)."""
+    if not (WORK / "train_sim20k" / "mlflow").exists():
+        train("sim20k")
+    from bench.live_path import measure
+    return measure()
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
