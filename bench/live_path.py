@@ -23,6 +23,8 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 PROJECT = Path(os.environ.get("LIVE_PATH_PROJECT", ROOT / "var" / "bench" / "train_sim20k"))
+BUNDLE = os.environ.get("PERSONALISE_BUNDLE")
+"""A local bundle to serve instead of the project's champion (as ``personalise serve --bundle``)."""
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -48,7 +50,7 @@ def measure(calls: int = 300, seed: int = 7) -> dict[str, Any]:
     products = orders[PRODUCT_ID].drop_duplicates().astype(str).tolist()
     rng = np.random.default_rng(seed)
     with tempfile.TemporaryDirectory() as tmp:
-        p = Personaliser(PROJECT, store_url=f"sqlite:///{tmp}/live.db")
+        p = Personaliser(PROJECT, BUNDLE, store_url=f"sqlite:///{tmp}/live.db")
         try:
             assert p.current is not None, p.load_error
             live = ids[:calls]

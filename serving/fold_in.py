@@ -123,10 +123,11 @@ class FoldIn:
 
     def _knn(self, c: ItemKNNRecommender, W: sp.csr_matrix) -> np.ndarray:
         sim = c.sim_
-        acc = np.zeros(self.m)
-        for j, v in zip(W.indices.tolist(), W.data.tolist(), strict=True):
-            a, b = sim.indptr[j], sim.indptr[j + 1]
-            acc[sim.indices[a:b]] += v * sim.data[a:b]
+        starts, ends = sim.indptr[W.indices], sim.indptr[W.indices + 1]
+        lengths = ends - starts
+        at = np.repeat(ends - lengths.cumsum(), lengths) + np.arange(lengths.sum())  # the rows' entries, in order
+        # bincount adds in input order, item after item, as scipy's sparse product does: the same floats
+        acc = np.bincount(sim.indices[at], weights=np.repeat(W.data, lengths) * sim.data[at], minlength=self.m)
         return np.where(acc > 0, acc, NEG)[None, :]
 
     def _ease(self, c: EASERecommender, W: sp.csr_matrix) -> np.ndarray:
