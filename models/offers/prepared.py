@@ -145,11 +145,12 @@ class PreparedPolicy:
         out = []
         for i, cid in enumerate(customer_ids):
             j = best.get(i)
-            r = ({CHANNEL: chan[j], OFFER_ID: offers[off[j]].id, "expected_value": ev[j], "uplift": up[j],
+            r: dict[str, Any] = ({CHANNEL: chan[j], OFFER_ID: offers[off[j]].id, "expected_value": ev[j], "uplift": up[j],
                   "p_redeem": prd[j]} if j is not None else
                  {CHANNEL: np.nan, OFFER_ID: np.nan, "expected_value": np.nan, "uplift": np.nan,
                   "p_redeem": np.nan})
-            offer = r[OFFER_ID] if isinstance(r[OFFER_ID], str) and r["expected_value"] > 0 else None
+            offer: str | None = (r[OFFER_ID] if isinstance(r[OFFER_ID], str) and r["expected_value"] > 0
+                                 else None)
             top = None
             if i in tops:
                 t = tops[i]
