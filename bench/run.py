@@ -76,6 +76,7 @@ def main() -> None:
         ("triggers_load", ("triggers",)),
         ("scale_100k", ("scale", "100000")),
         ("scale_1m", ("scale", "1000000")),
+        ("live_path", ("live_path",)),
     ]
     for key, args, *env in plan:  # type: ignore[misc]
         if only and key not in only and args[0] not in only:

@@ -202,6 +202,14 @@ def train(which: str) -> dict:
                                                             "churn.production.auc", "value.production.spearman")}}
 
 
+def live_path() -> dict:
+    """In-process ms per call of the live path and the CRM calls (see bench/live_path.py)."""
+    if not (WORK / "train_sim20k" / "mlflow").exists():
+        train("sim20k")
+    from bench.live_path import measure
+    return measure()
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -238,19 +246,26 @@ def serve() -> dict:
             except httpx.HTTPError:
                 pass
             time.sleep(0.5)
-        ids = pd.read_parquet(proj / "shop" / "orders.parquet")["customer_id"].drop_duplicates().head(2000).tolist()
+        orders = pd.read_parquet(proj / "shop" / "orders.parquet")
+        all_ids = orders["customer_id"].drop_duplicates().head(4000)
+        ids, quiet_ids = all_ids[:2000].tolist(), all_ids[2000:].tolist()  # quiet: never sent events here
         results: dict[str, Any] = {}
+        rec_body = ("function() return '{\"customer_id\": \"' .. ids[math.random(#ids)] .. "
+                    "'\", \"k\": 10}' end")
+        excl_body = ("function() return '{\"customer_id\": \"' .. ids[math.random(#ids)] .. "
+                     "'\", \"k\": 10, \"exclude_bought\": true}' end")
+        events_body = ('function() local c = ids[math.random(#ids)]; return \'{"events": [\' .. '
+                       'string.rep(\'{"customer_id": "\' .. c .. \'", "product_id": "P00010", '
+                       '"event_type": "view"},\', 9) .. '
+                       '\'{"customer_id": "\' .. c .. \'", "product_id": "P00011", '
+                       '"event_type": "view"}]}\' end')
+        profile_body = "function() return '{\"customer_id\": \"' .. ids[math.random(#ids)] .. '\"}' end"
 
-        def script(name: str, path: str, role_key: str) -> Path:
-            if name == "events":
-                body_fn = ('function() local c = ids[math.random(#ids)]; return \'{"events": [\' .. '
-                           'string.rep(\'{"customer_id": "\' .. c .. \'", "product_id": "P00010", "event_type": "view"},\', 9) .. '
-                           '\'{"customer_id": "\' .. c .. \'", "product_id": "P00011", "event_type": "view"}]}\' end')
-            else:
-                body_fn = "function() return '{\"customer_id\": \"' .. ids[math.random(#ids)] .. '\", \"k\": 10}' end"
+        def script(name: str, path: str, role_key: str, body_fn: str = rec_body,
+                   who: list[str] = ids) -> Path:
             lua = WORK / f"bench_{name}.lua"
             lua.write_text(f"""
-ids = {{{",".join(json.dumps(i) for i in ids)}}}
+ids = {{{",".join(json.dumps(i) for i in who)}}}
 make_body = {body_fn}
 request = function()
   return wrk.format("POST", "{path}", {{["content-type"]="application/json", ["Authorization"]="Bearer {role_key}"}}, make_body())
@@ -263,37 +278,90 @@ end
 """)
             return lua
 
-        def load(lua: Path, seconds: int) -> dict[str, Any]:
-            out = subprocess.run(["wrk", "-t2", "-c8", f"-d{seconds}s", "--latency", "-s", str(lua), url],
-                                 capture_output=True, text=True)
-            r = json.loads([ln for ln in out.stdout.splitlines() if ln.startswith("JSON")][-1][4:])
+        def start(lua: Path, seconds: int, conns: int = 8) -> subprocess.Popen:
+            cmd = ["wrk", f"-t{min(2, conns)}", f"-c{conns}", f"-d{seconds}s", "--latency", "-s", str(lua),
+                   url]
+            return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+        def finish(proc: subprocess.Popen) -> dict[str, Any]:
+            out, _ = proc.communicate()
+            r = json.loads([ln for ln in out.splitlines() if ln.startswith("JSON")][-1][4:])
             r["rps"] = round(r["requests"] / (r["duration_us"] / 1e6), 1)
             return r
 
-        scripts = {"echo": script("echo", "/echo", key), "recommend": script("recommend", "/recommend", key),
-                   "offers": script("offers", "/offers", "bench-crm-key-1"), "events": script("events", "/events", key)}
-        for n in ("echo", "recommend", "offers"):  # warm-up (events later: they change what recommend does)
-            subprocess.run(["wrk", "-t2", "-c8", "-d3s", "-s", str(scripts[n]), url], capture_output=True, text=True)
-        # echo and recommend alternate in short rounds, in turn first, so that a slower stretch of the shared
-        # machine (its speed varies by 30% from minute to minute) hits both alike
-        order = [("echo", "recommend"), ("recommend", "echo")]
-        rounds = [{n: load(scripts[n], 4) for n in order[i % 2]} for i in range(8)]
-        for n in ("echo", "recommend"):
-            rs = [r[n] for r in rounds]
-            req, dur = sum(r["requests"] for r in rs), sum(r["duration_us"] for r in rs)
-            results[n] = {"requests": req, "duration_us": dur, "rps": round(req / (dur / 1e6), 1),
+        def load(lua: Path, seconds: int, conns: int = 8) -> dict[str, Any]:
+            return finish(start(lua, seconds, conns))
+
+        def rounds_of(names: list[str], n: int, seconds: int = 4) -> dict[str, Any]:
+            """``names`` in ``n`` short rounds, each first in turn, so that a slower stretch of the shared
+            machine (its speed varies by 30% from minute to minute) hits all alike; totals and the median
+            round's latency."""
+            rounds = [{m: load(scripts[m], seconds) for m in names[i % len(names):] + names[:i % len(names)]}
+                      for i in range(n)]
+            out: dict[str, Any] = {}
+            for m in names:
+                rs = [r[m] for r in rounds]
+                req, dur = sum(r["requests"] for r in rs), sum(r["duration_us"] for r in rs)
+                out[m] = {"requests": req, "duration_us": dur, "rps": round(req / (dur / 1e6), 1),
                           "p50_ms": float(np.median([r["p50_ms"] for r in rs])),
                           "p95_ms": float(np.median([r["p95_ms"] for r in rs])),
                           "p99_ms": float(np.median([r["p99_ms"] for r in rs])),
                           "p99_ms_per_round": [r["p99_ms"] for r in rs],
                           "non2xx": sum(r["non2xx"] for r in rs), "errors": sum(r["errors"] for r in rs)}
-        results["recommend_vs_echo_per_round"] = [round(r["recommend"]["rps"] / r["echo"]["rps"], 3) for r in rounds]
-        results["offers"] = load(scripts["offers"], 15)
+            for m in names[1:]:
+                out[m]["vs_echo_per_round"] = [round(r[m]["rps"] / r[names[0]]["rps"], 3) for r in rounds]
+                out[m]["vs_echo_throughput"] = round(out[m]["rps"] / out[names[0]]["rps"], 3)
+            return out
+
+        crm = "bench-crm-key-1"
+        scripts = {"echo": script("echo", "/echo", key), "recommend": script("recommend", "/recommend", key),
+                   "offers": script("offers", "/offers", crm),
+                   "events": script("events", "/events", key, events_body),
+                   "customer_profile": script("profile", "/customer_profile", crm, profile_body),
+                   "recommend_exclude_bought": script("recommend_excl", "/recommend", key, excl_body),
+                   "recommend_quiet": script("recommend_quiet", "/recommend", key, rec_body, quiet_ids)}
+        for n in ("echo", "recommend", "offers", "customer_profile"):  # warm-up (events later)
+            subprocess.run(["wrk", "-t2", "-c8", "-d3s", "-s", str(scripts[n]), url], capture_output=True,
+                           text=True)
+        # echo and recommend alternate in short rounds, in turn first
+        first = rounds_of(["echo", "recommend"], 8)
+        results["echo"], results["recommend"] = first["echo"], first["recommend"]
+        results["recommend_vs_echo_per_round"] = first["recommend"]["vs_echo_per_round"]
+        crm_rounds = rounds_of(["echo", "offers", "customer_profile"], 3)
+        results["echo_crm_rounds"] = crm_rounds["echo"]
+        results["offers"], results["customer_profile"] = crm_rounds["offers"], crm_rounds["customer_profile"]
+        import httpx as _httpx
+        batch_s = []
+        for i in range(3):
+            who = ids[(i * 500) % 1000:(i * 500) % 1000 + 1000]
+            t0 = time.perf_counter()
+            r = _httpx.post(f"{url}/offers_batch", json={"customer_ids": who},
+                            headers={"Authorization": f"Bearer {crm}"}, timeout=120)
+            batch_s.append(round(time.perf_counter() - t0, 3))
+            assert r.status_code == 200 and len(r.json()) == len(who), r.text[:300]
+        results["offers_batch_1000"] = {"seconds_per_call": batch_s,
+                                        "median_seconds": float(np.median(batch_s))}
         subprocess.run(["wrk", "-t2", "-c8", "-d3s", "-s", str(scripts["events"]), url], capture_output=True, text=True)
         results["events"] = load(scripts["events"], 15)
         results["events"]["events_per_s"] = round(results["events"]["rps"] * 10, 1)
         # now most of the 2,000 customers have live events: their recommendations are folded in, not looked up
-        results["recommend_after_events"] = load(scripts["recommend"], 8)
+        live = rounds_of(["echo", "recommend", "recommend_exclude_bought"], 6)
+        results["echo_live_rounds"] = live["echo"]
+        results["recommend_after_events"] = live["recommend"]
+        results["recommend_after_events_exclude_bought"] = live["recommend_exclude_bought"]
+        # a day's mix, all at once: cached recommends (customers without events), live-session recommends
+        # while their customers send events, offers; wrk processes side by side, 8 connections split 5/2/1
+        # (+1 sending events)
+        mixed_s = 20
+        procs = {"recommend_cached": start(scripts["recommend_quiet"], mixed_s, 5),
+                 "recommend_live": start(scripts["recommend"], mixed_s, 2),
+                 "offers": start(scripts["offers"], mixed_s, 1),
+                 "events": start(scripts["events"], mixed_s, 1)}
+        mixed = {n: finish(pr) for n, pr in procs.items()}
+        total = sum(mixed[n]["rps"] for n in ("recommend_cached", "recommend_live", "offers"))
+        for n in ("recommend_cached", "recommend_live", "offers"):
+            mixed[n]["share"] = round(mixed[n]["rps"] / total, 3)
+        results["mixed"] = mixed
         import sqlalchemy as sa
         eng = sa.create_engine(f"sqlite:///{WORK / 'bench_live.db'}")
         with eng.connect() as c:

@@ -29,6 +29,9 @@ import pandas as pd
 import sqlalchemy as sa
 
 from features.live import LiveStore
+from features.schema import SENT_AT
+from models.offers.catalogue import Caps
+from models.offers.prepared import PreparedPolicy
 from serving.errors import invalid
 
 if TYPE_CHECKING:
@@ -80,6 +83,19 @@ def _plain(r: dict[str, Any]) -> dict[str, Any]:
     return {k: (None if not isinstance(v, str) and v is not None and pd.isna(v) else v) for k, v in r.items()}
 
 
+def prepare(cur: Loaded) -> PreparedPolicy | None:
+    """The loaded policy's per-customer scores for every customer with an order (None without a policy);
+    built when the models load, so that ``offers`` decides with numpy (:mod:`models.offers.prepared`)."""
+    b = cur.bundle
+    if b.policy is None:
+        return None
+    X = b.features[b.features["n_orders"] > 0]
+    trig = b.triggers if len(b.triggers) else None
+    opted = b.scores["opted_out"].reindex(X.index).fillna(False) if "opted_out" in b.scores else None
+    seg = b.scores["segment"].reindex(X.index)
+    return PreparedPolicy(b.policy, X, b.scores["churn"].reindex(X.index), seg, trig, opted)
+
+
 def check_channel(cur: Loaded, channel: str | None, title: str) -> None:
     """HTTP 400 naming an unknown channel and the catalogue's channels."""
     policy = cur.bundle.policy
@@ -107,13 +123,16 @@ class OfferDesk:
             return [{"customer_id": c, **_NONE, "reason": why, "model_version": version, "dry_run": dry_run}
                     for c in customer_ids]
         check_channel(cur, channel, "offers")
-        known = cur.known_buyers(customer_ids)
+        prep = cur.offers_prepared
+        known = ([c for c in dict.fromkeys(customer_ids) if prep.knows(c)] if prep is not None
+                 else cur.known_buyers(customer_ids))
         out: dict[str, dict[str, Any]] = {}
         if known:
             with self._lock if not dry_run else contextlib.nullcontext():
-                dec = self._decide(cur, known, channel, campaign)
+                records = (self._decide_prepared(cur, prep, known, channel, campaign) if prep is not None
+                           else self._decide(cur, known, channel, campaign).to_dict("records"))
                 rows = []
-                for r in dec.to_dict("records"):
+                for r in records:
                     answer, ref = self._answer(_plain(r), cur.version, campaign, channel, dry_run)
                     out[answer["customer_id"]] = answer
                     if ref is not None and not dry_run:
@@ -122,15 +141,30 @@ class OfferDesk:
         return [out.get(c) or {"customer_id": c, **_NONE, "reason": "unknown customer or no purchase yet",
                                "model_version": cur.version, "dry_run": dry_run} for c in customer_ids]
 
+    def _context(self, cur: Loaded, known: list[str]) -> tuple[dt.datetime, pd.DataFrame | None, Caps | None]:
+        """What a decision reads from the store now: the time, the customers' past decisions (as sends),
+        and what is left of capped offers."""
+        policy = cur.bundle.policy
+        assert policy is not None
+        now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        hist = self.store.decisions(now - dt.timedelta(days=HISTORY_DAYS), known)
+        hist = hist.rename(columns={"decided_at": SENT_AT}) if len(hist) else None
+        caps = policy.catalogue.caps()
+        remaining = policy.catalogue.remaining(self.store.offer_sends(list(caps))) if caps else None
+        return now, hist, remaining
+
+    def _decide_prepared(self, cur: Loaded, prep: PreparedPolicy, known: list[str], channel: str | None,
+                         campaign: str) -> list[dict[str, Any]]:
+        """:meth:`_decide`'s rows from the scores prepared at load (:mod:`models.offers.prepared`)."""
+        now, hist, remaining = self._context(cur, known)
+        return prep.decide(known, max(pd.Timestamp(now), cur.bundle.as_of), campaign=campaign, channel=channel,
+                           history=hist, remaining=remaining)
+
     def _decide(self, cur: Loaded, known: list[str], channel: str | None, campaign: str) -> pd.DataFrame:
         b = cur.bundle
         policy = b.policy
         assert policy is not None
-        now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-        hist = self.store.decisions(now - dt.timedelta(days=HISTORY_DAYS), known)
-        hist = hist.rename(columns={"decided_at": "sent_at"}) if len(hist) else None
-        caps = policy.catalogue.caps()
-        remaining = policy.catalogue.remaining(self.store.offer_sends(list(caps))) if caps else None
+        now, hist, remaining = self._context(cur, known)
         trig = b.triggers[b.triggers["customer_id"].isin(known)] if len(b.triggers) else None
         opted = b.scores["opted_out"].reindex(known).fillna(False) if "opted_out" in b.scores else None
         return policy.decide(b.features.loc[known], b.scores["churn"].reindex(known),

@@ -22,12 +22,14 @@ import pandas as pd
 from features.io import find_table, read_raw
 from features.live import LiveStore, default_url
 from models.bundle import COMPONENTS, ServingBundle
+from models.offers.prepared import PreparedPolicy
 from models.recsys import BusinessRules, Recommendation
 from serving import candidate_cache
 from serving.champion import fetch_champion
 from serving.errors import invalid
 from serving.live_watcher import LiveWatcher
 from serving.offer_desk import OfferDesk
+from serving.offer_desk import prepare as prepare_offers
 from serving.orders import OrderBook
 from serving.profile import profile
 from serving.session import recommend_in_session
@@ -53,6 +55,8 @@ class Loaded:
     loaded_at: float
     answers: dict[tuple[str, int], bytes] = field(default_factory=dict)
     """Rendered answers to the storefront's default request, by (customer, k), for these models only."""
+    offers_prepared: PreparedPolicy | None = None
+    """The offer policy's per-customer scores (:func:`serving.offer_desk.prepare`), None: decide in full."""
 
     @functools.cached_property
     def version(self) -> str:  # cached: it goes into every answer
@@ -137,6 +141,10 @@ class Personaliser:
         else:
             paths, versions = fetch_champion(self.data_dir)
         loaded = Loaded(ServingBundle.load(paths), versions, time.time())
+        try:
+            loaded.offers_prepared = prepare_offers(loaded)
+        except Exception:  # offers are then decided in full, as before
+            log.exception("could not prepare the offer scores: offers are decided in full")
         if self.render is not None:
             self._warm(loaded, self.render)
         gc.collect()  # loading leaves garbage behind; collect it now rather than during a request
@@ -233,7 +241,9 @@ class Personaliser:
         rules = _rules(cur, category, exclude_bought)
         b = cur.bundle
         has_live = self.live.has_live(customer_id, cur.as_of)
-        live = self.store.recent_events(customer_id, cur.as_of) if has_live else []
+        live = (self.live.recent(customer_id, cur.as_of) if has_live else [])
+        if live is None:  # events this process stored that the watcher has not read yet: the store has them
+            live = self.store.recent_events(customer_id, cur.as_of)
         session = list(reversed(live)) + list(session_events)
         region = None
         if customer_id in b.features.index:

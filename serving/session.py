@@ -7,7 +7,8 @@
   models' reasons know interactions, not event types, and would say "because you viewed X").
 
 The session is the customer's live events since the models' data end, oldest first, followed by the
-request's own ``session_events``.
+request's own ``session_events``. A known customer's session is folded into the stored rows with numpy
+(:mod:`serving.fold_in`, the same answer as the engine's full computation).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from models.recsys import BusinessRules, Recommendation, RecommendationEngine
+from serving import fold_in
 
 Session = list[tuple[str, str]]
 
@@ -44,8 +46,10 @@ def recommend_in_session(engine: RecommendationEngine, customer_id: str, k: int,
     """The engine's answer for a customer in a session: without the products in the cart, ranks 1..k, and
     reasons that name the cart."""
     cart = in_cart(session)
-    rec = engine.recommend_one(customer_id, k=k + len(cart), rules=rules, session=session or None,
-                               region=region)
+    rec = fold_in.recommend(engine, customer_id, k + len(cart), rules, session) if session else None
+    if rec is None:  # not a known customer, or nothing to fold in with numpy: computed in full
+        rec = engine.recommend_one(customer_id, k=k + len(cart), rules=rules, session=session or None,
+                                   region=region)
     keep = set(cart)
     items = [i for i in rec.items if i["product_id"] not in keep][:k]
     items = [{**i, "rank": r} for r, i in enumerate(items, 1)]

@@ -103,12 +103,28 @@ def eligibility_failures(offer: Offer, X: pd.DataFrame, churn: pd.Series, segmen
     is given.
     """
     out = np.full(len(X), OK, dtype=object)
+    window = validity_failure(offer, now)
+    if window != OK:
+        out[:] = window
+        return out
+    return check_failures(offer, X, churn, segments, bought_categories)
+
+
+def validity_failure(offer: Offer, now: pd.Timestamp) -> str:
+    """``valid_from`` / ``valid_to`` when ``now`` is outside the offer's validity window, else :data:`OK`."""
     if offer.valid_from is not None and now < offer.valid_from:
-        out[:] = "valid_from"
-        return out
+        return "valid_from"
     if offer.valid_to is not None and now > offer.valid_to:
-        out[:] = "valid_to"
-        return out
+        return "valid_to"
+    return OK
+
+
+def check_failures(offer: Offer, X: pd.DataFrame, churn: pd.Series, segments: pd.Series | None,
+                   bought_categories: dict[str, set[str]] | None = None) -> np.ndarray:
+    """Per customer row of X: the first of the offer's eligibility rules that fails, or :data:`OK` (the
+    validity window aside: :func:`validity_failure`). Each row's answer depends on that row only, so it can be
+    computed once for every customer and looked up (:mod:`models.offers.prepared`)."""
+    out = np.full(len(X), OK, dtype=object)
     for name, holds in _checks(offer, X, churn, segments, bought_categories):
         out[(out == OK) & ~np.asarray(holds, bool)] = name
     return out

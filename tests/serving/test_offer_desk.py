@@ -92,3 +92,21 @@ def test_an_unknown_channel_is_a_400_naming_the_allowed_ones(personaliser: Perso
         personaliser.offers(customers(trained_project, 3), "pigeon", "x")
     (problem,) = err.value.errors()
     assert problem["loc"] == ("channel",) and "'pigeon'" in problem["msg"] and "email" in problem["msg"]
+
+
+def test_offers_from_prepared_scores_equal_the_full_decision(personaliser: Personaliser, trained_project) -> None:
+    """The desk's answers from the scores prepared at load equal those of the policy's full computation,
+    before and after commits (cooldowns, caps): one customer at a time and in batches."""
+    p = personaliser
+    cur = p.current
+    assert cur is not None and cur.offers_prepared is not None
+    unprepared = replace(cur, offers_prepared=None)
+    ids = customers(trained_project, 300) + ["never-seen"]
+    for _ in range(2):
+        fast, slow = p.desk.decide(cur, ids, None, "c9"), p.desk.decide(unprepared, ids, None, "c9")
+        assert _without_ids(fast) == _without_ids(slow)
+        for cid in ids[:30]:
+            assert _without_ids(p.desk.decide(cur, [cid], None, "c9")) == \
+                _without_ids(p.desk.decide(unprepared, [cid], None, "c9"))
+        p.commit_offers([a["decision_id"] for a in fast if a["decision_id"]][:100])  # history for round 2
+    assert len(p.store.decisions()) > 0

@@ -1,0 +1,114 @@
+"""A live session folded in with numpy (:mod:`serving.fold_in`) gives exactly the engine's full computation:
+the same items, ranks, reasons and scores, component scores equal to the float, for every rule set, with
+views, cart adds and removals, purchases and unknown products in the session; the discovery re-ranker too."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from features.schema import PRODUCT_ID, RANK, SCORE
+from models.recsys import BlendRecommender, BusinessRules, RecommendationEngine, TrendingRecommender
+from models.recsys.context import build_context
+from serving import fold_in
+from tests.models.recsys_data import CFG, board_reranker, checker_board, shop_data, shop_reranker
+from tests.serving.test_candidate_cache import BOARD_CFG, rulesets
+
+KINDS = ["view", "view", "add_to_cart", "remove_from_cart", "wishlist", "purchase", "something_new"]
+
+
+def sessions(data, customers, seed: int) -> list[list[tuple[str, str]]]:
+    """A random session per customer: 1-8 events, some on products the models do not know."""
+    rng = np.random.default_rng(seed)
+    items = data.items.ids
+    out = []
+    for _ in customers:
+        n = int(rng.integers(1, 9))
+        out.append([(str(items[rng.integers(len(items))]) if rng.random() > 0.1 else "NO-SUCH-PRODUCT",
+                     KINDS[int(rng.integers(len(KINDS)))]) for _ in range(n)])
+    return out
+
+
+def assert_folded_like_full(engine: RecommendationEngine, customers, rules_list, seed: int = 0,
+                            ks=(10,)) -> int:
+    """Every folded-in answer equals ``recommend_one``'s; returns how many were folded in (not None)."""
+    folded = 0
+    for cid, sess in zip(customers, sessions(engine.data, customers, seed), strict=True):
+        for rules in rules_list:
+            for k in ks:
+                want = engine.recommend_one(cid, k, rules, session=sess)
+                got = fold_in.recommend(engine, cid, k, rules, sess)
+                if got is None:
+                    continue
+                folded += 1
+                assert got.source == want.source == "model"
+                assert [(i[PRODUCT_ID], i[RANK], i["reason"]) for i in got.items] == \
+                    [(i[PRODUCT_ID], i[RANK], i["reason"]) for i in want.items], (cid, sess, rules, k)
+                assert [i[SCORE] for i in got.items] == [i[SCORE] for i in want.items]
+    return folded
+
+
+def assert_same_components(engine: RecommendationEngine, customers, seed: int = 1) -> None:
+    """The folded component scores equal the model's, float for float."""
+    f = fold_in.for_engine(engine)
+    for cid, sess in zip(customers, sessions(engine.data, customers, seed), strict=True):
+        ctx = build_context(engine.data, [cid], {cid: sess})
+        want = engine.model.component_scores(ctx)
+        mine, _ = f.context(int(engine.data.users.row(cid)), sess)
+        got = f.component_scores(mine, set(want))
+        assert got is not None and set(got) == set(want)
+        for n in want:
+            np.testing.assert_array_equal(got[n], want[n], err_msg=f"{n} {cid} {sess}")
+        for a, b in ((mine.W, ctx.W), (mine.P, ctx.P), (mine.L, ctx.L)):
+            np.testing.assert_array_equal(a.toarray(), b.toarray())
+
+
+@pytest.fixture(scope="module")
+def board_engine():
+    data = checker_board()
+    blend = BlendRecommender(BOARD_CFG).fit(data)
+    return RecommendationEngine(blend, TrendingRecommender(BOARD_CFG).fit(data)).precompute(n=10)
+
+
+def test_board_sessions_fold_in_exactly(board_engine) -> None:
+    data = board_engine.data
+    customers = list(data.users.ids[::2])
+    assert_same_components(board_engine, customers)
+    n = assert_folded_like_full(board_engine, customers, rulesets(["a", "b"]), ks=(1, 10))
+    assert n >= 0.9 * len(customers) * 6 * 2  # folded in, not handed back to the full computation
+
+
+def test_board_reranked_discovery_folds_in_exactly(board_engine) -> None:
+    data = board_engine.data
+    blend = BlendRecommender(BOARD_CFG).fit(data).attach_reranker(board_reranker(board_engine.model,
+                                                                                 BOARD_CFG.seed))
+    engine = RecommendationEngine(blend, board_engine.trending)
+    customers = list(data.users.ids[::3])
+    n = assert_folded_like_full(engine, customers, [BusinessRules(exclude_bought=True)], seed=4)
+    assert n >= 0.9 * len(customers)
+
+
+def test_what_cannot_be_folded_is_handed_back(board_engine) -> None:
+    assert fold_in.recommend(board_engine, "never-seen", 5, BusinessRules(), [("p01", "view")]) is None
+    cid = board_engine.data.users.ids[0]
+    got = fold_in.recommend(board_engine, cid, 5, BusinessRules(), [])
+    assert got == board_engine.recommend_one(cid, 5)  # no session: the stored rows alone
+
+
+@pytest.mark.slow
+def test_shop_sessions_fold_in_exactly(small_shop) -> None:
+    """A few hundred customers of the small simulated shop, every rule set, with and without the
+    discovery re-ranker."""
+    data = shop_data(small_shop)
+    blend = BlendRecommender(CFG).fit(data)
+    engine = RecommendationEngine(blend, TrendingRecommender(CFG).fit(data))
+    customers = list(data.users.ids[:: max(1, len(data.users) // 300)][:300])
+    assert_same_components(engine, customers[:60])
+    cats = small_shop.products["category"].value_counts().index[:2].tolist()
+    n = assert_folded_like_full(engine, customers, rulesets(cats)[:2], seed=5)
+    assert n >= 0.9 * len(customers) * 2
+    assert_folded_like_full(engine, customers[:50], rulesets(cats)[2:], seed=6)
+    rr = RecommendationEngine(BlendRecommender(CFG).fit(data).attach_reranker(shop_reranker(small_shop)),
+                              engine.trending)
+    n = assert_folded_like_full(rr, customers[:100], [BusinessRules(exclude_bought=True)], seed=7)
+    assert n >= 90
