@@ -15,7 +15,7 @@ from features import schema
 from features.customer import customer_features, order_lines
 from features.io import Shop
 from models.bundle import CHURN, PREDICTED_VALUE, ServingBundle
-from models.offers import OfferCatalogue, OfferPolicy, parse_catalogue
+from models.offers import OfferCatalogue, OfferPolicy, check_attribute_rules, parse_catalogue
 from models.recsys import RecommendationEngine, RecommenderConfig, TrendingRecommender
 from models.segments import segment_customers
 from models.triggers import detect_triggers
@@ -59,6 +59,7 @@ def _offers(shop: Shop, end: pd.Timestamp, seed: int) -> tuple[OfferPolicy | Non
     if shop.offers is None:
         return None, None
     catalogue = parse_catalogue(shop.offers)
+    check_attribute_rules(catalogue, shop.attributes)
     uplift = fit_uplift(shop, end, seed)
     return (OfferPolicy(catalogue, uplift) if uplift is not None else None), catalogue
 
