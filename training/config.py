@@ -18,6 +18,7 @@ import pandas as pd
 
 from features.interactions import InteractionConfig
 from models.customer import CustomerModelConfig
+from models.offers.uplift import S_LEARNER
 from models.recsys import RecommenderConfig
 from training.gate import DEFAULT_GATE, Threshold
 
@@ -38,12 +39,17 @@ class TrainConfig:
     blend: 5 of the 60 seconds on Online Retail) is left to the benchmark; add "bpr" to have it here too."""
     gate: tuple[Threshold, ...] = DEFAULT_GATE
     """The promotion gate: each metric's direction and largest tolerated worsening against the champion."""
+    uplift_learner: str = S_LEARNER
+    """How the uplift model learns offer effects (``models.offers.uplift.LEARNERS``): the S-learner (on the
+    simulator its uplift ranking agreed best with the true uplift) or ``two_models_ddr`` (chosen on the
+    training halves of the Hillstrom e-mail test: bench/HILLSTROM_SELECT.md)."""
     corrupt: bool = False
     """Test hook: shuffle evaluation features and item ids to produce a deliberately worse model."""
 
     def to_params(self) -> dict[str, Any]:
         p: dict[str, Any] = {"horizon_days": self.horizon_days, "cutoff": self.cutoff, "seed": self.seed,
-                             "corrupt": self.corrupt, "rec_baselines": ",".join(self.rec_baselines)}
+                             "corrupt": self.corrupt, "rec_baselines": ",".join(self.rec_baselines),
+                             "uplift_learner": self.uplift_learner}
         p.update(self.customer.to_params())
         p.update(self.recommender.to_params())
         p.update(self.interactions.to_params())

@@ -100,7 +100,8 @@ def evaluate(shop: Shop, config: TrainConfig, truth_dir: str | Path | None = Non
     secs["customer"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     _progress("offers", 3, 3)
-    offers = evaluate_offers(shop, cutoff, cust.scores["churn_production"], config.seed, truth_dir)
+    offers = evaluate_offers(shop, cutoff, cust.scores["churn_production"], config.seed, truth_dir,
+                             learner=config.uplift_learner)
     secs["offers"] = time.perf_counter() - t0
     report = {"cutoff": str(cutoff.date()), "horizon_days": config.horizon_days,
               "recommend": rec.report, **cust.report,

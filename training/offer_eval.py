@@ -35,6 +35,7 @@ from models.offers import (
     parse_catalogue,
     qini,
 )
+from models.offers.uplift import S_LEARNER
 
 log = logging.getLogger(__name__)
 MAX_ATTRIBUTE_SEGMENTS = 12
@@ -152,7 +153,10 @@ def campaign_rows(by_segment: pd.DataFrame) -> pd.DataFrame:
     return rows.drop(columns=["segment_kind", "segment"]).reset_index(drop=True)
 
 
-def fit_uplift(shop: Shop, before: pd.Timestamp | None = None, seed: int = 42) -> UpliftModel | None:
+def fit_uplift(shop: Shop, before: pd.Timestamp | None = None, seed: int = 42,
+               learner: str = S_LEARNER) -> UpliftModel | None:
+    """The uplift model (``learner``: ``models.offers.uplift.LEARNERS``) on every offer_log row whose window
+    ends before ``before``; None when the log has no treatment/control contrast."""
     X, y = uplift_training_set(shop, before)
     if not len(y) or y["treated"].all() or (~y["treated"]).all():
         log.warning("offer_log has no treatment/control contrast: offers use the documented prior")
@@ -160,7 +164,7 @@ def fit_uplift(shop: Shop, before: pd.Timestamp | None = None, seed: int = 42) -
     from models.customer import CustomerModelConfig
     cfg = CustomerModelConfig(n_estimators=100, learning_rate=0.03, num_leaves=7, min_child_samples=200,
                               seed=seed)
-    return UpliftModel(cfg).fit(X, y[OFFER_ID], y["treated"], y["bought"], y["redeemed"])
+    return UpliftModel(cfg, learner=learner).fit(X, y[OFFER_ID], y["treated"], y["bought"], y["redeemed"])
 
 
 @dataclass
@@ -170,7 +174,8 @@ class OfferEvaluation:
 
 
 def evaluate_offers(shop: Shop, cutoff: pd.Timestamp, churn: pd.Series | None = None, seed: int = 42,
-                    truth_dir: str | Path | None = None, budget_share: float = 0.2) -> OfferEvaluation:
+                    truth_dir: str | Path | None = None, budget_share: float = 0.2,
+                    learner: str = S_LEARNER) -> OfferEvaluation:
     """Uplift model quality on campaigns after ``cutoff`` (Qini/AUUC, redemption AUC vs past-redemption
     baseline), measured uplift per campaign, and - when the simulator's truth is available - the realised
     incremental margin of each policy at the same budget."""
@@ -180,7 +185,7 @@ def evaluate_offers(shop: Shop, cutoff: pd.Timestamp, churn: pd.Series | None = 
         return OfferEvaluation({"skipped": "no offer_log or offers.yaml"}, {})
     cat = parse_catalogue(shop.offers)
     check_attribute_rules(cat, shop.attributes)
-    model = fit_uplift(shop, cutoff, seed)
+    model = fit_uplift(shop, cutoff, seed, learner)
     Xh, yh = uplift_training_set(shop, start=cutoff)
     if len(yh):
         conv = yh.assign(converted=yh["bought"].astype(int),
