@@ -119,12 +119,15 @@ def _shop_dir(data: Path) -> Path:
 def train(data: Path = typer.Option(..., help="Project data directory (shop tables in DATA/shop or DATA)."),
           horizon_days: int = typer.Option(90, min=7),
           cutoff: str = typer.Option(None, help="Evaluation cutoff."), seed: int = typer.Option(42),
-          force: bool = typer.Option(False, help="Retrain even if this data and config were trained before.")
+          force: bool = typer.Option(False, help="Retrain even if this data and config were trained before."),
+          uplift_learner: str = typer.Option("s_learner", help="How offer uplift is learned: s_learner or "
+                                             "two_models_ddr (models.offers.uplift).")
           ) -> None:
     """Validate, evaluate against baselines, refit, log to MLflow, register and promote if not worse."""
     from training.config import TrainConfig, with_horizon
     from training.jobs import train as job
-    cfg = with_horizon(TrainConfig(cutoff=cutoff), horizon_days, seed)
+    base = _run(lambda: TrainConfig(cutoff=cutoff, uplift_learner=uplift_learner))
+    cfg = with_horizon(base, horizon_days, seed)
     r = _run(lambda: job(data, cfg, force=force))
     aside = sum(s["rows"] for s in r.live.get("set_aside", []))
     typer.echo(json.dumps({"run_id": r.run_id, "reused": r.reused, "promoted": r.promoted,

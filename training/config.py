@@ -18,7 +18,7 @@ import pandas as pd
 
 from features.interactions import InteractionConfig
 from models.customer import CustomerModelConfig
-from models.offers.uplift import S_LEARNER
+from models.offers.uplift import LEARNERS, S_LEARNER
 from models.recsys import RecommenderConfig
 from training.gate import DEFAULT_GATE, Threshold
 
@@ -45,6 +45,10 @@ class TrainConfig:
     training halves of the Hillstrom e-mail test: bench/HILLSTROM_SELECT.md)."""
     corrupt: bool = False
     """Test hook: shuffle evaluation features and item ids to produce a deliberately worse model."""
+
+    def __post_init__(self) -> None:
+        if self.uplift_learner not in LEARNERS:
+            raise ValueError(f"uplift_learner {self.uplift_learner!r} is not one of {list(LEARNERS)}")
 
     def to_params(self) -> dict[str, Any]:
         p: dict[str, Any] = {"horizon_days": self.horizon_days, "cutoff": self.cutoff, "seed": self.seed,

@@ -169,3 +169,12 @@ def test_production_uplift_model_finds_the_planted_effects_and_is_not_fitted_on_
                             seeds=(0,), budgets=(0.5,), n_boot=5)
     fitted_on = set(r.table.loc[r.table["learner"] == "production", "outcome"])
     assert fitted_on == {"conversion"}  # skipped on spend
+
+
+def test_the_train_config_names_the_uplift_learner() -> None:
+    from training.config import TrainConfig, fingerprint, with_horizon
+    cfg = with_horizon(TrainConfig(uplift_learner="two_models_ddr"), 60, 3)
+    assert cfg.uplift_learner == "two_models_ddr" == cfg.to_params()["uplift_learner"]
+    assert fingerprint("data", cfg) != fingerprint("data", with_horizon(TrainConfig(), 60, 3))
+    with pytest.raises(ValueError, match="uplift_learner 't' is not one of"):
+        TrainConfig(uplift_learner="t")
