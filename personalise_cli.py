@@ -120,15 +120,21 @@ def train(data: Path = typer.Option(..., help="Project data directory (shop tabl
           horizon_days: int = typer.Option(90, min=7),
           cutoff: str = typer.Option(None, help="Evaluation cutoff."), seed: int = typer.Option(42),
           force: bool = typer.Option(False, help="Retrain even if this data and config were trained before."),
+          engine: str = typer.Option("local", help="Where the churn/value and uplift training frames are "
+                                                   "built: local (pandas) or spark (pip install '.[spark]')."),
+          spark_master: str = typer.Option(None, help="Spark master URL (default: local[*])."),
+          max_training_rows: int = typer.Option(2_000_000, min=0, help="Stacked churn/value rows past which "
+                                                "a sample of customers is kept (0: never sample)."),
           uplift_learner: str = typer.Option("s_learner", help="How offer uplift is learned: s_learner or "
                                              "two_models_ddr (models.offers.uplift).")
           ) -> None:
     """Validate, evaluate against baselines, refit, log to MLflow, register and promote if not worse."""
     from training.config import TrainConfig, with_horizon
     from training.jobs import train as job
-    base = _run(lambda: TrainConfig(cutoff=cutoff, uplift_learner=uplift_learner))
+    base = _run(lambda: TrainConfig(cutoff=cutoff, max_training_rows=max_training_rows or None,
+                                    uplift_learner=uplift_learner))
     cfg = with_horizon(base, horizon_days, seed)
-    r = _run(lambda: job(data, cfg, force=force))
+    r = _run(lambda: job(data, cfg, force=force, engine=engine, spark_master=spark_master))
     aside = sum(s["rows"] for s in r.live.get("set_aside", []))
     typer.echo(json.dumps({"run_id": r.run_id, "reused": r.reused, "promoted": r.promoted,
                            "versions": r.versions, "gate": r.reason, "cutoff": r.report.get("cutoff"),

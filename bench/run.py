@@ -35,6 +35,20 @@ def run_section(name: str, *args: str, env: dict[str, str] | None = None) -> dic
     return res
 
 
+def run_scale(customers: str) -> dict:
+    """``bench/scale.py`` on a simulated shop of ``customers``: the train job's time and peak memory per stage,
+    written to ``bench/SCALE.md`` (its own process, so its memory is its own)."""
+    t0 = time.perf_counter()
+    cmd = [PY, str(ROOT / "bench" / "scale.py"), customers, "--md", str(ROOT / "bench" / "SCALE.md")]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, OPENBLAS_NUM_THREADS="1"),
+                         cwd=ROOT)
+    res = {"wall_seconds": round(time.perf_counter() - t0, 1)}
+    if out.returncode != 0:
+        return {**res, "error": out.stderr[-3000:]}
+    runs = sorted((ROOT / "var" / "scale").glob(f"train_{customers}_*.json"))
+    return {**res, **json.loads(runs[-1].read_text())} if runs else res
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=str(ROOT / "bench" / "RESULTS.md"))
@@ -59,12 +73,15 @@ def main() -> None:
         ("train_sim_20k", ("train", "sim20k")),
         ("train_sim_100k", ("train", "sim100k")),
         ("serve_load", ("serve",)),
+        ("scale_100k", ("scale", "100000")),
+        ("scale_1m", ("scale", "1000000")),
     ]
     for key, args, *env in plan:  # type: ignore[misc]
         if only and key not in only and args[0] not in only:
             continue
         print(f"== {key}", flush=True)
-        results[key] = run_section(*args, env=env[0] if env else None)
+        results[key] = (run_scale(args[1]) if args[0] == "scale"
+                        else run_section(*args, env=env[0] if env else None))
         print(json.dumps(results[key])[:400], flush=True)
         jpath.write_text(json.dumps(results, indent=1, default=str))
     from bench.report import write_markdown

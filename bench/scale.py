@@ -104,14 +104,21 @@ def category_table(timer: StageTimer) -> list[dict[str, Any]]:
              "peak_rss_mb": round(d["peak_rss_mb"])} for d in out.values()]
 
 
-def run_train(src: Path, timer: StageTimer) -> dict[str, Any]:
+def run_train(src: Path, timer: StageTimer, max_rows: int | None = None) -> dict[str, Any]:
     from training.config import TrainConfig
     from training.jobs import train
     proj = Path(tempfile.mkdtemp(prefix="scale-train-", dir=WORK))
+    cfg = TrainConfig(horizon_days=90)
+    if max_rows is not None:
+        cfg = TrainConfig(horizon_days=90, max_training_rows=max_rows or None)
     try:
-        r = train(proj, TrainConfig(horizon_days=90), shop_dir=src)
-        return {"promoted": r.promoted, "gate_metrics": {k: r.metrics.get(k) for k in (
-            "recommend.all_items.production.ndcg@10", "churn.production.auc", "value.production.spearman")}}
+        r = train(proj, cfg, shop_dir=src)
+        keys = ("recommend.all_items.production.ndcg@10", "recommend.new_items.production.ndcg@10",
+                "churn.production.auc", "value.production.spearman")
+        from mlflow import MlflowClient
+        share = MlflowClient().get_run(r.run_id).data.metrics.get("training.sample_share")
+        return {"promoted": r.promoted, "max_training_rows": cfg.max_training_rows,
+                "gate_metrics": {**{k: r.metrics.get(k) for k in keys}, "training.sample_share": share}}
     finally:
         shutil.rmtree(proj, ignore_errors=True)
 
@@ -182,6 +189,10 @@ def main() -> None:
     ap.add_argument("--part", choices=("train", "features", "simulate"), default="train")
     ap.add_argument("--data", type=Path, help="a shop directory to use instead of simulating one")
     ap.add_argument("--top", type=Path, help="print the top frames of a py-spy raw profile and exit")
+    ap.add_argument("--md", type=Path, help="also write the tables into this Markdown file (one section per "
+                                            "size and part, replaced on each run), e.g. bench/SCALE.md")
+    ap.add_argument("--max-training-rows", type=int, default=None,
+                    help="train: the stacked-rows limit (default: the job's own; 0 = never sample)")
     a = ap.parse_args()
     if a.top:
         for f, inc, own in top_frames(a.top):
@@ -197,7 +208,8 @@ def main() -> None:
         if a.part == "simulate":
             info = run_simulate(a, timer)
         else:
-            info = (run_train if a.part == "train" else run_features)(src, timer)  # type: ignore[arg-type]
+            info = (run_train(src, timer, a.max_training_rows) if a.part == "train"  # type: ignore[arg-type]
+                    else run_features(src, timer))  # type: ignore[arg-type]
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     res = {"customers": a.customers, "days": a.days, "seed": a.seed, "part": a.part, "data": str(src),
            "seconds": round(wall, 1), "cpu_seconds": round(cpu, 1), "peak_rss_mb": round(timer.peak_rss_mb),
@@ -212,6 +224,30 @@ def main() -> None:
     print(markdown(res["categories"], ["stage", "seconds", "cpu_seconds", "peak_rss_mb"]))
     print()
     print(markdown(res["stages"], ["stage", "calls", "seconds", "own_seconds", "own_cpu_seconds", "peak_rss_mb"]))
+    if a.md:
+        write_section(a.md, res)
+
+
+def write_section(path: Path, res: dict[str, Any]) -> None:
+    """Replace (or add) this run's section of the Markdown file ``path``."""
+    title = f"## {res['part']}, {res['customers']:,} customers"
+    if res.get("max_training_rows") is not None and res["part"] == "train":
+        title += f", max_training_rows {res['max_training_rows']:,}"
+    body = [title, "",
+            f"{res['seconds']} s wall, {res['cpu_seconds']} s CPU, peak RSS {res['peak_rss_mb']:,} MB "
+            f"(run {time.strftime('%Y-%m-%d %H:%M')}, load average at the end {os.getloadavg()[0]:.1f}).", ""]
+    if res.get("gate_metrics"):
+        body += ["Quality: " + ", ".join(f"{k} {v:.4f}" for k, v in res["gate_metrics"].items()
+                                         if isinstance(v, float)), ""]
+    body += [markdown(res["categories"], ["stage", "seconds", "cpu_seconds", "peak_rss_mb"]), "",
+             "<details><summary>every stage</summary>", "",
+             markdown(res["stages"], ["stage", "calls", "seconds", "own_seconds", "own_cpu_seconds",
+                                      "peak_rss_mb"]), "", "</details>", ""]
+    head = "# Scale: time and peak memory per stage (`bench/scale.py`)\n\n"
+    old = path.read_text() if path.exists() else head
+    parts = old.split("\n## ")
+    kept = [parts[0]] + ["## " + p for p in parts[1:] if not ("## " + p).startswith(title + "\n")]
+    path.write_text("\n".join(x.rstrip("\n") + "\n" for x in kept) + "\n" + "\n".join(body))
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ from models.recsys import (
     component_settings,
     rules_mask,
 )
-from training.rec_truth import new_items_truth, purchase_truth
+from training.rec_truth import new_items_truth, purchase_truth, sample_truth
 
 log = logging.getLogger(__name__)
 Grid = list[tuple[tuple[str, float], ...]]
@@ -140,7 +140,7 @@ def tune_blend(shop: Shop, cutoff: pd.Timestamp, config: RecommenderConfig,
     decision is appended to ``notes`` (if given) as a sentence saying why."""
     notes = notes if notes is not None else []
     inner = pd.Timestamp(cutoff) - pd.Timedelta(days=tune_days)
-    truth = purchase_truth(shop, inner, cutoff)
+    truth = sample_truth(purchase_truth(shop, inner, cutoff), config.tune_max_customers, config.seed)
     d_in = build_interactions(shop, inner, icfg, non_product=is_non_product)
     if d_in.weights.nnz == 0 or not any(u in d_in.users for u in truth):
         why = f"blend: default weights, no purchase history before {inner.date()} to tune them on"

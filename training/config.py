@@ -39,6 +39,9 @@ class TrainConfig:
     blend: 5 of the 60 seconds on Online Retail) is left to the benchmark; add "bpr" to have it here too."""
     gate: tuple[Threshold, ...] = DEFAULT_GATE
     """The promotion gate: each metric's direction and largest tolerated worsening against the champion."""
+    max_training_rows: int | None = 2_000_000
+    """Stacked churn/value rows past which a seeded sample of customers is kept (all their rows at every
+    cutoff); the share kept is logged to MLflow (``training.sample_share``). None: never sample."""
     uplift_learner: str = S_LEARNER
     """How the uplift model learns offer effects (``models.offers.uplift.LEARNERS``): the S-learner (on the
     simulator its uplift ranking agreed best with the true uplift) or ``two_models_ddr`` (chosen on the
@@ -52,7 +55,8 @@ class TrainConfig:
 
     def to_params(self) -> dict[str, Any]:
         p: dict[str, Any] = {"horizon_days": self.horizon_days, "cutoff": self.cutoff, "seed": self.seed,
-                             "corrupt": self.corrupt, "rec_baselines": ",".join(self.rec_baselines),
+                             "corrupt": self.corrupt, "max_training_rows": self.max_training_rows,
+                             "rec_baselines": ",".join(self.rec_baselines),
                              "uplift_learner": self.uplift_learner}
         p.update(self.customer.to_params())
         p.update(self.recommender.to_params())

@@ -14,7 +14,6 @@ from features.customer import (
     customer_features,
     future_labels,
     order_lines,
-    stacked_training_set,
     training_cutoffs,
     unify_categories,
 )
@@ -30,6 +29,7 @@ from models.customer import (
     recency_baseline,
 )
 from models.metrics import classification_report, decile_lift, regression_report, reliability
+from training import frames
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ def fit_customer_models(shop: Shop, cutoff: pd.Timestamp, config: CustomerModelC
                               components={"churn": f"BG/NBD fallback (P(no purchase in {H} days)), {why}",
                                           "value": f"BG/NBD + Gamma-Gamma fallback, {why}"})
     log.info("customer models: training cutoffs %s", [str(c.date()) for c in cutoffs])
-    X, y = stacked_training_set(shop, cutoffs, H)
+    X, y = frames.stacked(shop, cutoffs, H)
     churn = ChurnModel(config).fit(X, y["churn"])
     value = ValueModel(config).fit(X, y["future_net"])
     return CustomerModels(churn=churn, value=value, bgnbd=bg, gg=gg, config=config, cutoff=cutoff,
@@ -176,7 +176,7 @@ def evaluate_customer_models(shop: Shop, cutoff: pd.Timestamp, config: CustomerM
     report = _report(scores, target)
     if ceiling and isinstance(models.churn, ChurnModel):
         cutoffs = training_cutoffs(shop, cutoff, H, config.n_cutoffs, config.cutoff_step_days)
-        Xtr, ytr = stacked_training_set(shop, cutoffs, H)
+        Xtr, ytr = frames.stacked(shop, cutoffs, H)
         bound = in_period_ceiling(X, y, config, Xtr, ytr)
         report["churn"]["in_period_ceiling"] = bound["churn"]
         report["value"]["in_period_ceiling"] = bound["value"]

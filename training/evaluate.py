@@ -29,6 +29,7 @@ from models.recsys import Reranker
 from training.config import TrainConfig, default_cutoff
 from training.customer_eval import evaluate_customer_models
 from training.offer_eval import evaluate_offers
+from training.progress import Steps
 from training.rec_eval import evaluate_recommenders
 
 log = logging.getLogger(__name__)
@@ -61,10 +62,6 @@ class EvaluationResult:
                 "reranker": {"validation": self.reranker_validation, "gain": gain}}
 
 
-def _progress(step: str, i: int, n: int) -> None:
-    log.info("[%d/%d] %s", i, n, step)
-
-
 def evaluation_cutoff(shop: Shop, config: TrainConfig, data_end: pd.Timestamp | None = None) -> pd.Timestamp:
     """``config.cutoff``, else ``data_end`` (default: the shop's end) minus the horizon. Raises
     :class:`ModelFitError` unless there are customer orders on both sides of it."""
@@ -89,20 +86,21 @@ def evaluate(shop: Shop, config: TrainConfig, truth_dir: str | Path | None = Non
     """
     cutoff = evaluation_cutoff(shop, config, data_end)
     secs: dict[str, float] = {}
-    t0 = time.perf_counter()
-    _progress("recommenders", 1, 3)
-    rec = evaluate_recommenders(shop, cutoff, config.recommender, config.interactions,
-                                models=config.rec_baselines, corrupt=config.corrupt)
-    secs["recommend"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    _progress("churn and value", 2, 3)
-    cust = evaluate_customer_models(shop, cutoff, config.customer, corrupt_features=config.corrupt)
-    secs["customer"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    _progress("offers", 3, 3)
-    offers = evaluate_offers(shop, cutoff, cust.scores["churn_production"], config.seed, truth_dir,
-                             learner=config.uplift_learner)
-    secs["offers"] = time.perf_counter() - t0
+    with Steps("evaluation", 3, log) as steps:
+        t0 = time.perf_counter()
+        steps.next("recommenders")
+        rec = evaluate_recommenders(shop, cutoff, config.recommender, config.interactions,
+                                    models=config.rec_baselines, corrupt=config.corrupt)
+        secs["recommend"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        steps.next("churn and value")
+        cust = evaluate_customer_models(shop, cutoff, config.customer, corrupt_features=config.corrupt)
+        secs["customer"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        steps.next("offers")
+        offers = evaluate_offers(shop, cutoff, cust.scores["churn_production"], config.seed, truth_dir,
+                                 learner=config.uplift_learner)
+        secs["offers"] = time.perf_counter() - t0
     report = {"cutoff": str(cutoff.date()), "horizon_days": config.horizon_days,
               "recommend": rec.report, **cust.report,
               "offers": {**offers.report.get("policies", {}),

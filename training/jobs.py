@@ -17,6 +17,8 @@ import json
 import logging
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ from features import schema
 from features.io import Shop, load_shop
 from models.bundle import SEGMENT, ServingBundle
 from models.segments import segment_summary
+from training import frames
 from training.config import TrainConfig, fingerprint
 from training.evaluate import EvaluationResult, evaluate, flat_metrics, mlflow_name
 from training.gate import Threshold
@@ -145,14 +148,47 @@ def _log_segments(bundle: ServingBundle) -> None:
     mlflow.log_metric("segments.top10pct_revenue_share", share)
 
 
+def _frame_source(engine: str, d: _Data, config: TrainConfig, spark_master: str | None
+                  ) -> AbstractContextManager[frames.FrameSource]:
+    """The training frames' source for ``engine``, opened for the job's duration."""
+    if engine == "local":
+        return frames.using(frames.LocalFrames(config.max_training_rows, config.seed))
+    if engine != "spark":
+        raise ValueError(f"unknown engine {engine!r}: choose local or spark")
+    if sum(d.live.kept.values()):
+        log.warning("--engine spark builds the training frames from the shop's own tables: the %s live rows "
+                    "kept are used by the recommenders and the evaluation only", sum(d.live.kept.values()))
+
+    @contextmanager
+    def spark() -> Iterator[frames.FrameSource]:
+        from features.engine import open_engine
+        from training.spark_frames import SparkFrames
+        with open_engine("spark", d.shop_dir, master=spark_master) as eng:
+            source = SparkFrames(eng, config.max_training_rows, config.seed)  # type: ignore[arg-type]
+            with frames.using(source) as src:
+                yield src
+    return spark()
+
+
+def _log_frames(src: frames.FrameSource) -> None:
+    import mlflow
+    mlflow.set_tag("training.engine", src.name)
+    mlflow.log_dict({"engine": src.name, "max_rows": src.max_rows, "frames": src.built},
+                    "data/training_frames.json")
+    mlflow.log_metric("training.sample_share", frames.smallest_share(src))
+
+
 def train(data_dir: str | Path, config: TrainConfig | None = None, force: bool = False,
-          truth_dir: str | Path | None = None, shop_dir: str | Path | None = None) -> TrainResult:
+          truth_dir: str | Path | None = None, shop_dir: str | Path | None = None, engine: str = "local",
+          spark_master: str | None = None) -> TrainResult:
     """Validate, evaluate, refit on all data, log to MLflow, register every model and promote safely.
 
     ``data_dir`` is the project data directory (holds ``mlflow/`` and the service's ``live.db``); the shop
     tables are read from ``shop_dir`` (default ``data_dir/shop`` if it exists, else ``data_dir``). Bad data
     raises :class:`DataValidationError` before anything is logged or registered; live rows that cannot be
-    used are set aside and reported (``data/live_rows.json``), never a reason to stop.
+    used are set aside and reported (``data/live_rows.json``), never a reason to stop. ``engine``: where the
+    churn/value and uplift training frames are built (``local`` or ``spark``, on ``spark_master``); the
+    models are fitted here either way.
     """
     import mlflow
     from mlflow import MlflowClient
@@ -162,10 +198,11 @@ def train(data_dir: str | Path, config: TrainConfig | None = None, force: bool =
     _progress("validate data", 1)
     d = _load(data_dir, shop_dir, truth_dir)
     setup_mlflow(data_dir)
-    fp = fingerprint(d.shop.fingerprint, config)
+    fp = fingerprint(d.shop.fingerprint + ("" if engine == "local" else f"+engine:{engine}"), config)
     if not force and (prev := _reused(fp)) is not None:
         return prev
-    with mlflow.start_run(run_name=f"train-{time.strftime('%Y%m%d-%H%M%S')}") as run:
+    with mlflow.start_run(run_name=f"train-{time.strftime('%Y%m%d-%H%M%S')}") as run, \
+            _frame_source(engine, d, config, spark_master) as src:
         _log_data(d, fp, config)
         _progress("evaluate on the holdout", 2)
         ev = evaluate(d.shop, config, d.truth_dir, data_end=d.own_end)
@@ -176,6 +213,7 @@ def train(data_dir: str | Path, config: TrainConfig | None = None, force: bool =
         _progress("refit on all data", 3)
         bundle = fit_serving_bundle(d.shop, config, ev)
         _log_segments(bundle)
+        _log_frames(src)
         _progress("register models", 4)
         versions = register_bundle(bundle, run.info.run_id)
         _progress("promotion gate", 5)

@@ -36,6 +36,8 @@ from models.offers import (
     qini,
 )
 from models.offers.uplift import S_LEARNER
+from training import frames
+from training.progress import Steps
 
 log = logging.getLogger(__name__)
 MAX_ATTRIBUTE_SEGMENTS = 12
@@ -157,7 +159,7 @@ def fit_uplift(shop: Shop, before: pd.Timestamp | None = None, seed: int = 42,
                learner: str = S_LEARNER) -> UpliftModel | None:
     """The uplift model (``learner``: ``models.offers.uplift.LEARNERS``) on every offer_log row whose window
     ends before ``before``; None when the log has no treatment/control contrast."""
-    X, y = uplift_training_set(shop, before)
+    X, y = frames.uplift(shop, before)
     if not len(y) or y["treated"].all() or (~y["treated"]).all():
         log.warning("offer_log has no treatment/control contrast: offers use the documented prior")
         return None
@@ -179,14 +181,24 @@ def evaluate_offers(shop: Shop, cutoff: pd.Timestamp, churn: pd.Series | None = 
     """Uplift model quality on campaigns after ``cutoff`` (Qini/AUUC, redemption AUC vs past-redemption
     baseline), measured uplift per campaign, and - when the simulator's truth is available - the realised
     incremental margin of each policy at the same budget."""
-    report: dict[str, Any] = {}
-    tables: dict[str, pd.DataFrame] = {}
     if shop.offer_log is None or shop.offers is None:
         return OfferEvaluation({"skipped": "no offer_log or offers.yaml"}, {})
+    with Steps("offers", 3, log) as steps:
+        return _evaluate_offers(shop, cutoff, churn, seed, truth_dir, budget_share, steps, learner)
+
+
+def _evaluate_offers(shop: Shop, cutoff: pd.Timestamp, churn: pd.Series | None, seed: int,
+                     truth_dir: str | Path | None, budget_share: float, steps: Steps,
+                     learner: str = S_LEARNER) -> OfferEvaluation:
+    report: dict[str, Any] = {}
+    tables: dict[str, pd.DataFrame] = {}
+    assert shop.offers is not None
     cat = parse_catalogue(shop.offers)
     check_attribute_rules(cat, shop.attributes)
+    steps.next("fitting the uplift model on sends before the cutoff")
     model = fit_uplift(shop, cutoff, seed, learner)
-    Xh, yh = uplift_training_set(shop, start=cutoff)
+    steps.next("measuring uplift on sends after the cutoff")
+    Xh, yh = frames.uplift(shop, start=cutoff)
     if len(yh):
         conv = yh.assign(converted=yh["bought"].astype(int),
                          **{GROUP: np.where(yh["treated"], "treatment", "control")})
@@ -201,6 +213,7 @@ def evaluate_offers(shop: Shop, cutoff: pd.Timestamp, churn: pd.Series | None = 
             u, pr = pred["uplift"].to_numpy(), pred["p_redeem"].to_numpy()
             report["redemption"]["production"] = {"auc": auc(yh["redeemed"][t], pr[t])}
             report["uplift_model"] = qini(u, t, yh["bought"].to_numpy())
+    steps.next("policy benchmark" if truth_dir is not None else "policy benchmark (no truth: skipped)")
     if truth_dir is not None and Path(truth_dir, "uplift.parquet").exists() and model is not None:
         report.update(policy_benchmark(shop, cat, model, churn, Path(truth_dir), seed, budget_share))
     return OfferEvaluation(report, tables)

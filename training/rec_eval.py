@@ -17,7 +17,7 @@ from features.schema import PRODUCT_ID
 from models.metrics import ranking_report
 from models.recsys import DISCOVERY_RULES, MODELS, BlendRecommender, Recommender, RecommenderConfig, Reranker
 from training.blend_tuning import reusable_components, tune_blend
-from training.rec_truth import new_items_truth, purchase_truth
+from training.rec_truth import new_items_truth, purchase_truth, sample_truth
 from training.rerank_training import fit_reranker
 
 log = logging.getLogger(__name__)
@@ -70,6 +70,8 @@ def evaluate_recommenders(shop: Shop, cutoff: pd.Timestamp, config: RecommenderC
     before = data.purchases.sum(axis=1).A.ravel() > 0
     buyers = set(data.users.ids[before])
     truth_all = {u: s for u, s in truth_all.items() if u in buyers}
+    n_test = len(truth_all)
+    truth_all = sample_truth(truth_all, config.eval_max_customers, config.seed)
     truth_new = new_items_truth(data, truth_all)
     users = list(truth_all)
     report: dict[str, Any] = {"all_items": {}, "new_items": {}, "coverage": {}}
@@ -104,5 +106,9 @@ def evaluate_recommenders(shop: Shop, cutoff: pd.Timestamp, config: RecommenderC
                      "buy-again and popularity; nothing new to recommend")
     if not truth_new:
         notes.append("new_items: not evaluated, no customer bought a product new to them after the cutoff")
+    if len(truth_all) < n_test:
+        notes.append(f"scored on a seeded sample of {len(truth_all)} of the {n_test} test customers "
+                     f"(eval_max_customers)")
+    report["test_customers"] = {"all": n_test, "scored": len(truth_all)}
     report["notes"] = notes
     return RecEvaluation(report=report, fit_seconds=secs, production=prod)

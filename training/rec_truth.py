@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from features.customer import customer_sample
 from features.interactions import InteractionData
 from features.io import Shop
 from features.schema import CUSTOMER_ID, PRODUCT_ID, QUANTITY, TS
@@ -23,6 +24,16 @@ def purchase_truth(shop: Shop, start: pd.Timestamp, end: pd.Timestamp | None = N
     if end is not None:
         o = o[o[TS] < end]
     return {str(c): set(g) for c, g in o.groupby(CUSTOMER_ID)[PRODUCT_ID]}
+
+
+def sample_truth(truth: dict[str, set[str]], max_customers: int, seed: int = 0) -> dict[str, set[str]]:
+    """``truth`` for about ``max_customers`` of its customers (a seeded hash of the id, so the same
+    customers on every machine and run); ``truth`` itself when it has no more than that."""
+    if len(truth) <= max_customers:
+        return truth
+    ids = pd.Index(list(truth))
+    keep = ids[customer_sample(ids, max_customers / len(truth), seed)]
+    return {u: truth[u] for u in keep}
 
 
 def new_items_truth(data: InteractionData, truth: dict[str, set[str]]) -> dict[str, set[str]]:

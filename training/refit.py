@@ -24,6 +24,7 @@ from training.config import TrainConfig
 from training.customer_eval import fit_customer_models
 from training.evaluate import EvaluationResult
 from training.offer_eval import fit_uplift
+from training.progress import Steps
 from training.rec_eval import fit_production
 
 log = logging.getLogger(__name__)
@@ -73,9 +74,18 @@ def fit_serving_bundle(shop: Shop, config: TrainConfig, evaluation: EvaluationRe
     (None: tune the weights and learn a re-ranker before the data end, as the config asks).
     """
     end = shop.end + pd.Timedelta(seconds=1)
+    with Steps("refit", 5, log) as steps:
+        return _refit(shop, end, config, evaluation, steps)
+
+
+def _refit(shop: Shop, end: pd.Timestamp, config: TrainConfig, evaluation: EvaluationResult | None,
+           steps: Steps) -> ServingBundle:
     rec_cfg = serving_recommender(config.recommender, evaluation)
+    steps.next("recommenders and their candidate lists")
     engine = _engine(shop, end, config, rec_cfg, evaluation)
+    steps.next("churn and value models")
     cm = fit_customer_models(shop, end, config.customer)
+    steps.next("customer scores and segments")
     X = customer_features(shop, end)
     buyers = X[X["n_orders"] > 0]
     churn = cm.churn.predict(buyers)
@@ -84,8 +94,10 @@ def fit_serving_bundle(shop: Shop, config: TrainConfig, evaluation: EvaluationRe
     scores = pd.DataFrame({CHURN: churn, PREDICTED_VALUE: value}).reindex(X.index).join(seg)
     opted = shop.customers.set_index(schema.CUSTOMER_ID)[schema.OPTED_OUT]
     scores[schema.OPTED_OUT] = opted.reindex(X.index).fillna(False).astype(bool)
+    steps.next("triggers")
     since = end - pd.Timedelta(days=TRIGGER_DAYS)
     trig = detect_triggers(order_lines(shop, end), since, end, churn_now=churn)
+    steps.next("offer policy")
     policy, catalogue = _offers(shop, end, config.seed, config.uplift_learner)
     params = {**config.to_params(), **rec_cfg.to_params()}
     return ServingBundle(engine=engine, churn=cm.churn, value=cm.value, policy=policy,

@@ -34,7 +34,7 @@ from models.recsys import (
     Reranker,
     build_context,
 )
-from training.rec_truth import new_items_truth, purchase_truth
+from training.rec_truth import new_items_truth, purchase_truth, sample_truth
 
 log = logging.getLogger(__name__)
 Rows = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
@@ -156,7 +156,8 @@ def _window_rows(shop: Shop, cutoff: pd.Timestamp, config: RecommenderConfig, ic
             if d.weights.nnz == 0:
                 break
             m = BlendRecommender(config).fit(d)
-        parts.append(rerank_rows(m, new_items_truth(m._require(), purchase_truth(shop, start, end))))
+        truth = sample_truth(purchase_truth(shop, start, end), config.tune_max_customers, config.seed + w)
+        parts.append(rerank_rows(m, new_items_truth(m._require(), truth)))
     return parts
 
 

@@ -68,6 +68,11 @@ class RecommenderConfig:
     rerank_min_customers: int = 100
     rerank_max_customers: int = 3000
     """A random sample of this many training customers at most (the ranker's fit time grows with them)."""
+    tune_max_customers: int = 20_000
+    """Blend tuning and the ranker's windows score at most this many customers per window (a seeded sample
+    by customer id); their cost grows with customers x products, their precision hardly past this."""
+    eval_max_customers: int = 50_000
+    """The recommendation report scores at most this many test customers (a seeded sample by customer id)."""
     seed: int = 42
 
     def rerank_config(self) -> RerankConfig:
