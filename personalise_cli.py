@@ -126,13 +126,16 @@ def train(data: Path = typer.Option(..., help="Project data directory (shop tabl
                                                    "built: local (pandas) or spark (pip install '.[spark]')."),
           spark_master: str = typer.Option(None, help="Spark master URL (default: local[*])."),
           max_training_rows: int = typer.Option(2_000_000, min=0, help="Stacked churn/value rows past which "
-                                                "a sample of customers is kept (0: never sample).")
+                                                "a sample of customers is kept (0: never sample)."),
+          uplift_learner: str = typer.Option("s_learner", help="How offer uplift is learned: s_learner or "
+                                             "two_models_ddr (models.offers.uplift).")
           ) -> None:
     """Validate, evaluate against baselines, refit, log to MLflow, register and promote if not worse."""
     from training.config import TrainConfig, with_horizon
     from training.jobs import train as job
-    cfg = with_horizon(TrainConfig(cutoff=cutoff, max_training_rows=max_training_rows or None), horizon_days,
-                       seed)
+    base = _run(lambda: TrainConfig(cutoff=cutoff, max_training_rows=max_training_rows or None,
+                                    uplift_learner=uplift_learner))
+    cfg = with_horizon(base, horizon_days, seed)
     r = _run(lambda: job(data, cfg, force=force, engine=engine, spark_master=spark_master))
     aside = sum(s["rows"] for s in r.live.get("set_aside", []))
     typer.echo(json.dumps({"run_id": r.run_id, "reused": r.reused, "promoted": r.promoted,

@@ -28,24 +28,31 @@ import pandas as pd  # noqa: E402
 
 from features.importers import import_hillstrom  # noqa: E402
 from features.io import load_shop  # noqa: E402
-from training.uplift_learners import Base, SLearner, peers  # noqa: E402
+from models.offers.uplift import S_LEARNER, TWO_MODELS_DDR  # noqa: E402
+from training.uplift_learners import Base, Production, peers  # noqa: E402
 from training.uplift_randomised import RandomisedResult, campaign_from_shop, evaluate_randomised  # noqa: E402
 
-PRODUCTION = "s_learner"
-MODERATORS = ("attr_history", "attr_recency", "attr_mens", "attr_womens", "attr_newbie")
-"""Every numeric and boolean attribute as a ``treated x attribute`` column (production's moderator mechanism;
-categorical attributes cannot be moderators there)."""
+PRODUCTION = "production"
+CHOSEN = TWO_MODELS_DDR
+"""Production's uplift learner for this benchmark (``UpliftModel(learner=...)``), chosen on the training
+halves only by ``bench/hillstrom_select.py`` (bench/HILLSTROM_SELECT.md)."""
+OTHER = S_LEARNER if CHOSEN == TWO_MODELS_DDR else TWO_MODELS_DDR
 PEERS = ("sklift_solo", "sklift_two_models", "sklift_two_models_ddr", "sklift_class_transformation", "x_learner")
 
 
-def learners() -> dict[str, Any]:
-    """Production's learner, the variants tried to improve it, the peers and random (seed -> unfitted)."""
-    out: dict[str, Any] = {PRODUCTION: lambda s: SLearner(Base(seed=s)),
-                           f"{PRODUCTION}_moderated": lambda s: SLearner(Base(seed=s), moderators=MODERATORS),
-                           f"{PRODUCTION}_flags": lambda s: SLearner(Base(seed=s), treatment="flags")}
-    for name in (*PEERS, "random"):
+def learners(chosen_peers: tuple[str, ...] = PEERS) -> dict[str, Any]:
+    """Production (the shipped ``models.offers.UpliftModel`` with the chosen learner, on every attribute), its
+    other learner (the S-learner: production's learner before), the peers and random (seed -> unfitted)."""
+    out: dict[str, Any] = {PRODUCTION: lambda s: Production(Base(seed=s), CHOSEN),
+                           f"{PRODUCTION}_{OTHER}": lambda s: Production(Base(seed=s), OTHER)}
+    for name in (*chosen_peers, "random"):
         out[name] = lambda s, name=name: peers(Base(seed=s), s)[name]
     return out
+
+
+def _peers(r: RandomisedResult) -> list[str]:
+    """The peers this run fitted."""
+    return [p for p in PEERS if p in set(r.table["learner"])]
 
 
 def fmt(row: pd.Series, scale: float = 1.0, digits: int = 3) -> str:
@@ -92,7 +99,7 @@ def comparisons(r: RandomisedResult, budgets: list[str]) -> list[str]:
     lines = ["| comparison | difference [95% paired interval] |", "| --- | --- |"]
     for fitted, judged in (("conversion", "conversion"), ("conversion", "spend"), ("spend", "spend")):
         metric = f"qini_{judged}"
-        peer = max(PEERS, key=lambda p: t.loc[(fitted, p, metric, "mean"), "estimate"])
+        peer = max(_peers(r), key=lambda p: t.loc[(fitted, p, metric, "mean"), "estimate"])
         for name in [n for n in r.table["learner"].unique() if n.startswith(PRODUCTION)]:
             if (fitted, name, metric, "mean") not in t.index:
                 continue
@@ -100,7 +107,13 @@ def comparisons(r: RandomisedResult, budgets: list[str]) -> list[str]:
             scale = 1000.0 if judged == "conversion" else 1.0
             lines.append(f"| Qini on {judged} (fitted on {fitted}): {name} - best peer {peer} | "
                          f"{d * scale:.3f} [{lo * scale:.3f}, {hi * scale:.3f}] |")
-    for fitted in ("conversion", "spend"):
+    for judged in ("conversion", "spend"):
+        key = ("conversion", PRODUCTION, f"qini_{judged}", "mean")
+        d, lo, hi = r.paired(key, ("conversion", f"{PRODUCTION}_{OTHER}", f"qini_{judged}", "mean"))
+        scale = 1000.0 if judged == "conversion" else 1.0
+        lines.append(f"| Qini on {judged} (fitted on conversion): {PRODUCTION} - {PRODUCTION}_{OTHER} | "
+                     f"{d * scale:.3f} [{lo * scale:.3f}, {hi * scale:.3f}] |")
+    for fitted in ("conversion",):  # production models P(order): it is not fitted on spend
         for b in budgets:
             d, lo, hi = r.paired((fitted, PRODUCTION, "policy", b), ("baseline", "everyone", "policy", "100%"))
             lines.append(f"| policy {b} ({PRODUCTION} fitted on {fitted}) - everyone | {d:.3f} [{lo:.3f}, {hi:.3f}] |")
@@ -112,14 +125,14 @@ def targets(r: RandomisedResult, budgets: list[str]) -> list[str]:
     e-mailing everyone at every budget (production's policy: the model fitted on conversion, x basket)."""
     t = r.table.set_index(["outcome", "learner", "metric", "target"])["estimate"]
     lines = []
-    for fitted, judged in (("conversion", "conversion"), ("conversion", "spend"), ("spend", "spend")):
+    for fitted, judged in (("conversion", "conversion"), ("conversion", "spend")):
         mine = t[(fitted, PRODUCTION, f"qini_{judged}", "mean")]
-        peer = max(PEERS, key=lambda p: t[(fitted, p, f"qini_{judged}", "mean")])
+        peer = max(_peers(r), key=lambda p: t[(fitted, p, f"qini_{judged}", "mean")])
         best = t[(fitted, peer, f"qini_{judged}", "mean")]
         lines.append(f"- Qini on {judged} (fitted on {fitted}): production {mine:.5f}, best peer {peer} {best:.5f}: "
                      f"{'met' if mine >= best else 'NOT met'} on the point estimate.")
     everyone = t[("baseline", "everyone", "policy", "100%")]
-    for fitted in ("conversion", "spend"):
+    for fitted in ("conversion",):
         ok = [b for b in budgets if t[(fitted, PRODUCTION, "policy", b)] > everyone]
         lines.append(f"- Policy above e-mailing everyone (fitted on {fitted}): at {len(ok)} of {len(budgets)} budgets "
                      f"({', '.join(ok) or 'none'}) on the point estimate; see the paired intervals below.")
@@ -133,6 +146,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--boot", type=int, default=200)
     ap.add_argument("--out", default=str(ROOT / "bench" / "HILLSTROM.md"))
+    ap.add_argument("--peers", default=",".join(PEERS),
+                    help="the peers to fit (comma-separated; default all)")
     a = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     warnings.filterwarnings("ignore", message=".*stable_cumsum.*")  # scikit-uplift calls a deprecated sklearn helper
@@ -142,9 +157,11 @@ def main() -> None:
     c = campaign_from_shop(load_shop(work))
     t0 = time.perf_counter()
     budgets = (0.1, 0.25, 0.5, 0.75)
-    r = evaluate_randomised(c, learners(), seeds=tuple(range(a.seeds)), budgets=budgets, n_boot=a.boot)
+    chosen_peers = tuple(p for p in a.peers.split(",") if p)
+    r = evaluate_randomised(c, learners(chosen_peers), seeds=tuple(range(a.seeds)), budgets=budgets,
+                            n_boot=a.boot)
     secs = time.perf_counter() - t0
-    names = list(learners())
+    names = list(learners(chosen_peers))
     blabels = [f"{b:.0%}" for b in budgets]
     md = [
         "# Uplift on the Hillstrom e-mail test", "",

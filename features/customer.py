@@ -31,8 +31,10 @@ from features.aggregates import (
     preferred,
     top_by_sum,
 )
+from features.attributes import attribute_features, vocabularies
 from features.codes import ShopCodes, shop_codes
 from features.io import Shop
+from features.schema import CUSTOMER_ID
 
 CATEGORICAL = ["top_category", "preferred_channel", "acquisition_channel", "region"]
 
@@ -113,7 +115,9 @@ def customer_features(shop: Shop, cutoff: pd.Timestamp, customers: pd.Index | No
     (tenure_days, ipt_mean, ipt_std, overdue), trends (net_30/90/180, trend_90), breadth and taste
     (n_categories, n_products, units, purchase_days, top_category, preferred_channel, holiday_share), acquisition channel and region,
     behaviour (views_30, carts_30, abandoned_carts_90, days_since_visit) and offer history
-    (offers_received, offers_redeemed, redemption_rate, days_since_offer).
+    (offers_received, offers_redeemed, redemption_rate, days_since_offer), then one ``attr_<name>`` column per
+    customer attribute of the shop (:func:`features.attributes.attribute_features`: numbers, 0/1, categories
+    over the whole table's values, dates as days before the cutoff; NaN for a customer the table lacks).
 
     Computed for all customers at once on integer-coded arrays (:mod:`features.codes`); with ``customers``,
     only their rows are read. Customers without a purchase have NaN where a value needs one, 0 for counts
@@ -144,8 +148,24 @@ def customer_features(shop: Shop, cutoff: pd.Timestamp, customers: pd.Index | No
     cols.update(_behaviour(c, end, n + 1, take, keep))
     cols.update(_offer_history(c, end, n + 1, take, keep))
     f = pd.DataFrame(cols, index=idx)
-    f.index.name = "customer_id"
-    return unify_categories(f)
+    f.index.name = CUSTOMER_ID
+    f = unify_categories(f)
+    if shop.attributes:
+        A = attribute_features(shop.customers, shop.attributes, cutoff, _vocabulary(shop))
+        A = A[~A.index.duplicated()].reindex(f.index)
+        f = pd.concat([f, A], axis=1)
+    return f
+
+
+def _vocabulary(shop: Shop) -> dict[str, list[str]]:
+    """The categorical attributes' values over the whole customers table, computed once per table (so a value
+    has the same category at every cutoff)."""
+    cached = shop.__dict__.get("_attr_vocabulary")
+    if cached is not None and cached[0] is shop.customers:
+        return cached[1]  # type: ignore[no-any-return]
+    vocab = vocabularies(shop.customers, shop.attributes)
+    shop.__dict__["_attr_vocabulary"] = (shop.customers, vocab)
+    return vocab
 
 
 def _dt64(t: pd.Timestamp) -> np.datetime64:

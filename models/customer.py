@@ -19,6 +19,7 @@ import pandas as pd
 
 from features.customer import CATEGORICAL
 from features.exceptions import ModelFitError, NotFittedError
+from features.schema import ATTRIBUTE_PREFIX
 
 EXCLUDE = {"purchase_age_days"}  # duplicates tenure for purchasers
 READABLE = {
@@ -61,13 +62,30 @@ class CustomerModelConfig:
     min_child_samples: int = 100
     tweedie_variance_power: float = 1.3
     seed: int = 42
+    num_threads: int = 2
+    """LightGBM threads per fit; the result does not depend on it (``deterministic``), the speed does: on a
+    shared, loaded machine one thread is much faster (OpenMP threads wait on each other)."""
 
     def to_params(self) -> dict[str, Any]:
-        return {f"customer.{k}": v for k, v in asdict(self).items()}
+        """The settings that change a result (not ``num_threads``), flat, for MLflow and the run fingerprint."""
+        return {f"customer.{k}": v for k, v in asdict(self).items() if k != "num_threads"}
 
 
 def _feature_columns(X: pd.DataFrame) -> list[str]:
     return [c for c in X.columns if c not in EXCLUDE]
+
+
+def readable(column: str) -> str:
+    """A feature's name in words: :data:`READABLE`, a customer attribute by its own name."""
+    if column.startswith(ATTRIBUTE_PREFIX):
+        return f"{column[len(ATTRIBUTE_PREFIX):]} (customer attribute)"
+    return READABLE.get(column, column)
+
+
+def _is_categorical(s: pd.Series) -> bool:
+    """Text or category values (a customer attribute's categories, whatever the frame's dtype)."""
+    return isinstance(s.dtype, pd.CategoricalDtype) or not (pd.api.types.is_numeric_dtype(s)
+                                                            or pd.api.types.is_bool_dtype(s))
 
 
 class _LGBMBase:
@@ -135,7 +153,7 @@ class _LGBMBase:
         c = self.config
         p = {"objective": self.objective, "learning_rate": c.learning_rate, "num_leaves": c.num_leaves,
              "min_child_samples": c.min_child_samples, "seed": c.seed, "deterministic": True,
-             "num_threads": 2, "verbose": -1, "feature_fraction": 0.8, "bagging_fraction": 0.8,
+             "num_threads": c.num_threads, "verbose": -1, "feature_fraction": 0.8, "bagging_fraction": 0.8,
              "bagging_freq": 1, "lambda_l2": 1.0}
         if self.objective == "tweedie":
             p["tweedie_variance_power"] = c.tweedie_variance_power
@@ -147,8 +165,8 @@ class _LGBMBase:
         if not np.isfinite(np.asarray(y, float)).all():
             raise ModelFitError(f"{type(self).__name__}: the target has NaN or infinite values")
         self.columns_ = _feature_columns(X)
-        self.categories_ = {c: sorted(X[c].dropna().astype(str).unique().tolist()) for c in self.categorical
-                            if c in self.columns_}
+        self.categories_ = {c: sorted(X[c].dropna().astype(str).unique().tolist()) for c in self.columns_
+                            if c in self.categorical or _is_categorical(X[c])}
         data = lgb.Dataset(self._prepare(X), label=np.asarray(y, float),
                            categorical_feature=list(self.categories_), free_raw_data=True)
         self.booster_ = lgb.train(self._params(), data, num_boost_round=self.config.n_estimators)
@@ -188,7 +206,7 @@ class _LGBMBase:
             out[str(cid)] = [{
                 "feature": self.columns_[j], "contribution": round(float(contrib[i, j]), 4),
                 "value": self._shown(Xp.iat[i, j], self.columns_[j]),
-                "text": f"{READABLE.get(self.columns_[j], self.columns_[j])} "
+                "text": f"{readable(self.columns_[j])} "
                         f"{'raises' if contrib[i, j] > 0 else 'lowers'} the score",
             } for j in order]
         return out

@@ -18,6 +18,7 @@ import pandas as pd
 
 from features.interactions import InteractionConfig
 from models.customer import CustomerModelConfig
+from models.offers.uplift import LEARNERS, S_LEARNER
 from models.recsys import RecommenderConfig
 from training.gate import DEFAULT_GATE, Threshold
 
@@ -41,13 +42,22 @@ class TrainConfig:
     max_training_rows: int | None = 2_000_000
     """Stacked churn/value rows past which a seeded sample of customers is kept (all their rows at every
     cutoff); the share kept is logged to MLflow (``training.sample_share``). None: never sample."""
+    uplift_learner: str = S_LEARNER
+    """How the uplift model learns offer effects (``models.offers.uplift.LEARNERS``): the S-learner (on the
+    simulator its uplift ranking agreed best with the true uplift) or ``two_models_ddr`` (chosen on the
+    training halves of the Hillstrom e-mail test: bench/HILLSTROM_SELECT.md)."""
     corrupt: bool = False
     """Test hook: shuffle evaluation features and item ids to produce a deliberately worse model."""
+
+    def __post_init__(self) -> None:
+        if self.uplift_learner not in LEARNERS:
+            raise ValueError(f"uplift_learner {self.uplift_learner!r} is not one of {list(LEARNERS)}")
 
     def to_params(self) -> dict[str, Any]:
         p: dict[str, Any] = {"horizon_days": self.horizon_days, "cutoff": self.cutoff, "seed": self.seed,
                              "corrupt": self.corrupt, "max_training_rows": self.max_training_rows,
-                             "rec_baselines": ",".join(self.rec_baselines)}
+                             "rec_baselines": ",".join(self.rec_baselines),
+                             "uplift_learner": self.uplift_learner}
         p.update(self.customer.to_params())
         p.update(self.recommender.to_params())
         p.update(self.interactions.to_params())

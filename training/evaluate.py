@@ -168,7 +168,8 @@ def evaluate(shop: Shop, config: TrainConfig, truth_dir: str | Path | None = Non
         tables = dict(cust.tables) if cust is not None else {}
         if w.cutoff is not None:
             churn = cust.scores["churn_production"] if cust is not None else None
-            offers = evaluate_offers(shop, w.cutoff, churn, config.seed, truth_dir)
+            offers = evaluate_offers(shop, w.cutoff, churn, config.seed, truth_dir,
+                                     learner=config.uplift_learner)
             report["offers"] = {**offers.report.get("policies", {}),
                                 **{k: v for k, v in offers.report.items() if k != "policies"}}
             tables.update(offers.tables)

@@ -13,6 +13,7 @@ import pandas as pd
 from features.customer import customer_features, unify_categories
 from features.io import Shop
 from features.schema import (
+    ATTRIBUTE_PREFIX,
     CAMPAIGN_ID,
     CUSTOMER_ID,
     DISCOUNT_SHARE,
@@ -28,15 +29,19 @@ from models.offers import (
     OfferCatalogue,
     OfferPolicy,
     UpliftModel,
+    check_attribute_rules,
     choose_audience,
     measure_uplift,
     parse_catalogue,
     qini,
 )
+from models.offers.uplift import S_LEARNER
 from training import frames
 from training.progress import Steps
 
 log = logging.getLogger(__name__)
+MAX_ATTRIBUTE_SEGMENTS = 12
+"""A categorical customer attribute with more values than this is not a segment of the measured uplift."""
 
 
 def uplift_training_set(shop: Shop, before: pd.Timestamp | None = None, start: pd.Timestamp | None = None,
@@ -100,7 +105,9 @@ def _outcomes(g: pd.DataFrame, buys: pd.DataFrame, window_days: int) -> pd.DataF
 
 def measure_uplift_by_segment(X: pd.DataFrame, y: pd.DataFrame) -> pd.DataFrame:
     """Measured uplift (treatment vs control, 95% interval) per campaign: over all its customers, then per
-    historical value tier and per discount affinity, each taken from the customer's features at the send date.
+    historical value tier and per discount affinity, each taken from the customer's features at the send date,
+    then per value of each categorical or boolean customer attribute with at most
+    :data:`MAX_ATTRIBUTE_SEGMENTS` values (``segment_kind`` ``attribute:<name>``).
     ``X``, ``y`` as from :func:`uplift_training_set` with ``group`` and ``converted`` added to ``y``."""
     from models.segments import value_tiers
     tier = np.empty(len(y), dtype=object)
@@ -111,13 +118,35 @@ def measure_uplift_by_segment(X: pd.DataFrame, y: pd.DataFrame) -> pd.DataFrame:
     y = y.assign(value_tier=tier,
                  discount_affinity=np.where(X[DISCOUNT_SHARE].fillna(0).to_numpy() >= DISCOUNT_RESPONSIVE,
                                             "discount-responsive", "other"))
+    kinds = ["value_tier", "discount_affinity"]
+    for col in X.columns:
+        values = _attribute_segment(X[col]) if col.startswith(ATTRIBUTE_PREFIX) else None
+        if values is not None:
+            kind = f"attribute:{col[len(ATTRIBUTE_PREFIX):]}"
+            y[kind] = values
+            kinds.append(kind)
     parts = [measure_uplift(y, [CAMPAIGN_ID]).assign(segment_kind="all", segment="all")]
-    for kind in ("value_tier", "discount_affinity"):
+    for kind in kinds:
         parts.append(measure_uplift(y, [CAMPAIGN_ID, kind]).rename(columns={kind: "segment"})
                      .assign(segment_kind=kind))
     out = pd.concat(parts, ignore_index=True)
     first = [CAMPAIGN_ID, "segment_kind", "segment"]
     return out[[*first, *[c for c in out.columns if c not in first]]]
+
+
+def _attribute_segment(s: pd.Series) -> np.ndarray | None:
+    """An attribute feature column as segment labels (category values; a 0/1 column as true/false; missing
+    as ``missing``), or None for a numeric column or one with more than :data:`MAX_ATTRIBUTE_SEGMENTS`
+    values."""
+    if isinstance(s.dtype, pd.CategoricalDtype) or not pd.api.types.is_numeric_dtype(s):
+        labels = s.astype(object)
+    elif s.dropna().isin([0.0, 1.0]).all():
+        labels = s.map({1.0: "true", 0.0: "false"}).astype(object)
+    else:
+        return None
+    if labels.nunique() > MAX_ATTRIBUTE_SEGMENTS:
+        return None
+    return labels.where(labels.notna(), "missing").to_numpy(dtype=object)
 
 
 def campaign_rows(by_segment: pd.DataFrame) -> pd.DataFrame:
@@ -126,7 +155,10 @@ def campaign_rows(by_segment: pd.DataFrame) -> pd.DataFrame:
     return rows.drop(columns=["segment_kind", "segment"]).reset_index(drop=True)
 
 
-def fit_uplift(shop: Shop, before: pd.Timestamp | None = None, seed: int = 42) -> UpliftModel | None:
+def fit_uplift(shop: Shop, before: pd.Timestamp | None = None, seed: int = 42,
+               learner: str = S_LEARNER) -> UpliftModel | None:
+    """The uplift model (``learner``: ``models.offers.uplift.LEARNERS``) on every offer_log row whose window
+    ends before ``before``; None when the log has no treatment/control contrast."""
     X, y = frames.uplift(shop, before)
     if not len(y) or y["treated"].all() or (~y["treated"]).all():
         log.warning("offer_log has no treatment/control contrast: offers use the documented prior")
@@ -134,7 +166,7 @@ def fit_uplift(shop: Shop, before: pd.Timestamp | None = None, seed: int = 42) -
     from models.customer import CustomerModelConfig
     cfg = CustomerModelConfig(n_estimators=100, learning_rate=0.03, num_leaves=7, min_child_samples=200,
                               seed=seed)
-    return UpliftModel(cfg).fit(X, y[OFFER_ID], y["treated"], y["bought"], y["redeemed"])
+    return UpliftModel(cfg, learner=learner).fit(X, y[OFFER_ID], y["treated"], y["bought"], y["redeemed"])
 
 
 @dataclass
@@ -144,24 +176,27 @@ class OfferEvaluation:
 
 
 def evaluate_offers(shop: Shop, cutoff: pd.Timestamp, churn: pd.Series | None = None, seed: int = 42,
-                    truth_dir: str | Path | None = None, budget_share: float = 0.2) -> OfferEvaluation:
+                    truth_dir: str | Path | None = None, budget_share: float = 0.2,
+                    learner: str = S_LEARNER) -> OfferEvaluation:
     """Uplift model quality on campaigns after ``cutoff`` (Qini/AUUC, redemption AUC vs past-redemption
     baseline), measured uplift per campaign, and - when the simulator's truth is available - the realised
     incremental margin of each policy at the same budget."""
     if shop.offer_log is None or shop.offers is None:
         return OfferEvaluation({"skipped": "no offer_log or offers.yaml"}, {})
     with Steps("offers", 3, log) as steps:
-        return _evaluate_offers(shop, cutoff, churn, seed, truth_dir, budget_share, steps)
+        return _evaluate_offers(shop, cutoff, churn, seed, truth_dir, budget_share, steps, learner)
 
 
 def _evaluate_offers(shop: Shop, cutoff: pd.Timestamp, churn: pd.Series | None, seed: int,
-                     truth_dir: str | Path | None, budget_share: float, steps: Steps) -> OfferEvaluation:
+                     truth_dir: str | Path | None, budget_share: float, steps: Steps,
+                     learner: str = S_LEARNER) -> OfferEvaluation:
     report: dict[str, Any] = {}
     tables: dict[str, pd.DataFrame] = {}
     assert shop.offers is not None
     cat = parse_catalogue(shop.offers)
+    check_attribute_rules(cat, shop.attributes)
     steps.next("fitting the uplift model on sends before the cutoff")
-    model = fit_uplift(shop, cutoff, seed)
+    model = fit_uplift(shop, cutoff, seed, learner)
     steps.next("measuring uplift on sends after the cutoff")
     Xh, yh = frames.uplift(shop, start=cutoff)
     if len(yh):

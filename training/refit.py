@@ -15,7 +15,8 @@ from features import schema
 from features.customer import customer_features, order_lines
 from features.io import Shop
 from models.bundle import CHURN, PREDICTED_VALUE, ServingBundle
-from models.offers import OfferCatalogue, OfferPolicy, parse_catalogue
+from models.offers import OfferCatalogue, OfferPolicy, check_attribute_rules, parse_catalogue
+from models.offers.uplift import S_LEARNER
 from models.recsys import RecommendationEngine, RecommenderConfig, TrendingRecommender
 from models.segments import segment_customers
 from models.triggers import detect_triggers
@@ -56,11 +57,13 @@ def _engine(shop: Shop, end: pd.Timestamp, config: TrainConfig, rec_cfg: Recomme
     return engine
 
 
-def _offers(shop: Shop, end: pd.Timestamp, seed: int) -> tuple[OfferPolicy | None, OfferCatalogue | None]:
+def _offers(shop: Shop, end: pd.Timestamp, seed: int,
+            learner: str = S_LEARNER) -> tuple[OfferPolicy | None, OfferCatalogue | None]:
     if shop.offers is None:
         return None, None
     catalogue = parse_catalogue(shop.offers)
-    uplift = fit_uplift(shop, end, seed)
+    check_attribute_rules(catalogue, shop.attributes)
+    uplift = fit_uplift(shop, end, seed, learner)
     return (OfferPolicy(catalogue, uplift) if uplift is not None else None), catalogue
 
 
@@ -95,7 +98,7 @@ def _refit(shop: Shop, end: pd.Timestamp, config: TrainConfig, evaluation: Evalu
     since = end - pd.Timedelta(days=TRIGGER_DAYS)
     trig = detect_triggers(order_lines(shop, end), since, end, churn_now=churn)
     steps.next("offer policy")
-    policy, catalogue = _offers(shop, end, config.seed)
+    policy, catalogue = _offers(shop, end, config.seed, config.uplift_learner)
     params = {**config.to_params(), **rec_cfg.to_params()}
     return ServingBundle(engine=engine, churn=cm.churn, value=cm.value, policy=policy,
                          catalogue=catalogue, features=X, scores=scores, triggers=trig, as_of=end,

@@ -135,6 +135,40 @@ class SLearner:
         return u * pd.Series({o: self.scale_.get(o, 1.0) for o in self.offers_})
 
 
+class Production:
+    """The shipped :class:`models.offers.UpliftModel` itself (``learner``: its ``S_LEARNER`` or
+    ``TWO_MODELS_DDR``), fitted on offer_log rows as the train job fits it: a treatment row per treated
+    customer, a shared control customer once per offer. It models P(order), so it is fitted on 0/1 outcomes
+    only (:attr:`binary_only`); the redemption model it also fits sees no redemptions here."""
+
+    binary_only = True
+
+    def __init__(self, base: Base, learner: str, n_models: int = 5) -> None:
+        from models.customer import CustomerModelConfig
+        from models.offers import UpliftModel
+        cfg = CustomerModelConfig(n_estimators=base.n_estimators, learning_rate=base.learning_rate,
+                                  num_leaves=base.num_leaves, min_child_samples=base.min_child_samples,
+                                  seed=base.seed, num_threads=base.num_threads)
+        self.model = UpliftModel(cfg, n_models=n_models, learner=learner)
+        self.offers_: list[str] = []
+
+    def fit(self, X: pd.DataFrame, arm: np.ndarray, y: np.ndarray) -> Production:
+        arm, y = np.asarray(arm, dtype=object), np.asarray(y, float)
+        if outcome_objective(y) != "binary":
+            raise ValueError("Production models P(order): fit it on a 0/1 outcome")
+        self.offers_ = sorted(set(arm) - {CONTROL})
+        ctrl, treat = np.flatnonzero(arm == CONTROL), np.flatnonzero(arm != CONTROL)
+        rows = np.concatenate([treat, np.tile(ctrl, len(self.offers_))])
+        offer = np.concatenate([arm[treat], np.repeat(self.offers_, len(ctrl))])
+        treated = np.arange(len(rows)) < len(treat)
+        self.model.fit(X.iloc[rows], offer, treated, y[rows], np.zeros(len(rows)))
+        return self
+
+    def predict(self, X: pd.DataFrame) -> pd.DataFrame:
+        return pd.DataFrame({o: self.model.predict(X, o)["uplift"].to_numpy() for o in self.offers_},
+                            index=X.index)
+
+
 class PerOffer:
     """One binary-treatment uplift model per offer (that offer's rows against the control rows)."""
 

@@ -285,8 +285,11 @@ fitted on conversion is judged on both), the policy value at each budget (share
         for outcome in outcomes:
             y = c.outcomes[outcome][split.train]
             for name, make in learners.items():
+                learner = make(s)
+                if getattr(learner, "binary_only", False) and not np.isin(y, [0.0, 1.0]).all():
+                    continue  # a model of P(order) (production's) is not fitted on amounts
                 log.info("seed %s, %s: fitting %s", s, outcome, name)
-                U = make(s).fit(X_tr, c.arm[split.train], y).predict(X_te)[c.offers].to_numpy(float)
+                U = learner.fit(X_tr, c.arm[split.train], y).predict(X_te)[c.offers].to_numpy(float)
                 split.judge(rec, outcome, name, U, budgets)
     for key in [k for k in rec.points if k[2].startswith(("qini", "auuc")) and k[3] == c.offers[0]]:
         ks = [(key[0], key[1], key[2], o) for o in c.offers]

@@ -16,7 +16,15 @@ re-exports below keep them loadable.
 """
 
 from models.offers.audience import GreedyResult, choose_audience, greedy, optimal_audience_value
-from models.offers.catalogue import ELIGIBILITY_KEYS, KINDS, Caps, Offer, OfferCatalogue, parse_catalogue
+from models.offers.catalogue import (
+    ELIGIBILITY_KEYS,
+    KINDS,
+    Caps,
+    Offer,
+    OfferCatalogue,
+    check_attribute_rules,
+    parse_catalogue,
+)
 from models.offers.eligibility import (
     ContactHistory,
     ContactRules,
@@ -42,7 +50,8 @@ __all__ = [
     "CANDIDATE_COLUMNS", "DECISION_COLUMNS", "DISCOUNT_RESPONSIVE", "ELIGIBILITY_KEYS", "KINDS",
     "PRIOR_REDEEM", "PRIOR_UPLIFT", "RECORD_COLUMNS", "TRIGGER_PREFERENCE", "Caps", "ContactHistory",
     "ContactRules", "GreedyResult", "Offer", "OfferCatalogue", "OfferPolicy", "Rule", "UpliftModel",
-    "choose_audience", "contact_blocks", "contact_history", "customer_blocks", "doubly_robust",
+    "check_attribute_rules", "choose_audience", "contact_blocks", "contact_history", "customer_blocks",
+    "doubly_robust",
     "eligibility_failures", "eligible", "greedy", "in_control_group", "ips", "mean_ci", "measure_uplift",
     "optimal_audience_value", "parse_catalogue", "qini", "reason_text", "reasons_for", "sends_to_record",
 ]

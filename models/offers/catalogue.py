@@ -23,7 +23,22 @@ from features.schema import CHANNEL, OFFER_ID
 KINDS = ("percent_off", "amount_off", "free_shipping", "loyalty_points", "product_promotion",
          "category_promotion", "win_back", "coupon")
 ELIGIBILITY_KEYS = {"min_orders", "min_net_value", "max_net_value", "churn_risk", "segments",
-                    "has_bought_category", "not_bought_in_days", "bought_within_days", "regions"}
+                    "has_bought_category", "not_bought_in_days", "bought_within_days", "regions",
+                    "attributes"}
+ATTRIBUTE_RULES = "attributes"
+"""The eligibility key of rules on customer attributes (extra columns of the customers table)::
+
+    eligibility:
+      attributes:
+        loyalty_tier: [gold, silver]   # categorical: one of these values
+        newsletter: true               # boolean: this value
+        age: {min: 18, max: 65}        # numeric: within the bounds (either may be left out)
+        loyalty_joined: {min: 30}      # date: joined at least 30 days before now
+
+A customer whose attribute is missing fails the rule. Which kinds the attributes have is known only with the
+shop's data: :func:`check_attribute_rules` checks the rules against it (the train job does, before
+fitting)."""
+RANGE_KEYS = ("min", "max")
 
 Caps = dict[str, tuple[float | None, int | None]]
 """Offer id -> (total budget, volume) of offers capped in total (``None``: no limit of that kind)."""
@@ -168,4 +183,59 @@ def _parse_eligibility(elig: dict[str, Any], bad: Callable[[str], CatalogueError
         cr = elig["churn_risk"]
         if not (isinstance(cr, list) and len(cr) == 2 and 0 <= cr[0] <= cr[1] <= 1):
             raise bad("churn_risk must be [low, high] with 0 <= low <= high <= 1")
-    return dict(elig)
+    out = dict(elig)
+    if ATTRIBUTE_RULES in elig:
+        out[ATTRIBUTE_RULES] = _parse_attribute_rules(elig[ATTRIBUTE_RULES], bad)
+    return out
+
+
+def _parse_attribute_rules(rules: Any, bad: Callable[[str], CatalogueError]) -> dict[str, Any]:
+    """``name -> rule``: a list of allowed values (a single value is a list of one), or a ``{min, max}``
+    range of numbers."""
+    if not isinstance(rules, dict) or not rules:
+        raise bad("eligibility.attributes must be a mapping 'attribute: rule' (a value, a list of values, "
+                  "or {min: .., max: ..})")
+    out: dict[str, Any] = {}
+    for name, rule in rules.items():
+        if isinstance(rule, dict):
+            extra = set(rule) - set(RANGE_KEYS)
+            if extra or not rule:
+                raise bad(f"eligibility.attributes.{name}: a range has only {list(RANGE_KEYS)}, "
+                          f"got {sorted(rule)}")
+            for k, v in rule.items():
+                if isinstance(v, bool) or not isinstance(v, int | float):
+                    raise bad(f"eligibility.attributes.{name}.{k} must be a number, got {v!r}")
+            if "min" in rule and "max" in rule and rule["min"] > rule["max"]:
+                raise bad(f"eligibility.attributes.{name}: min {rule['min']} is above max {rule['max']}")
+            out[str(name)] = {k: float(v) for k, v in rule.items()}
+        else:
+            values = rule if isinstance(rule, list) else [rule]
+            if not values or any(isinstance(v, dict | list) or v is None for v in values):
+                raise bad(f"eligibility.attributes.{name}: expected a value or a list of values, "
+                          f"got {rule!r}")
+            out[str(name)] = list(values)
+    return out
+
+
+def check_attribute_rules(catalogue: OfferCatalogue, kinds: dict[str, str]) -> None:
+    """Raise :class:`CatalogueError` when an offer's attribute rule names an attribute the shop does not have,
+    gives a range for a categorical or boolean attribute, values for a numeric or date one, or a value that is
+    not true/false for a boolean one. ``kinds``: ``Shop.attributes``."""
+    from features.attributes import BOOL_WORDS
+    from features.schema import BOOLEAN, CATEGORICAL
+    for o in catalogue.offers:
+        for name, rule in o.eligibility.get(ATTRIBUTE_RULES, {}).items():
+            where = f"offer {o.id}: eligibility.attributes.{name}"
+            if name not in kinds:
+                raise CatalogueError(f"{where}: the customers table has no attribute {name!r} "
+                                     f"(its attributes: {sorted(kinds)})")
+            ranged = isinstance(rule, dict)
+            if kinds[name] in (CATEGORICAL, BOOLEAN) and ranged:
+                raise CatalogueError(f"{where}: {name} is {kinds[name]}: list the allowed values, "
+                                     "not a range")
+            if kinds[name] not in (CATEGORICAL, BOOLEAN) and not ranged:
+                raise CatalogueError(f"{where}: {name} is {kinds[name]}: give a range {{min: .., max: ..}}"
+                                     + (" in days before now" if kinds[name] != "numeric" else ""))
+            if kinds[name] == BOOLEAN and any(str(v).strip().lower() not in BOOL_WORDS for v in rule):
+                raise CatalogueError(f"{where}: {name} is boolean: the values must be true or false, "
+                                     f"got {rule}")

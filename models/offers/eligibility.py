@@ -23,7 +23,9 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
+from features.attributes import BOOL_WORDS
 from features.schema import (
+    ATTRIBUTE_PREFIX,
     CHANNEL,
     CUSTOMER_ID,
     GROUP,
@@ -34,7 +36,7 @@ from features.schema import (
     REGION,
     SENT_AT,
 )
-from models.offers.catalogue import Offer
+from models.offers.catalogue import ATTRIBUTE_RULES, Offer
 from models.offers.reasons import Rule
 
 OK = ""
@@ -91,6 +93,26 @@ def _checks(offer: Offer, X: pd.DataFrame, churn: pd.Series, segments: pd.Series
     if "has_bought_category" in e and bought_categories is not None:
         cat = e["has_bought_category"]
         yield "has_bought_category", np.array([cat in bought_categories.get(str(c), set()) for c in X.index])
+    for name, rule in e.get(ATTRIBUTE_RULES, {}).items():
+        yield f"{ATTRIBUTE_RULES}.{name}", attribute_holds(X, name, rule)
+
+
+def attribute_holds(X: pd.DataFrame, name: str, rule: list[Any] | dict[str, float]) -> np.ndarray:
+    """Rows of ``X`` whose customer attribute ``name`` (feature column ``attr_<name>``) satisfies ``rule``:
+    one of the listed values (a boolean attribute's 0/1 against true/false), or within a ``{min, max}`` range (a
+    date attribute in days before the features' date). A missing value, or a column ``X`` lacks, fails."""
+    col = f"{ATTRIBUTE_PREFIX}{name}"
+    if col not in X.columns:
+        return np.zeros(len(X), bool)
+    s = X[col]
+    if isinstance(rule, dict):
+        v = pd.to_numeric(s, errors="coerce").to_numpy(float)
+        with np.errstate(invalid="ignore"):
+            return (v >= rule.get("min", -np.inf)) & (v <= rule.get("max", np.inf))
+    if isinstance(s.dtype, pd.CategoricalDtype) or not pd.api.types.is_numeric_dtype(s):
+        return s.astype(object).isin([str(v) for v in rule]).to_numpy()
+    flags = [float(BOOL_WORDS[str(v).strip().lower()]) for v in rule if str(v).strip().lower() in BOOL_WORDS]
+    return s.astype(float).isin(flags).to_numpy()
 
 
 def eligibility_failures(offer: Offer, X: pd.DataFrame, churn: pd.Series, segments: pd.Series | None,

@@ -15,15 +15,27 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from features.schema import CAMPAIGN_ID, GROUP
+from features.schema import CAMPAIGN_ID, CUSTOMER_ID, GROUP, SENT_AT
 
 
 def measure_uplift(log: pd.DataFrame, by: list[str] | None = None, z: float = 1.96) -> pd.DataFrame:
     """Treatment vs control outcome rates with a normal-approximation confidence interval.
 
     ``log`` needs ``group`` and ``converted`` (0/1) plus the ``by`` columns (e.g. campaign_id, segment).
+    With ``customer_id`` in ``log``, a customer's control rows of one send (same ``sent_at``, when given)
+    within one ``by`` group count as one control observation with their mean outcome: a shared control (one
+    control group for several offers of a campaign, written as one control row per offer) is counted once per
+    customer, not once per offer, which would halve the control variance and narrow the interval. Treatment
+    rows are each their own observation.
     """
     by = by or [CAMPAIGN_ID]
+    ctrl_rows = log[GROUP] == "control"
+    same = [c for c in (CUSTOMER_ID, SENT_AT) if c in log.columns]
+    if CUSTOMER_ID in same and ctrl_rows.any():
+        per = log[ctrl_rows].groupby([*by, *same], dropna=False, observed=True, sort=False)["converted"]
+        once = per.mean().reset_index().assign(**{GROUP: "control"})
+        log = pd.concat([log.loc[~ctrl_rows, [*by, GROUP, "converted"]], once[[*by, GROUP, "converted"]]],
+                        ignore_index=True)
     rows = []
     for key, g in log.groupby(by):
         t = g.loc[g[GROUP] == "treatment", "converted"].astype(float)

@@ -88,3 +88,13 @@ def test_real_file_row_accounting(tmp_path: Path) -> None:
     c = shop.customers.set_index("customer_id")
     assert c["history"].sum() == pytest.approx(raw["history"].sum())
     assert c["history_segment"].nunique() == 7 and c["recency"].between(1, 12).all()
+    # measured uplift counts the shared control once per customer (21,306 customers, not one row per e-mail)
+    from models.offers import measure_uplift
+    from training.offer_eval import uplift_training_set
+    _, y = uplift_training_set(shop)
+    group = y["treated"].map({True: "treatment", False: "control"})
+    conv = y.assign(converted=y["bought"].astype(int), group=group)
+    m = measure_uplift(conv).iloc[0]
+    assert (m["treated"], m["control"]) == (42_694, 21_306)
+    assert m["rate_control"] == pytest.approx(122 / 21_306)
+    assert m["rate_treated"] == pytest.approx(456 / 42_694)

@@ -150,3 +150,31 @@ def test_campaign_from_the_contract_with_a_shared_control(tmp_path: Path) -> Non
     both.to_parquet(tmp_path / "shop" / "offer_log.parquet")
     with pytest.raises(ValueError, match="1 customers are in a treatment and a control group"):
         campaign_from_shop(load_shop(tmp_path / "shop"))
+
+
+@pytest.mark.parametrize("learner", ["s_learner", "two_models_ddr"])
+def test_production_uplift_model_finds_the_planted_effects_and_is_not_fitted_on_spend(learner: str) -> None:
+    from training.uplift_learners import Production
+    c = planted()
+    tr, te = stratified_halves(c.arm, 0)
+    m = Production(Base(seed=1), learner, n_models=1)
+    m.fit(c.X.iloc[tr], c.arm[tr], c.outcomes["conversion"][tr])
+    U = m.predict(c.X.iloc[te])
+    seg, flag = c.X["attr_seg"].iloc[te].astype(str), c.X["attr_flag"].iloc[te] == 1.0
+    assert U.loc[seg == "x", "a"].mean() > U.loc[seg != "x", "a"].mean() + 0.08  # the categorical attribute
+    assert U.loc[flag, "b"].mean() > U.loc[~flag, "b"].mean() + 0.08
+    with pytest.raises(ValueError, match="0/1 outcome"):
+        Production(Base(seed=1), learner, n_models=1).fit(c.X.iloc[tr], c.arm[tr], c.outcomes["spend"][tr])
+    r = evaluate_randomised(c, {"production": lambda s: Production(Base(seed=s), learner, n_models=1)},
+                            seeds=(0,), budgets=(0.5,), n_boot=5)
+    fitted_on = set(r.table.loc[r.table["learner"] == "production", "outcome"])
+    assert fitted_on == {"conversion"}  # skipped on spend
+
+
+def test_the_train_config_names_the_uplift_learner() -> None:
+    from training.config import TrainConfig, fingerprint, with_horizon
+    cfg = with_horizon(TrainConfig(uplift_learner="two_models_ddr"), 60, 3)
+    assert cfg.uplift_learner == "two_models_ddr" == cfg.to_params()["uplift_learner"]
+    assert fingerprint("data", cfg) != fingerprint("data", with_horizon(TrainConfig(), 60, 3))
+    with pytest.raises(ValueError, match="uplift_learner 't' is not one of"):
+        TrainConfig(uplift_learner="t")

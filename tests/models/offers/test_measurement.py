@@ -66,3 +66,31 @@ def test_off_policy_estimates_recover_a_known_policy_value() -> None:
     for e in (est_ips, est_dr):
         assert e["ci_low"] < 0.10 < e["ci_high"]
     assert (est_dr["ci_high"] - est_dr["ci_low"]) <= (est_ips["ci_high"] - est_ips["ci_low"]) + 1e-9
+
+
+def test_a_shared_control_is_counted_once_per_customer() -> None:
+    # one campaign, two offers, one control arm written as one control row per offer (as the Hillstrom import)
+    rng = np.random.default_rng(7)
+    n = 3000
+    arm = rng.integers(0, 3, n)  # 0: control, 1: offer a, 2: offer b
+    y = (rng.random(n) < np.where(arm == 0, 0.10, 0.14)).astype(int)
+    ids = np.array([f"C{i}" for i in range(n)])
+    treated = pd.DataFrame({"customer_id": ids[arm > 0], "offer_id": np.where(arm[arm > 0] == 1, "a", "b"),
+                            "group": "treatment", "converted": y[arm > 0]})
+    ctrl = pd.DataFrame({"customer_id": ids[arm == 0], "group": "control", "converted": y[arm == 0]})
+    shared = pd.concat([treated, ctrl.assign(offer_id="a"), ctrl.assign(offer_id="b")], ignore_index=True)
+    shared = shared.assign(campaign_id="spring", sent_at=pd.Timestamp("2025-03-01"))
+    once = pd.concat([treated, ctrl.assign(offer_id="none")]).assign(campaign_id="spring")
+    m, ref = measure_uplift(shared).iloc[0], measure_uplift(once).iloc[0]
+    assert m["control"] == (arm == 0).sum() == ref["control"]  # not twice the control arm
+    assert m["treated"] == (arm > 0).sum()
+    for col in ("uplift", "ci_low", "ci_high"):
+        assert m[col] == pytest.approx(ref[col])
+    # without the ids the duplicated rows count twice and the interval is too narrow: what the fix prevents
+    blind = measure_uplift(shared.drop(columns=["customer_id"])).iloc[0]
+    assert blind["control"] == 2 * m["control"]
+    assert blind["ci_high"] - blind["ci_low"] < 0.9 * (m["ci_high"] - m["ci_low"])
+    # per offer, each e-mail against the whole control arm, once
+    per = measure_uplift(shared, ["campaign_id", "offer_id"]).set_index("offer_id")
+    assert per["control"].tolist() == [(arm == 0).sum()] * 2
+    assert per.loc["a", "treated"] == (arm == 1).sum()

@@ -100,3 +100,17 @@ def test_offer_without_history_uses_the_prior(policy_setup) -> None:
     policy, X, _ = policy_setup
     p = policy.uplift.predict(X.head(3), "brand-new-offer")
     assert p["prior"].all() and (p["uplift"] == 0.01).all() and (p["p_redeem"] == 0.05).all()
+
+
+def test_two_models_ddr_learner_on_the_known_answer() -> None:
+    X, t, bought, redeemed, deal = synthetic_campaigns()
+    model = UpliftModel(learner="two_models_ddr", n_models=2).fit(X, ["pct10"] * len(X), t, bought, redeemed)
+    assert model.scale_ == {} and set(model.treated_) == {"pct10"} and len(model.control_) == 2
+    up = model.predict(X, "pct10")
+    assert up.loc[~deal, "uplift"].abs().median() < 0.05
+    assert up.loc[deal, "uplift"].median() == pytest.approx(0.35, abs=0.08)
+    assert auc(deal, up["uplift"].to_numpy()) > 0.9
+    np.testing.assert_allclose(up["p_treated"] - up["p_control"], up["uplift"])
+    assert up["prior"].sum() == 0 and model.predict(X, "new_offer")["prior"].all()
+    with pytest.raises(ValueError, match="learner 't' is not one of"):
+        UpliftModel(learner="t")
