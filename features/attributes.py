@@ -36,7 +36,7 @@ import pandas as pd
 from features import schema
 
 if TYPE_CHECKING:
-    from features.io import ValidationReport
+    from features.validation import ValidationReport
 
 BOOL_WORDS = {"true": True, "1": True, "yes": True, "1.0": True, "false": False, "0": False, "no": False, "0.0": False}
 """The same spellings the contract accepts for its own boolean columns."""

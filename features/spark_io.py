@@ -28,7 +28,7 @@ from pyspark.sql import functions as F
 from features import schema
 from features.engine import JAVA_HELP, java_available
 from features.exceptions import DataValidationError, PersonaliseError
-from features.io import ValidationReport
+from features.validation import ValidationReport
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,8 @@ import pytest
 from features.customer import customer_features, future_labels
 from features.importers import is_non_product
 from features.interactions import InteractionConfig, InteractionData, build_interactions
-from features.io import Shop, _text
+from features.io import Shop
+from features.validation import _text
 from tests.features.reference_features import (
     old_build_interactions,
     old_customer_features,
