@@ -49,9 +49,9 @@ TARGETS: list[tuple[str, str, str, str]] = [
     ("training.rec_eval", "fit_reranker", "re-ranker", "re-ranker"),
     ("training.customer_eval", "fit_customer_models", "customer models", "evaluation"),
     ("training.customer_eval", "fit_bgnbd", "bg/nbd", "evaluation"),
-    ("features.customer", "stacked_training_set", "stacked training sets", "stacked training sets"),
+    ("features.customer_labels", "stacked_training_set", "stacked training sets", "stacked training sets"),
     ("features.customer", "customer_features", "features", "features"),
-    ("features.customer", "future_labels", "labels", "stacked training sets"),
+    ("features.customer_labels", "future_labels", "labels", "stacked training sets"),
     ("training.offer_eval", "evaluate_offers", "offers", "evaluation"),
     ("training.offer_eval", "fit_uplift", "uplift", "uplift"),
     ("training.offer_eval", "uplift_training_set", "uplift rows", "uplift"),
@@ -120,7 +120,8 @@ def run_features(src: Path, timer: StageTimer) -> dict[str, Any]:
     """The pieces of the job that live in features/: load, features at the cutoff, stacked sets, uplift rows."""
     import pandas as pd
 
-    from features.customer import customer_features, stacked_training_set, training_cutoffs
+    from features.customer import customer_features
+    from features.customer_labels import stacked_training_set, training_cutoffs
     from features.io import load_shop
     from models.customer import CustomerModelConfig
     from training.config import default_cutoff

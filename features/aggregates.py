@@ -1,5 +1,5 @@
 """Per-customer aggregates over the coded arrays of :mod:`features.codes`: the vectorised kernels behind
-:func:`features.customer.customer_features` and :func:`features.customer.future_labels`.
+:func:`features.customer.customer_features` and :func:`features.customer_labels.future_labels`.
 
 Every function works on all customers at once and returns dense arrays indexed by customer code (length
 ``n``), with a ``present`` mask saying which customers had rows. Sums go through one pandas groupby on the

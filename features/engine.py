@@ -33,7 +33,8 @@ import numpy as np
 import pandas as pd
 
 from features import schema
-from features.customer import customer_features, stacked_training_set
+from features.customer import customer_features
+from features.customer_labels import stacked_training_set
 from features.io import Shop, load_shop
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ CONTEXT_ID = "\x00personalise-context"
 INTEGER_FEATURES = ("n_orders",)
 """Feature columns written as integers; every other number is a float, every text a string."""
 LABELS = {"churn": "long", "future_orders": "double", "future_net": "double", "future_margin": "double"}
-"""The label columns of :func:`features.customer.future_labels` and their Spark types."""
+"""The label columns of :func:`features.customer_labels.future_labels` and their Spark types."""
 CUTOFF_RANK = "cutoff_rank"
 """Position of a stacked training row's cutoff in the list of cutoffs (the local frame's row order)."""
 JAVA_HELP = ("Spark needs Java 17 (`java` on the PATH, or JAVA_HOME): install it with "
@@ -180,7 +181,7 @@ def bucket_features(shop: Shop, cutoff: pd.Timestamp) -> pd.DataFrame:
 
 
 def bucket_training_rows(shop: Shop, cutoffs: list[pd.Timestamp], horizon_days: int) -> pd.DataFrame:
-    """:func:`features.customer.stacked_training_set` of one bucket, one cutoff at a time so that each row
+    """:func:`features.customer_labels.stacked_training_set` of one bucket, one cutoff at a time so that each row
     keeps its cutoff's position (:data:`CUTOFF_RANK`): features, then the label columns :data:`LABELS`."""
     parts = []
     for rank, c in enumerate(cutoffs):
@@ -198,7 +199,7 @@ def bucket_training_rows(shop: Shop, cutoffs: list[pd.Timestamp], horizon_days: 
 
 def training_frames(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Stacked rows (from any engine) back into ``(X, y)`` exactly as
-    :func:`features.customer.stacked_training_set` returns them: cutoff by cutoff, customers in id order."""
+    :func:`features.customer_labels.stacked_training_set` returns them: cutoff by cutoff, customers in id order."""
     rows = rows.sort_values([CUTOFF_RANK, CUSTOMER_ID], kind="stable")
     y = rows.set_index(CUSTOMER_ID)[list(LABELS)]
     y.index = pd.Index(y.index.astype(object), name=None)

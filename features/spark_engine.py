@@ -170,7 +170,7 @@ class SparkEngine:
 
     def stacked_training_set(self, cutoffs: list[pd.Timestamp], horizon_days: int, sample: float = 1.0,
                              seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """``(X, y)`` as :func:`features.customer.stacked_training_set` gives them, for a ``sample`` of
+        """``(X, y)`` as :func:`features.customer_labels.stacked_training_set` gives them, for a ``sample`` of
         customers, collected to the driver."""
         rows: pd.DataFrame = self.training_rows(cutoffs, horizon_days, sample, seed).toPandas()
         if not len(rows):

@@ -4,8 +4,8 @@ The job fits on the driver as it does today (LightGBM and implicit are fast ther
 size grows with customers x cutoffs, come from Spark:
 
 * churn and value: stacked features and labels at the training cutoffs (:func:`customer_training_frames`,
-  equal to :func:`features.customer.stacked_training_set` at
-  :func:`features.customer.training_cutoffs`);
+  equal to :func:`features.customer_labels.stacked_training_set` at
+  :func:`features.customer_labels.training_cutoffs`);
 * uplift: features at each send date and the outcome in the window (:func:`uplift_training_frames`, equal to
   :func:`training.offer_eval.uplift_training_set`).
 
@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 from pyspark.sql import functions as F
 
-from features.customer import training_cutoffs
+from features.customer_labels import training_cutoffs
 from features.engine import (
     CUSTOMER_ID,
     ShopFacts,
@@ -66,7 +66,7 @@ class TrainingFrames:
 
 
 def cutoffs_for(facts: ShopFacts, cutoff: pd.Timestamp, config: CustomerModelConfig) -> list[pd.Timestamp]:
-    """:func:`features.customer.training_cutoffs` from the shop-wide facts (it reads only the first order)."""
+    """:func:`features.customer_labels.training_cutoffs` from the shop-wide facts (it reads only the first order)."""
     first = Shop(orders=pd.DataFrame({"ts": [facts.first_order]}), customers=pd.DataFrame(), products=pd.DataFrame())
     return training_cutoffs(first, pd.Timestamp(cutoff), config.horizon_days, config.n_cutoffs,
                             config.cutoff_step_days)

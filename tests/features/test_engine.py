@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.customer import customer_features, stacked_training_set
+from features.customer import customer_features
+from features.customer_labels import stacked_training_set
 from features.engine import (
     CONTEXT_ID,
     ShopFacts,

@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.customer import customer_features, future_labels
+from features.customer import customer_features
+from features.customer_labels import future_labels
 from features.importers import is_non_product
 from features.interactions import InteractionConfig, InteractionData, build_interactions
 from features.io import Shop
@@ -218,7 +219,7 @@ def test_order_values_and_rfm_equal_the_reference(small_shop, cutoff) -> None:
 
 
 def test_stacked_training_set_unchanged_and_sampled_by_customer(small_shop) -> None:
-    from features.customer import stacked_training_set, training_cutoffs
+    from features.customer_labels import stacked_training_set, training_cutoffs
     from tests.features.reference_features import old_stacked_training_set
     cuts = training_cutoffs(small_shop, pd.Timestamp("2025-10-01"), 90, 4, 14)
     X, y = stacked_training_set(small_shop, cuts, 90)

@@ -14,7 +14,7 @@ import typer
 from typer.testing import CliRunner
 
 from batch_cli import register
-from features.customer import stacked_training_set, training_cutoffs
+from features.customer_labels import stacked_training_set, training_cutoffs
 from features.engine import feature_table
 from models.customer import CustomerModelConfig
 from tests.features.test_engine import assert_same_table
