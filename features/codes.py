@@ -132,7 +132,8 @@ def _build(shop: Shop) -> ShopCodes:
     p = shop.products
     known = pd.Index(p["product_id"].to_numpy(dtype=object))
     pc_o, pu_o = _factorize(o["product_id"].to_numpy()[has_cust])
-    pc_e, pu_e = _factorize(ev["product_id"]) if ev is not None else (np.zeros(0, np.int64), np.zeros(0, object))
+    pc_e, pu_e = _factorize(ev["product_id"]) if ev is not None else (np.zeros(0, np.int64),
+                                                                      np.zeros(0, object))
     extra = np.setdiff1d(np.concatenate([pu_o, pu_e]), known.to_numpy(), assume_unique=False)
     products = np.concatenate([known.to_numpy(), np.sort(extra)])
     pindex = pd.Index(products)
@@ -143,19 +144,37 @@ def _build(shop: Shop) -> ShopCodes:
     chan, channels = _sorted_codes(o["channel"][has_cust])
     lines = LineArrays(**{**lines.__dict__, "channel": chan})
     return ShopCodes(
-        customers=customers, products=products, n_known_products=len(known), categories=categories,
-        channels=channels, product_category=np.concatenate([cat_codes, np.full(n_extra, -1, np.int32)]),
-        product_cost=np.concatenate([p["unit_cost"].to_numpy(dtype=float, na_value=np.nan), np.full(n_extra, np.nan)]),
+        customers=customers,
+        products=products,
+        n_known_products=len(known),
+        categories=categories,
+        channels=channels,
+        product_category=np.concatenate([cat_codes, np.full(n_extra, -1, np.int32)]),
+        product_cost=np.concatenate(
+            [p["unit_cost"].to_numpy(dtype=float, na_value=np.nan), np.full(n_extra, np.nan)]
+        ),
         lines=lines,
-        events=None if ev is None else EventArrays(
-            cust=cust["events"], ts=ev["ts"].to_numpy("datetime64[ns]"),
-            kind=_kinds(ev["event_type"]), product=_remap(pc_e, pu_e, pindex)),
-        offers=None if ol is None else OfferArrays(
-            cust=cust["offers"], sent=ol["sent_at"].to_numpy("datetime64[ns]"),
+        events=None
+        if ev is None
+        else EventArrays(
+            cust=cust["events"],
+            ts=ev["ts"].to_numpy("datetime64[ns]"),
+            kind=_kinds(ev["event_type"]),
+            product=_remap(pc_e, pu_e, pindex),
+        ),
+        offers=None
+        if ol is None
+        else OfferArrays(
+            cust=cust["offers"],
+            sent=ol["sent_at"].to_numpy("datetime64[ns]"),
             treated=(ol["group"] == "treatment").to_numpy(bool),
-            redeemed=(ol["redeemed_at"] if "redeemed_at" in ol else pd.Series(pd.NaT, index=ol.index)).to_numpy(
-                "datetime64[ns]")),
-        signup=signup, customer_attrs=attrs)
+            redeemed=(
+                ol["redeemed_at"] if "redeemed_at" in ol else pd.Series(pd.NaT, index=ol.index)
+            ).to_numpy("datetime64[ns]"),
+        ),
+        signup=signup,
+        customer_attrs=attrs,
+    )
 
 
 def _lines(o: pd.DataFrame, cust: np.ndarray, product: np.ndarray) -> LineArrays:

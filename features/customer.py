@@ -37,7 +37,8 @@ from features.io import Shop
 CATEGORICAL = ["top_category", "preferred_channel", "acquisition_channel", "region"]
 
 
-def order_lines(shop: Shop, cutoff: pd.Timestamp | None = None, start: pd.Timestamp | None = None) -> pd.DataFrame:
+def order_lines(shop: Shop, cutoff: pd.Timestamp | None = None,
+                start: pd.Timestamp | None = None) -> pd.DataFrame:
     """Customer order lines in ``[start, cutoff)`` with net amount, cost and product category attached."""
     o = _all_lines(shop)
     if cutoff is not None:
@@ -70,8 +71,11 @@ def order_values(shop: Shop, cutoff: pd.Timestamp) -> pd.DataFrame:
     ``order_lines(shop, cutoff).groupby(["customer_id", "order_id"], sort=False)`` gives, on integer codes."""
     c = shop_codes(shop)
     L = lines_between(c, None, _dt64(pd.Timestamp(cutoff)))
-    g = pd.DataFrame({"cust": L.cust, "ts": L.ts.view(np.int64), "value": L.net}).groupby(L.order, sort=False).agg(
-        cust=("cust", "first"), ts=("ts", "min"), value=("value", "sum"))
+    g = (
+        pd.DataFrame({"cust": L.cust, "ts": L.ts.view(np.int64), "value": L.net})
+        .groupby(L.order, sort=False)
+        .agg(cust=("cust", "first"), ts=("ts", "min"), value=("value", "sum"))
+    )
     return pd.DataFrame({"customer_id": pd.Series(c.customers[g["cust"].to_numpy()]),
                          "order_id": pd.Series(c.lines.order_ids[g.index.to_numpy()]),
                          "ts": g["ts"].to_numpy().view("datetime64[ns]"), "value": g["value"].to_numpy()})
@@ -88,7 +92,8 @@ def bought_between(shop: Shop, customers: Any, start: Any, end: Any) -> np.ndarr
     cust = c.customer_codes(pd.Index(np.asarray(customers, dtype=object)))
     q = pd.DataFrame({"cust": cust, "t": t0, "row": np.arange(len(cust))}).sort_values("t", kind="stable")
     buy = a.quantity > 0
-    p = pd.DataFrame({"cust": a.cust[buy].astype(np.int64), "next": a.ts[buy]}).sort_values("next", kind="stable")
+    p = pd.DataFrame({"cust": a.cust[buy].astype(np.int64), "next": a.ts[buy]}).sort_values("next",
+                                                                                            kind="stable")
     m = pd.merge_asof(q.astype({"cust": np.int64}), p, left_on="t", right_on="next", by="cust",
                       direction="forward", allow_exact_matches=True)
     out = np.zeros(len(cust), bool)
@@ -111,9 +116,9 @@ def customer_features(shop: Shop, cutoff: pd.Timestamp, customers: pd.Index | No
     Columns: RFM (recency_days, n_orders, gross_spend), value net of returns, discounts and cost
     (returns_value, return_rate, discount_total, discount_share, net_revenue, net_margin), rhythm
     (tenure_days, ipt_mean, ipt_std, overdue), trends (net_30/90/180, trend_90), breadth and taste
-    (n_categories, n_products, units, purchase_days, top_category, preferred_channel, holiday_share), acquisition channel and region,
-    behaviour (views_30, carts_30, abandoned_carts_90, days_since_visit) and offer history
-    (offers_received, offers_redeemed, redemption_rate, days_since_offer).
+    (n_categories, n_products, units, purchase_days, top_category, preferred_channel, holiday_share),
+    acquisition channel and region, behaviour (views_30, carts_30, abandoned_carts_90, days_since_visit) and
+    offer history (offers_received, offers_redeemed, redemption_rate, days_since_offer).
 
     Computed for all customers at once on integer-coded arrays (:mod:`features.codes`); with ``customers``,
     only their rows are read. Customers without a purchase have NaN where a value needs one, 0 for counts
@@ -181,16 +186,19 @@ def _purchase_columns(c: ShopCodes, L: Lines, o: Orders, end: np.datetime64, n: 
     net90 = on_buyers(s["net_90"])
     hist = net / np.maximum(age, 90) * 90
     out = {"n_orders": np.where(b, r["n_orders"][take], 0).astype(np.int64),
-           "avg_order_value": on_buyers(r["avg_order_value"]), "max_order_value": on_buyers(r["max_order_value"]),
-           "recency_days": recency, "purchase_age_days": age, "ipt_mean": ipt, "ipt_std": on_buyers(r["ipt_std"]),
+           "avg_order_value": on_buyers(r["avg_order_value"]),
+           "max_order_value": on_buyers(r["max_order_value"]), "recency_days": recency,
+           "purchase_age_days": age, "ipt_mean": ipt, "ipt_std": on_buyers(r["ipt_std"]),
            "overdue": recency / np.maximum(ipt, 1.0), "gross_spend": gross, "discount_total": disc,
            "discount_share": on_buyers(s["discounted"]) / _nan0(gross),
            "n_categories": count(distinct_counts(L.cust[buy], L.category[buy], n), 0.0),
            "n_products": count(distinct_counts(L.cust[buy], L.product[buy], n), 0.0),
            "units": on_buyers(s["units"], 0.0), "purchase_days": count(r["purchase_days"], 0.0),
-           "top_category": _names(c.categories, top_by_sum(L.cust[buy], L.net[buy], L.category[buy], n), take),
+           "top_category": _names(c.categories, top_by_sum(L.cust[buy], L.net[buy],
+                                                           L.category[buy], n), take),
            "returns_value": ret, "return_rate": _clip(ret / _nan0(gross - disc), 0, 1.5), "net_revenue": net,
-           "net_margin": on_buyers(s["net_margin"]) if _has_cost(c, L, end, keep) else np.full(len(take), np.nan)}
+           "net_margin": on_buyers(s["net_margin"]) if _has_cost(c, L, end,
+                                                                 keep) else np.full(len(take), np.nan)}
     for d in (30, 90, 180):
         out[f"net_{d}"] = on_buyers(s[f"net_{d}"])
         int_ok = all_b and _all_buyers_ordered(c, end, d, keep, r, buyer)

@@ -32,7 +32,8 @@ def future_labels(shop: Shop, cutoff: pd.Timestamp, horizon_days: int, customers
     has_margin = counts(L.cust[~np.isnan(L.net - L.cost)], n + 1) > 0
     return pd.DataFrame({"churn": (nrows == 0).astype(int), "future_orders": nrows,
                          "future_net": np.where(counts(L.cust, n + 1)[take] > 0, s["net"][take], 0.0),
-                         "future_margin": np.where(has_margin[take], s["margin"][take], np.nan)}, index=customers)
+                         "future_margin": np.where(has_margin[take], s["margin"][take],
+                                                   np.nan)}, index=customers)
 
 
 def training_cutoffs(shop: Shop, cutoff: pd.Timestamp, horizon_days: int, n: int, step_days: int,
@@ -47,8 +48,8 @@ def training_cutoffs(shop: Shop, cutoff: pd.Timestamp, horizon_days: int, n: int
     return out
 
 
-def stacked_training_set(shop: Shop, cutoffs: list[pd.Timestamp], horizon_days: int, max_rows: int | None = None,
-                         seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+def stacked_training_set(shop: Shop, cutoffs: list[pd.Timestamp], horizon_days: int,
+                         max_rows: int | None = None, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Features and labels at several cutoffs, stacked (customers with a past purchase only).
 
     ``max_rows``: when the stacked rows would be more, only a share of the customers is kept (the same ones at
@@ -60,7 +61,8 @@ def stacked_training_set(shop: Shop, cutoffs: list[pd.Timestamp], horizon_days: 
         c = shop_codes(shop)
         a = c.lines
         buy = a.quantity >= 0
-        rows = sum(int(np.count_nonzero(counts(a.cust[buy & (a.ts < _dt64(pd.Timestamp(t)))], len(c.customers))))
+        rows = sum(int(np.count_nonzero(counts(a.cust[buy & (a.ts < _dt64(pd.Timestamp(t)))],
+                                               len(c.customers))))
                    for t in cutoffs)
         share = min(1.0, max_rows / rows) if rows else 1.0
     xs, ys = [], []

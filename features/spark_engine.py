@@ -75,9 +75,17 @@ class SparkEngine:
         if self._facts is None:
             t = self.tables
             costed = t.products.select("product_id", F.col("unit_cost").isNotNull().alias("_costed"))
-            o = t.orders.join(F.broadcast(costed), "product_id", "left").agg(
-                F.min("ts").alias("first"), F.max("ts").alias("last"),
-                F.min(F.when(F.col("_costed") & F.col(CUSTOMER_ID).isNotNull(), F.col("ts"))).alias("costed")).first()
+            o = (
+                t.orders.join(F.broadcast(costed), "product_id", "left")
+                .agg(
+                    F.min("ts").alias("first"),
+                    F.max("ts").alias("last"),
+                    F.min(F.when(F.col("_costed") & F.col(CUSTOMER_ID).isNotNull(), F.col("ts"))).alias(
+                        "costed"
+                    ),
+                )
+                .first()
+            )
             assert o is not None
             end = pd.Timestamp(o["last"])
             has_events = False
@@ -97,7 +105,8 @@ class SparkEngine:
         twice the cluster's parallelism."""
         if self._buckets is None:
             rows = sum(t.count() for _, t in self.tables.items())
-            self._buckets = max(2 * self.spark.sparkContext.defaultParallelism, math.ceil(rows / ROWS_PER_BUCKET))
+            self._buckets = max(2 * self.spark.sparkContext.defaultParallelism,
+                                math.ceil(rows / ROWS_PER_BUCKET))
             log.info("spark engine: %d input rows in %d buckets", rows, self._buckets)
         return self._buckets
 
@@ -151,7 +160,8 @@ class SparkEngine:
 
     # -- jobs ------------------------------------------------------------------------------------
     def features_frame(self, cutoff: pd.Timestamp) -> DataFrame:
-        """:func:`features.customer.customer_features` at ``cutoff`` for every customer, as a Spark DataFrame."""
+        """:func:`features.customer.customer_features` at ``cutoff`` for every customer, as a Spark
+        DataFrame."""
         cutoff = pd.Timestamp(cutoff)
         out_schema = ddl(bucket_features(probe_shop(self.facts()), PROBE_CUTOFF))
         return self.map_buckets(lambda shop, _: bucket_features(shop, cutoff), out_schema)

@@ -44,7 +44,8 @@ class SparkUnavailableError(PersonaliseError):
 
 
 def silence_pandas3_warning() -> None:
-    """Ignore pyspark's "does not yet fully support pandas >= 3" FutureWarning, matched by its message only."""
+    """Ignore pyspark's "does not yet fully support pandas >= 3" FutureWarning, matched by its message
+    only."""
     warnings.filterwarnings("ignore", message=PANDAS3_WARNING, category=FutureWarning)
 
 
@@ -52,8 +53,9 @@ def spark_session(master: str | None = None, app_name: str = "personalise",
                   conf: dict[str, str] | None = None) -> SparkSession:
     """The running session (``spark-submit``, Databricks, a notebook) or a new one.
 
-    ``master``: e.g. ``local[2]``, ``spark://host:7077``, ``yarn``; default: the one ``spark-submit`` was given,
-    else ``local[*]``. Timestamps are read in UTC. In local mode the Python workers run this interpreter.
+    ``master``: e.g. ``local[2]``, ``spark://host:7077``, ``yarn``; default: the one ``spark-submit`` was
+    given, else ``local[*]``. Timestamps are read in UTC. In local mode the Python workers run this
+    interpreter.
     """
     silence_pandas3_warning()
     active = SparkSession.getActiveSession()
@@ -190,7 +192,8 @@ def _defaults(t: dict[str, DataFrame | None]) -> tuple[DataFrame, DataFrame, Dat
     derived from the orders when their tables are absent."""
     orders = t["orders"]
     assert orders is not None
-    orders = orders.withColumn("discount", F.coalesce(F.col("discount"), F.lit(0.0)) if "discount" in orders.columns
+    orders = orders.withColumn("discount", F.coalesce(F.col("discount"),
+                                                      F.lit(0.0)) if "discount" in orders.columns
                                else F.lit(0.0))
     if "channel" not in orders.columns:
         orders = orders.withColumn("channel", F.lit(None).cast("string"))
@@ -208,7 +211,9 @@ def _defaults(t: dict[str, DataFrame | None]) -> tuple[DataFrame, DataFrame, Dat
             products = products.withColumn(c, F.coalesce(F.col(c), F.lit(default)))
     customers = t["customers"]
     if customers is None:
-        customers = orders.select("customer_id").dropna().distinct().withColumn(ROW, F.monotonically_increasing_id())
+        customers = (
+            orders.select("customer_id").dropna().distinct().withColumn(ROW, F.monotonically_increasing_id())
+        )
     for c, kind, default in (("region", "string", None), ("acquisition_channel", "string", None),
                              ("signup_at", "timestamp", None), ("opted_out", "boolean", False)):
         if c not in customers.columns:

@@ -61,7 +61,8 @@ class ValidationReport:
 
     def __str__(self) -> str:
         head = f"{len(self.errors)} error(s), {len(self.warnings)} warning(s)"
-        attrs = [f"customer attribute {a['name']}: {a['kind']} ({a['source']}), {a['non_null']} values, {a['summary']}"
+        attrs = [f"customer attribute {a['name']}: {a['kind']} ({a['source']}), {a['non_null']} values, "
+                 f"{a['summary']}"
                  for a in self.attributes]
         return "\n".join([head, *[str(p) for p in self.problems], *attrs])
 
@@ -92,7 +93,8 @@ def _text(s: pd.Series, index: pd.Index, empty_is_null: bool = False,
     if empty_is_null:
         values[values == ""] = None
     missing = np.array([v is None for v in values.tolist()])
-    outside = ~missing & ~np.isin(values, list(allowed)) if allowed is not None else np.zeros(len(values), bool)
+    outside = ~missing & ~np.isin(values,
+                                  list(allowed)) if allowed is not None else np.zeros(len(values), bool)
     return pd.Series(values[codes], index=index, dtype=object), missing[codes], outside[codes]
 
 
@@ -145,7 +147,8 @@ def _coerce_table(df: pd.DataFrame, spec: schema.TableSpec, report: ValidationRe
                 report.add(spec.name, col.name, int(nulls.sum()), "empty value in a required column",
                            _examples(df.index[nulls].to_series()))
         if col.allowed is not None:
-            bad = (typed.notna() & ~typed.isin(col.allowed)) if outside is None else pd.Series(outside, index=df.index)
+            bad = (typed.notna() & ~typed.isin(col.allowed)) if outside is None else pd.Series(outside,
+                                                                                               index=df.index)
             if bad.any():
                 report.add(spec.name, col.name, int(bad.sum()), f"value not in {list(col.allowed)}",
                            _examples(typed[bad]))
@@ -179,13 +182,14 @@ def validate_tables(raw: dict[str, pd.DataFrame], offers: dict[str, Any] | None 
     offer_log rows naming offers missing from the catalogue.
     Warnings (counted, never silently dropped): order lines without a customer id, exact duplicate
     order lines, zero quantities, events naming unknown products or customers.
-    Customer attributes (extra columns of customers) are typed by :mod:`features.attributes`: ``attributes`` is
-    the parsed ``customers.attributes.yaml`` (``None``: no file, kinds inferred).
+    Customer attributes (extra columns of customers) are typed by :mod:`features.attributes`: ``attributes``
+    is the parsed ``customers.attributes.yaml`` (``None``: no file, kinds inferred).
     """
     report = ValidationReport()
     typed: dict[str, pd.DataFrame] = {}
     if "orders" not in raw:
-        report.add("orders", None, 0, "the orders table is required (orders.parquet, orders.csv.gz or orders.csv)")
+        report.add("orders", None, 0,
+                   "the orders table is required (orders.parquet, orders.csv.gz or orders.csv)")
         return typed, report
     for name, df in raw.items():
         spec = schema.TABLES[name]
@@ -239,7 +243,8 @@ def _validate_attributes(typed: dict[str, pd.DataFrame], attributes: Any, report
     customers = typed.get("customers")
     if customers is None:
         if declared:
-            report.add(schema.ATTRIBUTES_FILE, None, 0, "declares customer attributes but there is no customers table")
+            report.add(schema.ATTRIBUTES_FILE, None, 0,
+                       "declares customer attributes but there is no customers table")
         return
     if "customer_id" in customers.columns:
         typed["customers"], _ = validate_attributes(customers, declared, report)
