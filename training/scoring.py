@@ -1,4 +1,5 @@
-"""Batch scoring: every customer scored by the champion models, written as Parquet for the CRM engine and serving.
+"""Batch scoring: every customer scored by the champion models, written as Parquet for the CRM engine and
+serving.
 
 ``OUT/customers.parquet``: customer_id, RFM (recency_days, n_orders, net_revenue and their quintile scores
 R, F, M), value net of returns, discounts and cost (gross_spend, returns_value, net_revenue, net_margin),
@@ -101,7 +102,11 @@ def active_triggers(shop: Shop, as_of: pd.Timestamp, churn: pd.Series) -> pd.Dat
 
 def trigger_lists(trig: pd.DataFrame, ids: pd.Index) -> pd.Series:
     """Each customer's distinct triggers, in the order they occurred (empty lists for the others)."""
-    lists = trig.drop_duplicates(["customer_id", "trigger"]).groupby("customer_id", sort=False)["trigger"].agg(list)
+    lists = (
+        trig.drop_duplicates(["customer_id", "trigger"])
+        .groupby("customer_id", sort=False)["trigger"]
+        .agg(list)
+    )
     return pd.Series([lists.get(c, []) for c in ids], index=ids, name="triggers", dtype=object)
 
 
@@ -110,9 +115,20 @@ def offer_rows(policy: Any, table: pd.DataFrame, trig: pd.DataFrame, history: pd
     """Next-best offer (or none) of every customer of ``table`` (features, churn, segment): customers with a
     purchase are decided by the policy, as the ``/offers`` API decides them; the others get none."""
     ids = table[CUSTOMER_ID]
-    out = pd.DataFrame({"customer_id": ids.to_numpy(), "offer_id": "none", "channel": None, "expected_value": 0.0,
-                        "group": None, "send": False, "reason": "no purchase yet", "trigger": None,
-                        "uplift": np.nan, "propensity": np.nan}).set_index("customer_id")
+    out = pd.DataFrame(
+        {
+            "customer_id": ids.to_numpy(),
+            "offer_id": "none",
+            "channel": None,
+            "expected_value": 0.0,
+            "group": None,
+            "send": False,
+            "reason": "no purchase yet",
+            "trigger": None,
+            "uplift": np.nan,
+            "propensity": np.nan,
+        }
+    ).set_index("customer_id")
     X = read_feature_table(table.drop(columns=["churn", "predicted_value", "segment"]))
     buyers = X[X["n_orders"] > 0]
     if policy is None:
@@ -152,7 +168,8 @@ def customer_rows(table: pd.DataFrame, scores: pd.DataFrame, segments: pd.DataFr
 
 
 # -- the local engine ----------------------------------------------------------------------------
-def _score_local(shop: Shop, out: Path, champ: Champion, cfg: ScoreConfig) -> tuple[pd.Timestamp, dict[str, int]]:
+def _score_local(shop: Shop, out: Path, champ: Champion,
+                 cfg: ScoreConfig) -> tuple[pd.Timestamp, dict[str, int]]:
     import mlflow.pyfunc
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -177,7 +194,8 @@ def _score_local(shop: Shop, out: Path, champ: Champion, cfg: ScoreConfig) -> tu
     policy = champ.component("offers")["policy"]
     opted = shop.customers.set_index("customer_id")["opted_out"]
     offers = pd.concat([offer_rows(policy, scored.iloc[a:a + cfg.chunk], trig, shop.offer_log, opted, as_of,
-                                   cfg.campaign) for a in range(0, len(scored), cfg.chunk)], ignore_index=True)
+                                   cfg.campaign) for a in range(0, len(scored),
+                                                                cfg.chunk)], ignore_index=True)
     offers.to_parquet(out / "offers.parquet", index=False)
     engine = champ.component("recommender")["engine"]
     n_recs, writer = 0, None

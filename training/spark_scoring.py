@@ -46,7 +46,9 @@ DECISIONS = ("customer_id string, offer_id string, channel string, expected_valu
              "triggers array<string>")
 SEGMENTS = ("customer_id string, R long, F long, M long, value_tier string, attrition_tier string, "
             "potential string, segment string")
-RECOMMENDATIONS = "customer_id string, product_id string, score double, rank long, reason string, source string"
+RECOMMENDATIONS = (
+    "customer_id string, product_id string, score double, rank long, reason string, source string"
+)
 
 _loaded: dict[str, tuple[str, Any]] = {}
 """Per Python worker: component -> (shipped file, its unpickled object); a new run's file replaces it."""
@@ -103,8 +105,10 @@ def _recommendations(feats: DataFrame, rec_file: str, k: int) -> DataFrame:
 
 
 def score_spark(data_dir: str | Path, tables: str, out: str, cfg: ScoreConfig, work: str,
-                master: str | None = None, spark: Any = None) -> tuple[pd.Timestamp, dict[str, int], Champion]:
-    """Write the three tables of :mod:`training.scoring` to ``out`` (a local path or Hadoop URI) with Spark."""
+                master: str | None = None,
+                spark: Any = None) -> tuple[pd.Timestamp, dict[str, int], Champion]:
+    """Write the three tables of :mod:`training.scoring` to ``out`` (a local path or Hadoop URI) with
+    Spark."""
     spark = spark or spark_session(master)
     eng = SparkEngine(spark, tables, buckets=cfg.buckets)  # reads and validates before the registry
     champ = resolve_champion(data_dir, work, cfg.alias)
@@ -113,17 +117,24 @@ def score_spark(data_dir: str | Path, tables: str, out: str, cfg: ScoreConfig, w
     feats = eng.features_frame(as_of).persist()
     log.info("[2/5] churn and value (spark_udf), segments on the driver")
     scores = _scores(spark, feats, champ).persist()
-    narrow: pd.DataFrame = feats.select(CUSTOMER_ID, *SEGMENT_INPUTS).join(scores, CUSTOMER_ID, "left").toPandas()
+    narrow: pd.DataFrame = (
+        feats.select(CUSTOMER_ID, *SEGMENT_INPUTS).join(scores, CUSTOMER_ID, "left").toPandas()
+    )
     segs = segments_frame(narrow.set_index(CUSTOMER_ID), champ.horizon_days).reset_index()
     segs_df = spark.createDataFrame(segs.astype(object).where(segs.notna(), None), SEGMENTS)
-    scored = feats.join(scores, CUSTOMER_ID, "left").join(segs_df.select(CUSTOMER_ID, "segment"), CUSTOMER_ID, "left")
+    scored = feats.join(scores, CUSTOMER_ID, "left").join(segs_df.select(CUSTOMER_ID, "segment"),
+                                                          CUSTOMER_ID, "left")
     log.info("[3/5] triggers and offers")
     decisions = _decisions(eng, scored, _ship(spark, champ, "offers", work), as_of, cfg.campaign).persist()
     base = out.rstrip("/")
     decisions.select(*OFFER_COLUMNS).write.mode("overwrite").parquet(f"{base}/offers.parquet")
     log.info("[4/5] customers")
-    customers = (feats.join(scores, CUSTOMER_ID, "left").join(segs_df, CUSTOMER_ID, "left")
-                 .join(decisions.select(CUSTOMER_ID, "triggers"), CUSTOMER_ID, "left").select(*CUSTOMER_COLUMNS))
+    customers = (
+        feats.join(scores, CUSTOMER_ID, "left")
+        .join(segs_df, CUSTOMER_ID, "left")
+        .join(decisions.select(CUSTOMER_ID, "triggers"), CUSTOMER_ID, "left")
+        .select(*CUSTOMER_COLUMNS)
+    )
     customers.write.mode("overwrite").parquet(f"{base}/customers.parquet")
     log.info("[5/5] recommendations")
     _recommendations(feats, _ship(spark, champ, "recommender", work), cfg.k).write.mode("overwrite").parquet(

@@ -9,8 +9,8 @@ size grows with customers x cutoffs, come from Spark:
 * uplift: features at each send date and the outcome in the window (:func:`uplift_training_frames`, equal to
   :func:`training.offer_eval.uplift_training_set`).
 
-A sample keeps a fraction of *customers* (a hash of the id, so all their rows at every cutoff): the frames of a
-sample are the full frames restricted to those customers. :func:`sample_fraction` picks the fraction that
+A sample keeps a fraction of *customers* (a hash of the id, so all their rows at every cutoff): the frames of
+a sample are the full frames restricted to those customers. :func:`sample_fraction` picks the fraction that
 keeps the stacked rows under a limit; the job logs it to MLflow.
 
 Example
@@ -66,8 +66,10 @@ class TrainingFrames:
 
 
 def cutoffs_for(facts: ShopFacts, cutoff: pd.Timestamp, config: CustomerModelConfig) -> list[pd.Timestamp]:
-    """:func:`features.customer_labels.training_cutoffs` from the shop-wide facts (it reads only the first order)."""
-    first = Shop(orders=pd.DataFrame({"ts": [facts.first_order]}), customers=pd.DataFrame(), products=pd.DataFrame())
+    """:func:`features.customer_labels.training_cutoffs` from the shop-wide facts (it reads only the first
+    order)."""
+    first = Shop(orders=pd.DataFrame({"ts": [facts.first_order]}), customers=pd.DataFrame(),
+                 products=pd.DataFrame())
     return training_cutoffs(first, pd.Timestamp(cutoff), config.horizon_days, config.n_cutoffs,
                             config.cutoff_step_days)
 
@@ -88,8 +90,8 @@ def customer_training_frames(eng: SparkEngine, cutoff: pd.Timestamp, config: Cus
     cutoffs = cutoffs_for(eng.facts(), cutoff, config)
     X, y = eng.stacked_training_set(cutoffs, config.horizon_days, sample, seed)
     n = int(X.index.nunique()) if len(X) else 0
-    log.info("churn/value training set: %d rows of %d customers (sample %.3f) at %d cutoffs", len(X), n, sample,
-             len(cutoffs))
+    log.info("churn/value training set: %d rows of %d customers (sample %.3f) at %d cutoffs", len(X), n,
+             sample, len(cutoffs))
     return TrainingFrames(X=X, y=y, cutoffs=cutoffs, sample=sample, customers=n)
 
 
@@ -109,8 +111,9 @@ def _bucket_uplift(shop: Shop, before: pd.Timestamp | None, start: pd.Timestamp 
     return drop_context(t)
 
 
-def uplift_training_frames(eng: SparkEngine, before: pd.Timestamp | None = None, start: pd.Timestamp | None = None,
-                           window_days: int = 14, sample: float = 1.0, seed: int = 0
+def uplift_training_frames(eng: SparkEngine, before: pd.Timestamp | None = None,
+                           start: pd.Timestamp | None = None, window_days: int = 14,
+                           sample: float = 1.0, seed: int = 0
                            ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``(X, y)`` as :func:`training.offer_eval.uplift_training_set` gives them (same rows, same order)."""
     if eng.tables.offer_log is None:
