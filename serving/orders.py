@@ -166,7 +166,8 @@ class OrderBook:
             d = self.desk.decide(cur, [customer_id], None, f"trigger_{t['kind']}", dry_run=False)[0]
             dec = {"offer_id": d["offer_id"], "decision_reason": str(d.get("reason") or "")[:300],
                    "control_group": bool(d.get("control_group")),
-                   "expected_value": float(d.get("expected_value") or 0.0), "decision_id": d.get("decision_id")}
+                   "expected_value": float(d.get("expected_value") or 0.0),
+                   "decision_id": d.get("decision_id")}
         except Exception as e:  # the trigger stands; its decision says why there is no offer
             log.exception("no decision for trigger %s", t["trigger_id"])
             dec = {"offer_id": "none", "decision_reason": f"decision failed: {type(e).__name__}: {e}"[:300],
@@ -177,7 +178,8 @@ class OrderBook:
         return {**t, "decision": _decision_json(dec)}
 
     def feed(self, cur: Loaded | None, after: int, limit: int) -> dict[str, Any]:
-        """Triggers after cursor ``after`` in firing order (at most ``limit``), and the cursor to pass next."""
+        """Triggers after cursor ``after`` in firing order (at most ``limit``), and the cursor to pass
+        next."""
         q = sa.select(TRIGGERS).where(TRIGGERS.c.seq > after).order_by(TRIGGERS.c.seq).limit(limit)
         with self.store.engine.connect() as conn:
             rows = list(conn.execute(q).mappings())
