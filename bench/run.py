@@ -24,8 +24,9 @@ PY = sys.executable
 def run_section(name: str, *args: str, env: dict[str, str] | None = None) -> dict:
     """Run ``bench/sections.py NAME`` in a child process; return its JSON plus wall time and peak memory."""
     t0 = time.perf_counter()
-    out = subprocess.run([PY, str(ROOT / "bench" / "sections.py"), name, *args], capture_output=True, text=True,
-                         env=dict(os.environ, OPENBLAS_NUM_THREADS="1", **(env or {})), cwd=ROOT)
+    out = subprocess.run([PY, str(ROOT / "bench" / "sections.py"), name, *args],
+                         capture_output=True, text=True, env=dict(os.environ, OPENBLAS_NUM_THREADS="1",
+                                                                  **(env or {})), cwd=ROOT)
     wall = time.perf_counter() - t0
     if out.returncode != 0:
         return {"error": out.stderr[-3000:], "wall_seconds": round(wall, 1)}

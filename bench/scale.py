@@ -9,7 +9,8 @@ The job's building blocks are timed from outside (:meth:`training.stages.StageTi
 nested stages are separated (``evaluation/customer models/stacked training sets/features``) and their own
 time is counted once. Stages that name a function the code no longer has are listed as not instrumented.
 Results: one JSON file per run in ``var/scale/`` and a Markdown table on stdout. Profile a run with
-``py-spy record --format raw -o prof.txt -- python bench/scale.py 100000`` and ``bench/scale.py --top prof.txt``.
+``py-spy record --format raw -o prof.txt -- python bench/scale.py 100000`` and
+``bench/scale.py --top prof.txt``.
 """
 
 from __future__ import annotations
@@ -62,8 +63,8 @@ TARGETS: list[tuple[str, str, str, str]] = [
      "candidate precompute"),
     ("training.jobs", "register_bundle", "registry", "registry"),
 ]
-CATEGORIES = ("load", "features", "stacked training sets", "recommenders", "re-ranker", "uplift", "evaluation",
-              "refit", "candidate precompute", "registry")
+CATEGORIES = ("load", "features", "stacked training sets", "recommenders", "re-ranker",
+              "uplift", "evaluation", "refit", "candidate precompute", "registry")
 
 
 def instrument(timer: StageTimer) -> list[str]:
@@ -117,7 +118,8 @@ def run_train(src: Path, timer: StageTimer) -> dict[str, Any]:
 
 
 def run_features(src: Path, timer: StageTimer) -> dict[str, Any]:
-    """The pieces of the job that live in features/: load, features at the cutoff, stacked sets, uplift rows."""
+    """The pieces of the job that live in features/: load, features at the cutoff, stacked sets, uplift
+    rows."""
     import pandas as pd
 
     from features.customer import customer_features
@@ -212,7 +214,8 @@ def main() -> None:
         print("not instrumented:", ", ".join(missing))
     print(markdown(res["categories"], ["stage", "seconds", "cpu_seconds", "peak_rss_mb"]))
     print()
-    print(markdown(res["stages"], ["stage", "calls", "seconds", "own_seconds", "own_cpu_seconds", "peak_rss_mb"]))
+    print(markdown(res["stages"], ["stage", "calls", "seconds", "own_seconds",
+                                   "own_cpu_seconds", "peak_rss_mb"]))
 
 
 if __name__ == "__main__":

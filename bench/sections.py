@@ -44,7 +44,8 @@ def simulate(n: str) -> dict:
     secs = time.perf_counter() - t0
     size = sum(p.stat().st_size for p in d.rglob("*") if p.is_file())
     shutil.rmtree(d, ignore_errors=True)
-    return {"customers": int(n), "seconds": round(secs, 1), "rows": s["rows"], "disk_mb": round(size / 2**20, 1)}
+    return {"customers": int(n), "seconds": round(secs, 1), "rows": s["rows"],
+            "disk_mb": round(size / 2**20, 1)}
 
 
 def import_or() -> dict:
@@ -85,11 +86,21 @@ def customer(which: str) -> dict:
            "value_decile_lift": ev.tables["value_decile_lift"].round(3).to_dict("records"),
            "churn_reliability": ev.tables["churn_reliability"].round(3).to_dict("records")}
     if which == "sim":  # against the planted truth
-        t = pd.read_parquet(sim_dir(20000) / "truth" / "customers.parquet").set_index("customer_id").reindex(ev.scores.index)
+        t = (
+            pd.read_parquet(sim_dir(20000) / "truth" / "customers.parquet")
+            .set_index("customer_id")
+            .reindex(ev.scores.index)
+        )
         gone = (t["dropout_at"] < cutoff).to_numpy()
         rate = (t["orders_per_year"] * t["expected_basket"] * (1 - t["return_rate"]) * ~gone).to_numpy()
-        out["truth"] = {"churn_auc_vs_true_dropout": {m: auc(gone, ev.scores[f"churn_{m}"]) for m in ("production", "recency", "bgnbd")},
-                        "value_gini_vs_true_rate": {m: normalized_gini(rate, ev.scores[f"value_{m}"].fillna(0)) for m in ("production", "last_period", "historical_rate", "bgnbd_gg")}}
+        out["truth"] = {"churn_auc_vs_true_dropout": {m: auc(gone,
+                                                             ev.scores[f"churn_{m}"]) for m in ("production",
+                                                                                                "recency",
+                                                                                                "bgnbd")},
+                        "value_gini_vs_true_rate": {m: normalized_gini(rate,
+                                                                       ev.scores[f"value_{m}"].fillna(0))
+                                                    for m in ("production", "last_period",
+                                                              "historical_rate", "bgnbd_gg")}}
     return out
 
 
@@ -102,19 +113,25 @@ def offers(which: str) -> dict:
     pol = ev.report.get("policies", {})
     ratios = {}
     if pol:
-        ratios = {"vs_propensity": pol["production"]["incremental_margin"] / pol["propensity"]["incremental_margin"],
-                  "share_of_oracle": pol["production"]["incremental_margin"] / pol["oracle"]["incremental_margin"]}
+        ratios = {
+            "vs_propensity": pol["production"]["incremental_margin"]
+            / pol["propensity"]["incremental_margin"],
+            "share_of_oracle": pol["production"]["incremental_margin"] / pol["oracle"]["incremental_margin"],
+        }
         # the model the train job ships is refitted on every campaign (the one above stops at the cutoff, so
         # that later campaigns can measure its Qini): the same policy benchmark for it
         from models.offers import parse_catalogue
         from training.offer_eval import fit_uplift, policy_benchmark
         refit = fit_uplift(shop, shop.end, 42)
         if refit is not None:
-            p2 = policy_benchmark(shop, parse_catalogue(shop.offers), refit, None, d / "truth", 42, 0.2)["policies"]
+            p2 = policy_benchmark(shop, parse_catalogue(shop.offers), refit, None, d / "truth", 42, 0.2)[
+                "policies"
+            ]
             pol["production_all_campaigns"] = p2["production"]
             ratios["all_campaigns_share_of_oracle"] = p2["production"]["incremental_margin"] / pol["oracle"][
                 "incremental_margin"]
-    return {**ev.report, "ratios": ratios, "measured_uplift": ev.tables.get("measured_uplift", pd.DataFrame()).round(4).to_dict("records")}
+    return {**ev.report, "ratios": ratios,
+            "measured_uplift": ev.tables.get("measured_uplift", pd.DataFrame()).round(4).to_dict("records")}
 
 
 def redemption_cj() -> dict:
@@ -155,18 +172,22 @@ def ope(top: int = 10) -> dict:
     """Open Bandit (random logs): learn a policy on the first half of each log - uniform over the ``top``
     items with the highest smoothed click rate in each position - and estimate its click rate on the second
     half with IPS and doubly robust estimators (bootstrap 95% intervals), against the logged random policy.
-    A stochastic top-k policy overlaps the log far more than a single best item, so IPS has usable variance."""
+    A stochastic top-k policy overlaps the log far more than a single best item, so IPS has usable
+    variance."""
     from models.offers import doubly_robust, mean_ci
     out = {}
     for camp in ("all", "men", "women"):
-        df = pd.read_csv(SHARED / "zozo_open_bandit_small" / f"random_{camp}.csv.gz").drop(columns=["Unnamed: 0"])
+        df = pd.read_csv(SHARED / "zozo_open_bandit_small" / f"random_{camp}.csv.gz").drop(
+            columns=["Unnamed: 0"]
+        )
         df = df.sort_values("timestamp").reset_index(drop=True)
         half = len(df) // 2
         tr, te = df.iloc[:half], df.iloc[half:]
         prior = tr["click"].mean()
         g = tr.groupby(["position", "item_id"])["click"].agg(["sum", "count"])
         ctr = (g["sum"] + 50 * prior) / (g["count"] + 50)
-        best = {p: set(ctr.loc[p].sort_values(ascending=False).index[:top]) for p in ctr.index.get_level_values(0).unique()}
+        best = {p: set(ctr.loc[p].sort_values(ascending=False).index[:top])
+                for p in ctr.index.get_level_values(0).unique()}
         pos, item = te["position"].to_numpy(), te["item_id"].to_numpy()
         pi = np.array([1.0 / top if i in best[p] else 0.0 for p, i in zip(pos, item, strict=True)])
         r, pscore = te["click"].to_numpy(), te["propensity_score"].to_numpy()
@@ -195,7 +216,8 @@ def train(which: str) -> dict:
     r = job(proj, cfg)
     return {"seconds": round(time.perf_counter() - t0, 1), "promoted": r.promoted,
             "gate_metrics": {k: r.metrics.get(k) for k in ("recommend.all_items.production.ndcg@10",
-                                                            "churn.production.auc", "value.production.spearman")}}
+                                                            "churn.production.auc",
+                                                           "value.production.spearman")}}
 
 
 def serve() -> dict:

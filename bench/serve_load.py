@@ -43,11 +43,13 @@ def serve_load(proj: Path, train: Callable[[], Any]) -> dict:
         train()
     port = _free_port()
     key = "bench-storefront-key"
-    env = dict(os.environ, PERSONALISE_DATA=str(proj), PERSONALISE_API_KEYS=f"storefront:{key},crm:bench-crm-key-1",
+    env = dict(os.environ, PERSONALISE_DATA=str(proj),
+               PERSONALISE_API_KEYS=f"storefront:{key},crm:bench-crm-key-1",
                PERSONALISE_DB=f"sqlite:///{WORK / 'bench_live.db'}", OPENBLAS_NUM_THREADS="1")
     (WORK / "bench_live.db").unlink(missing_ok=True)
-    proc = subprocess.Popen([sys.executable, "-m", "bentoml", "serve", "serving.service:PersonaliseService", "--host",
-                             "127.0.0.1", "--port", str(port), "--working-dir", str(ROOT)], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "bentoml", "serve",
+                             "serving.service:PersonaliseService", "--host", "127.0.0.1", "--port", str(port),
+                             "--working-dir", str(ROOT)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -58,27 +60,38 @@ def serve_load(proj: Path, train: Callable[[], Any]) -> dict:
             except httpx.HTTPError:
                 pass
             time.sleep(0.5)
-        ids = pd.read_parquet(proj / "shop" / "orders.parquet")["customer_id"].drop_duplicates().head(2000).tolist()
+        ids = (
+            pd.read_parquet(proj / "shop" / "orders.parquet")["customer_id"]
+            .drop_duplicates()
+            .head(2000)
+            .tolist()
+        )
         results: dict[str, Any] = {}
 
         def script(name: str, path: str, role_key: str) -> Path:
             if name == "events":
                 body_fn = ('function() local c = ids[math.random(#ids)]; return \'{"events": [\' .. '
-                           'string.rep(\'{"customer_id": "\' .. c .. \'", "product_id": "P00010", "event_type": "view"},\', 9) .. '
-                           '\'{"customer_id": "\' .. c .. \'", "product_id": "P00011", "event_type": "view"}]}\' end')
+                           'string.rep(\'{"customer_id": "\' .. c .. \'", "product_id": "P00010", '
+                           '"event_type": "view"},\', 9) .. \'{"customer_id": "\' .. c .. \'", "product_id": '
+                           '"P00011", "event_type": "view"}]}\' end')
             else:
-                body_fn = "function() return '{\"customer_id\": \"' .. ids[math.random(#ids)] .. '\", \"k\": 10}' end"
+                body_fn = (
+                    'function() return \'{"customer_id": "\' .. ids[math.random(#ids)] .. \'", "k": 10}\' end'
+                )
             lua = WORK / f"bench_{name}.lua"
             lua.write_text(f"""
 ids = {{{",".join(json.dumps(i) for i in ids)}}}
 make_body = {body_fn}
 request = function()
-  return wrk.format("POST", "{path}", {{["content-type"]="application/json", ["Authorization"]="Bearer {role_key}"}}, make_body())
+  return wrk.format("POST", "{path}",
+    {{["content-type"]="application/json", ["Authorization"]="Bearer {role_key}"}}, make_body())
 end
 done = function(summary, latency, requests)
-  io.write(string.format("JSON{{\\"requests\\": %d, \\"duration_us\\": %d, \\"p50_ms\\": %.2f, \\"p95_ms\\": %.2f, \\"p99_ms\\": %.2f, \\"non2xx\\": %d, \\"errors\\": %d}}\\n",
-    summary.requests, summary.duration, latency:percentile(50)/1000, latency:percentile(95)/1000, latency:percentile(99)/1000,
-    summary.errors.status, summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))
+  io.write(string.format("JSON{{\\"requests\\": %d, \\"duration_us\\": %d, \\"p50_ms\\": %.2f, " ..
+    "\\"p95_ms\\": %.2f, \\"p99_ms\\": %.2f, \\"non2xx\\": %d, \\"errors\\": %d}}\\n",
+    summary.requests, summary.duration, latency:percentile(50)/1000, latency:percentile(95)/1000,
+    latency:percentile(99)/1000, summary.errors.status,
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))
 end
 """)
             return lua
@@ -91,9 +104,11 @@ end
             return r
 
         scripts = {"echo": script("echo", "/echo", key), "recommend": script("recommend", "/recommend", key),
-                   "offers": script("offers", "/offers", "bench-crm-key-1"), "events": script("events", "/events", key)}
+                   "offers": script("offers", "/offers", "bench-crm-key-1"),
+                   "events": script("events", "/events", key)}
         for n in ("echo", "recommend", "offers"):  # warm-up (events later: they change what recommend does)
-            subprocess.run(["wrk", "-t2", "-c8", "-d3s", "-s", str(scripts[n]), url], capture_output=True, text=True)
+            subprocess.run(["wrk", "-t2", "-c8", "-d3s", "-s", str(scripts[n]), url],
+                           capture_output=True, text=True)
         # echo and recommend alternate in short rounds, in turn first, so that a slower stretch of the shared
         # machine (its speed varies by 30% from minute to minute) hits both alike
         order = [("echo", "recommend"), ("recommend", "echo")]
@@ -107,9 +122,11 @@ end
                           "p99_ms": float(np.median([r["p99_ms"] for r in rs])),
                           "p99_ms_per_round": [r["p99_ms"] for r in rs],
                           "non2xx": sum(r["non2xx"] for r in rs), "errors": sum(r["errors"] for r in rs)}
-        results["recommend_vs_echo_per_round"] = [round(r["recommend"]["rps"] / r["echo"]["rps"], 3) for r in rounds]
+        results["recommend_vs_echo_per_round"] = [round(r["recommend"]["rps"] / r["echo"]["rps"],
+                                                        3) for r in rounds]
         results["offers"] = load(scripts["offers"], 15)
-        subprocess.run(["wrk", "-t2", "-c8", "-d3s", "-s", str(scripts["events"]), url], capture_output=True, text=True)
+        subprocess.run(["wrk", "-t2", "-c8", "-d3s", "-s", str(scripts["events"]), url],
+                       capture_output=True, text=True)
         results["events"] = load(scripts["events"], 15)
         results["events"]["events_per_s"] = round(results["events"]["rps"] * 10, 1)
         # now most of the 2,000 customers have live events: their recommendations are folded in, not looked up
@@ -121,7 +138,8 @@ end
         acked = (results["events"]["requests"] - results["events"]["non2xx"]) * 10
         results["events"]["stored_events"] = int(stored)
         results["events"]["acknowledged_events_at_least"] = int(acked)
-        results["recommend_vs_echo_throughput"] = round(results["recommend"]["rps"] / results["echo"]["rps"], 3)
+        results["recommend_vs_echo_throughput"] = round(results["recommend"]["rps"] / results["echo"]["rps"],
+                                                        3)
         return results
     finally:
         import psutil
