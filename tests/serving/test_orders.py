@@ -1,4 +1,5 @@
-"""Live orders and the trigger feed, on SQLite and on a real PostgreSQL (no HTTP: see test_order_feed_http)."""
+"""Live orders and the trigger feed, on SQLite and on a real PostgreSQL (no HTTP: see
+test_order_feed_http)."""
 
 from __future__ import annotations
 

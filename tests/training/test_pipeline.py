@@ -40,7 +40,8 @@ def test_first_train_registers_and_promotes(trained_project) -> None:
     m = run.data.metrics
     assert m["recommend.all_items.production.ndcg_at_10"] > m["recommend.all_items.popularity.ndcg_at_10"]
     assert m["churn.production.auc"] > 0.6
-    arts = {a.path for a in c.list_artifacts(r.run_id)} | {a.path for a in c.list_artifacts(r.run_id, "plots")}
+    arts = {a.path for a in c.list_artifacts(r.run_id)} | {a.path for a in c.list_artifacts(r.run_id,
+                                                                                            "plots")}
     assert {"plots/value_lift_gains.png", "plots/churn_calibration.png", "plots/recommenders_at_k.png",
             "promotion.json"} <= arts
     assert run.data.tags["data_fingerprint"] and run.data.params["seed"] == str(SEED)
@@ -63,7 +64,10 @@ def test_worse_model_is_registered_as_challenger_but_not_promoted(trained_projec
     for comp, name in MODEL_NAMES.items():
         assert str(c.get_model_version_by_alias(name, "champion").version) == r.versions[comp]
         assert str(c.get_model_version_by_alias(name, "challenger").version) == worse.versions[comp]
-    assert json.loads(Path(c.download_artifacts(worse.run_id, "promotion.json")).read_text())["promoted"] is False
+    assert (
+        json.loads(Path(c.download_artifacts(worse.run_id, "promotion.json")).read_text())["promoted"]
+        is False
+    )
 
 
 def test_bad_data_stops_before_any_registry_change(trained_project, tmp_path: Path) -> None:
@@ -94,7 +98,8 @@ def test_evaluate_report_has_every_model_and_baseline(small_shop, small_shop_dir
     assert set(r["churn"]) == {"production", "recency", "bgnbd"}
     assert set(r["churn"]["production"]) == {"auc", "pr_auc", "brier", "customers"}
     assert set(r["value"]) == {"production", "last_period", "historical_rate", "bgnbd_gg"}
-    assert set(r["value"]["production"]) == {"spearman", "normalized_gini", "top_decile_capture", "mae", "customers"}
+    assert set(r["value"]["production"]) == {"spearman", "normalized_gini",
+                                             "top_decile_capture", "mae", "customers"}
     assert {"random", "propensity", "blanket", "production", "oracle"} <= set(r["offers"])
     assert set(r["offers"]["production"]) == {"incremental_margin", "cost", "contacts"}
     assert r["offers"]["production"]["cost"] <= r["offers"]["budget"] + 1e-9
@@ -114,8 +119,9 @@ def test_cli_evaluate_writes_json(small_shop_dir, tmp_path: Path) -> None:
 
 
 def test_a_shop_shorter_than_the_horizon_stops_with_a_clear_error(tmp_path: Path) -> None:
-    """A 40-day simulated shop (too short for any campaign) is written with a typed, empty offer log; training on
-    it with a 90-day horizon stops at evaluation (before anything is logged or registered), saying what to change."""
+    """A 40-day simulated shop (too short for any campaign) is written with a typed, empty offer log; training
+    on it with a 90-day horizon stops at evaluation (before anything is logged or registered), saying what to
+    change."""
     from features.exceptions import ModelFitError
     from features.io import load_shop
     from features.simulate import simulate_shop
@@ -123,5 +129,6 @@ def test_a_shop_shorter_than_the_horizon_stops_with_a_clear_error(tmp_path: Path
     assert summary["rows"]["offer_log"] == 0 and summary["rows"]["orders"] > 0
     shop = load_shop(tmp_path / "shop")
     assert shop.offer_log is None or len(shop.offer_log) == 0
-    with pytest.raises(ModelFitError, match=r"needs customer orders before and after it.*shorter --horizon-days \(now 90\)"):
+    with pytest.raises(ModelFitError,
+                       match=r"needs customer orders before and after it.*shorter --horizon-days \(now 90\)"):
         evaluate(shop, TrainConfig())
