@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from features import schema
 from features.aggregates import (
     DAY,
     Lines,
@@ -55,12 +56,12 @@ def _all_lines(shop: Shop) -> pd.DataFrame:
     if cached is not None and cached[0] is shop.orders and cached[1] is shop.products:
         return cached[2]
     o = shop.customer_orders()
-    p = shop.products.set_index("product_id")
-    gross = o["quantity"] * o["unit_price"]
-    net = gross - np.sign(o["quantity"]) * o["discount"]
-    cost = o["quantity"] * o["product_id"].map(p["unit_cost"]).astype(float)
-    lines = o.assign(gross=gross, net=net, cost=cost, category=o["product_id"].map(p["category"]),
-                     is_return=o["quantity"] < 0)
+    p = shop.products.set_index(schema.PRODUCT_ID)
+    gross = o[schema.QUANTITY] * o["unit_price"]
+    net = gross - np.sign(o[schema.QUANTITY]) * o["discount"]
+    cost = o[schema.QUANTITY] * o[schema.PRODUCT_ID].map(p["unit_cost"]).astype(float)
+    lines = o.assign(gross=gross, net=net, cost=cost, category=o[schema.PRODUCT_ID].map(p["category"]),
+                     is_return=o[schema.QUANTITY] < 0)
     shop.__dict__["_all_lines"] = (shop.orders, shop.products, lines)
     return lines
 
@@ -76,8 +77,8 @@ def order_values(shop: Shop, cutoff: pd.Timestamp) -> pd.DataFrame:
         .groupby(L.order, sort=False)
         .agg(cust=("cust", "first"), ts=("ts", "min"), value=("value", "sum"))
     )
-    return pd.DataFrame({"customer_id": pd.Series(c.customers[g["cust"].to_numpy()]),
-                         "order_id": pd.Series(c.lines.order_ids[g.index.to_numpy()]),
+    return pd.DataFrame({schema.CUSTOMER_ID: pd.Series(c.customers[g["cust"].to_numpy()]),
+                         schema.ORDER_ID: pd.Series(c.lines.order_ids[g.index.to_numpy()]),
                          "ts": g["ts"].to_numpy().view("datetime64[ns]"), "value": g["value"].to_numpy()})
 
 
@@ -143,13 +144,13 @@ def customer_features(shop: Shop, cutoff: pd.Timestamp, customers: pd.Index | No
         if c.events is not None:
             known[c.events.cust[c.events.ts < end]] = True
         take = np.flatnonzero(known)
-        idx = pd.Index(c.customers[take], dtype=object, name="customer_id")
+        idx = pd.Index(c.customers[take], dtype=object, name=schema.CUSTOMER_ID)
     take = np.where(take >= 0, take, n)
     cols = _purchase_columns(c, L, o, end, n + 1, buyer, take, keep)
     cols.update(_behaviour(c, end, n + 1, take, keep))
     cols.update(_offer_history(c, end, n + 1, take, keep))
     f = pd.DataFrame(cols, index=idx)
-    f.index.name = "customer_id"
+    f.index.name = schema.CUSTOMER_ID
     return unify_categories(f)
 
 

@@ -77,7 +77,7 @@ class ShopFacts:
     def of(shop: Shop) -> ShopFacts:
         """The facts of a whole shop in memory (the Spark engine computes the same with one aggregation)."""
         o = shop.customer_orders()
-        cost = o["product_id"].map(shop.products.set_index("product_id")["unit_cost"])
+        cost = o[schema.PRODUCT_ID].map(shop.products.set_index(schema.PRODUCT_ID)["unit_cost"])
         costed = o.loc[cost.notna().to_numpy(), "ts"]
         return ShopFacts(first_order=pd.Timestamp(shop.orders["ts"].min()), end=shop.end,
                          has_events=shop.events is not None and len(shop.events) > 0,
@@ -115,14 +115,16 @@ def _context_rows(tables: dict[str, pd.DataFrame | None], facts: ShopFacts) -> N
         tables[name] = extra if t is None or not len(t) else pd.concat([t, extra], ignore_index=True)
 
     if facts.has_events:
-        add("events", {"customer_id": None, "product_id": CONTEXT_ID, "event_type": "view", "ts": pd.NaT})
+        add("events", {schema.CUSTOMER_ID: None, schema.PRODUCT_ID: CONTEXT_ID,
+                       schema.EVENT_TYPE: "view", "ts": pd.NaT})
     if facts.has_offer_log:
-        add("offer_log", {"customer_id": None, "offer_id": CONTEXT_ID, "sent_at": pd.NaT,
-                          "channel": CONTEXT_ID, "group": "control", "redeemed_at": pd.NaT})
+        add("offer_log", {schema.CUSTOMER_ID: None, schema.OFFER_ID: CONTEXT_ID, schema.SENT_AT: pd.NaT,
+                          "channel": CONTEXT_ID, "group": "control", schema.REDEEMED_AT: pd.NaT})
     if facts.first_costed_line is not None:
-        add("orders", {"order_id": CONTEXT_ID, "customer_id": CONTEXT_ID, "product_id": CONTEXT_ID,
-                       "ts": facts.first_costed_line, "quantity": 1.0, "unit_price": 0.0, "discount": 0.0})
-        add("products", {"product_id": CONTEXT_ID, "unit_cost": 0.0, "price": 0.0, "in_stock": False,
+        add("orders", {schema.ORDER_ID: CONTEXT_ID, schema.CUSTOMER_ID: CONTEXT_ID,
+                       schema.PRODUCT_ID: CONTEXT_ID, "ts": facts.first_costed_line, schema.QUANTITY: 1.0,
+                       "unit_price": 0.0, "discount": 0.0})
+        add("products", {schema.PRODUCT_ID: CONTEXT_ID, "unit_cost": 0.0, "price": 0.0, "in_stock": False,
                          "replenishable": False})
 
 
@@ -218,21 +220,24 @@ def probe_shop(facts: ShopFacts | None = None) -> Shop:
     ids = ["a", "b"]
     has_cost = facts is None or facts.first_costed_line is not None
     return Shop(
-        orders=pd.DataFrame({"order_id": ["o1", "o2"], "customer_id": ids, "product_id": ["p", "p"],
-                             "ts": [t0, t0 + pd.Timedelta(days=40)], "quantity": [1.0, 1.0],
-                             "unit_price": [1.0, 1.0], "discount": [0.0, 0.0], "channel": ["web", "web"]}),
-        customers=pd.DataFrame({"customer_id": ids, "signup_at": [t0, t0], "region": ["r", "r"],
-                                "acquisition_channel": ["x", "x"], "opted_out": [False, False]}),
-        products=pd.DataFrame({"product_id": ["p"], "category": ["c"], "brand": [None], "price": [1.0],
+        orders=pd.DataFrame({schema.ORDER_ID: ["o1", "o2"], schema.CUSTOMER_ID: ids,
+                             schema.PRODUCT_ID: ["p", "p"], "ts": [t0, t0 + pd.Timedelta(days=40)],
+                             schema.QUANTITY: [1.0, 1.0], "unit_price": [1.0, 1.0], "discount": [0.0, 0.0],
+                             "channel": ["web", "web"]}),
+        customers=pd.DataFrame({schema.CUSTOMER_ID: ids, "signup_at": [t0, t0], "region": ["r", "r"],
+                                "acquisition_channel": ["x", "x"], schema.OPTED_OUT: [False, False]}),
+        products=pd.DataFrame({schema.PRODUCT_ID: ["p"], "category": ["c"], "brand": [None], "price": [1.0],
                                "unit_cost": [0.5 if has_cost else np.nan], "in_stock": [True],
                                "replenishable": [False]}),
         events=None if facts is not None and not facts.has_events else pd.DataFrame(
-            {"customer_id": ids, "product_id": ["p", "p"], "event_type": ["view", "view"], "ts": [t0, t0],
-             "session_id": ["s", "s"], "channel": ["web", "web"]}),
+            {schema.CUSTOMER_ID: ids, schema.PRODUCT_ID: ["p", "p"], schema.EVENT_TYPE: ["view",
+                                                                                         "view"],
+             "ts": [t0, t0], schema.SESSION_ID: ["s", "s"], "channel": ["web", "web"]}),
         offer_log=None if facts is not None and not facts.has_offer_log else pd.DataFrame(
-            {"customer_id": ids, "offer_id": ["f", "f"], "sent_at": [t0, t0], "channel": ["email", "email"],
-             "group": ["treatment", "control"], "redeemed_at": [pd.NaT, pd.NaT], "order_id": [None, None],
-             "propensity": [0.9, 0.9], "campaign_id": ["k", "k"]}))
+            {schema.CUSTOMER_ID: ids, schema.OFFER_ID: ["f", "f"], schema.SENT_AT: [t0, t0],
+             "channel": ["email", "email"], "group": ["treatment", "control"],
+             schema.REDEEMED_AT: [pd.NaT, pd.NaT], schema.ORDER_ID: [None, None], "propensity": [0.9, 0.9],
+             schema.CAMPAIGN_ID: ["k", "k"]}))
 
 
 def spark_type(s: pd.Series) -> str:

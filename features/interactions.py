@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from features import schema
 from features.codes import shop_codes
 from features.io import Shop
 
@@ -113,7 +114,7 @@ def build_interactions(shop: Shop, cutoff: pd.Timestamp | None = None,
     users = IdMap(c.customers[ucodes])
     row = np.full(len(c.customers), -1, np.int64)
     row[ucodes] = np.arange(len(ucodes))
-    items = IdMap(shop.products["product_id"].to_numpy())
+    items = IdMap(shop.products[schema.PRODUCT_ID].to_numpy())
     n_items = c.n_known_products
     shape = (len(users), n_items)
     r, col, t, wt = (np.concatenate(x) for x in (cust, prod, ts, w))
@@ -124,7 +125,7 @@ def build_interactions(shop: Shop, cutoff: pd.Timestamp | None = None,
     W.data = np.clip(W.data, 0, None)
     W.eliminate_zeros()
     P, L, R = _purchase_matrices(ocust, oprod, ots, oq, row, len(c.products), shape, end)
-    pid = shop.products["product_id"].astype(str)
+    pid = shop.products[schema.PRODUCT_ID].astype(str)
     is_product = ~non_product(pid).to_numpy() if non_product is not None else np.ones(len(pid), bool)
     recent = (oq > 0) & (ots >= end - np.timedelta64(trending_days, "D"))
     rcust, rprod = ocust[recent], oprod[recent]

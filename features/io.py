@@ -57,7 +57,7 @@ class Shop:
 
     def customer_orders(self) -> pd.DataFrame:
         """Order lines with a customer id (rows without one are excluded, and counted in the report)."""
-        return self.orders[self.orders["customer_id"].notna()]
+        return self.orders[self.orders[schema.CUSTOMER_ID].notna()]
 
 
 def find_table(directory: Path, name: str) -> Path | None:
@@ -76,10 +76,10 @@ def read_raw(path: Path) -> pd.DataFrame:
 
 
 def _products_from_orders(orders: pd.DataFrame) -> pd.DataFrame:
-    g = orders[orders["quantity"] > 0].groupby("product_id", sort=True)["unit_price"].median()
-    ids = pd.Index(orders["product_id"].dropna().unique(), name="product_id")
+    g = orders[orders[schema.QUANTITY] > 0].groupby(schema.PRODUCT_ID, sort=True)["unit_price"].median()
+    ids = pd.Index(orders[schema.PRODUCT_ID].dropna().unique(), name=schema.PRODUCT_ID)
     price = g.reindex(ids)
-    return pd.DataFrame({"product_id": ids.astype(object), "category": None, "price": price.to_numpy(),
+    return pd.DataFrame({schema.PRODUCT_ID: ids.astype(object), "category": None, "price": price.to_numpy(),
                          "in_stock": True})
 
 
@@ -154,14 +154,14 @@ def load_shop(directory: str | Path, strict: bool = True) -> Shop:
     products["in_stock"] = products["in_stock"].fillna(True).astype(bool)
     products["replenishable"] = products["replenishable"].fillna(False).astype(bool)
     customers = typed.get("customers")
-    ids = pd.Index(orders["customer_id"].dropna().unique())
+    ids = pd.Index(orders[schema.CUSTOMER_ID].dropna().unique())
     if customers is None:
-        customers = pd.DataFrame({"customer_id": ids.astype(object)})
+        customers = pd.DataFrame({schema.CUSTOMER_ID: ids.astype(object)})
     for c, default in (("region", None), ("acquisition_channel", None), ("signup_at", pd.NaT),
-                       ("opted_out", False)):
+                       (schema.OPTED_OUT, False)):
         if c not in customers.columns:
             customers[c] = default
-    customers["opted_out"] = customers["opted_out"].fillna(False).astype(bool)
+    customers[schema.OPTED_OUT] = customers[schema.OPTED_OUT].fillna(False).astype(bool)
     return Shop(orders=orders.reset_index(drop=True), customers=customers.reset_index(drop=True),
                 products=products.reset_index(drop=True), events=typed.get("events"),
                 offer_log=typed.get("offer_log"), offers=offers, report=report,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from features import schema
 from features.sim_truth import redeem_prob, true_uplift
 from features.sim_world import (
     ACQ,
@@ -77,12 +78,12 @@ class CustomerChunk:
         self.ids = np.array([f"C{self.lo + i:07d}" for i in range(n)], dtype=object)
         self.lines_mean = rng.uniform(0.6, 2.2, n)
         return pd.DataFrame({
-            "customer_id": self.ids,
+            schema.CUSTOMER_ID: self.ids,
             "signup_at": START + pd.to_timedelta(signup, unit="D").round("s"),
             "region": np.array(REGIONS, dtype=object)[region],
             "acquisition_channel": np.array(ACQ, dtype=object)[rng.choice(len(ACQ), n,
                                                                           p=[.35, .25, .2, .1, .1])],
-            "opted_out": rng.random(n) < 0.03,
+            schema.OPTED_OUT: rng.random(n) < 0.03,
         })
 
     # -- orders ----------------------------------------------------------------------------------
@@ -130,8 +131,8 @@ class CustomerChunk:
             redeemed.append(pd.DataFrame({"idx": first.index[red], "offer": offer["id"]}))
             chan = offer["channels"][0]
             logs.append(pd.DataFrame({
-                "cust": chosen, "offer_id": offer["id"], "campaign_id": f"camp{ci:02d}_{offer['id']}",
-                "sent_day": d + 0.375, "channel": chan,
+                "cust": chosen, schema.OFFER_ID: offer["id"],
+                schema.CAMPAIGN_ID: f"camp{ci:02d}_{offer['id']}", "sent_day": d + 0.375, "channel": chan,
                 "group": np.where(control, "control", "treatment"), "true_uplift": up,
                 "true_base_p": base_p,
             }))
@@ -141,7 +142,7 @@ class CustomerChunk:
             if xs:
                 return pd.concat(xs, ignore_index=True)
             return pd.DataFrame({c: pd.Series([], dtype=t) for c, t in dtypes.items()})
-        return (cat(logs, {"cust": "int64", "offer_id": "object", "campaign_id": "object",
+        return (cat(logs, {"cust": "int64", schema.OFFER_ID: "object", schema.CAMPAIGN_ID: "object",
                            "sent_day": "float64", "channel": "object", "group": "object",
                            "true_uplift": "float64", "true_base_p": "float64"}),
                 cat(induced, {"cust": "int64", "day": "float64", "offer": "object", "induced": "bool"}),
@@ -196,7 +197,7 @@ class CustomerChunk:
         hour = np.clip(rng.normal(14, 4, len(orders)), 0, 23.9) / 24.0
         ts_day = np.floor(orders["day"].to_numpy()) + hour
         return pd.DataFrame({
-            "oi": oi, "cust": cust, "prod": prod, "day": ts_day[oi], "quantity": qty.astype(float),
+            "oi": oi, "cust": cust, "prod": prod, "day": ts_day[oi], schema.QUANTITY: qty.astype(float),
             "unit_price": price, "discount": np.round(disc, 2),
             "channel": np.array(CHANNELS, dtype=object)[chan][oi], "offer": offer,
         })
@@ -206,7 +207,7 @@ class CustomerChunk:
         p = self.ret[lines["cust"].to_numpy()]
         r = lines[rng.random(len(lines)) < p].copy()
         r["day"] = r["day"] + rng.uniform(3, 25, len(r))
-        r["quantity"] = -r["quantity"]
+        r[schema.QUANTITY] = -r[schema.QUANTITY]
         r["is_return"] = True
         return r
 
@@ -214,10 +215,10 @@ class CustomerChunk:
         """Funnels: every purchased line was viewed and carted; browse sessions add views and abandoned
         carts."""
         rng = self.rng
-        buy = lines[(lines["quantity"] > 0) & (lines["day"] < end_day)]
+        buy = lines[(lines[schema.QUANTITY] > 0) & (lines["day"] < end_day)]
         views_buy = pd.DataFrame({"cust": buy["cust"].to_numpy(), "prod": buy["prod"].to_numpy(),
                                   "day": buy["day"].to_numpy() - rng.uniform(0.002, 0.03, len(buy)),
-                                  "event_type": "view", "sess": buy["oi"].to_numpy()})
+                                  schema.EVENT_TYPE: "view", "sess": buy["oi"].to_numpy()})
         cart_buy = views_buy.assign(day=views_buy["day"] + 0.001, event_type="add_to_cart")
         # browse sessions (no purchase)
         alive_days = np.clip(np.minimum(self.dropout, end_day) - self.active_from, 0, None)
@@ -237,7 +238,7 @@ class CustomerChunk:
             if m.any():
                 prod[m] = rng.choice(members, size=int(m.sum()), p=pop[members] / pop[members].sum())
         vday = sday[si] + np.arange(len(si)) % 7 * 0.0005
-        browse = pd.DataFrame({"cust": vc, "prod": prod, "day": vday, "event_type": "view",
+        browse = pd.DataFrame({"cust": vc, "prod": prod, "day": vday, schema.EVENT_TYPE: "view",
                                "sess": 10**9 + self.lo * 100 + si})
         carted = browse[rng.random(len(browse)) < 0.12]
         carts = carted.assign(day=carted["day"] + 0.001, event_type="add_to_cart")

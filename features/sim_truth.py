@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from features import schema
 from features.sim_world import OFFERS, WINDOW_DAYS
 
 # how strongly each offer moves a fully price-sensitive customer (ground truth, not visible to models)
@@ -48,6 +49,6 @@ def uplift_truth(ids: np.ndarray, sens: np.ndarray, rate: np.ndarray, alive: np.
         cost = offer_cost_on_order(o["id"], basket)
         send = min(o["cost_per_send"].values())
         eim = up * (basket * margin_rate - cost) - base_p * redeem_prob(sens) * cost - send
-        frames.append(pd.DataFrame({"customer_id": ids, "offer_id": o["id"], "base_p": base_p, "uplift_p": up,
-                                    "expected_incremental_margin": eim}))
+        frames.append(pd.DataFrame({schema.CUSTOMER_ID: ids, schema.OFFER_ID: o["id"],
+                                    "base_p": base_p, "uplift_p": up, "expected_incremental_margin": eim}))
     return pd.concat(frames, ignore_index=True)

@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from features import schema
+
 CATEGORIES = ["grocery", "beauty", "baby", "pet", "health", "home", "kitchen", "garden", "toys", "books",
               "electronics", "fashion_women", "fashion_men", "shoes", "sports", "stationery"]
 REPLENISHABLE_CATEGORIES = {"grocery", "beauty", "baby", "pet", "health"}
@@ -93,7 +95,7 @@ def make_catalogue(n: int, rng: np.random.Generator, days: int) -> pd.DataFrame:
     oos_day = np.where(oos, rng.integers(max(days - 60, 1), days, n), 10**9)
     brands = np.array([f"brand_{i:02d}" for i in range(60)])
     return pd.DataFrame({
-        "product_id": [f"P{i:05d}" for i in range(n)],
+        schema.PRODUCT_ID: [f"P{i:05d}" for i in range(n)],
         "category": [CATEGORIES[c] for c in cat],
         "brand": brands[rng.integers(0, 60, n)],
         "price": price,

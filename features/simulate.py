@@ -31,6 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
+from features import schema
 from features.sim_customers import CustomerChunk
 from features.sim_truth import uplift_truth
 from features.sim_world import CATEGORIES, OFFERS, START, WINDOW_DAYS, SimConfig, day_weights, make_catalogue
@@ -80,7 +81,7 @@ def simulate_shop(out: str | Path, customers: int = 20_000, days: int = 365, see
     writers["truth_uplift"] = _Writer(out / "truth" / "uplift.parquet")
     writers["truth_offer_log"] = _Writer(out / "truth" / "offer_log.parquet")
     counts = {"customers": 0, "orders": 0, "events": 0, "offer_log": 0}
-    pid = cat["product_id"].to_numpy()
+    pid = cat[schema.PRODUCT_ID].to_numpy()
     starts = range(0, customers, chunk)
     iterator: Any = starts
     if progress:
@@ -95,60 +96,62 @@ def simulate_shop(out: str | Path, customers: int = 20_000, days: int = 365, see
         base.loc[redeemed["idx"].to_numpy(), "offer"] = redeemed["offer"].to_numpy()
         orders = pd.concat([base, induced], ignore_index=True).sort_values(["cust", "day"], kind="stable")
         orders = orders.reset_index(drop=True)
-        orders["order_id"] = [f"O{lo + c:07d}-{k:04d}" for c, k in
+        orders[schema.ORDER_ID] = [f"O{lo + c:07d}-{k:04d}" for c, k in
                               zip(orders["cust"].to_numpy(),
                                   orders.groupby("cust").cumcount().to_numpy(), strict=True)]
         lines = ch.lines(orders)
-        lines["order_id"] = orders["order_id"].to_numpy()[lines["oi"].to_numpy()]
+        lines[schema.ORDER_ID] = orders[schema.ORDER_ID].to_numpy()[lines["oi"].to_numpy()]
         rets = ch.returns(lines)
-        rets["order_id"] = "R" + rets["order_id"].astype(str)
+        rets[schema.ORDER_ID] = "R" + rets[schema.ORDER_ID].astype(str)
         lines["is_return"] = False
         all_lines = pd.concat([lines, rets], ignore_index=True)
         net = (
-            all_lines["quantity"] * all_lines["unit_price"]
-            - np.sign(all_lines["quantity"]) * all_lines["discount"]
+            all_lines[schema.QUANTITY] * all_lines["unit_price"]
+            - np.sign(all_lines[schema.QUANTITY]) * all_lines["discount"]
         )
-        margin = net - all_lines["quantity"] * ch.cost[all_lines["prod"].to_numpy()]
+        margin = net - all_lines[schema.QUANTITY] * ch.cost[all_lines["prod"].to_numpy()]
         all_lines["net"], all_lines["margin"] = net, margin
         past = all_lines[all_lines["day"] < end_day]
         fut = all_lines[(all_lines["day"] >= end_day) & (all_lines["day"] < end_day + 90)]
         out_orders = pd.DataFrame({
-            "order_id": past["order_id"].to_numpy(), "customer_id": ch.ids[past["cust"].to_numpy()],
-            "product_id": pid[past["prod"].to_numpy()],
+            schema.ORDER_ID: past[schema.ORDER_ID].to_numpy(),
+            schema.CUSTOMER_ID: ch.ids[past["cust"].to_numpy()],
+            schema.PRODUCT_ID: pid[past["prod"].to_numpy()],
             "ts": (START + pd.to_timedelta(past["day"].to_numpy(), unit="D")).round("s"),
-            "quantity": past["quantity"].to_numpy(), "unit_price": past["unit_price"].to_numpy(),
+            schema.QUANTITY: past[schema.QUANTITY].to_numpy(), "unit_price": past["unit_price"].to_numpy(),
             "discount": past["discount"].to_numpy(), "channel": past["channel"].to_numpy(),
-        }).sort_values(["ts", "order_id"], kind="stable")
+        }).sort_values(["ts", schema.ORDER_ID], kind="stable")
         writers["orders"].write(out_orders)
         writers["customers"].write(cust_df)
         # offer log, with redemptions linked to the orders that used the coupon
         olog = olog.copy()
-        used = orders[orders["offer"].notna()][["cust", "day", "offer", "order_id"]]
-        olog["sent_at"] = (START + pd.to_timedelta(olog["sent_day"].to_numpy(), unit="D")).round("s")
-        m = olog.reset_index().merge(used, left_on=["cust", "offer_id"],
+        used = orders[orders["offer"].notna()][["cust", "day", "offer", schema.ORDER_ID]]
+        olog[schema.SENT_AT] = (START + pd.to_timedelta(olog["sent_day"].to_numpy(), unit="D")).round("s")
+        m = olog.reset_index().merge(used, left_on=["cust", schema.OFFER_ID],
                                      right_on=["cust", "offer"], how="left")
         m = m[(m["day"] >= m["sent_day"] - 0.375) & (m["day"] < m["sent_day"] + WINDOW_DAYS)
               & (m["group"] == "treatment")].drop_duplicates("index")
-        olog["redeemed_at"] = pd.NaT
-        olog["order_id"] = None
-        olog.loc[m["index"].to_numpy(), "redeemed_at"] = (
+        olog[schema.REDEEMED_AT] = pd.NaT
+        olog[schema.ORDER_ID] = None
+        olog.loc[m["index"].to_numpy(), schema.REDEEMED_AT] = (
             START + pd.to_timedelta(m["day"].to_numpy(), unit="D")).round("s")
-        olog.loc[m["index"].to_numpy(), "order_id"] = m["order_id"].to_numpy()
-        olog["customer_id"] = ch.ids[olog["cust"].to_numpy().astype(int)] if len(olog) else []
+        olog.loc[m["index"].to_numpy(), schema.ORDER_ID] = m[schema.ORDER_ID].to_numpy()
+        olog[schema.CUSTOMER_ID] = ch.ids[olog["cust"].to_numpy().astype(int)] if len(olog) else []
         olog["propensity"] = 1 - cfg.control_share
-        writers["offer_log"].write(olog[["customer_id", "offer_id", "campaign_id",
-                                         "sent_at", "channel", "group", "redeemed_at",
-                                         "order_id", "propensity"]])
-        writers["truth_offer_log"].write(olog[["customer_id", "campaign_id", "offer_id", "group",
-                                               "true_uplift", "true_base_p"]])
+        writers["offer_log"].write(olog[[schema.CUSTOMER_ID, schema.OFFER_ID, schema.CAMPAIGN_ID,
+                                         schema.SENT_AT, "channel", "group", schema.REDEEMED_AT,
+                                         schema.ORDER_ID, "propensity"]])
+        writers["truth_offer_log"].write(olog[[schema.CUSTOMER_ID, schema.CAMPAIGN_ID,
+                                               schema.OFFER_ID, "group", "true_uplift", "true_base_p"]])
         if events:
             ev = ch.events(lines, end_day)
             ev = ev.sort_values(["day"], kind="stable")
             writers["events"].write(pd.DataFrame({
-                "customer_id": ch.ids[ev["cust"].to_numpy()], "product_id": pid[ev["prod"].to_numpy()],
-                "event_type": ev["event_type"].to_numpy(),
+                schema.CUSTOMER_ID: ch.ids[ev["cust"].to_numpy()],
+                schema.PRODUCT_ID: pid[ev["prod"].to_numpy()],
+                schema.EVENT_TYPE: ev[schema.EVENT_TYPE].to_numpy(),
                 "ts": (START + pd.to_timedelta(ev["day"].to_numpy(), unit="D")).round("s"),
-                "session_id": ("S" + ev["sess"].astype(str)).to_numpy(),
+                schema.SESSION_ID: ("S" + ev["sess"].astype(str)).to_numpy(),
             }))
             counts["events"] += len(ev)
         # ground truth per customer
@@ -157,12 +160,12 @@ def simulate_shop(out: str | Path, customers: int = 20_000, days: int = 365, see
             orders[(orders["day"] >= end_day) & (orders["day"] < end_day + 90)].groupby("cust").size()
         )
         idx = np.arange(ch.n)
-        basket = (lines.assign(v=lines["quantity"] * lines["unit_price"]).groupby("oi")["v"].sum())
+        basket = (lines.assign(v=lines[schema.QUANTITY] * lines["unit_price"]).groupby("oi")["v"].sum())
         basket_by_cust = basket.groupby(orders["cust"].to_numpy()[basket.index.to_numpy()]).mean()
         exp_basket = basket_by_cust.reindex(idx).fillna(basket.mean() if len(basket) else 30.0).to_numpy()
         alive_end = ch.dropout > end_day
         truth = pd.DataFrame({
-            "customer_id": ch.ids,
+            schema.CUSTOMER_ID: ch.ids,
             "top_category": np.array(CATEGORIES, dtype=object)[np.argmax(ch.taste, axis=1)],
             "price_sensitivity": ch.sens, "deal_seeker": ch.deal, "return_rate": ch.ret,
             "heavy_returner": ch.ret > 0.5, "orders_per_year": ch.rate,

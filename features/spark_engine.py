@@ -74,9 +74,9 @@ class SparkEngine:
     def facts(self) -> ShopFacts:
         if self._facts is None:
             t = self.tables
-            costed = t.products.select("product_id", F.col("unit_cost").isNotNull().alias("_costed"))
+            costed = t.products.select(schema.PRODUCT_ID, F.col("unit_cost").isNotNull().alias("_costed"))
             o = (
-                t.orders.join(F.broadcast(costed), "product_id", "left")
+                t.orders.join(F.broadcast(costed), schema.PRODUCT_ID, "left")
                 .agg(
                     F.min("ts").alias("first"),
                     F.max("ts").alias("last"),

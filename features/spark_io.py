@@ -199,8 +199,13 @@ def _defaults(t: dict[str, DataFrame | None]) -> tuple[DataFrame, DataFrame, Dat
         orders = orders.withColumn("channel", F.lit(None).cast("string"))
     products = t["products"]
     if products is None:
-        price = orders.filter("quantity > 0").groupBy("product_id").agg(F.median("unit_price").alias("price"))
-        products = (orders.select("product_id").dropna().distinct().join(price, "product_id", "left")
+        price = (
+            orders.filter("quantity > 0")
+            .groupBy(schema.PRODUCT_ID)
+            .agg(F.median("unit_price").alias("price"))
+        )
+        products = (orders.select(schema.PRODUCT_ID).dropna().distinct().join(price,
+                                                                              schema.PRODUCT_ID, "left")
                     .withColumn("in_stock", F.lit(True)))
     for c, kind, default in (("category", "string", None), ("in_stock", "boolean", True),
                              ("replenishable", "boolean", False), ("price", "double", None),
@@ -212,13 +217,14 @@ def _defaults(t: dict[str, DataFrame | None]) -> tuple[DataFrame, DataFrame, Dat
     customers = t["customers"]
     if customers is None:
         customers = (
-            orders.select("customer_id").dropna().distinct().withColumn(ROW, F.monotonically_increasing_id())
+            orders.select(schema.CUSTOMER_ID).dropna().distinct().withColumn(ROW,
+                                                                             F.monotonically_increasing_id())
         )
     for c, kind, default in (("region", "string", None), ("acquisition_channel", "string", None),
-                             ("signup_at", "timestamp", None), ("opted_out", "boolean", False)):
+                             ("signup_at", "timestamp", None), (schema.OPTED_OUT, "boolean", False)):
         if c not in customers.columns:
             customers = customers.withColumn(c, F.lit(default).cast(kind))
-    customers = customers.withColumn("opted_out", F.coalesce(F.col("opted_out"), F.lit(False)))
+    customers = customers.withColumn(schema.OPTED_OUT, F.coalesce(F.col(schema.OPTED_OUT), F.lit(False)))
     return orders, products.drop(ROW) if ROW in products.columns else products, customers
 
 
@@ -232,11 +238,11 @@ def read_tables(spark: SparkSession, data: str) -> SparkTables:
     if t["orders"] is None and not report.errors:
         report.add("orders", None, 0, f"the orders table is required: {data.rstrip('/')}/orders.parquet")
     if t["orders"] is not None and t["products"] is not None:
-        unknown = t["orders"].join(t["products"].select("product_id"), "product_id", "left_anti")
+        unknown = t["orders"].join(t["products"].select(schema.PRODUCT_ID), schema.PRODUCT_ID, "left_anti")
         n = unknown.count()
         if n:
-            examples = [r.product_id for r in unknown.select("product_id").distinct().limit(5).collect()]
-            report.add("orders", "product_id", n, "order lines naming unknown products", examples)
+            examples = [r.product_id for r in unknown.select(schema.PRODUCT_ID).distinct().limit(5).collect()]
+            report.add("orders", schema.PRODUCT_ID, n, "order lines naming unknown products", examples)
     if not report.ok:
         raise DataValidationError(report)
     orders, products, customers = _defaults(t)

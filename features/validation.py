@@ -203,38 +203,44 @@ def validate_tables(raw: dict[str, pd.DataFrame], offers: dict[str, Any] | None 
     _validate_attributes(typed, attributes, report)
     orders = typed.get("orders")
     if orders is not None and all(c in orders.columns for c in schema.ORDERS.required):
-        no_cust = orders["customer_id"].isna()
+        no_cust = orders[schema.CUSTOMER_ID].isna()
         if no_cust.any():
-            report.add("orders", "customer_id", int(no_cust.sum()),
+            report.add("orders", schema.CUSTOMER_ID, int(no_cust.sum()),
                        "order lines without a customer id: kept as sales, excluded from per-customer models",
-                       _examples(orders.loc[no_cust, "order_id"]), severity="warning")
+                       _examples(orders.loc[no_cust, schema.ORDER_ID]), severity="warning")
         dups = orders.duplicated(keep="first")
         if dups.any():
             report.add("orders", None, int(dups.sum()), "exact duplicate order lines (kept as in the source)",
-                       _examples(orders.loc[dups, "order_id"]), severity="warning")
-        zero = orders["quantity"] == 0
+                       _examples(orders.loc[dups, schema.ORDER_ID]), severity="warning")
+        zero = orders[schema.QUANTITY] == 0
         if zero.any():
-            report.add("orders", "quantity", int(zero.sum()), "zero quantity",
-                       _examples(orders.loc[zero, "order_id"]), severity="warning")
+            report.add("orders", schema.QUANTITY, int(zero.sum()), "zero quantity",
+                       _examples(orders.loc[zero, schema.ORDER_ID]), severity="warning")
         products = typed.get("products")
-        if products is not None and "product_id" in products.columns:
-            unknown = ~orders["product_id"].isin(products["product_id"]) & orders["product_id"].notna()
+        if products is not None and schema.PRODUCT_ID in products.columns:
+            unknown = (
+                ~orders[schema.PRODUCT_ID].isin(products[schema.PRODUCT_ID])
+                & orders[schema.PRODUCT_ID].notna()
+            )
             if unknown.any():
-                report.add("orders", "product_id", int(unknown.sum()), "order lines naming unknown products",
-                           _examples(orders.loc[unknown, "product_id"].drop_duplicates()))
+                report.add("orders", schema.PRODUCT_ID, int(unknown.sum()),
+                           "order lines naming unknown products",
+                           _examples(orders.loc[unknown, schema.PRODUCT_ID].drop_duplicates()))
     events = typed.get("events")
-    if events is not None and "product_id" in events.columns and "products" in typed:
-        unknown = ~events["product_id"].isin(typed["products"]["product_id"])
+    if events is not None and schema.PRODUCT_ID in events.columns and "products" in typed:
+        unknown = ~events[schema.PRODUCT_ID].isin(typed["products"][schema.PRODUCT_ID])
         if unknown.any():
-            report.add("events", "product_id", int(unknown.sum()), "events naming unknown products (ignored)",
-                       _examples(events.loc[unknown, "product_id"].drop_duplicates()), severity="warning")
+            report.add("events", schema.PRODUCT_ID, int(unknown.sum()),
+                       "events naming unknown products (ignored)",
+                       _examples(events.loc[unknown, schema.PRODUCT_ID].drop_duplicates()),
+                       severity="warning")
     olog = typed.get("offer_log")
-    if olog is not None and offers is not None and "offer_id" in olog.columns:
+    if olog is not None and offers is not None and schema.OFFER_ID in olog.columns:
         known = {str(o.get("id")) for o in offers.get("offers", []) if isinstance(o, dict)}
-        unknown = ~olog["offer_id"].isin(known)
+        unknown = ~olog[schema.OFFER_ID].isin(known)
         if unknown.any():
-            report.add("offer_log", "offer_id", int(unknown.sum()), "offers missing from offers.yaml",
-                       _examples(olog.loc[unknown, "offer_id"].drop_duplicates()))
+            report.add("offer_log", schema.OFFER_ID, int(unknown.sum()), "offers missing from offers.yaml",
+                       _examples(olog.loc[unknown, schema.OFFER_ID].drop_duplicates()))
     return typed, report
 
 
@@ -246,6 +252,6 @@ def _validate_attributes(typed: dict[str, pd.DataFrame], attributes: Any, report
             report.add(schema.ATTRIBUTES_FILE, None, 0,
                        "declares customer attributes but there is no customers table")
         return
-    if "customer_id" in customers.columns:
+    if schema.CUSTOMER_ID in customers.columns:
         typed["customers"], _ = validate_attributes(customers, declared, report)
 
