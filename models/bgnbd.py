@@ -20,6 +20,7 @@ import pandas as pd
 from scipy.optimize import minimize
 from scipy.special import betaln, gammaln, hyp2f1
 
+from features import schema
 from features.exceptions import ModelFitError, NotFittedError
 
 LOG_BOUNDS = (-12.0, 12.0)
@@ -137,7 +138,7 @@ def rfm_summary(orders: pd.DataFrame, cutoff: pd.Timestamp, unit_days: float = 7
     Purchases on the same day count once (the BG/NBD convention); ``monetary`` is the mean value of
     repeat purchase days. Grouped on integer codes of the customer ids and days (ids are hashed once).
     """
-    cust, uniq = pd.factorize(orders["customer_id"])
+    cust, uniq = pd.factorize(orders[schema.CUSTOMER_ID])
     uniq = np.asarray(uniq, dtype=object)
     rank = np.empty(len(uniq), np.int64)
     rank[np.argsort(uniq, kind="stable")] = np.arange(len(uniq))
@@ -156,7 +157,7 @@ def rfm_summary(orders: pd.DataFrame, cutoff: pd.Timestamp, unit_days: float = 7
     ends = np.r_[starts[1:], len(c)] - 1
     values = per_day.to_numpy()
     days = (d + lo).astype("datetime64[D]").astype(dayv.dtype)
-    index = pd.Index(uniq[np.argsort(uniq, kind="stable")][c[starts]], name="customer_id")
+    index = pd.Index(uniq[np.argsort(uniq, kind="stable")][c[starts]], name=schema.CUSTOMER_ID)
     first, last = pd.Series(days[starts], index=index), pd.Series(days[ends], index=index)
     n = pd.Series(ends - starts + 1, index=index)
     total = pd.Series(pd.Series(values).groupby(np.repeat(np.arange(len(starts)),
