@@ -22,6 +22,7 @@ from pyspark import SparkFiles
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from features import schema
 from features.engine import CUSTOMER_ID
 from features.io import Shop
 from features.spark_engine import SparkEngine
@@ -87,7 +88,7 @@ def _decisions(eng: SparkEngine, scored: DataFrame, offers_file: str, as_of: pd.
         churn = table.set_index(CUSTOMER_ID)["churn"]
         trig = active_triggers(shop, as_of, churn)
         policy = shipped("offers", offers_file)["policy"]
-        opted = shop.customers.set_index("customer_id")["opted_out"]
+        opted = shop.customers.set_index(schema.CUSTOMER_ID)[schema.OPTED_OUT]
         out = offer_rows(policy, table, trig, shop.offer_log, opted, as_of, campaign)
         out["triggers"] = trigger_lists(trig, pd.Index(out[CUSTOMER_ID])).to_numpy()
         return out

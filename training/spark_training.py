@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 from pyspark.sql import functions as F
 
+from features import schema
 from features.customer_labels import training_cutoffs
 from features.engine import (
     CUSTOMER_ID,
@@ -47,8 +48,8 @@ from training.offer_eval import uplift_training_set
 
 log = logging.getLogger(__name__)
 
-UPLIFT_LABELS = {"offer_id": "string", "campaign_id": "string", "treated": "boolean", "bought": "boolean",
-                 "redeemed": "boolean", "sent_at": "timestamp"}
+UPLIFT_LABELS = {schema.OFFER_ID: "string", schema.CAMPAIGN_ID: "string", "treated": "boolean",
+                 "bought": "boolean", "redeemed": "boolean", schema.SENT_AT: "timestamp"}
 """The outcome columns of :func:`training.offer_eval.uplift_training_set` and their Spark types."""
 ORDER = "_order"
 
@@ -104,7 +105,7 @@ def _bucket_uplift(shop: Shop, before: pd.Timestamp | None, start: pd.Timestamp 
         return pd.DataFrame()
     ol = shop.offer_log
     assert ol is not None
-    key = ["customer_id", "offer_id", "sent_at"]
+    key = [schema.CUSTOMER_ID, schema.OFFER_ID, schema.SENT_AT]
     pos = ol[key].assign(**{ORDER: ol[ROW].to_numpy(), "_n": ol.groupby(key).cumcount()})
     y = y.assign(_n=y.groupby(key).cumcount()).merge(pos, on=[*key, "_n"], how="left")
     t = feature_table(X).assign(**{c: y[c].to_numpy() for c in UPLIFT_LABELS}, **{ORDER: y[ORDER].to_numpy()})
@@ -128,9 +129,9 @@ def uplift_training_frames(eng: SparkEngine, before: pd.Timestamp | None = None,
     if not len(rows):
         return pd.DataFrame(), pd.DataFrame()
     # the local order: send day by send day, each day's rows in offer_log order
-    rows = rows.assign(_day=rows["sent_at"].dt.floor("D")).sort_values(["_day", ORDER], kind="stable")
+    rows = rows.assign(_day=rows[schema.SENT_AT].dt.floor("D")).sort_values(["_day", ORDER], kind="stable")
     rows = rows.drop(columns="_day")
     y = rows[list(UPLIFT_LABELS)].assign(customer_id=rows[CUSTOMER_ID].to_numpy())
     X = read_feature_table(rows.drop(columns=[*UPLIFT_LABELS, ORDER]))
-    return X, y[["customer_id", *UPLIFT_LABELS]].reset_index(drop=True)
+    return X, y[[schema.CUSTOMER_ID, *UPLIFT_LABELS]].reset_index(drop=True)
 

@@ -25,6 +25,8 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
+from features import schema
+
 CONTROL = "control"
 
 
@@ -87,7 +89,7 @@ class SLearner:
     moderators: tuple[str, ...] = ()
     n_models: int = 5
     scale: bool = True
-    treatment: str = "offer_id"
+    treatment: str = schema.OFFER_ID
     offers_: list[str] = field(default_factory=list)
     boosters_: list[lgb.Booster] = field(default_factory=list)
     scale_: dict[str, float] = field(default_factory=dict)

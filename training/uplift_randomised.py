@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from features import schema
 from features.attributes import attribute_features
 from features.io import Shop
 from models.offers import parse_catalogue
@@ -61,7 +62,7 @@ def campaign_from_shop(shop: Shop, campaign_id: str | None = None, window_days: 
     ol = shop.offer_log
     if ol is None or not len(ol):
         raise ValueError("the shop has no offer_log: no campaign to evaluate")
-    camp = ol["campaign_id"] if "campaign_id" in ol else ol["offer_id"]
+    camp = ol[schema.CAMPAIGN_ID] if schema.CAMPAIGN_ID in ol else ol[schema.OFFER_ID]
     if campaign_id is None:
         if camp.nunique() != 1:
             raise ValueError(f"offer_log holds {camp.nunique()} campaigns: name one of "
@@ -69,25 +70,28 @@ def campaign_from_shop(shop: Shop, campaign_id: str | None = None, window_days: 
         campaign_id = str(camp.iloc[0])
     rows = ol[camp == campaign_id]
     treated = rows[rows["group"] == "treatment"]
-    n_offers = treated.groupby("customer_id")["offer_id"].nunique()
+    n_offers = treated.groupby(schema.CUSTOMER_ID)[schema.OFFER_ID].nunique()
     if (n_offers > 1).any():
         raise ValueError(f"campaign {campaign_id}: {int((n_offers > 1).sum())} customers received more than "
                          f"one offer, e.g. {n_offers[n_offers > 1].index[:3].tolist()}: not one arm per "
                          "customer")
-    both = set(treated["customer_id"]) & set(rows.loc[rows["group"] == "control", "customer_id"])
+    both = set(treated[schema.CUSTOMER_ID]) & set(rows.loc[rows["group"] == "control", schema.CUSTOMER_ID])
     if both:
         raise ValueError(f"campaign {campaign_id}: {len(both)} customers are in a treatment and a control "
                          "group")
-    per = rows.groupby("customer_id", sort=True).agg(sent_at=("sent_at", "min"))
-    per["arm"] = treated.groupby("customer_id")["offer_id"].first().reindex(per.index).fillna(CONTROL)
+    per = rows.groupby(schema.CUSTOMER_ID, sort=True).agg(sent_at=(schema.SENT_AT, "min"))
+    per["arm"] = (
+        treated.groupby(schema.CUSTOMER_ID)[schema.OFFER_ID].first().reindex(per.index).fillna(CONTROL)
+    )
     o = shop.customer_orders()
-    o = o[o["customer_id"].isin(per.index)]
-    start = o["customer_id"].map(per["sent_at"])
+    o = o[o[schema.CUSTOMER_ID].isin(per.index)]
+    start = o[schema.CUSTOMER_ID].map(per[schema.SENT_AT])
     win = o[(o["ts"] >= start) & (o["ts"] < start + pd.Timedelta(days=window_days))]
-    net = win["quantity"] * win["unit_price"] - np.sign(win["quantity"]) * win["discount"]
-    spend = net.groupby(win["customer_id"]).sum().reindex(per.index, fill_value=0.0)
-    bought = (win["quantity"] > 0).groupby(win["customer_id"]).any().reindex(per.index, fill_value=False)
-    cutoff = per["sent_at"].min().floor("D")
+    net = win[schema.QUANTITY] * win["unit_price"] - np.sign(win[schema.QUANTITY]) * win["discount"]
+    spend = net.groupby(win[schema.CUSTOMER_ID]).sum().reindex(per.index, fill_value=0.0)
+    bought = (win[schema.QUANTITY] > 0).groupby(win[schema.CUSTOMER_ID]).any().reindex(per.index,
+                                                                                       fill_value=False)
+    cutoff = per[schema.SENT_AT].min().floor("D")
     X = attribute_features(shop.customers, shop.attributes, cutoff).reindex(per.index)
     cat = parse_catalogue(shop.offers)
     offers = sorted(set(per["arm"]) - {CONTROL})
