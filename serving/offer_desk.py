@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import sqlalchemy as sa
 
+from features import schema
 from features.live import LiveStore
 from serving.errors import invalid
 
@@ -131,7 +132,7 @@ class OfferDesk:
         hist = hist.rename(columns={"decided_at": "sent_at"}) if len(hist) else None
         caps = policy.catalogue.caps()
         remaining = policy.catalogue.remaining(self.store.offer_sends(list(caps))) if caps else None
-        trig = b.triggers[b.triggers["customer_id"].isin(known)] if len(b.triggers) else None
+        trig = b.triggers[b.triggers[schema.CUSTOMER_ID].isin(known)] if len(b.triggers) else None
         opted = b.scores["opted_out"].reindex(known).fillna(False) if "opted_out" in b.scores else None
         return policy.decide(b.features.loc[known], b.scores["churn"].reindex(known),
                              max(pd.Timestamp(now), b.as_of), campaign=campaign, channel=channel,
@@ -142,12 +143,13 @@ class OfferDesk:
     def _answer(r: dict[str, Any], version: str, campaign: str, channel: str | None, dry_run: bool
                 ) -> tuple[dict[str, Any], DecisionRef | None]:
         treated = r["group"] == "treatment"
-        ref = None if r["offer_id"] == "none" else DecisionRef(
-            uuid.uuid4().hex, r["customer_id"], campaign, channel, r["offer_id"], r["channel"], r["group"])
+        ref = None if r[schema.OFFER_ID] == "none" else DecisionRef(
+            uuid.uuid4().hex, r[schema.CUSTOMER_ID], campaign, channel, r[schema.OFFER_ID], r["channel"],
+            r["group"])
         reason = r["reason"]
         if not treated and "control" not in reason:
             reason = f"control group of campaign {campaign}: held out for measurement ({reason})"
-        return {"customer_id": r["customer_id"], "offer_id": r["offer_id"] if treated else "none",
+        return {"customer_id": r[schema.CUSTOMER_ID], "offer_id": r[schema.OFFER_ID] if treated else "none",
                 "channel": r["channel"] if treated else None, "expected_value": r["expected_value"],
                 "reason": reason, "control_group": not treated, "trigger": r["trigger"], "source": "model",
                 "model_version": version, "would_offer": r["offer_id"], "dry_run": dry_run,
@@ -190,7 +192,7 @@ class OfferDesk:
         rows = []
         for (campaign, asked), group in groups.items():
             known = cur.known_buyers([r.customer_id for r in group.values()])
-            now = self._decide(cur, known, asked, campaign).set_index("customer_id") if known else None
+            now = self._decide(cur, known, asked, campaign).set_index(schema.CUSTOMER_ID) if known else None
             for r in group.values():
                 ok, why = _still_holds(r, now)
                 verdicts[r.nonce] = (ok, why)
