@@ -97,8 +97,8 @@ def simulate_shop(out: str | Path, customers: int = 20_000, days: int = 365, see
         orders = pd.concat([base, induced], ignore_index=True).sort_values(["cust", "day"], kind="stable")
         orders = orders.reset_index(drop=True)
         orders[schema.ORDER_ID] = [f"O{lo + c:07d}-{k:04d}" for c, k in
-                              zip(orders["cust"].to_numpy(),
-                                  orders.groupby("cust").cumcount().to_numpy(), strict=True)]
+                                   zip(orders["cust"].to_numpy(),
+                                       orders.groupby("cust").cumcount().to_numpy(), strict=True)]
         lines = ch.lines(orders)
         lines[schema.ORDER_ID] = orders[schema.ORDER_ID].to_numpy()[lines["oi"].to_numpy()]
         rets = ch.returns(lines)
