@@ -201,6 +201,14 @@ def validate_tables(raw: dict[str, pd.DataFrame], offers: dict[str, Any] | None 
         _check_unique(t, spec, report)
         typed[name] = t
     _validate_attributes(typed, attributes, report)
+    _check_orders(typed, report)
+    _check_events(typed, report)
+    _check_offer_log(typed, offers, report)
+    return typed, report
+
+
+def _check_orders(typed: dict[str, pd.DataFrame], report: ValidationReport) -> None:
+    """Order lines without a customer, duplicated, of zero quantity, or naming unknown products."""
     orders = typed.get("orders")
     if orders is not None and all(c in orders.columns for c in schema.ORDERS.required):
         no_cust = orders[schema.CUSTOMER_ID].isna()
@@ -226,6 +234,9 @@ def validate_tables(raw: dict[str, pd.DataFrame], offers: dict[str, Any] | None 
                 report.add("orders", schema.PRODUCT_ID, int(unknown.sum()),
                            "order lines naming unknown products",
                            _examples(orders.loc[unknown, schema.PRODUCT_ID].drop_duplicates()))
+
+
+def _check_events(typed: dict[str, pd.DataFrame], report: ValidationReport) -> None:
     events = typed.get("events")
     if events is not None and schema.PRODUCT_ID in events.columns and "products" in typed:
         unknown = ~events[schema.PRODUCT_ID].isin(typed["products"][schema.PRODUCT_ID])
@@ -234,6 +245,10 @@ def validate_tables(raw: dict[str, pd.DataFrame], offers: dict[str, Any] | None 
                        "events naming unknown products (ignored)",
                        _examples(events.loc[unknown, schema.PRODUCT_ID].drop_duplicates()),
                        severity="warning")
+
+
+def _check_offer_log(typed: dict[str, pd.DataFrame], offers: dict[str, Any] | None,
+                     report: ValidationReport) -> None:
     olog = typed.get("offer_log")
     if olog is not None and offers is not None and schema.OFFER_ID in olog.columns:
         known = {str(o.get("id")) for o in offers.get("offers", []) if isinstance(o, dict)}
@@ -241,7 +256,6 @@ def validate_tables(raw: dict[str, pd.DataFrame], offers: dict[str, Any] | None 
         if unknown.any():
             report.add("offer_log", schema.OFFER_ID, int(unknown.sum()), "offers missing from offers.yaml",
                        _examples(olog.loc[unknown, schema.OFFER_ID].drop_duplicates()))
-    return typed, report
 
 
 def _validate_attributes(typed: dict[str, pd.DataFrame], attributes: Any, report: ValidationReport) -> None:
