@@ -145,37 +145,20 @@ def _build(shop: Shop) -> ShopCodes:
     chan, channels = _sorted_codes(o["channel"][has_cust])
     lines = LineArrays(**{**lines.__dict__, "channel": chan})
     return ShopCodes(
-        customers=customers,
-        products=products,
-        n_known_products=len(known),
-        categories=categories,
-        channels=channels,
-        product_category=np.concatenate([cat_codes, np.full(n_extra, -1, np.int32)]),
-        product_cost=np.concatenate(
-            [p["unit_cost"].to_numpy(dtype=float, na_value=np.nan), np.full(n_extra, np.nan)]
-        ),
+        customers=customers, products=products, n_known_products=len(known), categories=categories,
+        channels=channels, product_category=np.concatenate([cat_codes, np.full(n_extra, -1, np.int32)]),
+        product_cost=np.concatenate([p["unit_cost"].to_numpy(dtype=float, na_value=np.nan),
+                                     np.full(n_extra, np.nan)]),
         lines=lines,
-        events=None
-        if ev is None
-        else EventArrays(
-            cust=cust["events"],
-            ts=ev["ts"].to_numpy("datetime64[ns]"),
-            kind=_kinds(ev[schema.EVENT_TYPE]),
-            product=_remap(pc_e, pu_e, pindex),
-        ),
-        offers=None
-        if ol is None
-        else OfferArrays(
-            cust=cust["offers"],
-            sent=ol[schema.SENT_AT].to_numpy("datetime64[ns]"),
+        events=None if ev is None else EventArrays(
+            cust=cust["events"], ts=ev["ts"].to_numpy("datetime64[ns]"),
+            kind=_kinds(ev[schema.EVENT_TYPE]), product=_remap(pc_e, pu_e, pindex)),
+        offers=None if ol is None else OfferArrays(
+            cust=cust["offers"], sent=ol[schema.SENT_AT].to_numpy("datetime64[ns]"),
             treated=(ol["group"] == "treatment").to_numpy(bool),
-            redeemed=(
-                ol[schema.REDEEMED_AT] if schema.REDEEMED_AT in ol else pd.Series(pd.NaT, index=ol.index)
-            ).to_numpy("datetime64[ns]"),
-        ),
-        signup=signup,
-        customer_attrs=attrs,
-    )
+            redeemed=(ol[schema.REDEEMED_AT] if schema.REDEEMED_AT in ol
+                      else pd.Series(pd.NaT, index=ol.index)).to_numpy("datetime64[ns]")),
+        signup=signup, customer_attrs=attrs)
 
 
 def _lines(o: pd.DataFrame, cust: np.ndarray, product: np.ndarray) -> LineArrays:
