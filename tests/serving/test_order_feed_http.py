@@ -10,6 +10,8 @@ import pytest
 
 from tests.serving.conftest import Server
 
+pytestmark = [pytest.mark.server, pytest.mark.slow]  # a real server on the trained project
+
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def order_server(request: pytest.FixtureRequest, trained_project, tmp_path: Path):
