@@ -170,8 +170,9 @@ def serve_load(proj: Path, train: Callable[[], Any]) -> dict:
         acked = (results["events"]["requests"] - results["events"]["non2xx"]) * 10
         results["events"]["stored_events"] = int(stored)
         results["events"]["acknowledged_events_at_least"] = int(acked)
-        results["recommend_vs_echo_throughput"] = round(results["recommend"]["rps"] / results["echo"]["rps"],
-                                                        3)
+        results["recommend_vs_echo_throughput"] = round(
+            results["recommend"]["rps"] / results["echo"]["rps"], 3
+        )
         return results
     finally:
         _stop(proc)

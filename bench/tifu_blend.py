@@ -43,9 +43,11 @@ from training.rec_eval import purchase_truth
 
 log = logging.getLogger("bench.tifu_blend")
 TUNE_DAYS = 56
-TIFU_GRID = [dict(within_decay=rb, group_decay=rg, groups=m) for rb, rg in ((0.9, 0.7),
-                                                                            (1.0, 0.9), (0.8, 0.6))
-             for m in (3, 7, 14)]
+TIFU_GRID = [
+    dict(within_decay=rb, group_decay=rg, groups=m)
+    for rb, rg in ((0.9, 0.7), (1.0, 0.9), (0.8, 0.6))
+    for m in (3, 7, 14)
+]
 """TIFU settings tried on the tuning window (alpha and k are tried on each without refitting)."""
 LESS_DECAY_GRID = [dict(within_decay=1.0, group_decay=rg, groups=m) for rg in (0.9, 1.0) for m in (14, 28)]
 """A second round: the first one chose its least decay at every cutoff."""

@@ -154,8 +154,13 @@ def approx_quality(shop: Shop, tifu: TifuConfig, days: int = 28) -> dict[str, An
         t0 = time.perf_counter()
         cfg = replace(tifu, search="approximate", cluster_size=size, probe=probe, embedding_dim=dim)
         m = TIFUKNNRecommender(RecommenderConfig(), cfg).fit(data, baskets=b)
-        recall = np.mean([len(np.intersect1d(x, y)) / len(x) for x, y in zip(exact.neighbours_, m.neighbours_,
-                                                                             strict=True) if x[0] >= 0])
+        recall = np.mean(
+            [
+                len(np.intersect1d(x, y)) / len(x)
+                for x, y in zip(exact.neighbours_, m.neighbours_, strict=True)
+                if x[0] >= 0
+            ]
+        )
         out[f"approximate cluster_size={size} probe={probe} dim={dim}"] = {
             **report(m, truth, None), "neighbour_recall": round(float(recall), 4),
             "fit_s": round(time.perf_counter() - t0, 1)}

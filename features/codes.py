@@ -133,8 +133,9 @@ def _build(shop: Shop) -> ShopCodes:
     p = shop.products
     known = pd.Index(p[schema.PRODUCT_ID].to_numpy(dtype=object))
     pc_o, pu_o = _factorize(o[schema.PRODUCT_ID].to_numpy()[has_cust])
-    pc_e, pu_e = _factorize(ev[schema.PRODUCT_ID]) if ev is not None else (np.zeros(0, np.int64),
-                                                                           np.zeros(0, object))
+    pc_e, pu_e = (
+        _factorize(ev[schema.PRODUCT_ID]) if ev is not None else (np.zeros(0, np.int64), np.zeros(0, object))
+    )
     extra = np.setdiff1d(np.concatenate([pu_o, pu_e]), known.to_numpy(), assume_unique=False)
     products = np.concatenate([known.to_numpy(), np.sort(extra)])
     pindex = pd.Index(products)

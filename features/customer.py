@@ -93,8 +93,8 @@ def bought_between(shop: Shop, customers: Any, start: Any, end: Any) -> np.ndarr
     cust = c.customer_codes(pd.Index(np.asarray(customers, dtype=object)))
     q = pd.DataFrame({"cust": cust, "t": t0, "row": np.arange(len(cust))}).sort_values("t", kind="stable")
     buy = a.quantity > 0
-    p = pd.DataFrame({"cust": a.cust[buy].astype(np.int64), "next": a.ts[buy]}).sort_values("next",
-                                                                                            kind="stable")
+    p = pd.DataFrame({"cust": a.cust[buy].astype(np.int64), "next": a.ts[buy]})
+    p = p.sort_values("next", kind="stable")
     m = pd.merge_asof(q.astype({"cust": np.int64}), p, left_on="t", right_on="next", by="cust",
                       direction="forward", allow_exact_matches=True)
     out = np.zeros(len(cust), bool)
@@ -195,11 +195,11 @@ def _purchase_columns(c: ShopCodes, L: Lines, o: Orders, end: np.datetime64, n: 
            "n_categories": count(distinct_counts(L.cust[buy], L.category[buy], n), 0.0),
            "n_products": count(distinct_counts(L.cust[buy], L.product[buy], n), 0.0),
            "units": on_buyers(s["units"], 0.0), "purchase_days": count(r["purchase_days"], 0.0),
-           "top_category": _names(c.categories, top_by_sum(L.cust[buy], L.net[buy],
-                                                           L.category[buy], n), take),
+           "top_category": _names(c.categories,
+                                  top_by_sum(L.cust[buy], L.net[buy], L.category[buy], n), take),
            "returns_value": ret, "return_rate": _clip(ret / _nan0(gross - disc), 0, 1.5), "net_revenue": net,
-           "net_margin": on_buyers(s["net_margin"]) if _has_cost(c, L, end,
-                                                                 keep) else np.full(len(take), np.nan)}
+           "net_margin": (on_buyers(s["net_margin"]) if _has_cost(c, L, end, keep)
+                          else np.full(len(take), np.nan))}
     for d in (30, 90, 180):
         out[f"net_{d}"] = on_buyers(s[f"net_{d}"])
         int_ok = all_b and _all_buyers_ordered(c, end, d, keep, r, buyer)

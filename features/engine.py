@@ -158,8 +158,11 @@ def feature_table(X: pd.DataFrame) -> pd.DataFrame:
     out = X.reset_index()
     for c in out.columns:
         s = out[c]
-        if c == CUSTOMER_ID or not pd.api.types.is_numeric_dtype(s) or isinstance(s.dtype,
-                                                                                  pd.CategoricalDtype):
+        if (
+            c == CUSTOMER_ID
+            or not pd.api.types.is_numeric_dtype(s)
+            or isinstance(s.dtype, pd.CategoricalDtype)
+        ):
             out[c] = s.astype(object).where(s.notna(), None)
         elif pd.api.types.is_bool_dtype(s):
             out[c] = s.astype(bool)

@@ -121,8 +121,8 @@ class CustomerChunk:
             up = true_uplift(offer["id"], self.sens[chosen], base_p, alive, self.rate[chosen])
             treat = chosen[~control]
             ind = rng.random(len(treat)) < up[~control]
-            induced.append(pd.DataFrame({"cust": treat[ind], "day": d + rng.uniform(0,
-                                                                                    WINDOW_DAYS, ind.sum()),
+            induced.append(pd.DataFrame({"cust": treat[ind],
+                                         "day": d + rng.uniform(0, WINDOW_DAYS, ind.sum()),
                                          "offer": offer["id"], "induced": True}))
             # sure things: base orders inside the window redeem the coupon with a customer-specific chance
             win = by_cust[(by_cust["day"] >= d) & (by_cust["day"] < d + WINDOW_DAYS)]

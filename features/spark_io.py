@@ -204,9 +204,13 @@ def _defaults(t: dict[str, DataFrame | None]) -> tuple[DataFrame, DataFrame, Dat
             .groupBy(schema.PRODUCT_ID)
             .agg(F.median("unit_price").alias("price"))
         )
-        products = (orders.select(schema.PRODUCT_ID).dropna().distinct().join(price,
-                                                                              schema.PRODUCT_ID, "left")
-                    .withColumn("in_stock", F.lit(True)))
+        products = (
+            orders.select(schema.PRODUCT_ID)
+            .dropna()
+            .distinct()
+            .join(price, schema.PRODUCT_ID, "left")
+            .withColumn("in_stock", F.lit(True))
+        )
     for c, kind, default in (("category", "string", None), ("in_stock", "boolean", True),
                              ("replenishable", "boolean", False), ("price", "double", None),
                              ("unit_cost", "double", None), ("brand", "string", None)):

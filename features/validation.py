@@ -147,8 +147,11 @@ def _coerce_table(df: pd.DataFrame, spec: schema.TableSpec, report: ValidationRe
                 report.add(spec.name, col.name, int(nulls.sum()), "empty value in a required column",
                            _examples(df.index[nulls].to_series()))
         if col.allowed is not None:
-            bad = (typed.notna() & ~typed.isin(col.allowed)) if outside is None else pd.Series(outside,
-                                                                                               index=df.index)
+            bad = (
+                (typed.notna() & ~typed.isin(col.allowed))
+                if outside is None
+                else pd.Series(outside, index=df.index)
+            )
             if bad.any():
                 report.add(spec.name, col.name, int(bad.sum()), f"value not in {list(col.allowed)}",
                            _examples(typed[bad]))

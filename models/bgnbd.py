@@ -78,9 +78,11 @@ class BetaGeoModel:
         r, alpha, a, b = self._p()
         x, tx, T = (np.asarray(v, dtype=float) for v in (x, t_x, T))
         with np.errstate(divide="ignore", over="ignore"):
-            log_term = np.log(a) - np.log(np.maximum(b + x - 1,
-                                                     1e-12)) + (r + x) * (np.log(alpha + T)
-                                                                          - np.log(alpha + tx))
+            log_term = (
+                np.log(a)
+                - np.log(np.maximum(b + x - 1, 1e-12))
+                + (r + x) * (np.log(alpha + T) - np.log(alpha + tx))
+            )
         return np.where(x > 0, 1.0 / (1.0 + np.exp(np.minimum(log_term, 700))), 1.0)
 
     def expected_purchases(self, t: float, x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> np.ndarray:

@@ -144,11 +144,10 @@ def detect_triggers(lines: pd.DataFrame, since: pd.Timestamp, until: pd.Timestam
     rts = rets.groupby(["customer_id", "order_id"])["ts"].min().reset_index(drop=True)
     rv["at"] = rts.to_numpy()
     big = rv[rv["net"] >= cfg.high_value_return]
-    rows.append(pd.DataFrame({"customer_id": big["customer_id"],
-                              "trigger": "high_value_return", "at": big["at"],
-                              "detail": [f"returned {v:.2f} in {oid}" for v, oid in zip(big["net"],
-                                                                                        big["order_id"],
-                                                                                        strict=True)]}))
+    rows.append(pd.DataFrame({"customer_id": big["customer_id"], "trigger": "high_value_return",
+                              "at": big["at"],
+                              "detail": [f"returned {v:.2f} in {oid}"
+                                         for v, oid in zip(big["net"], big["order_id"], strict=True)]}))
     if churn_now is not None:
         before = (
             (churn_before if churn_before is not None else pd.Series(0.0, index=churn_now.index))

@@ -123,8 +123,9 @@ def score_spark(data_dir: str | Path, tables: str, out: str, cfg: ScoreConfig, w
     )
     segs = segments_frame(narrow.set_index(CUSTOMER_ID), champ.horizon_days).reset_index()
     segs_df = spark.createDataFrame(segs.astype(object).where(segs.notna(), None), SEGMENTS)
-    scored = feats.join(scores, CUSTOMER_ID, "left").join(segs_df.select(CUSTOMER_ID, "segment"),
-                                                          CUSTOMER_ID, "left")
+    scored = feats.join(scores, CUSTOMER_ID, "left").join(
+        segs_df.select(CUSTOMER_ID, "segment"), CUSTOMER_ID, "left"
+    )
     log.info("[3/5] triggers and offers")
     decisions = _decisions(eng, scored, _ship(spark, champ, "offers", work), as_of, cfg.campaign).persist()
     base = out.rstrip("/")

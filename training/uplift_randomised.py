@@ -89,8 +89,9 @@ def campaign_from_shop(shop: Shop, campaign_id: str | None = None, window_days: 
     win = o[(o["ts"] >= start) & (o["ts"] < start + pd.Timedelta(days=window_days))]
     net = win[schema.QUANTITY] * win["unit_price"] - np.sign(win[schema.QUANTITY]) * win["discount"]
     spend = net.groupby(win[schema.CUSTOMER_ID]).sum().reindex(per.index, fill_value=0.0)
-    bought = (win[schema.QUANTITY] > 0).groupby(win[schema.CUSTOMER_ID]).any().reindex(per.index,
-                                                                                       fill_value=False)
+    bought = (
+        (win[schema.QUANTITY] > 0).groupby(win[schema.CUSTOMER_ID]).any().reindex(per.index, fill_value=False)
+    )
     cutoff = per[schema.SENT_AT].min().floor("D")
     X = attribute_features(shop.customers, shop.attributes, cutoff).reindex(per.index)
     cat = parse_catalogue(shop.offers)

@@ -104,8 +104,9 @@ def test_one_customer_per_bucket_still_sees_the_shop_wide_facts(patchy_shop: Sho
 def test_buckets_give_the_whole_shops_training_set(patchy_shop: Shop) -> None:
     cutoffs = [pd.Timestamp("2025-09-01"), pd.Timestamp("2025-08-01")]
     X, y = stacked_training_set(patchy_shop, cutoffs, 60)
-    rows = pd.concat([bucket_training_rows(s, cutoffs, 60) for s in buckets_of(patchy_shop,
-                                                                               7)], ignore_index=True)
+    rows = pd.concat(
+        [bucket_training_rows(s, cutoffs, 60) for s in buckets_of(patchy_shop, 7)], ignore_index=True
+    )
     X2, y2 = training_frames(rows)
     assert X2.index.tolist() == X.index.tolist() and len(set(X.index)) < len(X)  # customers at both cutoffs
     pd.testing.assert_frame_equal(y2.astype(float), y.astype(float), check_index_type=False)

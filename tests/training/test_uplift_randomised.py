@@ -32,9 +32,10 @@ def planted(n: int = 9000, seed: int = 0) -> Campaign:
     arm = rng.choice([CONTROL, *OFFERS], n)
     p = 0.05 + 0.15 * ((arm == "a") & (seg == "x")) + 0.15 * ((arm == "b") & flag)
     conv = (rng.random(n) < p).astype(float)
-    X = pd.DataFrame({"attr_seg": pd.Categorical(seg), "attr_flag": flag.astype(float),
-                      "attr_noise": rng.normal(size=n)}, index=pd.Index([f"c{i}" for i in range(n)],
-                                                                        name="customer_id"))
+    X = pd.DataFrame(
+        {"attr_seg": pd.Categorical(seg), "attr_flag": flag.astype(float), "attr_noise": rng.normal(size=n)},
+        index=pd.Index([f"c{i}" for i in range(n)], name="customer_id"),
+    )
     return Campaign(X, arm.astype(object), {"conversion": conv, "spend": conv * 100.0}, OFFERS, 0.5,
                     {"a": 0.1, "b": 0.1})
 
