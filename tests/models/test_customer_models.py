@@ -50,6 +50,7 @@ def evaluation(small_shop):
                                     CustomerModelConfig(horizon_days=90, n_estimators=150, seed=1))
 
 
+@pytest.mark.slow  # evaluates the customer models on the small simulated shop
 def test_churn_model_beats_recency_and_recovers_truth(evaluation, truth) -> None:
     r = evaluation.report["churn"]
     assert r["production"]["auc"] > r["recency"]["auc"]
@@ -61,6 +62,7 @@ def test_churn_model_beats_recency_and_recovers_truth(evaluation, truth) -> None
     assert auc(gone.to_numpy(), s["churn_production"].to_numpy()) > 0.75
 
 
+@pytest.mark.slow  # evaluates the customer models on the small simulated shop
 def test_value_model_beats_last_period_and_tracks_true_rate(evaluation, truth) -> None:
     r = evaluation.report["value"]
     assert r["production"]["spearman"] > r["last_period"]["spearman"]
@@ -72,6 +74,7 @@ def test_value_model_beats_last_period_and_tracks_true_rate(evaluation, truth) -
     assert normalized_gini(true_rate.to_numpy(), s["value_production"].to_numpy()) > 0.5
 
 
+@pytest.mark.slow  # evaluates the customer models on the small simulated shop
 def test_explanations_name_features_and_sum_to_score(evaluation, small_shop) -> None:
     X = customer_features(small_shop, pd.Timestamp("2025-10-01"))
     X = X[X["n_orders"] > 0].head(5)
@@ -140,6 +143,7 @@ def test_order_lines_net_convention(small_shop) -> None:
     assert r["net"] == pytest.approx(r["quantity"] * r["unit_price"] + r["discount"])
 
 
+@pytest.mark.slow  # evaluates the customer models on the small simulated shop
 def test_in_period_ceiling_learns_what_only_the_window_knows() -> None:
     """The bound sees the evaluated window's labels (other folds): a signal that holds only in that window is
     found by the ceiling and by nothing trained on the earlier rows."""

@@ -10,6 +10,8 @@ import pytest
 
 from tests.conftest import SEED
 
+pytestmark = pytest.mark.slow  # each test trains a project into a real MLflow store
+
 
 def _shop(d: Path, days: int, products: int = 30, customers: int = 300) -> Path:
     from features.simulate import simulate_shop

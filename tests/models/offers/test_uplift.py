@@ -16,6 +16,7 @@ from tests.models.offers.data import GOOD, synthetic_campaigns
 from training.offer_eval import fit_uplift, uplift_training_set
 
 
+@pytest.mark.slow  # fits uplift models on a simulated shop
 def test_sure_things_get_no_discount() -> None:
     X, t, bought, redeemed, deal = synthetic_campaigns()
     cat = parse_catalogue(GOOD)
@@ -35,6 +36,7 @@ def test_sure_things_get_no_discount() -> None:
     assert (treated.loc[sure_ids, "rule"] == "not_worth_cost").mean() > 0.95  # it is really the reason
 
 
+@pytest.mark.slow  # fits uplift models on a simulated shop
 def test_bagged_uplift_averages_its_seeds_and_ranks_better_than_its_worst() -> None:
     X, t, bought, redeemed, deal = synthetic_campaigns()
     cfg = CustomerModelConfig(n_estimators=100, learning_rate=0.03, num_leaves=7, min_child_samples=200,
