@@ -98,6 +98,7 @@ def test_uplift_rows_are_built_once_and_filtered_like_a_fresh_build(small_shop) 
     assert len(y0) == 0 and fit_uplift(small_shop, first) is None
 
 
+@pytest.mark.slow  # the uplift model fitted on the small simulated shop (policy_setup)
 def test_offer_without_history_uses_the_prior(policy_setup) -> None:
     policy, X, _ = policy_setup
     p = policy.uplift.predict(X.head(3), "brand-new-offer")
