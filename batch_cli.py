@@ -18,7 +18,9 @@ import typer
 
 Runner = Callable[[Callable[[], Any]], Any]
 
-ENGINE_HELP = "local: pandas in this process; spark: groupBy(customer bucket).applyInPandas on a Spark cluster."
+ENGINE_HELP = (
+    "local: pandas in this process; spark: groupBy(customer bucket).applyInPandas on a Spark cluster."
+)
 MASTER_HELP = "Spark master URL (local[4], spark://host:7077, yarn); default: spark-submit's, else local[*]."
 
 
@@ -29,7 +31,8 @@ def features_command(run: Runner) -> Callable[..., None]:
         cutoff: str = typer.Option(None, help="Features as of this time (default: just after the last row)."),
         engine: str = typer.Option("local", help=ENGINE_HELP),
         spark_master: str = typer.Option(None, "--spark-master", help=MASTER_HELP),
-        buckets: int = typer.Option(None, min=1, help="Customer buckets on Spark (default: from the data size)."),
+        buckets: int = typer.Option(None, min=1,
+                                    help="Customer buckets on Spark (default: from the data size)."),
     ) -> None:
         """Write the customer feature frame (one row per customer, nothing after the cutoff) as Parquet."""
         import pandas as pd
@@ -48,7 +51,8 @@ def features_command(run: Runner) -> Callable[..., None]:
 
 def score_command(run: Runner) -> Callable[..., None]:
     def score(
-        data: Path = typer.Option(..., help="Project data directory (the MLflow store; shop tables in DATA/shop "
+        data: Path = typer.Option(...,
+                                  help="Project data directory (the MLflow store; shop tables in DATA/shop "
                                             "or DATA unless --tables)."),
         out: str = typer.Option(..., help="Output directory (local path or Hadoop URI on Spark)."),
         engine: str = typer.Option("local", help=ENGINE_HELP),
@@ -67,8 +71,8 @@ def score_command(run: Runner) -> Callable[..., None]:
 
         cfg = ScoreConfig(as_of=as_of, k=k, campaign=campaign, alias=alias, buckets=buckets)
         r = run(lambda: score_job(data, out, engine=engine, config=cfg, tables=tables, master=spark_master))
-        typer.echo(json.dumps({"out": r.out, "engine": r.engine, "as_of": str(r.as_of), "versions": r.versions,
-                               "rows": r.rows, "seconds": round(r.seconds, 1)}))
+        typer.echo(json.dumps({"out": r.out, "engine": r.engine, "as_of": str(r.as_of),
+                               "versions": r.versions, "rows": r.rows, "seconds": round(r.seconds, 1)}))
 
     return score
 

@@ -122,8 +122,9 @@ def train(data: Path = typer.Option(..., help="Project data directory (shop tabl
           horizon_days: int = typer.Option(90, min=7),
           cutoff: str = typer.Option(None, help="Evaluation cutoff."), seed: int = typer.Option(42),
           force: bool = typer.Option(False, help="Retrain even if this data and config were trained before."),
-          engine: str = typer.Option("local", help="Where the churn/value and uplift training frames are "
-                                                   "built: local (pandas) or spark (pip install '.[spark]')."),
+          engine: str = typer.Option("local", help="Where the churn/value and uplift training frames "
+                                                   "are built: local (pandas) or spark "
+                                                   "(pip install '.[spark]')."),
           spark_master: str = typer.Option(None, help="Spark master URL (default: local[*])."),
           max_training_rows: int = typer.Option(2_000_000, min=0, help="Stacked churn/value rows past which "
                                                 "a sample of customers is kept (0: never sample)."),

@@ -37,7 +37,8 @@ CHOSEN = TWO_MODELS_DDR
 """Production's uplift learner for this benchmark (``UpliftModel(learner=...)``), chosen on the training
 halves only by ``bench/hillstrom_select.py`` (bench/HILLSTROM_SELECT.md)."""
 OTHER = S_LEARNER if CHOSEN == TWO_MODELS_DDR else TWO_MODELS_DDR
-PEERS = ("sklift_solo", "sklift_two_models", "sklift_two_models_ddr", "sklift_class_transformation", "x_learner")
+PEERS = ("sklift_solo", "sklift_two_models", "sklift_two_models_ddr", "sklift_class_transformation",
+         "x_learner")
 
 
 def learners(chosen_peers: tuple[str, ...] = PEERS) -> dict[str, Any]:
@@ -65,7 +66,8 @@ def ranking_table(r: RandomisedResult, fitted: str, judged: str, names: list[str
     scale = 1000.0 if judged == "conversion" else 1.0
     unit = "per 1,000 customers" if judged == "conversion" else "$ per customer"
     lines = [f"| learner (fitted on {fitted}) | Qini mean of e-mails ({unit}) | Qini Mens | Qini Womens | "
-             f"AUUC mean ({unit}) | normalised Qini (production's definition) |", "| --- | --- | --- | --- | --- | --- |"]
+             f"AUUC mean ({unit}) | normalised Qini (production's definition) |",
+             "| --- | --- | --- | --- | --- | --- |"]
     for n in names:
         k = (fitted, n)
         if (*k, f"qini_{judged}", "mean") not in t.index:
@@ -89,8 +91,10 @@ def policy_table(r: RandomisedResult, names: list[str], budgets: list[str]) -> l
             k = (fitted, n, "policy")
             if (*k, budgets[0]) not in t.index:
                 continue
-            own = f"{fmt(t.loc[(*k, 'own choice')])} ({t.loc[(fitted, n, 'share_emailed', 'own choice')]['estimate']:.0%})"
-            lines.append(f"| {n} | {fitted} | " + " | ".join(fmt(t.loc[(*k, b)]) for b in budgets) + f" | {own} |")
+            share = t.loc[(fitted, n, "share_emailed", "own choice")]["estimate"]
+            own = f"{fmt(t.loc[(*k, 'own choice')])} ({share:.0%})"
+            cells = " | ".join(fmt(t.loc[(*k, b)]) for b in budgets)
+            lines.append(f"| {n} | {fitted} | {cells} | {own} |")
     return lines
 
 
@@ -115,8 +119,10 @@ def comparisons(r: RandomisedResult, budgets: list[str]) -> list[str]:
                      f"{d * scale:.3f} [{lo * scale:.3f}, {hi * scale:.3f}] |")
     for fitted in ("conversion",):  # production models P(order): it is not fitted on spend
         for b in budgets:
-            d, lo, hi = r.paired((fitted, PRODUCTION, "policy", b), ("baseline", "everyone", "policy", "100%"))
-            lines.append(f"| policy {b} ({PRODUCTION} fitted on {fitted}) - everyone | {d:.3f} [{lo:.3f}, {hi:.3f}] |")
+            d, lo, hi = r.paired((fitted, PRODUCTION, "policy", b), ("baseline",
+                                                                     "everyone", "policy", "100%"))
+            lines.append(f"| policy {b} ({PRODUCTION} fitted on {fitted}) - everyone | {d:.3f} [{lo:.3f}, "
+                         f"{hi:.3f}] |")
     return lines
 
 
@@ -129,13 +135,14 @@ def targets(r: RandomisedResult, budgets: list[str]) -> list[str]:
         mine = t[(fitted, PRODUCTION, f"qini_{judged}", "mean")]
         peer = max(_peers(r), key=lambda p: t[(fitted, p, f"qini_{judged}", "mean")])
         best = t[(fitted, peer, f"qini_{judged}", "mean")]
-        lines.append(f"- Qini on {judged} (fitted on {fitted}): production {mine:.5f}, best peer {peer} {best:.5f}: "
-                     f"{'met' if mine >= best else 'NOT met'} on the point estimate.")
+        lines.append(f"- Qini on {judged} (fitted on {fitted}): production {mine:.5f}, best peer {peer} "
+                     f"{best:.5f}: {'met' if mine >= best else 'NOT met'} on the point estimate.")
     everyone = t[("baseline", "everyone", "policy", "100%")]
     for fitted in ("conversion",):
         ok = [b for b in budgets if t[(fitted, PRODUCTION, "policy", b)] > everyone]
-        lines.append(f"- Policy above e-mailing everyone (fitted on {fitted}): at {len(ok)} of {len(budgets)} budgets "
-                     f"({', '.join(ok) or 'none'}) on the point estimate; see the paired intervals below.")
+        lines.append(f"- Policy above e-mailing everyone (fitted on {fitted}): at {len(ok)} of "
+                     f"{len(budgets)} budgets ({', '.join(ok) or 'none'}) on the point estimate; see the "
+                     "paired intervals below.")
     return lines
 
 
@@ -150,7 +157,8 @@ def main() -> None:
                     help="the peers to fit (comma-separated; default all)")
     a = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    warnings.filterwarnings("ignore", message=".*stable_cumsum.*")  # scikit-uplift calls a deprecated sklearn helper
+    # scikit-uplift calls a deprecated sklearn helper
+    warnings.filterwarnings("ignore", message=".*stable_cumsum.*")
     work = Path(a.work)
     if not (work / "offer_log.parquet").exists():
         import_hillstrom(a.src, work)
@@ -165,19 +173,20 @@ def main() -> None:
     blabels = [f"{b:.0%}" for b in budgets]
     md = [
         "# Uplift on the Hillstrom e-mail test", "",
-        f"{len(c.arm):,} customers ({', '.join(f'{o}: {(c.arm == o).sum():,}' for o in sorted(set(c.arm)))}), "
-        f"features: the 8 customer attributes of the file. {a.seeds} random halves stratified by arm; models fitted "
-        f"on one half, judged on the other; estimates are means over the seeds, intervals 95% Poisson bootstrap of "
+        f"{len(c.arm):,} customers "
+        f"({', '.join(f'{o}: {(c.arm == o).sum():,}' for o in sorted(set(c.arm)))}), features: the 8 "
+        f"customer attributes of the file. {a.seeds} random halves stratified by arm; models fitted on one "
+        "half, judged on the other; estimates are means over the seeds, intervals 95% Poisson bootstrap of "
         f"the held-out customers ({a.boot} resamples, the same for every learner) of that mean. Margin rate "
         f"{c.margin_rate}, send cost ${c.send_cost[c.offers[0]]} per e-mail (offers.yaml). {secs:.0f} s on a "
-        f"shared, loaded 2-core machine.", "",
+        "shared, loaded 2-core machine.", "",
         "## Ranking: conversion", "", *ranking_table(r, "conversion", "conversion", names), "",
         "## Ranking: spend", "", *ranking_table(r, "spend", "spend", names), "",
         *ranking_table(r, "conversion", "spend", names), "",
         "## Policy value: incremental margin per e-mail ($, IPW on the held-out half)", "",
         "Each customer gets the e-mail with the higher predicted margin; a budget is the share of customers "
-        "e-mailed (those with the highest predicted margin). A model fitted on conversion values a sale at the "
-        "mean spend per buyer (production: uplift x basket).", "",
+        "e-mailed (those with the highest predicted margin). A model fitted on conversion values a sale at "
+        "the mean spend per buyer (production: uplift x basket).", "",
         *policy_table(r, names, blabels), "",
         "## Targets", "", *targets(r, blabels), "",
         "## Paired comparisons", "", *comparisons(r, blabels), "",

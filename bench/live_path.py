@@ -39,12 +39,17 @@ def _ms(fn: Any, args: list[Any]) -> dict[str, float]:
         t0 = time.perf_counter()
         fn(*a)
         t.append((time.perf_counter() - t0) * 1e3)
-    return {"median_ms": round(float(np.median(t)), 3), "p99_ms": round(float(np.percentile(t, 99)), 3),
-            "mean_ms": round(float(np.mean(t)), 3), "calls": len(t)}
+    return {
+        "median_ms": round(float(np.median(t)), 3),
+        "p99_ms": round(float(np.percentile(t, 99)), 3),
+        "mean_ms": round(float(np.mean(t)), 3),
+        "calls": len(t),
+    }
 
 
 def measure(calls: int = 300, seed: int = 7) -> dict[str, Any]:
     from serving.runtime import Personaliser
+
     orders = pd.read_parquet(PROJECT / "shop" / "orders.parquet")
     ids = orders[CUSTOMER_ID].drop_duplicates().head(2000).astype(str).tolist()
     products = orders[PRODUCT_ID].drop_duplicates().astype(str).tolist()
@@ -55,16 +60,29 @@ def measure(calls: int = 300, seed: int = 7) -> dict[str, Any]:
             assert p.current is not None, p.load_error
             live = ids[:calls]
             kinds = ["view", "view", "view", "add_to_cart", "wishlist"]
-            p.add_events([{"customer_id": c, "product_id": products[int(rng.integers(len(products)))],
-                           "event_type": kinds[int(rng.integers(len(kinds)))]} for c in live for _ in range(5)])
+            p.add_events(
+                [
+                    {
+                        "customer_id": c,
+                        "product_id": products[int(rng.integers(len(products)))],
+                        "event_type": kinds[int(rng.integers(len(kinds)))],
+                    }
+                    for c in live
+                    for _ in range(5)
+                ]
+            )
             out: dict[str, Any] = {}
             for c in live[:20]:  # warm-up
                 p.recommend(c, 10, None, False, [])
             out["recommend_live"] = _ms(p.recommend, [(c, 10, None, False, []) for c in live])
             out["recommend_live_exclude_bought"] = _ms(p.recommend, [(c, 10, None, True, []) for c in live])
-            out["recommend_cached"] = _ms(p.recommend, [(c, 10, None, False, []) for c in ids[calls:2 * calls]])
+            out["recommend_cached"] = _ms(
+                p.recommend, [(c, 10, None, False, []) for c in ids[calls : 2 * calls]]
+            )
             out["offers_one"] = _ms(p.offers, [([c], None, "bench") for c in ids[:calls]])
-            out["offers_batch_1000"] = _ms(p.offers, [(ids[i:i + 1000], None, "bench") for i in (0, 500, 1000)])
+            out["offers_batch_1000"] = _ms(
+                p.offers, [(ids[i : i + 1000], None, "bench") for i in (0, 500, 1000)]
+            )
             out["customer_profile"] = _ms(p.profile, [(c,) for c in ids[:calls]])
             return out
         finally:
@@ -73,6 +91,7 @@ def measure(calls: int = 300, seed: int = 7) -> dict[str, Any]:
 
 if __name__ == "__main__":
     import logging
+
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     ap = argparse.ArgumentParser()
     ap.add_argument("--calls", type=int, default=300)

@@ -24,8 +24,9 @@ PY = sys.executable
 def run_section(name: str, *args: str, env: dict[str, str] | None = None) -> dict:
     """Run ``bench/sections.py NAME`` in a child process; return its JSON plus wall time and peak memory."""
     t0 = time.perf_counter()
-    out = subprocess.run([PY, str(ROOT / "bench" / "sections.py"), name, *args], capture_output=True, text=True,
-                         env=dict(os.environ, OPENBLAS_NUM_THREADS="1", **(env or {})), cwd=ROOT)
+    out = subprocess.run([PY, str(ROOT / "bench" / "sections.py"), name, *args],
+                         capture_output=True, text=True, env=dict(os.environ, OPENBLAS_NUM_THREADS="1",
+                                                                  **(env or {})), cwd=ROOT)
     wall = time.perf_counter() - t0
     if out.returncode != 0:
         return {"error": out.stderr[-3000:], "wall_seconds": round(wall, 1)}
@@ -36,7 +37,8 @@ def run_section(name: str, *args: str, env: dict[str, str] | None = None) -> dic
 
 
 def run_scale(customers: str) -> dict:
-    """``bench/scale.py`` on a simulated shop of ``customers``: the train job's time and peak memory per stage,
+    """``bench/scale.py`` on a simulated shop of ``customers``: the train job's time and peak memory per
+    stage,
     written to ``bench/SCALE.md`` (its own process, so its memory is its own)."""
     t0 = time.perf_counter()
     cmd = [PY, str(ROOT / "bench" / "scale.py"), customers, "--md", str(ROOT / "bench" / "SCALE.md")]

@@ -9,7 +9,8 @@ The job's building blocks are timed from outside (:meth:`training.stages.StageTi
 nested stages are separated (``evaluation/customer models/stacked training sets/features``) and their own
 time is counted once. Stages that name a function the code no longer has are listed as not instrumented.
 Results: one JSON file per run in ``var/scale/`` and a Markdown table on stdout. Profile a run with
-``py-spy record --format raw -o prof.txt -- python bench/scale.py 100000`` and ``bench/scale.py --top prof.txt``.
+``py-spy record --format raw -o prof.txt -- python bench/scale.py 100000`` and
+``bench/scale.py --top prof.txt``.
 """
 
 from __future__ import annotations
@@ -49,9 +50,9 @@ TARGETS: list[tuple[str, str, str, str]] = [
     ("training.rec_eval", "fit_reranker", "re-ranker", "re-ranker"),
     ("training.customer_eval", "fit_customer_models", "customer models", "evaluation"),
     ("training.customer_eval", "fit_bgnbd", "bg/nbd", "evaluation"),
-    ("features.customer", "stacked_training_set", "stacked training sets", "stacked training sets"),
+    ("features.customer_labels", "stacked_training_set", "stacked training sets", "stacked training sets"),
     ("features.customer", "customer_features", "features", "features"),
-    ("features.customer", "future_labels", "labels", "stacked training sets"),
+    ("features.customer_labels", "future_labels", "labels", "stacked training sets"),
     ("training.offer_eval", "evaluate_offers", "offers", "evaluation"),
     ("training.offer_eval", "fit_uplift", "uplift", "uplift"),
     ("training.offer_eval", "uplift_training_set", "uplift rows", "uplift"),
@@ -62,8 +63,8 @@ TARGETS: list[tuple[str, str, str, str]] = [
      "candidate precompute"),
     ("training.jobs", "register_bundle", "registry", "registry"),
 ]
-CATEGORIES = ("load", "features", "stacked training sets", "recommenders", "re-ranker", "uplift", "evaluation",
-              "refit", "candidate precompute", "registry")
+CATEGORIES = ("load", "features", "stacked training sets", "recommenders", "re-ranker",
+              "uplift", "evaluation", "refit", "candidate precompute", "registry")
 
 
 def instrument(timer: StageTimer) -> list[str]:
@@ -124,10 +125,12 @@ def run_train(src: Path, timer: StageTimer, max_rows: int | None = None) -> dict
 
 
 def run_features(src: Path, timer: StageTimer) -> dict[str, Any]:
-    """The pieces of the job that live in features/: load, features at the cutoff, stacked sets, uplift rows."""
+    """The pieces of the job that live in features/: load, features at the cutoff, stacked sets, uplift
+    rows."""
     import pandas as pd
 
-    from features.customer import customer_features, stacked_training_set, training_cutoffs
+    from features.customer import customer_features
+    from features.customer_labels import stacked_training_set, training_cutoffs
     from features.io import load_shop
     from models.customer import CustomerModelConfig
     from training.config import default_cutoff
@@ -223,7 +226,8 @@ def main() -> None:
         print("not instrumented:", ", ".join(missing))
     print(markdown(res["categories"], ["stage", "seconds", "cpu_seconds", "peak_rss_mb"]))
     print()
-    print(markdown(res["stages"], ["stage", "calls", "seconds", "own_seconds", "own_cpu_seconds", "peak_rss_mb"]))
+    cols = ["stage", "calls", "seconds", "own_seconds", "own_cpu_seconds", "peak_rss_mb"]
+    print(markdown(res["stages"], cols))
     if a.md:
         write_section(a.md, res)
 

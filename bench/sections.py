@@ -25,6 +25,7 @@ import pandas as pd  # noqa: E402
 
 def sim_dir(n: int) -> Path:
     from features.simulate import simulate_shop
+
     d = WORK / f"sim{n}"
     if not (d / "orders.parquet").exists():
         simulate_shop(d, customers=n, seed=42)
@@ -33,6 +34,7 @@ def sim_dir(n: int) -> Path:
 
 def or_dir() -> Path:
     from features.importers import import_online_retail
+
     d = WORK / "online_retail"
     if not (d / "orders.parquet").exists():
         import_online_retail(SHARED / "online_retail", d)
@@ -41,6 +43,7 @@ def or_dir() -> Path:
 
 def simulate(n: str) -> dict:
     from features.simulate import simulate_shop
+
     d = WORK / f"simgen{n}"
     shutil.rmtree(d, ignore_errors=True)
     t0 = time.perf_counter()
@@ -48,11 +51,17 @@ def simulate(n: str) -> dict:
     secs = time.perf_counter() - t0
     size = sum(p.stat().st_size for p in d.rglob("*") if p.is_file())
     shutil.rmtree(d, ignore_errors=True)
-    return {"customers": int(n), "seconds": round(secs, 1), "rows": s["rows"], "disk_mb": round(size / 2**20, 1)}
+    return {
+        "customers": int(n),
+        "seconds": round(secs, 1),
+        "rows": s["rows"],
+        "disk_mb": round(size / 2**20, 1),
+    }
 
 
 def import_or() -> dict:
     from features.importers import import_online_retail
+
     d = WORK / "online_retail"
     shutil.rmtree(d, ignore_errors=True)
     t0 = time.perf_counter()
@@ -63,14 +72,21 @@ def import_or() -> dict:
 def recommend(which: str) -> dict:
     from features.io import load_shop
     from training.rec_eval import evaluate_recommenders
+
     shop = load_shop(or_dir() if which == "or" else sim_dir(20000))
     cutoff = pd.Timestamp("2011-09-01") if which == "or" else pd.Timestamp("2025-11-01")
     ev = evaluate_recommenders(shop, cutoff)
     rr = ev.production.reranker_
-    return {"cutoff": str(cutoff.date()), **ev.report, "blend_weights": ev.production.weights_,
-            "discovery_weights": ev.production.discovery_weights_,
-            "reranker": {"validation": ev.production.rerank_validation_,
-                         "gain": rr.importance() if rr is not None else {}}}
+    return {
+        "cutoff": str(cutoff.date()),
+        **ev.report,
+        "blend_weights": ev.production.weights_,
+        "discovery_weights": ev.production.discovery_weights_,
+        "reranker": {
+            "validation": ev.production.rerank_validation_,
+            "gain": rr.importance() if rr is not None else {},
+        },
+    }
 
 
 def customer(which: str) -> dict:
@@ -78,6 +94,7 @@ def customer(which: str) -> dict:
     from models.customer import CustomerModelConfig
     from models.metrics import auc, normalized_gini
     from training.customer_eval import evaluate_customer_models
+
     if which == "or":
         shop = load_shop(or_dir())
         cutoff, h = pd.Timestamp("2011-09-01"), 100
@@ -85,40 +102,67 @@ def customer(which: str) -> dict:
         shop = load_shop(sim_dir(20000))
         cutoff, h = pd.Timestamp("2025-10-01"), 90
     ev = evaluate_customer_models(shop, cutoff, CustomerModelConfig(horizon_days=h), ceiling=True)
-    out = {"cutoff": str(cutoff.date()), "horizon_days": h, **ev.report,
-           "value_decile_lift": ev.tables["value_decile_lift"].round(3).to_dict("records"),
-           "churn_reliability": ev.tables["churn_reliability"].round(3).to_dict("records")}
+    out = {
+        "cutoff": str(cutoff.date()),
+        "horizon_days": h,
+        **ev.report,
+        "value_decile_lift": ev.tables["value_decile_lift"].round(3).to_dict("records"),
+        "churn_reliability": ev.tables["churn_reliability"].round(3).to_dict("records"),
+    }
     if which == "sim":  # against the planted truth
-        t = pd.read_parquet(sim_dir(20000) / "truth" / "customers.parquet").set_index("customer_id").reindex(ev.scores.index)
+        t = (
+            pd.read_parquet(sim_dir(20000) / "truth" / "customers.parquet")
+            .set_index("customer_id")
+            .reindex(ev.scores.index)
+        )
         gone = (t["dropout_at"] < cutoff).to_numpy()
         rate = (t["orders_per_year"] * t["expected_basket"] * (1 - t["return_rate"]) * ~gone).to_numpy()
-        out["truth"] = {"churn_auc_vs_true_dropout": {m: auc(gone, ev.scores[f"churn_{m}"]) for m in ("production", "recency", "bgnbd")},
-                        "value_gini_vs_true_rate": {m: normalized_gini(rate, ev.scores[f"value_{m}"].fillna(0)) for m in ("production", "last_period", "historical_rate", "bgnbd_gg")}}
+        out["truth"] = {
+            "churn_auc_vs_true_dropout": {
+                m: auc(gone, ev.scores[f"churn_{m}"]) for m in ("production", "recency", "bgnbd")
+            },
+            "value_gini_vs_true_rate": {
+                m: normalized_gini(rate, ev.scores[f"value_{m}"].fillna(0))
+                for m in ("production", "last_period", "historical_rate", "bgnbd_gg")
+            },
+        }
     return out
 
 
 def offers(which: str) -> dict:
     from features.io import load_shop
     from training.offer_eval import evaluate_offers
+
     d = sim_dir(20000)
     shop = load_shop(d)
     ev = evaluate_offers(shop, pd.Timestamp("2025-09-01"), None, 42, d / "truth")
     pol = ev.report.get("policies", {})
     ratios = {}
     if pol:
-        ratios = {"vs_propensity": pol["production"]["incremental_margin"] / pol["propensity"]["incremental_margin"],
-                  "share_of_oracle": pol["production"]["incremental_margin"] / pol["oracle"]["incremental_margin"]}
+        ratios = {
+            "vs_propensity": pol["production"]["incremental_margin"]
+            / pol["propensity"]["incremental_margin"],
+            "share_of_oracle": pol["production"]["incremental_margin"] / pol["oracle"]["incremental_margin"],
+        }
         # the model the train job ships is refitted on every campaign (the one above stops at the cutoff, so
         # that later campaigns can measure its Qini): the same policy benchmark for it
         from models.offers import parse_catalogue
         from training.offer_eval import fit_uplift, policy_benchmark
+
         refit = fit_uplift(shop, shop.end, 42)
         if refit is not None:
-            p2 = policy_benchmark(shop, parse_catalogue(shop.offers), refit, None, d / "truth", 42, 0.2)["policies"]
+            p2 = policy_benchmark(shop, parse_catalogue(shop.offers), refit, None, d / "truth", 42, 0.2)[
+                "policies"
+            ]
             pol["production_all_campaigns"] = p2["production"]
-            ratios["all_campaigns_share_of_oracle"] = p2["production"]["incremental_margin"] / pol["oracle"][
-                "incremental_margin"]
-    return {**ev.report, "ratios": ratios, "measured_uplift": ev.tables.get("measured_uplift", pd.DataFrame()).round(4).to_dict("records")}
+            ratios["all_campaigns_share_of_oracle"] = (
+                p2["production"]["incremental_margin"] / pol["oracle"]["incremental_margin"]
+            )
+    return {
+        **ev.report,
+        "ratios": ratios,
+        "measured_uplift": ev.tables.get("measured_uplift", pd.DataFrame()).round(4).to_dict("records"),
+    }
 
 
 def redemption_cj() -> dict:
@@ -128,6 +172,7 @@ def redemption_cj() -> dict:
     from models.customer import ChurnModel, CustomerModelConfig
     from models.metrics import auc
     from training.offer_eval import uplift_training_set
+
     d = WORK / "complete_journey"
     if not (d / "orders.parquet").exists():
         import_complete_journey(SHARED / "complete_journey", d)
@@ -144,15 +189,21 @@ def redemption_cj() -> dict:
         past.append(len(h))
     past = np.array(past, float)
     Xf["past_redemptions"] = past
-    m = ChurnModel(CustomerModelConfig(n_estimators=200, num_leaves=15, min_child_samples=30, seed=42),
-                   ["top_category", "preferred_channel", "acquisition_channel", "region", "offer_id"]).fit(
-        Xf[tr], y["redeemed"][tr].astype(float))
+    m = ChurnModel(
+        CustomerModelConfig(n_estimators=200, num_leaves=15, min_child_samples=30, seed=42),
+        ["top_category", "preferred_channel", "acquisition_channel", "region", "offer_id"],
+    ).fit(Xf[tr], y["redeemed"][tr].astype(float))
     p = m.predict(Xf[te]).to_numpy()
     r = y["redeemed"][te].to_numpy()
-    return {"train_rows": int(tr.sum()), "test_rows": int(te.sum()), "test_redemption_rate": float(r.mean()),
-            "split": str(split.date()), "window_days": 60,
-            "auc": {"production": auc(r, p), "baseline_past_redemptions": auc(r, past[te])},
-            "note": "no control group in this data: uplift cannot be measured, only redemption"}
+    return {
+        "train_rows": int(tr.sum()),
+        "test_rows": int(te.sum()),
+        "test_redemption_rate": float(r.mean()),
+        "split": str(split.date()),
+        "window_days": 60,
+        "auc": {"production": auc(r, p), "baseline_past_redemptions": auc(r, past[te])},
+        "note": "no control group in this data: uplift cannot be measured, only redemption",
+    }
 
 
 def ope(top: int = 10) -> dict:
@@ -161,16 +212,22 @@ def ope(top: int = 10) -> dict:
     half with IPS and doubly robust estimators (bootstrap 95% intervals), against the logged random policy.
     A stochastic top-k policy overlaps the log far more than a single best item, so IPS has usable variance."""
     from models.offers import doubly_robust, mean_ci
+
     out = {}
     for camp in ("all", "men", "women"):
-        df = pd.read_csv(SHARED / "zozo_open_bandit_small" / f"random_{camp}.csv.gz").drop(columns=["Unnamed: 0"])
+        df = pd.read_csv(SHARED / "zozo_open_bandit_small" / f"random_{camp}.csv.gz").drop(
+            columns=["Unnamed: 0"]
+        )
         df = df.sort_values("timestamp").reset_index(drop=True)
         half = len(df) // 2
         tr, te = df.iloc[:half], df.iloc[half:]
         prior = tr["click"].mean()
         g = tr.groupby(["position", "item_id"])["click"].agg(["sum", "count"])
         ctr = (g["sum"] + 50 * prior) / (g["count"] + 50)
-        best = {p: set(ctr.loc[p].sort_values(ascending=False).index[:top]) for p in ctr.index.get_level_values(0).unique()}
+        best = {
+            p: set(ctr.loc[p].sort_values(ascending=False).index[:top])
+            for p in ctr.index.get_level_values(0).unique()
+        }
         pos, item = te["position"].to_numpy(), te["item_id"].to_numpy()
         pi = np.array([1.0 / top if i in best[p] else 0.0 for p, i in zip(pos, item, strict=True)])
         r, pscore = te["click"].to_numpy(), te["propensity_score"].to_numpy()
@@ -180,15 +237,22 @@ def ope(top: int = 10) -> dict:
         ips_terms = w * r
         dr_terms = doubly_robust(r, w, 1.0, q_logged, q_target)  # w already holds pi/p
         bts = pd.read_csv(SHARED / "zozo_open_bandit_small" / f"bts_{camp}.csv.gz")["click"].mean()
-        out[camp] = {"logged_random_ctr": mean_ci(r), "learned_policy_ips": mean_ci(ips_terms),
-                     "learned_policy_dr": mean_ci(dr_terms), "bts_on_policy_ctr": float(bts),
-                     "test_rows": int(len(te)), "rows_in_policy_support": int((pi > 0).sum()), "top_k": top}
+        out[camp] = {
+            "logged_random_ctr": mean_ci(r),
+            "learned_policy_ips": mean_ci(ips_terms),
+            "learned_policy_dr": mean_ci(dr_terms),
+            "bts_on_policy_ctr": float(bts),
+            "test_rows": int(len(te)),
+            "rows_in_policy_support": int((pi > 0).sum()),
+            "top_k": top,
+        }
     return out
 
 
 def train(which: str) -> dict:
     from training.config import TrainConfig
     from training.jobs import train as job
+
     src = {"or": or_dir, "sim20k": lambda: sim_dir(20000), "sim100k": lambda: sim_dir(100000)}[which]()
     proj = WORK / f"train_{which}"
     shutil.rmtree(proj, ignore_errors=True)
@@ -197,9 +261,18 @@ def train(which: str) -> dict:
     cfg = TrainConfig(horizon_days=100 if which == "or" else 90)
     t0 = time.perf_counter()
     r = job(proj, cfg)
-    return {"seconds": round(time.perf_counter() - t0, 1), "promoted": r.promoted,
-            "gate_metrics": {k: r.metrics.get(k) for k in ("recommend.all_items.production.ndcg@10",
-                                                            "churn.production.auc", "value.production.spearman")}}
+    return {
+        "seconds": round(time.perf_counter() - t0, 1),
+        "promoted": r.promoted,
+        "gate_metrics": {
+            k: r.metrics.get(k)
+            for k in (
+                "recommend.all_items.production.ndcg@10",
+                "churn.production.auc",
+                "value.production.spearman",
+            )
+        },
+    }
 
 
 def live_path() -> dict:
@@ -207,6 +280,7 @@ def live_path() -> dict:
     if not (WORK / "train_sim20k" / "mlflow").exists():
         train("sim20k")
     from bench.live_path import measure
+
     return measure()
 
 
@@ -219,6 +293,7 @@ def _free_port() -> int:
 def serve() -> dict:
     """Start the server on the 20k simulated shop's models; load it with wrk at 8 connections."""
     import httpx
+
     if shutil.which("wrk") is None:
         subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], capture_output=True)
         if shutil.which("wrk") is None:
@@ -231,12 +306,33 @@ def serve() -> dict:
         train("sim20k")
     port = _free_port()
     key = "bench-storefront-key"
-    env = dict(os.environ, PERSONALISE_DATA=str(proj), PERSONALISE_API_KEYS=f"storefront:{key},crm:bench-crm-key-1",
-               PERSONALISE_DB=f"sqlite:///{WORK / 'bench_live.db'}", OPENBLAS_NUM_THREADS="1")
+    env = dict(
+        os.environ,
+        PERSONALISE_DATA=str(proj),
+        PERSONALISE_API_KEYS=f"storefront:{key},crm:bench-crm-key-1",
+        PERSONALISE_DB=f"sqlite:///{WORK / 'bench_live.db'}",
+        OPENBLAS_NUM_THREADS="1",
+    )
     (WORK / "bench_live.db").unlink(missing_ok=True)
-    proc = subprocess.Popen([sys.executable, "-m", "bentoml", "serve", "serving.service:PersonaliseService", "--host",
-                             "127.0.0.1", "--port", str(port), "--working-dir", str(ROOT)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bentoml",
+            "serve",
+            "serving.service:PersonaliseService",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--working-dir",
+            str(ROOT),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(240):
@@ -250,19 +346,23 @@ def serve() -> dict:
         all_ids = orders["customer_id"].drop_duplicates().head(4000)
         ids, quiet_ids = all_ids[:2000].tolist(), all_ids[2000:].tolist()  # quiet: never sent events here
         results: dict[str, Any] = {}
-        rec_body = ("function() return '{\"customer_id\": \"' .. ids[math.random(#ids)] .. "
-                    "'\", \"k\": 10}' end")
-        excl_body = ("function() return '{\"customer_id\": \"' .. ids[math.random(#ids)] .. "
-                     "'\", \"k\": 10, \"exclude_bought\": true}' end")
-        events_body = ('function() local c = ids[math.random(#ids)]; return \'{"events": [\' .. '
-                       'string.rep(\'{"customer_id": "\' .. c .. \'", "product_id": "P00010", '
-                       '"event_type": "view"},\', 9) .. '
-                       '\'{"customer_id": "\' .. c .. \'", "product_id": "P00011", '
-                       '"event_type": "view"}]}\' end')
+        rec_body = 'function() return \'{"customer_id": "\' .. ids[math.random(#ids)] .. \'", "k": 10}\' end'
+        excl_body = (
+            'function() return \'{"customer_id": "\' .. ids[math.random(#ids)] .. '
+            '\'", "k": 10, "exclude_bought": true}\' end'
+        )
+        events_body = (
+            "function() local c = ids[math.random(#ids)]; return '{\"events\": [' .. "
+            'string.rep(\'{"customer_id": "\' .. c .. \'", "product_id": "P00010", '
+            '"event_type": "view"},\', 9) .. '
+            '\'{"customer_id": "\' .. c .. \'", "product_id": "P00011", '
+            '"event_type": "view"}]}\' end'
+        )
         profile_body = "function() return '{\"customer_id\": \"' .. ids[math.random(#ids)] .. '\"}' end"
 
-        def script(name: str, path: str, role_key: str, body_fn: str = rec_body,
-                   who: list[str] = ids) -> Path:
+        def script(
+            name: str, path: str, role_key: str, body_fn: str = rec_body, who: list[str] = ids
+        ) -> Path:
             lua = WORK / f"bench_{name}.lua"
             lua.write_text(f"""
 ids = {{{",".join(json.dumps(i) for i in who)}}}
@@ -279,8 +379,16 @@ end
             return lua
 
         def start(lua: Path, seconds: int, conns: int = 8) -> subprocess.Popen:
-            cmd = ["wrk", f"-t{min(2, conns)}", f"-c{conns}", f"-d{seconds}s", "--latency", "-s", str(lua),
-                   url]
+            cmd = [
+                "wrk",
+                f"-t{min(2, conns)}",
+                f"-c{conns}",
+                f"-d{seconds}s",
+                "--latency",
+                "-s",
+                str(lua),
+                url,
+            ]
             return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
         def finish(proc: subprocess.Popen) -> dict[str, Any]:
@@ -296,33 +404,44 @@ end
             """``names`` in ``n`` short rounds, each first in turn, so that a slower stretch of the shared
             machine (its speed varies by 30% from minute to minute) hits all alike; totals and the median
             round's latency."""
-            rounds = [{m: load(scripts[m], seconds) for m in names[i % len(names):] + names[:i % len(names)]}
-                      for i in range(n)]
+            rounds = [
+                {m: load(scripts[m], seconds) for m in names[i % len(names) :] + names[: i % len(names)]}
+                for i in range(n)
+            ]
             out: dict[str, Any] = {}
             for m in names:
                 rs = [r[m] for r in rounds]
                 req, dur = sum(r["requests"] for r in rs), sum(r["duration_us"] for r in rs)
-                out[m] = {"requests": req, "duration_us": dur, "rps": round(req / (dur / 1e6), 1),
-                          "p50_ms": float(np.median([r["p50_ms"] for r in rs])),
-                          "p95_ms": float(np.median([r["p95_ms"] for r in rs])),
-                          "p99_ms": float(np.median([r["p99_ms"] for r in rs])),
-                          "p99_ms_per_round": [r["p99_ms"] for r in rs],
-                          "non2xx": sum(r["non2xx"] for r in rs), "errors": sum(r["errors"] for r in rs)}
+                out[m] = {
+                    "requests": req,
+                    "duration_us": dur,
+                    "rps": round(req / (dur / 1e6), 1),
+                    "p50_ms": float(np.median([r["p50_ms"] for r in rs])),
+                    "p95_ms": float(np.median([r["p95_ms"] for r in rs])),
+                    "p99_ms": float(np.median([r["p99_ms"] for r in rs])),
+                    "p99_ms_per_round": [r["p99_ms"] for r in rs],
+                    "non2xx": sum(r["non2xx"] for r in rs),
+                    "errors": sum(r["errors"] for r in rs),
+                }
             for m in names[1:]:
                 out[m]["vs_echo_per_round"] = [round(r[m]["rps"] / r[names[0]]["rps"], 3) for r in rounds]
                 out[m]["vs_echo_throughput"] = round(out[m]["rps"] / out[names[0]]["rps"], 3)
             return out
 
         crm = "bench-crm-key-1"
-        scripts = {"echo": script("echo", "/echo", key), "recommend": script("recommend", "/recommend", key),
-                   "offers": script("offers", "/offers", crm),
-                   "events": script("events", "/events", key, events_body),
-                   "customer_profile": script("profile", "/customer_profile", crm, profile_body),
-                   "recommend_exclude_bought": script("recommend_excl", "/recommend", key, excl_body),
-                   "recommend_quiet": script("recommend_quiet", "/recommend", key, rec_body, quiet_ids)}
+        scripts = {
+            "echo": script("echo", "/echo", key),
+            "recommend": script("recommend", "/recommend", key),
+            "offers": script("offers", "/offers", crm),
+            "events": script("events", "/events", key, events_body),
+            "customer_profile": script("profile", "/customer_profile", crm, profile_body),
+            "recommend_exclude_bought": script("recommend_excl", "/recommend", key, excl_body),
+            "recommend_quiet": script("recommend_quiet", "/recommend", key, rec_body, quiet_ids),
+        }
         for n in ("echo", "recommend", "offers", "customer_profile"):  # warm-up (events later)
-            subprocess.run(["wrk", "-t2", "-c8", "-d3s", "-s", str(scripts[n]), url], capture_output=True,
-                           text=True)
+            subprocess.run(
+                ["wrk", "-t2", "-c8", "-d3s", "-s", str(scripts[n]), url], capture_output=True, text=True
+            )
         # echo and recommend alternate in short rounds, in turn first
         first = rounds_of(["echo", "recommend"], 8)
         results["echo"], results["recommend"] = first["echo"], first["recommend"]
@@ -331,17 +450,26 @@ end
         results["echo_crm_rounds"] = crm_rounds["echo"]
         results["offers"], results["customer_profile"] = crm_rounds["offers"], crm_rounds["customer_profile"]
         import httpx as _httpx
+
         batch_s = []
         for i in range(3):
-            who = ids[(i * 500) % 1000:(i * 500) % 1000 + 1000]
+            who = ids[(i * 500) % 1000 : (i * 500) % 1000 + 1000]
             t0 = time.perf_counter()
-            r = _httpx.post(f"{url}/offers_batch", json={"customer_ids": who},
-                            headers={"Authorization": f"Bearer {crm}"}, timeout=120)
+            r = _httpx.post(
+                f"{url}/offers_batch",
+                json={"customer_ids": who},
+                headers={"Authorization": f"Bearer {crm}"},
+                timeout=120,
+            )
             batch_s.append(round(time.perf_counter() - t0, 3))
             assert r.status_code == 200 and len(r.json()) == len(who), r.text[:300]
-        results["offers_batch_1000"] = {"seconds_per_call": batch_s,
-                                        "median_seconds": float(np.median(batch_s))}
-        subprocess.run(["wrk", "-t2", "-c8", "-d3s", "-s", str(scripts["events"]), url], capture_output=True, text=True)
+        results["offers_batch_1000"] = {
+            "seconds_per_call": batch_s,
+            "median_seconds": float(np.median(batch_s)),
+        }
+        subprocess.run(
+            ["wrk", "-t2", "-c8", "-d3s", "-s", str(scripts["events"]), url], capture_output=True, text=True
+        )
         results["events"] = load(scripts["events"], 15)
         results["events"]["events_per_s"] = round(results["events"]["rps"] * 10, 1)
         # now most of the 2,000 customers have live events: their recommendations are folded in, not looked up
@@ -353,26 +481,32 @@ end
         # while their customers send events, offers; wrk processes side by side, 8 connections split 5/2/1
         # (+1 sending events)
         mixed_s = 20
-        procs = {"recommend_cached": start(scripts["recommend_quiet"], mixed_s, 5),
-                 "recommend_live": start(scripts["recommend"], mixed_s, 2),
-                 "offers": start(scripts["offers"], mixed_s, 1),
-                 "events": start(scripts["events"], mixed_s, 1)}
+        procs = {
+            "recommend_cached": start(scripts["recommend_quiet"], mixed_s, 5),
+            "recommend_live": start(scripts["recommend"], mixed_s, 2),
+            "offers": start(scripts["offers"], mixed_s, 1),
+            "events": start(scripts["events"], mixed_s, 1),
+        }
         mixed = {n: finish(pr) for n, pr in procs.items()}
         total = sum(mixed[n]["rps"] for n in ("recommend_cached", "recommend_live", "offers"))
         for n in ("recommend_cached", "recommend_live", "offers"):
             mixed[n]["share"] = round(mixed[n]["rps"] / total, 3)
         results["mixed"] = mixed
         import sqlalchemy as sa
+
         eng = sa.create_engine(f"sqlite:///{WORK / 'bench_live.db'}")
         with eng.connect() as c:
             stored = c.execute(sa.text("select count(*) from events")).scalar_one()
         acked = (results["events"]["requests"] - results["events"]["non2xx"]) * 10
         results["events"]["stored_events"] = int(stored)
         results["events"]["acknowledged_events_at_least"] = int(acked)
-        results["recommend_vs_echo_throughput"] = round(results["recommend"]["rps"] / results["echo"]["rps"], 3)
+        results["recommend_vs_echo_throughput"] = round(
+            results["recommend"]["rps"] / results["echo"]["rps"], 3
+        )
         return results
     finally:
         import psutil
+
         kids = psutil.Process(proc.pid).children(recursive=True)
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(30)
@@ -385,8 +519,12 @@ def triggers() -> dict:
     proj = WORK / "train_sim20k"
     if not (proj / "mlflow").exists():
         train("sim20k")
-    out = subprocess.run([sys.executable, str(ROOT / "bench" / "triggers.py"), "--data", str(proj)],
-                         capture_output=True, text=True, cwd=ROOT)
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "triggers.py"), "--data", str(proj)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     if out.returncode != 0:
         return {"error": out.stderr[-3000:]}
     return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
@@ -394,10 +532,12 @@ def triggers() -> dict:
 
 if __name__ == "__main__":
     import logging
+
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     name, *args = sys.argv[1:]
     res = globals()[name](*args)
     import resource
+
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     res["peak_rss_mb_self"] = round(max(own, kids) / 1024, 1)  # this section's process (or its server)

@@ -47,8 +47,11 @@ from training.rec_eval import purchase_truth
 
 log = logging.getLogger("bench.tifu_blend")
 TUNE_DAYS = 56
-TIFU_GRID = [dict(within_decay=rb, group_decay=rg, groups=m) for rb, rg in ((0.9, 0.7), (1.0, 0.9), (0.8, 0.6))
-             for m in (3, 7, 14)]
+TIFU_GRID = [
+    dict(within_decay=rb, group_decay=rg, groups=m)
+    for rb, rg in ((0.9, 0.7), (1.0, 0.9), (0.8, 0.6))
+    for m in (3, 7, 14)
+]
 """TIFU settings tried on the tuning window (alpha and k are tried on each without refitting)."""
 LESS_DECAY_GRID = [dict(within_decay=1.0, group_decay=rg, groups=m) for rg in (0.9, 1.0) for m in (14, 28)]
 """A second round: the first one chose its least decay at every cutoff."""
@@ -124,13 +127,15 @@ def parts(model: TIFUKNNRecommender, ctx: Any, k: int) -> tuple[Any, Any]:
         model.neighbours_ = full
 
 
-def fit_all(shop: Shop, cutoff: pd.Timestamp, config: RecommenderConfig) -> tuple[InteractionData, BlendRecommender]:
+def fit_all(shop: Shop, cutoff: pd.Timestamp,
+            config: RecommenderConfig) -> tuple[InteractionData, BlendRecommender]:
     data = build_interactions(shop, cutoff, non_product=is_non_product)
     return data, BlendRecommender(replace(config, blend_weights=None)).fit(data)
 
 
 def tune(shop: Shop, cutoff: pd.Timestamp, config: RecommenderConfig, variants: list[str],
-         tifu_settings: dict[str, Any] | None = None, grid: list[dict[str, Any]] = TIFU_GRID) -> dict[str, Any]:
+         tifu_settings: dict[str, Any] | None = None, grid: list[dict[str,
+                                                                      Any]] = TIFU_GRID) -> dict[str, Any]:
     """TIFU settings (unless given: ones tuned before, on this same window), then each variant's weights, by
     NDCG@10 on the ``TUNE_DAYS`` before ``cutoff``."""
     inner = cutoff - pd.Timedelta(days=TUNE_DAYS)
@@ -151,7 +156,8 @@ def tune(shop: Shop, cutoff: pd.Timestamp, config: RecommenderConfig, variants: 
     for name in variants:
         vgrid = VARIANTS[name]
         keys = list(vgrid)
-        trials = [(sc.ndcg(sc.scores(dict(zip(keys, ws, strict=True)))), ws) for ws in itertools.product(*vgrid.values())]
+        trials = [(sc.ndcg(sc.scores(dict(zip(keys, ws, strict=True)))),
+                   ws) for ws in itertools.product(*vgrid.values())]
         v, ws = max(trials, key=lambda t: t[0])  # the first of equals wins
         out["variants"][name] = {"weights": dict(zip(keys, ws, strict=True)), "tuning_ndcg@10": round(v, 4)}
     return out
@@ -185,7 +191,8 @@ def main() -> None:
     ap.add_argument("--shop", required=True)
     ap.add_argument("--out")
     ap.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
-    ap.add_argument("--tifu-from", help="a previous run's JSON: reuse its TIFU settings (tuned before each cutoff)")
+    ap.add_argument("--tifu-from",
+                    help="a previous run's JSON: reuse its TIFU settings (tuned before each cutoff)")
     ap.add_argument("--less-decay", action="store_true", help="try LESS_DECAY_GRID instead of TIFU_GRID")
     a = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -7,8 +7,9 @@ scoring time and memory on simulated shops.
     python bench/tifu_eval.py scale --shop DIR [--out FILE.json] [--exact-sample 2000]
     python bench/tifu_eval.py approx --shop DIR [--out FILE.json]
 
-``--shop`` for ``quality`` is an imported Online Retail directory (``features.importers.import_online_retail``);
-for ``scale`` and ``approx`` (exact against approximate neighbours), a ``personalise simulate`` directory. Results are printed as JSON (and written to ``--out``).
+``--shop`` for ``quality`` is an imported Online Retail directory
+(``features.importers.import_online_retail``); for ``scale`` and ``approx`` (exact against approximate
+neighbours), a ``personalise simulate`` directory. Results are printed as JSON (and written to ``--out``).
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ def peak_mb() -> float:
 
 def split(shop: Shop, cutoff: pd.Timestamp, end: pd.Timestamp | None
           ) -> tuple[Any, dict[str, set[str]], dict[str, set[str]]]:
-    """Interactions before ``cutoff``; purchases in the window of customers who bought before (all and new)."""
+    """Interactions before ``cutoff``; purchases in the window of customers who bought before (all and
+    new)."""
     data = build_interactions(shop, cutoff, non_product=is_non_product)
     buyers = set(data.users.ids[np.asarray(data.purchases.sum(axis=1)).ravel() > 0])
     truth = {u: s for u, s in purchase_truth(shop, cutoff, end).items() if u in buyers}
@@ -70,7 +72,8 @@ def quality(shop: Shop, tifu: TifuConfig) -> dict[str, Any]:
     for c, e in CUTOFFS:
         cutoff, end = pd.Timestamp(c), (pd.Timestamp(e) if e else None)
         data, truth, truth_new = split(shop, cutoff, end)
-        row: dict[str, Any] = {"customers": len(truth), "new_items_customers": len(truth_new), "window_end": e}
+        row: dict[str, Any] = {"customers": len(truth),
+                               "new_items_customers": len(truth_new), "window_end": e}
         secs: dict[str, float] = {}
         fitted: dict[str, Recommender] = {}
         for name in ("buy_again", "item_knn", "als", "ease", "popularity"):
@@ -153,7 +156,8 @@ class Clock:
     def __call__(self, name: str, fn: Any, *args: Any, **kw: Any) -> Any:
         w, c = time.perf_counter(), time.process_time()
         res = fn(*args, **kw)
-        self.out[name] = {"wall_s": round(time.perf_counter() - w, 2), "cpu_s": round(time.process_time() - c, 2)}
+        self.out[name] = {"wall_s": round(time.perf_counter() - w, 2),
+                          "cpu_s": round(time.process_time() - c, 2)}
         log.info("%s: %s (peak %.0f MB)", name, self.out[name], peak_mb())
         return res
 
@@ -204,8 +208,13 @@ def approx_quality(shop: Shop, tifu: TifuConfig, days: int = 28) -> dict[str, An
         t0 = time.perf_counter()
         cfg = replace(tifu, search="approximate", cluster_size=size, probe=probe, embedding_dim=dim)
         m = TIFUKNNRecommender(RecommenderConfig(), cfg).fit(data, baskets=b)
-        recall = np.mean([len(np.intersect1d(x, y)) / len(x) for x, y in zip(exact.neighbours_, m.neighbours_,
-                                                                             strict=True) if x[0] >= 0])
+        recall = np.mean(
+            [
+                len(np.intersect1d(x, y)) / len(x)
+                for x, y in zip(exact.neighbours_, m.neighbours_, strict=True)
+                if x[0] >= 0
+            ]
+        )
         out[f"approximate cluster_size={size} probe={probe} dim={dim}"] = {
             **report(m, truth, None), "neighbour_recall": round(float(recall), 4),
             "fit_s": round(time.perf_counter() - t0, 1)}

@@ -48,6 +48,7 @@ log = logging.getLogger("value_grid")
 
 def sim_shop_dir() -> Path:
     from features.simulate import simulate_shop
+
     d = WORK / f"sim2000_{SIM_DAYS}d"
     if not (d / "orders.parquet").exists():
         simulate_shop(d, customers=2000, days=SIM_DAYS, seed=42, events=False)
@@ -57,19 +58,28 @@ def sim_shop_dir() -> Path:
 def _metrics(shop: Any, cutoff: pd.Timestamp, h: int) -> dict[str, Any]:
     from models.customer import CustomerModelConfig
     from training.customer_eval import evaluate_customer_models
+
     ev = evaluate_customer_models(shop, cutoff, CustomerModelConfig(horizon_days=h))
     r = ev.report
-    out = {"value": {m: {"spearman": r["value"][m]["spearman"], "gini": r["value"][m]["normalized_gini"]}
-                     for m in VALUE},
-           "churn": {m: r["churn"][m]["auc"] for m in CHURN}}
-    short = _short_windows(shop, cutoff, h, ev.scores) if "fallback" in ev.models.components["value"] else None
+    out = {
+        "value": {
+            m: {"spearman": r["value"][m]["spearman"], "gini": r["value"][m]["normalized_gini"]}
+            for m in VALUE
+        },
+        "churn": {m: r["churn"][m]["auc"] for m in CHURN},
+    }
+    short = (
+        _short_windows(shop, cutoff, h, ev.scores) if "fallback" in ev.models.components["value"] else None
+    )
     if short is not None:
         out["value"]["short_windows"], out["churn"]["short_windows"] = short["value"], short["churn"]
         out["short_windows_horizon"] = short["horizon"]
-    return {**out,
-            "production_model": ev.models.components.get("value", ""),
-            "customers": r["value"]["production"]["customers"],
-            "zero_future_spend": float((ev.scores["future_net"] <= 0).mean())}
+    return {
+        **out,
+        "production_model": ev.models.components.get("value", ""),
+        "customers": r["value"]["production"]["customers"],
+        "zero_future_spend": float((ev.scores["future_net"] <= 0).mean()),
+    }
 
 
 def _short_windows(shop: Any, cutoff: pd.Timestamp, h: int, scores: pd.DataFrame) -> dict[str, Any] | None:
@@ -77,9 +87,11 @@ def _short_windows(shop: Any, cutoff: pd.Timestamp, h: int, scores: pd.DataFrame
     the history allows, scored against the H-day labels: does that rank better than the BG/NBD fallback?"""
     from scipy.stats import spearmanr
 
-    from features.customer import customer_features, stacked_training_set, training_cutoffs
+    from features.customer import customer_features
+    from features.customer_labels import stacked_training_set, training_cutoffs
     from models.customer import ChurnModel, CustomerModelConfig, ValueModel
     from models.metrics import auc, normalized_gini
+
     for hs in (90, 60, 30):
         if hs >= h:
             continue
@@ -92,9 +104,14 @@ def _short_windows(shop: Any, cutoff: pd.Timestamp, h: int, scores: pd.DataFrame
         value = ValueModel(cfg).fit(X, y["future_net"]).predict(now).to_numpy()
         churn = ChurnModel(cfg).fit(X, y["churn"]).predict(now).to_numpy()
         target = scores["future_net"].clip(lower=0).to_numpy()
-        return {"horizon": hs, "churn": auc(scores["churn"], churn),
-                "value": {"spearman": float(spearmanr(target, value).statistic),
-                          "gini": normalized_gini(target, value)}}
+        return {
+            "horizon": hs,
+            "churn": auc(scores["churn"], churn),
+            "value": {
+                "spearman": float(spearmanr(target, value).statistic),
+                "gini": normalized_gini(target, value),
+            },
+        }
     return None
 
 
@@ -108,8 +125,11 @@ def cell(shop: Any, h: int, cutoff: pd.Timestamp, select: bool) -> dict[str, Any
     try:
         val = _metrics(shop, cutoff - pd.Timedelta(days=h), h)
         best = max(VALUE, key=lambda m: (val["value"][m]["spearman"], m == "production"))
-        out["selected"] = {"model": best, "validation_spearman": val["value"][best]["spearman"],
-                           **test["value"][best]}
+        out["selected"] = {
+            "model": best,
+            "validation_spearman": val["value"][best]["spearman"],
+            **test["value"][best],
+        }
     except Exception as e:  # no validation window before the cutoff: nothing to choose on
         out["selected"] = {"model": None, "why": f"{type(e).__name__}: {e}"[:200]}
     out["seconds"] = round(time.perf_counter() - t0, 1)
@@ -121,12 +141,22 @@ def _f(x: float | None) -> str:
 
 
 def markdown(grid: dict[str, list[dict[str, Any]]]) -> str:
-    lines = ["# Value and churn grid", "", "Written by `bench/value_grid.py` (see its docstring). Value: Spearman / "
-             "normalised Gini against the spend in the H days after the cutoff; churn: AUC. **Bold**: the "
-             "best of the row. `selected`: the value model with the best Spearman on a validation window "
-             "ending at the cutoff, scored on the test window. Timings are not reported (shared machine).", ""]
-    head = ("| data | H | cutoff | production model | zero spend | " + " | ".join(VALUE)
-            + " | selected | churn " + " | churn ".join(CHURN) + " | short windows: value / churn |")
+    lines = [
+        "# Value and churn grid",
+        "",
+        "Written by `bench/value_grid.py` (see its docstring). Value: Spearman / "
+        "normalised Gini against the spend in the H days after the cutoff; churn: AUC. **Bold**: the "
+        "best of the row. `selected`: the value model with the best Spearman on a validation window "
+        "ending at the cutoff, scored on the test window. Timings are not reported (shared machine).",
+        "",
+    ]
+    head = (
+        "| data | H | cutoff | production model | zero spend | "
+        + " | ".join(VALUE)
+        + " | selected | churn "
+        + " | churn ".join(CHURN)
+        + " | short windows: value / churn |"
+    )
     lines += [head, "|" + "---|" * (head.count("|") - 1)]
     for data, rows in grid.items():
         for r in rows:
@@ -140,17 +170,32 @@ def markdown(grid: dict[str, list[dict[str, Any]]]) -> str:
                 g = _f(v[m]["gini"]) if v[m]["gini"] < best_g else f"**{_f(v[m]['gini'])}**"
                 cells.append(f"{s} / {g}")
             sel = r.get("selected", {})
-            sel_txt = (f"{sel['model']}: {_f(sel['spearman'])} / {_f(sel['gini'])}" if sel.get("model")
-                       else "no validation window" if sel else "not run")
-            churn = [(_f(r["churn"][m]) if r["churn"][m] < best_c else f"**{_f(r['churn'][m])}**")
-                     for m in CHURN]
+            sel_txt = (
+                f"{sel['model']}: {_f(sel['spearman'])} / {_f(sel['gini'])}"
+                if sel.get("model")
+                else "no validation window"
+                if sel
+                else "not run"
+            )
+            churn = [
+                (_f(r["churn"][m]) if r["churn"][m] < best_c else f"**{_f(r['churn'][m])}**") for m in CHURN
+            ]
             model = "BG/NBD fallback" if "fallback" in r["production_model"] else "LightGBM stacked"
             sw = v.get("short_windows")
-            sw_txt = (f"H'={r['short_windows_horizon']}: {_f(sw['spearman'])} / {_f(sw['gini'])} / "
-                      f"{_f(r['churn']['short_windows'])}" if sw else "-")
-            lines.append(f"| {data} | {r['horizon_days']} | {r['cutoff']} | {model} | "
-                         f"{r['zero_future_spend']:.0%} | " + " | ".join(cells) + f" | {sel_txt} | "
-                         + " | ".join(churn) + f" | {sw_txt} |")
+            sw_txt = (
+                f"H'={r['short_windows_horizon']}: {_f(sw['spearman'])} / {_f(sw['gini'])} / "
+                f"{_f(r['churn']['short_windows'])}"
+                if sw
+                else "-"
+            )
+            lines.append(
+                f"| {data} | {r['horizon_days']} | {r['cutoff']} | {model} | "
+                f"{r['zero_future_spend']:.0%} | "
+                + " | ".join(cells)
+                + f" | {sel_txt} | "
+                + " | ".join(churn)
+                + f" | {sw_txt} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -158,6 +203,7 @@ def main(which: list[str], select: bool = False) -> None:
     from itertools import zip_longest
 
     from features.io import load_shop
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     grid: dict[str, list[dict[str, Any]]] = json.loads(OUT_JSON.read_text()) if OUT_JSON.exists() else {}
     shops: dict[str, Any] = {}

@@ -1,5 +1,5 @@
 """Per-customer aggregates over the coded arrays of :mod:`features.codes`: the vectorised kernels behind
-:func:`features.customer.customer_features` and :func:`features.customer.future_labels`.
+:func:`features.customer.customer_features` and :func:`features.customer_labels.future_labels`.
 
 Every function works on all customers at once and returns dense arrays indexed by customer code (length
 ``n``), with a ``present`` mask saying which customers had rows. Sums go through one pandas groupby on the
@@ -58,8 +58,8 @@ def lines_between(c: ShopCodes, start: np.datetime64 | None, end: np.datetime64,
 
 
 def group_sums(key: np.ndarray, n: int, cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Per-key sums of each column (pandas' compensated sum; NaN skipped), dense over ``0..n-1``, 0 where a key
-    has no rows."""
+    """Per-key sums of each column (pandas' compensated sum; NaN skipped), dense over ``0..n-1``, 0 where a
+    key has no rows."""
     out = {c: np.zeros(n) for c in cols}
     if len(key):
         g = pd.DataFrame(cols, copy=False).groupby(key, sort=False).sum()
@@ -96,15 +96,17 @@ def orders_of(L: Lines) -> Orders:
     buy = ~L.is_return
     chan = L.channel[buy].astype(float)
     chan[chan < 0] = np.nan
-    df = pd.DataFrame({"cust": L.cust[buy], "ts": L.ts[buy].view(np.int64), "value": L.net[buy], "channel": chan})
-    g = df.groupby(L.order[buy], sort=False).agg(cust=("cust", "first"), ts=("ts", "min"), value=("value", "sum"),
+    df = pd.DataFrame({"cust": L.cust[buy], "ts": L.ts[buy].view(np.int64),
+                       "value": L.net[buy], "channel": chan})
+    g = df.groupby(L.order[buy], sort=False).agg(cust=("cust", "first"), ts=("ts", "min"),
+                                                 value=("value", "sum"),
                                                 channel=("channel", "first"))
     cust, ts = g["cust"].to_numpy(), g["ts"].to_numpy()
     order = np.lexsort((ts, cust))
     cust, ts = cust[order], ts[order].view("datetime64[ns]")
     starts = np.flatnonzero(np.r_[True, cust[1:] != cust[:-1]]) if len(cust) else np.zeros(0, np.int64)
-    return Orders(cust=cust, ts=ts, value=g["value"].to_numpy()[order], channel=g["channel"].to_numpy()[order],
-                  starts=starts, buyers=cust[starts])
+    return Orders(cust=cust, ts=ts, value=g["value"].to_numpy()[order],
+                  channel=g["channel"].to_numpy()[order], starts=starts, buyers=cust[starts])
 
 
 def order_rhythm(o: Orders, cutoff: np.datetime64, n: int) -> dict[str, np.ndarray]:
@@ -133,7 +135,8 @@ def order_rhythm(o: Orders, cutoff: np.datetime64, n: int) -> dict[str, np.ndarr
     if nb:
         out["max_order_value"][b] = np.maximum.reduceat(o.value, o.starts)
     day = o.ts.astype("datetime64[D]")
-    new_day = np.r_[True, (day[1:] != day[:-1]) | (o.cust[1:] != o.cust[:-1])] if len(day) else np.zeros(0, bool)
+    new_day = np.r_[True,
+                    (day[1:] != day[:-1]) | (o.cust[1:] != o.cust[:-1])] if len(day) else np.zeros(0, bool)
     out["purchase_days"] = counts(o.cust[new_day], n)
     month = o.ts.astype("datetime64[M]").astype(np.int64) % 12 + 1
     out["holiday_orders"] = counts(o.cust[month >= 11], n)
@@ -190,7 +193,8 @@ def abandoned_carts(c: ShopCodes, cust: np.ndarray, product: np.ndarray, ts: np.
     m = (a.ts < end) & (a.quantity > 0)
     if keep is not None:
         m &= keep[a.cust]
-    buys = pd.DataFrame({"key": a.cust[m].astype(np.int64) * width + a.product[m], "ts_o": a.ts[m].view(np.int64)})
+    buys = pd.DataFrame({"key": a.cust[m].astype(np.int64) * width + a.product[m],
+                         "ts_o": a.ts[m].view(np.int64)})
     buys = buys[buys["key"].isin(carts["key"])]
     pairs = carts.reset_index().merge(buys, on="key", how="inner")
     week = 7 * 86_400 * 10**9  # ns

@@ -36,9 +36,10 @@ import pandas as pd
 from features import schema
 
 if TYPE_CHECKING:
-    from features.io import ValidationReport
+    from features.validation import ValidationReport
 
-BOOL_WORDS = {"true": True, "1": True, "yes": True, "1.0": True, "false": False, "0": False, "no": False, "0.0": False}
+BOOL_WORDS = {"true": True, "1": True, "yes": True, "1.0": True, "false": False, "0": False,
+              "no": False, "0.0": False}
 """The same spellings the contract accepts for its own boolean columns."""
 YEAR = r"(?<!\d)\d{4}(?!\d)"
 """An undeclared column is inferred to hold dates only when every value has a four-digit year ('1-2' and
@@ -59,7 +60,8 @@ def parse_declaration(raw: Any, report: ValidationReport) -> dict[str, str]:
     if raw is None:
         return {}
     if not isinstance(raw, dict):
-        report.add(where, None, 0, f"expected a mapping 'column: kind' with kinds {list(schema.ATTRIBUTE_KINDS)}, "
+        report.add(where, None, 0,
+                   f"expected a mapping 'column: kind' with kinds {list(schema.ATTRIBUTE_KINDS)}, "
                                    f"got {type(raw).__name__}")
         return {}
     out: dict[str, str] = {}
@@ -99,8 +101,9 @@ def infer_kind(values: pd.Series) -> str:
 
 
 def parse_timestamps(s: pd.Series) -> pd.Series:
-    """Timestamps as naive UTC ``datetime64[ns]`` (an offset is converted to UTC); unparseable values and years
-    outside 1678..2261 (which nanoseconds cannot hold) become NaT. Shared with the contract's time columns."""
+    """Timestamps as naive UTC ``datetime64[ns]`` (an offset is converted to UTC); unparseable values and
+    years outside 1678..2261 (which nanoseconds cannot hold) become NaT. Shared with the contract's time
+    columns."""
     if pd.api.types.is_datetime64_any_dtype(s):
         t = s
     else:
@@ -136,11 +139,11 @@ def validate_attributes(customers: pd.DataFrame, declared: dict[str, str] | None
                         ) -> tuple[pd.DataFrame, dict[str, str]]:
     """Type the attribute columns of ``customers`` and record every problem in ``report``.
 
-    ``declared`` is the parsed ``customers.attributes.yaml`` (:func:`parse_declaration`); ``None`` means no file:
-    every column that is not a contract column is an attribute of the inferred kind. Errors: a declared column
-    that is missing, values not of the column's kind (named by customer id). Warnings: extra columns the file
-    does not declare (kept, not used), categorical columns that look like ids. A summary of every attribute is
-    stored in ``report.attributes``.
+    ``declared`` is the parsed ``customers.attributes.yaml`` (:func:`parse_declaration`); ``None`` means no
+    file: every column that is not a contract column is an attribute of the inferred kind. Errors: a declared
+    column that is missing, values not of the column's kind (named by customer id). Warnings: extra columns
+    the file does not declare (kept, not used), categorical columns that look like ids. A summary of every
+    attribute is stored in ``report.attributes``.
 
     Returns
     -------
@@ -153,11 +156,13 @@ def validate_attributes(customers: pd.DataFrame, declared: dict[str, str] | None
     else:
         for name in declared:
             if name not in customers.columns:
-                report.add("customers", name, len(customers), f"declared in {schema.ATTRIBUTES_FILE} but not a "
+                report.add("customers", name, len(customers),
+                           f"declared in {schema.ATTRIBUTES_FILE} but not a "
                            f"column of customers; its extra columns are {extra}")
         for name in extra:
             if name not in declared:
-                report.add("customers", name, len(customers), f"not declared in {schema.ATTRIBUTES_FILE}: kept, "
+                report.add("customers", name, len(customers),
+                           f"not declared in {schema.ATTRIBUTES_FILE}: kept, "
                            "not used as an attribute", severity="warning")
         kinds = {n: k for n, k in declared.items() if n in customers.columns}
     out = customers.copy()
@@ -165,12 +170,18 @@ def validate_attributes(customers: pd.DataFrame, declared: dict[str, str] | None
     for name, kind in kinds.items():
         typed, bad = cast(customers[name], kind)
         if bad.any():
-            examples = [f"{i}: {v!r}" for i, v in zip(ids[bad].head(MAX_EXAMPLES), customers.loc[bad, name].head(MAX_EXAMPLES),
+            examples = [f"{i}: {v!r}" for i, v in zip(ids[bad].head(MAX_EXAMPLES),
+                                                      customers.loc[bad, name].head(MAX_EXAMPLES),
                                                        strict=True)]
             report.add("customers", name, int(bad.sum()), f"not a {kind} value ({source} kind)", examples)
         n_distinct = typed.nunique()
-        if kind == schema.CATEGORICAL and n_distinct >= ID_LIKE_MIN_DISTINCT and n_distinct >= 0.9 * typed.notna().sum():
-            report.add("customers", name, int(n_distinct), "categorical attribute with about one value per customer: "
+        if (
+            kind == schema.CATEGORICAL
+            and n_distinct >= ID_LIKE_MIN_DISTINCT
+            and n_distinct >= 0.9 * typed.notna().sum()
+        ):
+            report.add("customers", name, int(n_distinct),
+                       "categorical attribute with about one value per customer: "
                        "an id or free text, which no model learns from", severity="warning")
         out[name] = typed
     report.attributes = [_summary(name, kind, source, out[name]) for name, kind in kinds.items()]
@@ -194,8 +205,9 @@ def _summary(name: str, kind: str, source: str, s: pd.Series) -> dict[str, Any]:
 
 
 def vocabularies(customers: pd.DataFrame, kinds: dict[str, str]) -> dict[str, list[str]]:
-    """Sorted distinct values of every categorical attribute: the category order of :func:`attribute_features`.
-    Computed on the whole table, so the same value has the same code at every cutoff and in every subset."""
+    """Sorted distinct values of every categorical attribute: the category order of
+    :func:`attribute_features`. Computed on the whole table, so the same value has the same code at every
+    cutoff and in every subset."""
     return {n: sorted(customers[n].dropna().astype(str).unique().tolist())
             for n, k in kinds.items() if k == schema.CATEGORICAL and n in customers.columns}
 
@@ -206,8 +218,9 @@ def attribute_features(customers: pd.DataFrame, kinds: dict[str, str], cutoff: p
     """Model-ready columns ``<prefix><name>``, one row per customer (index ``customer_id``).
 
     numeric -> float; categorical -> pandas ``category`` over ``vocabulary`` (default: :func:`vocabularies` of
-    ``customers``; a value outside it becomes NaN); boolean -> 0.0/1.0; date -> days before ``cutoff`` (NaN when
-    missing or after the cutoff, which was not known then). Missing values stay NaN. Pass the typed table from
+    ``customers``; a value outside it becomes NaN); boolean -> 0.0/1.0; date -> days before ``cutoff`` (NaN
+    when missing or after the cutoff, which was not known then). Missing values stay NaN. Pass the typed table
+    from
     :func:`validate_attributes` (``Shop.customers``) and select rows afterwards, so the vocabulary is stable.
 
     Example

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from features import schema
 from features.io import Shop
 
 EVENT_KINDS = ("view", "add_to_cart", "remove_from_cart", "wishlist")
@@ -114,25 +115,27 @@ def _sorted_codes(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
 
 def _build(shop: Shop) -> ShopCodes:
     o = shop.orders
-    has_cust = o["customer_id"].notna().to_numpy()
+    has_cust = o[schema.CUSTOMER_ID].notna().to_numpy()
     ev = shop.events
-    ev = ev[ev["customer_id"].notna()] if ev is not None and len(ev) else None
+    ev = ev[ev[schema.CUSTOMER_ID].notna()] if ev is not None and len(ev) else None
     ol = shop.offer_log if shop.offer_log is not None and len(shop.offer_log) else None
     # customers: one sorted vocabulary over every table
-    parts = {"orders": _factorize(o["customer_id"].to_numpy()[has_cust]),
-             "customers": _factorize(shop.customers["customer_id"])}
+    parts = {"orders": _factorize(o[schema.CUSTOMER_ID].to_numpy()[has_cust]),
+             "customers": _factorize(shop.customers[schema.CUSTOMER_ID])}
     if ev is not None:
-        parts["events"] = _factorize(ev["customer_id"])
+        parts["events"] = _factorize(ev[schema.CUSTOMER_ID])
     if ol is not None:
-        parts["offers"] = _factorize(ol["customer_id"])
+        parts["offers"] = _factorize(ol[schema.CUSTOMER_ID])
     customers = np.sort(pd.unique(np.concatenate([u for _, u in parts.values()])))
     cindex = pd.Index(customers)
     cust = {k: _remap(c, u, cindex) for k, (c, u) in parts.items()}
     # products: the products table's order, then ids only orders or events name
     p = shop.products
-    known = pd.Index(p["product_id"].to_numpy(dtype=object))
-    pc_o, pu_o = _factorize(o["product_id"].to_numpy()[has_cust])
-    pc_e, pu_e = _factorize(ev["product_id"]) if ev is not None else (np.zeros(0, np.int64), np.zeros(0, object))
+    known = pd.Index(p[schema.PRODUCT_ID].to_numpy(dtype=object))
+    pc_o, pu_o = _factorize(o[schema.PRODUCT_ID].to_numpy()[has_cust])
+    pc_e, pu_e = (
+        _factorize(ev[schema.PRODUCT_ID]) if ev is not None else (np.zeros(0, np.int64), np.zeros(0, object))
+    )
     extra = np.setdiff1d(np.concatenate([pu_o, pu_e]), known.to_numpy(), assume_unique=False)
     products = np.concatenate([known.to_numpy(), np.sort(extra)])
     pindex = pd.Index(products)
@@ -145,26 +148,27 @@ def _build(shop: Shop) -> ShopCodes:
     return ShopCodes(
         customers=customers, products=products, n_known_products=len(known), categories=categories,
         channels=channels, product_category=np.concatenate([cat_codes, np.full(n_extra, -1, np.int32)]),
-        product_cost=np.concatenate([p["unit_cost"].to_numpy(dtype=float, na_value=np.nan), np.full(n_extra, np.nan)]),
+        product_cost=np.concatenate([p["unit_cost"].to_numpy(dtype=float, na_value=np.nan),
+                                     np.full(n_extra, np.nan)]),
         lines=lines,
         events=None if ev is None else EventArrays(
             cust=cust["events"], ts=ev["ts"].to_numpy("datetime64[ns]"),
-            kind=_kinds(ev["event_type"]), product=_remap(pc_e, pu_e, pindex)),
+            kind=_kinds(ev[schema.EVENT_TYPE]), product=_remap(pc_e, pu_e, pindex)),
         offers=None if ol is None else OfferArrays(
-            cust=cust["offers"], sent=ol["sent_at"].to_numpy("datetime64[ns]"),
+            cust=cust["offers"], sent=ol[schema.SENT_AT].to_numpy("datetime64[ns]"),
             treated=(ol["group"] == "treatment").to_numpy(bool),
-            redeemed=(ol["redeemed_at"] if "redeemed_at" in ol else pd.Series(pd.NaT, index=ol.index)).to_numpy(
-                "datetime64[ns]")),
+            redeemed=(ol[schema.REDEEMED_AT] if schema.REDEEMED_AT in ol
+                      else pd.Series(pd.NaT, index=ol.index)).to_numpy("datetime64[ns]")),
         signup=signup, customer_attrs=attrs)
 
 
 def _lines(o: pd.DataFrame, cust: np.ndarray, product: np.ndarray) -> LineArrays:
-    ocode, ouniq = _factorize(o["order_id"])
+    ocode, ouniq = _factorize(o[schema.ORDER_ID])
     pair = cust.astype(np.int64) * max(len(ouniq), 1) + ocode
     order, pairs = pd.factorize(pair)  # numbered by first appearance
     return LineArrays(cust=cust, order=order.astype(np.int32), order_ids=ouniq[pairs % max(len(ouniq), 1)],
                       ts=o["ts"].to_numpy("datetime64[ns]"),
-                      quantity=o["quantity"].to_numpy(float), unit_price=o["unit_price"].to_numpy(float),
+                      quantity=o[schema.QUANTITY].to_numpy(float), unit_price=o["unit_price"].to_numpy(float),
                       discount=o["discount"].to_numpy(float), product=product,
                       channel=np.zeros(0, np.int32))
 

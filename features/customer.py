@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from features import schema
 from features.aggregates import (
     DAY,
     Lines,
@@ -39,7 +40,8 @@ from features.schema import CUSTOMER_ID
 CATEGORICAL = ["top_category", "preferred_channel", "acquisition_channel", "region"]
 
 
-def order_lines(shop: Shop, cutoff: pd.Timestamp | None = None, start: pd.Timestamp | None = None) -> pd.DataFrame:
+def order_lines(shop: Shop, cutoff: pd.Timestamp | None = None,
+                start: pd.Timestamp | None = None) -> pd.DataFrame:
     """Customer order lines in ``[start, cutoff)`` with net amount, cost and product category attached."""
     o = _all_lines(shop)
     if cutoff is not None:
@@ -56,12 +58,12 @@ def _all_lines(shop: Shop) -> pd.DataFrame:
     if cached is not None and cached[0] is shop.orders and cached[1] is shop.products:
         return cached[2]
     o = shop.customer_orders()
-    p = shop.products.set_index("product_id")
-    gross = o["quantity"] * o["unit_price"]
-    net = gross - np.sign(o["quantity"]) * o["discount"]
-    cost = o["quantity"] * o["product_id"].map(p["unit_cost"]).astype(float)
-    lines = o.assign(gross=gross, net=net, cost=cost, category=o["product_id"].map(p["category"]),
-                     is_return=o["quantity"] < 0)
+    p = shop.products.set_index(schema.PRODUCT_ID)
+    gross = o[schema.QUANTITY] * o["unit_price"]
+    net = gross - np.sign(o[schema.QUANTITY]) * o["discount"]
+    cost = o[schema.QUANTITY] * o[schema.PRODUCT_ID].map(p["unit_cost"]).astype(float)
+    lines = o.assign(gross=gross, net=net, cost=cost, category=o[schema.PRODUCT_ID].map(p["category"]),
+                     is_return=o[schema.QUANTITY] < 0)
     shop.__dict__["_all_lines"] = (shop.orders, shop.products, lines)
     return lines
 
@@ -72,10 +74,13 @@ def order_values(shop: Shop, cutoff: pd.Timestamp) -> pd.DataFrame:
     ``order_lines(shop, cutoff).groupby(["customer_id", "order_id"], sort=False)`` gives, on integer codes."""
     c = shop_codes(shop)
     L = lines_between(c, None, _dt64(pd.Timestamp(cutoff)))
-    g = pd.DataFrame({"cust": L.cust, "ts": L.ts.view(np.int64), "value": L.net}).groupby(L.order, sort=False).agg(
-        cust=("cust", "first"), ts=("ts", "min"), value=("value", "sum"))
-    return pd.DataFrame({"customer_id": pd.Series(c.customers[g["cust"].to_numpy()]),
-                         "order_id": pd.Series(c.lines.order_ids[g.index.to_numpy()]),
+    g = (
+        pd.DataFrame({"cust": L.cust, "ts": L.ts.view(np.int64), "value": L.net})
+        .groupby(L.order, sort=False)
+        .agg(cust=("cust", "first"), ts=("ts", "min"), value=("value", "sum"))
+    )
+    return pd.DataFrame({schema.CUSTOMER_ID: pd.Series(c.customers[g["cust"].to_numpy()]),
+                         schema.ORDER_ID: pd.Series(c.lines.order_ids[g.index.to_numpy()]),
                          "ts": g["ts"].to_numpy().view("datetime64[ns]"), "value": g["value"].to_numpy()})
 
 
@@ -90,7 +95,8 @@ def bought_between(shop: Shop, customers: Any, start: Any, end: Any) -> np.ndarr
     cust = c.customer_codes(pd.Index(np.asarray(customers, dtype=object)))
     q = pd.DataFrame({"cust": cust, "t": t0, "row": np.arange(len(cust))}).sort_values("t", kind="stable")
     buy = a.quantity > 0
-    p = pd.DataFrame({"cust": a.cust[buy].astype(np.int64), "next": a.ts[buy]}).sort_values("next", kind="stable")
+    p = pd.DataFrame({"cust": a.cust[buy].astype(np.int64), "next": a.ts[buy]})
+    p = p.sort_values("next", kind="stable")
     m = pd.merge_asof(q.astype({"cust": np.int64}), p, left_on="t", right_on="next", by="cust",
                       direction="forward", allow_exact_matches=True)
     out = np.zeros(len(cust), bool)
@@ -113,7 +119,8 @@ def customer_features(shop: Shop, cutoff: pd.Timestamp, customers: pd.Index | No
     Columns: RFM (recency_days, n_orders, gross_spend), value net of returns, discounts and cost
     (returns_value, return_rate, discount_total, discount_share, net_revenue, net_margin), rhythm
     (tenure_days, ipt_mean, ipt_std, overdue), trends (net_30/90/180, trend_90), breadth and taste
-    (n_categories, n_products, units, purchase_days, top_category, preferred_channel, holiday_share), acquisition channel and region,
+    (n_categories, n_products, units, purchase_days, top_category, preferred_channel, holiday_share),
+    acquisition channel and region,
     behaviour (views_30, carts_30, abandoned_carts_90, days_since_visit) and offer history
     (offers_received, offers_redeemed, redemption_rate, days_since_offer), then one ``attr_<name>`` column per
     customer attribute of the shop (:func:`features.attributes.attribute_features`: numbers, 0/1, categories
@@ -142,7 +149,7 @@ def customer_features(shop: Shop, cutoff: pd.Timestamp, customers: pd.Index | No
         if c.events is not None:
             known[c.events.cust[c.events.ts < end]] = True
         take = np.flatnonzero(known)
-        idx = pd.Index(c.customers[take], dtype=object, name="customer_id")
+        idx = pd.Index(c.customers[take], dtype=object, name=schema.CUSTOMER_ID)
     take = np.where(take >= 0, take, n)
     cols = _purchase_columns(c, L, o, end, n + 1, buyer, take, keep)
     cols.update(_behaviour(c, end, n + 1, take, keep))
@@ -201,16 +208,19 @@ def _purchase_columns(c: ShopCodes, L: Lines, o: Orders, end: np.datetime64, n: 
     net90 = on_buyers(s["net_90"])
     hist = net / np.maximum(age, 90) * 90
     out = {"n_orders": np.where(b, r["n_orders"][take], 0).astype(np.int64),
-           "avg_order_value": on_buyers(r["avg_order_value"]), "max_order_value": on_buyers(r["max_order_value"]),
-           "recency_days": recency, "purchase_age_days": age, "ipt_mean": ipt, "ipt_std": on_buyers(r["ipt_std"]),
+           "avg_order_value": on_buyers(r["avg_order_value"]),
+           "max_order_value": on_buyers(r["max_order_value"]), "recency_days": recency,
+           "purchase_age_days": age, "ipt_mean": ipt, "ipt_std": on_buyers(r["ipt_std"]),
            "overdue": recency / np.maximum(ipt, 1.0), "gross_spend": gross, "discount_total": disc,
            "discount_share": on_buyers(s["discounted"]) / _nan0(gross),
            "n_categories": count(distinct_counts(L.cust[buy], L.category[buy], n), 0.0),
            "n_products": count(distinct_counts(L.cust[buy], L.product[buy], n), 0.0),
            "units": on_buyers(s["units"], 0.0), "purchase_days": count(r["purchase_days"], 0.0),
-           "top_category": _names(c.categories, top_by_sum(L.cust[buy], L.net[buy], L.category[buy], n), take),
+           "top_category": _names(c.categories,
+                                  top_by_sum(L.cust[buy], L.net[buy], L.category[buy], n), take),
            "returns_value": ret, "return_rate": _clip(ret / _nan0(gross - disc), 0, 1.5), "net_revenue": net,
-           "net_margin": on_buyers(s["net_margin"]) if _has_cost(c, L, end, keep) else np.full(len(take), np.nan)}
+           "net_margin": (on_buyers(s["net_margin"]) if _has_cost(c, L, end, keep)
+                          else np.full(len(take), np.nan))}
     for d in (30, 90, 180):
         out[f"net_{d}"] = on_buyers(s[f"net_{d}"])
         int_ok = all_b and _all_buyers_ordered(c, end, d, keep, r, buyer)
@@ -322,73 +332,3 @@ def _offer_history(c: ShopCodes, end: np.datetime64, n: int, take: np.ndarray,
         mx = pd.Series(sent.view(np.int64)).groupby(cust, sort=False).max()
         last[mx.index.to_numpy()] = mx.to_numpy().view("datetime64[ns]")
     return dict(zip(names, (rec, red, red / _nan0(rec.astype(float)), _days(end, last[take])), strict=True))
-
-
-def future_labels(shop: Shop, cutoff: pd.Timestamp, horizon_days: int, customers: pd.Index) -> pd.DataFrame:
-    """What happened in ``[cutoff, cutoff + horizon)``: churn (no purchase), net revenue and net margin."""
-    cutoff = pd.Timestamp(cutoff)
-    c = shop_codes(shop)
-    n = len(c.customers)
-    take = c.customer_codes(pd.Index(customers))
-    take = np.where(take >= 0, take, n)
-    keep = np.zeros(n + 1, bool)
-    keep[take] = True
-    L = lines_between(c, _dt64(cutoff), _dt64(cutoff + pd.Timedelta(days=horizon_days)), keep)
-    buy = ~L.is_return
-    orders = counts(L.cust[buy][np.unique(L.order[buy], return_index=True)[1]], n + 1)
-    nrows = _present_count(orders, counts(L.cust[buy], n + 1) > 0, take)
-    s = group_sums(L.cust, n + 1, {"net": L.net, "margin": L.net - L.cost})
-    has_margin = counts(L.cust[~np.isnan(L.net - L.cost)], n + 1) > 0
-    return pd.DataFrame({"churn": (nrows == 0).astype(int), "future_orders": nrows,
-                         "future_net": np.where(counts(L.cust, n + 1)[take] > 0, s["net"][take], 0.0),
-                         "future_margin": np.where(has_margin[take], s["margin"][take], np.nan)}, index=customers)
-
-
-def training_cutoffs(shop: Shop, cutoff: pd.Timestamp, horizon_days: int, n: int, step_days: int,
-                     min_history_days: int = 60) -> list[pd.Timestamp]:
-    """Earlier cutoffs whose label windows end on or before ``cutoff`` (so no label peeks past it)."""
-    first = shop.orders["ts"].min()
-    out = []
-    for k in range(n):
-        c = pd.Timestamp(cutoff) - pd.Timedelta(days=horizon_days + k * step_days)
-        if c - first >= pd.Timedelta(days=min_history_days):
-            out.append(c)
-    return out
-
-
-def stacked_training_set(shop: Shop, cutoffs: list[pd.Timestamp], horizon_days: int, max_rows: int | None = None,
-                         seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Features and labels at several cutoffs, stacked (customers with a past purchase only).
-
-    ``max_rows``: when the stacked rows would be more, only a share of the customers is kept (the same ones at
-    every cutoff, chosen by a seeded hash of their id) so that about ``max_rows`` remain; the share kept is
-    ``X.attrs["sample_share"]`` (1.0 when nothing was left out).
-    """
-    share = 1.0
-    if max_rows is not None:
-        c = shop_codes(shop)
-        a = c.lines
-        buy = a.quantity >= 0
-        rows = sum(int(np.count_nonzero(counts(a.cust[buy & (a.ts < _dt64(pd.Timestamp(t)))], len(c.customers))))
-                   for t in cutoffs)
-        share = min(1.0, max_rows / rows) if rows else 1.0
-    xs, ys = [], []
-    for t in cutoffs:
-        X = customer_features(shop, t)
-        X = X[X["n_orders"] > 0]
-        if share < 1.0:
-            X = X[customer_sample(X.index, share, seed)]
-        xs.append(X)
-        ys.append(future_labels(shop, t, horizon_days, X.index))
-    if not xs:
-        return pd.DataFrame(), pd.DataFrame()
-    X = unify_categories(pd.concat(xs))
-    X.attrs["sample_share"] = share
-    return X, pd.concat(ys)
-
-
-def customer_sample(ids: pd.Index, share: float, seed: int = 0) -> np.ndarray:
-    """True for a ``share`` of the customers, chosen by a seeded hash of the id: the same customers whatever
-    the frame, the cutoff or the machine."""
-    h = pd.util.hash_array(np.asarray(ids, dtype=object), hash_key=f"{seed:016d}"[-16:])
-    return np.asarray((h >> np.uint64(11)) < np.uint64(share * 2**53))

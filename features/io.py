@@ -23,72 +23,10 @@ import pandas as pd
 import yaml
 
 from features import schema
-from features.attributes import parse_declaration, parse_timestamps, validate_attributes
 from features.exceptions import DataValidationError
+from features.validation import ValidationReport, validate_tables
 
 log = logging.getLogger(__name__)
-
-MAX_EXAMPLES = 5
-
-
-@dataclass
-class Problem:
-    """One problem found in the data."""
-
-    table: str
-    column: str | None
-    rows: int
-    message: str
-    examples: list[Any] = field(default_factory=list)
-    severity: str = "error"  # "error" stops every job; "warning" is counted and reported
-
-    def __str__(self) -> str:
-        where = f"{self.table}.{self.column}" if self.column else self.table
-        ex = f" e.g. {self.examples[:MAX_EXAMPLES]}" if self.examples else ""
-        return f"[{self.severity}] {where}: {self.message} ({self.rows} rows){ex}"
-
-
-@dataclass
-class ValidationReport:
-    """Every problem found, plus row counts per table."""
-
-    problems: list[Problem] = field(default_factory=list)
-    rows: dict[str, int] = field(default_factory=dict)
-    attributes: list[dict[str, Any]] = field(default_factory=list)
-    """Customer attributes found: name, kind, declared or inferred, a summary (features.attributes)."""
-
-    @property
-    def errors(self) -> list[Problem]:
-        return [p for p in self.problems if p.severity == "error"]
-
-    @property
-    def warnings(self) -> list[Problem]:
-        return [p for p in self.problems if p.severity == "warning"]
-
-    @property
-    def ok(self) -> bool:
-        return not self.errors
-
-    def add(self, *args: Any, **kwargs: Any) -> None:
-        self.problems.append(Problem(*args, **kwargs))
-
-    def __str__(self) -> str:
-        head = f"{len(self.errors)} error(s), {len(self.warnings)} warning(s)"
-        attrs = [f"customer attribute {a['name']}: {a['kind']} ({a['source']}), {a['non_null']} values, {a['summary']}"
-                 for a in self.attributes]
-        return "\n".join([head, *[str(p) for p in self.problems], *attrs])
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "ok": self.ok,
-            "rows": self.rows,
-            "problems": [
-                {"severity": p.severity, "table": p.table, "column": p.column, "rows": p.rows,
-                 "message": p.message, "examples": [str(e) for e in p.examples[:MAX_EXAMPLES]]}
-                for p in self.problems
-            ],
-            "attributes": self.attributes,
-        }
 
 
 @dataclass
@@ -119,7 +57,7 @@ class Shop:
 
     def customer_orders(self) -> pd.DataFrame:
         """Order lines with a customer id (rows without one are excluded, and counted in the report)."""
-        return self.orders[self.orders["customer_id"].notna()]
+        return self.orders[self.orders[schema.CUSTOMER_ID].notna()]
 
 
 def find_table(directory: Path, name: str) -> Path | None:
@@ -137,178 +75,11 @@ def read_raw(path: Path) -> pd.DataFrame:
     return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
 
 
-def _examples(values: pd.Series) -> list[Any]:
-    return values.head(MAX_EXAMPLES).tolist()
-
-
-def _text(s: pd.Series, index: pd.Index, empty_is_null: bool = False,
-          allowed: tuple[str, ...] | None = None) -> tuple[pd.Series, np.ndarray, np.ndarray]:
-    """Text as an object column of Python strings (None when missing) holding one string object per distinct
-    value: a million rows naming a thousand customers keep a thousand strings, not a million. Also returns
-    which rows are missing and which hold a value outside ``allowed`` (checked once per distinct value)."""
-    codes, uniques = pd.factorize(s, use_na_sentinel=True)
-    values = np.concatenate([np.asarray(uniques, dtype=object), np.array([None], dtype=object)])
-    if empty_is_null:
-        values[values == ""] = None
-    missing = np.array([v is None for v in values.tolist()])
-    outside = ~missing & ~np.isin(values, list(allowed)) if allowed is not None else np.zeros(len(values), bool)
-    return pd.Series(values[codes], index=index, dtype=object), missing[codes], outside[codes]
-
-
-def _coerce_table(df: pd.DataFrame, spec: schema.TableSpec, report: ValidationReport) -> pd.DataFrame:
-    """Check columns and cast each to its kind, recording problems. Returns the typed table."""
-    missing = [c for c in spec.required if c not in df.columns]
-    if missing:
-        report.add(spec.name, ",".join(missing), len(df), f"missing required column(s) {missing}; "
-                   f"found {list(df.columns)}")
-        return df
-    out: dict[str, pd.Series] = {}
-    for col in spec.columns:
-        if col.name not in df.columns:
-            continue
-        s = df[col.name]
-        raw_null = s.isna()
-        typed_null: Any = None  # computed from the typed column unless known
-        outside: Any = None
-        if col.kind == schema.ID:
-            if pd.api.types.is_float_dtype(s):  # 17850.0 -> "17850"
-                s = s.astype("Int64")
-            typed, typed_null, outside = _text(s.astype("string").str.strip(), df.index, True, col.allowed)
-        elif col.kind == schema.TIME:
-            typed = parse_timestamps(s)
-        elif col.kind in (schema.FLOAT, schema.INT):
-            typed = pd.to_numeric(s, errors="coerce").astype(float)
-        elif col.kind == schema.BOOL:
-            if pd.api.types.is_bool_dtype(s):
-                typed = s
-            else:
-                m = s.astype("string").str.strip().str.lower()
-                mapping = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False,
-                           "1.0": True, "0.0": False}
-                typed = m.map(mapping)
-                bad = typed.isna() & m.notna()
-                if bad.any():
-                    report.add(spec.name, col.name, int(bad.sum()), "not a boolean (true/false/1/0)",
-                               _examples(s[bad]))
-                typed = typed.astype("boolean")
-        else:
-            typed, typed_null, outside = _text(s.astype("string"), df.index, False, col.allowed)
-        if col.kind in (schema.TIME, schema.FLOAT, schema.INT):
-            bad = typed.isna() & ~raw_null
-            if bad.any():
-                what = "unparseable timestamp" if col.kind == schema.TIME else "not a number"
-                report.add(spec.name, col.name, int(bad.sum()), what, _examples(s[bad]))
-        if not col.nullable:
-            nulls = (typed.isna() if typed_null is None else typed_null) & raw_null
-            if nulls.any():
-                report.add(spec.name, col.name, int(nulls.sum()), "empty value in a required column",
-                           _examples(df.index[nulls].to_series()))
-        if col.allowed is not None:
-            bad = (typed.notna() & ~typed.isin(col.allowed)) if outside is None else pd.Series(outside, index=df.index)
-            if bad.any():
-                report.add(spec.name, col.name, int(bad.sum()), f"value not in {list(col.allowed)}",
-                           _examples(typed[bad]))
-        if col.min_value is not None and col.kind in (schema.FLOAT, schema.INT):
-            bad = typed < col.min_value
-            if bad.any():
-                report.add(spec.name, col.name, int(bad.sum()), f"value below {col.min_value}",
-                           _examples(typed[bad]))
-        out[col.name] = typed
-    extra = [c for c in df.columns if c not in spec.names]
-    for c in extra:  # keep unknown columns untouched; they are the shop's business
-        out[c] = df[c]
-    return pd.DataFrame(out, index=df.index)
-
-
-def _check_unique(df: pd.DataFrame, spec: schema.TableSpec, report: ValidationReport) -> None:
-    if not spec.unique or any(c not in df.columns for c in spec.unique):
-        return
-    dup = df.duplicated(list(spec.unique), keep=False) & df[list(spec.unique)].notna().all(axis=1)
-    if dup.any():
-        report.add(spec.name, ",".join(spec.unique), int(dup.sum()), "duplicate id",
-                   _examples(df.loc[dup, spec.unique[0]].drop_duplicates()))
-
-
-def validate_tables(raw: dict[str, pd.DataFrame], offers: dict[str, Any] | None = None,
-                    attributes: Any = None) -> tuple[dict[str, pd.DataFrame], ValidationReport]:
-    """Validate raw tables against the contract and return typed tables plus the report.
-
-    Errors: missing required columns, unparseable values, empty required values, values outside the
-    allowed set, negative prices, duplicate ids, empty orders, order lines naming unknown products,
-    offer_log rows naming offers missing from the catalogue.
-    Warnings (counted, never silently dropped): order lines without a customer id, exact duplicate
-    order lines, zero quantities, events naming unknown products or customers.
-    Customer attributes (extra columns of customers) are typed by :mod:`features.attributes`: ``attributes`` is
-    the parsed ``customers.attributes.yaml`` (``None``: no file, kinds inferred).
-    """
-    report = ValidationReport()
-    typed: dict[str, pd.DataFrame] = {}
-    if "orders" not in raw:
-        report.add("orders", None, 0, "the orders table is required (orders.parquet, orders.csv.gz or orders.csv)")
-        return typed, report
-    for name, df in raw.items():
-        spec = schema.TABLES[name]
-        report.rows[name] = len(df)
-        if len(df) == 0 and spec.required_table:
-            report.add(name, None, 0, "table is empty")
-            continue
-        t = _coerce_table(df, spec, report)
-        _check_unique(t, spec, report)
-        typed[name] = t
-    _validate_attributes(typed, attributes, report)
-    orders = typed.get("orders")
-    if orders is not None and all(c in orders.columns for c in schema.ORDERS.required):
-        no_cust = orders["customer_id"].isna()
-        if no_cust.any():
-            report.add("orders", "customer_id", int(no_cust.sum()),
-                       "order lines without a customer id: kept as sales, excluded from per-customer models",
-                       _examples(orders.loc[no_cust, "order_id"]), severity="warning")
-        dups = orders.duplicated(keep="first")
-        if dups.any():
-            report.add("orders", None, int(dups.sum()), "exact duplicate order lines (kept as in the source)",
-                       _examples(orders.loc[dups, "order_id"]), severity="warning")
-        zero = orders["quantity"] == 0
-        if zero.any():
-            report.add("orders", "quantity", int(zero.sum()), "zero quantity",
-                       _examples(orders.loc[zero, "order_id"]), severity="warning")
-        products = typed.get("products")
-        if products is not None and "product_id" in products.columns:
-            unknown = ~orders["product_id"].isin(products["product_id"]) & orders["product_id"].notna()
-            if unknown.any():
-                report.add("orders", "product_id", int(unknown.sum()), "order lines naming unknown products",
-                           _examples(orders.loc[unknown, "product_id"].drop_duplicates()))
-    events = typed.get("events")
-    if events is not None and "product_id" in events.columns and "products" in typed:
-        unknown = ~events["product_id"].isin(typed["products"]["product_id"])
-        if unknown.any():
-            report.add("events", "product_id", int(unknown.sum()), "events naming unknown products (ignored)",
-                       _examples(events.loc[unknown, "product_id"].drop_duplicates()), severity="warning")
-    olog = typed.get("offer_log")
-    if olog is not None and offers is not None and "offer_id" in olog.columns:
-        known = {str(o.get("id")) for o in offers.get("offers", []) if isinstance(o, dict)}
-        unknown = ~olog["offer_id"].isin(known)
-        if unknown.any():
-            report.add("offer_log", "offer_id", int(unknown.sum()), "offers missing from offers.yaml",
-                       _examples(olog.loc[unknown, "offer_id"].drop_duplicates()))
-    return typed, report
-
-
-def _validate_attributes(typed: dict[str, pd.DataFrame], attributes: Any, report: ValidationReport) -> None:
-    declared = None if attributes is None else parse_declaration(attributes, report)
-    customers = typed.get("customers")
-    if customers is None:
-        if declared:
-            report.add(schema.ATTRIBUTES_FILE, None, 0, "declares customer attributes but there is no customers table")
-        return
-    if "customer_id" in customers.columns:
-        typed["customers"], _ = validate_attributes(customers, declared, report)
-
-
 def _products_from_orders(orders: pd.DataFrame) -> pd.DataFrame:
-    g = orders[orders["quantity"] > 0].groupby("product_id", sort=True)["unit_price"].median()
-    ids = pd.Index(orders["product_id"].dropna().unique(), name="product_id")
+    g = orders[orders[schema.QUANTITY] > 0].groupby(schema.PRODUCT_ID, sort=True)["unit_price"].median()
+    ids = pd.Index(orders[schema.PRODUCT_ID].dropna().unique(), name=schema.PRODUCT_ID)
     price = g.reindex(ids)
-    return pd.DataFrame({"product_id": ids.astype(object), "category": None, "price": price.to_numpy(),
+    return pd.DataFrame({schema.PRODUCT_ID: ids.astype(object), "category": None, "price": price.to_numpy(),
                          "in_stock": True})
 
 
@@ -384,14 +155,14 @@ def load_shop(directory: str | Path, strict: bool = True) -> Shop:
     products["replenishable"] = products["replenishable"].fillna(False).astype(bool)
     products[schema.IS_PRODUCT] = products[schema.IS_PRODUCT].fillna(True).astype(bool)
     customers = typed.get("customers")
-    ids = pd.Index(orders["customer_id"].dropna().unique())
+    ids = pd.Index(orders[schema.CUSTOMER_ID].dropna().unique())
     if customers is None:
-        customers = pd.DataFrame({"customer_id": ids.astype(object)})
+        customers = pd.DataFrame({schema.CUSTOMER_ID: ids.astype(object)})
     for c, default in (("region", None), ("acquisition_channel", None), ("signup_at", pd.NaT),
-                       ("opted_out", False)):
+                       (schema.OPTED_OUT, False)):
         if c not in customers.columns:
             customers[c] = default
-    customers["opted_out"] = customers["opted_out"].fillna(False).astype(bool)
+    customers[schema.OPTED_OUT] = customers[schema.OPTED_OUT].fillna(False).astype(bool)
     return Shop(orders=orders.reset_index(drop=True), customers=customers.reset_index(drop=True),
                 products=products.reset_index(drop=True), events=typed.get("events"),
                 offer_log=typed.get("offer_log"), offers=offers, report=report,

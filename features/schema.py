@@ -35,7 +35,8 @@ SCORE = "score"
 RANK = "rank"
 SIMILAR_PRODUCT_ID = "similar_product_id"
 IS_PRODUCT = "is_product"
-"""products: False for a line that is no product (postage, a fee, a voucher): never recommended. Default True."""
+"""products: False for a line that is no product (postage, a fee, a voucher): never recommended.
+Default True."""
 RECOMMENDATION_COLUMNS = (CUSTOMER_ID, PRODUCT_ID, SCORE, RANK)
 """What every recommender's ``recommend`` returns, in this order."""
 SIMILAR_ITEMS_COLUMNS = (PRODUCT_ID, SIMILAR_PRODUCT_ID, SCORE, RANK)
@@ -166,4 +167,5 @@ ATTRIBUTES_FILE = "customers.attributes.yaml"
 NUMERIC, CATEGORICAL, BOOLEAN, DATE = "numeric", "categorical", "boolean", "date"
 ATTRIBUTE_KINDS = (NUMERIC, CATEGORICAL, BOOLEAN, DATE)
 ATTRIBUTE_PREFIX = "attr_"
-"""Feature columns made from attributes are named ``attr_<name>``: they never collide with derived features."""
+"""Feature columns made from attributes are named ``attr_<name>``: they never collide with derived
+features."""

@@ -74,10 +74,18 @@ class SparkEngine:
     def facts(self) -> ShopFacts:
         if self._facts is None:
             t = self.tables
-            costed = t.products.select("product_id", F.col("unit_cost").isNotNull().alias("_costed"))
-            o = t.orders.join(F.broadcast(costed), "product_id", "left").agg(
-                F.min("ts").alias("first"), F.max("ts").alias("last"),
-                F.min(F.when(F.col("_costed") & F.col(CUSTOMER_ID).isNotNull(), F.col("ts"))).alias("costed")).first()
+            costed = t.products.select(schema.PRODUCT_ID, F.col("unit_cost").isNotNull().alias("_costed"))
+            o = (
+                t.orders.join(F.broadcast(costed), schema.PRODUCT_ID, "left")
+                .agg(
+                    F.min("ts").alias("first"),
+                    F.max("ts").alias("last"),
+                    F.min(F.when(F.col("_costed") & F.col(CUSTOMER_ID).isNotNull(), F.col("ts"))).alias(
+                        "costed"
+                    ),
+                )
+                .first()
+            )
             assert o is not None
             end = pd.Timestamp(o["last"])
             has_events = False
@@ -97,7 +105,8 @@ class SparkEngine:
         twice the cluster's parallelism."""
         if self._buckets is None:
             rows = sum(t.count() for _, t in self.tables.items())
-            self._buckets = max(2 * self.spark.sparkContext.defaultParallelism, math.ceil(rows / ROWS_PER_BUCKET))
+            self._buckets = max(2 * self.spark.sparkContext.defaultParallelism,
+                                math.ceil(rows / ROWS_PER_BUCKET))
             log.info("spark engine: %d input rows in %d buckets", rows, self._buckets)
         return self._buckets
 
@@ -151,7 +160,8 @@ class SparkEngine:
 
     # -- jobs ------------------------------------------------------------------------------------
     def features_frame(self, cutoff: pd.Timestamp) -> DataFrame:
-        """:func:`features.customer.customer_features` at ``cutoff`` for every customer, as a Spark DataFrame."""
+        """:func:`features.customer.customer_features` at ``cutoff`` for every customer, as a Spark
+        DataFrame."""
         cutoff = pd.Timestamp(cutoff)
         out_schema = ddl(bucket_features(probe_shop(self.facts()), PROBE_CUTOFF))
         return self.map_buckets(lambda shop, _: bucket_features(shop, cutoff), out_schema)
@@ -170,7 +180,7 @@ class SparkEngine:
 
     def stacked_training_set(self, cutoffs: list[pd.Timestamp], horizon_days: int, sample: float = 1.0,
                              seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """``(X, y)`` as :func:`features.customer.stacked_training_set` gives them, for a ``sample`` of
+        """``(X, y)`` as :func:`features.customer_labels.stacked_training_set` gives them, for a ``sample`` of
         customers, collected to the driver."""
         rows: pd.DataFrame = self.training_rows(cutoffs, horizon_days, sample, seed).toPandas()
         if not len(rows):

@@ -28,7 +28,7 @@ from pyspark.sql import functions as F
 from features import schema
 from features.engine import JAVA_HELP, java_available
 from features.exceptions import DataValidationError, PersonaliseError
-from features.io import ValidationReport
+from features.validation import ValidationReport
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,8 @@ class SparkUnavailableError(PersonaliseError):
 
 
 def silence_pandas3_warning() -> None:
-    """Ignore pyspark's "does not yet fully support pandas >= 3" FutureWarning, matched by its message only."""
+    """Ignore pyspark's "does not yet fully support pandas >= 3" FutureWarning, matched by its message
+    only."""
     warnings.filterwarnings("ignore", message=PANDAS3_WARNING, category=FutureWarning)
 
 
@@ -52,8 +53,9 @@ def spark_session(master: str | None = None, app_name: str = "personalise",
                   conf: dict[str, str] | None = None) -> SparkSession:
     """The running session (``spark-submit``, Databricks, a notebook) or a new one.
 
-    ``master``: e.g. ``local[2]``, ``spark://host:7077``, ``yarn``; default: the one ``spark-submit`` was given,
-    else ``local[*]``. Timestamps are read in UTC. In local mode the Python workers run this interpreter.
+    ``master``: e.g. ``local[2]``, ``spark://host:7077``, ``yarn``; default: the one ``spark-submit`` was
+    given, else ``local[*]``. Timestamps are read in UTC. In local mode the Python workers run this
+    interpreter.
     """
     silence_pandas3_warning()
     active = SparkSession.getActiveSession()
@@ -190,15 +192,25 @@ def _defaults(t: dict[str, DataFrame | None]) -> tuple[DataFrame, DataFrame, Dat
     derived from the orders when their tables are absent."""
     orders = t["orders"]
     assert orders is not None
-    orders = orders.withColumn("discount", F.coalesce(F.col("discount"), F.lit(0.0)) if "discount" in orders.columns
+    orders = orders.withColumn("discount", F.coalesce(F.col("discount"),
+                                                      F.lit(0.0)) if "discount" in orders.columns
                                else F.lit(0.0))
     if "channel" not in orders.columns:
         orders = orders.withColumn("channel", F.lit(None).cast("string"))
     products = t["products"]
     if products is None:
-        price = orders.filter("quantity > 0").groupBy("product_id").agg(F.median("unit_price").alias("price"))
-        products = (orders.select("product_id").dropna().distinct().join(price, "product_id", "left")
-                    .withColumn("in_stock", F.lit(True)))
+        price = (
+            orders.filter("quantity > 0")
+            .groupBy(schema.PRODUCT_ID)
+            .agg(F.median("unit_price").alias("price"))
+        )
+        products = (
+            orders.select(schema.PRODUCT_ID)
+            .dropna()
+            .distinct()
+            .join(price, schema.PRODUCT_ID, "left")
+            .withColumn("in_stock", F.lit(True))
+        )
     for c, kind, default in (("category", "string", None), ("in_stock", "boolean", True),
                              ("replenishable", "boolean", False), ("price", "double", None),
                              ("unit_cost", "double", None), ("brand", "string", None),
@@ -209,12 +221,15 @@ def _defaults(t: dict[str, DataFrame | None]) -> tuple[DataFrame, DataFrame, Dat
             products = products.withColumn(c, F.coalesce(F.col(c), F.lit(default)))
     customers = t["customers"]
     if customers is None:
-        customers = orders.select("customer_id").dropna().distinct().withColumn(ROW, F.monotonically_increasing_id())
+        customers = (
+            orders.select(schema.CUSTOMER_ID).dropna().distinct().withColumn(ROW,
+                                                                             F.monotonically_increasing_id())
+        )
     for c, kind, default in (("region", "string", None), ("acquisition_channel", "string", None),
-                             ("signup_at", "timestamp", None), ("opted_out", "boolean", False)):
+                             ("signup_at", "timestamp", None), (schema.OPTED_OUT, "boolean", False)):
         if c not in customers.columns:
             customers = customers.withColumn(c, F.lit(default).cast(kind))
-    customers = customers.withColumn("opted_out", F.coalesce(F.col("opted_out"), F.lit(False)))
+    customers = customers.withColumn(schema.OPTED_OUT, F.coalesce(F.col(schema.OPTED_OUT), F.lit(False)))
     return orders, products.drop(ROW) if ROW in products.columns else products, customers
 
 
@@ -228,11 +243,11 @@ def read_tables(spark: SparkSession, data: str) -> SparkTables:
     if t["orders"] is None and not report.errors:
         report.add("orders", None, 0, f"the orders table is required: {data.rstrip('/')}/orders.parquet")
     if t["orders"] is not None and t["products"] is not None:
-        unknown = t["orders"].join(t["products"].select("product_id"), "product_id", "left_anti")
+        unknown = t["orders"].join(t["products"].select(schema.PRODUCT_ID), schema.PRODUCT_ID, "left_anti")
         n = unknown.count()
         if n:
-            examples = [r.product_id for r in unknown.select("product_id").distinct().limit(5).collect()]
-            report.add("orders", "product_id", n, "order lines naming unknown products", examples)
+            examples = [r.product_id for r in unknown.select(schema.PRODUCT_ID).distinct().limit(5).collect()]
+            report.add("orders", schema.PRODUCT_ID, n, "order lines naming unknown products", examples)
     if not report.ok:
         raise DataValidationError(report)
     orders, products, customers = _defaults(t)

@@ -20,6 +20,7 @@ import pandas as pd
 from scipy.optimize import minimize
 from scipy.special import betaln, gammaln, hyp2f1
 
+from features import schema
 from features.exceptions import ModelFitError, NotFittedError
 
 LOG_BOUNDS = (-12.0, 12.0)
@@ -44,7 +45,8 @@ class BetaGeoModel:
         a2 = betaln(a, b + x) - betaln(a, b)
         a3 = -(r + x) * np.log(alpha + T)
         with np.errstate(divide="ignore", invalid="ignore"):
-            a4 = np.where(x > 0, np.log(a) - np.log(np.maximum(b + x - 1, 1e-12)) - (r + x) * np.log(alpha + tx),
+            a4 = np.where(x > 0, np.log(a) - np.log(np.maximum(b + x - 1,
+                                                               1e-12)) - (r + x) * np.log(alpha + tx),
                           -np.inf)
         ll = a1 + a2 + np.logaddexp(a3, a4)
         return float(-ll.sum() / len(x) + pen * np.sum(np.exp(logp) ** 2))
@@ -76,7 +78,11 @@ class BetaGeoModel:
         r, alpha, a, b = self._p()
         x, tx, T = (np.asarray(v, dtype=float) for v in (x, t_x, T))
         with np.errstate(divide="ignore", over="ignore"):
-            log_term = np.log(a) - np.log(np.maximum(b + x - 1, 1e-12)) + (r + x) * (np.log(alpha + T) - np.log(alpha + tx))
+            log_term = (
+                np.log(a)
+                - np.log(np.maximum(b + x - 1, 1e-12))
+                + (r + x) * (np.log(alpha + T) - np.log(alpha + tx))
+            )
         return np.where(x > 0, 1.0 / (1.0 + np.exp(np.minimum(log_term, 700))), 1.0)
 
     def expected_purchases(self, t: float, x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> np.ndarray:
@@ -87,7 +93,8 @@ class BetaGeoModel:
         first = (a + b + x - 1) / (a - 1) if abs(a - 1) > 1e-9 else np.full_like(x, 1e6)
         num = first * (1 - ((alpha + T) / (alpha + T + t)) ** (r + x) * hyp)
         with np.errstate(divide="ignore", over="ignore"):
-            odds = np.where(x > 0, (a / np.maximum(b + x - 1, 1e-12)) * ((alpha + T) / (alpha + tx)) ** (r + x), 0.0)
+            odds = np.where(x > 0,
+                            (a / np.maximum(b + x - 1, 1e-12)) * ((alpha + T) / (alpha + tx)) ** (r + x), 0.0)
         out = num / (1 + odds)
         return np.nan_to_num(np.clip(out, 0, None), nan=0.0, posinf=0.0)
 
@@ -111,8 +118,9 @@ class GammaGammaModel:
         keep = (x > 0) & (m > 0)
         if keep.sum() < 3:
             raise ModelFitError("Gamma-Gamma needs at least 3 repeat customers with positive spend")
-        res = minimize(self._negll, np.log([1.0, 1.0, max(m[keep].mean(), 1.0)]), args=(x[keep], m[keep], self.penalizer),
-                       method="L-BFGS-B", bounds=[LOG_BOUNDS, LOG_BOUNDS, (-12.0, 20.0)])
+        res = minimize(self._negll, np.log([1.0, 1.0, max(m[keep].mean(), 1.0)]),
+                       args=(x[keep], m[keep], self.penalizer), method="L-BFGS-B",
+                       bounds=[LOG_BOUNDS, LOG_BOUNDS, (-12.0, 20.0)])
         self.params_ = dict(zip(("p", "q", "v"), map(float, np.exp(res.x)), strict=True))
         return self
 
@@ -132,7 +140,7 @@ def rfm_summary(orders: pd.DataFrame, cutoff: pd.Timestamp, unit_days: float = 7
     Purchases on the same day count once (the BG/NBD convention); ``monetary`` is the mean value of
     repeat purchase days. Grouped on integer codes of the customer ids and days (ids are hashed once).
     """
-    cust, uniq = pd.factorize(orders["customer_id"])
+    cust, uniq = pd.factorize(orders[schema.CUSTOMER_ID])
     uniq = np.asarray(uniq, dtype=object)
     rank = np.empty(len(uniq), np.int64)
     rank[np.argsort(uniq, kind="stable")] = np.arange(len(uniq))
@@ -143,16 +151,19 @@ def rfm_summary(orders: pd.DataFrame, cutoff: pd.Timestamp, unit_days: float = 7
         dayv.astype("datetime64[D]").view(np.int64))
     lo = int(dnum.min(initial=0))
     width = int(dnum.max(initial=0)) - lo + 1
-    per_day = pd.Series(orders["value"].to_numpy(float)[ok]).groupby(rank[cust[ok]] * width + (dnum - lo)).sum()
+    per_day = (
+        pd.Series(orders["value"].to_numpy(float)[ok]).groupby(rank[cust[ok]] * width + (dnum - lo)).sum()
+    )
     c, d = np.divmod(per_day.index.to_numpy(), width)  # sorted by customer, then day
     starts = np.flatnonzero(np.r_[True, c[1:] != c[:-1]]) if len(c) else np.zeros(0, np.int64)
     ends = np.r_[starts[1:], len(c)] - 1
     values = per_day.to_numpy()
     days = (d + lo).astype("datetime64[D]").astype(dayv.dtype)
-    index = pd.Index(uniq[np.argsort(uniq, kind="stable")][c[starts]], name="customer_id")
+    index = pd.Index(uniq[np.argsort(uniq, kind="stable")][c[starts]], name=schema.CUSTOMER_ID)
     first, last = pd.Series(days[starts], index=index), pd.Series(days[ends], index=index)
     n = pd.Series(ends - starts + 1, index=index)
-    total = pd.Series(pd.Series(values).groupby(np.repeat(np.arange(len(starts)), ends - starts + 1), sort=False)
+    total = pd.Series(pd.Series(values).groupby(np.repeat(np.arange(len(starts)),
+                                                          ends - starts + 1), sort=False)
                       .sum().to_numpy(), index=index)
     first_val = pd.Series(values[starts], index=index)
     x = n - 1
@@ -170,7 +181,8 @@ RFM_FEATURES = ("purchase_days", "recency_days", "purchase_age_days", "avg_order
 and the first purchase, mean order value)."""
 
 
-def p_no_purchase(bg: BetaGeoModel, horizon_days: int, x: Any, t_x: Any, T: Any) -> tuple[np.ndarray, np.ndarray]:
+def p_no_purchase(bg: BetaGeoModel, horizon_days: int, x: Any, t_x: Any,
+                  T: Any) -> tuple[np.ndarray, np.ndarray]:
     """P(no purchase in the next ``horizon_days``) and the purchases expected in them:
     P(dead) + P(alive) * Poisson(0 | purchases expected while alive)."""
     p_alive = np.asarray(bg.p_alive(x, t_x, T), float)

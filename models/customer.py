@@ -67,7 +67,8 @@ class CustomerModelConfig:
     shared, loaded machine one thread is much faster (OpenMP threads wait on each other)."""
 
     def to_params(self) -> dict[str, Any]:
-        """The settings that change a result (not ``num_threads``), flat, for MLflow and the run fingerprint."""
+        """The settings that change a result (not ``num_threads``), flat, for MLflow and the run
+        fingerprint."""
         return {f"customer.{k}": v for k, v in asdict(self).items() if k != "num_threads"}
 
 

@@ -34,7 +34,8 @@ def value_tiers(X: pd.DataFrame) -> np.ndarray:
     """Historical net value tier per customer: ``high`` (top 20% of positive net value: margin where unit
     costs are known, else net revenue), ``mid`` (top half), ``low``, ``negative`` (returned or discounted away
     what they bought) or ``none`` (no purchase). Needs only the features, so it can be taken at any date."""
-    net = X["net_margin"].where(X["net_margin"].notna(), X["net_revenue"]) if "net_margin" in X else X["net_revenue"]
+    net = X["net_margin"].where(X["net_margin"].notna(),
+                                X["net_revenue"]) if "net_margin" in X else X["net_revenue"]
     net = net.fillna(0.0)
     buyers = X["n_orders"] > 0
     pos = net[buyers & (net > 0)]
@@ -51,15 +52,16 @@ def segment_customers(X: pd.DataFrame, churn: pd.Series, predicted_value: pd.Ser
     attrition = np.select([c.isna(), c >= high_risk, c >= low_risk], ["unknown", "high", "medium"], "low")
     past_rate = X["net_revenue"] / np.maximum(X["tenure_days"].fillna(0), horizon_days) * horizon_days
     ratio = predicted_value.reindex(X.index) / past_rate.where(past_rate > 0)
-    potential = np.select([ratio.isna(), ratio >= 1.2, ratio <= 0.8], ["unknown", "growing", "declining"], "stable")
+    potential = np.select([ratio.isna(), ratio >= 1.2, ratio <= 0.8], ["unknown", "growing",
+                                                                       "declining"], "stable")
     seg = np.select(
         [value_tier == "none", value_tier == "negative",
          (value_tier == "high") & (attrition != "high"), (value_tier == "high") & (attrition == "high"),
          (potential == "growing") & (attrition != "high"),
          (value_tier == "mid") & (attrition == "low"), (value_tier == "mid"),
          (attrition == "high")],
-        ["prospects", "net_negative", "champions", "at_risk_high_value", "rising", "loyal_core", "needs_attention",
-         "hibernating"], "low_value_active")
+        ["prospects", "net_negative", "champions", "at_risk_high_value", "rising",
+         "loyal_core", "needs_attention", "hibernating"], "low_value_active")
     return pd.DataFrame({"value_tier": value_tier, "attrition_tier": attrition, "potential": potential,
                          "segment": seg}, index=X.index)
 
@@ -77,5 +79,7 @@ def segment_summary(segments: pd.DataFrame, X: pd.DataFrame) -> pd.DataFrame:
     out = out.sort_values("net_revenue", ascending=False).reset_index()
     srt = net.sort_values(ascending=False)
     k = max(1, len(srt) // 10)
-    out.attrs["top10pct_revenue_share"] = float(srt.iloc[:k].clip(lower=0).sum() / total) if total else float("nan")
+    out.attrs["top10pct_revenue_share"] = (
+        float(srt.iloc[:k].clip(lower=0).sum() / total) if total else float("nan")
+    )
     return out

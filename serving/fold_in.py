@@ -37,7 +37,13 @@ from models.recsys.factors import ALSRecommender
 from models.recsys.neighbours import EASERecommender, ItemKNNRecommender
 from models.recsys.popularity import BuyAgainRecommender, PopularityRecommender
 
-_KNOWN_KINDS = (ALSRecommender, ItemKNNRecommender, EASERecommender, BuyAgainRecommender, PopularityRecommender)
+_KNOWN_KINDS = (
+    ALSRecommender,
+    ItemKNNRecommender,
+    EASERecommender,
+    BuyAgainRecommender,
+    PopularityRecommender,
+)
 _LOCK = threading.Lock()
 
 
@@ -51,12 +57,14 @@ class FoldIn:
         self.m = len(data.items)
         self.components = dict(model.components_)
         self.usable = all(isinstance(c, _KNOWN_KINDS) for c in self.components.values()) and all(
-            M.has_canonical_format for M in (data.weights, data.purchases, data.last_purchase_days))
+            M.has_canonical_format for M in (data.weights, data.purchases, data.last_purchase_days)
+        )
         self.item_rows = {str(p): j for j, p in enumerate(data.items.ids.tolist())}
         self.boost = None
         for c in self.components.values():
             if isinstance(c, PopularityRecommender):
                 from models.recsys.blend import normalise
+
                 self.popularity = normalise(np.asarray(c.pop_, dtype=np.float64)[None, :].copy())
             elif isinstance(c, EASERecommender):
                 pos = np.full(self.m, -1, np.int64)
@@ -74,8 +82,9 @@ class FoldIn:
         """A one-customer context equal to ``build_context(data, [customer], {customer: session})``, and the
         dense rows the component scores are computed from."""
         data = self.engine.data
-        W, P, L, R = (_row(M, row) for M in (data.weights, data.purchases, data.last_purchase_days,
-                                             data.returned))
+        W, P, L, R = (
+            _row(M, row) for M in (data.weights, data.purchases, data.last_purchase_days, data.returned)
+        )
         add: dict[int, float] = {}
         bought: dict[int, float] = {}
         has_session = False
@@ -101,6 +110,7 @@ class FoldIn:
         """Normalised scores (1 x items) of the fitted components among ``names``, as
         :meth:`BlendRecommender.component_scores` gives them; None when one cannot be folded in here."""
         from models.recsys.blend import normalise
+
         out = {}
         for n, c in self.components.items():
             if n not in names:
@@ -125,9 +135,13 @@ class FoldIn:
         sim = c.sim_
         starts, ends = sim.indptr[W.indices], sim.indptr[W.indices + 1]
         lengths = ends - starts
-        at = np.repeat(ends - lengths.cumsum(), lengths) + np.arange(lengths.sum())  # the rows' entries, in order
+        at = np.repeat(ends - lengths.cumsum(), lengths) + np.arange(
+            lengths.sum()
+        )  # the rows' entries, in order
         # bincount adds in input order, item after item, as scipy's sparse product does: the same floats
-        acc = np.bincount(sim.indices[at], weights=np.repeat(W.data, lengths) * sim.data[at], minlength=self.m)
+        acc = np.bincount(
+            sim.indices[at], weights=np.repeat(W.data, lengths) * sim.data[at], minlength=self.m
+        )
         return np.where(acc > 0, acc, NEG)[None, :]
 
     def _ease(self, c: EASERecommender, W: sp.csr_matrix) -> np.ndarray:
@@ -143,8 +157,9 @@ class FoldIn:
     def _als(self, c: ALSRecommender, ctx: UserContext) -> np.ndarray:
         if ctx.has_session[0]:
             W = ctx.W
-            row = sp.csr_matrix(((W.data * c.idf_scale_).astype(np.float32), W.indices, W.indptr),
-                                shape=W.shape)
+            row = sp.csr_matrix(
+                ((W.data * c.idf_scale_).astype(np.float32), W.indices, W.indptr), shape=W.shape
+            )
             vec = np.asarray(c.model_.recalculate_user(0, row)).ravel()[None, :]
         else:
             vec = self.user_factors[ctx.rows[0]][None, :]
@@ -165,8 +180,9 @@ class FoldIn:
         return out
 
     # -- the answer --------------------------------------------------------------------------------
-    def recommend(self, customer_id: str, k: int, rules: BusinessRules,
-                  session: Sequence[tuple[str, str]]) -> Recommendation | None:
+    def recommend(
+        self, customer_id: str, k: int, rules: BusinessRules, session: Sequence[tuple[str, str]]
+    ) -> Recommendation | None:
         """The engine's answer to ``recommend_one(customer_id, k, rules, session)`` for a known customer, or
         None when it must be computed in full (unknown customer, no finite score, unknown components)."""
         if not self.usable:
@@ -188,9 +204,14 @@ class FoldIn:
             return None
         reasons = engine._reasons(ctx, comps, top, weights)
         ids = engine.product_ids
-        return Recommendation(customer_id, "model", [
-            {PRODUCT_ID: ids[j], SCORE: sc, RANK: r + 1, "reason": reasons[r]}
-            for r, (j, sc) in enumerate(zip(top.tolist(), round_scores(s[top]), strict=True))])
+        return Recommendation(
+            customer_id,
+            "model",
+            [
+                {PRODUCT_ID: ids[j], SCORE: sc, RANK: r + 1, "reason": reasons[r]}
+                for r, (j, sc) in enumerate(zip(top.tolist(), round_scores(s[top]), strict=True))
+            ],
+        )
 
 
 def for_engine(engine: RecommendationEngine) -> FoldIn:
@@ -204,8 +225,13 @@ def for_engine(engine: RecommendationEngine) -> FoldIn:
     return f  # type: ignore[no-any-return]
 
 
-def recommend(engine: RecommendationEngine, customer_id: str, k: int, rules: BusinessRules,
-              session: Sequence[tuple[str, str]]) -> Recommendation | None:
+def recommend(
+    engine: RecommendationEngine,
+    customer_id: str,
+    k: int,
+    rules: BusinessRules,
+    session: Sequence[tuple[str, str]],
+) -> Recommendation | None:
     """:meth:`FoldIn.recommend` of the engine's prepared fold-in."""
     return for_engine(engine).recommend(customer_id, k, rules, session)
 
@@ -213,8 +239,11 @@ def recommend(engine: RecommendationEngine, customer_id: str, k: int, rules: Bus
 def _row(M: sp.csr_matrix, r: int) -> sp.csr_matrix:
     """Row ``r`` of ``M`` as a one-row CSR matrix sharing its arrays (no copy, no checks)."""
     a, b = M.indptr[r], M.indptr[r + 1]
-    return sp.csr_matrix((M.data[a:b], M.indices[a:b], np.array([0, b - a], dtype=M.indptr.dtype)),
-                         shape=(1, M.shape[1]), copy=False)
+    return sp.csr_matrix(
+        (M.data[a:b], M.indices[a:b], np.array([0, b - a], dtype=M.indptr.dtype)),
+        shape=(1, M.shape[1]),
+        copy=False,
+    )
 
 
 def _plus(M: sp.csr_matrix, add: dict[int, float], m: int) -> sp.csr_matrix:
@@ -242,7 +271,6 @@ def _maximum(M: sp.csr_matrix, other: dict[int, float], m: int) -> sp.csr_matrix
 
 
 def _csr(data: np.ndarray, cols: np.ndarray, m: int) -> sp.csr_matrix:
-    out = sp.csr_matrix((data, cols.astype(np.int32),
-                         np.array([0, len(cols)], np.int32)), shape=(1, m))
+    out = sp.csr_matrix((data, cols.astype(np.int32), np.array([0, len(cols)], np.int32)), shape=(1, m))
     out.has_canonical_format = True
     return out

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import sqlalchemy as sa
 
+from features import schema
 from features.live import LiveStore
 from features.schema import SENT_AT
 from models.offers.catalogue import Caps
@@ -157,8 +158,8 @@ class OfferDesk:
                          campaign: str) -> list[dict[str, Any]]:
         """:meth:`_decide`'s rows from the scores prepared at load (:mod:`models.offers.prepared`)."""
         now, hist, remaining = self._context(cur, known)
-        return prep.decide(known, max(pd.Timestamp(now), cur.bundle.as_of), campaign=campaign, channel=channel,
-                           history=hist, remaining=remaining)
+        at = max(pd.Timestamp(now), cur.bundle.as_of)
+        return prep.decide(known, at, campaign=campaign, channel=channel, history=hist, remaining=remaining)
 
     def _decide(self, cur: Loaded, known: list[str], channel: str | None, campaign: str) -> pd.DataFrame:
         b = cur.bundle
@@ -176,12 +177,13 @@ class OfferDesk:
     def _answer(r: dict[str, Any], version: str, campaign: str, channel: str | None, dry_run: bool
                 ) -> tuple[dict[str, Any], DecisionRef | None]:
         treated = r["group"] == "treatment"
-        ref = None if r["offer_id"] == "none" else DecisionRef(
-            uuid.uuid4().hex, r["customer_id"], campaign, channel, r["offer_id"], r["channel"], r["group"])
+        ref = None if r[schema.OFFER_ID] == "none" else DecisionRef(
+            uuid.uuid4().hex, r[schema.CUSTOMER_ID], campaign, channel, r[schema.OFFER_ID], r["channel"],
+            r["group"])
         reason = r["reason"]
         if not treated and "control" not in reason:
             reason = f"control group of campaign {campaign}: held out for measurement ({reason})"
-        return {"customer_id": r["customer_id"], "offer_id": r["offer_id"] if treated else "none",
+        return {"customer_id": r[schema.CUSTOMER_ID], "offer_id": r[schema.OFFER_ID] if treated else "none",
                 "channel": r["channel"] if treated else None, "expected_value": r["expected_value"],
                 "reason": reason, "control_group": not treated, "trigger": r["trigger"], "source": "model",
                 "model_version": version, "would_offer": r["offer_id"], "dry_run": dry_run,
@@ -224,7 +226,7 @@ class OfferDesk:
         rows = []
         for (campaign, asked), group in groups.items():
             known = cur.known_buyers([r.customer_id for r in group.values()])
-            now = self._decide(cur, known, asked, campaign).set_index("customer_id") if known else None
+            now = self._decide(cur, known, asked, campaign).set_index(schema.CUSTOMER_ID) if known else None
             for r in group.values():
                 ok, why = _still_holds(r, now)
                 verdicts[r.nonce] = (ok, why)

@@ -239,7 +239,8 @@ class OrderBook:
         return {**t, "decision": _decision_json(dec)}
 
     def feed(self, cur: Loaded | None, after: int, limit: int) -> dict[str, Any]:
-        """Triggers after cursor ``after`` in firing order (at most ``limit``), and the cursor to pass next."""
+        """Triggers after cursor ``after`` in firing order (at most ``limit``), and the cursor to pass
+        next."""
         q = sa.select(TRIGGERS).where(TRIGGERS.c.seq > after).order_by(TRIGGERS.c.seq).limit(limit)
         with self.store.engine.connect() as conn:
             rows = list(conn.execute(q).mappings())

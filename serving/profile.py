@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from features import schema
 from models.customer import READABLE
 
 if TYPE_CHECKING:
@@ -36,7 +37,7 @@ def profile(cur: Loaded | None, customer_id: str) -> dict[str, Any]:
     if row["n_orders"] > 0:
         reasons["churn"] = b.churn.explain(X)[customer_id]
         reasons["value"] = b.value.explain(X)[customer_id]
-    trig = b.triggers[b.triggers["customer_id"] == customer_id] if len(b.triggers) else pd.DataFrame()
+    trig = b.triggers[b.triggers[schema.CUSTOMER_ID] == customer_id] if len(b.triggers) else pd.DataFrame()
     return {
         "customer_id": customer_id, "known": True, "source": "model", "model_version": cur.version,
         "as_of": str(b.as_of),

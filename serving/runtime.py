@@ -19,6 +19,7 @@ from typing import Any
 
 import pandas as pd
 
+from features import schema
 from features.io import find_table, read_raw
 from features.live import LiveStore, default_url
 from models.bundle import COMPONENTS, ServingBundle
@@ -184,7 +185,7 @@ class Personaliser:
                     o = read_raw(p)
                     o["ts"] = pd.to_datetime(o["ts"])
                     o = o[o["ts"] >= o["ts"].max() - pd.Timedelta(days=30)]
-                    return o["product_id"].astype(str).value_counts().index[:100].tolist()
+                    return o[schema.PRODUCT_ID].astype(str).value_counts().index[:100].tolist()
         except Exception:
             log.exception("no fallback list")
         return []

@@ -12,8 +12,8 @@ from serving.errors import send_error
 
 ROLES = ("storefront", "crm", "admin")
 ROUTE_ROLES = {
-    "/recommend": "storefront", "/similar_items": "storefront", "/events": "storefront", "/orders": "storefront",
-    "/triggers": "crm",
+    "/recommend": "storefront", "/similar_items": "storefront", "/events": "storefront",
+    "/orders": "storefront", "/triggers": "crm",
     "/echo": "storefront",
     "/offers": "crm", "/offers_batch": "crm", "/offers/commit": "crm", "/customer_profile": "crm",
     "/reload": "admin",

@@ -10,13 +10,8 @@ import numpy as np
 import pandas as pd
 
 from features import schema
-from features.customer import (
-    customer_features,
-    future_labels,
-    order_lines,
-    training_cutoffs,
-    unify_categories,
-)
+from features.customer import customer_features, order_lines, unify_categories
+from features.customer_labels import future_labels, training_cutoffs
 from features.exceptions import ModelFitError
 from features.io import Shop
 from models.bgnbd import BetaGeoModel, BGNBDCustomerModel, GammaGammaModel, rfm_summary

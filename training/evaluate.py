@@ -116,7 +116,8 @@ def _windows(shop: Shop, config: TrainConfig, data_end: pd.Timestamp | None) -> 
     H = config.horizon_days
     ts = shop.customer_orders()[schema.TS]
     end = shop.end if data_end is None else pd.Timestamp(data_end)
-    span = f"{(end - ts.min()).days} days of orders ({ts.min().date()} to {end.date()})" if len(ts) else "none"
+    span = (f"{(end - ts.min()).days} days of orders ({ts.min().date()} to {end.date()})" if len(ts)
+            else "none")
     why = f"a {H}-day holdout after some history does not fit in {span}"
     skipped = {"churn": why, "value": why}
     cutoff = short_holdout_cutoff(shop, data_end)

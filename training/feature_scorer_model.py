@@ -1,5 +1,5 @@
-"""MLflow models-from-code entry of :class:`training.scoring_models.FeatureScorer` (loaded by MLflow, which runs
-this file; nothing imports it)."""
+"""MLflow models-from-code entry of :class:`training.scoring_models.FeatureScorer` (loaded by MLflow, which
+runs this file; nothing imports it)."""
 
 import mlflow.models
 

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import pandas as pd
 
-from features.customer import customer_sample, stacked_training_set
+from features.customer_labels import customer_sample, stacked_training_set
 from features.io import Shop
 from features.schema import CUSTOMER_ID
 

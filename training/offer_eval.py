@@ -20,6 +20,7 @@ from features.schema import (
     GROUP,
     N_ORDERS,
     OFFER_ID,
+    QUANTITY,
     REDEEMED_AT,
     SENT_AT,
 )
@@ -76,7 +77,7 @@ def _all_uplift_rows(shop: Shop, window_days: int) -> tuple[pd.DataFrame, pd.Dat
     if hit is not None and hit[0] is ol and hit[1] is shop.orders:
         return hit[2]
     o = shop.customer_orders()
-    buys = o[o["quantity"] > 0][[CUSTOMER_ID, "ts"]]
+    buys = o[o[QUANTITY] > 0][[CUSTOMER_ID, "ts"]]
     xs, ys = [], []
     for day, g in ol.groupby(ol[SENT_AT].dt.floor("D")):
         X = customer_features(shop, day, customers=pd.Index(g[CUSTOMER_ID].unique()))

@@ -124,8 +124,8 @@ def evaluate_recommenders(shop: Shop, cutoff: pd.Timestamp, config: RecommenderC
         # production's tuned weights and re-ranker (tuning them again would double the evaluation's cost)
         t0 = time.perf_counter()
         w = tuple(prod.weights_.items())
-        twin = replace(config, blend_weights=w, rerank=prod.reranker_ is not None,
-                       discovery_weights=tuple(prod.discovery_weights_.items()) if prod.discovery_weights_ else w)
+        dw = tuple(prod.discovery_weights_.items()) if prod.discovery_weights_ else w
+        twin = replace(config, blend_weights=w, rerank=prod.reranker_ is not None, discovery_weights=dw)
         fitted[PURCHASES_ONLY] = fit_production(shop, cutoff, twin, replace(icfg, use_events=False),
                                                 reranker=prod.reranker_)
         secs[PURCHASES_ONLY] = time.perf_counter() - t0

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from features.customer import customer_sample
+from features.customer_labels import customer_sample
 from features.interactions import InteractionData
 from features.io import Shop
 from features.schema import CUSTOMER_ID, PRODUCT_ID, QUANTITY, TS

@@ -1,4 +1,5 @@
-"""Batch scoring: every customer scored by the champion models, written as Parquet for the CRM engine and serving.
+"""Batch scoring: every customer scored by the champion models, written as Parquet for the CRM engine and
+serving.
 
 ``OUT/customers.parquet``: customer_id, RFM (recency_days, n_orders, net_revenue and their quintile scores
 R, F, M), value net of returns, discounts and cost (gross_spend, returns_value, net_revenue, net_margin),
@@ -34,6 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from features import schema
 from features.customer import customer_features, order_lines
 from features.engine import CUSTOMER_ID, ENGINES, ShopFacts, drop_context, feature_table, read_feature_table
 from features.io import Shop, load_shop
@@ -43,12 +45,12 @@ from training.scoring_models import SCORE_COLUMN, Champion, resolve_champion
 
 log = logging.getLogger(__name__)
 
-CUSTOMER_COLUMNS = ["customer_id", "recency_days", "n_orders", "net_revenue", "R", "F", "M", "gross_spend",
-                    "returns_value", "net_margin", "churn", "predicted_value", "value_tier", "attrition_tier",
-                    "potential", "segment", "triggers"]
-RECOMMENDATION_COLUMNS = ["customer_id", "product_id", "score", "rank", "reason", "source"]
-OFFER_COLUMNS = ["customer_id", "offer_id", "channel", "expected_value", "group", "send", "reason", "trigger",
-                 "uplift", "propensity"]
+CUSTOMER_COLUMNS = [schema.CUSTOMER_ID, "recency_days", "n_orders", "net_revenue", "R",
+                    "F", "M", "gross_spend", "returns_value", "net_margin", "churn", "predicted_value",
+                    "value_tier", "attrition_tier", "potential", "segment", "triggers"]
+RECOMMENDATION_COLUMNS = [schema.CUSTOMER_ID, schema.PRODUCT_ID, "score", "rank", "reason", "source"]
+OFFER_COLUMNS = [schema.CUSTOMER_ID, schema.OFFER_ID, "channel", "expected_value", "group", "send",
+                 "reason", "trigger", "uplift", "propensity"]
 SEGMENT_INPUTS = ["n_orders", "recency_days", "net_revenue", "net_margin", "tenure_days"]
 TRIGGER_DAYS = 30
 NO_POLICY = "no offer policy (no offer history or catalogue)"
@@ -101,7 +103,11 @@ def active_triggers(shop: Shop, as_of: pd.Timestamp, churn: pd.Series) -> pd.Dat
 
 def trigger_lists(trig: pd.DataFrame, ids: pd.Index) -> pd.Series:
     """Each customer's distinct triggers, in the order they occurred (empty lists for the others)."""
-    lists = trig.drop_duplicates(["customer_id", "trigger"]).groupby("customer_id", sort=False)["trigger"].agg(list)
+    lists = (
+        trig.drop_duplicates([schema.CUSTOMER_ID, "trigger"])
+        .groupby(schema.CUSTOMER_ID, sort=False)["trigger"]
+        .agg(list)
+    )
     return pd.Series([lists.get(c, []) for c in ids], index=ids, name="triggers", dtype=object)
 
 
@@ -110,9 +116,20 @@ def offer_rows(policy: Any, table: pd.DataFrame, trig: pd.DataFrame, history: pd
     """Next-best offer (or none) of every customer of ``table`` (features, churn, segment): customers with a
     purchase are decided by the policy, as the ``/offers`` API decides them; the others get none."""
     ids = table[CUSTOMER_ID]
-    out = pd.DataFrame({"customer_id": ids.to_numpy(), "offer_id": "none", "channel": None, "expected_value": 0.0,
-                        "group": None, "send": False, "reason": "no purchase yet", "trigger": None,
-                        "uplift": np.nan, "propensity": np.nan}).set_index("customer_id")
+    out = pd.DataFrame(
+        {
+            schema.CUSTOMER_ID: ids.to_numpy(),
+            schema.OFFER_ID: "none",
+            "channel": None,
+            "expected_value": 0.0,
+            "group": None,
+            "send": False,
+            "reason": "no purchase yet",
+            "trigger": None,
+            "uplift": np.nan,
+            "propensity": np.nan,
+        }
+    ).set_index(schema.CUSTOMER_ID)
     X = read_feature_table(table.drop(columns=["churn", "predicted_value", "segment"]))
     buyers = X[X["n_orders"] > 0]
     if policy is None:
@@ -121,8 +138,8 @@ def offer_rows(policy: Any, table: pd.DataFrame, trig: pd.DataFrame, history: pd
         s = table.set_index(CUSTOMER_ID)
         dec = policy.decide(buyers, s["churn"].reindex(buyers.index), now, campaign=campaign,
                             segments=s["segment"].reindex(buyers.index), history=history,
-                            triggers=trig[trig["customer_id"].isin(buyers.index)],
-                            opted_out=opted_out.reindex(buyers.index)).set_index("customer_id")
+                            triggers=trig[trig[schema.CUSTOMER_ID].isin(buyers.index)],
+                            opted_out=opted_out.reindex(buyers.index)).set_index(schema.CUSTOMER_ID)
         cols = [c for c in OFFER_COLUMNS[1:] if c in dec.columns]
         out.loc[dec.index, cols] = dec[cols].to_numpy()
     out = out.reset_index()
@@ -137,7 +154,7 @@ def recommendation_rows(engine: Any, ids: list[str], regions: list[Any], k: int)
     rows: list[tuple[Any, ...]] = []
     for cid, reg in zip(ids, regions, strict=True):
         rec = engine.recommend_one(cid, k=k, region=None if reg is None or pd.isna(reg) else str(reg))
-        rows += [(cid, it["product_id"], float(it["score"]), int(it["rank"]), it["reason"], rec.source)
+        rows += [(cid, it[schema.PRODUCT_ID], float(it["score"]), int(it["rank"]), it["reason"], rec.source)
                  for it in rec.items]
     return pd.DataFrame(rows, columns=RECOMMENDATION_COLUMNS).astype({"score": float, "rank": np.int64})
 
@@ -152,7 +169,8 @@ def customer_rows(table: pd.DataFrame, scores: pd.DataFrame, segments: pd.DataFr
 
 
 # -- the local engine ----------------------------------------------------------------------------
-def _score_local(shop: Shop, out: Path, champ: Champion, cfg: ScoreConfig) -> tuple[pd.Timestamp, dict[str, int]]:
+def _score_local(shop: Shop, out: Path, champ: Champion,
+                 cfg: ScoreConfig) -> tuple[pd.Timestamp, dict[str, int]]:
     import mlflow.pyfunc
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -175,9 +193,10 @@ def _score_local(shop: Shop, out: Path, champ: Champion, cfg: ScoreConfig) -> tu
     scored = table.merge(scores.reset_index(), on=CUSTOMER_ID, how="left").merge(
         segs[["segment"]].reset_index(), on=CUSTOMER_ID, how="left")
     policy = champ.component("offers")["policy"]
-    opted = shop.customers.set_index("customer_id")["opted_out"]
+    opted = shop.customers.set_index(schema.CUSTOMER_ID)[schema.OPTED_OUT]
     offers = pd.concat([offer_rows(policy, scored.iloc[a:a + cfg.chunk], trig, shop.offer_log, opted, as_of,
-                                   cfg.campaign) for a in range(0, len(scored), cfg.chunk)], ignore_index=True)
+                                   cfg.campaign) for a in range(0, len(scored),
+                                                                cfg.chunk)], ignore_index=True)
     offers.to_parquet(out / "offers.parquet", index=False)
     engine = champ.component("recommender")["engine"]
     n_recs, writer = 0, None

@@ -46,7 +46,8 @@ class FeatureScorer(mlflow.pyfunc.PythonModel):  # type: ignore[misc,name-define
         with open(context.artifacts["model"], "rb") as f:
             self.model = pickle.load(f)
 
-    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.Series:
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str,
+                                                                            Any] | None = None) -> pd.Series:
         X = read_feature_table(model_input.reset_index(drop=True))
         return pd.Series(self.model.predict(X).to_numpy(dtype=float), name="score")
 
@@ -65,11 +66,13 @@ def save_feature_scorer(model: Any, path: str | Path) -> str:
 
 def feature_signature(table: pd.DataFrame) -> Any:
     """An MLflow signature over a :func:`~features.engine.feature_table` (every feature optional): register a
-    churn/value pyfunc with it and batch scoring calls the registered model itself (:func:`takes_features`)."""
+    churn/value pyfunc with it and batch scoring calls the registered model itself
+    (:func:`takes_features`)."""
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
     kinds = {"string": "string", "long": "long", "double": "double", "boolean": "boolean"}
-    cols: list[Any] = [ColSpec(kinds[spark_type(table[c])], c, required=c == CUSTOMER_ID) for c in table.columns]
+    cols: list[Any] = [ColSpec(kinds[spark_type(table[c])], c,
+                               required=c == CUSTOMER_ID) for c in table.columns]
     return ModelSignature(inputs=Schema(cols))
 
 
@@ -100,7 +103,8 @@ class Champion:
 
 
 def resolve_champion(data_dir: str | Path, work_dir: str | Path, alias: str = "champion") -> Champion:
-    """Download the ``alias`` version of every component into ``work_dir`` and pick the churn/value scorers."""
+    """Download the ``alias`` version of every component into ``work_dir`` and pick the churn/value
+    scorers."""
     work = Path(work_dir)
     paths, versions = download_champion(data_dir, alias, dest=work / "registry")
     uris: dict[str, str] = {}

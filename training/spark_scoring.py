@@ -22,6 +22,7 @@ from pyspark import SparkFiles
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from features import schema
 from features.engine import CUSTOMER_ID
 from features.io import Shop
 from features.spark_engine import SparkEngine
@@ -46,7 +47,9 @@ DECISIONS = ("customer_id string, offer_id string, channel string, expected_valu
              "triggers array<string>")
 SEGMENTS = ("customer_id string, R long, F long, M long, value_tier string, attrition_tier string, "
             "potential string, segment string")
-RECOMMENDATIONS = "customer_id string, product_id string, score double, rank long, reason string, source string"
+RECOMMENDATIONS = (
+    "customer_id string, product_id string, score double, rank long, reason string, source string"
+)
 
 _loaded: dict[str, tuple[str, Any]] = {}
 """Per Python worker: component -> (shipped file, its unpickled object); a new run's file replaces it."""
@@ -85,7 +88,7 @@ def _decisions(eng: SparkEngine, scored: DataFrame, offers_file: str, as_of: pd.
         churn = table.set_index(CUSTOMER_ID)["churn"]
         trig = active_triggers(shop, as_of, churn)
         policy = shipped("offers", offers_file)["policy"]
-        opted = shop.customers.set_index("customer_id")["opted_out"]
+        opted = shop.customers.set_index(schema.CUSTOMER_ID)[schema.OPTED_OUT]
         out = offer_rows(policy, table, trig, shop.offer_log, opted, as_of, campaign)
         out["triggers"] = trigger_lists(trig, pd.Index(out[CUSTOMER_ID])).to_numpy()
         return out
@@ -103,8 +106,10 @@ def _recommendations(feats: DataFrame, rec_file: str, k: int) -> DataFrame:
 
 
 def score_spark(data_dir: str | Path, tables: str, out: str, cfg: ScoreConfig, work: str,
-                master: str | None = None, spark: Any = None) -> tuple[pd.Timestamp, dict[str, int], Champion]:
-    """Write the three tables of :mod:`training.scoring` to ``out`` (a local path or Hadoop URI) with Spark."""
+                master: str | None = None,
+                spark: Any = None) -> tuple[pd.Timestamp, dict[str, int], Champion]:
+    """Write the three tables of :mod:`training.scoring` to ``out`` (a local path or Hadoop URI) with
+    Spark."""
     spark = spark or spark_session(master)
     eng = SparkEngine(spark, tables, buckets=cfg.buckets)  # reads and validates before the registry
     champ = resolve_champion(data_dir, work, cfg.alias)
@@ -113,17 +118,25 @@ def score_spark(data_dir: str | Path, tables: str, out: str, cfg: ScoreConfig, w
     feats = eng.features_frame(as_of).persist()
     log.info("[2/5] churn and value (spark_udf), segments on the driver")
     scores = _scores(spark, feats, champ).persist()
-    narrow: pd.DataFrame = feats.select(CUSTOMER_ID, *SEGMENT_INPUTS).join(scores, CUSTOMER_ID, "left").toPandas()
+    narrow: pd.DataFrame = (
+        feats.select(CUSTOMER_ID, *SEGMENT_INPUTS).join(scores, CUSTOMER_ID, "left").toPandas()
+    )
     segs = segments_frame(narrow.set_index(CUSTOMER_ID), champ.horizon_days).reset_index()
     segs_df = spark.createDataFrame(segs.astype(object).where(segs.notna(), None), SEGMENTS)
-    scored = feats.join(scores, CUSTOMER_ID, "left").join(segs_df.select(CUSTOMER_ID, "segment"), CUSTOMER_ID, "left")
+    scored = feats.join(scores, CUSTOMER_ID, "left").join(
+        segs_df.select(CUSTOMER_ID, "segment"), CUSTOMER_ID, "left"
+    )
     log.info("[3/5] triggers and offers")
     decisions = _decisions(eng, scored, _ship(spark, champ, "offers", work), as_of, cfg.campaign).persist()
     base = out.rstrip("/")
     decisions.select(*OFFER_COLUMNS).write.mode("overwrite").parquet(f"{base}/offers.parquet")
     log.info("[4/5] customers")
-    customers = (feats.join(scores, CUSTOMER_ID, "left").join(segs_df, CUSTOMER_ID, "left")
-                 .join(decisions.select(CUSTOMER_ID, "triggers"), CUSTOMER_ID, "left").select(*CUSTOMER_COLUMNS))
+    customers = (
+        feats.join(scores, CUSTOMER_ID, "left")
+        .join(segs_df, CUSTOMER_ID, "left")
+        .join(decisions.select(CUSTOMER_ID, "triggers"), CUSTOMER_ID, "left")
+        .select(*CUSTOMER_COLUMNS)
+    )
     customers.write.mode("overwrite").parquet(f"{base}/customers.parquet")
     log.info("[5/5] recommendations")
     _recommendations(feats, _ship(spark, champ, "recommender", work), cfg.k).write.mode("overwrite").parquet(

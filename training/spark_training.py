@@ -4,13 +4,13 @@ The job fits on the driver as it does today (LightGBM and implicit are fast ther
 size grows with customers x cutoffs, come from Spark:
 
 * churn and value: stacked features and labels at the training cutoffs (:func:`customer_training_frames`,
-  equal to :func:`features.customer.stacked_training_set` at
-  :func:`features.customer.training_cutoffs`);
+  equal to :func:`features.customer_labels.stacked_training_set` at
+  :func:`features.customer_labels.training_cutoffs`);
 * uplift: features at each send date and the outcome in the window (:func:`uplift_training_frames`, equal to
   :func:`training.offer_eval.uplift_training_set`).
 
-A sample keeps a fraction of *customers* (a hash of the id, so all their rows at every cutoff): the frames of a
-sample are the full frames restricted to those customers. :func:`sample_fraction` picks the fraction that
+A sample keeps a fraction of *customers* (a hash of the id, so all their rows at every cutoff): the frames of
+a sample are the full frames restricted to those customers. :func:`sample_fraction` picks the fraction that
 keeps the stacked rows under a limit; the job logs it to MLflow.
 
 Example
@@ -29,7 +29,8 @@ import numpy as np
 import pandas as pd
 from pyspark.sql import functions as F
 
-from features.customer import training_cutoffs
+from features import schema
+from features.customer_labels import training_cutoffs
 from features.engine import (
     CUSTOMER_ID,
     ShopFacts,
@@ -47,8 +48,8 @@ from training.offer_eval import uplift_training_set
 
 log = logging.getLogger(__name__)
 
-UPLIFT_LABELS = {"offer_id": "string", "campaign_id": "string", "treated": "boolean", "bought": "boolean",
-                 "redeemed": "boolean", "sent_at": "timestamp"}
+UPLIFT_LABELS = {schema.OFFER_ID: "string", schema.CAMPAIGN_ID: "string", "treated": "boolean",
+                 "bought": "boolean", "redeemed": "boolean", schema.SENT_AT: "timestamp"}
 """The outcome columns of :func:`training.offer_eval.uplift_training_set` and their Spark types."""
 ORDER = "_order"
 
@@ -66,8 +67,10 @@ class TrainingFrames:
 
 
 def cutoffs_for(facts: ShopFacts, cutoff: pd.Timestamp, config: CustomerModelConfig) -> list[pd.Timestamp]:
-    """:func:`features.customer.training_cutoffs` from the shop-wide facts (it reads only the first order)."""
-    first = Shop(orders=pd.DataFrame({"ts": [facts.first_order]}), customers=pd.DataFrame(), products=pd.DataFrame())
+    """:func:`features.customer_labels.training_cutoffs` from the shop-wide facts (it reads only the first
+    order)."""
+    first = Shop(orders=pd.DataFrame({"ts": [facts.first_order]}), customers=pd.DataFrame(),
+                 products=pd.DataFrame())
     return training_cutoffs(first, pd.Timestamp(cutoff), config.horizon_days, config.n_cutoffs,
                             config.cutoff_step_days)
 
@@ -88,8 +91,8 @@ def customer_training_frames(eng: SparkEngine, cutoff: pd.Timestamp, config: Cus
     cutoffs = cutoffs_for(eng.facts(), cutoff, config)
     X, y = eng.stacked_training_set(cutoffs, config.horizon_days, sample, seed)
     n = int(X.index.nunique()) if len(X) else 0
-    log.info("churn/value training set: %d rows of %d customers (sample %.3f) at %d cutoffs", len(X), n, sample,
-             len(cutoffs))
+    log.info("churn/value training set: %d rows of %d customers (sample %.3f) at %d cutoffs", len(X), n,
+             sample, len(cutoffs))
     return TrainingFrames(X=X, y=y, cutoffs=cutoffs, sample=sample, customers=n)
 
 
@@ -102,15 +105,16 @@ def _bucket_uplift(shop: Shop, before: pd.Timestamp | None, start: pd.Timestamp 
         return pd.DataFrame()
     ol = shop.offer_log
     assert ol is not None
-    key = ["customer_id", "offer_id", "sent_at"]
+    key = [schema.CUSTOMER_ID, schema.OFFER_ID, schema.SENT_AT]
     pos = ol[key].assign(**{ORDER: ol[ROW].to_numpy(), "_n": ol.groupby(key).cumcount()})
     y = y.assign(_n=y.groupby(key).cumcount()).merge(pos, on=[*key, "_n"], how="left")
     t = feature_table(X).assign(**{c: y[c].to_numpy() for c in UPLIFT_LABELS}, **{ORDER: y[ORDER].to_numpy()})
     return drop_context(t)
 
 
-def uplift_training_frames(eng: SparkEngine, before: pd.Timestamp | None = None, start: pd.Timestamp | None = None,
-                           window_days: int = 14, sample: float = 1.0, seed: int = 0
+def uplift_training_frames(eng: SparkEngine, before: pd.Timestamp | None = None,
+                           start: pd.Timestamp | None = None, window_days: int = 14,
+                           sample: float = 1.0, seed: int = 0
                            ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``(X, y)`` as :func:`training.offer_eval.uplift_training_set` gives them (same rows, same order)."""
     if eng.tables.offer_log is None:
@@ -125,9 +129,9 @@ def uplift_training_frames(eng: SparkEngine, before: pd.Timestamp | None = None,
     if not len(rows):
         return pd.DataFrame(), pd.DataFrame()
     # the local order: send day by send day, each day's rows in offer_log order
-    rows = rows.assign(_day=rows["sent_at"].dt.floor("D")).sort_values(["_day", ORDER], kind="stable")
+    rows = rows.assign(_day=rows[schema.SENT_AT].dt.floor("D")).sort_values(["_day", ORDER], kind="stable")
     rows = rows.drop(columns="_day")
     y = rows[list(UPLIFT_LABELS)].assign(customer_id=rows[CUSTOMER_ID].to_numpy())
     X = read_feature_table(rows.drop(columns=[*UPLIFT_LABELS, ORDER]))
-    return X, y[["customer_id", *UPLIFT_LABELS]].reset_index(drop=True)
+    return X, y[[schema.CUSTOMER_ID, *UPLIFT_LABELS]].reset_index(drop=True)
 

@@ -57,7 +57,8 @@ class StageRecord:
     own_seconds: float = 0.0
     """Wall time spent in this stage itself (nested stages excluded)."""
     own_cpu_seconds: float = 0.0
-    """CPU time of the process (all threads) in this stage itself: steadier than wall time on a shared machine."""
+    """CPU time of the process (all threads) in this stage itself: steadier than wall time on a shared
+    machine."""
     peak_rss_mb: float = 0.0
     """Largest RSS sampled while this stage was the innermost one."""
 
@@ -187,7 +188,8 @@ class StageTimer:
             d["own_seconds"] += r.own_seconds
             d["own_cpu_seconds"] += r.own_cpu_seconds
             d["peak_rss_mb"] = max(d["peak_rss_mb"], r.peak_rss_mb)
-        return [{**d, "own_seconds": round(d["own_seconds"], 2), "own_cpu_seconds": round(d["own_cpu_seconds"], 2)}
+        return [{**d, "own_seconds": round(d["own_seconds"], 2),
+                 "own_cpu_seconds": round(d["own_cpu_seconds"], 2)}
                 for d in out.values()]
 
 

@@ -4,15 +4,16 @@ Every learner has ``fit(X, arm, y) -> self`` and ``predict(X) -> DataFrame`` (on
 predicted effect of that offer against no offer, in the outcome's units). ``arm`` holds ``"control"`` or an
 offer id per row.
 
-* :class:`SLearner` - the production learner (``models.offers.UpliftModel``) re-implemented here because its API
+* :class:`SLearner` - the production learner (``models.offers.UpliftModel``) re-implemented here because its
+API
   takes the CRM features and offer_log frames: one model over the features, the offer id and a ``treated``
-  flag, fitted on offer_log rows (a shared control customer is one row per offer, as the importer writes them),
-  with ``treated x feature`` moderator columns, several seeds averaged and each offer's uplift scaled to its
-  measured average effect. Same LightGBM parameters as production (:class:`Base`).
+  flag, fitted on offer_log rows (a shared control customer is one row per offer, as the importer writes
+  them), with ``treated x feature`` moderator columns, several seeds averaged and each offer's uplift scaled
+  to its measured average effect. Same LightGBM parameters as production (:class:`Base`).
 * Peers a user would pick instead, one binary model per offer against the control rows: scikit-uplift's
   ``SoloModel`` (S-learner), ``TwoModels`` (T-learner, and its dependent-data variant ``ddr_control``),
-  ``ClassTransformation`` / ``ClassTransformationReg`` (transformed outcome), and an X-learner written here with
-  LightGBM (scikit-uplift has none). :class:`RandomScores` is the floor.
+  ``ClassTransformation`` / ``ClassTransformationReg`` (transformed outcome), and an X-learner written here
+  with LightGBM (scikit-uplift has none). :class:`RandomScores` is the floor.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
+
+from features import schema
 
 CONTROL = "control"
 
@@ -49,8 +52,9 @@ class Base:
     def params(self, objective: str, seed: int | None = None) -> dict[str, Any]:
         p = {"objective": objective, "learning_rate": self.learning_rate, "num_leaves": self.num_leaves,
              "min_child_samples": self.min_child_samples, "seed": self.seed if seed is None else seed,
-             "deterministic": True, "num_threads": self.num_threads, "verbose": -1, "feature_fraction": self.feature_fraction,
-             "bagging_fraction": self.bagging_fraction, "bagging_freq": 1, "lambda_l2": self.lambda_l2}
+             "deterministic": True, "num_threads": self.num_threads, "verbose": -1,
+             "feature_fraction": self.feature_fraction, "bagging_fraction": self.bagging_fraction,
+             "bagging_freq": 1, "lambda_l2": self.lambda_l2}
         if objective == "tweedie":
             p["tweedie_variance_power"] = self.tweedie_variance_power
         return p
@@ -76,26 +80,29 @@ class SLearner:
     ``treated x feature`` (missing when untreated); ``n_models`` seeds averaged; ``scale``: each offer's mean
     predicted uplift is scaled to the effect its control group measured.
 
-    ``treatment``: how the model sees the treatment. ``"offer_id"`` (production): the offer id as a category and
-    one ``treated`` flag, a shared control customer once per offer. ``"flags"``: one 0/1 column
-    ``treated_<offer>`` per offer and each customer once (a control customer has every flag 0), so a tree reaches
-    one offer's effect with one split instead of two (``treated``, then ``offer_id``)."""
+    ``treatment``: how the model sees the treatment. ``"offer_id"`` (production): the offer id as a category
+    and one ``treated`` flag, a shared control customer once per offer. ``"flags"``: one 0/1 column
+    ``treated_<offer>`` per offer and each customer once (a control customer has every flag 0), so a tree
+    reaches one offer's effect with one split instead of two (``treated``, then ``offer_id``)."""
 
     base: Base = field(default_factory=Base)
     moderators: tuple[str, ...] = ()
     n_models: int = 5
     scale: bool = True
-    treatment: str = "offer_id"
+    treatment: str = schema.OFFER_ID
     offers_: list[str] = field(default_factory=list)
     boosters_: list[lgb.Booster] = field(default_factory=list)
     scale_: dict[str, float] = field(default_factory=dict)
 
     def _frame(self, X: pd.DataFrame, offer: np.ndarray, treated: np.ndarray) -> pd.DataFrame:
         if self.treatment == "flags":
-            F = X.reset_index(drop=True).assign(**{f"treated_{o}": ((offer == o) & (treated > 0)).astype(float)
-                                                   for o in self.offers_})
+            F = X.reset_index(drop=True).assign(
+                **{f"treated_{o}": ((offer == o) & (treated > 0)).astype(float) for o in self.offers_}
+            )
         else:
-            F = X.reset_index(drop=True).assign(offer_id=pd.Categorical(offer, categories=self.offers_), treated=treated)
+            F = X.reset_index(drop=True).assign(offer_id=pd.Categorical(offer,
+                                                                        categories=self.offers_),
+                                                treated=treated)
         for c in self.moderators:
             F[f"treated_x_{c}"] = np.where(treated > 0, pd.to_numeric(X[c]).to_numpy(float), np.nan)
         return F
@@ -127,7 +134,8 @@ class SLearner:
         for o in self.offers_:
             F1 = self._frame(X, np.full(len(X), o, dtype=object), np.ones(len(X)))
             F0 = self._frame(X, np.full(len(X), o, dtype=object), np.zeros(len(X)))
-            out[o] = np.mean([np.asarray(b.predict(F1)) - np.asarray(b.predict(F0)) for b in self.boosters_], axis=0)
+            out[o] = np.mean([np.asarray(b.predict(F1)) - np.asarray(b.predict(F0)) for b in self.boosters_],
+                             axis=0)
         return pd.DataFrame(out, index=X.index)
 
     def predict(self, X: pd.DataFrame) -> pd.DataFrame:
@@ -185,7 +193,8 @@ class PerOffer:
         return self
 
     def predict(self, X: pd.DataFrame) -> pd.DataFrame:
-        return pd.DataFrame({o: np.asarray(m.predict(X), float) for o, m in self.models_.items()}, index=X.index)
+        return pd.DataFrame({o: np.asarray(m.predict(X),
+                                           float) for o, m in self.models_.items()}, index=X.index)
 
 
 class XLearner:

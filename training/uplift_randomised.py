@@ -4,14 +4,15 @@ e-mailing whom a model chooses, estimated by inverse probability weighting, with
 A randomised campaign in the data contract is one ``campaign_id`` of ``offer_log`` where each customer was put
 at random in one arm: the treatment group of one offer, or the control group (of one or of every offer - a
 shared control appears as one control row per offer). Customers are split at random, stratified by arm, into a
-training and a held-out half, for several seeds; the learners are fitted on the first and judged on the second.
+training and a held-out half, for several seeds; the learners are fitted on the first and judged on the
+second.
 
 Definitions: customers sorted by predicted uplift; ``Q(k) = Y_t(k) - Y_c(k) N_t(k) / N_c(k)`` (the incremental
 outcome of the top ``k``). Qini = area between ``Q`` and the random line ``Q(n) k / n``, divided by ``n^2``:
 incremental outcome per customer, averaged over targeting depths (random ~ 0). ``qini_norm`` divides the same
-area by ``n |Q(n)|`` instead, as ``models.offers.qini`` does: within one held-out sample the denominator is the
-same for every ranking, so it orders learners identically, but across resamples it divides by a noisy total
-effect and its intervals explode. AUUC = mean over ``k`` of ``(Y_t/N_t - Y_c/N_c)(k) k / n`` (as
+area by ``n |Q(n)|`` instead, as ``models.offers.qini`` does: within one held-out sample the denominator is
+the same for every ranking, so it orders learners identically, but across resamples it divides by a noisy
+total effect and its intervals explode. AUUC = mean over ``k`` of ``(Y_t/N_t - Y_c/N_c)(k) k / n`` (as
 ``models.offers.qini``; outcome units per customer; random ~ half the average effect). All weighted for the
 bootstrap.
 Policy value: the incremental margin per e-mail sent, ``margin_rate x (IPW incremental spend) / e-mails - send
@@ -30,6 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from features import schema
 from features.attributes import attribute_features
 from features.io import Shop
 from models.offers import parse_catalogue
@@ -60,30 +62,37 @@ def campaign_from_shop(shop: Shop, campaign_id: str | None = None, window_days: 
     ol = shop.offer_log
     if ol is None or not len(ol):
         raise ValueError("the shop has no offer_log: no campaign to evaluate")
-    camp = ol["campaign_id"] if "campaign_id" in ol else ol["offer_id"]
+    camp = ol[schema.CAMPAIGN_ID] if schema.CAMPAIGN_ID in ol else ol[schema.OFFER_ID]
     if campaign_id is None:
         if camp.nunique() != 1:
-            raise ValueError(f"offer_log holds {camp.nunique()} campaigns: name one of {sorted(camp.unique())[:10]}")
+            raise ValueError(f"offer_log holds {camp.nunique()} campaigns: name one of "
+                             f"{sorted(camp.unique())[:10]}")
         campaign_id = str(camp.iloc[0])
     rows = ol[camp == campaign_id]
     treated = rows[rows["group"] == "treatment"]
-    n_offers = treated.groupby("customer_id")["offer_id"].nunique()
+    n_offers = treated.groupby(schema.CUSTOMER_ID)[schema.OFFER_ID].nunique()
     if (n_offers > 1).any():
-        raise ValueError(f"campaign {campaign_id}: {int((n_offers > 1).sum())} customers received more than one "
-                         f"offer, e.g. {n_offers[n_offers > 1].index[:3].tolist()}: not one arm per customer")
-    both = set(treated["customer_id"]) & set(rows.loc[rows["group"] == "control", "customer_id"])
+        raise ValueError(f"campaign {campaign_id}: {int((n_offers > 1).sum())} customers received more than "
+                         f"one offer, e.g. {n_offers[n_offers > 1].index[:3].tolist()}: not one arm per "
+                         "customer")
+    both = set(treated[schema.CUSTOMER_ID]) & set(rows.loc[rows["group"] == "control", schema.CUSTOMER_ID])
     if both:
-        raise ValueError(f"campaign {campaign_id}: {len(both)} customers are in a treatment and a control group")
-    per = rows.groupby("customer_id", sort=True).agg(sent_at=("sent_at", "min"))
-    per["arm"] = treated.groupby("customer_id")["offer_id"].first().reindex(per.index).fillna(CONTROL)
+        raise ValueError(f"campaign {campaign_id}: {len(both)} customers are in a treatment and a control "
+                         "group")
+    per = rows.groupby(schema.CUSTOMER_ID, sort=True).agg(sent_at=(schema.SENT_AT, "min"))
+    per["arm"] = (
+        treated.groupby(schema.CUSTOMER_ID)[schema.OFFER_ID].first().reindex(per.index).fillna(CONTROL)
+    )
     o = shop.customer_orders()
-    o = o[o["customer_id"].isin(per.index)]
-    start = o["customer_id"].map(per["sent_at"])
+    o = o[o[schema.CUSTOMER_ID].isin(per.index)]
+    start = o[schema.CUSTOMER_ID].map(per[schema.SENT_AT])
     win = o[(o["ts"] >= start) & (o["ts"] < start + pd.Timedelta(days=window_days))]
-    net = win["quantity"] * win["unit_price"] - np.sign(win["quantity"]) * win["discount"]
-    spend = net.groupby(win["customer_id"]).sum().reindex(per.index, fill_value=0.0)
-    bought = (win["quantity"] > 0).groupby(win["customer_id"]).any().reindex(per.index, fill_value=False)
-    cutoff = per["sent_at"].min().floor("D")
+    net = win[schema.QUANTITY] * win["unit_price"] - np.sign(win[schema.QUANTITY]) * win["discount"]
+    spend = net.groupby(win[schema.CUSTOMER_ID]).sum().reindex(per.index, fill_value=0.0)
+    bought = (
+        (win[schema.QUANTITY] > 0).groupby(win[schema.CUSTOMER_ID]).any().reindex(per.index, fill_value=False)
+    )
+    cutoff = per[schema.SENT_AT].min().floor("D")
     X = attribute_features(shop.customers, shop.attributes, cutoff).reindex(per.index)
     cat = parse_catalogue(shop.offers)
     offers = sorted(set(per["arm"]) - {CONTROL})
@@ -170,9 +179,9 @@ Key = tuple[str, str, str, str]  # (outcome the learner was fitted on, learner, 
 
 @dataclass
 class RandomisedResult:
-    """``table``: one row per key with the mean over seeds of the held-out estimate, its 95% bootstrap interval
-    and the lowest and highest seed. ``replicates``: the seed mean per bootstrap replicate, for paired
-    comparisons (:meth:`paired`)."""
+    """``table``: one row per key with the mean over seeds of the held-out estimate, its 95% bootstrap
+    interval and the lowest and highest seed. ``replicates``: the seed mean per bootstrap replicate, for
+    paired comparisons (:meth:`paired`)."""
 
     table: pd.DataFrame
     replicates: dict[Key, np.ndarray]
@@ -219,7 +228,8 @@ class _Split:
     @classmethod
     def make(cls, c: Campaign, seed: int, n_boot: int) -> _Split:
         tr, te = stratified_halves(c.arm, seed)
-        return cls(c, seed, tr, te, np.random.default_rng(10_000 + seed).poisson(1.0, (n_boot, len(te))).astype(float))
+        return cls(c, seed, tr, te,
+                   np.random.default_rng(10_000 + seed).poisson(1.0, (n_boot, len(te))).astype(float))
 
     def policy(self, P: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         args = (self.c.arm[self.test], self.c.outcomes["spend"][self.test], self.c.offers, self.c.margin_rate,
@@ -235,11 +245,13 @@ class _Split:
         one[:, int(np.argmax(ate))] = 1.0
         rec.add(("baseline", "best_single", "policy", "100%"), *self.policy(one))
 
-    def judge(self, rec: _Recorder, outcome: str, name: str, U: np.ndarray, budgets: tuple[float, ...]) -> None:
+    def judge(self, rec: _Recorder, outcome: str, name: str, U: np.ndarray,
+              budgets: tuple[float, ...]) -> None:
         """Record the Qini and AUUC per offer and the policy values of the held-out uplift ``U`` (customers x
         offers)."""
         c, arm = self.c, self.c.arm[self.test]
-        for judged in dict.fromkeys([outcome, "spend"]):  # a conversion model is also a ranking of spend uplift
+        # a conversion model is also a ranking of spend uplift
+        for judged in dict.fromkeys([outcome, "spend"]):
             y = c.outcomes[judged][self.test]
             for j, o in enumerate(c.offers):
                 m = (arm == o) | (arm == CONTROL)
@@ -263,7 +275,8 @@ def evaluate_randomised(c: Campaign, learners: dict[str, Learner], seeds: tuple[
                         budgets: tuple[float, ...] = (0.1, 0.25, 0.5, 0.75), n_boot: int = 200,
                         outcomes: tuple[str, ...] = OUTCOMES) -> RandomisedResult:
     """Fit every learner on the training half of each seed's split, on each outcome, and judge it on the
-    held-out half: Qini and AUUC per offer and their mean over offers (``qini_spend``: judged on spend; a model
+    held-out half: Qini and AUUC per offer and their mean over offers (``qini_spend``: judged on spend; a
+    model
 fitted on conversion is judged on both), the policy value at each budget (share
     of customers e-mailed, each with the offer of highest predicted margin) and at the model's own choice
     (positive predicted margin), beside the baselines ``everyone`` (every customer e-mailed, the offers mixed

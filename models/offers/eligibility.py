@@ -99,7 +99,8 @@ def _checks(offer: Offer, X: pd.DataFrame, churn: pd.Series, segments: pd.Series
 
 def attribute_holds(X: pd.DataFrame, name: str, rule: list[Any] | dict[str, float]) -> np.ndarray:
     """Rows of ``X`` whose customer attribute ``name`` (feature column ``attr_<name>``) satisfies ``rule``:
-    one of the listed values (a boolean attribute's 0/1 against true/false), or within a ``{min, max}`` range (a
+    one of the listed values (a boolean attribute's 0/1 against true/false), or within a ``{min, max}``
+    range (a
     date attribute in days before the features' date). A missing value, or a column ``X`` lacks, fails."""
     col = f"{ATTRIBUTE_PREFIX}{name}"
     if col not in X.columns:

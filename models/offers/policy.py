@@ -245,7 +245,7 @@ def _rule(offer_id: str | None, block: str, top: _Top | None,
     if block != OK:
         return block, {}
     if top is not None and top.barred != OK and top.offer_id != offer_id:
-        detail = {"offer_id": top.offer_id}
+        detail = {OFFER_ID: top.offer_id}
         if top.barred == Rule.CONTACT_CAP:
             detail[CHANNEL] = top.channel
         if offer_id is None:

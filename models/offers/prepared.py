@@ -43,8 +43,15 @@ class PreparedPolicy:
     """An :class:`OfferPolicy`'s per-customer scores for the customers of ``X`` (rows: customers), prepared
     once; :meth:`decide` answers like ``policy.decide(X.loc[ids], churn.reindex(ids), ...)``."""
 
-    def __init__(self, policy: OfferPolicy, X: pd.DataFrame, churn: pd.Series, segments: pd.Series | None,
-                 triggers: pd.DataFrame | None = None, opted_out: pd.Series | None = None) -> None:
+    def __init__(
+        self,
+        policy: OfferPolicy,
+        X: pd.DataFrame,
+        churn: pd.Series,
+        segments: pd.Series | None,
+        triggers: pd.DataFrame | None = None,
+        opted_out: pd.Series | None = None,
+    ) -> None:
         self.policy = policy
         self.X, self.churn = X, churn.reindex(X.index)
         self.pos = {c: i for i, c in enumerate(X.index.tolist())}
@@ -76,9 +83,15 @@ class PreparedPolicy:
             f = self._facts[cid] = reasons_for(self.X.loc[cid], float(c))
         return list(f)
 
-    def decide(self, customer_ids: list[Any], now: pd.Timestamp, campaign: str = "default",
-               channel: str | None = None, history: pd.DataFrame | None = None,
-               remaining: Caps | None = None) -> list[dict[str, Any]]:
+    def decide(
+        self,
+        customer_ids: list[Any],
+        now: pd.Timestamp,
+        campaign: str = "default",
+        channel: str | None = None,
+        history: pd.DataFrame | None = None,
+        remaining: Caps | None = None,
+    ) -> list[dict[str, Any]]:
         """One row of :data:`~models.offers.policy.DECISION_COLUMNS` (as a dict) per customer of
         ``customer_ids`` (unique, each known: :meth:`knows`), as :meth:`OfferPolicy.decide` gives it."""
         pol, cat = self.policy, self.policy.catalogue
@@ -120,7 +133,9 @@ class PreparedPolicy:
         if c_pos:
             pos = np.concatenate(c_pos)
             off = np.array(c_off, dtype=np.int64)
-            chan = np.concatenate([np.full(len(p), c[0], dtype=object) for p, c in zip(c_pos, c_cols, strict=True)])
+            chan = np.concatenate(
+                [np.full(len(p), c[0], dtype=object) for p, c in zip(c_pos, c_cols, strict=True)]
+            )
             ev = np.concatenate([c[1] for c in c_cols])
             up = np.concatenate([c[2] for c in c_cols])
             prd = np.concatenate([c[3] for c in c_cols])
@@ -133,24 +148,43 @@ class PreparedPolicy:
         rank = ev
         if len(ev) and trig:
             kinds = np.array([offers[k].kind for k in off.tolist()], dtype=object)
-            pairs = {(cid, kind) for cid, ts in trig.items() for t in ts for kind in TRIGGER_PREFERENCE.get(t, ())}
-            pref = np.array([(customer_ids[q], kd) in pairs for q, kd in zip(pos.tolist(), kinds.tolist(),
-                                                                              strict=True)], bool)
+            pairs = {
+                (cid, kind) for cid, ts in trig.items() for t in ts for kind in TRIGGER_PREFERENCE.get(t, ())
+            }
+            pref = np.array(
+                [(customer_ids[q], kd) in pairs for q, kd in zip(pos.tolist(), kinds.tolist(), strict=True)],
+                bool,
+            )
             rank = ev + np.where(pref & (ev > 0), 1e-6, 0)
         control = in_control_group(list(customer_ids), campaign, cat.control_share)
-        send_cost = np.array([offers[k].cost_per_send[c] for k, c in zip(off.tolist(), chan.tolist(),
-                                                                          strict=True)], float)
+        send_cost = np.array(
+            [offers[k].cost_per_send[c] for k, c in zip(off.tolist(), chan.tolist(), strict=True)], float
+        )
         best = _choose(pos, off, rank, ev, barred_all, send_cost, control, offers, remaining)
         tops = _tops(pos, rank, ev, barred_all)
         out = []
         for i, cid in enumerate(customer_ids):
             j = best.get(i)
-            r: dict[str, Any] = ({CHANNEL: chan[j], OFFER_ID: offers[off[j]].id, "expected_value": ev[j], "uplift": up[j],
-                  "p_redeem": prd[j]} if j is not None else
-                 {CHANNEL: np.nan, OFFER_ID: np.nan, "expected_value": np.nan, "uplift": np.nan,
-                  "p_redeem": np.nan})
-            offer: str | None = (r[OFFER_ID] if isinstance(r[OFFER_ID], str) and r["expected_value"] > 0
-                                 else None)
+            r: dict[str, Any] = (
+                {
+                    CHANNEL: chan[j],
+                    OFFER_ID: offers[off[j]].id,
+                    "expected_value": ev[j],
+                    "uplift": up[j],
+                    "p_redeem": prd[j],
+                }
+                if j is not None
+                else {
+                    CHANNEL: np.nan,
+                    OFFER_ID: np.nan,
+                    "expected_value": np.nan,
+                    "uplift": np.nan,
+                    "p_redeem": np.nan,
+                }
+            )
+            offer: str | None = (
+                r[OFFER_ID] if isinstance(r[OFFER_ID], str) and r["expected_value"] > 0 else None
+            )
             top = None
             if i in tops:
                 t = tops[i]
@@ -172,8 +206,17 @@ def _order(rank: np.ndarray) -> np.ndarray:
     return np.argsort(-rank, kind="stable")
 
 
-def _choose(pos: np.ndarray, off: np.ndarray, rank: np.ndarray, ev: np.ndarray, barred: np.ndarray,
-            send_cost: np.ndarray, control: np.ndarray, offers: Any, remaining: Caps | None) -> dict[int, int]:
+def _choose(
+    pos: np.ndarray,
+    off: np.ndarray,
+    rank: np.ndarray,
+    ev: np.ndarray,
+    barred: np.ndarray,
+    send_cost: np.ndarray,
+    control: np.ndarray,
+    offers: Any,
+    remaining: Caps | None,
+) -> dict[int, int]:
     """Each customer's chosen candidate (customer row -> candidate position), as ``policy._choose`` picks it;
     marks in ``barred`` the candidates passed over because their offer's budget or volume was used up."""
     order = _order(rank)

@@ -16,7 +16,7 @@ from enum import StrEnum
 
 import pandas as pd
 
-from features.schema import DISCOUNT_SHARE, ORDERS_90, RETURN_RATE
+from features.schema import DISCOUNT_SHARE, OFFER_ID, ORDERS_90, RETURN_RATE
 
 DISCOUNT_RESPONSIVE = 0.3
 """Share of spend bought on discount from which a customer counts as discount-responsive (reasons, and the
@@ -73,7 +73,7 @@ def reason_text(rule: str, detail: dict[str, str], facts: list[str]) -> str:
 
 
 def _rule_text(rule: str, detail: dict[str, str]) -> str:
-    oid = detail.get("offer_id", "")
+    oid = detail.get(OFFER_ID, "")
     if rule == Rule.NOT_ELIGIBLE:
         if not detail:
             return "not eligible: the catalogue has no offer"

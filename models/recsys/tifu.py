@@ -94,13 +94,15 @@ def build_baskets(shop: Shop, data: InteractionData, by: Literal["order", "day"]
     df = pd.DataFrame({"u": u[ok], "key": pd.factorize(key.to_numpy()[ok])[0], "ts": o["ts"].to_numpy()[ok],
                        "j": j[ok]})
     if df.empty:
-        return Baskets(np.zeros(0, np.int64), sp.csr_matrix((0, len(data.items))), len(data.users), data.cutoff)
+        return Baskets(np.zeros(0, np.int64), sp.csr_matrix((0, len(data.items))),
+                       len(data.users), data.cutoff)
     b = df.groupby(["u", "key"], sort=False).ngroup().to_numpy()
     first = df.groupby(b).agg(u=("u", "first"), ts=("ts", "min"), key=("key", "first"))
     order = np.lexsort((first["key"].to_numpy(), first["ts"].to_numpy(), first["u"].to_numpy()))
     pos = np.empty(len(order), np.int64)
     pos[order] = np.arange(len(order))
-    items = sp.csr_matrix((np.ones(len(df)), (pos[b], df["j"].to_numpy())), shape=(len(order), len(data.items)))
+    items = sp.csr_matrix((np.ones(len(df)), (pos[b], df["j"].to_numpy())),
+                          shape=(len(order), len(data.items)))
     items.sum_duplicates()
     items.data[:] = 1.0
     return Baskets(first["u"].to_numpy(np.int64)[order], items, len(data.users), data.cutoff)
@@ -179,7 +181,8 @@ def approximate_neighbours(Un: sp.csr_matrix, ok: np.ndarray, k: int, cfg: TifuC
     cent = sample[rng.choice(len(sample), n_clusters, replace=False)]
     for _ in range(10):  # spherical k-means on a sample
         lab = np.argmax(sample @ cent.T, axis=1)
-        sums = sp.csr_matrix((np.ones(len(lab)), (lab, np.arange(len(lab)))), shape=(n_clusters, len(lab))) @ sample
+        sums = sp.csr_matrix((np.ones(len(lab)), (lab, np.arange(len(lab)))),
+                             shape=(n_clusters, len(lab))) @ sample
         norm = np.linalg.norm(sums, axis=1, keepdims=True)
         cent = np.where(norm > 0, sums / np.maximum(norm, 1e-12), cent).astype(np.float32)  # empty: stays
     lab = np.concatenate([np.argmax(E[a:a + 100_000] @ cent.T, axis=1) for a in range(0, len(E), 100_000)])
@@ -228,11 +231,14 @@ class TIFUKNNRecommender(Recommender):
     def _fit(self, data: InteractionData) -> None:
         b: Baskets | None = self._baskets
         if b is None:
-            raise ModelFitError(f"{self.name}: needs purchase baskets: fit(data, baskets=build_baskets(shop, data))")
+            raise ModelFitError(f"{self.name}: needs purchase baskets: fit(data, baskets=build_baskets(shop, "
+                                "data))")
         if (b.items.shape[1], b.n_users, b.cutoff) != (len(data.items), len(data.users), data.cutoff):
-            raise ModelFitError(f"{self.name}: baskets of {b.items.shape[1]} items, {b.n_users} customers, cutoff "
-                                f"{b.cutoff} do not match the data's {len(data.items)}, {len(data.users)}, "
-                                f"{data.cutoff}: build them with build_baskets(shop, data)")
+            raise ModelFitError(
+                f"{self.name}: baskets of {b.items.shape[1]} items, {b.n_users} customers, "
+                f"cutoff {b.cutoff} do not match the data's {len(data.items)}, "
+                f"{len(data.users)}, {data.cutoff}: build them with build_baskets(shop, data)"
+            )
         if len(b.user) == 0:
             raise ModelFitError(f"{self.name}: no purchase baskets to learn from")
         cfg = self.tifu

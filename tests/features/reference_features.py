@@ -18,7 +18,8 @@ from models.triggers import TriggerConfig
 DAY = np.timedelta64(1, "D")
 
 
-def old_order_lines(shop: Shop, cutoff: pd.Timestamp | None = None, start: pd.Timestamp | None = None) -> pd.DataFrame:
+def old_order_lines(shop: Shop, cutoff: pd.Timestamp | None = None,
+                    start: pd.Timestamp | None = None) -> pd.DataFrame:
     """Customer order lines in ``[start, cutoff)`` with net amount, cost and product category attached."""
     o = _old_all_lines(shop)
     if cutoff is not None:
@@ -45,15 +46,16 @@ def _old_all_lines(shop: Shop) -> pd.DataFrame:
     return lines
 
 
-def old_customer_features(shop: Shop, cutoff: pd.Timestamp, customers: pd.Index | None = None) -> pd.DataFrame:
+def old_customer_features(shop: Shop, cutoff: pd.Timestamp,
+                          customers: pd.Index | None = None) -> pd.DataFrame:
     """One row per customer known before ``cutoff`` (index ``customer_id``), nothing after it leaks in.
 
     Columns: RFM (recency_days, n_orders, gross_spend), value net of returns, discounts and cost
     (returns_value, return_rate, discount_total, discount_share, net_revenue, net_margin), rhythm
     (tenure_days, ipt_mean, ipt_std, overdue), trends (net_30/90/180, trend_90), breadth and taste
-    (n_categories, n_products, units, purchase_days, top_category, preferred_channel, holiday_share), acquisition channel and region,
-    behaviour (views_30, carts_30, abandoned_carts_90, days_since_visit) and offer history
-    (offers_received, offers_redeemed, redemption_rate, days_since_offer).
+    (n_categories, n_products, units, purchase_days, top_category, preferred_channel, holiday_share),
+    acquisition channel and region, behaviour (views_30, carts_30, abandoned_carts_90, days_since_visit) and
+    offer history (offers_received, offers_redeemed, redemption_rate, days_since_offer).
     """
     cutoff = pd.Timestamp(cutoff)
     lines = old_order_lines(shop, cutoff)
@@ -80,32 +82,47 @@ def old_customer_features(shop: Shop, cutoff: pd.Timestamp, customers: pd.Index 
     bl = buys.groupby("customer_id")
     f["gross_spend"] = bl["gross"].sum()
     f["discount_total"] = bl["discount"].sum()
-    f["discount_share"] = buys["gross"].where(buys["discount"] > 0, 0.0).groupby(buys["customer_id"]).sum() / f[
-        "gross_spend"].replace(0, np.nan)
+    f["discount_share"] = buys["gross"].where(buys["discount"] > 0, 0.0).groupby(
+        buys["customer_id"]
+    ).sum() / f["gross_spend"].replace(0, np.nan)
     f["n_categories"] = bl["category"].nunique()
     # breadth and size where a shop has few categories (Online Retail has one): distinct products, units, and
     # distinct purchase days (several invoices on one day are one visit); churn AUC 0.743 -> 0.748 there
     f["n_products"] = bl["product_id"].nunique()
     f["units"] = bl["quantity"].sum()
-    f["purchase_days"] = orders.assign(day=orders["ts"].dt.normalize()).drop_duplicates(["customer_id", "day"]).groupby(
-        "customer_id").size()
+    f["purchase_days"] = (
+        orders.assign(day=orders["ts"].dt.normalize())
+        .drop_duplicates(["customer_id", "day"])
+        .groupby("customer_id")
+        .size()
+    )
     top = buys.dropna(subset=["category"]).groupby(["customer_id", "category"])["net"].sum()
     if len(top):
-        f["top_category"] = top.reset_index().sort_values("net").drop_duplicates("customer_id", keep="last").set_index(
-            "customer_id")["category"]
+        f["top_category"] = (
+            top.reset_index()
+            .sort_values("net")
+            .drop_duplicates("customer_id", keep="last")
+            .set_index("customer_id")["category"]
+        )
     else:
         f["top_category"] = None
     f["returns_value"] = -rets.groupby("customer_id")["net"].sum()
     f["returns_value"] = f["returns_value"].fillna(0.0)
-    f["return_rate"] = (f["returns_value"] / (f["gross_spend"] - f["discount_total"]).replace(0, np.nan)).clip(0, 1.5)
+    f["return_rate"] = (
+        f["returns_value"] / (f["gross_spend"] - f["discount_total"]).replace(0, np.nan)
+    ).clip(0, 1.5)
     f["net_revenue"] = lines.groupby("customer_id")["net"].sum()
     has_cost = lines["cost"].notna().any()
-    f["net_margin"] = (lines["net"] - lines["cost"]).groupby(lines["customer_id"]).sum() if has_cost else np.nan
+    f["net_margin"] = (
+        (lines["net"] - lines["cost"]).groupby(lines["customer_id"]).sum() if has_cost else np.nan
+    )
     for days in (30, 90, 180):
         recent = lines[lines["ts"] >= cutoff - pd.Timedelta(days=days)]
         f[f"net_{days}"] = recent.groupby("customer_id")["net"].sum()
         f[f"net_{days}"] = f[f"net_{days}"].fillna(0.0)
-        f[f"orders_{days}"] = orders[orders["ts"] >= cutoff - pd.Timedelta(days=days)].groupby("customer_id").size()
+        f[f"orders_{days}"] = (
+            orders[orders["ts"] >= cutoff - pd.Timedelta(days=days)].groupby("customer_id").size()
+        )
         f[f"orders_{days}"] = f[f"orders_{days}"].fillna(0)
     # trend: spend of the last 90 days against the customer's own 90-day average over their history
     hist_rate = f["net_revenue"] / np.maximum(f["purchase_age_days"], 90) * 90
@@ -123,7 +140,9 @@ def old_customer_features(shop: Shop, cutoff: pd.Timestamp, customers: pd.Index 
     c = shop.customers.set_index("customer_id")
     known = c.index[c["signup_at"] < cutoff] if "signup_at" in c else c.index[:0]
     if shop.events is not None:
-        known = known.union(pd.Index(shop.events.loc[shop.events["ts"] < cutoff, "customer_id"].dropna().unique()))
+        known = known.union(
+            pd.Index(shop.events.loc[shop.events["ts"] < cutoff, "customer_id"].dropna().unique())
+        )
     idx = f.index.union(known) if customers is None else pd.Index(customers)
     f = f.reindex(idx)
     f.index.name = "customer_id"
@@ -132,8 +151,8 @@ def old_customer_features(shop: Shop, cutoff: pd.Timestamp, customers: pd.Index 
     f["tenure_days"] = (cutoff - first_seen) / DAY
     for col in ("acquisition_channel", "region"):
         f[col] = c[col].reindex(idx) if col in c else None
-    for col in ("n_orders", "gross_spend", "discount_total", "net_revenue", "n_categories", "n_products", "units",
-                "purchase_days", "returns_value"):
+    for col in ("n_orders", "gross_spend", "discount_total", "net_revenue", "n_categories",
+                "n_products", "units", "purchase_days", "returns_value"):
         f[col] = f[col].fillna(0.0)
     f["n_orders"] = f["n_orders"].astype(int)
     _behaviour(f, shop, cutoff)
@@ -150,13 +169,16 @@ def _behaviour(f: pd.DataFrame, shop: Shop, cutoff: pd.Timestamp) -> None:
         return
     e = ev[(ev["ts"] < cutoff) & ev["customer_id"].notna()]
     last30 = e[e["ts"] >= cutoff - pd.Timedelta(days=30)]
-    f["views_30"] = (last30["event_type"] == "view").groupby(last30["customer_id"]).sum().reindex(f.index).fillna(0)
+    f["views_30"] = (
+        (last30["event_type"] == "view").groupby(last30["customer_id"]).sum().reindex(f.index).fillna(0)
+    )
     f["carts_30"] = (last30["event_type"] == "add_to_cart").groupby(last30["customer_id"]).sum().reindex(
         f.index).fillna(0)
     f["days_since_visit"] = (cutoff - e.groupby("customer_id")["ts"].max()) / DAY
     # abandoned carts: carted products not bought by that customer within 7 days, over the last 90 days
     carts = e[(e["event_type"] == "add_to_cart") & (e["ts"] >= cutoff - pd.Timedelta(days=90))]
-    carts = carts[["customer_id", "product_id", "ts"]].drop_duplicates(["customer_id", "product_id"], keep="last")
+    carts = carts[["customer_id", "product_id", "ts"]].drop_duplicates(["customer_id",
+                                                                        "product_id"], keep="last")
     o = shop.customer_orders()
     o = o[(o["ts"] < cutoff) & (o["quantity"] > 0)][["customer_id", "product_id", "ts"]]
     m = carts.merge(o, on=["customer_id", "product_id"], how="left", suffixes=("", "_o"))
@@ -180,7 +202,8 @@ def _offer_history(f: pd.DataFrame, shop: Shop, cutoff: pd.Timestamp) -> None:
     f["days_since_offer"] = (cutoff - g["sent_at"].max()) / DAY
 
 
-def old_future_labels(shop: Shop, cutoff: pd.Timestamp, horizon_days: int, customers: pd.Index) -> pd.DataFrame:
+def old_future_labels(shop: Shop, cutoff: pd.Timestamp, horizon_days: int,
+                      customers: pd.Index) -> pd.DataFrame:
     """What happened in ``[cutoff, cutoff + horizon)``: churn (no purchase), net revenue and net margin."""
     cutoff = pd.Timestamp(cutoff)
     lines = old_order_lines(shop, cutoff + pd.Timedelta(days=horizon_days), start=cutoff)
@@ -193,7 +216,8 @@ def old_future_labels(shop: Shop, cutoff: pd.Timestamp, horizon_days: int, custo
 
 
 
-def old_build_interactions(shop: Shop, cutoff: pd.Timestamp | None = None, config: InteractionConfig | None = None,
+def old_build_interactions(shop: Shop, cutoff: pd.Timestamp | None = None,
+                           config: InteractionConfig | None = None,
                        trending_days: int = 28, non_product: Any = None) -> InteractionData:
     """Interactions strictly before ``cutoff`` (default: after the last row)."""
     cfg = config or InteractionConfig()
@@ -206,7 +230,8 @@ def old_build_interactions(shop: Shop, cutoff: pd.Timestamp | None = None, confi
         e = shop.events[(shop.events["ts"] < cutoff) & shop.events["customer_id"].notna()]
         wmap = {"view": cfg.view, "wishlist": cfg.wishlist, "add_to_cart": cfg.add_to_cart,
                 "remove_from_cart": cfg.remove_from_cart}
-        parts.append(pd.DataFrame({"customer_id": e["customer_id"], "product_id": e["product_id"], "ts": e["ts"],
+        parts.append(pd.DataFrame({"customer_id": e["customer_id"],
+                                   "product_id": e["product_id"], "ts": e["ts"],
                                    "w": e["event_type"].map(wmap).astype(float)}))
     allx = pd.concat(parts, ignore_index=True)
     products = shop.products
@@ -228,7 +253,8 @@ def old_build_interactions(shop: Shop, cutoff: pd.Timestamp | None = None, confi
     last = bd.groupby(["customer_id", "product_id"])["ts"].max().reset_index()
     lr, lc = users.rows(last["customer_id"]), items.rows(last["product_id"])
     ok2 = lc >= 0
-    L = sp.csr_matrix((((cutoff - last["ts"]) / pd.Timedelta(days=1)).to_numpy()[ok2] + 1, (lr[ok2], lc[ok2])), shape=shape)
+    L = sp.csr_matrix((((cutoff - last["ts"]) / pd.Timedelta(days=1)).to_numpy()[ok2] + 1,
+                       (lr[ok2], lc[ok2])), shape=shape)
     rets = o[o["quantity"] < 0].drop_duplicates(["customer_id", "product_id"])
     rr, rc = users.rows(rets["customer_id"]), items.rows(rets["product_id"])
     ok3 = rc >= 0
@@ -236,7 +262,8 @@ def old_build_interactions(shop: Shop, cutoff: pd.Timestamp | None = None, confi
     pid = products["product_id"].astype(str)
     is_product = ~non_product(pid).to_numpy() if non_product is not None else np.ones(len(pid), bool)
     recent = buys[buys["ts"] >= cutoff - pd.Timedelta(days=trending_days)]
-    rec_w = np.bincount(items.rows(recent["product_id"])[items.rows(recent["product_id"]) >= 0], minlength=len(items))
+    rec_w = np.bincount(items.rows(recent["product_id"])[items.rows(recent["product_id"]) >= 0],
+                        minlength=len(items))
     cust = shop.customers.set_index("customer_id")
     region = cust["region"].reindex(users.ids).to_numpy() if "region" in cust else np.full(len(users), None)
     region_recent: dict[str, np.ndarray] = {}
@@ -257,7 +284,11 @@ def old_build_interactions(shop: Shop, cutoff: pd.Timestamp | None = None, confi
 
 def _old_trigger_orders(lines: pd.DataFrame) -> pd.DataFrame:
     buys = lines[lines["quantity"] > 0]
-    o = buys.groupby(["customer_id", "order_id"], sort=False).agg(ts=("ts", "min"), value=("net", "sum")).reset_index()
+    o = (
+        buys.groupby(["customer_id", "order_id"], sort=False)
+        .agg(ts=("ts", "min"), value=("net", "sum"))
+        .reset_index()
+    )
     return o.sort_values(["customer_id", "ts", "order_id"], kind="stable").reset_index(drop=True)
 
 
@@ -278,12 +309,15 @@ def old_detect_triggers(lines: pd.DataFrame, since: pd.Timestamp, until: pd.Time
     n_before = g.cumcount()
     prev_mean = g["value"].transform(lambda s: s.shift().expanding().mean())
     jump = in_win & (n_before >= cfg.spend_jump_min_orders) & (o["value"] > cfg.spend_jump_factor * prev_mean)
-    rows.append(pd.DataFrame({"customer_id": o.loc[jump, "customer_id"], "trigger": "spend_jump", "at": o.loc[jump, "ts"],
+    rows.append(pd.DataFrame({"customer_id": o.loc[jump, "customer_id"], "trigger": "spend_jump",
+                              "at": o.loc[jump, "ts"],
                               "detail": [f"order {oid} worth {v:.2f} vs average {m:.2f}" for oid, v, m in
-                                         zip(o.loc[jump, "order_id"], o.loc[jump, "value"], prev_mean[jump], strict=True)]}))
+                                         zip(o.loc[jump, "order_id"], o.loc[jump, "value"],
+                                             prev_mean[jump], strict=True)]}))
     first = in_win & (n_before == 0)
     rows.append(pd.DataFrame({"customer_id": o.loc[first, "customer_id"], "trigger": "first_purchase",
-                              "at": o.loc[first, "ts"], "detail": "first order " + o.loc[first, "order_id"].astype(str)}))
+                              "at": o.loc[first, "ts"],
+                              "detail": "first order " + o.loc[first, "order_id"].astype(str)}))
     # dormancy: the moment the silence since the last order crosses the customer's line
     gap = g["ts"].diff() / pd.Timedelta(days=1)
     usual = gap.groupby(o["customer_id"]).mean()
@@ -292,23 +326,31 @@ def old_detect_triggers(lines: pd.DataFrame, since: pd.Timestamp, until: pd.Time
     line_days = line_days.where(line_days.notna() & (line_days > 0), cfg.dormancy_days)
     cross = last + pd.to_timedelta(line_days, unit="D")
     dorm = (cross > since) & (cross <= until)
-    rows.append(pd.DataFrame({"customer_id": cross.index[dorm], "trigger": "dormancy", "at": cross[dorm].to_numpy(),
-                              "detail": [f"no order for {d:.0f} days (line {d:.0f})" for d in line_days[dorm]]}))
+    rows.append(pd.DataFrame({"customer_id": cross.index[dorm], "trigger": "dormancy",
+                              "at": cross[dorm].to_numpy(),
+                              "detail": [f"no order for {d:.0f} days (line {d:.0f})"
+                                         for d in line_days[dorm]]}))
     rets = lines[(lines["quantity"] < 0) & (lines["ts"] > since)]
     rv = (-rets.groupby(["customer_id", "order_id"])["net"].sum()).reset_index()
     rts = rets.groupby(["customer_id", "order_id"])["ts"].min().reset_index(drop=True)
     rv["at"] = rts.to_numpy()
     big = rv[rv["net"] >= cfg.high_value_return]
-    rows.append(pd.DataFrame({"customer_id": big["customer_id"], "trigger": "high_value_return", "at": big["at"],
-                              "detail": [f"returned {v:.2f} in {oid}" for v, oid in zip(big["net"], big["order_id"], strict=True)]}))
+    rows.append(pd.DataFrame({"customer_id": big["customer_id"], "trigger": "high_value_return",
+                              "at": big["at"],
+                              "detail": [f"returned {v:.2f} in {oid}"
+                                         for v, oid in zip(big["net"], big["order_id"], strict=True)]}))
     if churn_now is not None:
-        before = (churn_before if churn_before is not None else pd.Series(0.0, index=churn_now.index)).reindex(
-            churn_now.index).fillna(0.0)
+        before = (
+            (churn_before if churn_before is not None else pd.Series(0.0, index=churn_now.index))
+            .reindex(churn_now.index)
+            .fillna(0.0)
+        )
         up = (before < cfg.churn_threshold) & (churn_now >= cfg.churn_threshold)
         rows.append(pd.DataFrame({"customer_id": churn_now.index[up], "trigger": "churn_risk", "at": until,
-                                  "detail": [f"churn risk {p:.2f} crossed {cfg.churn_threshold}" for p in churn_now[up]]}))
-    out = pd.concat([r for r in rows if len(r)], ignore_index=True) if any(len(r) for r in rows) else pd.DataFrame(
-        columns=["customer_id", "trigger", "at", "detail"])
+                                  "detail": [f"churn risk {p:.2f} crossed {cfg.churn_threshold}"
+                                             for p in churn_now[up]]}))
+    out = (pd.concat([r for r in rows if len(r)], ignore_index=True) if any(len(r) for r in rows)
+           else pd.DataFrame(columns=["customer_id", "trigger", "at", "detail"]))
     out["at"] = pd.to_datetime(out["at"])
     return out.sort_values(["at", "customer_id", "trigger"], kind="stable").reset_index(drop=True)
 
@@ -317,7 +359,11 @@ def old_detect_triggers(lines: pd.DataFrame, since: pd.Timestamp, until: pd.Time
 def old_order_values(shop: Shop, cutoff: pd.Timestamp) -> pd.DataFrame:
     """training.customer_eval._order_values as it was."""
     lines = old_order_lines(shop, cutoff)
-    return lines.groupby(["customer_id", "order_id"], sort=False).agg(ts=("ts", "min"), value=("net", "sum")).reset_index()
+    return (
+        lines.groupby(["customer_id", "order_id"], sort=False)
+        .agg(ts=("ts", "min"), value=("net", "sum"))
+        .reset_index()
+    )
 
 
 def old_rfm_summary(orders: pd.DataFrame, cutoff: pd.Timestamp, unit_days: float = 7.0) -> pd.DataFrame:
@@ -326,7 +372,12 @@ def old_rfm_summary(orders: pd.DataFrame, cutoff: pd.Timestamp, unit_days: float
     Purchases on the same day count once (the BG/NBD convention); ``monetary`` is the mean value of
     repeat purchase days.
     """
-    d = orders.assign(day=orders["ts"].dt.floor("D")).groupby(["customer_id", "day"])["value"].sum().reset_index()
+    d = (
+        orders.assign(day=orders["ts"].dt.floor("D"))
+        .groupby(["customer_id", "day"])["value"]
+        .sum()
+        .reset_index()
+    )
     g = d.groupby("customer_id")
     first, last = g["day"].min(), g["day"].max()
     n = g.size()

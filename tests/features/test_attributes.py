@@ -1,4 +1,5 @@
-"""Customer attributes: declared or inferred kinds, validation naming table, column and rows, feature columns."""
+"""Customer attributes: declared or inferred kinds, validation naming table, column and rows, feature
+columns."""
 
 from __future__ import annotations
 
@@ -28,7 +29,8 @@ def errors(d: Path) -> list[str]:
 
 def test_kinds_are_inferred_and_summarised_without_a_declaration(tmp_path: Path) -> None:
     shop = load_shop(write(tmp_path, orders=ORDERS, customers=CUSTOMERS))
-    assert shop.attributes == {"tier": "categorical", "age": "numeric", "newsletter": "boolean", "joined": "date"}
+    assert shop.attributes == {"tier": "categorical", "age": "numeric",
+                               "newsletter": "boolean", "joined": "date"}
     text = str(shop.report)
     assert "customer attribute age: numeric (inferred), 2 values, 31 .. 47" in text
     assert "customer attribute newsletter: boolean (inferred), 2 values, 50.0% true" in text
@@ -39,16 +41,21 @@ def test_kinds_are_inferred_and_summarised_without_a_declaration(tmp_path: Path)
 
 
 def test_declared_kinds_are_enforced_with_table_column_and_customer_named(tmp_path: Path) -> None:
-    d = write(tmp_path, orders=ORDERS, customers=CUSTOMERS.replace("c2,south,silver,47,no", "c2,south,silver,old,maybe"))
-    (d / "customers.attributes.yaml").write_text("tier: categorical\nage: numeric\nnewsletter: boolean\njoined: date\n")
-    assert errors(d) == ["[error] customers.age: not a numeric value (declared kind) (1 rows) e.g. [\"c2: 'old'\"]",
-                         "[error] customers.newsletter: not a boolean value (declared kind) (1 rows) e.g. [\"c2: 'maybe'\"]"]
+    d = write(tmp_path, orders=ORDERS, customers=CUSTOMERS.replace("c2,south,silver,47,no",
+                                                                   "c2,south,silver,old,maybe"))
+    (d / "customers.attributes.yaml").write_text("tier: categorical\nage: numeric\nnewsletter: "
+                                                 "boolean\njoined: date\n")
+    assert errors(d) == ["[error] customers.age: not a numeric value (declared kind) (1 rows) e.g. [\"c2: "
+                         "'old'\"]",
+                         "[error] customers.newsletter: not a boolean value (declared kind) (1 rows) e.g. "
+                         "[\"c2: 'maybe'\"]"]
 
 
 def test_a_declared_date_out_of_range_is_a_named_error_not_a_crash(tmp_path: Path) -> None:
     d = write(tmp_path, orders=ORDERS, customers=CUSTOMERS.replace("2023-12-20", "1-2"))
     (d / "customers.attributes.yaml").write_text("joined: date\n")
-    assert errors(d) == ["[error] customers.joined: not a date value (declared kind) (1 rows) e.g. [\"c2: '1-2'\"]"]
+    assert errors(d) == ["[error] customers.joined: not a date value (declared kind) (1 rows) e.g. [\"c2: "
+                         "'1-2'\"]"]
 
 
 def test_a_timestamp_out_of_range_in_orders_is_a_named_error(tmp_path: Path) -> None:
@@ -59,12 +66,15 @@ def test_a_timestamp_out_of_range_in_orders_is_a_named_error(tmp_path: Path) -> 
 
 def test_declaration_problems_are_named(tmp_path: Path) -> None:
     d = write(tmp_path, orders=ORDERS, customers=CUSTOMERS)
-    (d / "customers.attributes.yaml").write_text("tier: text\nregion: categorical\nshoe_size: numeric\nage: numeric\n")
+    (d / "customers.attributes.yaml").write_text("tier: text\nregion: categorical\nshoe_size: numeric\nage: "
+                                                 "numeric\n")
     errs = errors(d)
     assert "[error] customers.attributes.yaml.tier: kind 'text' is not one of " \
            "['numeric', 'categorical', 'boolean', 'date'] (0 rows)" in errs
-    assert any(e.startswith("[error] customers.attributes.yaml.region: 'region' is a contract column") for e in errs)
-    assert any(e.startswith("[error] customers.shoe_size: declared in customers.attributes.yaml but not a column")
+    assert any(e.startswith("[error] customers.attributes.yaml.region: 'region' is a contract column")
+               for e in errs)
+    assert any(e.startswith("[error] customers.shoe_size: declared in customers.attributes.yaml but not a "
+                            "column")
                for e in errs)
     assert len(errs) == 3
 
@@ -86,7 +96,8 @@ def test_infer_kind_on_typed_and_text_columns() -> None:
     assert infer_kind(pd.Series(["1.5", "2"])) == "numeric"
     assert infer_kind(pd.Series(["2024-01-01", "2024-02-03 10:00"])) == "date"
     assert infer_kind(pd.Series(["1) $0 - $100", "Urban"])) == "categorical"
-    assert infer_kind(pd.Series(["1-2", "19-24", "3-5"])) == "categorical"  # ranges a date parser would accept
+    # ranges a date parser would accept
+    assert infer_kind(pd.Series(["1-2", "19-24", "3-5"])) == "categorical"
     assert infer_kind(pd.Series(["Mar 2024", "01/02/2024"])) == "date"
     assert infer_kind(pd.Series([None, None], dtype=object)) == "categorical"
 
@@ -101,7 +112,8 @@ def test_feature_columns_have_model_ready_types_and_a_stable_vocabulary() -> Non
     assert list(F.columns) == ["attr_tier", "attr_vip", "attr_age", "attr_joined"]
     assert list(F["attr_tier"].cat.categories) == ["gold", "silver"]
     np.testing.assert_array_equal(F["attr_vip"].to_numpy(), [1.0, 0.0, np.nan])
-    np.testing.assert_array_equal(F["attr_joined"].to_numpy(), [30.0, np.nan, np.nan])  # after the cutoff: unknown
+    # after the cutoff: unknown
+    np.testing.assert_array_equal(F["attr_joined"].to_numpy(), [30.0, np.nan, np.nan])
     # a subset keeps the codes of the whole table when given its vocabulary; unknown values become NaN
     sub = attribute_features(c.iloc[[1]].assign(tier=["platinum"]), kinds, pd.Timestamp("2024-06-01"),
                              vocabulary=vocabularies(c, kinds))

@@ -102,7 +102,9 @@ def test_offer_log_must_name_catalogue_offers(tmp_path: Path) -> None:
               offer_log="customer_id,offer_id,sent_at,channel,group\nc1,ghost,2024-01-01,email,treatment\n")
     (d / "offers.yaml").write_text("offers:\n  - {id: real, kind: percent_off, value: 10, channels: [email], "
                                    "cost_per_send: {email: 0.01}}\n")
-    assert errors(d) == ["[error] offer_log.offer_id: offers missing from offers.yaml (1 rows) e.g. ['ghost']"]
+    assert errors(d) == [
+        "[error] offer_log.offer_id: offers missing from offers.yaml (1 rows) e.g. ['ghost']"
+    ]
 
 
 def test_cli_validate_exit_codes(tmp_path: Path) -> None:

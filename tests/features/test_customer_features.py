@@ -7,7 +7,8 @@ import dataclasses
 import numpy as np
 import pandas as pd
 
-from features.customer import customer_features, future_labels
+from features.customer import customer_features
+from features.customer_labels import future_labels
 
 
 def test_rows_after_cutoff_change_nothing(small_shop) -> None:

@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.customer import customer_features, stacked_training_set
+from features.customer import customer_features
+from features.customer_labels import stacked_training_set
 from features.engine import (
     CONTEXT_ID,
     ShopFacts,
@@ -52,7 +53,9 @@ def assert_same_table(a: pd.DataFrame, b: pd.DataFrame) -> None:
     assert a["customer_id"].tolist() == b["customer_id"].tolist()
     for c in a.columns:
         if not pd.api.types.is_numeric_dtype(a[c]):
-            assert a[c].astype(object).fillna("<NA>").tolist() == b[c].astype(object).fillna("<NA>").tolist(), c
+            assert (
+                a[c].astype(object).fillna("<NA>").tolist() == b[c].astype(object).fillna("<NA>").tolist()
+            ), c
         else:
             np.testing.assert_allclose(a[c].astype(float), b[c].astype(float), rtol=0, atol=1e-9, err_msg=c)
 
@@ -67,7 +70,8 @@ def patchy_shop(small_shop: Shop) -> Shop:
     keep["offer_log"] = keep["offer_log"][keep["offer_log"]["customer_id"].isin(ids.iloc[::4])]
     products = small_shop.products.copy()
     products.loc[products.index[::2], "unit_cost"] = np.nan
-    return dataclasses.replace(small_shop, products=products, **{k: v.reset_index(drop=True) for k, v in keep.items()})
+    return dataclasses.replace(small_shop, products=products,
+                               **{k: v.reset_index(drop=True) for k, v in keep.items()})
 
 
 def test_buckets_give_the_whole_shops_features(small_shop: Shop) -> None:
@@ -100,7 +104,9 @@ def test_one_customer_per_bucket_still_sees_the_shop_wide_facts(patchy_shop: Sho
 def test_buckets_give_the_whole_shops_training_set(patchy_shop: Shop) -> None:
     cutoffs = [pd.Timestamp("2025-09-01"), pd.Timestamp("2025-08-01")]
     X, y = stacked_training_set(patchy_shop, cutoffs, 60)
-    rows = pd.concat([bucket_training_rows(s, cutoffs, 60) for s in buckets_of(patchy_shop, 7)], ignore_index=True)
+    rows = pd.concat(
+        [bucket_training_rows(s, cutoffs, 60) for s in buckets_of(patchy_shop, 7)], ignore_index=True
+    )
     X2, y2 = training_frames(rows)
     assert X2.index.tolist() == X.index.tolist() and len(set(X.index)) < len(X)  # customers at both cutoffs
     pd.testing.assert_frame_equal(y2.astype(float), y.astype(float), check_index_type=False)
@@ -112,8 +118,12 @@ def test_local_engine_writes_the_feature_table(small_shop_dir, tmp_path) -> None
     with open_engine("local", small_shop_dir) as eng:
         path = eng.write_features(pd.Timestamp("2025-10-01"), str(tmp_path / "f.parquet"))
         X = read_feature_table(pd.read_parquet(path))
-        pd.testing.assert_frame_equal(X, customer_features(eng.shop, pd.Timestamp("2025-10-01")),  # type: ignore[attr-defined]
-                                      check_dtype=False, check_categorical=False)
+        pd.testing.assert_frame_equal(
+            X,
+            customer_features(eng.shop, pd.Timestamp("2025-10-01")),  # type: ignore[attr-defined]
+            check_dtype=False,
+            check_categorical=False,
+        )
     with pytest.raises(ValueError, match="unknown engine 'dask': choose one of local, spark"):
         with open_engine("dask", small_shop_dir):
             pass

@@ -1,5 +1,5 @@
-"""Hillstrom importer: the shared control, outcomes as orders, attributes; exact row accounting on an excerpt and
-on the real file."""
+"""Hillstrom importer: the shared control, outcomes as orders, attributes; exact row accounting on an excerpt
+and on the real file."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from features.io import load_shop
 from models.offers import parse_catalogue
 from tests.conftest import SHARED
 
-EXCERPT = """recency,history_segment,history,mens,womens,zip_code,newbie,channel,segment,visit,conversion,spend\r
+HEADER = "recency,history_segment,history,mens,womens,zip_code,newbie,channel,segment,visit,conversion,spend"
+EXCERPT = HEADER + """\r
 10,2) $100 - $200,142.44,1,0,Surburban,0,Phone,Womens E-Mail,0,0,0\r
 6,3) $200 - $350,329.08,1,1,Rural,1,Web,No E-Mail,1,1,29.99\r
 7,2) $100 - $200,180.65,0,1,Surburban,1,Web,Womens E-Mail,1,1,120.5\r
@@ -36,7 +37,8 @@ def test_excerpt_accounting_and_shared_control(tmp_path: Path) -> None:
     log = shop.offer_log.sort_values(["customer_id", "offer_id"])
     assert log[["customer_id", "offer_id", "group"]].values.tolist() == [
         ["H00001", "hillstrom_womens", "treatment"],
-        ["H00002", "hillstrom_mens", "control"], ["H00002", "hillstrom_womens", "control"],  # one control, both e-mails
+        # one control, both e-mails
+        ["H00002", "hillstrom_mens", "control"], ["H00002", "hillstrom_womens", "control"],
         ["H00003", "hillstrom_womens", "treatment"], ["H00004", "hillstrom_mens", "treatment"],
         ["H00005", "hillstrom_mens", "treatment"]]
     assert (log["sent_at"] == pd.Timestamp("2008-03-01")).all() and (log["channel"] == "email").all()
@@ -46,7 +48,8 @@ def test_excerpt_accounting_and_shared_control(tmp_path: Path) -> None:
     c = shop.customers.set_index("customer_id")
     assert shop.attributes["history_segment"] == "categorical" and shop.attributes["newbie"] == "boolean"
     assert c.loc["H00005", "history_segment"] == "6) $750 - $1,000" and c.loc["H00004", "history"] == 675.83
-    assert c.loc["H00002", "mens"] == True and c.loc["H00001", "womens"] == False  # noqa: E712 (pandas boolean)
+    assert c.loc["H00002", "mens"] == True  # noqa: E712 (pandas boolean)
+    assert c.loc["H00001", "womens"] == False  # noqa: E712
     cat = parse_catalogue(shop.offers)
     assert cat.ids == ["hillstrom_mens", "hillstrom_womens"]
     assert cat.get("hillstrom_mens").cost_per_send == {"email": 0.02} and cat.margin_rate == 0.45
@@ -68,8 +71,9 @@ def test_real_file_row_accounting(tmp_path: Path) -> None:
     arms = raw["segment"].value_counts()
     assert r.details["arms"] == {"Mens E-Mail": 21_307, "Womens E-Mail": 21_387, "No E-Mail": 21_306}
     shop = load_shop(tmp_path)
-    assert shop.report.ok and set(shop.attributes) == {"history_segment", "history", "recency", "mens", "womens",
-                                                       "zip_code", "newbie", "channel"}
+    assert shop.report.ok and set(shop.attributes) == {"history_segment", "history",
+                                                       "recency", "mens", "womens", "zip_code",
+                                                       "newbie", "channel"}
     # offer_log: one treatment row per e-mailed customer, one control row per e-mail per control customer
     log = shop.offer_log
     assert len(log) == arms["Mens E-Mail"] + arms["Womens E-Mail"] + 2 * arms["No E-Mail"] == 85_306

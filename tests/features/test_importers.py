@@ -35,7 +35,8 @@ def test_online_retail_excerpt_accounting(tmp_path: Path) -> None:
     shop = load_shop(tmp_path / "out")
     assert set(shop.products["product_id"]) == {"85123A", "71053", "22633"}  # no POST, no voucher
     assert shop.orders.loc[shop.orders["order_id"] == "C536379", "quantity"].item() == -2
-    assert dict(zip(shop.customers["customer_id"], shop.customers["region"], strict=True)) == {"17850": "United Kingdom",
+    assert dict(zip(shop.customers["customer_id"], shop.customers["region"],
+                    strict=True)) == {"17850": "United Kingdom",
                                                                                  "12583": "France"}
 
 

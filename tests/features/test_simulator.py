@@ -86,5 +86,6 @@ def test_events_form_funnels(small_shop) -> None:
     assert counts["view"] > counts["add_to_cart"] > counts["remove_from_cart"]
     o = small_shop.orders
     o = o[o["quantity"] > 0].head(200)
-    viewed = set(zip(ev.loc[ev["event_type"] == "view", "customer_id"], ev.loc[ev["event_type"] == "view", "product_id"], strict=True))
+    viewed = set(zip(ev.loc[ev["event_type"] == "view", "customer_id"],
+                     ev.loc[ev["event_type"] == "view", "product_id"], strict=True))
     assert np.mean([(c, p) in viewed for c, p in zip(o["customer_id"], o["product_id"], strict=True)]) > 0.95

@@ -10,10 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.customer import customer_features, future_labels
+from features.customer import customer_features
+from features.customer_labels import future_labels
 from features.importers import is_non_product
 from features.interactions import InteractionConfig, InteractionData, build_interactions
-from features.io import Shop, _text
+from features.io import Shop
+from features.validation import _text
 from tests.features.reference_features import (
     old_build_interactions,
     old_customer_features,
@@ -32,8 +34,8 @@ def assert_same_features(shop: Shop, cutoff: pd.Timestamp) -> pd.DataFrame:
                                   customer_features(shop, cutoff, customers=some), check_exact=True)
     buyers = pd.Index(list(old.index[old["n_orders"] > 0]) + ["no-such-customer"], dtype=object)
     for h in (30, 90):
-        pd.testing.assert_frame_equal(old_future_labels(shop, cutoff, h, buyers), future_labels(shop, cutoff, h, buyers),
-                                      check_exact=True)
+        pd.testing.assert_frame_equal(old_future_labels(shop, cutoff, h, buyers),
+                                      future_labels(shop, cutoff, h, buyers), check_exact=True)
     return new
 
 
@@ -84,35 +86,57 @@ def edge_shop() -> Shop:
     rows = [  # order, customer, product, ts, qty, price, discount, channel
         ("o1", "a", "p1", t - 40 * d, 2, 10.0, 0.0, "web"), ("o1", "a", "p2", t - 40 * d, 1, 5.0, 1.0, "web"),
         ("o2", "a", "p3", t - 10 * d, 1, 20.0, 0.0, None), ("r1", "a", "p1", t - 5 * d, -1, 10.0, 0.0, "web"),
-        ("o3", "b", "p2", t - 100 * d, 1, 5.0, 0.0, "app"), ("o3", "b", "p9", t - 100 * d, 3, 1.0, 0.0, "app"),
-        ("o4", "b", "p1", t - 1 * d, 0, 10.0, 0.0, "app"), ("r2", "c", "p1", t - 3 * d, -2, 10.0, 0.0, "store"),
+        ("o3", "b", "p2", t - 100 * d, 1, 5.0, 0.0, "app"), ("o3", "b", "p9", t - 100 * d,
+                                                             3, 1.0, 0.0, "app"),
+        ("o4", "b", "p1", t - 1 * d, 0, 10.0, 0.0, "app"), ("r2", "c", "p1", t - 3 * d, -2,
+                                                            10.0, 0.0, "store"),
         ("o5", "d", "p1", t - 2 * d, 1, 10.0, 0.0, "web"), ("o5", "d", "p4", t - 2 * d, 1, 10.0, 0.0, "web"),
         ("o6", "e", "p2", t - d, 1, 5.0, 0.0, "web"), ("o6", "e", "p2", t + d, 1, 5.0, 0.0, "web"),
-        ("o7", "f", "p3", t - 60 * d, 1, 20.0, 2.0, "web"), ("o8", "f", "p3", t - 60 * d, 1, 20.0, 0.0, "app"),
-        ("o9", "f", "p1", t + 5 * d, 1, 10.0, 0.0, "app"), ("o10", None, "p1", t - 5 * d, 1, 10.0, 0.0, "web"),
+        ("o7", "f", "p3", t - 60 * d, 1, 20.0, 2.0, "web"), ("o8", "f", "p3", t - 60 * d,
+                                                             1, 20.0, 0.0, "app"),
+        ("o9", "f", "p1", t + 5 * d, 1, 10.0, 0.0, "app"), ("o10", None, "p1", t - 5 * d,
+                                                            1, 10.0, 0.0, "web"),
     ]
-    orders = pd.DataFrame(rows, columns=["order_id", "customer_id", "product_id", "ts", "quantity", "unit_price",
-                                         "discount", "channel"]).astype({"quantity": float, "customer_id": object})
+    orders = pd.DataFrame(
+        rows,
+        columns=[
+            "order_id",
+            "customer_id",
+            "product_id",
+            "ts",
+            "quantity",
+            "unit_price",
+            "discount",
+            "channel",
+        ],
+    ).astype({"quantity": float, "customer_id": object})
     products = pd.DataFrame({"product_id": ["p1", "p2", "p3", "p4", "p5"],
                              "category": ["x", "y", None, "y", "x"], "brand": None,
                              "price": [10.0, 5.0, 20.0, 10.0, 1.0], "unit_cost": [4.0, np.nan, 9.0, 5.0, 0.5],
                              "in_stock": True, "replenishable": [True, False, False, False, False]})
-    customers = pd.DataFrame({"customer_id": ["a", "b", "c", "d", "e", "g"], "region": ["n", None, "s", "n", "s", "n"],
+    customers = pd.DataFrame({"customer_id": ["a", "b", "c", "d", "e", "g"],
+                              "region": ["n", None, "s", "n", "s", "n"],
                               "acquisition_channel": "organic", "opted_out": False,
-                              "signup_at": [t - 200 * d, pd.NaT, t - 50 * d, t - 300 * d, t + 3 * d, t - 9 * d]})
+                              "signup_at": [t - 200 * d, pd.NaT, t - 50 * d, t - 300 * d,
+                                            t + 3 * d, t - 9 * d]})
     ev = [("a", "p5", "add_to_cart", t - 20 * d), ("a", "p3", "add_to_cart", t - 12 * d),
-          ("a", "p3", "view", t - 2 * d), ("h", "p1", "add_to_cart", t - 4 * d), (None, "p1", "view", t - 4 * d),
-          ("g", "p2", "wishlist", t - 40 * d), ("a", "p1", "remove_from_cart", t + d), ("d", "pX", "view", t - d),
+          ("a", "p3", "view", t - 2 * d), ("h", "p1", "add_to_cart", t - 4 * d),
+          (None, "p1", "view", t - 4 * d), ("g", "p2", "wishlist", t - 40 * d),
+          ("a", "p1", "remove_from_cart", t + d), ("d", "pX", "view", t - d),
           ("a", "p5", "add_to_cart", t - 30 * d)]
-    events = pd.DataFrame(ev, columns=["customer_id", "product_id", "event_type", "ts"]).astype({"customer_id": object})
+    events = pd.DataFrame(ev, columns=["customer_id", "product_id", "event_type", "ts"]).astype(
+        {"customer_id": object}
+    )
     offer_log = pd.DataFrame({
         "customer_id": ["a", "a", "b", "g", "c"], "offer_id": "x", "channel": "email",
         "sent_at": [t - 30 * d, t - 3 * d, t - 20 * d, t - 5 * d, t + d],
         "group": ["treatment", "treatment", "control", "treatment", "treatment"],
         "redeemed_at": [t - 25 * d, t + d, pd.NaT, pd.NaT, pd.NaT]})
     ns = "datetime64[ns]"  # as load_shop types every time column
-    return Shop(orders=orders.astype({"ts": ns}), customers=customers.astype({"signup_at": ns}), products=products,
-                events=events.astype({"ts": ns}), offer_log=offer_log.astype({"sent_at": ns, "redeemed_at": ns}))
+    return Shop(orders=orders.astype({"ts": ns}),
+                customers=customers.astype({"signup_at": ns}), products=products,
+                events=events.astype({"ts": ns}), offer_log=offer_log.astype({"sent_at": ns,
+                                                                              "redeemed_at": ns}))
 
 
 @pytest.mark.parametrize("days", [-200, -45, -8, 0, 2, 6, 30])
@@ -171,7 +195,8 @@ def test_online_retail_equals_the_reference(tmp_path) -> None:
     assert_same_order_values(shop, c)
 
 
-def assert_same_triggers(lines: pd.DataFrame, since: pd.Timestamp, until: pd.Timestamp, **kw: object) -> pd.DataFrame:
+def assert_same_triggers(lines: pd.DataFrame, since: pd.Timestamp, until: pd.Timestamp,
+                         **kw: object) -> pd.DataFrame:
     from models.triggers import detect_triggers
     from tests.features.reference_features import old_detect_triggers
     old, new = old_detect_triggers(lines, since, until, **kw), detect_triggers(lines, since, until, **kw)
@@ -217,7 +242,7 @@ def test_order_values_and_rfm_equal_the_reference(small_shop, cutoff) -> None:
 
 
 def test_stacked_training_set_unchanged_and_sampled_by_customer(small_shop) -> None:
-    from features.customer import stacked_training_set, training_cutoffs
+    from features.customer_labels import stacked_training_set, training_cutoffs
     from tests.features.reference_features import old_stacked_training_set
     cuts = training_cutoffs(small_shop, pd.Timestamp("2025-10-01"), 90, 4, 14)
     X, y = stacked_training_set(small_shop, cuts, 90)
@@ -247,8 +272,11 @@ def test_bought_between_matches_a_merge(small_shop) -> None:
     expected = win.groupby(m["index"]).any().reindex(range(len(ol)), fill_value=False).to_numpy()
     assert np.array_equal(got, expected)
     assert 0.05 < got.mean() < 0.95
-    # a purchase exactly at the start counts, one exactly at the end does not; unknown customers bought nothing
+    # a purchase exactly at the start counts, one exactly at the end does not; unknown customers bought
+    # nothing
     row = o[o["quantity"] > 0].iloc[0]
-    assert bought_between(small_shop, [row["customer_id"]] * 2 + ["nobody"], [row["ts"], row["ts"] - pd.Timedelta(days=1),
-                          row["ts"]], [row["ts"] + pd.Timedelta(seconds=1), row["ts"], row["ts"] + pd.Timedelta(days=1)]
+    assert bought_between(small_shop, [row["customer_id"]] * 2 + ["nobody"],
+                          [row["ts"], row["ts"] - pd.Timedelta(days=1), row["ts"]],
+                          [row["ts"] + pd.Timedelta(seconds=1), row["ts"],
+                                       row["ts"] + pd.Timedelta(days=1)]
                           ).tolist() == [True, False, False]

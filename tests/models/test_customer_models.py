@@ -50,6 +50,7 @@ def evaluation(small_shop):
                                     CustomerModelConfig(horizon_days=90, n_estimators=150, seed=1))
 
 
+@pytest.mark.slow  # evaluates the customer models on the small simulated shop
 def test_churn_model_beats_recency_and_recovers_truth(evaluation, truth) -> None:
     r = evaluation.report["churn"]
     assert r["production"]["auc"] > r["recency"]["auc"]
@@ -61,6 +62,7 @@ def test_churn_model_beats_recency_and_recovers_truth(evaluation, truth) -> None
     assert auc(gone.to_numpy(), s["churn_production"].to_numpy()) > 0.75
 
 
+@pytest.mark.slow  # evaluates the customer models on the small simulated shop
 def test_value_model_beats_last_period_and_tracks_true_rate(evaluation, truth) -> None:
     r = evaluation.report["value"]
     assert r["production"]["spearman"] > r["last_period"]["spearman"]
@@ -72,6 +74,7 @@ def test_value_model_beats_last_period_and_tracks_true_rate(evaluation, truth) -
     assert normalized_gini(true_rate.to_numpy(), s["value_production"].to_numpy()) > 0.5
 
 
+@pytest.mark.slow  # evaluates the customer models on the small simulated shop
 def test_explanations_name_features_and_sum_to_score(evaluation, small_shop) -> None:
     X = customer_features(small_shop, pd.Timestamp("2025-10-01"))
     X = X[X["n_orders"] > 0].head(5)
@@ -101,8 +104,9 @@ def test_returner_is_not_high_value_and_segments_are_described(small_shop, truth
 
 
 def lines_of(rows: list[tuple[str, str, float, float]]) -> pd.DataFrame:
-    return pd.DataFrame({"customer_id": "c", "order_id": [r[0] for r in rows], "ts": pd.to_datetime([r[1] for r in rows]),
-                         "quantity": [r[2] for r in rows], "net": [r[3] for r in rows]})
+    return pd.DataFrame({"customer_id": "c", "order_id": [r[0] for r in rows],
+                         "ts": pd.to_datetime([r[1] for r in rows]), "quantity": [r[2] for r in rows],
+                         "net": [r[3] for r in rows]})
 
 
 def test_dormancy_fires_exactly_once_across_windows() -> None:
@@ -139,6 +143,7 @@ def test_order_lines_net_convention(small_shop) -> None:
     assert r["net"] == pytest.approx(r["quantity"] * r["unit_price"] + r["discount"])
 
 
+@pytest.mark.slow  # evaluates the customer models on the small simulated shop
 def test_in_period_ceiling_learns_what_only_the_window_knows() -> None:
     """The bound sees the evaluated window's labels (other folds): a signal that holds only in that window is
     found by the ceiling and by nothing trained on the earlier rows."""
@@ -155,7 +160,8 @@ def test_in_period_ceiling_learns_what_only_the_window_knows() -> None:
 
     Xtr, X = frame(3000), frame(1500)
     ytr = pd.DataFrame({"churn": rng.integers(0, 2, 3000), "future_net": rng.gamma(1.0, 50.0, 3000)})
-    churn = (X["signal"] + rng.normal(0, 0.15, 1500) > 0.5).astype(int)  # only this window's churn follows signal
+    # only this window's churn follows signal
+    churn = (X["signal"] + rng.normal(0, 0.15, 1500) > 0.5).astype(int)
     y = pd.DataFrame({"churn": churn, "future_net": np.where(churn == 1, 0.0, 100 * X["signal"])})
     cfg = CustomerModelConfig(n_estimators=100, learning_rate=0.1, min_child_samples=20, seed=1)
     bound = in_period_ceiling(X, y, cfg, Xtr, ytr)
@@ -163,5 +169,6 @@ def test_in_period_ceiling_learns_what_only_the_window_knows() -> None:
     assert bound["churn"]["auc"] > 0.85 and bound["churn"]["auc"] > production + 0.2
     from models.customer import ValueModel
     from models.metrics import regression_report
-    value = regression_report(y["future_net"].to_numpy(), ValueModel(cfg).fit(Xtr, ytr["future_net"]).predict(X).to_numpy())
+    value = regression_report(y["future_net"].to_numpy(),
+                              ValueModel(cfg).fit(Xtr, ytr["future_net"]).predict(X).to_numpy())
     assert bound["value"]["spearman"] > value["spearman"] + 0.15 and bound["churn"]["customers"] == 1500

@@ -48,7 +48,8 @@ def tiny_shop(tmp: Path, baskets: dict[str, list[list[str]]], returns: tuple[tup
 
 def fit(shop: Shop, tifu: TifuConfig = OWN) -> tuple[TIFUKNNRecommender, InteractionData]:
     data = build_interactions(shop, CUTOFF, non_product=is_non_product)
-    return TIFUKNNRecommender(RecommenderConfig(seed=3), tifu).fit(data, baskets=build_baskets(shop, data)), data
+    return TIFUKNNRecommender(RecommenderConfig(seed=3), tifu).fit(data,
+                                                                   baskets=build_baskets(shop, data)), data
 
 
 def top(model: TIFUKNNRecommender, cid: str, k: int = 10, **kw: object) -> list[str]:
@@ -175,7 +176,8 @@ def test_rules_filter_seen_returned_and_out_of_stock_items(tmp_path: Path) -> No
 
 
 def test_k_save_load_and_unknown_customers(tmp_path: Path) -> None:
-    shop = tiny_shop(tmp_path, {f"c{i}": [[f"p{(i + j) % 9}", f"p{(2 * i + j) % 9}"] for j in range(i % 4 + 1)]
+    shop = tiny_shop(tmp_path,
+                     {f"c{i}": [[f"p{(i + j) % 9}", f"p{(2 * i + j) % 9}"] for j in range(i % 4 + 1)]
                                 for i in range(30)} | {"ret": []}, returns=(("ret", "p1"),))
     model, _ = fit(shop, TifuConfig(neighbours=5))
     users = [f"c{i}" for i in range(30)]
@@ -203,7 +205,8 @@ def test_clear_errors_before_fit_and_without_baskets(tmp_path: Path) -> None:
 
 def test_on_a_simulated_shop_k_and_ranking_invariants_hold(small_shop) -> None:
     data = build_interactions(small_shop, pd.Timestamp("2025-11-15"), non_product=is_non_product)
-    model = TIFUKNNRecommender(tifu=TifuConfig(neighbours=50)).fit(data, baskets=build_baskets(small_shop, data))
+    model = TIFUKNNRecommender(tifu=TifuConfig(neighbours=50)).fit(data,
+                                                                   baskets=build_baskets(small_shop, data))
     users = list(data.users.ids[:80])
     recs = model.recommend(users, k=7, exclude_bought=True)
     assert len(recs) and recs.groupby("customer_id").size().max() <= 7

@@ -28,8 +28,9 @@ def test_recent_events_from_memory_equal_the_store(tmp_path) -> None:
     w = LiveWatcher(store, lambda: AS_OF, poll_seconds=0.05)
     try:
         assert w.recent("A", AS_OF) == [] and not w.has_live("A", AS_OF)  # before the models' data end
-        events = [{"customer_id": "A", "product_id": f"P{i}", "event_type": "view" if i % 2 else "add_to_cart",
-                   "ts": AS_OF + dt.timedelta(minutes=i)} for i in range(5)]
+        events = [{"customer_id": "A", "product_id": f"P{i}",
+                   "event_type": "view" if i % 2 else "add_to_cart", "ts": AS_OF + dt.timedelta(minutes=i)}
+                  for i in range(5)]
         store.add_events(events)
         w.note(["A"])
         got = w.recent("A", AS_OF)

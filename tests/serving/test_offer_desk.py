@@ -94,7 +94,8 @@ def test_an_unknown_channel_is_a_400_naming_the_allowed_ones(personaliser: Perso
     assert problem["loc"] == ("channel",) and "'pigeon'" in problem["msg"] and "email" in problem["msg"]
 
 
-def test_offers_from_prepared_scores_equal_the_full_decision(personaliser: Personaliser, trained_project) -> None:
+def test_offers_from_prepared_scores_equal_the_full_decision(personaliser: Personaliser,
+                                                             trained_project) -> None:
     """The desk's answers from the scores prepared at load equal those of the policy's full computation,
     before and after commits (cooldowns, caps): one customer at a time and in batches."""
     p = personaliser

@@ -10,6 +10,8 @@ import pytest
 
 from tests.serving.conftest import Server
 
+pytestmark = [pytest.mark.server, pytest.mark.slow]  # a real server on the trained project
+
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def order_server(request: pytest.FixtureRequest, trained_project, tmp_path: Path):
@@ -57,7 +59,8 @@ def test_an_order_jump_reaches_the_feed_with_its_decision(order_server) -> None:
     assert "value 240.00 vs average 95.00" in jump["detail"]
     assert jump["decision"]["offer_id"] == "none" and "unknown customer" in jump["decision"]["reason"]
     # malformed input: 400 naming the field; the storefront key may not read the CRM feed
-    bad = server.call("orders", {"order_id": "X", "customer_id": "C", "lines": [{"line_id": "l", "product_id": "p"}]})
+    bad = server.call("orders", {"order_id": "X", "customer_id": "C", "lines": [{"line_id": "l",
+                                                                                 "product_id": "p"}]})
     assert bad.status_code == 400 and "quantity" in bad.text
     assert server.call("triggers", {"after": 0}, role="storefront").status_code == 403
 
@@ -76,5 +79,6 @@ def test_an_order_jump_reaches_the_feed_with_its_decision(order_server) -> None:
         assert t["decision"]["reason"]
     lat.sort()
     print(f"\n[{backend}] order ack -> visible in feed over {len(lat)} spend jumps: p50 "
-          f"{statistics.median(lat):.1f} ms, max {lat[-1]:.1f} ms (one consumer polling; loaded 2-core machine)")
+          f"{statistics.median(lat):.1f} ms, max {lat[-1]:.1f} ms (one consumer polling; loaded 2-core "
+          "machine)")
     assert lat[-1] < 10_000  # seen at all within the deadline; the numbers are measured, not asserted

@@ -1,8 +1,11 @@
-"""Live orders and the trigger feed, on SQLite and on a real PostgreSQL (no HTTP: see test_order_feed_http)."""
+"""Live orders and the trigger feed, on SQLite and on a real PostgreSQL (no HTTP: see
+test_order_feed_http)."""
 
 from __future__ import annotations
 
 import datetime as dt
+
+import pytest
 
 from features.live import LiveStore
 from serving.offer_desk import OfferDesk
@@ -46,6 +49,7 @@ def test_orders_move_the_running_state_fire_triggers_once_and_feed_them_in_order
     assert other.state(None, "C1") == s and other.feed(None, 0, 10) == book.feed(None, 0, 10)
 
 
+@pytest.mark.slow  # the trained project
 def test_state_starts_from_the_training_state(store_url: str, trained_project) -> None:
     """A customer the bundle knows: the first live order moves the bundle's own numbers on."""
     from serving.orders import baseline

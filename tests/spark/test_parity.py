@@ -14,7 +14,7 @@ import typer
 from typer.testing import CliRunner
 
 from batch_cli import register
-from features.customer import stacked_training_set, training_cutoffs
+from features.customer_labels import stacked_training_set, training_cutoffs
 from features.engine import feature_table
 from models.customer import CustomerModelConfig
 from tests.features.test_engine import assert_same_table
@@ -34,8 +34,9 @@ def cli() -> typer.Typer:
 def test_features_command_writes_the_same_frame_on_both_engines(spark: Any, small_shop_dir: Path,
                                                                  tmp_path: Path) -> None:
     for engine in ("local", "spark"):
-        r = CliRunner().invoke(cli(), ["features", "--data", str(small_shop_dir), "--cutoff", str(CUTOFF.date()),
-                                       "--out", str(tmp_path / engine), "--engine", engine, "--buckets", "3"])
+        r = CliRunner().invoke(cli(), ["features", "--data", str(small_shop_dir),
+                                       "--cutoff", str(CUTOFF.date()), "--out", str(tmp_path / engine),
+                                       "--engine", engine, "--buckets", "3"])
         assert r.exit_code == 0, r.output
     local, remote = pd.read_parquet(tmp_path / "local"), pd.read_parquet(tmp_path / "spark")
     assert (tmp_path / "spark").is_dir() and len(list((tmp_path / "spark").glob("part-*"))) >= 1
@@ -44,7 +45,8 @@ def test_features_command_writes_the_same_frame_on_both_engines(spark: Any, smal
     assert dict(local.dtypes.astype(str)) == dict(remote.dtypes.astype(str))
 
 
-def test_training_frames_are_the_train_jobs_and_a_sample_is_a_subset(spark_shop: Any, small_shop: Any) -> None:
+def test_training_frames_are_the_train_jobs_and_a_sample_is_a_subset(spark_shop: Any,
+                                                                     small_shop: Any) -> None:
     cfg = CustomerModelConfig(n_cutoffs=3)
     cutoffs = training_cutoffs(small_shop, CUTOFF, cfg.horizon_days, cfg.n_cutoffs, cfg.cutoff_step_days)
     X, y = stacked_training_set(small_shop, cutoffs, cfg.horizon_days)
@@ -56,7 +58,8 @@ def test_training_frames_are_the_train_jobs_and_a_sample_is_a_subset(spark_shop:
     part = customer_training_frames(spark_shop, CUTOFF, cfg, sample=0.3, seed=7)
     assert 0.2 < part.customers / full.customers < 0.4
     keep = X.index.isin(part.X.index)
-    assert part.X.index.tolist() == X.index[keep].tolist()  # every row of a sampled customer, none of the others
+    # every row of a sampled customer, none of the others
+    assert part.X.index.tolist() == X.index[keep].tolist()
     assert_same_table(feature_table(part.X), feature_table(X[keep]))
 
 
@@ -82,7 +85,10 @@ def _same(a: pd.DataFrame, b: pd.DataFrame, keys: list[str]) -> None:
         elif pd.api.types.is_numeric_dtype(x) and not pd.api.types.is_bool_dtype(x):
             np.testing.assert_allclose(x.astype(float), y.astype(float), rtol=0, atol=1e-9, err_msg=c)
         else:
-            assert x.astype(object).where(x.notna(), None).tolist() == y.astype(object).where(y.notna(), None).tolist(), c
+            assert (
+                x.astype(object).where(x.notna(), None).tolist()
+                == y.astype(object).where(y.notna(), None).tolist()
+            ), c
 
 
 def test_scores_and_recommendations_are_the_same_on_both_engines(spark: Any, trained_project: Any,
@@ -90,11 +96,15 @@ def test_scores_and_recommendations_are_the_same_on_both_engines(spark: Any, tra
     d, _ = trained_project
     outs = {}
     for engine in ("local", "spark"):
-        r = CliRunner().invoke(cli(), ["score", "--data", str(d), "--out", str(tmp_path / engine), "--engine", engine,
+        r = CliRunner().invoke(cli(), ["score", "--data", str(d), "--out",
+                                       str(tmp_path / engine), "--engine", engine,
                                        "--buckets", "3", "--k", "5"])
         assert r.exit_code == 0, r.output
         outs[engine] = json.loads(r.output[r.output.rindex('{"out"'):])  # after MLflow's download progress
-    assert outs["local"]["versions"] == outs["spark"]["versions"] and outs["local"]["rows"] == outs["spark"]["rows"]
+    assert (
+        outs["local"]["versions"] == outs["spark"]["versions"]
+        and outs["local"]["rows"] == outs["spark"]["rows"]
+    )
     for name, keys in (("customers", ["customer_id"]), ("offers", ["customer_id"]),
                        ("recommendations", ["customer_id", "rank"])):
         local = pd.read_parquet(tmp_path / "local" / f"{name}.parquet")

@@ -24,7 +24,8 @@ pytestmark = pytest.mark.spark
 
 
 def test_spark_udf_scores_with_the_registered_model_when_it_takes_features(
-        spark: Any, trained_project: Any, small_shop: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        spark: Any, trained_project: Any, small_shop: Any, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     d, r = trained_project
     paths, versions = download_champion(d, dest=tmp_path / "champion")
     with open(paths["churn"], "rb") as f:
@@ -41,8 +42,9 @@ def test_spark_udf_scores_with_the_registered_model_when_it_takes_features(
     art = tmp_path / "churn_model.pkl"
     art.write_bytes(pickle.dumps(churn))
     with mlflow.start_run():
-        info = mlflow.pyfunc.log_model(name="churn", python_model=str(MODEL_CODE), artifacts={"model": str(art)},
-                                       signature=feature_signature(buyers), registered_model_name="personalise-churn",
+        info = mlflow.pyfunc.log_model(name="churn", python_model=str(MODEL_CODE),
+                                       artifacts={"model": str(art)}, signature=feature_signature(buyers),
+                                       registered_model_name="personalise-churn",
                                        pip_requirements=["lightgbm"])
     MlflowClient().set_registered_model_alias("personalise-churn", "champion", info.registered_model_version)
     assert takes_features("models:/personalise-churn@champion", churn.columns_)
@@ -52,5 +54,6 @@ def test_spark_udf_scores_with_the_registered_model_when_it_takes_features(
            .toPandas().set_index("customer_id")["churn"])
     expected = churn.predict(read_feature_table(buyers))
     assert len(got) == len(expected) > 1000
-    np.testing.assert_allclose(got.reindex(expected.index).to_numpy(), expected.to_numpy(), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(got.reindex(expected.index).to_numpy(),
+                               expected.to_numpy(), rtol=0, atol=1e-12)
     assert pd.Series(expected).between(0, 1).all()

@@ -39,7 +39,8 @@ def test_bad_tables_stop_with_every_problem_named(spark: Any, small_shop_dir: Pa
     assert "customers.customer_id: duplicate id (4 rows)" in msg
 
 
-def test_a_shop_of_orders_alone_gets_the_local_defaults(spark: Any, small_shop_dir: Path, tmp_path: Path) -> None:
+def test_a_shop_of_orders_alone_gets_the_local_defaults(spark: Any, small_shop_dir: Path,
+                                                        tmp_path: Path) -> None:
     only = tmp_path / "orders-only"
     only.mkdir()
     orders = pd.read_parquet(small_shop_dir / "orders.parquet")

@@ -31,7 +31,8 @@ def _shop(d: Path, customers: int = 200, products: int = 40) -> Path:
             for kind in ("view", "view", "add_to_cart"):
                 ts = CUTOFF - pd.Timedelta(hours=int(rng.integers(1, 24 * 7)))
                 events.append((cid, pids[p], kind, ts))
-        orders.append((f"{cid}-next", cid, pids[picks[3]], CUTOFF + pd.Timedelta(days=int(rng.integers(1, 20)))))
+        later = CUTOFF + pd.Timedelta(days=int(rng.integers(1, 20)))
+        orders.append((f"{cid}-next", cid, pids[picks[3]], later))
     d.mkdir(parents=True, exist_ok=True)
     o = pd.DataFrame(orders, columns=[schema.ORDER_ID, schema.CUSTOMER_ID, schema.PRODUCT_ID, schema.TS])
     o[schema.QUANTITY], o["unit_price"] = 1.0, 10.0

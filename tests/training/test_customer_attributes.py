@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 
 from features import schema
-from features.customer import customer_features, stacked_training_set, training_cutoffs
+from features.customer import customer_features
+from features.customer_labels import stacked_training_set, training_cutoffs
 from features.exceptions import CatalogueError
 from features.io import Shop, load_shop
 from models.customer import ChurnModel, CustomerModelConfig, ValueModel

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from features import schema
-from features.customer import stacked_training_set, training_cutoffs
+from features.customer_labels import stacked_training_set, training_cutoffs
 from training import frames
 from training.offer_eval import uplift_training_set
 
@@ -20,7 +20,8 @@ def test_past_max_rows_the_frames_keep_every_row_of_a_sample_of_customers(small_
     Xs, ys = src.uplift(small_shop, cutoff, None)
     kept = set(ys[schema.CUSTOMER_ID])
     assert 0.2 < len(ys) / len(y) < 0.5 and len(ys) == int(y[schema.CUSTOMER_ID].isin(kept).sum())
-    assert src.built[-1]["frame"] == "uplift" and src.built[-1]["customers_share"] == pytest.approx(1 / 3, 0.01)
+    assert src.built[-1]["frame"] == "uplift"
+    assert src.built[-1]["customers_share"] == pytest.approx(1 / 3, 0.01)
     held = src.uplift(small_shop, None, cutoff)[1]  # held-out sends are never sampled
     assert len(held) == len(uplift_training_set(small_shop, start=cutoff)[1])
     cuts = training_cutoffs(small_shop, cutoff, 90, 3, 14)

@@ -40,7 +40,8 @@ def test_first_train_registers_and_promotes(trained_project) -> None:
     m = run.data.metrics
     assert m["recommend.all_items.production.ndcg_at_10"] > m["recommend.all_items.popularity.ndcg_at_10"]
     assert m["churn.production.auc"] > 0.6
-    arts = {a.path for a in c.list_artifacts(r.run_id)} | {a.path for a in c.list_artifacts(r.run_id, "plots")}
+    arts = {a.path for a in c.list_artifacts(r.run_id)} | {a.path for a in c.list_artifacts(r.run_id,
+                                                                                            "plots")}
     assert {"plots/value_lift_gains.png", "plots/churn_calibration.png", "plots/recommenders_at_k.png",
             "promotion.json"} <= arts
     assert run.data.tags["data_fingerprint"] and run.data.params["seed"] == str(SEED)
@@ -63,7 +64,10 @@ def test_worse_model_is_registered_as_challenger_but_not_promoted(trained_projec
     for comp, name in MODEL_NAMES.items():
         assert str(c.get_model_version_by_alias(name, "champion").version) == r.versions[comp]
         assert str(c.get_model_version_by_alias(name, "challenger").version) == worse.versions[comp]
-    assert json.loads(Path(c.download_artifacts(worse.run_id, "promotion.json")).read_text())["promoted"] is False
+    assert (
+        json.loads(Path(c.download_artifacts(worse.run_id, "promotion.json")).read_text())["promoted"]
+        is False
+    )
 
 
 def test_bad_data_stops_before_any_registry_change(trained_project, tmp_path: Path) -> None:
@@ -95,7 +99,8 @@ def test_evaluate_report_has_every_model_and_baseline(small_shop, small_shop_dir
     assert set(r["churn"]) == {"production", "recency", "bgnbd"}
     assert set(r["churn"]["production"]) == {"auc", "pr_auc", "brier", "customers"}
     assert set(r["value"]) == {"production", "last_period", "historical_rate", "bgnbd_gg"}
-    assert set(r["value"]["production"]) == {"spearman", "normalized_gini", "top_decile_capture", "mae", "customers"}
+    assert set(r["value"]["production"]) == {"spearman", "normalized_gini",
+                                             "top_decile_capture", "mae", "customers"}
     assert {"random", "propensity", "blanket", "production", "oracle"} <= set(r["offers"])
     assert set(r["offers"]["production"]) == {"incremental_margin", "cost", "contacts"}
     assert r["offers"]["production"]["cost"] <= r["offers"]["budget"] + 1e-9

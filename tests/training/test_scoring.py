@@ -40,7 +40,11 @@ def test_every_customer_gets_the_refits_scores_segment_and_triggers(scored) -> N
     assert c["churn"].notna().sum() == (bundle.features["n_orders"] > 0).sum() > 1000
     for col in ("segment", "value_tier", "attrition_tier", "potential"):
         assert c[col].tolist() == bundle.scores[col].tolist(), col
-    trig = bundle.triggers.drop_duplicates(["customer_id", "trigger"]).groupby("customer_id")["trigger"].agg(list)
+    trig = (
+        bundle.triggers.drop_duplicates(["customer_id", "trigger"])
+        .groupby("customer_id")["trigger"]
+        .agg(list)
+    )
     assert len(trig) > 10
     assert {k: list(v) for k, v in c["triggers"].items() if len(v)} == trig.to_dict()
     buyers = c[c["n_orders"] > 0]
@@ -53,13 +57,16 @@ def test_recommendations_are_the_services_default_answers(scored) -> None:
     recs = pd.read_parquet(out / "recommendations.parquet")
     assert list(recs.columns) == RECOMMENDATION_COLUMNS and len(recs) == result.rows["recommendations"]
     assert recs.groupby("customer_id").size().max() == 5
-    assert (recs.groupby("customer_id")["rank"].apply(lambda r: r.tolist() == list(range(1, len(r) + 1)))).all()
+    assert (
+        recs.groupby("customer_id")["rank"].apply(lambda r: r.tolist() == list(range(1, len(r) + 1)))
+    ).all()
     for cid in recs["customer_id"].drop_duplicates().sample(20, random_state=1):
         region = bundle.features.at[cid, "region"]
         rec = bundle.engine.recommend_one(cid, k=5, region=None if pd.isna(region) else str(region))
         mine = recs[recs["customer_id"] == cid]
         assert mine["product_id"].tolist() == [i["product_id"] for i in rec.items]
-        assert mine["reason"].tolist() == [i["reason"] for i in rec.items] and set(mine["source"]) == {rec.source}
+        assert mine["reason"].tolist() == [i["reason"]
+                                           for i in rec.items] and set(mine["source"]) == {rec.source}
 
 
 def test_offers_go_to_buyers_only_with_a_control_group(scored) -> None:

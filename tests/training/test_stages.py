@@ -52,7 +52,8 @@ def test_wrap_times_a_function_wherever_it_was_imported_and_unwraps() -> None:
     with StageTimer() as timer:
         timer.wrap(original, "features")
         assert features.customer.customer_features is not original
-        assert training.customer_eval.customer_features is features.customer.customer_features  # its import too
+        # its import too
+        assert training.customer_eval.customer_features is features.customer.customer_features
         with stage("job"):
             try:
                 features.customer.customer_features(None, None)  # type: ignore[arg-type]

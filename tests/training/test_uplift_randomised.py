@@ -32,13 +32,16 @@ def planted(n: int = 9000, seed: int = 0) -> Campaign:
     arm = rng.choice([CONTROL, *OFFERS], n)
     p = 0.05 + 0.15 * ((arm == "a") & (seg == "x")) + 0.15 * ((arm == "b") & flag)
     conv = (rng.random(n) < p).astype(float)
-    X = pd.DataFrame({"attr_seg": pd.Categorical(seg), "attr_flag": flag.astype(float),
-                      "attr_noise": rng.normal(size=n)}, index=pd.Index([f"c{i}" for i in range(n)], name="customer_id"))
+    X = pd.DataFrame(
+        {"attr_seg": pd.Categorical(seg), "attr_flag": flag.astype(float), "attr_noise": rng.normal(size=n)},
+        index=pd.Index([f"c{i}" for i in range(n)], name="customer_id"),
+    )
     return Campaign(X, arm.astype(object), {"conversion": conv, "spend": conv * 100.0}, OFFERS, 0.5,
                     {"a": 0.1, "b": 0.1})
 
 
-@pytest.mark.filterwarnings("ignore:Function stable_cumsum is deprecated:FutureWarning")  # inside scikit-uplift
+# inside scikit-uplift
+@pytest.mark.filterwarnings("ignore:Function stable_cumsum is deprecated:FutureWarning")
 def test_qini_matches_scikit_uplift_curve_and_weights_of_one_change_nothing() -> None:
     from sklift.metrics import qini_curve
     rng = np.random.default_rng(1)
@@ -61,7 +64,8 @@ def test_qini_of_the_true_effect_beats_random() -> None:
     truth = (c.X["attr_seg"] == "x").to_numpy(float)[m] + np.random.default_rng(0).normal(0, 0.01, m.sum())
     noise = np.random.default_rng(1).normal(size=m.sum())
     y, t = c.outcomes["conversion"][m], c.arm[m] == "a"
-    # perfect: Q per customer rises to 0.5 * 1/3 * 0.15 = 0.025 over the first third, then stays: area 0.025 * (1/6 + 2/3)
+    # perfect: Q per customer rises to 0.5 * 1/3 * 0.15 = 0.025 over the first third, then stays: area 0.025 *
+    # (1/6 + 2/3)
     # minus the diagonal 0.025 / 2 = 0.0083
     assert qini_auuc(truth, t, y)["qini"][0] > 0.006 > 0.003 > abs(qini_auuc(noise, t, y)["qini"][0])
 
@@ -74,7 +78,9 @@ def test_everyone_policy_equals_the_difference_of_arm_means() -> None:
     ctrl = spend[arm == CONTROL].mean()
     expected = 0.5 * np.mean([spend[arm == o].mean() - ctrl for o in OFFERS]) - 0.2
     assert got == pytest.approx(expected)
-    assert np.isnan(policy_per_email(np.zeros((len(arm), 2)), arm, spend, OFFERS, 0.5, {"a": 0.1, "b": 0.1})[0])
+    assert np.isnan(
+        policy_per_email(np.zeros((len(arm), 2)), arm, spend, OFFERS, 0.5, {"a": 0.1, "b": 0.1})[0]
+    )
 
 
 def test_budget_policy_sends_the_best_offer_to_the_top_share() -> None:
@@ -120,9 +126,11 @@ def test_evaluation_ranks_planted_effects_above_random_with_intervals() -> None:
     for name in ("s_learner", "sklift_two_models"):
         row = t.loc[("conversion", name, "qini_conversion", "mean")]
         assert row["ci_low"] <= row["estimate"] <= row["ci_high"] and row["seeds"] == 2
-        d, lo, hi = r.paired(("conversion", name, "policy", "25%"), ("baseline", "everyone", "policy", "100%"))
+        d, lo, hi = r.paired(("conversion", name, "policy", "25%"), ("baseline",
+                                                                     "everyone", "policy", "100%"))
         assert lo > 0  # targeting the planted segments beats e-mailing everyone
-        assert row["estimate"] > t.loc[("conversion", "random", "qini_conversion", "mean"), "estimate"] + 0.005
+        assert row["estimate"] > t.loc[("conversion", "random", "qini_conversion",
+                                        "mean"), "estimate"] + 0.005
 
 
 def test_campaign_from_the_contract_with_a_shared_control(tmp_path: Path) -> None:
@@ -136,7 +144,8 @@ def test_campaign_from_the_contract_with_a_shared_control(tmp_path: Path) -> Non
     import_hillstrom(src, tmp_path / "shop")
     c = campaign_from_shop(load_shop(tmp_path / "shop"))
     assert c.X.index.tolist() == ["H00001", "H00002", "H00003", "H00004", "H00005"]
-    assert c.arm.tolist() == ["hillstrom_womens", CONTROL, "hillstrom_womens", "hillstrom_mens", "hillstrom_mens"]
+    assert c.arm.tolist() == ["hillstrom_womens", CONTROL, "hillstrom_womens",
+                              "hillstrom_mens", "hillstrom_mens"]
     assert c.outcomes["spend"].tolist() == [0.0, 29.99, 120.5, 0.0, 0.0]
     assert c.outcomes["conversion"].tolist() == [0.0, 1.0, 1.0, 0.0, 0.0]
     assert c.X.loc["H00002", "attr_mens"] == 1.0 and c.X.loc["H00005", "attr_recency"] == 1.0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -55,6 +56,7 @@ def test_opted_out_and_recent_buyers_are_blocked_by_name() -> None:
     assert got.tolist() == ["opted_out", "recent_purchase", OK, OK]
 
 
+@pytest.mark.slow  # the uplift model fitted on the small simulated shop
 def test_contact_rules_caps_and_opt_out(policy_setup, small_shop) -> None:
     policy, X, churn = policy_setup
     now = small_shop.end
@@ -81,6 +83,7 @@ def _capped_reference(rules, o, index, now, history, channel) -> np.ndarray:
                      ["max_per_customer", "cooldown", "contact_cap"], OK)
 
 
+@pytest.mark.slow  # the uplift model fitted on the small simulated shop
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 6), st.sampled_from(["pct10", "winback20", "other"]),
                           st.sampled_from(["email", "sms"]), st.sampled_from(["treatment", "control"]),

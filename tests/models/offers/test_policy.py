@@ -11,6 +11,8 @@ import pytest
 
 from models.offers import RECORD_COLUMNS, OfferPolicy, Rule, sends_to_record
 
+pytestmark = pytest.mark.slow  # every test uses the uplift model fitted on the small simulated shop
+
 NONE_RULES = {"opted_out", "recent_purchase", "not_eligible", "max_per_customer", "cooldown", "contact_cap",
               "budget_exhausted", "volume_exhausted", "not_worth_cost"}
 

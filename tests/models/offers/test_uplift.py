@@ -16,6 +16,7 @@ from tests.models.offers.data import GOOD, synthetic_campaigns
 from training.offer_eval import fit_uplift, uplift_training_set
 
 
+@pytest.mark.slow  # fits uplift models on a simulated shop
 def test_sure_things_get_no_discount() -> None:
     X, t, bought, redeemed, deal = synthetic_campaigns()
     cat = parse_catalogue(GOOD)
@@ -35,6 +36,7 @@ def test_sure_things_get_no_discount() -> None:
     assert (treated.loc[sure_ids, "rule"] == "not_worth_cost").mean() > 0.95  # it is really the reason
 
 
+@pytest.mark.slow  # fits uplift models on a simulated shop
 def test_bagged_uplift_averages_its_seeds_and_ranks_better_than_its_worst() -> None:
     X, t, bought, redeemed, deal = synthetic_campaigns()
     cfg = CustomerModelConfig(n_estimators=100, learning_rate=0.03, num_leaves=7, min_child_samples=200,
@@ -96,6 +98,7 @@ def test_uplift_rows_are_built_once_and_filtered_like_a_fresh_build(small_shop) 
     assert len(y0) == 0 and fit_uplift(small_shop, first) is None
 
 
+@pytest.mark.slow  # the uplift model fitted on the small simulated shop (policy_setup)
 def test_offer_without_history_uses_the_prior(policy_setup) -> None:
     policy, X, _ = policy_setup
     p = policy.uplift.predict(X.head(3), "brand-new-offer")
