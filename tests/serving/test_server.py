@@ -210,12 +210,14 @@ def test_storefront_calls_do_not_wait_behind_crm_batches(server: Server, trained
     d, _ = trained_project
     ids = pd.read_parquet(d / "shop" / "orders.parquet")["customer_id"].drop_duplicates().head(1000).tolist()
     cid = known_customer(trained_project)
-    busy, batch_codes = threading.Event(), []
+    busy, enough, batch_codes = threading.Event(), threading.Event(), []
 
-    def crm() -> None:
+    def crm() -> None:  # batches until the storefront was answered 3 times during them (offers are fast)
         busy.set()
-        for _ in range(3):
+        for _ in range(30):
             batch_codes.append(server.call("offers_batch", {"customer_ids": ids}, role="crm").status_code)
+            if enough.is_set() and len(batch_codes) >= 3:
+                break
         busy.clear()
     t = threading.Thread(target=crm)
     t.start()
@@ -227,8 +229,10 @@ def test_storefront_calls_do_not_wait_behind_crm_batches(server: Server, trained
                                               "event_type": "view"}]})
         assert r.status_code == 200 and e.status_code == 200
         answered_while_busy += busy.is_set()
+        if answered_while_busy >= 3:
+            enough.set()
     t.join()
-    assert batch_codes == [200, 200, 200]
+    assert len(batch_codes) >= 3 and set(batch_codes) == {200}
     assert answered_while_busy >= 3
 
 
