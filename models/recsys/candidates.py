@@ -54,8 +54,8 @@ def top_candidates(model: BlendRecommender, n: int = 50, batch: int = 500) -> Ca
         ranked = top_k(s, n)
         best = np.take_along_axis(s, ranked, 1)
         ok = np.isfinite(best)  # -inf sorts last: the finite ones are a prefix of each row
-        b = slice(a, a + len(ranked))
-        items[b] = np.where(ok, ranked, -1)
-        scores[b] = np.where(ok, round_scores(best), NEG)
-        reason[b] = np.where(ok, batch_reason_codes(model, P, W, comps, ranked), 0)
+        b, m = slice(a, a + len(ranked)), ranked.shape[1]  # fewer than n columns in a small catalogue
+        items[b, :m] = np.where(ok, ranked, -1)
+        scores[b, :m] = np.where(ok, round_scores(best), NEG)
+        reason[b, :m] = np.where(ok, batch_reason_codes(model, P, W, comps, ranked), 0)
     return Candidates(items, scores, reason)
