@@ -7,6 +7,8 @@ from __future__ import annotations
 import datetime as dt
 import multiprocessing as mp
 
+import pytest
+
 from tests.serving.webhook_receiver import Receiver, wait_until
 
 SECRET = b"process-test-secret-0001"
@@ -43,6 +45,7 @@ def _engine(url: str, hook: str, start: mp.Barrier, out: mp.Queue) -> None:  # t
     sender.close()
 
 
+@pytest.mark.slow  # starts two engine processes
 def test_two_engine_processes_fire_once_and_deliver_once(postgres_server) -> None:
     url = postgres_server.new_database()
     receiver = Receiver(SECRET, fail_first=1)

@@ -6,6 +6,7 @@ import dataclasses
 import datetime as dt
 
 import pandas as pd
+import pytest
 
 from features import schema
 from features.live import LiveStore
@@ -53,6 +54,7 @@ def test_dormancy_fires_once_per_episode_across_scans_and_replicas(store_url: st
     assert ids == ["dormancy:C-A:2026-01-01T00:00:00", "dormancy:C-A:2026-05-11T00:00:00"]
 
 
+@pytest.mark.slow  # loads the trained project
 def test_dormancy_line_is_the_customers_own_and_churn_bands_fire_on_a_rise(personaliser) -> None:
     """On the trained bundle: the line is 2.5 x the customer's usual gap (ipt_mean); churn_risk fires when
     a customer's score rises into the high band between scans (here: scores of a later training)."""

@@ -61,6 +61,7 @@ def history(policy, X, ids, now, seed: int) -> pd.DataFrame:
     return h[[CUSTOMER_ID, OFFER_ID, SENT_AT, CHANNEL, GROUP]]
 
 
+@pytest.mark.slow  # fits the uplift model on the small shop
 def test_prepared_decisions_equal_the_policy(setup, small_shop) -> None:
     policy, X, churn, seg, trig, opted = setup
     prep = PreparedPolicy(policy, X, churn, seg, trig, opted)
