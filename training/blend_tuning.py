@@ -127,12 +127,14 @@ class _Judge:
         self.k = k
 
     def __call__(self, scores: np.ndarray) -> float:
-        if not self.users:
-            return 0.0
+        return float(np.mean(self.per_customer(scores))) if self.users else 0.0
+
+    def per_customer(self, scores: np.ndarray) -> np.ndarray:
+        """Each customer's NDCG@k of ``scores`` (one row per customer, in :attr:`users` order)."""
         s = np.where(self.allowed, scores, NEG)
         top = top_k(s, self.k)
         hits = np.take_along_axis(self.rel, top, axis=1) & np.isfinite(np.take_along_axis(s, top, axis=1))
-        return float(np.mean(ndcg(hits, self.n_rel, self.k)))
+        return ndcg(hits, self.n_rel, self.k)
 
 
 TRIAL_BATCH = 2000
@@ -146,24 +148,11 @@ def _trial_scorer(model: BlendRecommender, truth: dict[str, set[str]], k: int, r
     once per batch for all the weightings."""
     data = model._require()
     users = [u for u in truth if u in data.users]
-    n_rel = np.array([len(truth[u]) for u in users], np.int64)
 
     def batch(a: int, ws: Sequence[Mapping[str, float]]) -> np.ndarray:
-        part = users[a:a + TRIAL_BATCH]
-        ctx = build_context(data, part)
-        comps = model.component_scores(ctx)
-        allowed = ctx.known[:, None] & rules_mask(data, ctx, rules)
-        rel = np.zeros((len(part), len(data.items)), bool)
-        for i, u in enumerate(part):
-            cols = data.items.rows(list(truth[u]))
-            rel[i, cols[cols >= 0]] = True
-        out = np.empty((len(ws), len(part)))
-        for j, w in enumerate(ws):
-            s = np.where(allowed, blended(comps, w), NEG)
-            top = top_k(s, k)
-            hits = np.take_along_axis(rel, top, axis=1) & np.isfinite(np.take_along_axis(s, top, axis=1))
-            out[j] = ndcg(hits, n_rel[a:a + TRIAL_BATCH], k)
-        return out
+        judge = _Judge(data, {u: truth[u] for u in users[a:a + TRIAL_BATCH]}, k, rules)
+        comps = model.component_scores(judge.ctx)
+        return np.array([judge.per_customer(blended(comps, w)) for w in ws])
 
     def trials(ws: Sequence[Mapping[str, float]]) -> list[float]:
         if not users:
