@@ -10,6 +10,7 @@ Example
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Self
 
@@ -115,11 +116,12 @@ class _LGBMBase:
         """The columns of :meth:`design_matrix`, in order (empty before fit)."""
         return list(self.columns_)
 
-    def design_matrix(self, X: pd.DataFrame) -> np.ndarray:
+    def design_matrix(self, X: pd.DataFrame | Mapping[str, np.ndarray]) -> np.ndarray:
         """The float matrix the booster reads: one row per row of ``X``, one column per name of
         :attr:`feature_names`. Categories become the codes LightGBM saw at fit (unknown -> NaN), missing
         columns NaN. Column by column from numpy: much faster than a pandas frame for the one-customer calls
-        of the service.
+        of the service. ``X`` may also be a mapping of column name to equally long arrays (the service reads
+        one customer's row out of column arrays it keeps, without building a frame).
 
         For callers that change a column of the prepared rows before predicting (the uplift model sets its
         ``treated`` flag to 0 for the counterfactual) and then call :meth:`predict_matrix`.
@@ -134,8 +136,12 @@ class _LGBMBase:
         if maps is None:
             maps = self._codes = {c: {v: float(i) for i, v in enumerate(cats)}
                                   for c, cats in self.categories_.items()}
-        out = np.full((len(X), len(self.columns_)), np.nan)
-        have = set(X.columns)
+        if isinstance(X, pd.DataFrame):
+            n = len(X)
+        else:
+            n = len(next(iter(X.values()))) if X else 0
+        out = np.full((n, len(self.columns_)), np.nan)
+        have = set(X.keys())
         for j, c in enumerate(self.columns_):
             if c not in have:
                 continue
@@ -145,9 +151,11 @@ class _LGBMBase:
                 out[:, j] = [m.get(v, np.nan) if isinstance(v, str) else np.nan
                              for v in col.astype(object).tolist()]
             elif col.dtype.kind in "fiub":
-                out[:, j] = col.to_numpy(dtype=float, na_value=np.nan)
+                out[:, j] = (np.asarray(col, dtype=float) if isinstance(col, np.ndarray)
+                             else col.to_numpy(dtype=float, na_value=np.nan))
             else:
-                out[:, j] = pd.to_numeric(col, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+                out[:, j] = pd.to_numeric(pd.Series(col), errors="coerce").to_numpy(dtype=float,
+                                                                                     na_value=np.nan)
         return out
 
     def _params(self) -> dict[str, Any]:
@@ -197,26 +205,32 @@ class _LGBMBase:
         Contributions are in the model's raw units (log-odds for churn, log-spend for value); the sign says
         whether the feature pushed the score up or down.
         """
+        return self.explain_matrix(self.design_matrix(X), X.index, top)
+
+    def explain_matrix(self, M: np.ndarray, ids: Iterable[Any], top: int = 3
+                       ) -> dict[str, list[dict[str, Any]]]:
+        """:meth:`explain` of the rows of a :meth:`design_matrix` (one id per row): the service's
+        one-customer path, which builds the row from column arrays instead of a frame."""
         if self.booster_ is None:
             raise NotFittedError(type(self).__name__)
-        Xp = self._prepare(X)
-        contrib = np.asarray(self.booster_.predict(self.design_matrix(X), pred_contrib=True))[:, :-1]
+        contrib = np.asarray(self.booster_.predict(M, pred_contrib=True))[:, :-1]
         out: dict[str, list[dict[str, Any]]] = {}
-        for i, cid in enumerate(X.index):
+        for i, cid in enumerate(ids):
             order = np.argsort(-np.abs(contrib[i]))[:top]
             out[str(cid)] = [{
                 "feature": self.columns_[j], "contribution": round(float(contrib[i, j]), 4),
-                "value": self._shown(Xp.iat[i, j], self.columns_[j]),
+                "value": self._shown(M[i, j], self.columns_[j]),
                 "text": f"{readable(self.columns_[j])} "
                         f"{'raises' if contrib[i, j] > 0 else 'lowers'} the score",
             } for j in order]
         return out
 
-    def _shown(self, v: Any, column: str) -> str | float | None:
-        """A value as an explanation shows it: text for categories, rounded numbers, None if missing."""
-        if pd.isna(v):
+    def _shown(self, v: float, column: str) -> str | float | None:
+        """A design-matrix value as an explanation shows it: the category's text for categories (their
+        codes), rounded numbers, None if missing or an unknown category."""
+        if np.isnan(v):
             return None
-        return str(v) if column in self.categories_ else round(float(v), 3)
+        return self.categories_[column][int(v)] if column in self.categories_ else round(float(v), 3)
 
     def feature_importance(self) -> pd.Series:
         if self.booster_ is None:

@@ -32,7 +32,7 @@ from serving.live_watcher import LiveWatcher
 from serving.offer_desk import OfferDesk
 from serving.offer_desk import prepare as prepare_offers
 from serving.orders import OrderBook
-from serving.profile import profile
+from serving.profile import ProfileIndex, profile
 from serving.session import recommend_in_session
 from serving.trigger_config import LiveConfig, load_config
 from serving.trigger_tasks import TriggerTasks
@@ -71,6 +71,12 @@ class Loaded:
     @functools.cached_property
     def categories(self) -> frozenset[str]:
         return frozenset(str(c) for c in pd.unique(self.bundle.engine.data.item_category) if pd.notna(c))
+
+    @functools.cached_property
+    def profile_index(self) -> ProfileIndex:
+        """What a profile answer reads, as arrays (built at load, see :mod:`serving.profile`)."""
+        b = self.bundle
+        return ProfileIndex.build(b.features, b.scores, b.triggers, (b.churn, b.value))
 
     def known_buyers(self, customer_ids: list[str]) -> list[str]:
         """``customer_ids`` (once each) that the models know with at least one order."""
@@ -146,6 +152,7 @@ class Personaliser:
             loaded.offers_prepared = prepare_offers(loaded)
         except Exception:  # offers are then decided in full, as before
             log.exception("could not prepare the offer scores: offers are decided in full")
+        loaded.profile_index  # noqa: B018  (built now, not in the first profile request)
         if self.render is not None:
             self._warm(loaded, self.render)
         gc.collect()  # loading leaves garbage behind; collect it now rather than during a request
