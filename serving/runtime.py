@@ -33,7 +33,7 @@ from serving.offer_desk import OfferDesk
 from serving.offer_desk import prepare as prepare_offers
 from serving.orders import OrderBook
 from serving.profile import ProfileIndex, profile
-from serving.session import recommend_in_session
+from serving.session import folded_in_session, recommend_in_session
 from serving.trigger_config import LiveConfig, load_config
 from serving.trigger_tasks import TriggerTasks
 
@@ -248,11 +248,8 @@ class Personaliser:
                               for i, p in enumerate(self.fallback_items[:k])]}
         rules = _rules(cur, category, exclude_bought)
         b = cur.bundle
-        has_live = self.live.has_live(customer_id, cur.as_of)
-        live = (self.live.recent(customer_id, cur.as_of) if has_live else [])
-        if live is None:  # events this process stored that the watcher has not read yet: the store has them
-            live = self.store.recent_events(customer_id, cur.as_of)
-        session = list(reversed(live)) + list(session_events)
+        session = self._session(cur, customer_id, session_events, read_store=True)
+        assert session is not None
         region = None
         if customer_id in b.features.index:
             r = b.features.at[customer_id, "region"]
@@ -262,6 +259,33 @@ class Personaliser:
         else:
             rec = candidate_cache.recommend(b.engine, customer_id, k, rules, session=None, region=region)
         return _answer(cur, customer_id, rec)
+
+    def recommend_folded(self, customer_id: str, k: int, category: str | None, exclude_bought: bool,
+                         session_events: list[tuple[str, str]]) -> dict[str, Any] | None:
+        """:meth:`recommend`'s answer when the session fold-in alone computes it (a known customer whose
+        live events are in memory, or who sends session events), else None. About a millisecond: the
+        service answers it on the event loop, without a worker thread's hand-offs."""
+        cur = self.current
+        if cur is None:
+            return None
+        session = self._session(cur, customer_id, session_events, read_store=False)
+        if not session:
+            return None
+        rec = folded_in_session(cur.bundle.engine, customer_id, k, _rules(cur, category, exclude_bought),
+                                session)
+        return None if rec is None else _answer(cur, customer_id, rec)
+
+    def _session(self, cur: Loaded, customer_id: str, session_events: list[tuple[str, str]],
+                 read_store: bool) -> list[tuple[str, str]] | None:
+        """The customer's live events since the models' data end, oldest first, then the request's own;
+        None when some are only in the store and ``read_store`` is False."""
+        has_live = self.live.has_live(customer_id, cur.as_of)
+        live = (self.live.recent(customer_id, cur.as_of) if has_live else [])
+        if live is None:  # events this process stored that the watcher has not read yet: the store has them
+            if not read_store:
+                return None
+            live = self.store.recent_events(customer_id, cur.as_of)
+        return list(reversed(live)) + list(session_events)
 
     def similar_items(self, product_id: str, k: int) -> dict[str, Any]:
         cur = self.current

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -66,3 +67,35 @@ def test_an_unknown_category_is_a_400_naming_the_known_ones(personaliser: Person
         assert problem["loc"] == ("category",) and "'teleporters'" in problem["msg"]
         assert "pet" in problem["msg"]
     assert personaliser.recommend(cid, 5, "pet", False, [])["items"]
+
+
+def test_live_sessions_answered_on_the_loop_equal_the_full_computation(personaliser: Personaliser,
+                                                                       trained_project) -> None:
+    """``recommend_folded`` (the service answers it on the event loop) gives exactly what ``recommend``
+    computes, for customers with live events in memory, with and without exclude_bought and the request's
+    own session; it hands back (None) what it cannot fold in."""
+    p = personaliser
+    who = customers(trained_project, 120)
+    products = list(p.current.bundle.engine.product_ids[:40])
+    kinds = ["view", "view", "add_to_cart", "wishlist"]
+    p.add_events([{"customer_id": c, "product_id": str(products[(i * 7 + j) % len(products)]),
+                   "event_type": kinds[(i + j) % len(kinds)]} for i, c in enumerate(who) for j in range(3)])
+    as_of = p.current.as_of
+    deadline = time.monotonic() + 60
+    while any(p.live.recent(c, as_of) is None for c in who):  # the watcher reads them into memory
+        assert time.monotonic() < deadline, "the live watcher did not read the events within 60 s"
+        time.sleep(0.05)
+    request_session = [(str(products[3]), "view")]
+    compared = 0
+    for c in who:
+        for excl in (False, True):
+            for sess in ([], request_session):
+                folded = p.recommend_folded(c, 10, None, excl, sess)
+                assert folded is not None, c
+                assert folded == p.recommend(c, 10, None, excl, sess), (c, excl, sess)
+                compared += 1
+    assert compared == 4 * len(who)
+    quiet = customers(trained_project, 300)[-1]
+    assert not p.live.has_live(quiet, as_of)
+    assert p.recommend_folded(quiet, 10, None, False, []) is None  # nothing to fold in: the cache answers
+    assert p.recommend_folded("a-new-visitor", 10, None, False, request_session) is None  # computed in full
