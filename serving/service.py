@@ -61,8 +61,8 @@ LANES = {"compute": 1, "crm": 1, "events": 2, "admin": 1}
 """Worker threads per lane. ``compute``: recommendations that are not cache lookups or session fold-ins
 (relaxed rules, fallbacks) and similar items; ``crm``: offers, offers_batch, offers/commit (a profile is
 answered on the loop); ``events``: durable writes to the event store (I/O); ``admin``: reload.
-CPU-bound lanes run one at a time: under the GIL more threads add hand-offs, not throughput (on 2 cores, one thread served 87-99 computed
-recommendations/s against 73 with four)."""
+CPU-bound lanes run one at a time: under the GIL more threads add hand-offs, not throughput (on 2 cores,
+one thread served 87-99 computed recommendations/s against 73 with four)."""
 K = Annotated[int, Field(ge=1, le=100)]
 
 
