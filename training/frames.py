@@ -60,13 +60,20 @@ class LocalFrames:
                ) -> tuple[pd.DataFrame, pd.DataFrame]:
         from training.offer_eval import uplift_training_set
         X, y = uplift_training_set(shop, before, start)
-        share = 1.0
-        if start is None and self.max_rows is not None and len(y) > self.max_rows:  # training rows only
-            share = self.max_rows / len(y)
-            keep = customer_sample(pd.Index(y[CUSTOMER_ID].to_numpy()), share, self.seed)
-            X, y = X[keep], y[keep].reset_index(drop=True)
+        X, y, share = sample_uplift(X, y, start, self.max_rows, self.seed)
         self.built.append(record("uplift", X, share))
         return X, y
+
+
+def sample_uplift(X: pd.DataFrame, y: pd.DataFrame, start: pd.Timestamp | None, max_rows: int | None,
+                  seed: int) -> tuple[pd.DataFrame, pd.DataFrame, float]:
+    """The uplift training rows (``start`` None) past ``max_rows``: every row of a seeded sample of
+    customers, and the customers' share kept. Held-out sends (``start`` given) are never sampled."""
+    if start is not None or max_rows is None or len(y) <= max_rows:
+        return X, y, 1.0
+    share = max_rows / len(y)
+    keep = customer_sample(pd.Index(y[CUSTOMER_ID].to_numpy()), share, seed)
+    return X[keep], y[keep].reset_index(drop=True), share
 
 
 def record(kind: str, X: pd.DataFrame, share: float, cutoffs: list[pd.Timestamp] | None = None

@@ -1,5 +1,6 @@
 """The training frames of ``personalise train --engine spark``: built by the Spark engine, collected to the
-driver (a sample of customers past ``max_rows``), where the models are fitted as with the local engine.
+driver (a sample of customers past ``max_rows``, for the stacked and the uplift training rows alike),
+where the models are fitted as with the local engine.
 
 The Spark engine reads the shop's own tables; live rows merged into the in-memory shop (events and decisions
 posted to the service) are not in its frames, so the job warns when it kept any.
@@ -13,7 +14,7 @@ import pandas as pd
 
 from features.io import Shop
 from features.spark_engine import SparkEngine
-from training.frames import record
+from training.frames import record, sample_uplift
 from training.spark_training import sample_fraction, uplift_training_frames
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ class SparkFrames:
     def uplift(self, shop: Shop, before: pd.Timestamp | None, start: pd.Timestamp | None
                ) -> tuple[pd.DataFrame, pd.DataFrame]:
         X, y = uplift_training_frames(self.engine, before, start)
-        log.info("spark: uplift training set of %d rows", len(X))
-        self.built.append(record("uplift", X, 1.0))
+        X, y, share = sample_uplift(X, y, start, self.max_rows, self.seed)
+        log.info("spark: uplift training set of %d rows (customers' share %.3f)", len(X), share)
+        self.built.append(record("uplift", X, share))
         return X, y

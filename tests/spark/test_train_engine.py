@@ -63,3 +63,24 @@ def test_train_on_spark_fits_the_local_models_and_registers_them(spark: Any, sho
 def test_an_unknown_engine_is_named(tmp_path: Path, shop_dir: Path) -> None:
     with pytest.raises(ValueError, match="unknown engine 'dask'"):
         train(tmp_path, TrainConfig(seed=SEED), shop_dir=shop_dir, engine="dask")
+
+
+def test_past_max_rows_spark_samples_the_uplift_rows_as_the_local_engine_does(spark_shop: Any,
+                                                                              small_shop: Any) -> None:
+    """The same seeded customers are kept on both engines (a hash of the id), so the sampled uplift rows
+    are the same rows; held-out sends are never sampled."""
+    from training.frames import LocalFrames
+    from training.spark_frames import SparkFrames
+
+    cutoff = small_shop.end - pd.Timedelta(days=90)
+    local, remote = LocalFrames(max_rows=200, seed=3), SparkFrames(spark_shop, max_rows=200, seed=3)
+    _, yl = local.uplift(small_shop, cutoff, None)
+    _, yr = remote.uplift(small_shop, cutoff, None)
+    assert local.built[-1]["customers_share"] < 1.0
+    assert remote.built[-1]["customers_share"] == pytest.approx(local.built[-1]["customers_share"])
+    key = [schema.CUSTOMER_ID, "offer_id"]
+    assert len(yr) == len(yl) and sorted(map(tuple, yr[key].astype(str).to_numpy())) == sorted(
+        map(tuple, yl[key].astype(str).to_numpy()))
+    _, held = remote.uplift(small_shop, None, cutoff)
+    assert remote.built[-1]["customers_share"] == 1.0 and len(held) == len(local.uplift(small_shop, None,
+                                                                                          cutoff)[1])
