@@ -35,6 +35,7 @@ from models.offers import (
     measure_uplift,
     parse_catalogue,
     qini,
+    shared_control_weights,
 )
 from models.offers.uplift import S_LEARNER
 from training import frames
@@ -213,7 +214,8 @@ def _evaluate_offers(shop: Shop, cutoff: pd.Timestamp, churn: pd.Series | None, 
             pred = model.predict_pairs(Xh, yh[OFFER_ID].to_numpy())
             u, pr = pred["uplift"].to_numpy(), pred["p_redeem"].to_numpy()
             report["redemption"]["production"] = {"auc": auc(yh["redeemed"][t], pr[t])}
-            report["uplift_model"] = qini(u, t, yh["bought"].to_numpy())
+            report["uplift_model"] = qini(u, t, yh["bought"].to_numpy(),
+                                          shared_control_weights(yh, CUSTOMER_ID, SENT_AT))
     steps.next("policy benchmark" if truth_dir is not None else "policy benchmark (no truth: skipped)")
     if truth_dir is not None and Path(truth_dir, "uplift.parquet").exists() and model is not None:
         report.update(policy_benchmark(shop, cat, model, churn, Path(truth_dir), seed, budget_share))

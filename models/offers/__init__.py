@@ -35,7 +35,14 @@ from models.offers.eligibility import (
     eligible,
     in_control_group,
 )
-from models.offers.measurement import doubly_robust, ips, mean_ci, measure_uplift, qini
+from models.offers.measurement import (
+    doubly_robust,
+    ips,
+    mean_ci,
+    measure_uplift,
+    qini,
+    shared_control_weights,
+)
 from models.offers.policy import (
     CANDIDATE_COLUMNS,
     DECISION_COLUMNS,
@@ -54,4 +61,5 @@ __all__ = [
     "doubly_robust",
     "eligibility_failures", "eligible", "greedy", "in_control_group", "ips", "mean_ci", "measure_uplift",
     "optimal_audience_value", "parse_catalogue", "qini", "reason_text", "reasons_for", "sends_to_record",
+    "shared_control_weights",
 ]

@@ -51,20 +51,37 @@ def measure_uplift(log: pd.DataFrame, by: list[str] | None = None, z: float = 1.
     return pd.DataFrame(rows)
 
 
-def qini(uplift_score: np.ndarray, treated: np.ndarray, converted: np.ndarray) -> dict[str, float]:
-    """Qini coefficient and AUUC of an uplift ranking (higher is better; random ~ 0 for Qini)."""
+def qini(uplift_score: np.ndarray, treated: np.ndarray, converted: np.ndarray,
+         weight: np.ndarray | None = None) -> dict[str, float]:
+    """Qini coefficient and AUUC of an uplift ranking (higher is better; random ~ 0 for Qini).
+
+    ``weight`` (default 1 per row) lets one observation appear in several rows: a shared control customer
+    is a control row of every offer, each weighted by one over the number of its rows
+    (:func:`shared_control_weights`), so the pooled curve counts that customer once."""
     s, t, y = np.asarray(uplift_score, float), np.asarray(treated, bool), np.asarray(converted, float)
+    w = np.ones(len(s)) if weight is None else np.asarray(weight, float)
     order = np.argsort(-s, kind="stable")
-    t, y = t[order], y[order]
-    nt, nc = np.cumsum(t), np.cumsum(~t)
-    yt, yc = np.cumsum(y * t), np.cumsum(y * ~t)
+    t, y, w = t[order], y[order], w[order]
+    nt, nc = np.cumsum(w * t), np.cumsum(w * ~t)
+    yt, yc = np.cumsum(w * y * t), np.cumsum(w * y * ~t)
+    seen = np.cumsum(w)
+    total = seen[-1] if len(seen) else 0.0
     with np.errstate(divide="ignore", invalid="ignore"):
         q = yt - np.where(nc > 0, yc * nt / nc, 0)
-        uplift_curve = np.where((nt > 0) & (nc > 0), yt / nt - yc / nc, 0) * np.arange(1, len(s) + 1)
-    n = len(s)
-    random_line = q[-1] * np.arange(1, n + 1) / n
-    return {"qini": float((q - random_line).sum() / n / max(abs(q[-1]), 1e-9)),
-            "auuc": float(uplift_curve.sum() / n / n)}
+        uplift_curve = np.where((nt > 0) & (nc > 0), yt / nt - yc / nc, 0) * seen
+    random_line = q[-1] * seen / total
+    return {"qini": float(((q - random_line) * w).sum() / total / max(abs(q[-1]), 1e-9)),
+            "auuc": float((uplift_curve * w).sum() / total / total)}
+
+
+def shared_control_weights(sends: pd.DataFrame, customer: str, sent_at: str, treated: str = "treated"
+                           ) -> np.ndarray:
+    """One over the number of control rows a customer has at one send time (a shared control is a control
+    row of each offer it is the control of); treated rows weigh 1."""
+    t = sends[treated].to_numpy(bool)
+    keys = [sends[customer].to_numpy(), sends[sent_at].to_numpy()]
+    n = pd.Series((~t).astype(float)).groupby(keys, sort=False).transform("sum").to_numpy()
+    return np.where(t, 1.0, 1.0 / np.maximum(n, 1.0))
 
 
 def ips(reward: np.ndarray, match: np.ndarray, propensity: np.ndarray) -> np.ndarray:

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.offers import doubly_robust, ips, mean_ci, measure_uplift, qini
+from models.offers import doubly_robust, ips, mean_ci, measure_uplift, qini, shared_control_weights
 
 
 def test_measured_uplift_interval_covers_the_planted_effect() -> None:
@@ -51,6 +51,32 @@ def test_qini_prefers_the_true_uplift_ranking() -> None:
     good = qini(u, t, y)["qini"]
     rand = qini(rng.random(n), t, y)["qini"]
     assert good > rand + 0.05
+
+
+def test_a_shared_control_counts_once_in_the_pooled_qini() -> None:
+    """Two offers share one control group: each control customer is a row of both offers. Weighted by
+    ``shared_control_weights`` (1/2 each), the pooled Qini is the Qini of the table with each control
+    customer once, up to the half-steps between the two copies (they carry the same score, so they sit side
+    by side); unweighted, the duplicated controls give another value."""
+    rng = np.random.default_rng(4)
+    n = 3000
+    arm = rng.integers(0, 3, n)  # 0: control of both offers, 1: offer A, 2: offer B
+    u = rng.random(n)
+    y = rng.random(n) < 0.05 + 0.2 * u * (arm > 0)
+    once = qini(u, arm > 0, y)
+    ctrl = np.flatnonzero(arm == 0)
+    rows = np.concatenate([np.arange(n), ctrl])  # each control customer again, as the other offer's control
+    sends = pd.DataFrame({"customer_id": rows, "sent_at": pd.Timestamp("2025-01-01"),
+                          "treated": arm[rows] > 0, "offer_id": np.r_[np.where(arm == 2, "B", "A"),
+                                                                      np.full(len(ctrl), "B")]})
+    w = shared_control_weights(sends, "customer_id", "sent_at")
+    assert set(np.unique(w[~sends["treated"].to_numpy()])) == {0.5}
+    assert (w[sends["treated"].to_numpy()] == 1.0).all()
+    pooled = qini(u[rows], arm[rows] > 0, y[rows], w)
+    assert pooled["qini"] == pytest.approx(once["qini"], rel=1e-3)
+    assert pooled["auuc"] == pytest.approx(once["auuc"], rel=1e-3)
+    unweighted = qini(u[rows], arm[rows] > 0, y[rows])
+    assert abs(unweighted["qini"] - once["qini"]) > 10 * abs(pooled["qini"] - once["qini"])
 
 
 def test_off_policy_estimates_recover_a_known_policy_value() -> None:
