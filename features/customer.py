@@ -167,6 +167,8 @@ def customer_features(shop: Shop, cutoff: pd.Timestamp, customers: pd.Index | No
 def _vocabulary(shop: Shop) -> dict[str, list[str]]:
     """The categorical attributes' values over the whole customers table, computed once per table (so a value
     has the same category at every cutoff)."""
+    if shop.vocabulary is not None:  # a part of the shop: the whole shop's values
+        return shop.vocabulary
     cached = shop.__dict__.get("_attr_vocabulary")
     if cached is not None and cached[0] is shop.customers:
         return cached[1]  # type: ignore[no-any-return]

@@ -25,7 +25,7 @@ import logging
 import os
 import shutil
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -33,9 +33,11 @@ import numpy as np
 import pandas as pd
 
 from features import schema
+from features.attributes import validate_attributes, vocabularies
 from features.customer import customer_features
 from features.customer_labels import stacked_training_set
 from features.io import Shop, load_shop
+from features.validation import ValidationReport
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +74,10 @@ class ShopFacts:
     has_offer_log: bool
     first_costed_line: pd.Timestamp | None
     """Earliest customer order line whose product has a unit cost (None: no line has one)."""
+    attributes: dict[str, str] = field(default_factory=dict)
+    """Kinds of the customer attributes (:attr:`features.io.Shop.attributes`)."""
+    vocabulary: dict[str, list[str]] = field(default_factory=dict)
+    """The categorical attributes' values over the whole customers table (a bucket sees only its own)."""
 
     @staticmethod
     def of(shop: Shop) -> ShopFacts:
@@ -82,7 +88,9 @@ class ShopFacts:
         return ShopFacts(first_order=pd.Timestamp(shop.orders["ts"].min()), end=shop.end,
                          has_events=shop.events is not None and len(shop.events) > 0,
                          has_offer_log=shop.offer_log is not None and len(shop.offer_log) > 0,
-                         first_costed_line=pd.Timestamp(costed.min()) if len(costed) else None)
+                         first_costed_line=pd.Timestamp(costed.min()) if len(costed) else None,
+                         attributes=shop.attributes,
+                         vocabulary=vocabularies(shop.customers, shop.attributes))
 
     def default_cutoff(self) -> pd.Timestamp:
         """As of just after the last row (what the serving refit uses)."""
@@ -140,8 +148,25 @@ def bucket_shop(tables: Mapping[str, pd.DataFrame | None], products: pd.DataFram
             typed[name] = pd.DataFrame({c: pd.Series(dtype=object) for c in schema.TABLES[name].names})
     for col in ("in_stock", "replenishable"):
         typed["products"][col] = typed["products"][col].fillna(False).astype(bool)
-    return Shop(orders=typed["orders"], customers=typed["customers"], products=typed["products"],
+    shop = Shop(orders=typed["orders"], customers=typed["customers"], products=typed["products"],
                 events=typed.get("events"), offer_log=typed.get("offer_log"))
+    return with_attributes(shop, facts)
+
+
+def with_attributes(shop: Shop, facts: ShopFacts) -> Shop:
+    """``shop`` (a part of the customers) with the shop's customer attributes: its customers' attribute
+    columns typed with the shop-wide kinds (missing ones empty), and the shop-wide vocabularies, so each
+    bucket gives the columns and category codes the whole shop gives."""
+    if not facts.attributes:
+        return shop
+    c = shop.customers.copy()
+    for name in facts.attributes:
+        if name not in c.columns:
+            c[name] = None
+    shop.customers, _ = validate_attributes(c, facts.attributes, ValidationReport())  # checked on the whole
+    shop.report.attributes = [{"name": n, "kind": k} for n, k in facts.attributes.items()]
+    shop.vocabulary = facts.vocabulary
+    return shop
 
 
 def drop_context(df: pd.DataFrame) -> pd.DataFrame:
@@ -222,7 +247,7 @@ def probe_shop(facts: ShopFacts | None = None) -> Shop:
     t0 = pd.Timestamp("2020-01-01")
     ids = ["a", "b"]
     has_cost = facts is None or facts.first_costed_line is not None
-    return Shop(
+    shop = Shop(
         orders=pd.DataFrame({schema.ORDER_ID: ["o1", "o2"], schema.CUSTOMER_ID: ids,
                              schema.PRODUCT_ID: ["p", "p"], "ts": [t0, t0 + pd.Timedelta(days=40)],
                              schema.QUANTITY: [1.0, 1.0], "unit_price": [1.0, 1.0], "discount": [0.0, 0.0],
@@ -241,6 +266,13 @@ def probe_shop(facts: ShopFacts | None = None) -> Shop:
              "channel": ["email", "email"], "group": ["treatment", "control"],
              schema.REDEEMED_AT: [pd.NaT, pd.NaT], schema.ORDER_ID: [None, None], "propensity": [0.9, 0.9],
              schema.CAMPAIGN_ID: ["k", "k"]}))
+    if facts is None or not facts.attributes:
+        return shop
+    sample = {schema.NUMERIC: "1", schema.BOOLEAN: "true", schema.DATE: "2019-12-01"}
+    for name, kind in facts.attributes.items():
+        first = (facts.vocabulary.get(name) or ["x"])[0]
+        shop.customers[name] = sample.get(kind, first)
+    return with_attributes(shop, facts)
 
 
 def spark_type(s: pd.Series) -> str:

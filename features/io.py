@@ -41,6 +41,9 @@ class Shop:
     offers: dict[str, Any] | None = None  # raw offers.yaml; validated by models.offers.catalogue
     report: ValidationReport = field(default_factory=ValidationReport)
     fingerprint: str = ""
+    vocabulary: dict[str, list[str]] | None = None
+    """The categorical attributes' values when ``customers`` is a part of the shop's (a bucket of the
+    feature engines); None: computed from ``customers``."""
 
     @property
     def end(self) -> pd.Timestamp:

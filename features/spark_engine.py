@@ -97,7 +97,8 @@ class SparkEngine:
             self._facts = ShopFacts(
                 first_order=pd.Timestamp(o["first"]), end=end, has_events=has_events,
                 has_offer_log=t.offer_log is not None and bool(t.offer_log.limit(1).count()),
-                first_costed_line=None if o["costed"] is None else pd.Timestamp(o["costed"]))
+                first_costed_line=None if o["costed"] is None else pd.Timestamp(o["costed"]),
+                attributes=t.attributes, vocabulary=t.vocabulary)
         return self._facts
 
     def buckets(self) -> int:

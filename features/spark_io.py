@@ -18,9 +18,10 @@ import logging
 import os
 import sys
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+import pandas as pd
 from pyspark import SparkConf
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -87,6 +88,11 @@ class SparkTables:
     products: DataFrame
     events: DataFrame | None
     offer_log: DataFrame | None
+    attributes: dict[str, str] = field(default_factory=dict)
+    """Kinds of the customer attributes (extra columns of customers, kept raw in ``customers``; typed in each
+    bucket with these kinds), declared or inferred on the driver as :func:`features.io.load_shop` does."""
+    vocabulary: dict[str, list[str]] = field(default_factory=dict)
+    """The categorical attributes' values over the whole customers table."""
 
     def items(self) -> list[tuple[str, DataFrame]]:
         return [(n, t) for n in schema.TABLES if (t := getattr(self, n)) is not None]
@@ -133,11 +139,13 @@ def _cast(df: DataFrame, col: schema.Column) -> Column:
     return c.cast("string")
 
 
-def _typed(df: DataFrame, spec: schema.TableSpec, report: ValidationReport) -> DataFrame:
-    """Contract columns cast to their kinds (unknown columns are dropped: no feature reads them); every check
-    (duplicate ids included) counted in one pass and added to ``report``."""
+def _typed(df: DataFrame, spec: schema.TableSpec, report: ValidationReport, keep: tuple[str, ...] = ()
+           ) -> DataFrame:
+    """Contract columns cast to their kinds, and the columns ``keep`` as they are (other columns are dropped:
+    no feature reads them); every check (duplicate ids included) counted in one pass and added to
+    ``report``."""
     cols = [c for c in spec.columns if c.name in df.columns]
-    typed = df.select(*[_cast(df, c).alias(c.name) for c in cols],
+    typed = df.select(*[_cast(df, c).alias(c.name) for c in cols], *[F.col(k) for k in keep],
                       *[F.col(c.name).isNull().alias(f"_raw_null_{c.name}") for c in cols])
     checks: dict[tuple[str, str], Column] = {}
     for c in cols:
@@ -168,7 +176,7 @@ def _typed(df: DataFrame, spec: schema.TableSpec, report: ValidationReport) -> D
         rows = dup.agg(F.sum("count")).first()
         report.add(spec.name, ",".join(key), int(rows[0]) if rows else 0, "duplicate id",
                    [r[key[0]] for r in dup.limit(5).collect()])
-    return typed.select(*[c.name for c in cols])
+    return typed.select(*[c.name for c in cols], *keep)
 
 
 def _read(spark: SparkSession, data: str, name: str, report: ValidationReport) -> DataFrame | None:
@@ -184,7 +192,34 @@ def _read(spark: SparkSession, data: str, name: str, report: ValidationReport) -
     if missing:
         report.add(name, ",".join(missing), 0, f"missing required column(s) {missing}; found {raw.columns}")
         return None
-    return _typed(raw, spec, report).withColumn(ROW, F.monotonically_increasing_id())
+    # customers' attribute columns ride along as they are: typed in each bucket with the driver's kinds
+    keep = tuple(c for c in raw.columns if c not in spec.names) if name == "customers" else ()
+    return _typed(raw, spec, report, keep).withColumn(ROW, F.monotonically_increasing_id())
+
+
+def _attributes(spark: SparkSession, data: str, customers: DataFrame | None, report: ValidationReport
+                ) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """Kinds and categorical vocabularies of the customer attributes, checked as the local engine checks
+    them (:func:`features.attributes.validate_attributes`; problems named with customer ids go into
+    ``report``). The customers' attribute columns are collected to the driver: one row per customer, a
+    few columns."""
+    extra = [] if customers is None else [c for c in customers.columns
+                                          if c not in schema.CUSTOMERS.names and c != ROW]
+    uri = f"{data.rstrip('/')}/{schema.ATTRIBUTES_FILE}"
+    declared_raw = None
+    if _exists(spark, uri):
+        import yaml
+        text = "\n".join(r.value for r in spark.read.text(uri, wholetext=True).collect())
+        declared_raw = yaml.safe_load(text) or {}
+    if not extra and declared_raw is None:
+        return {}, {}
+    from features.attributes import parse_declaration, validate_attributes, vocabularies
+    declared = None if declared_raw is None else parse_declaration(declared_raw, report)
+    assert customers is not None or declared is not None
+    pdf = (customers.select(schema.CUSTOMER_ID, *extra).toPandas() if customers is not None
+           else pd.DataFrame({schema.CUSTOMER_ID: pd.Series(dtype=object)}))
+    typed, kinds = validate_attributes(pdf, declared, report)
+    return kinds, vocabularies(typed, kinds)
 
 
 def _defaults(t: dict[str, DataFrame | None]) -> tuple[DataFrame, DataFrame, DataFrame]:
@@ -248,8 +283,9 @@ def read_tables(spark: SparkSession, data: str) -> SparkTables:
         if n:
             examples = [r.product_id for r in unknown.select(schema.PRODUCT_ID).distinct().limit(5).collect()]
             report.add("orders", schema.PRODUCT_ID, n, "order lines naming unknown products", examples)
+    kinds, vocabulary = _attributes(spark, data, t["customers"], report)
     if not report.ok:
         raise DataValidationError(report)
     orders, products, customers = _defaults(t)
     return SparkTables(orders=orders, customers=customers, products=products, events=t["events"],
-                       offer_log=t["offer_log"])
+                       offer_log=t["offer_log"], attributes=kinds, vocabulary=vocabulary)

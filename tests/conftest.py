@@ -61,3 +61,26 @@ def trained_project(tmp_path_factory: pytest.TempPathFactory, small_shop_dir: Pa
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     result = train(d, TrainConfig(seed=SEED))
     return d, result
+
+
+@pytest.fixture(scope="session")
+def attributed_shop_dir(tmp_path_factory: pytest.TempPathFactory, small_shop_dir: Path) -> Path:
+    """The small shop with four customer attributes of every kind (kinds inferred: no declaration file),
+    some values missing, a date after the cutoffs the tests use."""
+    import shutil
+
+    import numpy as np
+    import pandas as pd
+    d = tmp_path_factory.mktemp("attributed-shop")
+    for f in small_shop_dir.glob("*.parquet"):
+        shutil.copy(f, d / f.name)
+    c = pd.read_parquet(d / "customers.parquet")
+    rng = np.random.default_rng(SEED)
+    n = len(c)
+    c["tier"] = np.where(rng.random(n) < 0.1, None, rng.choice(["gold", "silver", "bronze", "rare"], n,
+                                                                 p=[0.2, 0.3, 0.49, 0.01]))
+    c["age"] = np.where(rng.random(n) < 0.05, np.nan, rng.integers(18, 80, n).astype(float))
+    c["newsletter"] = rng.choice(["yes", "no"], n)
+    c["loyalty_joined"] = pd.Timestamp("2025-01-01") + pd.to_timedelta(rng.integers(0, 360, n), unit="D")
+    c.to_parquet(d / "customers.parquet", index=False)
+    return d

@@ -23,7 +23,7 @@ from features.engine import (
     read_feature_table,
     training_frames,
 )
-from features.io import Shop
+from features.io import Shop, load_shop
 
 TABLES = ("orders", "customers", "events", "offer_log")
 
@@ -127,3 +127,20 @@ def test_local_engine_writes_the_feature_table(small_shop_dir, tmp_path) -> None
     with pytest.raises(ValueError, match="unknown engine 'dask': choose one of local, spark"):
         with open_engine("dask", small_shop_dir):
             pass
+
+
+def test_buckets_give_the_whole_shops_customer_attributes(attributed_shop_dir) -> None:
+    """Attribute columns are typed with the shop-wide kinds in every bucket and categories are coded over the
+    whole table's values, so a bucket that lacks a value (the rare tier) gives the whole shop's columns."""
+    shop = load_shop(attributed_shop_dir)
+    assert shop.attributes == {"tier": "categorical", "age": "numeric", "newsletter": "boolean",
+                               "loyalty_joined": "date"}
+    cutoff = pd.Timestamp("2025-10-01")
+    whole = feature_table(customer_features(shop, cutoff))
+    assert {"attr_tier", "attr_age", "attr_newsletter", "attr_loyalty_joined"} <= set(whole.columns)
+    assert whole["attr_loyalty_joined"].isna().any() and whole["attr_tier"].notna().any()
+    parts = pd.concat([bucket_features(s, cutoff) for s in buckets_of(shop, 23)], ignore_index=True)
+    assert_same_table(whole, parts)
+    X, _ = stacked_training_set(shop, [cutoff], 60)
+    rows = pd.concat([bucket_training_rows(s, [cutoff], 60) for s in buckets_of(shop, 5)], ignore_index=True)
+    assert_same_table(feature_table(X), feature_table(training_frames(rows)[0]))

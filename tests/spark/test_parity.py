@@ -45,6 +45,19 @@ def test_features_command_writes_the_same_frame_on_both_engines(spark: Any, smal
     assert dict(local.dtypes.astype(str)) == dict(remote.dtypes.astype(str))
 
 
+def test_customer_attributes_are_features_on_both_engines(spark: Any, attributed_shop_dir: Path,
+                                                           tmp_path: Path) -> None:
+    for engine in ("local", "spark"):
+        r = CliRunner().invoke(cli(), ["features", "--data", str(attributed_shop_dir),
+                                       "--cutoff", str(CUTOFF.date()), "--out", str(tmp_path / engine),
+                                       "--engine", engine, "--buckets", "3"])
+        assert r.exit_code == 0, r.output
+    local, remote = pd.read_parquet(tmp_path / "local"), pd.read_parquet(tmp_path / "spark")
+    assert {"attr_tier", "attr_age", "attr_newsletter", "attr_loyalty_joined"} <= set(local.columns)
+    assert_same_table(local, remote)
+    assert dict(local.dtypes.astype(str)) == dict(remote.dtypes.astype(str))
+
+
 def test_training_frames_are_the_train_jobs_and_a_sample_is_a_subset(spark_shop: Any,
                                                                      small_shop: Any) -> None:
     cfg = CustomerModelConfig(n_cutoffs=3)

@@ -39,6 +39,22 @@ def test_bad_tables_stop_with_every_problem_named(spark: Any, small_shop_dir: Pa
     assert "customers.customer_id: duplicate id (4 rows)" in msg
 
 
+def test_bad_customer_attributes_stop_naming_the_column_as_the_local_engine_does(
+        spark: Any, attributed_shop_dir: Path, tmp_path: Path) -> None:
+    from features.io import load_shop
+
+    bad = tmp_path / "bad-attributes"
+    shutil.copytree(attributed_shop_dir, bad)
+    (bad / "customers.attributes.yaml").write_text("tier: categorical\nage: boolean\nnewsletter: boolean\n")
+    with pytest.raises(DataValidationError) as local:
+        load_shop(bad)
+    with pytest.raises(DataValidationError) as remote:
+        read_tables(spark, str(bad))
+    line = next(ln for ln in str(local.value).splitlines() if "customers.age" in ln)
+    assert line in str(remote.value)  # the same problem, the same rows named
+    assert "loyalty_joined" in str(remote.value)  # undeclared: kept, not used (a warning)
+
+
 def test_a_shop_of_orders_alone_gets_the_local_defaults(spark: Any, small_shop_dir: Path,
                                                         tmp_path: Path) -> None:
     only = tmp_path / "orders-only"
