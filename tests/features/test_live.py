@@ -110,3 +110,36 @@ def test_postgres_urls_use_psycopg3_and_two_stores_create_the_schema_once(store_
     assert {"events", "decisions"} <= tables
     stores[0].add_events([{"customer_id": "A", "product_id": "p", "event_type": "view"}])
     assert stores[1].count_events() == 1
+
+
+def test_offer_commits_exclude_each_other_across_stores(store_url: str) -> None:
+    """Two stores on one database (two replicas' connection pools), three threads each, every one reading the
+    decision log and recording what it read under :meth:`LiveStore.offer_commits`: a read-then-write that
+    overlapped another would record a decision id twice (the unique index refuses it); none overlaps, so the
+    ids are 0..n-1, each once."""
+    import threading
+
+    import sqlalchemy as sa
+
+    from features.live import DECISIONS
+    stores = [LiveStore(store_url), LiveStore(store_url)]
+    per_thread, errors = 5, []
+
+    def commit_many(store: LiveStore) -> None:
+        try:
+            for _ in range(per_thread):
+                with store.offer_commits() as conn:
+                    n = conn.execute(sa.select(sa.func.count()).select_from(DECISIONS)).scalar_one()
+                    store.add_decisions([{"customer_id": "C", "offer_id": "o", "group": "treatment",
+                                          "decision_id": f"{n:040d}"}], conn)
+        except Exception as e:  # a duplicate id: two commits overlapped
+            errors.append(e)
+
+    threads = [threading.Thread(target=commit_many, args=(s,)) for s in stores for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert errors == []
+    got = sorted(int(x) for x in stores[0].decisions()["decision_id"])
+    assert got == list(range(6 * per_thread))
