@@ -241,18 +241,21 @@ class OfferDesk:
         for r in refs:
             if r.nonce not in verdicts:
                 groups[(r.campaign, r.asked_channel)][r.nonce] = r
-        rows = []
         for (campaign, asked), group in groups.items():
             known = cur.known_buyers([r.customer_id for r in group.values()])
             now = (self._decide(cur, known, asked, campaign, conn).set_index(schema.CUSTOMER_ID) if known
                    else None)
+            rows, taken = [], set()
             for r in group.values():
                 ok, why = _still_holds(r, now)
+                if ok and r.customer_id in taken:  # the decision above holds for one of them, not for both
+                    ok, why = False, "not recorded: another decision for this customer was committed with it"
                 verdicts[r.nonce] = (ok, why)
                 if ok and now is not None:
+                    taken.add(r.customer_id)
                     values = now.loc[r.customer_id, ["expected_value", "propensity"]].to_dict()
                     rows.append(self._record(r, values, cur.version))
-        self.store.add_decisions(rows, conn)
+            self.store.add_decisions(rows, conn)  # before the next group decides: it reads them
         return verdicts
 
 

@@ -108,3 +108,38 @@ def test_two_replicas_committing_at_once_never_overspend_a_budget(trained_projec
     finally:
         a.close()
         b.close()
+
+
+def test_one_commit_call_spends_once_per_customer_and_what_is_left_once(trained_project,
+                                                                          tmp_path: Path) -> None:
+    """Two previews of one customer committed together record one send; previews of two campaigns committed
+    together share what is left of the budget (the second campaign's decision reads the first's sends)."""
+    d, _ = trained_project
+    p = _replica(d, f"sqlite:///{tmp_path / 'live.db'}")
+    try:
+        ids = customers(trained_project, 300)
+        top = next(x["offer_id"] for x in p.offers(ids, CHANNEL, "twice-a") if x["offer_id"] != "none")
+        _only(p, top, None)
+        mine = [x for x in p.offers(ids, CHANNEL, "twice-a") if x["offer_id"] == top]
+        cid = mine[0]["customer_id"]
+        same = [p.offers([cid], CHANNEL, "twice-a")[0]["decision_id"] for _ in range(2)]
+        assert same[0] != same[1]
+        done = p.commit_offers(same)
+        assert [r["committed"] for r in done] == [True, False], done
+        assert "another decision for this customer" in done[1]["reason"]
+
+        cost = p.current.bundle.policy.catalogue.get(top).cost_per_send[CHANNEL]  # type: ignore[union-attr]
+        b = next(x for x in p.offers(ids, CHANNEL, "twice-b")
+                 if x["offer_id"] == top and x["customer_id"] != cid)
+        c = next(x for x in p.offers(ids, CHANNEL, "twice-c")
+                 if x["offer_id"] == top and x["customer_id"] not in (cid, b["customer_id"]))
+        others = [b, c]  # two campaigns: decided one after the other in the commit
+        _only(p, top, 2.5 * cost)  # one send recorded: one more is affordable
+        done = p.commit_offers([x["decision_id"] for x in others])
+        assert sorted(r["committed"] for r in done) == [False, True], done
+        refused = next(r for r in done if not r["committed"])
+        assert "budget exhausted" in refused["reason"]
+        sent = p.store.decisions()
+        assert len(sent[(sent["offer_id"] == top) & (sent["group"] == "treatment")]) == 2
+    finally:
+        p.close()
