@@ -125,6 +125,10 @@ COMMIT_LOCKS = sa.Table(
 )
 """One row per lock that every process sharing the store takes by updating it (see
 :meth:`LiveStore.offer_commits`): a row lock on PostgreSQL, the database's write lock on SQLite."""
+BUSY_TIMEOUT_MS = 5000
+"""How long a SQLite write waits for another's lock before ``database is locked``."""
+OFFER_LOCK_WAIT_MS = 30_000
+"""How long a SQLite offer commit waits for the offer-commit lock (commits queue for it)."""
 OFFER_COMMITS = "offer_commits"
 """The lock held while an offer decision is taken and recorded (caps, budgets and cooldowns read and spent
 at once)."""
@@ -169,7 +173,7 @@ class LiveStore:
             @sa.event.listens_for(self.engine, "connect")
             def _pragmas(conn: Any, _: Any) -> None:
                 cur = conn.cursor()
-                cur.execute("PRAGMA busy_timeout=5000")  # first: switching to WAL itself waits for a lock
+                cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")  # first: switching to WAL waits too
                 cur.execute("PRAGMA journal_mode=WAL")
                 cur.execute("PRAGMA synchronous=FULL")
                 cur.close()
@@ -252,10 +256,18 @@ class LiveStore:
         and record the sends through the connection it yields, and no other commit can read or spend in
         between. The lock is :data:`COMMIT_LOCKS`' row, updated first: PostgreSQL holds its row lock until
         commit (READ COMMITTED: every read after it sees what the previous holder committed), SQLite takes
-        its write lock (waiting up to ``busy_timeout``) before the transaction reads anything."""
+        its write lock before the transaction reads anything. PostgreSQL waits for the lock as long as it
+        takes, SQLite up to :data:`OFFER_LOCK_WAIT_MS` (then ``OperationalError: database is locked``)."""
+        take = COMMIT_LOCKS.update().where(COMMIT_LOCKS.c.name == OFFER_COMMITS).values(taken_at=self._now())
         with self.engine.begin() as conn:
-            conn.execute(COMMIT_LOCKS.update().where(COMMIT_LOCKS.c.name == OFFER_COMMITS)
-                         .values(taken_at=self._now()))
+            if self.postgres:
+                conn.execute(take)
+            else:  # commits queue for this lock: wait longer than other writes do (set back once taken)
+                conn.exec_driver_sql(f"PRAGMA busy_timeout={OFFER_LOCK_WAIT_MS}")
+                try:
+                    conn.execute(take)
+                finally:
+                    conn.exec_driver_sql(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             yield conn
 
     @contextlib.contextmanager
