@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from features.live import LiveStore, merge_live
 
 
@@ -143,3 +145,33 @@ def test_offer_commits_exclude_each_other_across_stores(store_url: str) -> None:
     assert errors == []
     got = sorted(int(x) for x in stores[0].decisions()["decision_id"])
     assert got == list(range(6 * per_thread))
+
+
+def _count_and_record(url: str, n: int, start) -> None:  # type: ignore[no-untyped-def]
+    import sqlalchemy as sa
+
+    from features.live import DECISIONS
+    store = LiveStore(url)
+    start.wait(60)
+    for _ in range(n):
+        with store.offer_commits() as conn:
+            k = conn.execute(sa.select(sa.func.count()).select_from(DECISIONS)).scalar_one()
+            store.add_decisions([{"customer_id": "C", "offer_id": "o", "group": "treatment",
+                                  "decision_id": f"{k:040d}"}], conn)
+
+
+@pytest.mark.slow  # starts two processes
+def test_offer_commits_exclude_each_other_across_processes(store_url: str) -> None:
+    """As above, from two processes at once (as two replicas): every read-then-record is alone."""
+    import multiprocessing as mp
+    ctx = mp.get_context("spawn")
+    LiveStore(store_url)  # the schema, before both start
+    start, n = ctx.Barrier(2), 40
+    procs = [ctx.Process(target=_count_and_record, args=(store_url, n, start)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=300)
+    assert [p.exitcode for p in procs] == [0, 0]  # a duplicate id (an overlap) would have failed one
+    got = sorted(int(x) for x in LiveStore(store_url).decisions()["decision_id"])
+    assert got == list(range(2 * n))
