@@ -128,7 +128,8 @@ COMMIT_LOCKS = sa.Table(
 BUSY_TIMEOUT_MS = 5000
 """How long a SQLite write waits for another's lock before ``database is locked``."""
 OFFER_LOCK_WAIT_MS = 30_000
-"""How long a SQLite offer commit waits for the offer-commit lock (commits queue for it)."""
+"""How long an offer commit waits for the offer-commit lock (commits queue for it; a replica stuck holding
+it fails the others' commits after this, rather than hanging them)."""
 OFFER_COMMITS = "offer_commits"
 """The lock held while an offer decision is taken and recorded (caps, budgets and cooldowns read and spent
 at once)."""
@@ -256,11 +257,12 @@ class LiveStore:
         and record the sends through the connection it yields, and no other commit can read or spend in
         between. The lock is :data:`COMMIT_LOCKS`' row, updated first: PostgreSQL holds its row lock until
         commit (READ COMMITTED: every read after it sees what the previous holder committed), SQLite takes
-        its write lock before the transaction reads anything. PostgreSQL waits for the lock as long as it
-        takes, SQLite up to :data:`OFFER_LOCK_WAIT_MS` (then ``OperationalError: database is locked``)."""
+        its write lock before the transaction reads anything. Either waits for the lock up to
+        :data:`OFFER_LOCK_WAIT_MS` (then an ``OperationalError``: lock timeout, or database is locked)."""
         take = COMMIT_LOCKS.update().where(COMMIT_LOCKS.c.name == OFFER_COMMITS).values(taken_at=self._now())
         with self.engine.begin() as conn:
             if self.postgres:
+                conn.exec_driver_sql(f"SET LOCAL lock_timeout = {OFFER_LOCK_WAIT_MS}")  # this transaction
                 conn.execute(take)
             else:  # commits queue for this lock: wait longer than other writes do (set back once taken)
                 conn.exec_driver_sql(f"PRAGMA busy_timeout={OFFER_LOCK_WAIT_MS}")
