@@ -57,7 +57,7 @@ def _run(fn: Callable[[], Any]) -> Any:
 
 
 register_batch_commands(app, _run)  # `features` and `score`, local or on Spark
-register_trigger_commands(app, _run)  # `triggers scan`, `triggers webhooks`, `triggers check-config`
+register_trigger_commands(app, _run)  # `triggers scan`, `webhooks`, `dead-letters`, `check-config`
 
 
 @app.command()

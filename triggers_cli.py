@@ -2,11 +2,15 @@
 
     personalise triggers scan --data DIR [--now 2026-12-01T06:00] [--config triggers.toml]
     personalise triggers webhooks --data DIR [--status dead]
+    personalise triggers dead-letters --data DIR [--requeue ID ... | --all]
     personalise triggers check-config triggers.toml
 
 ``scan`` is what the service runs every ``scan_interval_seconds``: dormancy lines crossed and churn-risk bands
 entered fire once per episode, each with its decision (run it from cron when the background scan is off).
-The live store is ``PERSONALISE_DB`` (default ``DATA/live.db``), as for ``personalise serve``.
+``dead-letters`` lists the webhook deliveries that failed ``max_attempts`` times and, once the receiver is
+fixed, requeues them (``--requeue ID``, repeatable, or ``--all``): the running service's senders post them
+again, each once. The live store is ``PERSONALISE_DB`` (default ``DATA/live.db``), as for ``personalise
+serve``.
 """
 
 from __future__ import annotations
@@ -74,6 +78,31 @@ def register(app: typer.Typer, run: Runner) -> None:
                 out += "\n" + (shown.to_string(index=False) if len(shown) else f"(no {status} deliveries)")
             return out
         typer.echo(run(go))
+
+    @triggers_app.command("dead-letters")
+    def dead_letters_command(
+            data: Path = typer.Option(..., help="Project data directory (live.db)."),
+            requeue_ids: list[int] = typer.Option(None, "--requeue", help="Requeue this dead delivery (its "
+                                                                          "id in the list); repeatable."),
+            every: bool = typer.Option(False, "--all", help="Requeue every dead delivery."),
+            limit: int = typer.Option(100, help="List at most this many.")) -> None:
+        """List the webhook dead letters, or requeue them for the service's senders to post again."""
+        if requeue_ids and every:
+            raise typer.BadParameter("give --requeue ID or --all, not both")
+
+        def go() -> dict[str, Any]:
+            import os
+
+            from features.live import LiveStore, default_url
+            from serving.webhooks import dead_letters, requeue
+            store = LiveStore(os.environ.get("PERSONALISE_DB") or default_url(data))
+            try:
+                if requeue_ids or every:
+                    return requeue(store, None if every else list(requeue_ids))
+                return {"dead_letters": dead_letters(store, limit)}
+            finally:
+                store.engine.dispose()
+        typer.echo(json.dumps(run(go)))
 
     @triggers_app.command("check-config")
     def check_config(path: Path = typer.Argument(..., help="The TOML file.")) -> None:

@@ -5,13 +5,16 @@ Every acknowledged write is committed before the call returns. Workers share not
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 
 from features import schema
 
@@ -115,6 +118,21 @@ CHURN_BANDS = sa.Table(
     sa.Column("updated_at", sa.DateTime, nullable=False),
 )
 """Each customer's churn band as the last trigger scan saw it (a rise into ``high`` fires churn_risk)."""
+COMMIT_LOCKS = sa.Table(
+    "commit_locks", META,
+    sa.Column("name", sa.String(32), primary_key=True),
+    sa.Column("taken_at", sa.DateTime),
+)
+"""One row per lock that every process sharing the store takes by updating it (see
+:meth:`LiveStore.offer_commits`): a row lock on PostgreSQL, the database's write lock on SQLite."""
+BUSY_TIMEOUT_MS = 5000
+"""How long a SQLite write waits for another's lock before ``database is locked``."""
+OFFER_LOCK_WAIT_MS = 30_000
+"""How long an offer commit waits for the offer-commit lock (commits queue for it; a replica stuck holding
+it fails the others' commits after this, rather than hanging them)."""
+OFFER_COMMITS = "offer_commits"
+"""The lock held while an offer decision is taken and recorded (caps, budgets and cooldowns read and spent
+at once)."""
 DECISION_ID_INDEX = sa.Index("ix_decisions_decision_id", DECISIONS.c.decision_id, unique=True)
 """A decision is recorded once: committing the same decision id twice fails here, in every process."""
 
@@ -156,7 +174,7 @@ class LiveStore:
             @sa.event.listens_for(self.engine, "connect")
             def _pragmas(conn: Any, _: Any) -> None:
                 cur = conn.cursor()
-                cur.execute("PRAGMA busy_timeout=5000")  # first: switching to WAL itself waits for a lock
+                cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")  # first: switching to WAL waits too
                 cur.execute("PRAGMA journal_mode=WAL")
                 cur.execute("PRAGMA synchronous=FULL")
                 cur.close()
@@ -175,6 +193,8 @@ class LiveStore:
                         conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": SCHEMA_LOCK})
                     META.create_all(conn)
                     self._migrate(conn)
+                    ins = postgresql.insert if self.postgres else sqlite.insert
+                    conn.execute(ins(COMMIT_LOCKS).values(name=OFFER_COMMITS).on_conflict_do_nothing())
                 return
             except sa.exc.OperationalError as e:
                 lost_race = "already exists" in str(e) or "database is locked" in str(e)
@@ -230,42 +250,77 @@ class LiveStore:
             conn.rollback()
         return {r[0] for r in rows}, int(max(last, after_id))
 
-    def add_decisions(self, decisions: list[dict[str, Any]]) -> None:
-        """Record decisions (sends and control-group holds) in one transaction. A ``decision_id`` already
-        recorded raises ``sqlalchemy.exc.IntegrityError`` and records none of them."""
+    @contextlib.contextmanager
+    def offer_commits(self) -> Iterator[sa.Connection]:
+        """A transaction holding the offer-commit lock of every process that shares this store (replicas
+        included) until it ends: read the decision log (caps, cooldowns, what is left of budgets and volumes)
+        and record the sends through the connection it yields, and no other commit can read or spend in
+        between. The lock is :data:`COMMIT_LOCKS`' row, updated first: PostgreSQL holds its row lock until
+        commit (READ COMMITTED: every read after it sees what the previous holder committed), SQLite takes
+        its write lock before the transaction reads anything. Either waits for the lock up to
+        :data:`OFFER_LOCK_WAIT_MS` (then an ``OperationalError``: lock timeout, or database is locked)."""
+        take = COMMIT_LOCKS.update().where(COMMIT_LOCKS.c.name == OFFER_COMMITS).values(taken_at=self._now())
+        with self.engine.begin() as conn:
+            if self.postgres:
+                conn.exec_driver_sql(f"SET LOCAL lock_timeout = {OFFER_LOCK_WAIT_MS}")  # this transaction
+                conn.execute(take)
+            else:  # commits queue for this lock: wait longer than other writes do (set back once taken)
+                conn.exec_driver_sql(f"PRAGMA busy_timeout={OFFER_LOCK_WAIT_MS}")
+                try:
+                    conn.execute(take)
+                finally:
+                    conn.exec_driver_sql(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            yield conn
+
+    @contextlib.contextmanager
+    def _reading(self, conn: sa.Connection | None) -> Iterator[sa.Connection]:
+        """``conn`` (the caller's transaction), else a connection of its own."""
+        if conn is not None:
+            yield conn
+            return
+        with self.engine.connect() as own:
+            yield own
+
+    def add_decisions(self, decisions: list[dict[str, Any]], conn: sa.Connection | None = None) -> None:
+        """Record decisions (sends and control-group holds) in one transaction (``conn``'s, e.g. from
+        :meth:`offer_commits`, else one of its own). A ``decision_id`` already recorded raises
+        ``sqlalchemy.exc.IntegrityError`` and records none of them."""
         if not decisions:
             return
         now = self._now()
-        with self.engine.begin() as conn:
-            conn.execute(DECISIONS.insert(),
-                         [{"decision_id": None, **d, "decided_at": now} for d in decisions])
+        rows = [{"decision_id": None, **d, "decided_at": now} for d in decisions]
+        if conn is not None:
+            conn.execute(DECISIONS.insert(), rows)
+            return
+        with self.engine.begin() as own:
+            own.execute(DECISIONS.insert(), rows)
 
-    def recorded(self, decision_ids: list[str]) -> set[str]:
+    def recorded(self, decision_ids: list[str], conn: sa.Connection | None = None) -> set[str]:
         """Which of ``decision_ids`` are recorded already."""
         if not decision_ids:
             return set()
         q = sa.select(DECISIONS.c.decision_id).where(DECISIONS.c.decision_id.in_(decision_ids))
-        with self.engine.connect() as conn:
-            return {r[0] for r in conn.execute(q)}
+        with self._reading(conn) as cn:
+            return {r[0] for r in cn.execute(q)}
 
-    def decisions(self, since: dt.datetime | None = None, customer_ids: list[str] | None = None
-                  ) -> pd.DataFrame:
+    def decisions(self, since: dt.datetime | None = None, customer_ids: list[str] | None = None,
+                  conn: sa.Connection | None = None) -> pd.DataFrame:
         q = sa.select(DECISIONS)
         if since is not None:
             q = q.where(DECISIONS.c.decided_at >= since)
         if customer_ids is not None:
             q = q.where(DECISIONS.c.customer_id.in_(customer_ids))
-        with self.engine.connect() as conn:
-            return pd.DataFrame(conn.execute(q).mappings().all(), columns=[c.name for c in DECISIONS.columns])
+        with self._reading(conn) as cn:
+            return pd.DataFrame(cn.execute(q).mappings().all(), columns=[c.name for c in DECISIONS.columns])
 
-    def offer_sends(self, offer_ids: list[str]) -> pd.DataFrame:
+    def offer_sends(self, offer_ids: list[str], conn: sa.Connection | None = None) -> pd.DataFrame:
         """How many decisions sent each of ``offer_ids`` to a treatment group, per channel (offer_id, channel,
         n): what a capped offer's total budget and volume have used."""
         q = (sa.select(DECISIONS.c.offer_id, DECISIONS.c.channel, sa.func.count().label("n"))
              .where(DECISIONS.c.offer_id.in_(offer_ids), DECISIONS.c.group == "treatment")
              .group_by(DECISIONS.c.offer_id, DECISIONS.c.channel))
-        with self.engine.connect() as conn:
-            return pd.DataFrame(conn.execute(q).all(), columns=["offer_id", "channel", "n"])
+        with self._reading(conn) as cn:
+            return pd.DataFrame(cn.execute(q).all(), columns=["offer_id", "channel", "n"])
 
     def events(self) -> pd.DataFrame:
         with self.engine.connect() as conn:

@@ -5,17 +5,20 @@ and a CRM key cannot spend an offer's budget or volume by asking. Each decision 
 or a control-group hold that measurement needs) comes with a ``decision_id``. It is recorded when the caller
 commits it: ``offers/commit`` with the ids, or ``dry_run: false`` to decide and commit in one call.
 
-A commit decides again, now, under the same lock as every other commit (so what is left of a capped offer's
-budget or volume is read and the sends recorded at once, and concurrent commits never overshoot it), and
-records the decision only if it is still the one previewed; each id is recorded once (a unique index in the
-store), so a retried commit cannot send twice.
+A commit decides again, now, holding the store's offer-commit lock (:meth:`LiveStore.offer_commits`: a
+database lock, so it holds across every replica sharing the store, PostgreSQL or SQLite): the decision log
+is read (contact caps, cooldowns, per-customer maximum, what is left of capped offers' budgets and volumes)
+and the sends are recorded in that one transaction, so concurrent commits, in one process or in several,
+never overshoot a budget or a cap; a customer whose best offer's budget is used up gets the next best, or
+``none`` with the reason ``budget exhausted``. A decision is recorded only if it is still the one previewed;
+each id is recorded once (checked under the lock; a unique index in the store backs it), so a retried commit
+cannot send twice.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import datetime as dt
 import json
 import re
@@ -113,7 +116,8 @@ class OfferDesk:
     def __init__(self, store: LiveStore) -> None:
         self.store = store
         self._lock = threading.Lock()
-        """Held while a commit decides again, reads what is left of capped offers and records its sends."""
+        """Held with the store's offer-commit lock, so this process's commits queue here, not each holding a
+        database connection while it waits."""
 
     def decide(self, cur: Loaded | None, customer_ids: list[str], channel: str | None, campaign: str,
                dry_run: bool = True) -> list[dict[str, Any]]:
@@ -128,44 +132,55 @@ class OfferDesk:
         known = ([c for c in dict.fromkeys(customer_ids) if prep.knows(c)] if prep is not None
                  else cur.known_buyers(customer_ids))
         out: dict[str, dict[str, Any]] = {}
-        if known:
-            with self._lock if not dry_run else contextlib.nullcontext():
-                records = (self._decide_prepared(cur, prep, known, channel, campaign) if prep is not None
-                           else self._decide(cur, known, channel, campaign).to_dict("records"))
-                rows = []
-                for r in records:
-                    answer, ref = self._answer(_plain(r), cur.version, campaign, channel, dry_run)
-                    out[answer["customer_id"]] = answer
-                    if ref is not None and not dry_run:
-                        rows.append(self._record(ref, r, cur.version))
-                self.store.add_decisions(rows)
+        if known and dry_run:
+            self._answers(cur, prep, known, channel, campaign, dry_run, None, out)
+        elif known:
+            with self._lock, self.store.offer_commits() as conn:
+                self._answers(cur, prep, known, channel, campaign, dry_run, conn, out)
         return [out.get(c) or {"customer_id": c, **_NONE, "reason": "unknown customer or no purchase yet",
                                "model_version": cur.version, "dry_run": dry_run} for c in customer_ids]
 
-    def _context(self, cur: Loaded, known: list[str]) -> tuple[dt.datetime, pd.DataFrame | None, Caps | None]:
-        """What a decision reads from the store now: the time, the customers' past decisions (as sends),
-        and what is left of capped offers."""
+    def _answers(self, cur: Loaded, prep: PreparedPolicy | None, known: list[str], channel: str | None,
+                 campaign: str, dry_run: bool, conn: sa.Connection | None, out: dict[str, dict[str, Any]]
+                 ) -> None:
+        """Decide for ``known`` into ``out``; unless ``dry_run``, record the decisions through ``conn`` (the
+        offer-commit transaction the caller holds)."""
+        records = (self._decide_prepared(cur, prep, known, channel, campaign, conn) if prep is not None
+                   else self._decide(cur, known, channel, campaign, conn).to_dict("records"))
+        rows = []
+        for r in records:
+            answer, ref = self._answer(_plain(r), cur.version, campaign, channel, dry_run)
+            out[answer["customer_id"]] = answer
+            if ref is not None and not dry_run:
+                rows.append(self._record(ref, r, cur.version))
+        self.store.add_decisions(rows, conn)
+
+    def _context(self, cur: Loaded, known: list[str], conn: sa.Connection | None
+                 ) -> tuple[dt.datetime, pd.DataFrame | None, Caps | None]:
+        """What a decision reads from the store now (through ``conn`` when committing): the time, the
+        customers' past decisions (as sends), and what is left of capped offers."""
         policy = cur.bundle.policy
         assert policy is not None
         now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-        hist = self.store.decisions(now - dt.timedelta(days=HISTORY_DAYS), known)
+        hist = self.store.decisions(now - dt.timedelta(days=HISTORY_DAYS), known, conn)
         hist = hist.rename(columns={"decided_at": SENT_AT}) if len(hist) else None
         caps = policy.catalogue.caps()
-        remaining = policy.catalogue.remaining(self.store.offer_sends(list(caps))) if caps else None
+        remaining = policy.catalogue.remaining(self.store.offer_sends(list(caps), conn)) if caps else None
         return now, hist, remaining
 
     def _decide_prepared(self, cur: Loaded, prep: PreparedPolicy, known: list[str], channel: str | None,
-                         campaign: str) -> list[dict[str, Any]]:
+                         campaign: str, conn: sa.Connection | None = None) -> list[dict[str, Any]]:
         """:meth:`_decide`'s rows from the scores prepared at load (:mod:`models.offers.prepared`)."""
-        now, hist, remaining = self._context(cur, known)
+        now, hist, remaining = self._context(cur, known, conn)
         at = max(pd.Timestamp(now), cur.bundle.as_of)
         return prep.decide(known, at, campaign=campaign, channel=channel, history=hist, remaining=remaining)
 
-    def _decide(self, cur: Loaded, known: list[str], channel: str | None, campaign: str) -> pd.DataFrame:
+    def _decide(self, cur: Loaded, known: list[str], channel: str | None, campaign: str,
+                conn: sa.Connection | None = None) -> pd.DataFrame:
         b = cur.bundle
         policy = b.policy
         assert policy is not None
-        now, hist, remaining = self._context(cur, known)
+        now, hist, remaining = self._context(cur, known, conn)
         trig = b.triggers[b.triggers["customer_id"].isin(known)] if len(b.triggers) else None
         opted = b.scores["opted_out"].reindex(known).fillna(False) if "opted_out" in b.scores else None
         return policy.decide(b.features.loc[known], b.scores["churn"].reindex(known),
@@ -211,37 +226,52 @@ class OfferDesk:
             why = "models not loaded" if cur is None else "no offer policy"
             return [_result(t, r, False, f"not recorded: {why}")
                     for t, r in zip(decision_ids, refs, strict=True)]
-        with self._lock:
-            verdicts = self._verdicts(cur, refs)
+        with self._lock, self.store.offer_commits() as conn:
+            verdicts = self._verdicts(cur, refs, conn)
         return [_result(t, r, *verdicts[r.nonce]) for t, r in zip(decision_ids, refs, strict=True)]
 
-    def _verdicts(self, cur: Loaded, refs: list[DecisionRef]) -> dict[str, tuple[bool, str]]:
-        """Under the lock: decide again per (campaign, channel asked) and record what still holds."""
-        done = self.store.recorded([r.nonce for r in refs])
+    def _verdicts(self, cur: Loaded, refs: list[DecisionRef], conn: sa.Connection
+                  ) -> dict[str, tuple[bool, str]]:
+        """In the offer-commit transaction ``conn``: decide again per (campaign, channel asked) and record
+        what still holds. Every reader of the log commits under the same lock, so an id not recorded here yet
+        cannot be recorded by anyone else before this transaction ends."""
+        done = self.store.recorded([r.nonce for r in refs], conn)
         verdicts = {n: (False, "already committed") for n in done}
         groups: dict[tuple[str, str | None], dict[str, DecisionRef]] = defaultdict(dict)
         for r in refs:
             if r.nonce not in verdicts:
                 groups[(r.campaign, r.asked_channel)][r.nonce] = r
-        rows = []
+        prep = cur.offers_prepared
         for (campaign, asked), group in groups.items():
-            known = cur.known_buyers([r.customer_id for r in group.values()])
-            now = self._decide(cur, known, asked, campaign).set_index(schema.CUSTOMER_ID) if known else None
+            who = [r.customer_id for r in group.values()]
+            now = self._decide_again(cur, prep, who, asked, campaign, conn)
+            rows, taken = [], set()
             for r in group.values():
                 ok, why = _still_holds(r, now)
+                if ok and r.customer_id in taken:  # the decision above holds for one of them, not for both
+                    ok, why = False, "not recorded: another decision for this customer was committed with it"
                 verdicts[r.nonce] = (ok, why)
                 if ok and now is not None:
+                    taken.add(r.customer_id)
                     values = now.loc[r.customer_id, ["expected_value", "propensity"]].to_dict()
                     rows.append(self._record(r, values, cur.version))
-        try:
-            self.store.add_decisions(rows)
-        except sa.exc.IntegrityError:  # another process committed one of them meanwhile
-            for row in rows:
-                try:
-                    self.store.add_decisions([row])
-                except sa.exc.IntegrityError:
-                    verdicts[row["decision_id"]] = (False, "already committed")
+            self.store.add_decisions(rows, conn)  # before the next group decides: it reads them
         return verdicts
+
+
+    def _decide_again(self, cur: Loaded, prep: PreparedPolicy | None, customer_ids: list[str],
+                      channel: str | None, campaign: str, conn: sa.Connection) -> pd.DataFrame | None:
+        """The decisions now (by customer id; None: no known customer), from the prepared scores when there
+        are (the same answers, in less time under the lock)."""
+        if prep is None:
+            known = cur.known_buyers(customer_ids)
+            return self._decide(cur, known, channel, campaign, conn).set_index(schema.CUSTOMER_ID) if known \
+                else None
+        known = [c for c in dict.fromkeys(customer_ids) if prep.knows(c)]
+        if not known:
+            return None
+        rows = self._decide_prepared(cur, prep, known, channel, campaign, conn)
+        return pd.DataFrame(rows).set_index(schema.CUSTOMER_ID)
 
 
 def _still_holds(ref: DecisionRef, now: pd.DataFrame | None) -> tuple[bool, str]:

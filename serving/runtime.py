@@ -25,7 +25,7 @@ from features.live import LiveStore, default_url
 from models.bundle import COMPONENTS, ServingBundle
 from models.offers.prepared import PreparedPolicy
 from models.recsys import BusinessRules, Recommendation
-from serving import candidate_cache
+from serving import candidate_cache, webhooks
 from serving.champion import fetch_champion
 from serving.errors import invalid
 from serving.live_watcher import LiveWatcher
@@ -322,3 +322,16 @@ class Personaliser:
 
     def triggers(self, after: int, limit: int) -> dict[str, Any]:
         return self.orders.feed(self.current, after, limit)
+
+    def dead_letters(self, limit: int) -> list[dict[str, Any]]:
+        """The webhook deliveries that failed every attempt (:func:`serving.webhooks.dead_letters`)."""
+        return webhooks.dead_letters(self.store, limit)
+
+    def requeue_dead_letters(self, ids: list[int] | None) -> dict[str, Any]:
+        """Requeue dead letters (``ids``; None: all) and wake this replica's sender to post them now;
+        ``delivering`` says whether this replica sends webhooks (if not, another replica's sender must)."""
+        out: dict[str, Any] = dict(webhooks.requeue(self.store, ids))
+        sender = self.tasks.sender
+        if sender is not None and out["requeued"]:
+            sender.wake()
+        return {**out, "delivering": sender is not None}

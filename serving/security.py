@@ -16,7 +16,7 @@ ROUTE_ROLES = {
     "/orders": "storefront", "/triggers": "crm",
     "/echo": "storefront",
     "/offers": "crm", "/offers_batch": "crm", "/offers/commit": "crm", "/customer_profile": "crm",
-    "/reload": "admin",
+    "/reload": "admin", "/webhooks/dead_letters": "admin", "/webhooks/requeue": "admin",
 }
 """The API routes and the role each needs (an admin key may call every route)."""
 MAX_BODY_BYTES = 1_000_000

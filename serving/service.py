@@ -30,7 +30,7 @@ from pydantic import Field  # noqa: E402
 from starlette.responses import JSONResponse, Response  # noqa: E402
 
 from serving.asgi import OwnTrafficService, RestorePathMiddleware, SettleMiddleware  # noqa: E402
-from serving.errors import ErrorShapeMiddleware, error_body  # noqa: E402
+from serving.errors import ErrorShapeMiddleware, error_body, invalid  # noqa: E402
 from serving.events import EventWindow, event_rows  # noqa: E402
 from serving.logs import install_log_policy  # noqa: E402
 from serving.runtime import Personaliser, ReloadFailed  # noqa: E402
@@ -207,6 +207,28 @@ class PersonaliseService:
         """Triggers fired after cursor ``after`` (pass back ``next_after``), each with a stable
         ``trigger_id`` (delivery is at least once: deduplicate on it) and its decision."""
         return await self._run("crm", self.p.triggers, after, limit)  # type: ignore[no-any-return]
+
+    @bentoml.api(route="/webhooks/dead_letters")
+    async def webhooks_dead_letters(self, limit: Annotated[int, Field(ge=1, le=1000)] = 100
+                                    ) -> dict[str, Any]:
+        """The webhook deliveries that failed every attempt, oldest first, with their last error (admin)."""
+        rows = await self._run("admin", self.p.dead_letters, limit)
+        return {"dead_letters": rows}
+
+    @bentoml.api(route="/webhooks/requeue")
+    async def webhooks_requeue(
+            self, delivery_ids: Annotated[list[int] | None, Field(max_length=10_000, description=(
+                "dead letters to requeue (their id from webhooks/dead_letters)"))] = None,
+            all: Annotated[bool, Field(description="requeue every dead letter")] = False,  # noqa: A002
+    ) -> dict[str, Any]:
+        """Put dead letters back in the outbox once the receiver is fixed (admin): the replicas' senders
+        post each once more, with a fresh ``max_attempts``. Answers ``requeued`` and ``not_dead`` (ids left
+        alone: unknown, pending or delivered already)."""
+        if (delivery_ids is None) == (not all):
+            raise invalid([(("delivery_ids",), "give delivery_ids or all: true, one of them")],
+                          "webhooks/requeue")
+        return await self._run("admin", self.p.requeue_dead_letters,  # type: ignore[no-any-return]
+                               None if all else delivery_ids)
 
     @bentoml.api
     async def reload(self) -> ReloadResponse:

@@ -15,7 +15,13 @@ The body is the trigger as the ``/triggers`` feed serves it (JSON). Headers:
 
 A 2xx answer delivers; anything else (or no answer within ``timeout_seconds``) is retried after
 ``backoff_seconds`` x 2^(attempt-1), at most ``backoff_max_seconds``; after ``max_attempts`` the row's status
-is ``dead`` with the last error (the dead-letter record: ``personalise triggers webhooks`` lists them).
+is ``dead`` with the last error (the dead-letter record: ``personalise triggers dead-letters`` lists them).
+
+Once the receiver is fixed, :func:`requeue` puts dead letters back in the outbox (``personalise triggers
+dead-letters --requeue ID`` or ``--all``, or the admin route ``webhooks/requeue``): pending again, due now,
+with a fresh ``max_attempts``; a running replica's sender posts each once (the lease, as for any delivery).
+Only dead rows change, in one conditional UPDATE, so requeueing twice, or from two places at once, never
+posts a delivery twice, and a delivered row is never posted again.
 """
 
 from __future__ import annotations
@@ -191,3 +197,35 @@ def deliveries(store: LiveStore, status: str | None = None) -> pd.DataFrame:
         q = q.where(WEBHOOKS.c.status == status)
     with store.engine.connect() as conn:
         return pd.DataFrame(conn.execute(q).mappings().all(), columns=[c.name for c in WEBHOOKS.columns])
+
+
+DEAD_LETTER_COLUMNS = ["id", "trigger_id", "kind", "url", "attempts", "last_error", "created_at"]
+
+
+def dead_letters(store: LiveStore, limit: int | None = None) -> list[dict[str, Any]]:
+    """The dead letters, oldest first (at most ``limit``): what :func:`requeue` takes back, by ``id``."""
+    cols = [WEBHOOKS.c[c] for c in DEAD_LETTER_COLUMNS]
+    q = sa.select(*cols).where(WEBHOOKS.c.status == DEAD).order_by(WEBHOOKS.c.id).limit(limit)
+    with store.engine.connect() as conn:
+        rows = [dict(r) for r in conn.execute(q).mappings()]
+    return [{**r, "created_at": r["created_at"].isoformat()} for r in rows]
+
+
+def requeue(store: LiveStore, ids: list[int] | None = None) -> dict[str, list[int]]:
+    """Put dead letters back in the outbox: the deliveries ``ids`` (None: every dead one) become pending,
+    due now, with their attempts counted from 0 again (their last error stays until the next attempt).
+    Returns ``requeued`` (ids) and ``not_dead``: those of ``ids`` left alone, unknown, still pending or
+    delivered already."""
+    q = WEBHOOKS.update().where(WEBHOOKS.c.status == DEAD)
+    if ids is not None:
+        if not ids:
+            return {"requeued": [], "not_dead": []}
+        q = q.where(WEBHOOKS.c.id.in_(ids))
+    q = q.values(status=PENDING, attempts=0, next_attempt_at=_now(), lease_until=None,
+                 lease_owner=None).returning(WEBHOOKS.c.id)
+    with store.engine.begin() as conn:
+        done = sorted(int(r[0]) for r in conn.execute(q))
+    if done:
+        log.info("webhooks: %d dead letters requeued: %s", len(done), done[:20])
+    left = sorted(set(ids) - set(done)) if ids is not None else []
+    return {"requeued": done, "not_dead": left}

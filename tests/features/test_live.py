@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from features.live import LiveStore, merge_live
 
 
@@ -110,3 +112,66 @@ def test_postgres_urls_use_psycopg3_and_two_stores_create_the_schema_once(store_
     assert {"events", "decisions"} <= tables
     stores[0].add_events([{"customer_id": "A", "product_id": "p", "event_type": "view"}])
     assert stores[1].count_events() == 1
+
+
+def test_offer_commits_exclude_each_other_across_stores(store_url: str) -> None:
+    """Two stores on one database (two replicas' connection pools), three threads each, every one reading the
+    decision log and recording what it read under :meth:`LiveStore.offer_commits`: a read-then-write that
+    overlapped another would record a decision id twice (the unique index refuses it); none overlaps, so the
+    ids are 0..n-1, each once."""
+    import threading
+
+    import sqlalchemy as sa
+
+    from features.live import DECISIONS
+    stores = [LiveStore(store_url), LiveStore(store_url)]
+    per_thread, errors = 5, []
+
+    def commit_many(store: LiveStore) -> None:
+        try:
+            for _ in range(per_thread):
+                with store.offer_commits() as conn:
+                    n = conn.execute(sa.select(sa.func.count()).select_from(DECISIONS)).scalar_one()
+                    store.add_decisions([{"customer_id": "C", "offer_id": "o", "group": "treatment",
+                                          "decision_id": f"{n:040d}"}], conn)
+        except Exception as e:  # a duplicate id: two commits overlapped
+            errors.append(e)
+
+    threads = [threading.Thread(target=commit_many, args=(s,)) for s in stores for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert errors == []
+    got = sorted(int(x) for x in stores[0].decisions()["decision_id"])
+    assert got == list(range(6 * per_thread))
+
+
+def _count_and_record(url: str, n: int, start) -> None:  # type: ignore[no-untyped-def]
+    import sqlalchemy as sa
+
+    from features.live import DECISIONS
+    store = LiveStore(url)
+    start.wait(60)
+    for _ in range(n):
+        with store.offer_commits() as conn:
+            k = conn.execute(sa.select(sa.func.count()).select_from(DECISIONS)).scalar_one()
+            store.add_decisions([{"customer_id": "C", "offer_id": "o", "group": "treatment",
+                                  "decision_id": f"{k:040d}"}], conn)
+
+
+@pytest.mark.slow  # starts two processes
+def test_offer_commits_exclude_each_other_across_processes(store_url: str) -> None:
+    """As above, from two processes at once (as two replicas): every read-then-record is alone."""
+    import multiprocessing as mp
+    ctx = mp.get_context("spawn")
+    LiveStore(store_url)  # the schema, before both start
+    start, n = ctx.Barrier(2), 40
+    procs = [ctx.Process(target=_count_and_record, args=(store_url, n, start)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=300)
+    assert [p.exitcode for p in procs] == [0, 0]  # a duplicate id (an overlap) would have failed one
+    got = sorted(int(x) for x in LiveStore(store_url).decisions()["decision_id"])
+    assert got == list(range(2 * n))

@@ -13,7 +13,18 @@ from features.live import LiveStore
 from serving.offer_desk import OfferDesk
 from serving.orders import OrderBook
 from serving.trigger_config import WebhookSettings
-from serving.webhooks import DEAD, DELIVERED, PENDING, WebhookSender, backoff, deliveries, sign, verify
+from serving.webhooks import (
+    DEAD,
+    DELIVERED,
+    PENDING,
+    WebhookSender,
+    backoff,
+    dead_letters,
+    deliveries,
+    requeue,
+    sign,
+    verify,
+)
 from tests.serving.webhook_receiver import Receiver, wait_until
 
 SECRET = b"test-webhook-secret-0001"
@@ -84,3 +95,43 @@ def test_webhooks_retry_then_deliver_once_and_dead_letter(store_url: str, receiv
     finally:
         sender.close()
 
+
+
+
+def test_dead_letters_requeued_after_the_receiver_is_fixed_are_delivered_once(store_url: str) -> None:
+    """A receiver that is down dead-letters every delivery; once it is up, requeueing one (by id) delivers it
+    exactly once and leaves the other dead; requeueing the delivered one again does nothing; requeueing all
+    delivers the rest, once. (The CLI and the admin route: ``test_dead_letters_http.py``.)"""
+    receiver = Receiver(SECRET)
+    receiver.down = True
+    store = LiveStore(store_url)
+    urls = {"first_purchase": f"{receiver.url}/hooks/first"}
+    book = OrderBook(store, OfferDesk(store), webhook_urls=urls)
+    settings = WebhookSettings(urls=urls, max_attempts=2, backoff_seconds=0.05, timeout_seconds=2)
+    sender = WebhookSender(store, settings, SECRET, poll_seconds=0.05).start()
+    book.on_fired.append(sender.wake)
+    try:
+        for cid in ("DL-1", "DL-2"):
+            _order(book, f"{cid}-o", cid, 80.0)
+        wait_until(lambda: len(deliveries(store, DEAD)) == 2, what="both deliveries dead")
+        listed = dead_letters(store)
+        assert [d["trigger_id"] for d in listed] == [f"first_purchase:{c}:{c}-o" for c in ("DL-1", "DL-2")]
+        assert all(d["attempts"] == 2 and d["last_error"].startswith("HTTP 500") for d in listed)
+        assert receiver.delivered() == {}
+        first, second = (d["id"] for d in listed)
+
+        receiver.down = False  # the receiver is fixed
+        assert requeue(store, [first, 999]) == {"requeued": [first], "not_dead": [999]}
+        wait_until(lambda: deliveries(store, DELIVERED)["id"].tolist() == [first], what="the requeued one")
+        assert requeue(store, [first]) == {"requeued": [], "not_dead": [first]}  # delivered: left alone
+        assert [d["id"] for d in dead_letters(store)] == [second]  # the other stays dead until asked
+
+        assert requeue(store) == {"requeued": [second], "not_dead": []}
+        wait_until(lambda: len(deliveries(store, DELIVERED)) == 2, what="every delivery delivered")
+        assert receiver.delivered() == {d["trigger_id"]: 1 for d in listed}
+        fresh = [a for a in receiver.got if a.status == 200]
+        assert [a.attempt for a in fresh] == [1, 1] and all(a.signed for a in fresh)  # attempts start again
+        assert dead_letters(store) == [] and requeue(store) == {"requeued": [], "not_dead": []}
+    finally:
+        sender.close()
+        receiver.close()

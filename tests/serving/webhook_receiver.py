@@ -1,6 +1,7 @@
 """A webhook receiver on 127.0.0.1 for the tests: an ``http.server`` in a thread that answers 503 to the first
-``fail_first`` attempts of each trigger, 500 always on paths starting with ``/fail``, and records every
-request (path, headers, body, the status it answered, whether the signature verified)."""
+``fail_first`` attempts of each trigger, 500 always on paths starting with ``/fail`` and to every request
+while ``down`` is set, and records every request (path, headers, body, the status it answered, whether the
+signature verified)."""
 
 from __future__ import annotations
 
@@ -36,6 +37,8 @@ class Receiver:
     arrived: int = 0
     """Requests received (counted before they wait for the gate)."""
     lock: threading.Lock = field(default_factory=threading.Lock)
+    down: bool = False
+    """While true, every request is answered 500 (a broken receiver; clear it to "fix" it)."""
 
     def __post_init__(self) -> None:
         self.gate.set()
@@ -50,8 +53,8 @@ class Receiver:
                 tid = self.headers.get("X-Personalise-Trigger-Id", "")
                 with receiver.lock:
                     seen = sum(1 for r in receiver.got if r.trigger_id == tid)
-                    status = 500 if self.path.startswith("/fail") else (503 if seen < receiver.fail_first
-                                                                        else 200)
+                    status = (500 if self.path.startswith("/fail") or receiver.down
+                              else 503 if seen < receiver.fail_first else 200)
                     attempt = int(self.headers.get("X-Personalise-Attempt", 0))
                     signed = verify(receiver.secret, body, self.headers.get(SIGNATURE, ""))
                     receiver.got.append(Received(self.path, tid, attempt, body, status, signed,
