@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +24,10 @@ sys.path.insert(0, str(ROOT))
 
 import pandas as pd  # noqa: E402
 
-from features.importers import import_hillstrom  # noqa: E402
-from features.io import load_shop  # noqa: E402
+from bench.hillstrom_common import add_campaign_arguments, load_campaign, production  # noqa: E402
 from models.offers.uplift import S_LEARNER, TWO_MODELS_DDR  # noqa: E402
-from training.uplift_learners import Base, Production, peers  # noqa: E402
-from training.uplift_randomised import RandomisedResult, campaign_from_shop, evaluate_randomised  # noqa: E402
+from training.uplift_learners import Base, peers  # noqa: E402
+from training.uplift_randomised import RandomisedResult, evaluate_randomised  # noqa: E402
 
 PRODUCTION = "production"
 CHOSEN = TWO_MODELS_DDR
@@ -44,8 +41,7 @@ PEERS = ("sklift_solo", "sklift_two_models", "sklift_two_models_ddr", "sklift_cl
 def learners(chosen_peers: tuple[str, ...] = PEERS) -> dict[str, Any]:
     """Production (the shipped ``models.offers.UpliftModel`` with the chosen learner, on every attribute), its
     other learner (the S-learner: production's learner before), the peers and random (seed -> unfitted)."""
-    out: dict[str, Any] = {PRODUCTION: lambda s: Production(Base(seed=s), CHOSEN),
-                           f"{PRODUCTION}_{OTHER}": lambda s: Production(Base(seed=s), OTHER)}
+    out: dict[str, Any] = {PRODUCTION: production(CHOSEN), f"{PRODUCTION}_{OTHER}": production(OTHER)}
     for name in (*chosen_peers, "random"):
         out[name] = lambda s, name=name: peers(Base(seed=s), s)[name]
     return out
@@ -148,21 +144,12 @@ def targets(r: RandomisedResult, budgets: list[str]) -> list[str]:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--src", default=str(ROOT.parent / "shared" / "data" / "hillstrom"))
-    ap.add_argument("--work", default=str(ROOT / "var" / "bench" / "hillstrom"))
-    ap.add_argument("--seeds", type=int, default=5)
+    add_campaign_arguments(ap, "HILLSTROM.md")
     ap.add_argument("--boot", type=int, default=200)
-    ap.add_argument("--out", default=str(ROOT / "bench" / "HILLSTROM.md"))
     ap.add_argument("--peers", default=",".join(PEERS),
                     help="the peers to fit (comma-separated; default all)")
     a = ap.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    # scikit-uplift calls a deprecated sklearn helper
-    warnings.filterwarnings("ignore", message=".*stable_cumsum.*")
-    work = Path(a.work)
-    if not (work / "offer_log.parquet").exists():
-        import_hillstrom(a.src, work)
-    c = campaign_from_shop(load_shop(work))
+    c = load_campaign(a.src, a.work)
     t0 = time.perf_counter()
     budgets = (0.1, 0.25, 0.5, 0.75)
     chosen_peers = tuple(p for p in a.peers.split(",") if p)

@@ -11,11 +11,9 @@ chosen here can be judged there without tuning on the evaluation.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -25,21 +23,11 @@ sys.path.insert(0, str(ROOT))
 
 import pandas as pd  # noqa: E402
 
-from features.importers import import_hillstrom  # noqa: E402
-from features.io import load_shop  # noqa: E402
+from bench.hillstrom_common import add_campaign_arguments, load_campaign, production  # noqa: E402
 from models.offers.uplift import S_LEARNER, TWO_MODELS_DDR  # noqa: E402
-from training.uplift_learners import Base, Production  # noqa: E402
-from training.uplift_randomised import (  # noqa: E402
-    Campaign,
-    campaign_from_shop,
-    evaluate_randomised,
-    stratified_halves,
-)
+from training.uplift_randomised import Campaign, evaluate_randomised, stratified_halves  # noqa: E402
 
-CANDIDATES = {
-    f"production_{S_LEARNER}": lambda s: Production(Base(seed=s), S_LEARNER),
-    f"production_{TWO_MODELS_DDR}": lambda s: Production(Base(seed=s), TWO_MODELS_DDR),
-}
+CANDIDATES = {f"production_{learner}": production(learner) for learner in (S_LEARNER, TWO_MODELS_DDR)}
 """Production's two learners."""
 
 
@@ -60,18 +48,10 @@ def training_half(c: Campaign, seed: int) -> Campaign:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--src", default=str(ROOT.parent / "shared" / "data" / "hillstrom"))
-    ap.add_argument("--work", default=str(ROOT / "var" / "bench" / "hillstrom"))
-    ap.add_argument("--seeds", type=int, default=5)
+    add_campaign_arguments(ap, "HILLSTROM_SELECT.md")
     ap.add_argument("--inner", type=int, default=1)
-    ap.add_argument("--out", default=str(ROOT / "bench" / "HILLSTROM_SELECT.md"))
     a = ap.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    warnings.filterwarnings("ignore", message=".*stable_cumsum.*")
-    work = Path(a.work)
-    if not (work / "offer_log.parquet").exists():
-        import_hillstrom(a.src, work)
-    c = campaign_from_shop(load_shop(work))
+    c = load_campaign(a.src, a.work)
     t0 = time.perf_counter()
     rows: list[dict[str, Any]] = []
     for s in range(a.seeds):

@@ -27,11 +27,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.tifu_eval import CUTOFFS, split
-from features.importers import is_non_product
-from features.interactions import InteractionData, build_interactions
+from bench.tifu_common import CUTOFFS, emit, interactions, ranking_metrics, split, start_logging
+from features.interactions import InteractionData
 from features.io import Shop, load_shop
-from models.metrics import ranking_report
 from models.recsys import (
     NEG,
     BlendRecommender,
@@ -107,9 +105,7 @@ class Scorer:
         return float(np.mean(hits @ self.disc / self.idcg)) if self.users else 0.0
 
     def report(self, s: np.ndarray, truth: dict[str, set[str]]) -> dict[str, float]:
-        recs = topk(s, 10, self.ctx.customer_ids, self.data.items.ids)
-        r = ranking_report(recs, truth, 10)
-        return {k: round(r[k], 4) for k in ("ndcg@10", "precision@10", "hit_rate@10")}
+        return ranking_metrics(topk(s, 10, self.ctx.customer_ids, self.data.items.ids), truth)
 
 
 def pos(x: Any) -> np.ndarray:
@@ -129,7 +125,7 @@ def parts(model: TIFUKNNRecommender, ctx: Any, k: int) -> tuple[Any, Any]:
 
 def fit_all(shop: Shop, cutoff: pd.Timestamp,
             config: RecommenderConfig) -> tuple[InteractionData, BlendRecommender]:
-    data = build_interactions(shop, cutoff, non_product=is_non_product)
+    data = interactions(shop, cutoff)
     return data, BlendRecommender(replace(config, blend_weights=None)).fit(data)
 
 
@@ -195,14 +191,10 @@ def main() -> None:
                     help="a previous run's JSON: reuse its TIFU settings (tuned before each cutoff)")
     ap.add_argument("--less-decay", action="store_true", help="try LESS_DECAY_GRID instead of TIFU_GRID")
     a = ap.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    start_logging()
     tifu_from = json.loads(open(a.tifu_from).read()) if a.tifu_from else None
     grid = LESS_DECAY_GRID if a.less_decay else TIFU_GRID
-    text = json.dumps(run(load_shop(a.shop), a.variants, tifu_from, grid), indent=1, default=str)
-    print(text)
-    if a.out:
-        with open(a.out, "w") as f:
-            f.write(text)
+    emit(run(load_shop(a.shop), a.variants, tifu_from, grid), a.out)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ neighbours), a ``personalise simulate`` directory. Results are printed as JSON (
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import resource
 import time
@@ -26,18 +25,14 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from features.importers import is_non_product
-from features.interactions import build_interactions
+from bench.tifu_common import CUTOFFS, emit, interactions, ranking_metrics, split, start_logging
 from features.io import Shop, load_shop
 from models.metrics import ranking_report
 from models.recsys import MODELS, BusinessRules, Recommender, RecommenderConfig
 from models.recsys.tifu import TifuConfig, TIFUKNNRecommender, _normalised, build_baskets
-from training.rec_eval import fit_production, new_items_truth, purchase_truth
+from training.rec_eval import fit_production
 
 log = logging.getLogger("bench.tifu_eval")
-CUTOFFS = (("2011-06-01", "2011-09-01"), ("2011-09-01", None), ("2011-11-01", None))
-"""(cutoff, end of the window): three months apart; the first window stops where the project's starts (no
-overlap), the project's runs to the end of the data, the last is the five weeks before Christmas."""
 NEW_RULES = BusinessRules(exclude_bought=True, allow_replenishable=False)
 
 
@@ -45,24 +40,13 @@ def peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def split(shop: Shop, cutoff: pd.Timestamp, end: pd.Timestamp | None
-          ) -> tuple[Any, dict[str, set[str]], dict[str, set[str]]]:
-    """Interactions before ``cutoff``; purchases in the window of customers who bought before (all and
-    new)."""
-    data = build_interactions(shop, cutoff, non_product=is_non_product)
-    buyers = set(data.users.ids[np.asarray(data.purchases.sum(axis=1)).ravel() > 0])
-    truth = {u: s for u, s in purchase_truth(shop, cutoff, end).items() if u in buyers}
-    return data, truth, new_items_truth(data, truth)
-
-
 def report(model: Recommender, truth: dict[str, set[str]], truth_new: dict[str, set[str]] | None
            ) -> dict[str, float]:
-    r = ranking_report(model.recommend(list(truth), k=10), truth, 10)
-    out = {"ndcg@10": r["ndcg@10"], "precision@10": r["precision@10"], "hit_rate@10": r["hit_rate@10"]}
+    out = ranking_metrics(model.recommend(list(truth), k=10), truth)
     if truth_new is not None:
-        out["ndcg@10_new"] = ranking_report(model.recommend(list(truth_new), k=10, rules=NEW_RULES),
-                                            truth_new, 10)["ndcg@10"]
-    return {k: round(v, 4) for k, v in out.items()}
+        out["ndcg@10_new"] = round(ranking_report(model.recommend(list(truth_new), k=10, rules=NEW_RULES),
+                                                  truth_new, 10)["ndcg@10"], 4)
+    return out
 
 
 def quality(shop: Shop, tifu: TifuConfig) -> dict[str, Any]:
@@ -165,7 +149,7 @@ class Clock:
 def scale(shop: Shop, tifu: TifuConfig, exact_sample: int, score_sample: int = 20_000) -> dict[str, Any]:
     """Fit and scoring time and peak memory; neighbour recall of the approximate search on a sample."""
     clock = Clock()
-    data = clock("interactions", build_interactions, shop, None, non_product=is_non_product)
+    data = clock("interactions", interactions, shop, None)
     b = clock("baskets", build_baskets, shop, data)
     res: dict[str, Any] = {"customers": len(data.users), "items": len(data.items), "baskets": len(b.user),
                            "lines": int(b.items.nnz)}
@@ -247,7 +231,7 @@ def main() -> None:
     ap.add_argument("--out")
     ap.add_argument("--exact-sample", type=int, default=2000)
     a = ap.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    start_logging()
     shop = load_shop(a.shop)
     cfg = TifuConfig()
     res: dict[str, Any]
@@ -260,11 +244,7 @@ def main() -> None:
         res = simulated(shop, pd.Timestamp(a.cutoff or "2025-11-01"))
     else:
         res = scale(shop, cfg, a.exact_sample) if a.what == "scale" else approx_quality(shop, cfg)
-    text = json.dumps(res, indent=1, default=str)
-    print(text)
-    if a.out:
-        with open(a.out, "w") as f:
-            f.write(text)
+    emit(res, a.out)
 
 
 if __name__ == "__main__":

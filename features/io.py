@@ -117,6 +117,24 @@ def load_shop(directory: str | Path, strict: bool = True) -> Shop:
         report = ValidationReport()
         report.add("shop", None, 0, f"data directory {d} does not exist")
         raise DataValidationError(report)
+    raw, offers, attributes, paths = _read_directory(d)
+    typed, report = validate_tables(raw, offers, attributes)
+    if strict and not report.ok:
+        raise DataValidationError(report)
+    for warning in report.warnings:
+        log.warning("%s", warning)
+    orders = _with_order_defaults(typed.get("orders", pd.DataFrame(columns=schema.ORDERS.names)))
+    products = _with_product_defaults(typed.get("products"), orders)
+    customers = _with_customer_defaults(typed.get("customers"), orders)
+    return Shop(orders=orders.reset_index(drop=True), customers=customers.reset_index(drop=True),
+                products=products.reset_index(drop=True), events=typed.get("events"),
+                offer_log=typed.get("offer_log"), offers=offers, report=report,
+                fingerprint=fingerprint_paths(paths))
+
+
+def _read_directory(d: Path) -> tuple[dict[str, pd.DataFrame], Any, Any, list[Path]]:
+    """The raw tables found in ``d``, its ``offers.yaml`` and ``customers.attributes.yaml`` (``None`` when
+    absent) and the paths read, for the fingerprint."""
     raw: dict[str, pd.DataFrame] = {}
     paths: list[Path] = []
     for name in schema.TABLES:
@@ -135,19 +153,21 @@ def load_shop(directory: str | Path, strict: bool = True) -> Shop:
     if ap.exists():
         paths.append(ap)
         attributes = yaml.safe_load(ap.read_text()) or {}
-    typed, report = validate_tables(raw, offers, attributes)
-    if strict and not report.ok:
-        raise DataValidationError(report)
-    for warning in report.warnings:
-        log.warning("%s", warning)
-    orders = typed.get("orders", pd.DataFrame(columns=schema.ORDERS.names))
-    for opt in ("discount",):
-        if opt not in orders.columns:
-            orders[opt] = 0.0
+    return raw, offers, attributes, paths
+
+
+def _with_order_defaults(orders: pd.DataFrame) -> pd.DataFrame:
+    """Orders with the optional columns filled: no discount, no channel."""
+    if "discount" not in orders.columns:
+        orders["discount"] = 0.0
     orders["discount"] = orders["discount"].fillna(0.0)
     if "channel" not in orders.columns:
         orders["channel"] = None
-    products = typed.get("products")
+    return orders
+
+
+def _with_product_defaults(products: pd.DataFrame | None, orders: pd.DataFrame) -> pd.DataFrame:
+    """Products (derived from the orders when the shop has no table) with the optional columns filled."""
     if products is None:
         products = _products_from_orders(orders)
     for c, default in (("category", None), ("in_stock", True), ("replenishable", False), ("price", np.nan),
@@ -157,19 +177,20 @@ def load_shop(directory: str | Path, strict: bool = True) -> Shop:
     products["in_stock"] = products["in_stock"].fillna(True).astype(bool)
     products["replenishable"] = products["replenishable"].fillna(False).astype(bool)
     products[schema.IS_PRODUCT] = products[schema.IS_PRODUCT].fillna(True).astype(bool)
-    customers = typed.get("customers")
-    ids = pd.Index(orders[schema.CUSTOMER_ID].dropna().unique())
+    return products
+
+
+def _with_customer_defaults(customers: pd.DataFrame | None, orders: pd.DataFrame) -> pd.DataFrame:
+    """Customers (the ordering ids when the shop has no table) with the optional columns filled."""
     if customers is None:
+        ids = pd.Index(orders[schema.CUSTOMER_ID].dropna().unique())
         customers = pd.DataFrame({schema.CUSTOMER_ID: ids.astype(object)})
     for c, default in (("region", None), ("acquisition_channel", None), ("signup_at", pd.NaT),
                        (schema.OPTED_OUT, False)):
         if c not in customers.columns:
             customers[c] = default
     customers[schema.OPTED_OUT] = customers[schema.OPTED_OUT].fillna(False).astype(bool)
-    return Shop(orders=orders.reset_index(drop=True), customers=customers.reset_index(drop=True),
-                products=products.reset_index(drop=True), events=typed.get("events"),
-                offer_log=typed.get("offer_log"), offers=offers, report=report,
-                fingerprint=fingerprint_paths(paths))
+    return customers
 
 
 def write_table(df: pd.DataFrame, directory: Path, name: str, fmt: str = "parquet") -> Path:

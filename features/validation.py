@@ -110,61 +110,72 @@ def _coerce_table(df: pd.DataFrame, spec: schema.TableSpec, report: ValidationRe
         if col.name not in df.columns:
             continue
         s = df[col.name]
-        raw_null = s.isna()
-        typed_null: Any = None  # computed from the typed column unless known
-        outside: Any = None
-        if col.kind == schema.ID:
-            if pd.api.types.is_float_dtype(s):  # 17850.0 -> "17850"
-                s = s.astype("Int64")
-            typed, typed_null, outside = _text(s.astype("string").str.strip(), df.index, True, col.allowed)
-        elif col.kind == schema.TIME:
-            typed = parse_timestamps(s)
-        elif col.kind in (schema.FLOAT, schema.INT):
-            typed = pd.to_numeric(s, errors="coerce").astype(float)
-        elif col.kind == schema.BOOL:
-            if pd.api.types.is_bool_dtype(s):
-                typed = s
-            else:
-                m = s.astype("string").str.strip().str.lower()
-                mapping = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False,
-                           "1.0": True, "0.0": False}
-                typed = m.map(mapping)
-                bad = typed.isna() & m.notna()
-                if bad.any():
-                    report.add(spec.name, col.name, int(bad.sum()), "not a boolean (true/false/1/0)",
-                               _examples(s[bad]))
-                typed = typed.astype("boolean")
-        else:
-            typed, typed_null, outside = _text(s.astype("string"), df.index, False, col.allowed)
-        if col.kind in (schema.TIME, schema.FLOAT, schema.INT):
-            bad = typed.isna() & ~raw_null
-            if bad.any():
-                what = "unparseable timestamp" if col.kind == schema.TIME else "not a number"
-                report.add(spec.name, col.name, int(bad.sum()), what, _examples(s[bad]))
-        if not col.nullable:
-            nulls = (typed.isna() if typed_null is None else typed_null) & raw_null
-            if nulls.any():
-                report.add(spec.name, col.name, int(nulls.sum()), "empty value in a required column",
-                           _examples(df.index[nulls].to_series()))
-        if col.allowed is not None:
-            bad = (
-                (typed.notna() & ~typed.isin(col.allowed))
-                if outside is None
-                else pd.Series(outside, index=df.index)
-            )
-            if bad.any():
-                report.add(spec.name, col.name, int(bad.sum()), f"value not in {list(col.allowed)}",
-                           _examples(typed[bad]))
-        if col.min_value is not None and col.kind in (schema.FLOAT, schema.INT):
-            bad = typed < col.min_value
-            if bad.any():
-                report.add(spec.name, col.name, int(bad.sum()), f"value below {col.min_value}",
-                           _examples(typed[bad]))
+        typed, typed_null, outside = _cast(s, col, spec.name, report)
+        _check_values(s, typed, typed_null, outside, col, spec.name, report)
         out[col.name] = typed
     extra = [c for c in df.columns if c not in spec.names]
     for c in extra:  # keep unknown columns untouched; they are the shop's business
         out[c] = df[c]
     return pd.DataFrame(out, index=df.index)
+
+
+def _cast(s: pd.Series, col: schema.Column, table: str,
+          report: ValidationReport) -> tuple[pd.Series, Any, Any]:
+    """The column cast to its kind, with which rows are missing and which hold a value outside the allowed
+    ones when the cast knows them (``None`` otherwise: computed from the typed column). Values that are not
+    booleans are recorded here; the other problems by :func:`_check_values`."""
+    if col.kind == schema.ID:
+        if pd.api.types.is_float_dtype(s):  # 17850.0 -> "17850"
+            s = s.astype("Int64")
+        return _text(s.astype("string").str.strip(), s.index, True, col.allowed)
+    if col.kind == schema.TIME:
+        return parse_timestamps(s), None, None
+    if col.kind in (schema.FLOAT, schema.INT):
+        return pd.to_numeric(s, errors="coerce").astype(float), None, None
+    if col.kind == schema.BOOL:
+        return _boolean(s, col, table, report), None, None
+    return _text(s.astype("string"), s.index, False, col.allowed)
+
+
+def _boolean(s: pd.Series, col: schema.Column, table: str, report: ValidationReport) -> pd.Series:
+    """A boolean column from booleans or text (true/false, 1/0, yes/no), recording what is neither."""
+    if pd.api.types.is_bool_dtype(s):
+        return s
+    m = s.astype("string").str.strip().str.lower()
+    mapping = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False,
+               "1.0": True, "0.0": False}
+    typed = m.map(mapping)
+    bad = typed.isna() & m.notna()
+    if bad.any():
+        report.add(table, col.name, int(bad.sum()), "not a boolean (true/false/1/0)", _examples(s[bad]))
+    return typed.astype("boolean")
+
+
+def _check_values(s: pd.Series, typed: pd.Series, typed_null: Any, outside: Any, col: schema.Column,
+                  table: str, report: ValidationReport) -> None:
+    """Record the typed column's problems: unparseable values, empty required values, values outside the
+    allowed ones or below the minimum (``s`` is the raw column)."""
+    raw_null = s.isna()
+    if col.kind in (schema.TIME, schema.FLOAT, schema.INT):
+        bad = typed.isna() & ~raw_null
+        if bad.any():
+            what = "unparseable timestamp" if col.kind == schema.TIME else "not a number"
+            report.add(table, col.name, int(bad.sum()), what, _examples(s[bad]))
+    if not col.nullable:
+        nulls = (typed.isna() if typed_null is None else typed_null) & raw_null
+        if nulls.any():
+            report.add(table, col.name, int(nulls.sum()), "empty value in a required column",
+                       _examples(s.index[nulls].to_series()))
+    if col.allowed is not None:
+        bad = (typed.notna() & ~typed.isin(col.allowed) if outside is None
+               else pd.Series(outside, index=s.index))
+        if bad.any():
+            report.add(table, col.name, int(bad.sum()), f"value not in {list(col.allowed)}",
+                       _examples(typed[bad]))
+    if col.min_value is not None and col.kind in (schema.FLOAT, schema.INT):
+        bad = typed < col.min_value
+        if bad.any():
+            report.add(table, col.name, int(bad.sum()), f"value below {col.min_value}", _examples(typed[bad]))
 
 
 def _check_unique(df: pd.DataFrame, spec: schema.TableSpec, report: ValidationReport) -> None:

@@ -107,23 +107,42 @@ def detect_triggers(lines: pd.DataFrame, since: pd.Timestamp, until: pd.Timestam
     since, until = pd.Timestamp(since), pd.Timestamp(until)
     lines = lines.loc[lines["ts"] <= until, ["customer_id", "order_id", "ts", "quantity", "net"]]
     o = _orders(lines)
-    rows: list[pd.DataFrame] = []
-    in_win = (o["ts"] > since) & (o["ts"] <= until)
     cust = o["customer_id"].to_numpy()
     starts = np.flatnonzero(np.r_[True, cust[1:] != cust[:-1]]) if len(o) else np.zeros(0, np.int64)
+    rows = [*_order_triggers(o, starts, since, until, cfg), _dormancy(o, starts, since, until, cfg),
+            _high_value_returns(lines, since, cfg)]
+    if churn_now is not None:
+        rows.append(_churn_crossings(churn_before, churn_now, until, cfg))
+    out = (pd.concat([r for r in rows if len(r)], ignore_index=True) if any(len(r) for r in rows)
+           else pd.DataFrame(columns=["customer_id", "trigger", "at", "detail"]))
+    out["at"] = pd.to_datetime(out["at"])
+    return out.sort_values(["at", "customer_id", "trigger"], kind="stable").reset_index(drop=True)
+
+
+def _order_triggers(o: pd.DataFrame, starts: np.ndarray, since: pd.Timestamp, until: pd.Timestamp,
+                    cfg: TriggerConfig) -> list[pd.DataFrame]:
+    """spend_jump and first_purchase for the orders ``o`` (:func:`_orders`; ``starts``: each customer's first
+    row) placed in ``(since, until]``."""
+    in_win = (o["ts"] > since) & (o["ts"] <= until)
     n_before = pd.Series(np.arange(len(o)) - np.repeat(starts, np.diff(np.r_[starts, len(o)])), index=o.index)
     prev_mean = pd.Series(_mean_of_earlier(o["value"].to_numpy(float), starts), index=o.index)
     jump = in_win & (n_before >= cfg.spend_jump_min_orders) & (o["value"] > cfg.spend_jump_factor * prev_mean)
-    rows.append(pd.DataFrame({"customer_id": o.loc[jump, "customer_id"], "trigger": "spend_jump",
-                              "at": o.loc[jump, "ts"],
-                              "detail": [f"order {oid} worth {v:.2f} vs average {m:.2f}" for oid, v, m in
-                                         zip(o.loc[jump, "order_id"], o.loc[jump, "value"],
-                                             prev_mean[jump], strict=True)]}))
     first = in_win & (n_before == 0)
-    rows.append(pd.DataFrame({"customer_id": o.loc[first, "customer_id"], "trigger": "first_purchase",
-                              "at": o.loc[first, "ts"],
-                              "detail": "first order " + o.loc[first, "order_id"].astype(str)}))
-    # dormancy: the moment the silence since the last order crosses the customer's line
+    return [pd.DataFrame({"customer_id": o.loc[jump, "customer_id"], "trigger": "spend_jump",
+                          "at": o.loc[jump, "ts"],
+                          "detail": [f"order {oid} worth {v:.2f} vs average {m:.2f}" for oid, v, m in
+                                     zip(o.loc[jump, "order_id"], o.loc[jump, "value"],
+                                         prev_mean[jump], strict=True)]}),
+            pd.DataFrame({"customer_id": o.loc[first, "customer_id"], "trigger": "first_purchase",
+                          "at": o.loc[first, "ts"],
+                          "detail": "first order " + o.loc[first, "order_id"].astype(str)})]
+
+
+def _dormancy(o: pd.DataFrame, starts: np.ndarray, since: pd.Timestamp, until: pd.Timestamp,
+              cfg: TriggerConfig) -> pd.DataFrame:
+    """dormancy: the moment the silence since a customer's last order crosses the customer's line, when
+    that moment is in ``(since, until]``."""
+    cust = o["customer_id"].to_numpy()
     ts = o["ts"].to_numpy()
     gap = np.full(len(o), np.nan)
     if len(o):
@@ -138,34 +157,36 @@ def detect_triggers(lines: pd.DataFrame, since: pd.Timestamp, until: pd.Timestam
     line_days = line_days.where(line_days.notna() & (line_days > 0), cfg.dormancy_days)
     cross = last + pd.to_timedelta(line_days, unit="D")
     dorm = (cross > since) & (cross <= until)
-    rows.append(pd.DataFrame({"customer_id": cross.index[dorm], "trigger": "dormancy",
-                              "at": cross[dorm].to_numpy(),
-                              "detail": [f"no order for {d:.0f} days (line {d:.0f})"
-                                         for d in line_days[dorm]]}))
+    return pd.DataFrame({"customer_id": cross.index[dorm], "trigger": "dormancy",
+                         "at": cross[dorm].to_numpy(),
+                         "detail": [f"no order for {d:.0f} days (line {d:.0f})" for d in line_days[dorm]]})
+
+
+def _high_value_returns(lines: pd.DataFrame, since: pd.Timestamp, cfg: TriggerConfig) -> pd.DataFrame:
+    """high_value_return: returns after ``since`` worth at least the threshold, one per order."""
     rets = lines[(lines["quantity"] < 0) & (lines["ts"] > since)]
     rv = (-rets.groupby(["customer_id", "order_id"])["net"].sum()).reset_index()
     rts = rets.groupby(["customer_id", "order_id"])["ts"].min().reset_index(drop=True)
     rv["at"] = rts.to_numpy()
     big = rv[rv["net"] >= cfg.high_value_return]
-    rows.append(pd.DataFrame({"customer_id": big["customer_id"], "trigger": "high_value_return",
-                              "at": big["at"],
-                              "detail": [f"returned {v:.2f} in {oid}"
-                                         for v, oid in zip(big["net"], big["order_id"], strict=True)]}))
-    if churn_now is not None:
-        before = (
-            (churn_before if churn_before is not None else pd.Series(0.0, index=churn_now.index))
-            .reindex(churn_now.index)
-            .fillna(0.0)
-        )
-        up = (before < cfg.churn_threshold) & (churn_now >= cfg.churn_threshold)
-        rows.append(pd.DataFrame({"customer_id": churn_now.index[up], "trigger": "churn_risk", "at": until,
-                                  "detail": [f"churn risk {p:.2f} crossed {cfg.churn_threshold}"
-                                             for p in churn_now[up]]}))
-    out = (pd.concat([r for r in rows if len(r)], ignore_index=True) if any(len(r) for r in rows)
-           else pd.DataFrame(columns=["customer_id", "trigger", "at", "detail"]))
-    out["at"] = pd.to_datetime(out["at"])
-    return out.sort_values(["at", "customer_id", "trigger"], kind="stable").reset_index(drop=True)
+    return pd.DataFrame({"customer_id": big["customer_id"], "trigger": "high_value_return",
+                         "at": big["at"],
+                         "detail": [f"returned {v:.2f} in {oid}"
+                                    for v, oid in zip(big["net"], big["order_id"], strict=True)]})
 
+
+def _churn_crossings(churn_before: pd.Series | None, churn_now: pd.Series, until: pd.Timestamp,
+                     cfg: TriggerConfig) -> pd.DataFrame:
+    """churn_risk: customers whose churn probability crossed the threshold upwards, dated ``until``."""
+    before = (
+        (churn_before if churn_before is not None else pd.Series(0.0, index=churn_now.index))
+        .reindex(churn_now.index)
+        .fillna(0.0)
+    )
+    up = (before < cfg.churn_threshold) & (churn_now >= cfg.churn_threshold)
+    return pd.DataFrame({"customer_id": churn_now.index[up], "trigger": "churn_risk", "at": until,
+                         "detail": [f"churn risk {p:.2f} crossed {cfg.churn_threshold}"
+                                    for p in churn_now[up]]})
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ from training.evaluate import EvaluationResult, evaluate, flat_metrics, mlflow_n
 from training.gate import Threshold
 from training.live_data import LiveReport, live_store_for, merge_live_rows
 from training.plots import plot_evaluation
+from training.progress import Steps
 from training.refit import fit_serving_bundle
 from training.registry import gate_and_promote, register_bundle
 from training.tracking import setup_mlflow
@@ -63,10 +64,6 @@ class _Data:
     live: LiveReport
     shop_dir: Path
     truth_dir: Path | None
-
-
-def _progress(step: str, i: int, n: int = 5) -> None:
-    log.info("[%d/%d] %s", i, n, step)
 
 
 def _load(data_dir: Path, shop_dir: str | Path | None, truth_dir: str | Path | None) -> _Data:
@@ -221,28 +218,29 @@ def train(data_dir: str | Path, config: TrainConfig | None = None, force: bool =
 
     config = config or TrainConfig()
     data_dir = Path(data_dir)
-    _progress("validate data", 1)
-    d = _load(data_dir, shop_dir, truth_dir)
-    setup_mlflow(data_dir)
-    fp = fingerprint(d.shop.fingerprint + ("" if engine == "local" else f"+engine:{engine}"), config)
-    if not force and (prev := _reused(fp)) is not None:
-        return prev
-    with mlflow.start_run(run_name=f"train-{time.strftime('%Y%m%d-%H%M%S')}") as run, \
-            _frame_source(engine, d, config, spark_master) as src:
-        _log_data(d, fp, config)
-        _progress("evaluate on the holdout", 2)
-        ev = evaluate(d.shop, config, d.truth_dir, data_end=d.own_end)
-        metrics = _log_evaluation(ev)
-        _progress("refit on all data", 3)
-        bundle = fit_serving_bundle(d.shop, config, ev)
-        _log_components(ev, bundle)
-        _log_segments(bundle)
-        _log_frames(src)
-        _progress("register models", 4)
-        versions = register_bundle(bundle, run.info.run_id)
-        _progress("promotion gate", 5)
-        new = gate_values(ev.report, config.gate)
-        result = gate_and_promote(MlflowClient(), run.info.run_id, versions, new, config.gate,
-                                  unevaluated=ev.report.get("not_evaluated"))
-        return TrainResult(run.info.run_id, False, result.ok, versions, metrics, result.reason, ev.report,
-                           d.live.to_dict())
+    with Steps("train", 5, log) as steps:
+        steps.next("validate data")
+        d = _load(data_dir, shop_dir, truth_dir)
+        setup_mlflow(data_dir)
+        fp = fingerprint(d.shop.fingerprint + ("" if engine == "local" else f"+engine:{engine}"), config)
+        if not force and (prev := _reused(fp)) is not None:
+            return prev
+        with mlflow.start_run(run_name=f"train-{time.strftime('%Y%m%d-%H%M%S')}") as run, \
+                _frame_source(engine, d, config, spark_master) as src:
+            _log_data(d, fp, config)
+            steps.next("evaluate on the holdout")
+            ev = evaluate(d.shop, config, d.truth_dir, data_end=d.own_end)
+            metrics = _log_evaluation(ev)
+            steps.next("refit on all data")
+            bundle = fit_serving_bundle(d.shop, config, ev)
+            _log_components(ev, bundle)
+            _log_segments(bundle)
+            _log_frames(src)
+            steps.next("register models")
+            versions = register_bundle(bundle, run.info.run_id)
+            steps.next("promotion gate")
+            new = gate_values(ev.report, config.gate)
+            result = gate_and_promote(MlflowClient(), run.info.run_id, versions, new, config.gate,
+                                      unevaluated=ev.report.get("not_evaluated"))
+            return TrainResult(run.info.run_id, False, result.ok, versions, metrics, result.reason, ev.report,
+                               d.live.to_dict())

@@ -88,15 +88,37 @@ def evaluate_recommenders(shop: Shop, cutoff: pd.Timestamp, config: RecommenderC
     config = config or RecommenderConfig()
     cutoff = pd.Timestamp(cutoff)
     data = build_interactions(shop, cutoff, icfg)
-    truth_all = purchase_truth(shop, cutoff)
+    truth_all, n_test = _test_truth(shop, data, cutoff, config)
+    truth_new = new_items_truth(data, truth_all)
+    notes: list[str] = []
+    fitted, secs = _fit_models(shop, data, cutoff, config, icfg, models, corrupt, notes)
+    prod = fitted["production"]
+    assert isinstance(prod, BlendRecommender)
+    if corrupt:  # a deliberately broken model: shuffled item ids
+        prod.data.items.ids = np.random.default_rng(0).permutation(prod.data.items.ids)  # type: ignore[union-attr]
+    report = _score(fitted, data, truth_all, truth_new, k)
+    report["fit_seconds"] = {n: round(s, 2) for n, s in secs.items()}
+    notes += _coverage_notes(data, cutoff, truth_all, truth_new, n_test)
+    report["test_customers"] = {"all": n_test, "scored": len(truth_all)}
+    report["notes"] = notes
+    return RecEvaluation(report=report, fit_seconds=secs, production=prod)
+
+
+def _test_truth(shop: Shop, data: InteractionData, cutoff: pd.Timestamp,
+                config: RecommenderConfig) -> tuple[dict[str, set[str]], int]:
+    """What the customers who bought before ``cutoff`` bought after it (a seeded sample of at most
+    ``config.eval_max_customers`` of them), and how many such customers there are."""
     before = data.purchases.sum(axis=1).A.ravel() > 0
     buyers = set(data.users.ids[before])
-    truth_all = {u: s for u, s in truth_all.items() if u in buyers}
-    n_test = len(truth_all)
-    truth_all = sample_truth(truth_all, config.eval_max_customers, config.seed)
-    truth_new = new_items_truth(data, truth_all)
-    users = list(truth_all)
-    report: dict[str, Any] = {"all_items": {}, "new_items": {}, "coverage": {}}
+    truth_all = {u: s for u, s in purchase_truth(shop, cutoff).items() if u in buyers}
+    return sample_truth(truth_all, config.eval_max_customers, config.seed), len(truth_all)
+
+
+def _fit_models(shop: Shop, data: InteractionData, cutoff: pd.Timestamp, config: RecommenderConfig,
+                icfg: InteractionConfig | None, models: tuple[str, ...], corrupt: bool,
+                notes: list[str]) -> tuple[dict[str, Recommender], dict[str, float]]:
+    """The baselines, production (key ``production``) and, when the shop has events, production's twin
+    without them, fitted on ``data``, with each one's fit seconds."""
     secs: dict[str, float] = {}
     fitted: dict[str, Recommender] = {}
     later = [n for n in models if MODELS[n].needs_baskets]
@@ -107,7 +129,6 @@ def evaluate_recommenders(shop: Shop, cutoff: pd.Timestamp, config: RecommenderC
     t0 = time.perf_counter()
     # the blend reuses the baselines fitted above as its components (unless it is to be corrupted: then it
     # gets data of its own, so that the baselines stay intact)
-    notes: list[str] = []
     prod = (fit_production(shop, cutoff, config, icfg, notes=notes) if corrupt
             else fit_production(shop, cutoff, config, icfg, data=data, fitted=fitted, notes=notes))
     secs["production"] = time.perf_counter() - t0
@@ -120,17 +141,28 @@ def evaluate_recommenders(shop: Shop, cutoff: pd.Timestamp, config: RecommenderC
         secs[name] = time.perf_counter() - t0
     icfg = icfg or InteractionConfig()
     if icfg.use_events and shop.events is not None and len(shop.events) and not corrupt:
-        # its twin fitted without events: what the behaviour adds is measured, not assumed. The twin takes
-        # production's tuned weights and re-ranker (tuning them again would double the evaluation's cost)
         t0 = time.perf_counter()
-        w = tuple(prod.weights_.items())
-        dw = tuple(prod.discovery_weights_.items()) if prod.discovery_weights_ else w
-        twin = replace(config, blend_weights=w, rerank=prod.reranker_ is not None, discovery_weights=dw)
-        fitted[PURCHASES_ONLY] = fit_production(shop, cutoff, twin, replace(icfg, use_events=False),
-                                                reranker=prod.reranker_)
+        fitted[PURCHASES_ONLY] = _purchases_only(shop, cutoff, config, icfg, prod)
         secs[PURCHASES_ONLY] = time.perf_counter() - t0
-    if corrupt:  # a deliberately broken model: shuffled item ids
-        prod.data.items.ids = np.random.default_rng(0).permutation(prod.data.items.ids)  # type: ignore[union-attr]
+    return fitted, secs
+
+
+def _purchases_only(shop: Shop, cutoff: pd.Timestamp, config: RecommenderConfig, icfg: InteractionConfig,
+                    prod: BlendRecommender) -> BlendRecommender:
+    """Production's twin fitted without events: what the behaviour adds is measured, not assumed. The twin
+    takes production's tuned weights and re-ranker (tuning them again would double the evaluation's cost)."""
+    w = tuple(prod.weights_.items())
+    dw = tuple(prod.discovery_weights_.items()) if prod.discovery_weights_ else w
+    twin = replace(config, blend_weights=w, rerank=prod.reranker_ is not None, discovery_weights=dw)
+    return fit_production(shop, cutoff, twin, replace(icfg, use_events=False), reranker=prod.reranker_)
+
+
+def _score(fitted: dict[str, Recommender], data: InteractionData, truth_all: dict[str, set[str]],
+           truth_new: dict[str, set[str]], k: int) -> dict[str, Any]:
+    """Each model's ranking report on all items and on items new to the customer (buy-again aside), and
+    the share of the catalogue its top-k covers."""
+    report: dict[str, Any] = {"all_items": {}, "new_items": {}, "coverage": {}}
+    users = list(truth_all)
     for name, m in fitted.items():
         recs = m.recommend(users, k=k)
         report["all_items"][name] = ranking_report(recs, truth_all, k)
@@ -139,7 +171,13 @@ def evaluate_recommenders(shop: Shop, cutoff: pd.Timestamp, config: RecommenderC
             recs_new = m.recommend(list(truth_new), k=k, rules=DISCOVERY_RULES)
             report["new_items"][name] = ranking_report(recs_new, truth_new, k)
         log.info("%s: ndcg@%d all %.4f", name, k, report["all_items"][name][f"ndcg@{k}"])
-    report["fit_seconds"] = {n: round(s, 2) for n, s in secs.items()}
+    return report
+
+
+def _coverage_notes(data: InteractionData, cutoff: pd.Timestamp, truth_all: dict[str, set[str]],
+                    truth_new: dict[str, set[str]], n_test: int) -> list[str]:
+    """What the evaluation could not measure, or measured on a sample only."""
+    notes = []
     n_products = int(np.count_nonzero(data.purchases.getnnz(axis=0)))
     if n_products < 2:
         notes.append(f"{n_products} product(s) bought before {cutoff.date()}: recommendations reduce to "
@@ -149,6 +187,4 @@ def evaluate_recommenders(shop: Shop, cutoff: pd.Timestamp, config: RecommenderC
     if len(truth_all) < n_test:
         notes.append(f"scored on a seeded sample of {len(truth_all)} of the {n_test} test customers "
                      f"(eval_max_customers)")
-    report["test_customers"] = {"all": n_test, "scored": len(truth_all)}
-    report["notes"] = notes
-    return RecEvaluation(report=report, fit_seconds=secs, production=prod)
+    return notes

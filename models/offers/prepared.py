@@ -19,7 +19,7 @@ Example
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -28,6 +28,7 @@ from features.schema import AVG_ORDER_VALUE, CHANNEL, CUSTOMER_ID, OFFER_ID, RET
 from models.offers.catalogue import Caps
 from models.offers.eligibility import (
     OK,
+    ContactHistory,
     check_failures,
     contact_blocks,
     contact_history,
@@ -94,23 +95,40 @@ class PreparedPolicy:
     ) -> list[dict[str, Any]]:
         """One row of :data:`~models.offers.policy.DECISION_COLUMNS` (as a dict) per customer of
         ``customer_ids`` (unique, each known: :meth:`knows`), as :meth:`OfferPolicy.decide` gives it."""
-        pol, cat = self.policy, self.policy.catalogue
+        offers = self.policy.catalogue.offers
         rows = np.array([self.pos[c] for c in customer_ids], dtype=np.int64)
-        n = len(rows)
         index = pd.Index(customer_ids, dtype=object)
+        contacts = contact_history(history, index, now) if history is not None and len(history) else None
+        cand = self._candidates(rows, now, channel, contacts)
+        trig = {c: self.triggers[c] for c in customer_ids if c in self.triggers}
+        rank = _rank(cand, customer_ids, trig, offers)
+        control = in_control_group(list(customer_ids), campaign, self.policy.catalogue.control_share)
+        send_cost = np.array(
+            [offers[k].cost_per_send[c] for k, c in zip(cand.off.tolist(), cand.chan.tolist(), strict=True)],
+            float,
+        )
+        best = _choose(cand.pos, cand.off, rank, cand.ev, cand.barred, send_cost, control, offers, remaining)
+        tops = _tops(cand.pos, rank, cand.ev, cand.barred)
+        return [self._decision(i, cid, cand, best.get(i), tops.get(i), rows, trig.get(cid, []),
+                               bool(control[i]), campaign)
+                for i, cid in enumerate(customer_ids)]
+
+    def _candidates(self, rows: np.ndarray, now: pd.Timestamp, channel: str | None,
+                    contacts: ContactHistory | None) -> _Candidates:
+        """Every eligible (customer, offer) on the channel it would go out on, valued, in the order
+        ``OfferPolicy._value`` concatenates them: offer by offer, customers in order."""
+        pol, cat = self.policy, self.policy.catalogue
+        n = len(rows)
         blocks = self.blocks[rows]
         raw = self.basket[rows]
         basket = np.where(np.isnan(raw), np.nanmedian(raw) if (~np.isnan(raw)).any() else np.nan, raw)
         basket = np.clip(basket, 0, None)
         ret = self.ret[rows]
-        contacts = contact_history(history, index, now) if history is not None and len(history) else None
         failures: dict[str, np.ndarray] = {}
-        # candidates in the order OfferPolicy._value concatenates them: offer by offer, customers in order
         c_pos: list[np.ndarray] = []
         c_off: list[int] = []
         c_cols: list[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
-        offers = cat.offers
-        for k, o in enumerate(offers):
+        for k, o in enumerate(cat.offers):
             chans = [c for c in o.channels if channel is None or c == channel]
             if not chans:
                 failures[o.id] = np.full(n, "channel", dtype=object)
@@ -130,75 +148,74 @@ class PreparedPolicy:
             c_pos.append(p)
             c_off.extend([k] * len(p))
             c_cols.append((ch, gain - cost, u, pr, barred[ok]))
-        if c_pos:
-            pos = np.concatenate(c_pos)
-            off = np.array(c_off, dtype=np.int64)
-            chan = np.concatenate(
-                [np.full(len(p), c[0], dtype=object) for p, c in zip(c_pos, c_cols, strict=True)]
-            )
-            ev = np.concatenate([c[1] for c in c_cols])
-            up = np.concatenate([c[2] for c in c_cols])
-            prd = np.concatenate([c[3] for c in c_cols])
-            barred_all = np.concatenate([c[4] for c in c_cols])
-        else:
-            pos = off = np.zeros(0, np.int64)
-            chan = barred_all = np.zeros(0, dtype=object)
-            ev = up = prd = np.zeros(0)
-        trig = {c: self.triggers[c] for c in customer_ids if c in self.triggers}
-        rank = ev
-        if len(ev) and trig:
-            kinds = np.array([offers[k].kind for k in off.tolist()], dtype=object)
-            pairs = {
-                (cid, kind) for cid, ts in trig.items() for t in ts for kind in TRIGGER_PREFERENCE.get(t, ())
-            }
-            pref = np.array(
-                [(customer_ids[q], kd) in pairs for q, kd in zip(pos.tolist(), kinds.tolist(), strict=True)],
-                bool,
-            )
-            rank = ev + np.where(pref & (ev > 0), 1e-6, 0)
-        control = in_control_group(list(customer_ids), campaign, cat.control_share)
-        send_cost = np.array(
-            [offers[k].cost_per_send[c] for k, c in zip(off.tolist(), chan.tolist(), strict=True)], float
+        if not c_pos:
+            none, empty = np.zeros(0, dtype=object), np.zeros(0)
+            return _Candidates(np.zeros(0, np.int64), np.zeros(0, np.int64), none, empty, empty, empty, none,
+                               blocks, failures)
+        chan = np.concatenate(
+            [np.full(len(p), c[0], dtype=object) for p, c in zip(c_pos, c_cols, strict=True)]
         )
-        best = _choose(pos, off, rank, ev, barred_all, send_cost, control, offers, remaining)
-        tops = _tops(pos, rank, ev, barred_all)
-        out = []
-        for i, cid in enumerate(customer_ids):
-            j = best.get(i)
-            r: dict[str, Any] = (
-                {
-                    CHANNEL: chan[j],
-                    OFFER_ID: offers[off[j]].id,
-                    "expected_value": ev[j],
-                    "uplift": up[j],
-                    "p_redeem": prd[j],
-                }
-                if j is not None
-                else {
-                    CHANNEL: np.nan,
-                    OFFER_ID: np.nan,
-                    "expected_value": np.nan,
-                    "uplift": np.nan,
-                    "p_redeem": np.nan,
-                }
-            )
-            offer: str | None = (
-                r[OFFER_ID] if isinstance(r[OFFER_ID], str) and r["expected_value"] > 0 else None
-            )
-            top = None
-            if i in tops:
-                t = tops[i]
-                top = _Top(offers[off[t]].id, chan[t], barred_all[t])
-            rule, detail = _rule(offer, blocks[i], top, {o: f[i] for o, f in failures.items()})
-            ts = trig.get(cid, [])
-            facts = self.facts(cid)
-            facts += [f"trigger: {', '.join(dict.fromkeys(ts))}"] if ts else []
-            reason = reason_text(rule, detail, facts)
-            if control[i]:
-                detail = {"campaign": campaign, "would_offer": offer or "none", "otherwise": str(rule)}
-                rule, reason = Rule.CONTROL_GROUP, control_text(campaign, offer or "none", reason)
-            out.append(_decision(cid, r, offer, bool(control[i]), ts, str(rule), detail, reason))  # type: ignore[arg-type]
-        return out
+        ev, up, prd, barred_all = (np.concatenate([c[j] for c in c_cols]) for j in (1, 2, 3, 4))
+        return _Candidates(np.concatenate(c_pos), np.array(c_off, dtype=np.int64), chan, ev, up, prd,
+                           barred_all, blocks, failures)
+
+    def _decision(self, i: int, cid: Any, cand: _Candidates, j: int | None, t: int | None, rows: np.ndarray,
+                  ts: list[str], control: bool, campaign: str) -> dict[str, Any]:
+        """The decision for the ``i``-th customer asked, ``cid``: candidate ``j`` chosen (None: none), ``t``
+        its best positive one, allowed or barred; ``ts`` its triggers."""
+        offers = self.policy.catalogue.offers
+        r: dict[str, Any] = (
+            {CHANNEL: cand.chan[j], OFFER_ID: offers[cand.off[j]].id, "expected_value": cand.ev[j],
+             "uplift": cand.up[j], "p_redeem": cand.prd[j]}
+            if j is not None
+            else {CHANNEL: np.nan, OFFER_ID: np.nan, "expected_value": np.nan, "uplift": np.nan,
+                  "p_redeem": np.nan}
+        )
+        offer: str | None = r[OFFER_ID] if isinstance(r[OFFER_ID], str) and r["expected_value"] > 0 else None
+        top = _Top(offers[cand.off[t]].id, cand.chan[t], cand.barred[t]) if t is not None else None
+        rule, detail = _rule(offer, cand.blocks[i], top, {o: f[i] for o, f in cand.failures.items()})
+        facts = self.facts(cid)
+        facts += [f"trigger: {', '.join(dict.fromkeys(ts))}"] if ts else []
+        reason = reason_text(rule, detail, facts)
+        if control:
+            detail = {"campaign": campaign, "would_offer": offer or "none", "otherwise": str(rule)}
+            rule, reason = Rule.CONTROL_GROUP, control_text(campaign, offer or "none", reason)
+        return _decision(cid, r, offer, control, ts, str(rule), detail, reason)  # type: ignore[arg-type]
+
+
+class _Candidates(NamedTuple):
+    """The candidates of one :meth:`PreparedPolicy.decide`, one entry each, and per customer asked its block
+    and per offer its eligibility failures."""
+
+    pos: np.ndarray
+    """The customer's position among those asked."""
+    off: np.ndarray
+    """The offer's position in the catalogue."""
+    chan: np.ndarray
+    ev: np.ndarray
+    """Expected incremental margin."""
+    up: np.ndarray
+    prd: np.ndarray
+    """P(redeem)."""
+    barred: np.ndarray
+    """The contact rule that bars it, or OK (``_choose`` marks exhausted caps here too)."""
+    blocks: np.ndarray
+    failures: dict[str, np.ndarray]
+
+
+def _rank(cand: _Candidates, customer_ids: list[Any], trig: dict[Any, list[str]], offers: Any) -> np.ndarray:
+    """Expected value, plus a tie-breaking 1e-6 for a positive offer whose kind answers one of the customer's
+    triggers (as ``policy._rank_value``)."""
+    ev = cand.ev
+    if not len(ev) or not trig:
+        return ev
+    kinds = np.array([offers[k].kind for k in cand.off.tolist()], dtype=object)
+    pairs = {(cid, kind) for cid, ts in trig.items() for t in ts for kind in TRIGGER_PREFERENCE.get(t, ())}
+    pref = np.array(
+        [(customer_ids[q], kd) in pairs for q, kd in zip(cand.pos.tolist(), kinds.tolist(), strict=True)],
+        bool,
+    )
+    return ev + np.where(pref & (ev > 0), 1e-6, 0)  # type: ignore[no-any-return]
 
 
 def _order(rank: np.ndarray) -> np.ndarray:

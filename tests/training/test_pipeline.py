@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -47,17 +48,31 @@ def test_first_train_registers_and_promotes(trained_project) -> None:
     assert run.data.tags["data_fingerprint"] and run.data.params["seed"] == str(SEED)
 
 
-def test_second_run_on_same_data_is_reused(trained_project) -> None:
+def train_steps(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The train job's progress lines (:class:`training.progress.Steps`), the times of finished steps cut."""
+    return [r.getMessage().split(": done in ")[0] + (": done" if ": done in " in r.getMessage() else "")
+            for r in caplog.records if r.name == "training.jobs" and r.getMessage().startswith("[train ")]
+
+
+def test_second_run_on_same_data_is_reused(trained_project, caplog: pytest.LogCaptureFixture) -> None:
     d, r = trained_project
-    again = train(d, TrainConfig(seed=SEED))
+    with caplog.at_level(logging.INFO, logger="training.jobs"):
+        again = train(d, TrainConfig(seed=SEED))
     assert again.reused and again.run_id == r.run_id
+    assert train_steps(caplog) == ["[train 1/5] validate data", "[train 1/5] validate data: done"]
     c = client_for(d)
     assert len(c.search_model_versions(f"name='{MODEL_NAMES['churn']}'")) == 1
 
 
-def test_worse_model_is_registered_as_challenger_but_not_promoted(trained_project) -> None:
+def test_worse_model_is_registered_as_challenger_but_not_promoted(trained_project,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
     d, r = trained_project
-    worse = train(d, TrainConfig(seed=SEED, corrupt=True))
+    with caplog.at_level(logging.INFO, logger="training.jobs"):
+        worse = train(d, TrainConfig(seed=SEED, corrupt=True))
+    steps = ["validate data", "evaluate on the holdout", "refit on all data", "register models",
+             "promotion gate"]
+    assert train_steps(caplog) == [line for i, s in enumerate(steps, 1)
+                                   for line in (f"[train {i}/5] {s}", f"[train {i}/5] {s}: done")]
     assert not worse.reused and not worse.promoted
     assert "< champion" in worse.reason
     c = client_for(d)
@@ -70,7 +85,8 @@ def test_worse_model_is_registered_as_challenger_but_not_promoted(trained_projec
     )
 
 
-def test_bad_data_stops_before_any_registry_change(trained_project, tmp_path: Path) -> None:
+def test_bad_data_stops_before_any_registry_change(trained_project, tmp_path: Path,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
     d, _ = trained_project
     c = client_for(d)
     before_runs = len(c.search_runs([c.get_experiment_by_name("personalise").experiment_id]))
@@ -80,8 +96,9 @@ def test_bad_data_stops_before_any_registry_change(trained_project, tmp_path: Pa
     orders = pd.read_parquet(bad / "orders.parquet")
     orders.loc[orders.index[:3], "product_id"] = "NO-SUCH-PRODUCT"
     orders.to_parquet(bad / "orders.parquet", index=False)
-    with pytest.raises(DataValidationError) as e:
+    with caplog.at_level(logging.INFO, logger="training.jobs"), pytest.raises(DataValidationError) as e:
         train(d, TrainConfig(seed=SEED), shop_dir=bad, force=True)
+    assert train_steps(caplog) == ["[train 1/5] validate data"]  # a failed step is not reported done
     assert "orders.product_id: order lines naming unknown products (3 rows)" in str(e.value)
     assert len(c.search_runs([c.get_experiment_by_name("personalise").experiment_id])) == before_runs
     assert len(c.search_model_versions(f"name='{MODEL_NAMES['recommender']}'")) == before_versions
