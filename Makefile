@@ -32,8 +32,9 @@ bench: $(STAMP)
 	$(BIN)/python bench/run.py --out bench/RESULTS.md
 
 lint: $(STAMP)
-	$(BIN)/ruff check features models training serving tests personalise_cli.py bench
-	$(BIN)/mypy features models training serving personalise_cli.py
+	$(BIN)/ruff check features models training serving tests personalise_cli.py batch_cli.py triggers_cli.py bench tools
+	$(BIN)/mypy features models training serving personalise_cli.py batch_cli.py triggers_cli.py
+	$(BIN)/python tools/long_functions.py
 
 mlflow: $(STAMP)
 	$(BIN)/mlflow server --host 127.0.0.1 --port 5000 \

@@ -15,8 +15,9 @@ serve``.
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,22 +38,7 @@ def register(app: typer.Typer, run: Runner) -> None:
                      bundle: Path = typer.Option(None, help="A local bundle directory instead of the "
                                                             "registry's champion.")) -> None:
         """Fire the dormancy and churn-risk triggers due now (once per episode), with their decisions."""
-        def go() -> dict[str, Any]:
-            import pandas as pd
-
-            from serving.runtime import Personaliser
-            from serving.trigger_config import load_config
-            from serving.trigger_scan import scan
-            cfg = load_config(config)
-            cfg.triggers.scan_interval_seconds = 0  # this one scan only
-            p = Personaliser(data, bundle, live_config=cfg)
-            try:
-                when = pd.Timestamp(now).to_pydatetime() if now else None
-                return {**scan(p.orders, p.current, when),
-                        "model_version": p.current.version if p.current else "none"}
-            finally:
-                p.close()
-        typer.echo(json.dumps(run(go)))
+        typer.echo(json.dumps(run(lambda: scan_now(data, now, config, bundle))))
 
     @triggers_app.command("webhooks")
     def webhooks_command(data: Path = typer.Option(...),
@@ -60,24 +46,7 @@ def register(app: typer.Typer, run: Runner) -> None:
                                                                "pending, delivered or dead (the dead "
                                                                "letters).")) -> None:
         """Webhook deliveries per status, and the ones in ``--status`` with their last error."""
-        def go() -> str:
-            import os
-
-            from features.live import LiveStore, default_url
-            from serving.webhooks import deliveries
-            store = LiveStore(os.environ.get("PERSONALISE_DB") or default_url(data))
-            try:
-                d = deliveries(store)
-            finally:
-                store.engine.dispose()
-            counts = d["status"].value_counts().to_dict() if len(d) else {}
-            out = json.dumps({"deliveries": int(len(d)), "by_status": counts})
-            if status is not None:
-                cols = ["id", "trigger_id", "url", "status", "attempts", "last_error", "delivered_at"]
-                shown = d.loc[d["status"] == status, cols]
-                out += "\n" + (shown.to_string(index=False) if len(shown) else f"(no {status} deliveries)")
-            return out
-        typer.echo(run(go))
+        typer.echo(run(lambda: webhook_summary(data, status)))
 
     @triggers_app.command("dead-letters")
     def dead_letters_command(
@@ -89,26 +58,71 @@ def register(app: typer.Typer, run: Runner) -> None:
         """List the webhook dead letters, or requeue them for the service's senders to post again."""
         if requeue_ids and every:
             raise typer.BadParameter("give --requeue ID or --all, not both")
-
-        def go() -> dict[str, Any]:
-            import os
-
-            from features.live import LiveStore, default_url
-            from serving.webhooks import dead_letters, requeue
-            store = LiveStore(os.environ.get("PERSONALISE_DB") or default_url(data))
-            try:
-                if requeue_ids or every:
-                    return requeue(store, None if every else list(requeue_ids))
-                return {"dead_letters": dead_letters(store, limit)}
-            finally:
-                store.engine.dispose()
-        typer.echo(json.dumps(run(go)))
+        typer.echo(json.dumps(run(lambda: dead_letters_or_requeue(data, list(requeue_ids or []), every,
+                                                                  limit))))
 
     @triggers_app.command("check-config")
     def check_config(path: Path = typer.Argument(..., help="The TOML file.")) -> None:
         """Validate a triggers/webhooks file (and that its signing key is in the environment)."""
-        def go() -> dict[str, Any]:
-            from serving.trigger_config import load_config
-            cfg = load_config(path)
-            return {"ok": True, "triggers": cfg.triggers.model_dump(), "webhooks": sorted(cfg.webhooks.urls)}
-        typer.echo(json.dumps(run(go)))
+        typer.echo(json.dumps(run(lambda: checked_config(path))))
+
+
+def scan_now(data: Path, now: str | None, config: Path | None, bundle: Path | None) -> dict[str, Any]:
+    """One scan of the dormancy and churn-risk triggers, as of ``now`` (default: now, UTC)."""
+    import pandas as pd
+
+    from serving.runtime import Personaliser
+    from serving.trigger_config import load_config
+    from serving.trigger_scan import scan
+    cfg = load_config(config)
+    cfg.triggers.scan_interval_seconds = 0  # this one scan only
+    p = Personaliser(data, bundle, live_config=cfg)
+    try:
+        when = pd.Timestamp(now).to_pydatetime() if now else None
+        version = p.current.version if p.current else "none"
+        return {**scan(p.orders, p.current, when), "model_version": version}
+    finally:
+        p.close()
+
+
+@contextlib.contextmanager
+def live_store(data: Path) -> Iterator[Any]:
+    """The live store of ``data`` (``PERSONALISE_DB``, default ``DATA/live.db``), disposed of after use."""
+    import os
+
+    from features.live import LiveStore, default_url
+    store = LiveStore(os.environ.get("PERSONALISE_DB") or default_url(data))
+    try:
+        yield store
+    finally:
+        store.engine.dispose()
+
+
+def webhook_summary(data: Path, status: str | None) -> str:
+    """Deliveries per status as JSON, then the ones in ``status`` as a table."""
+    from serving.webhooks import deliveries
+    with live_store(data) as store:
+        d = deliveries(store)
+    counts = d["status"].value_counts().to_dict() if len(d) else {}
+    out = json.dumps({"deliveries": int(len(d)), "by_status": counts})
+    if status is not None:
+        cols = ["id", "trigger_id", "url", "status", "attempts", "last_error", "delivered_at"]
+        shown = d.loc[d["status"] == status, cols]
+        out += "\n" + (shown.to_string(index=False) if len(shown) else f"(no {status} deliveries)")
+    return out
+
+
+def dead_letters_or_requeue(data: Path, requeue_ids: list[int], every: bool, limit: int) -> dict[str, Any]:
+    """The dead letters (at most ``limit``), or the result of requeueing ``requeue_ids`` (all: ``every``)."""
+    from serving.webhooks import dead_letters, requeue
+    with live_store(data) as store:
+        if requeue_ids or every:
+            return requeue(store, None if every else requeue_ids)
+        return {"dead_letters": dead_letters(store, limit)}
+
+
+def checked_config(path: Path) -> dict[str, Any]:
+    """A triggers/webhooks file validated: its trigger settings and the kinds that have a webhook."""
+    from serving.trigger_config import load_config
+    cfg = load_config(path)
+    return {"ok": True, "triggers": cfg.triggers.model_dump(), "webhooks": sorted(cfg.webhooks.urls)}
