@@ -5,10 +5,12 @@ window before the cutoff.
 The short-window models are trained on the longest label window of :data:`LABEL_WINDOWS` shorter than the
 horizon H that has at least one stacked training cutoff (:func:`features.customer_labels.training_cutoffs`).
 The choice is made on the validation window ``[cutoff - V, cutoff)``: every candidate is fitted again as of
-``cutoff - V`` (the short-window models on label windows ending by then) and scored for V days against what
-happened in that window, which ends at the cutoff, so nothing after the cutoff is read. V is the longest of
-:data:`LABEL_WINDOWS` (at most H) for which the short-window models can be fitted as of ``cutoff - V`` (else
-the longest with :data:`MIN_VALIDATION_HISTORY_DAYS` of history: then only BG/NBD and the baselines compete).
+``cutoff - V`` (the short-window models on V-day label windows ending by then) and scored for V days against
+what happened in that window, which ends at the cutoff, so nothing after the cutoff is read. V is the longest
+of :data:`LABEL_WINDOWS` (at most H) for which V-day models can be fitted as of ``cutoff - V`` (else the
+longest with :data:`MIN_VALIDATION_HISTORY_DAYS` of history: then only BG/NBD and the baselines compete). So
+the validated short-window model may use a shorter label window than the served one (the history before
+``cutoff - V`` is shorter): it stands for its family, and the validation window is shorter than H.
 Value candidates are ranked by validation Spearman + normalised Gini, churn candidates by AUC; on ties the
 earlier of :data:`VALUE_CANDIDATES` / :data:`CHURN_CANDIDATES` wins. Without a validation window BG/NBD is
 kept (the documented fallback).
@@ -74,12 +76,11 @@ class ShortHistoryModels:
 
 
 def fit_short_window(shop: Shop, cutoff: pd.Timestamp, horizon_days: int, config: CustomerModelConfig,
-                     at_most: bool = False) -> ShortWindowModels | None:
-    """Churn and value LightGBM on the longest window of :data:`LABEL_WINDOWS` shorter than the horizon
-    (``at_most``: or equal to it) with stacked training cutoffs whose labels end by ``cutoff``; None when
-    none fits."""
-    for w in LABEL_WINDOWS:
-        if w > horizon_days or (w == horizon_days and not at_most):
+                     windows: tuple[int, ...] = LABEL_WINDOWS) -> ShortWindowModels | None:
+    """Churn and value LightGBM on the longest of ``windows`` shorter than the horizon, or equal to it, with
+    stacked training cutoffs whose labels end by ``cutoff``; None when none fits."""
+    for w in windows:
+        if w > horizon_days:
             continue
         cutoffs = training_cutoffs(shop, cutoff, w, config.n_cutoffs, config.cutoff_step_days)
         if not cutoffs:
@@ -117,7 +118,7 @@ def validation_window(shop: Shop, cutoff: pd.Timestamp, horizon_days: int, confi
     lengths = [v for v in LABEL_WINDOWS if v <= horizon_days]
     if with_short:
         for v in lengths:
-            short = fit_short_window(shop, cutoff - pd.Timedelta(days=v), v, config, at_most=True)
+            short = fit_short_window(shop, cutoff - pd.Timedelta(days=v), v, config, windows=(v,))
             if short is not None:
                 return v, short
     for v in lengths:
@@ -173,7 +174,7 @@ def fit_short_history(shop: Shop, cutoff: pd.Timestamp, config: CustomerModelCon
     """Churn and value for a horizon whose stacked windows do not fit before ``cutoff`` (``why``): the
     candidates chosen on a validation window before ``cutoff`` (see the module's docstring)."""
     H = config.horizon_days
-    short = fit_short_window(shop, cutoff, H, config)
+    short = fit_short_window(shop, cutoff, H, config, tuple(w for w in LABEL_WINDOWS if w < H))
     churn, value = _candidates(shop, cutoff, H, short, bg, gg, why)
     val = validate(shop, cutoff, H, config, with_short=short is not None)
     chosen: dict[str, str] = {}
