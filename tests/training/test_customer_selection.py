@@ -59,7 +59,7 @@ def test_a_horizon_without_stacked_windows_trains_short_windows_and_says_which_i
     assert ev.report["selection"]["value"]["chosen"] == best_value
     for c in ("churn", "value"):
         assert "chosen on the validation window" in ev.models.components[c]
-        assert f"{HISTORY} days of history" in ev.models.components[c]
+        assert f"days of history before {cutoff.date()} < the {H} + 60 days" in ev.models.components[c]
     if best_churn == SHORT_WINDOW:
         m = ev.models.churn
         assert isinstance(m, WindowScaled) and isinstance(m.model, ChurnModel) and m.label_days == 120
