@@ -189,7 +189,9 @@ def fit_short_history(shop: Shop, cutoff: pd.Timestamp, config: CustomerModelCon
                              f"({val['horizon_days']} days, {metric}: {_table(scores)})")
         else:
             chosen[comp] = BGNBD
-            reasons[comp] = "no validation window before the cutoff to choose on: the BG/NBD fallback is kept"
+            reasons[comp] = ("no validation window before the cutoff to choose on" if val is None else
+                             f"nothing to choose on in the validation window {val['cutoff']} to {val['end']}")
+            reasons[comp] += ": the BG/NBD fallback is kept"
     components = {"churn": _describe("churn", chosen["churn"], short, H), "value": _describe(
         "value", chosen["value"], short, H)}
     components = {c: f"{d}: {reasons[c]}; {why}" for c, d in components.items()}
