@@ -107,3 +107,28 @@ class BaselineValue:
     def feature_importance(self) -> pd.Series:
         """No gains: nothing is learned (zeros)."""
         return pd.Series(np.zeros(len(self.feature_names)), index=self.feature_names)
+
+
+class Blend:
+    """A weighted mean of value scorers (all in money over the same horizon): the short-window model shrunk
+    towards the naive baselines. Explained by its first (largest-weight) part."""
+
+    def __init__(self, parts: list[tuple[CustomerScorer, float]]) -> None:
+        if not parts or any(w <= 0 for _, w in parts):
+            raise ValueError("a blend needs at least one part, each with a positive weight")
+        total = sum(w for _, w in parts)
+        self.parts = [(m, w / total) for m, w in sorted(parts, key=lambda p: -p[1])]
+
+    @property
+    def feature_names(self) -> list[str]:
+        return list(dict.fromkeys(c for m, _ in self.parts for c in m.feature_names))
+
+    def predict(self, X: pd.DataFrame) -> pd.Series:
+        out = sum(w * m.predict(X).to_numpy(dtype=float) for m, w in self.parts)
+        return pd.Series(out, index=X.index, name="score")
+
+    def explain(self, X: pd.DataFrame, top: int = 3) -> dict[str, list[dict[str, Any]]]:
+        return self.parts[0][0].explain(X, top)
+
+    def feature_importance(self) -> pd.Series:
+        return self.parts[0][0].feature_importance()

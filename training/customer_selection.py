@@ -1,6 +1,7 @@
 """Churn and value when the history is too short for stacked windows of the horizon: LightGBM on shorter label
-windows scaled to the horizon, BG/NBD (+ Gamma-Gamma) or a naive value baseline, chosen on a validation
-window before the cutoff.
+windows scaled to the horizon, BG/NBD (+ Gamma-Gamma), a naive value baseline or a blend of the short-window
+value model with both naive baselines (:data:`BLEND_WEIGHTS`), chosen on a validation window before the
+cutoff.
 
 The short-window models are trained on the longest label window of :data:`LABEL_WINDOWS` shorter than the
 horizon H that has at least one stacked training cutoff (:func:`features.customer_labels.training_cutoffs`).
@@ -37,7 +38,7 @@ from features.customer_labels import future_labels, training_cutoffs
 from features.io import Shop
 from models.bgnbd import BetaGeoModel, BGNBDCustomerModel, GammaGammaModel
 from models.customer import ChurnModel, CustomerModelConfig, ValueModel
-from models.customer_scorers import BaselineValue, CustomerScorer, WindowScaled
+from models.customer_scorers import BaselineValue, Blend, CustomerScorer, WindowScaled
 from models.metrics import auc, regression_report
 from training import frames
 from training.bgnbd_fit import fit_bgnbd
@@ -50,10 +51,13 @@ MIN_VALIDATION_HISTORY_DAYS = 30
 """History before a validation cutoff needed to compare BG/NBD and the baselines when the short-window models
 cannot be fitted as of it."""
 SHORT_WINDOW, BGNBD, LAST_PERIOD, HISTORICAL_RATE = "short_window", "bgnbd", "last_period", "historical_rate"
-VALUE_CANDIDATES = (SHORT_WINDOW, BGNBD, LAST_PERIOD, HISTORICAL_RATE)
+SHORT_BLEND = "short_window_blend"
+VALUE_CANDIDATES = (SHORT_WINDOW, SHORT_BLEND, BGNBD, LAST_PERIOD, HISTORICAL_RATE)
 CHURN_CANDIDATES = (SHORT_WINDOW, BGNBD)
+BLEND_WEIGHTS = {SHORT_WINDOW: 0.5, LAST_PERIOD: 0.25, HISTORICAL_RATE: 0.25}
+"""The value blend: the short-window model shrunk towards both naive baselines (fixed weights, not tuned)."""
 _NAMES = {SHORT_WINDOW: "short-window LightGBM", BGNBD: "BG/NBD", LAST_PERIOD: "last-period spend",
-          HISTORICAL_RATE: "historical rate"}
+          HISTORICAL_RATE: "historical rate", SHORT_BLEND: "blend"}
 
 
 @dataclass
@@ -107,6 +111,8 @@ def _candidates(shop: Shop, cutoff: pd.Timestamp, horizon_days: int, short: Shor
     value[BGNBD] = BGNBDCustomerModel(bg, gg, horizon_days, "value", why)
     value[LAST_PERIOD] = BaselineValue(LAST_PERIOD, horizon_days)
     value[HISTORICAL_RATE] = BaselineValue(HISTORICAL_RATE, horizon_days)
+    if short is not None:
+        value[SHORT_BLEND] = Blend([(value[c], w) for c, w in BLEND_WEIGHTS.items()])
     return churn, value
 
 
@@ -213,6 +219,11 @@ def _describe(component: str, chosen: str, short: ShortWindowModels | None, hori
         what = "LightGBM" if component == "churn" else "LightGBM (Tweedie)"
         return (f"{what} on {short.windows} stacked {short.label_days}-day windows, scaled to {H} days "
                 f"(short-window model)")
+    if chosen == SHORT_BLEND:
+        assert short is not None
+        return (f"blend of LightGBM (Tweedie) on {short.windows} stacked {short.label_days}-day windows "
+                f"scaled to {H} days, last-period spend and the historical rate ("
+                + " / ".join(f"{w:.2f}" for w in BLEND_WEIGHTS.values()) + ")")
     if chosen == BGNBD:
         return (f"BG/NBD fallback (P(no purchase in {H} days))" if component == "churn"
                 else "BG/NBD + Gamma-Gamma fallback")

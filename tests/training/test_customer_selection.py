@@ -13,7 +13,7 @@ import pytest
 
 from features import schema
 from models.customer import ChurnModel, CustomerModelConfig, ValueModel
-from models.customer_scorers import BaselineValue, WindowScaled
+from models.customer_scorers import BaselineValue, Blend, WindowScaled
 from tests.conftest import SEED
 
 H, HISTORY = 150, 200
@@ -42,7 +42,7 @@ def _value_rank(m: dict[str, float]) -> float:
 @pytest.mark.slow
 def test_a_horizon_without_stacked_windows_trains_short_windows_and_says_which_it_chose(young_shop) -> None:
     from training.customer_eval import evaluate_customer_models
-    from training.customer_selection import BGNBD, SHORT_WINDOW
+    from training.customer_selection import BGNBD, SHORT_BLEND, SHORT_WINDOW
     cutoff = _cutoff(young_shop)
     ev = evaluate_customer_models(young_shop, cutoff, CFG)
     sel = ev.models.selection
@@ -50,7 +50,7 @@ def test_a_horizon_without_stacked_windows_trains_short_windows_and_says_which_i
     assert sel["short_window"] == {"label_days": 120, "windows": 2}
     val = sel["validation"]
     assert val["end"] == str(cutoff.date()) and val["horizon_days"] == 60 == val["short_window_label_days"]
-    assert set(val["value"]) == {SHORT_WINDOW, BGNBD, "last_period", "historical_rate"}
+    assert set(val["value"]) == {SHORT_WINDOW, SHORT_BLEND, BGNBD, "last_period", "historical_rate"}
     assert set(val["churn"]) == {SHORT_WINDOW, BGNBD}
     # the served candidate is the validation's best, and the report and components say so
     best_value = max(val["value"], key=lambda c: _value_rank(val["value"][c]))
@@ -71,6 +71,8 @@ def test_a_horizon_without_stacked_windows_trains_short_windows_and_says_which_i
             ev.report["value"][best_value]["spearman"])
     elif best_value == SHORT_WINDOW:
         assert isinstance(ev.models.value, WindowScaled) and isinstance(ev.models.value.model, ValueModel)
+    elif best_value == SHORT_BLEND:
+        assert isinstance(ev.models.value, Blend) and ev.models.components["value"].startswith("blend of")
 
 
 @pytest.mark.slow
@@ -128,3 +130,14 @@ def test_baseline_value_is_the_baseline_and_explains_its_inputs() -> None:
     assert (rate.feature_importance() == 0).all()
     with pytest.raises(ValueError, match="unknown value baseline"):
         BaselineValue("median", 90)
+
+
+def test_blend_is_the_weighted_mean_of_its_parts() -> None:
+    X = pd.DataFrame({"net_30": [5.0, 0.0], "net_90": [30.0, 90.0], "net_180": [30.0, 200.0],
+                      "net_revenue": [300.0, 200.0], "purchase_age_days": [600.0, 100.0]}, index=["a", "b"])
+    last, rate = BaselineValue("last_period", 90), BaselineValue("historical_rate", 90)
+    b = Blend([(last, 1.0), (rate, 3.0)])
+    np.testing.assert_allclose(b.predict(X), 0.25 * last.predict(X) + 0.75 * rate.predict(X))
+    assert b.explain(X) == rate.explain(X)  # explained by its largest part
+    with pytest.raises(ValueError, match="positive weight"):
+        Blend([(last, 0.0)])
