@@ -215,9 +215,10 @@ def markdown(grid: dict[str, list[dict[str, Any]]], before: dict[str, list[dict[
                 g = _f(v[m]["gini"]) if v[m]["gini"] < best_g else f"**{_f(v[m]['gini'])}**"
                 cells.append(f"{s} / {g}")
             b = _before(data, r, before)
+            same = "same (stacked fits)" if not r.get("selection") else "-"
             b_txt = (f"{_f(b['value']['production']['spearman'])} / {_f(b['value']['production']['gini'])}"
-                     if b else "-")
-            b_churn = _f(b["churn"]["production"]) if b else "-"
+                     if b else same)
+            b_churn = _f(b["churn"]["production"]) if b else same
             sel = r.get("selected", {})
             sel_txt = (
                 f"{sel['model']}: {_f(sel['spearman'])} / {_f(sel['gini'])}"
@@ -244,7 +245,23 @@ def markdown(grid: dict[str, list[dict[str, Any]]], before: dict[str, list[dict[
                 + " | ".join(churn)
                 + f" | {sw_txt} |"
             )
+    lines += ["", *_summary(grid)]
     return "\n".join(lines) + "\n"
+
+
+def _summary(grid: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """Where production value does not rank at least as well as both naive baselines, and churn as BG/NBD
+    and recency."""
+    rows = [(d, r) for d, rs in grid.items() for r in rs]
+    value_miss = [f"{d} H={r['horizon_days']} {r['cutoff']} {_beats(r['value'])[7:]}" for d, r in rows
+                  if _beats(r["value"]) != "yes"]
+    churn_miss = [f"{d} H={r['horizon_days']} {r['cutoff']}" for d, r in rows
+                  if r["churn"]["production"] < max(r["churn"]["bgnbd"], r["churn"]["recency"]) - 5e-4]
+    return [f"Value: production at least as good as both naive baselines in {len(rows) - len(value_miss)} of "
+            f"{len(rows)} cells; below them in: {', '.join(value_miss) or 'none'}.",
+            "",
+            f"Churn: production AUC at least BG/NBD's and recency's in {len(rows) - len(churn_miss)} of "
+            f"{len(rows)} cells; below in: {', '.join(churn_miss) or 'none'}."]
 
 
 def main(which: list[str], select: bool = False) -> None:
