@@ -5,11 +5,17 @@ the cutoff (customers with a purchase before it): production (LightGBM Tweedie o
 BG/NBD + Gamma-Gamma fallback when the history is too short), last-period spend, the historical rate and
 BG/NBD + Gamma-Gamma. Churn: AUC of production, BG/NBD P(no purchase in H) and recency.
 
+Where the history is too short for stacked windows of H, production is the candidate chosen by the service
+on a validation window before the cutoff (:mod:`training.customer_selection`: LightGBM on shorter label
+windows scaled to H, BG/NBD + Gamma-Gamma, last-period spend or the historical rate); ``production before``
+is the same cell run on the code before that choice existed (BG/NBD + Gamma-Gamma there), read from
+``bench/value_grid_before.json`` (written by this script run on that code, then copied).
+
 ``selected``: the value model chosen on a validation window before the cutoff (the same evaluation at
 ``cutoff - H``, its labels ending at the cutoff): the model with the best validation Spearman, scored on
-the test window (with ``--select``: it doubles the time); it shows what choosing on data before the cutoff
-would give, the service does not do it yet. ``short windows`` (only where production is the BG/NBD
-fallback): the stacked LightGBM models trained on a shorter label window that the history allows.
+the test window (with ``--select``: it doubles the time); needs H days more history than the cell.
+``short windows`` (only where production is still the BG/NBD fallback): the stacked LightGBM models trained
+on a shorter label window that the history allows.
 Run: ``python bench/value_grid.py [or] [sim] [--select]`` (cells already in bench/value_grid.json are kept).
 """
 
@@ -33,16 +39,20 @@ from bench.sections import or_dir  # noqa: E402
 
 WORK = ROOT / "var" / "bench"
 OUT_JSON, OUT_MD = ROOT / "bench" / "value_grid.json", ROOT / "bench" / "VALUE_GRID.md"
+BEFORE_JSON = ROOT / "bench" / "value_grid_before.json"
 VALUE = ("production", "last_period", "historical_rate", "bgnbd_gg")
 CHURN = ("production", "bgnbd", "recency")
 OR_END = pd.Timestamp("2011-12-09")
 SIM_START, SIM_DAYS = pd.Timestamp("2025-01-01"), 730
 CELLS: dict[str, list[tuple[int, pd.Timestamp]]] = {
-    "or": [(h, OR_END - pd.Timedelta(days=h)) for h in (90, 180, 270, 30)]
-    + [(90, pd.Timestamp("2011-06-01")), (60, OR_END - pd.Timedelta(days=60))],
-    "sim": [(h, SIM_START + pd.Timedelta(days=SIM_DAYS - h)) for h in (90, 180, 30, 270)],
+    "or": [(h, OR_END - pd.Timedelta(days=h)) for h in (180, 270, 90, 30, 60)]
+    + [(90, pd.Timestamp("2011-06-01"))],
+    "sim": [(180, SIM_START + pd.Timedelta(days=200)), (270, SIM_START + pd.Timedelta(days=250))]
+    + [(h, SIM_START + pd.Timedelta(days=SIM_DAYS - h)) for h in (90, 180, 30, 270)],
 }
-"""The most telling cells first (a run stopped early keeps them): the latest cutoff of each horizon."""
+"""The most telling cells first (a run stopped early keeps them): the horizons whose stacked windows do not
+fit (Online Retail's 180 and 270 days; the simulator's young cutoffs, 200 and 250 days after its start), then
+the latest cutoff of each horizon."""
 log = logging.getLogger("value_grid")
 
 
@@ -74,6 +84,11 @@ def _metrics(shop: Any, cutoff: pd.Timestamp, h: int) -> dict[str, Any]:
     if short is not None:
         out["value"]["short_windows"], out["churn"]["short_windows"] = short["value"], short["churn"]
         out["short_windows_horizon"] = short["horizon"]
+    sel = ev.models.selection
+    if sel:
+        out["selection"] = {c: sel[c]["chosen"] for c in ("churn", "value")}
+        out["selection"]["validation_days"] = sel.get("validation", {}).get("horizon_days")
+        out["selection"]["label_days"] = sel.get("short_window", {}).get("label_days")
     return {
         **out,
         "production_model": ev.models.components.get("value", ""),
@@ -140,20 +155,50 @@ def _f(x: float | None) -> str:
     return "-" if x is None else f"{x:.3f}"
 
 
-def markdown(grid: dict[str, list[dict[str, Any]]]) -> str:
+def _model(r: dict[str, Any]) -> str:
+    """Production's value model in a few words."""
+    sel = r.get("selection")
+    if sel:
+        v, days = sel["value"], sel["validation_days"]
+        on = f" (validated on {days} days)" if days else " (no validation window)"
+        if v == "short_window":
+            return f"chosen: LightGBM on {sel['label_days']}-day windows{on}"
+        return f"chosen: {v}{on}" if v != "bgnbd" else f"BG/NBD fallback{on}"
+    return "BG/NBD fallback" if "fallback" in r["production_model"] else "LightGBM stacked"
+
+
+def _before(data: str, r: dict[str, Any], before: dict[str, list[dict[str, Any]]]) -> dict[str, Any] | None:
+    return next((b for b in before.get(data, []) if (b["horizon_days"], b["cutoff"]) == (r["horizon_days"],
+                                                                                     r["cutoff"])), None)
+
+
+def _beats(v: dict[str, dict[str, float]]) -> str:
+    """Does production rank at least as well as both naive baselines, on Spearman and on Gini?"""
+    p = v["production"]
+    naive = {k: max(v["last_period"][k], v["historical_rate"][k]) for k in ("spearman", "gini")}
+    miss = [k for k in naive if p[k] < naive[k] - 5e-4]
+    return "yes" if not miss else "**no** (" + ", ".join(miss) + ")"
+
+
+def markdown(grid: dict[str, list[dict[str, Any]]], before: dict[str, list[dict[str, Any]]] | None = None
+             ) -> str:
+    before = before or {}
     lines = [
         "# Value and churn grid",
         "",
         "Written by `bench/value_grid.py` (see its docstring). Value: Spearman / "
         "normalised Gini against the spend in the H days after the cutoff; churn: AUC. **Bold**: the "
-        "best of the row. `selected`: the value model with the best Spearman on a validation window "
-        "ending at the cutoff, scored on the test window. Timings are not reported (shared machine).",
+        "best of the row. `production before`: the same cell on the code before the short-history choice "
+        "(BG/NBD + Gamma-Gamma where stacked windows do not fit). `beats naive`: production at least as good "
+        "as both last-period spend and the historical rate (to 0.0005). `selected`: the value model with the "
+        "best Spearman on a validation window of H days ending at the cutoff, scored on the test window. "
+        "Timings are not reported (shared machine).",
         "",
     ]
     head = (
-        "| data | H | cutoff | production model | zero spend | "
+        "| data | H | cutoff | production model | zero spend | production before | "
         + " | ".join(VALUE)
-        + " | selected | churn "
+        + " | beats naive | selected | churn before | churn "
         + " | churn ".join(CHURN)
         + " | short windows: value / churn |"
     )
@@ -169,6 +214,11 @@ def markdown(grid: dict[str, list[dict[str, Any]]]) -> str:
                 s = _f(v[m]["spearman"]) if v[m]["spearman"] < best_s else f"**{_f(v[m]['spearman'])}**"
                 g = _f(v[m]["gini"]) if v[m]["gini"] < best_g else f"**{_f(v[m]['gini'])}**"
                 cells.append(f"{s} / {g}")
+            b = _before(data, r, before)
+            same = "same (stacked fits)" if not r.get("selection") else "-"
+            b_txt = (f"{_f(b['value']['production']['spearman'])} / {_f(b['value']['production']['gini'])}"
+                     if b else same)
+            b_churn = _f(b["churn"]["production"]) if b else same
             sel = r.get("selected", {})
             sel_txt = (
                 f"{sel['model']}: {_f(sel['spearman'])} / {_f(sel['gini'])}"
@@ -180,7 +230,6 @@ def markdown(grid: dict[str, list[dict[str, Any]]]) -> str:
             churn = [
                 (_f(r["churn"][m]) if r["churn"][m] < best_c else f"**{_f(r['churn'][m])}**") for m in CHURN
             ]
-            model = "BG/NBD fallback" if "fallback" in r["production_model"] else "LightGBM stacked"
             sw = v.get("short_windows")
             sw_txt = (
                 f"H'={r['short_windows_horizon']}: {_f(sw['spearman'])} / {_f(sw['gini'])} / "
@@ -189,14 +238,30 @@ def markdown(grid: dict[str, list[dict[str, Any]]]) -> str:
                 else "-"
             )
             lines.append(
-                f"| {data} | {r['horizon_days']} | {r['cutoff']} | {model} | "
-                f"{r['zero_future_spend']:.0%} | "
+                f"| {data} | {r['horizon_days']} | {r['cutoff']} | {_model(r)} | "
+                f"{r['zero_future_spend']:.0%} | {b_txt} | "
                 + " | ".join(cells)
-                + f" | {sel_txt} | "
+                + f" | {_beats(v)} | {sel_txt} | {b_churn} | "
                 + " | ".join(churn)
                 + f" | {sw_txt} |"
             )
+    lines += ["", *_summary(grid)]
     return "\n".join(lines) + "\n"
+
+
+def _summary(grid: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """Where production value does not rank at least as well as both naive baselines, and churn as BG/NBD
+    and recency."""
+    rows = [(d, r) for d, rs in grid.items() for r in rs]
+    value_miss = [f"{d} H={r['horizon_days']} {r['cutoff']} {_beats(r['value'])[7:]}" for d, r in rows
+                  if _beats(r["value"]) != "yes"]
+    churn_miss = [f"{d} H={r['horizon_days']} {r['cutoff']}" for d, r in rows
+                  if r["churn"]["production"] < max(r["churn"]["bgnbd"], r["churn"]["recency"]) - 5e-4]
+    return [f"Value: production at least as good as both naive baselines in {len(rows) - len(value_miss)} of "
+            f"{len(rows)} cells; below them in: {', '.join(value_miss) or 'none'}.",
+            "",
+            f"Churn: production AUC at least BG/NBD's and recency's in {len(rows) - len(churn_miss)} of "
+            f"{len(rows)} cells; below in: {', '.join(churn_miss) or 'none'}."]
 
 
 def main(which: list[str], select: bool = False) -> None:
@@ -206,6 +271,7 @@ def main(which: list[str], select: bool = False) -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     grid: dict[str, list[dict[str, Any]]] = json.loads(OUT_JSON.read_text()) if OUT_JSON.exists() else {}
+    before = json.loads(BEFORE_JSON.read_text()) if BEFORE_JSON.exists() else {}
     shops: dict[str, Any] = {}
     plan = [c for row in zip_longest(*[[(d, h, t) for h, t in CELLS[d]] for d in which]) for c in row if c]
     for data, h, cutoff in plan:  # the datasets' cells interleaved: a run stopped early has some of each
@@ -217,7 +283,7 @@ def main(which: list[str], select: bool = False) -> None:
         grid.setdefault(data, []).append(cell(shops[data], h, cutoff, select))
         grid[data].sort(key=lambda r: (r["horizon_days"], r["cutoff"]))
         OUT_JSON.write_text(json.dumps(grid, indent=1))
-        OUT_MD.write_text(markdown(grid))
+        OUT_MD.write_text(markdown(grid, before))
 
 
 if __name__ == "__main__":

@@ -21,8 +21,7 @@ from typing import Any
 import pandas as pd
 
 from features.exceptions import PersonaliseError
-from models.bgnbd import BGNBDCustomerModel
-from models.customer import ChurnModel, ValueModel
+from models.customer_scorers import CustomerScorer
 from models.offers import OfferCatalogue, OfferPolicy
 from models.recsys import RecommendationEngine
 
@@ -46,8 +45,8 @@ class BundleFormatError(PersonaliseError):
 @dataclass
 class ServingBundle:
     engine: RecommendationEngine
-    churn: ChurnModel | BGNBDCustomerModel
-    value: ValueModel | BGNBDCustomerModel
+    churn: CustomerScorer
+    value: CustomerScorer
     policy: OfferPolicy | None
     catalogue: OfferCatalogue | None
     features: pd.DataFrame  # customer features as of ``as_of``

@@ -44,7 +44,9 @@ def lookup(engine: RecommendationEngine, customer_id: str, k: int = 10, rules: B
         return None
     row = engine.data.users.row(customer_id)
     items = cached_items(engine, row, k, rules or _DEFAULT) if row >= 0 else None
-    return Recommendation(customer_id, "model", items) if items is not None else None
+    # no candidate left (a one-product shop's customer who returned it): the computation answers it, with
+    # the fallback it marks as such
+    return Recommendation(customer_id, "model", items) if items else None
 
 
 def cached_items(engine: RecommendationEngine, row: int, k: int, rules: BusinessRules

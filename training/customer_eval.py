@@ -10,11 +10,11 @@ import numpy as np
 import pandas as pd
 
 from features import schema
-from features.customer import customer_features, order_lines, unify_categories
+from features.customer import customer_features, unify_categories
 from features.customer_labels import future_labels, training_cutoffs
 from features.exceptions import ModelFitError
 from features.io import Shop
-from models.bgnbd import BetaGeoModel, BGNBDCustomerModel, GammaGammaModel, rfm_summary
+from models.bgnbd import BetaGeoModel, GammaGammaModel, rfm_summary
 from models.customer import (
     ChurnModel,
     CustomerModelConfig,
@@ -23,22 +23,27 @@ from models.customer import (
     last_period_baseline,
     recency_baseline,
 )
+from models.customer_scorers import CustomerScorer
 from models.metrics import classification_report, decile_lift, regression_report, reliability
 from training import frames
+from training.bgnbd_fit import fit_bgnbd, order_values
+from training.customer_selection import fit_short_history
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class CustomerModels:
-    churn: ChurnModel | BGNBDCustomerModel
-    value: ValueModel | BGNBDCustomerModel
+    churn: CustomerScorer
+    value: CustomerScorer
     bgnbd: BetaGeoModel | None = None
     gg: GammaGammaModel | None = None
     config: CustomerModelConfig = field(default_factory=CustomerModelConfig)
     cutoff: pd.Timestamp | None = None
     components: dict[str, str] = field(default_factory=dict)
     """Which model churn and value use, and why."""
+    selection: dict[str, Any] = field(default_factory=dict)
+    """When the stacked windows do not fit: the candidates' validation metrics and the choice (else empty)."""
 
 
 @dataclass
@@ -49,25 +54,9 @@ class CustomerEvaluation:
     scores: pd.DataFrame  # per customer at the evaluation cutoff: labels and every model's score
 
 
-def _order_values(shop: Shop, cutoff: pd.Timestamp) -> pd.DataFrame:
-    lines = order_lines(shop, cutoff)
-    g = lines.groupby([schema.CUSTOMER_ID, schema.ORDER_ID], sort=False)
-    return g.agg(**{schema.TS: (schema.TS, "min"), "value": ("net", "sum")}).reset_index()
-
-
-def fit_bgnbd(shop: Shop, cutoff: pd.Timestamp) -> tuple[BetaGeoModel, GammaGammaModel | None]:
-    rfm = rfm_summary(_order_values(shop, cutoff), cutoff)
-    bg = BetaGeoModel(penalizer=0.001).fit(rfm["x"], rfm["t_x"], rfm["T"])
-    try:
-        gg: GammaGammaModel | None = GammaGammaModel(penalizer=0.001).fit(rfm["x"], rfm["monetary"])
-    except ModelFitError:
-        gg = None
-    return bg, gg
-
-
 def bgnbd_scores(bg: BetaGeoModel, gg: GammaGammaModel | None, shop: Shop, cutoff: pd.Timestamp,
                  index: pd.Index, horizon_days: int) -> pd.DataFrame:
-    rfm = rfm_summary(_order_values(shop, cutoff), cutoff).reindex(index)
+    rfm = rfm_summary(order_values(shop, cutoff), cutoff).reindex(index)
     rfm = rfm.fillna({"x": 0.0, "t_x": 0.0, "T": 0.0, "monetary": 0.0})
     p_alive = bg.p_alive(rfm["x"], rfm["t_x"], rfm["T"])
     n = bg.expected_purchases(horizon_days / 7.0, rfm["x"], rfm["t_x"], rfm["T"])
@@ -79,7 +68,9 @@ def bgnbd_scores(bg: BetaGeoModel, gg: GammaGammaModel | None, shop: Shop, cutof
 
 
 def fit_customer_models(shop: Shop, cutoff: pd.Timestamp, config: CustomerModelConfig) -> CustomerModels:
-    """Fit churn and value on stacked earlier cutoffs whose label windows end by ``cutoff``."""
+    """Fit churn and value on stacked earlier cutoffs whose label windows end by ``cutoff``; when none fits,
+    the model chosen on a validation window before ``cutoff`` among LightGBM on shorter label windows, BG/NBD
+    (+ Gamma-Gamma) and the naive value baselines (:func:`training.customer_selection.fit_short_history`)."""
     H = config.horizon_days
     cutoffs = training_cutoffs(shop, cutoff, H, config.n_cutoffs, config.cutoff_step_days)
     bg, gg = fit_bgnbd(shop, cutoff)
@@ -88,12 +79,9 @@ def fit_customer_models(shop: Shop, cutoff: pd.Timestamp, config: CustomerModelC
         days = (pd.Timestamp(cutoff) - first).days
         why = (f"{days} days of history before {cutoff.date()} < the {H} + 60 days the stacked model needs "
                f"for a {H}-day horizon")
-        log.warning("customer models: BG/NBD fallback, %s", why)
-        return CustomerModels(churn=BGNBDCustomerModel(bg, gg, H, "churn", why),
-                              value=BGNBDCustomerModel(bg, gg, H, "value", why), bgnbd=bg, gg=gg,
-                              config=config, cutoff=cutoff,
-                              components={"churn": f"BG/NBD fallback (P(no purchase in {H} days)), {why}",
-                                          "value": f"BG/NBD + Gamma-Gamma fallback, {why}"})
+        short = fit_short_history(shop, cutoff, config, bg, gg, why)
+        return CustomerModels(churn=short.churn, value=short.value, bgnbd=bg, gg=gg, config=config,
+                              cutoff=cutoff, components=short.components, selection=short.selection)
     log.info("customer models: training cutoffs %s", [str(c.date()) for c in cutoffs])
     X, y = frames.stacked(shop, cutoffs, H)
     churn = ChurnModel(config).fit(X, y["churn"])
@@ -169,6 +157,8 @@ def evaluate_customer_models(shop: Shop, cutoff: pd.Timestamp, config: CustomerM
     })
     target = y["future_net"].clip(lower=0).to_numpy()
     report = _report(scores, target)
+    if models.selection:
+        report["selection"] = models.selection
     if ceiling and isinstance(models.churn, ChurnModel):
         cutoffs = training_cutoffs(shop, cutoff, H, config.n_cutoffs, config.cutoff_step_days)
         Xtr, ytr = frames.stacked(shop, cutoffs, H)

@@ -159,6 +159,12 @@ def _log_components(ev: EvaluationResult, bundle: ServingBundle) -> None:
         ev.report["components"].setdefault(c, f"not evaluated: {why}")
     mlflow.set_tags({f"model.{c}": why[:5000] for c, why in ev.report["components"].items()})
     mlflow.log_dict(ev.report["components"], "evaluation/components.json")
+    # churn/value chosen on a validation window (a history too short for stacked windows): which candidate
+    for when, sel in (("evaluated", ev.report.get("selection", {})),
+                      ("served", bundle.meta.get("selection", {}))):
+        mlflow.log_params({f"selection.{c}.{when}": sel[c]["chosen"] for c in ("churn", "value") if c in sel})
+    if bundle.meta.get("selection"):
+        mlflow.log_dict(bundle.meta["selection"], "evaluation/served_selection.json")
     for c, why in ev.report["components"].items():
         log.info("%s: %s", c, why)
 

@@ -103,4 +103,4 @@ def _refit(shop: Shop, end: pd.Timestamp, config: TrainConfig, evaluation: Evalu
     return ServingBundle(engine=engine, churn=cm.churn, value=cm.value, policy=policy,
                          catalogue=catalogue, features=X, scores=scores, triggers=trig, as_of=end,
                          meta={"fingerprint": shop.fingerprint, "params": params,
-                               "components": cm.components})
+                               "components": cm.components, "selection": cm.selection})

@@ -357,7 +357,7 @@ def old_detect_triggers(lines: pd.DataFrame, since: pd.Timestamp, until: pd.Time
 
 
 def old_order_values(shop: Shop, cutoff: pd.Timestamp) -> pd.DataFrame:
-    """training.customer_eval._order_values as it was."""
+    """training.bgnbd_fit.order_values as it was."""
     lines = old_order_lines(shop, cutoff)
     return (
         lines.groupby(["customer_id", "order_id"], sort=False)

@@ -7,7 +7,9 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
+from features.interactions import IdMap, InteractionData
 from features.schema import CUSTOMER_ID, PRODUCT_ID, RANK, SCORE
 from models.recsys import (
     DEFAULT_WEIGHTS,
@@ -136,3 +138,28 @@ def test_reranked_discovery_is_served_like_the_model(small_shop) -> None:
     pid, cid = want[PRODUCT_ID].iloc[0], want[CUSTOMER_ID].iloc[0]
     after = candidate_cache.recommend(engine, cid, 8, strict, session=[(pid, "purchase")])
     assert pid not in [i[PRODUCT_ID] for i in after.items]
+
+
+def test_one_product_shop_an_empty_list_is_the_computed_fallback_in_both_paths() -> None:
+    """One product, returned by ``u0``: nothing is left to recommend to them. The lookup must not answer
+    that empty list as ``model`` while the computation marks the same case ``fallback``."""
+    n = 6
+    W = sp.csr_matrix(np.ones((n, 1)))
+    returned = sp.csr_matrix(([1.0], ([0], [0])), shape=(n, 1))
+    data = InteractionData(
+        users=IdMap([f"u{x}" for x in range(n)]), items=IdMap(["only"]), weights=W, purchases=W.copy(),
+        last_purchase_days=sp.csr_matrix(W * 8.0), returned=returned,
+        item_category=np.array(["a"], dtype=object), item_ok=np.ones(1, bool),
+        item_replenishable=np.zeros(1, bool), item_price=np.ones(1),
+        user_region=np.array(["north"] * n, dtype=object), recent_item_weight=np.ones(1), region_recent={})
+    cfg = replace(BOARD_CFG, blend_weights=(("buy_again", 1.0), ("popularity", 0.1)))
+    blend = BlendRecommender(cfg).fit(data)
+    full = RecommendationEngine(blend, TrendingRecommender(cfg).fit(data))
+    cached = RecommendationEngine(blend, full.trending).precompute(n=10)
+    computed, served = full.recommend_one("u0", 5), candidate_cache.recommend(cached, "u0", 5)
+    assert computed.source == "fallback" and computed.items == []
+    assert served == computed and candidate_cache.lookup(cached, "u0", 5) is None
+    # a customer who kept it is still answered from the candidates, by the model
+    kept = candidate_cache.lookup(cached, "u1", 5)
+    assert kept is not None and kept.source == "model" and [i[PRODUCT_ID] for i in kept.items] == ["only"]
+    assert kept == full.recommend_one("u1", 5)

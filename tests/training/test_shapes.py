@@ -85,6 +85,8 @@ SHAPES: dict[str, tuple[Callable[[Path], None], int]] = {
     "horizon_longer_than_history": (_young(200), 273),
 }
 """Shape -> (builder of its shop directory, horizon in days)."""
+SHORT_HISTORY = ("young_60_days", "young_120_days", "events_for_nine_days", "horizon_longer_than_history")
+"""Shapes whose data end lacks the history for stacked windows of the horizon."""
 
 
 def light_config(horizon: int) -> Any:
@@ -121,12 +123,22 @@ def _expected_skips(shape: str, report: dict[str, Any]) -> None:
     if shape in ("young_60_days", "horizon_longer_than_history", "events_for_nine_days"):
         assert set(skipped) == {"churn", "value"}, skipped
         assert "holdout" in skipped["churn"] and "does not fit" in skipped["churn"]
-        assert comps["churn"].startswith("BG/NBD fallback") and comps["value"].startswith("BG/NBD + Gamma")
+        for c in ("churn", "value"):  # served: chosen on a validation window before the data end, if any
+            assert "the stacked model needs" in comps[c], comps[c]
+            validated = "chosen on the validation window" in comps[c]
+            assert validated == (shape != "events_for_nine_days"), comps[c]
+        if shape == "events_for_nine_days":  # nine days: nothing to validate on, the BG/NBD fallback stays
+            assert comps["churn"].startswith("BG/NBD fallback")
+            assert comps["value"].startswith("BG/NBD + Gamma")
+        if shape == "young_60_days":  # no 7-day window fits after 60 days of warm-up: BG/NBD or a baseline
+            assert comps["churn"].startswith("BG/NBD fallback") and "short-window" not in comps["value"]
         assert report["recommend"]["all_items"]["production"]["ndcg@10"] is not None  # a shorter holdout
     elif shape == "young_120_days":  # the 90-day holdout fits, stacked windows do not: evaluated fallback
         assert not skipped
-        assert comps["churn"].startswith("BG/NBD fallback") and "< the 90 + 60 days" in comps["churn"]
-        assert comps["value"].startswith("BG/NBD + Gamma-Gamma fallback")
+        sel = report["selection"]  # 30 days before the holdout: no validation window, BG/NBD kept
+        assert sel["churn"]["chosen"] == sel["value"]["chosen"] == "bgnbd" and "validation" not in sel
+        assert "(evaluated: BG/NBD fallback" in comps["churn"] or comps["churn"].startswith("BG/NBD fallback")
+        assert "< the 90 + 60 days" in comps["churn"]
         prod, base = report["churn"]["production"]["auc"], report["churn"]["bgnbd"]["auc"]
         assert abs(prod - base) < 0.05, (prod, base)  # the fallback ranks as the BG/NBD baseline does
     elif shape == "one_customer_one_order":
@@ -166,8 +178,17 @@ def test_every_shape_trains_says_what_it_skipped_and_serves(shape: str, trained:
         if c in ("churn", "value", "recommender"):
             assert f"{c}: promoted without evaluation" in r.reason
     _expected_skips(shape, r.report)
-    tags = MlflowClient().get_run(r.run_id).data.tags
+    run = MlflowClient().get_run(r.run_id).data
+    tags = run.tags
     assert {tags[f"model.{c}"] for c in r.report["components"]} == set(r.report["components"].values())
+    if shape in SHORT_HISTORY:  # the served churn/value choice is a run parameter too
+        from training.customer_selection import CHURN_CANDIDATES, VALUE_CANDIDATES
+        assert run.params["selection.churn.served"] in CHURN_CANDIDATES
+        assert run.params["selection.value.served"] in VALUE_CANDIDATES
+        if shape == "horizon_longer_than_history":  # 200 days: a model was trained on 120-day windows
+            import mlflow
+            sel = mlflow.artifacts.load_dict(f"runs:/{r.run_id}/evaluation/served_selection.json")
+            assert sel["short_window"]["label_days"] == 120 and "short_window" in sel["validation"]["value"]
     orders = pd.read_parquet(d / "shop" / "orders.parquet")
     buyer = _buyer(orders)
     p = Personaliser(d, store_url=f"sqlite:///{tmp_path / 'live.db'}")
