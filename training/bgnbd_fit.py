@@ -5,18 +5,10 @@ from __future__ import annotations
 
 import pandas as pd
 
-from features import schema
-from features.customer import order_lines
+from features.customer import order_values
 from features.exceptions import ModelFitError
 from features.io import Shop
 from models.bgnbd import BetaGeoModel, GammaGammaModel, rfm_summary
-
-
-def order_values(shop: Shop, cutoff: pd.Timestamp) -> pd.DataFrame:
-    """One row per order before ``cutoff``: customer, time and net value."""
-    lines = order_lines(shop, cutoff)
-    g = lines.groupby([schema.CUSTOMER_ID, schema.ORDER_ID], sort=False)
-    return g.agg(**{schema.TS: (schema.TS, "min"), "value": ("net", "sum")}).reset_index()
 
 
 def fit_bgnbd(shop: Shop, cutoff: pd.Timestamp) -> tuple[BetaGeoModel, GammaGammaModel | None]:

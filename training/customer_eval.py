@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from features import schema
-from features.customer import customer_features, unify_categories
+from features.customer import customer_features, order_values, unify_categories
 from features.customer_labels import future_labels, training_cutoffs
 from features.exceptions import ModelFitError
 from features.io import Shop
@@ -26,7 +26,7 @@ from models.customer import (
 from models.customer_scorers import CustomerScorer
 from models.metrics import classification_report, decile_lift, regression_report, reliability
 from training import frames
-from training.bgnbd_fit import fit_bgnbd, order_values
+from training.bgnbd_fit import fit_bgnbd
 from training.customer_selection import fit_short_history
 
 log = logging.getLogger(__name__)
