@@ -197,12 +197,12 @@ class TifuTuning:
 
 
 def tune_tifu(data: InteractionData, baskets: Baskets, truth: dict[str, set[str]], config: RecommenderConfig,
-              k: int = 10) -> TifuTuning:
+              k: int = 10, batch: int = TRIAL_BATCH) -> TifuTuning:
     """TIFU-KNN's settings maximising NDCG@k of its own top k on ``truth`` (purchases after ``data``'s
     cutoff), under the default business rules, over :data:`TIFU_GRID` x :data:`TIFU_ALPHAS` x
     :data:`TIFU_NEIGHBOURS`. The first of equals wins. Shops too large for the exact neighbour search try
     the first setting of the grid only (each setting is a fit: about 150 s of CPU at a million customers).
-    Customers are scored :data:`TRIAL_BATCH` at a time (memory: that many x products)."""
+    Customers are scored ``batch`` at a time (memory: that many x products)."""
     users = [u for u in truth if u in data.users]
     trials: list[dict[str, Any]] = []
     fitted: list[TIFUKNNRecommender] = []
@@ -212,8 +212,8 @@ def tune_tifu(data: InteractionData, baskets: Baskets, truth: dict[str, set[str]
         m = TIFUKNNRecommender(config, TifuConfig(**g, neighbours=max(TIFU_NEIGHBOURS)))
         m.fit(data, baskets=baskets)
         fitted.append(m)
-        per_user = (np.concatenate([_tifu_trials(m, data, {u: truth[u] for u in users[a:a + TRIAL_BATCH]}, k,
-                                                 settings) for a in range(0, len(users), TRIAL_BATCH)], axis=1)
+        per_user = (np.concatenate([_tifu_trials(m, data, {u: truth[u] for u in users[a:a + batch]}, k,
+                                                 settings) for a in range(0, len(users), batch)], axis=1)
                     if users else None)
         for i, (nk, a) in enumerate(settings):
             v = float(np.mean(per_user[i])) if per_user is not None else 0.0

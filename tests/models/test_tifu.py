@@ -213,3 +213,28 @@ def test_on_a_simulated_shop_k_and_ranking_invariants_hold(small_shop) -> None:
     for _, g in recs.groupby("customer_id"):
         assert g["product_id"].is_unique and list(g["rank"]) == list(range(1, len(g) + 1))
         assert (np.diff(g["score"].to_numpy()) <= 1e-12).all()
+
+
+@pytest.mark.parametrize("search", ["exact", "approximate"])
+def test_a_narrowed_model_is_the_model_fitted_with_fewer_neighbours_and_another_alpha(small_shop, search: str
+                                                                                      ) -> None:
+    """Tuning tries fewer neighbours and other weights on one fit, and the blend then takes that fit: it
+    must be the very model a fit with those settings gives (same neighbours, same scores)."""
+    data = build_interactions(small_shop, pd.Timestamp("2025-11-15"), non_product=is_non_product)
+    baskets = build_baskets(small_shop, data)
+    extra = {"search": search, "cluster_size": 60, "embedding_dim": 16}
+    wide = TIFUKNNRecommender(RecommenderConfig(seed=3),
+                              TifuConfig(neighbours=80, alpha=0.7, **extra)).fit(data, baskets=baskets)
+    assert not wide.widened_
+    cfg = RecommenderConfig(seed=3, tifu=(("neighbours", 20), ("alpha", 0.3), *extra.items()))
+    narrow = wide.narrowed(cfg, TifuConfig(**dict(cfg.tifu or ())))
+    fresh = TIFUKNNRecommender(cfg).fit(data, baskets=baskets)
+    assert narrow is not None and narrow.neighbours_.shape[1] == 20
+    np.testing.assert_array_equal(narrow.neighbours_, fresh.neighbours_)
+    users = list(data.users.ids[:300])
+    pd.testing.assert_frame_equal(narrow.recommend(users, k=10), fresh.recommend(users, k=10), check_exact=True)
+    assert wide.neighbours_.shape[1] == 80 and wide.tifu.alpha == 0.7  # the tuning's model is unchanged
+    # not the same model: other decay settings, more neighbours than fitted, another seed
+    assert wide.narrowed(cfg, TifuConfig(neighbours=20, groups=3, **extra)) is None  # type: ignore[arg-type]
+    assert wide.narrowed(cfg, TifuConfig(neighbours=81, **extra)) is None  # type: ignore[arg-type]
+    assert wide.narrowed(RecommenderConfig(seed=4, tifu=cfg.tifu), TifuConfig(**dict(cfg.tifu or ()))) is None

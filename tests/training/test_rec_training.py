@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from features.exceptions import ModelFitError
+from features.interactions import build_interactions
 from features.schema import CUSTOMER_ID, PRODUCT_ID, RANK, SCORE
 from models.metrics import ranking_report
 from models.recsys import DEFAULT_WEIGHTS, MODELS, BlendRecommender, RecommenderConfig, build_baskets
@@ -148,3 +149,32 @@ def test_tifu_settings_are_tuned_and_the_blend_weighs_tifu_when_fitted_with_bask
     head = head[head[RANK] <= head["n"]]
     pd.testing.assert_frame_equal(head[[CUSTOMER_ID, PRODUCT_ID]].reset_index(drop=True),
                                   own[[CUSTOMER_ID, PRODUCT_ID]].reset_index(drop=True))
+
+
+def test_tifu_tuning_in_customer_batches_gives_the_trials_of_one_batch(small_shop) -> None:
+    """tune_tifu scores customers in batches (memory); the trials equal those of scoring all at once, and
+    the blend's TIFU-KNN component taken from the tuning is the one a fit with the chosen settings gives."""
+    from models.recsys import TIFUKNNRecommender, build_baskets
+    from training.blend_tuning import tune_tifu
+    cutoff = pd.Timestamp("2025-10-01")
+    data = build_interactions(small_shop, cutoff)
+    baskets = build_baskets(small_shop, data)
+    truth = purchase_truth(small_shop, cutoff, cutoff + pd.Timedelta(days=56))
+    small = tune_tifu(data, baskets, truth, CFG, batch=97)
+    one = tune_tifu(data, baskets, truth, CFG, batch=10**9)
+    assert len(small.trials) == 27 and small.trials == one.trials and small.params == one.params
+    cfg = replace(CFG, tifu=tuple(small.params.items()))
+    comp = small.component(cfg)
+    fresh = TIFUKNNRecommender(cfg).fit(data, baskets=baskets)
+    assert comp is not None
+    np.testing.assert_array_equal(comp.neighbours_, fresh.neighbours_)
+    users = list(data.users.ids[:200])
+    pd.testing.assert_frame_equal(comp.recommend(users, k=10), fresh.recommend(users, k=10), check_exact=True)
+
+
+def test_components_do_not_depend_on_tifu_settings_except_tifu_itself(data) -> None:
+    """The evaluation's baselines are fitted before TIFU-KNN's settings are tuned; the production blend (with
+    the tuned settings) takes them all the same: only TIFU-KNN reads its settings."""
+    fitted = {n: MODELS[n](CFG).fit(data) for n in ("als", "item_knn", "ease")}
+    tuned = replace(CFG, tifu=(("alpha", 0.3), ("neighbours", 50)))
+    assert set(reusable_components(fitted, data, tuned)) == {"als", "item_knn", "ease"}
