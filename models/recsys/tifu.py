@@ -140,10 +140,17 @@ def _top_k(S: np.ndarray, k: int, cols: np.ndarray) -> np.ndarray:
     the similarity is not positive (a customer with nothing in common is no neighbour)."""
     part = np.argpartition(-S, k - 1, axis=1)[:, :k]
     kth = np.take_along_axis(S, part, axis=1).min(axis=1, keepdims=True)
-    over, tied = S > kth, S == kth
-    if (over.sum(axis=1) + tied.sum(axis=1) > k).any():  # ties at the k-th: the first columns (as a larger k)
-        keep = over | (tied & (np.cumsum(tied, axis=1) <= k - over.sum(axis=1, keepdims=True)))
-        part = np.nonzero(keep)[1].reshape(len(S), k)
+    # ties at a positive k-th: the first columns (as a larger k). Rows whose k-th is not positive need no
+    # choice: every positive similarity is above it, and the tied ones all become -1 below
+    pos = np.flatnonzero(kth[:, 0] > 0)
+    if len(pos):
+        Sp, kp = S[pos], kth[pos]
+        over, tied = Sp > kp, Sp == kp
+        n_over = over.sum(axis=1, keepdims=True)
+        fix = np.flatnonzero(n_over[:, 0] + tied.sum(axis=1) > k)
+        if len(fix):
+            keep = over[fix] | (tied[fix] & (np.cumsum(tied[fix], axis=1) <= k - n_over[fix]))
+            part[pos[fix]] = np.nonzero(keep)[1].reshape(len(fix), k)
     ps = np.take_along_axis(S, part, axis=1)
     order = np.lexsort((part, -ps), axis=1)
     best = np.take_along_axis(part, order, axis=1)

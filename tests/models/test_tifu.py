@@ -238,3 +238,19 @@ def test_a_narrowed_model_is_the_model_fitted_with_fewer_neighbours_and_another_
     assert wide.narrowed(cfg, TifuConfig(neighbours=20, groups=3, **extra)) is None  # type: ignore[arg-type]
     assert wide.narrowed(cfg, TifuConfig(neighbours=81, **extra)) is None  # type: ignore[arg-type]
     assert wide.narrowed(RecommenderConfig(seed=4, tifu=cfg.tifu), TifuConfig(**dict(cfg.tifu or ()))) is None
+
+
+def test_top_k_neighbours_follow_the_reference_order_with_many_ties() -> None:
+    """``_top_k``: the k highest similarities, best first, ties by column position, -1 where not positive
+    (checked against a plain sort on tie-heavy matrices: rows with a positive k-th, zero k-th, -inf)."""
+    from models.recsys.tifu import _top_k
+    rng = np.random.default_rng(0)
+    for t in range(200):
+        n, m = int(rng.integers(1, 30)), int(rng.integers(2, 50))
+        S = (rng.integers(0, 4, (n, m)) / 3 if t % 2 else rng.random((n, m)) * (rng.random((n, m)) < 0.3))
+        S = S.astype(np.float32)
+        S[rng.random((n, m)) < 0.05] = -np.inf
+        k, cols = int(rng.integers(1, m)), rng.permutation(1000)[:m]
+        order = np.lexsort((np.broadcast_to(np.arange(m), S.shape), -S), axis=1)[:, :k]
+        want = np.where(np.take_along_axis(S, order, axis=1) > 0, cols[order], -1)
+        np.testing.assert_array_equal(_top_k(S, k, cols), want)
