@@ -178,3 +178,25 @@ def test_components_do_not_depend_on_tifu_settings_except_tifu_itself(data) -> N
     fitted = {n: MODELS[n](CFG).fit(data) for n in ("als", "item_knn", "ease")}
     tuned = replace(CFG, tifu=(("alpha", 0.3), ("neighbours", 50)))
     assert set(reusable_components(fitted, data, tuned)) == {"als", "item_knn", "ease"}
+
+
+def test_blend_lists_are_the_blends_own_recommendations(data, truth) -> None:
+    """The evaluation computes a blend's all-items and discovery lists from one pass of component scores
+    (blend_lists); they are the lists recommend() gives, re-ranker included."""
+    from models.recsys import DISCOVERY_RULES, Reranker
+    from models.recsys.rerank import RerankConfig
+    from training.rec_eval import blend_lists
+    from training.rerank_training import rerank_rows
+    cfg = replace(CFG, blend_weights=(("buy_again", 1.0), ("item_knn", 0.5), ("als", 0.5), ("popularity", 0.1)),
+                  discovery_weights=(("item_knn", 1.0), ("ease", 1.0), ("popularity", 0.1)))
+    m = BlendRecommender(cfg).fit(data)
+    new = new_items_truth(data, truth)
+    X, y, g, _ = rerank_rows(m, new)
+    m.attach_reranker(Reranker(RerankConfig(min_customers=5, trees=10)).fit(X, y, g))
+    users = [u for u in truth if u in data.users]
+    some = set(list(new)[::2])
+    got_all, got_new = blend_lists(m, users, some, k=10, batch=37)
+    pd.testing.assert_frame_equal(got_all, m.recommend(users, k=10), check_exact=True)
+    want_new = m.recommend([u for u in users if u in some], k=10, rules=DISCOVERY_RULES)
+    pd.testing.assert_frame_equal(got_new, want_new, check_exact=True)
+    assert len(got_new) and set(got_new[CUSTOMER_ID]) <= some
