@@ -178,8 +178,8 @@ class _LGBMBase:
         self.columns_ = _feature_columns(X)
         self.categories_ = {c: sorted(X[c].dropna().astype(str).unique().tolist()) for c in self.columns_
                             if c in self.categorical or _is_categorical(X[c])}
-        return lgb.Dataset(self._prepare(X), label=self._target(y), categorical_feature=list(self.categories_),
-                           free_raw_data=True)
+        return lgb.Dataset(self._prepare(X), label=self._target(y),
+                           categorical_feature=list(self.categories_), free_raw_data=True)
 
     def _train(self, data: lgb.Dataset) -> None:
         self.booster_ = lgb.train(self._params(), data, num_boost_round=self.config.n_estimators)

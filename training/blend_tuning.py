@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from features.interactions import InteractionConfig, InteractionData, build_interactions
 from features.io import Shop
@@ -230,10 +231,11 @@ def _tifu_trials(m: TIFUKNNRecommender, data: InteractionData, truth: dict[str, 
     """Per-customer NDCG@k (settings x customers of ``truth``) of ``m`` with each (neighbours, alpha)."""
     judge = _Judge(data, truth, k, BusinessRules())
     out = np.zeros((len(settings), len(judge.users)))
-    own = nbr = None
+    parts: dict[int, tuple[sp.csr_matrix, sp.csr_matrix]] = {}
     for i, (nk, a) in enumerate(settings):
-        if i == 0 or nk != settings[i - 1][0]:
-            own, nbr = m.parts(judge.ctx, nk)
+        if nk not in parts:
+            parts = {nk: m.parts(judge.ctx, nk)}  # one neighbour count's parts at a time
+        own, nbr = parts[nk]
         s = (a * own + (1 - a) * nbr).toarray()
         out[i] = judge.per_customer(np.where(s > 0, s, NEG))
     return out

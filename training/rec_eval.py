@@ -164,7 +164,8 @@ def evaluate_recommenders(shop: Shop, cutoff: pd.Timestamp, config: RecommenderC
             recs, recs_new = blend_lists(m, users, set(truth_new), k)
         else:
             recs = m.recommend(users, k=k)
-            recs_new = m.recommend(list(truth_new), k=k, rules=DISCOVERY_RULES) if name != "buy_again" else None
+            recs_new = (m.recommend(list(truth_new), k=k, rules=DISCOVERY_RULES) if name != "buy_again"
+                        else None)
         report["all_items"][name] = ranking_report(recs, truth_all, k)
         report["coverage"][name] = float(recs[PRODUCT_ID].nunique() / max(int(data.item_ok.sum()), 1))
         if recs_new is not None:

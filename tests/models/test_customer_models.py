@@ -179,7 +179,8 @@ def test_churn_and_value_fitted_on_one_binned_set_are_the_models_fitted_apart() 
     from models.customer import ChurnModel, CustomerModelConfig, ValueModel, fit_churn_and_value
     rng = np.random.default_rng(3)
     n = 3000
-    X = pd.DataFrame({"recency_days": rng.integers(0, 300, n).astype(float), "n_orders": rng.integers(1, 9, n),
+    X = pd.DataFrame({"recency_days": rng.integers(0, 300, n).astype(float),
+                      "n_orders": rng.integers(1, 9, n),
                       "net_revenue": rng.gamma(2.0, 50.0, n), "region": rng.choice(["n", "s", "e"], n)})
     churn = (rng.random(n) < 1 / (1 + np.exp(-(X["recency_days"] - 150) / 50))).astype(int)
     value = np.where(churn == 1, 0.0, rng.gamma(2.0, 30.0, n)) - (rng.random(n) < 0.05) * 20  # some < 0

@@ -232,7 +232,8 @@ def test_a_narrowed_model_is_the_model_fitted_with_fewer_neighbours_and_another_
     assert narrow is not None and narrow.neighbours_.shape[1] == 20
     np.testing.assert_array_equal(narrow.neighbours_, fresh.neighbours_)
     users = list(data.users.ids[:300])
-    pd.testing.assert_frame_equal(narrow.recommend(users, k=10), fresh.recommend(users, k=10), check_exact=True)
+    pd.testing.assert_frame_equal(narrow.recommend(users, k=10), fresh.recommend(users, k=10),
+                                  check_exact=True)
     assert wide.neighbours_.shape[1] == 80 and wide.tifu.alpha == 0.7  # the tuning's model is unchanged
     # not the same model: other decay settings, more neighbours than fitted, another seed
     assert wide.narrowed(cfg, TifuConfig(neighbours=20, groups=3, **extra)) is None  # type: ignore[arg-type]

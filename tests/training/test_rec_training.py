@@ -187,7 +187,8 @@ def test_blend_lists_are_the_blends_own_recommendations(data, truth) -> None:
     from models.recsys.rerank import RerankConfig
     from training.rec_eval import blend_lists
     from training.rerank_training import rerank_rows
-    cfg = replace(CFG, blend_weights=(("buy_again", 1.0), ("item_knn", 0.5), ("als", 0.5), ("popularity", 0.1)),
+    cfg = replace(CFG, blend_weights=(("buy_again", 1.0), ("item_knn", 0.5), ("als", 0.5),
+                                      ("popularity", 0.1)),
                   discovery_weights=(("item_knn", 1.0), ("ease", 1.0), ("popularity", 0.1)))
     m = BlendRecommender(cfg).fit(data)
     new = new_items_truth(data, truth)
