@@ -255,3 +255,14 @@ def test_top_k_neighbours_follow_the_reference_order_with_many_ties() -> None:
         order = np.lexsort((np.broadcast_to(np.arange(m), S.shape), -S), axis=1)[:, :k]
         want = np.where(np.take_along_axis(S, order, axis=1) > 0, cols[order], -1)
         np.testing.assert_array_equal(_top_k(S, k, cols), want)
+
+
+def test_neighbour_searches_do_not_depend_on_how_many_rows_are_compared_at_once() -> None:
+    """The searches compare customers in batches sized by a memory budget: any budget, the same neighbours."""
+    from models.recsys.tifu import approximate_neighbours
+    b = random_baskets(n_users=600, n_items=40)
+    cfg = TifuConfig(embedding_dim=39, cluster_size=100, probe=3)
+    Un, ok = _normalised(customer_vectors(b, 600, cfg))
+    np.testing.assert_array_equal(exact_neighbours(Un, ok, 10, budget=3_000), exact_neighbours(Un, ok, 10))
+    np.testing.assert_array_equal(approximate_neighbours(Un, ok, 10, cfg, seed=1, budget=5_000),
+                                  approximate_neighbours(Un, ok, 10, cfg, seed=1))
