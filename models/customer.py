@@ -179,6 +179,16 @@ class _LGBMBase:
         return p
 
     def fit(self, X: pd.DataFrame, y: pd.Series) -> Self:
+        self._train(self.dataset(X, y))
+        return self
+
+    def _target(self, y: Any) -> np.ndarray:
+        return np.asarray(y, float)
+
+    def dataset(self, X: pd.DataFrame, y: Any) -> lgb.Dataset:
+        """Check the rows, learn the columns and categories of ``X`` and bin them for LightGBM (with this
+        model's target of ``y``). The binned rows do not depend on the objective: :func:`fit_churn_and_value`
+        bins once for both models."""
         if len(X) == 0:
             raise ModelFitError(f"{type(self).__name__}: no training rows")
         if not np.isfinite(np.asarray(y, float)).all():
@@ -186,10 +196,11 @@ class _LGBMBase:
         self.columns_ = _feature_columns(X)
         self.categories_ = {c: sorted(X[c].dropna().astype(str).unique().tolist()) for c in self.columns_
                             if c in self.categorical or _is_categorical(X[c])}
-        data = lgb.Dataset(self._prepare(X), label=np.asarray(y, float),
+        return lgb.Dataset(self._prepare(X), label=self._target(y),
                            categorical_feature=list(self.categories_), free_raw_data=True)
+
+    def _train(self, data: lgb.Dataset) -> None:
         self.booster_ = lgb.train(self._params(), data, num_boost_round=self.config.n_estimators)
-        return self
 
     def predict_matrix(self, M: np.ndarray) -> np.ndarray:
         """Scores (probabilities for churn, expected value for value) of the rows of a
@@ -261,9 +272,24 @@ class ValueModel(_LGBMBase):
 
     objective = "tweedie"
 
-    def fit(self, X: pd.DataFrame, y: pd.Series) -> Self:
-        super().fit(X, np.clip(np.asarray(y, float), 0, None))
-        return self
+    def _target(self, y: Any) -> np.ndarray:
+        return np.clip(np.asarray(y, float), 0, None)
+
+
+def fit_churn_and_value(config: CustomerModelConfig, X: pd.DataFrame, churn: Any, value: Any
+                        ) -> tuple[ChurnModel, ValueModel]:
+    """``ChurnModel(config).fit(X, churn)`` and ``ValueModel(config).fit(X, value)``, with the rows prepared
+    and binned once for both (the same models: only the label and the objective differ; on a few hundred
+    thousand stacked rows the preparing and binning is seconds)."""
+    c, v = ChurnModel(config), ValueModel(config)
+    data = c.dataset(X, churn)
+    if not np.isfinite(np.asarray(value, float)).all():
+        raise ModelFitError("ValueModel: the target has NaN or infinite values")
+    c._train(data)
+    v.columns_, v.categories_ = list(c.columns_), dict(c.categories_)
+    data.set_label(v._target(value))
+    v._train(data)
+    return c, v
 
 
 def recency_baseline(X: pd.DataFrame) -> pd.Series:

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from features.interactions import InteractionConfig, InteractionData, build_interactions
 from features.io import Shop
@@ -175,38 +176,69 @@ first, fewer are a prefix)."""
 
 @dataclass(frozen=True)
 class TifuTuning:
-    """The chosen TIFU-KNN settings (:class:`~models.recsys.TifuConfig` fields) and every trial."""
+    """The chosen TIFU-KNN settings (:class:`~models.recsys.TifuConfig` fields) and every trial;
+    ``fitted``: the model fitted with the chosen decay settings (more neighbours), see :meth:`component`."""
 
     params: dict[str, Any]
     trials: list[dict[str, Any]]
     k: int
+    fitted: TIFUKNNRecommender | None = field(default=None, repr=False, compare=False)
 
     @property
     def best(self) -> float:
         return max(t[f"ndcg@{self.k}"] for t in self.trials)
 
+    def component(self, config: RecommenderConfig) -> TIFUKNNRecommender | None:
+        """The tuning's model as the ``tifu`` component of a blend with ``config`` (which carries the chosen
+        settings) fitted on the same data: the same model a fit would give, without fitting it again. None
+        when it is not (see :meth:`TIFUKNNRecommender.narrowed`)."""
+        if self.fitted is None or config.tifu is None:
+            return None
+        return self.fitted.narrowed(config, TifuConfig(**dict(config.tifu)))
+
 
 def tune_tifu(data: InteractionData, baskets: Baskets, truth: dict[str, set[str]], config: RecommenderConfig,
-              k: int = 10) -> TifuTuning:
+              k: int = 10, batch: int = TRIAL_BATCH) -> TifuTuning:
     """TIFU-KNN's settings maximising NDCG@k of its own top k on ``truth`` (purchases after ``data``'s
     cutoff), under the default business rules, over :data:`TIFU_GRID` x :data:`TIFU_ALPHAS` x
     :data:`TIFU_NEIGHBOURS`. The first of equals wins. Shops too large for the exact neighbour search try
-    the first setting of the grid only (each setting is a fit: about 150 s of CPU at a million customers)."""
-    judge = _Judge(data, truth, k, BusinessRules())
+    the first setting of the grid only (each setting is a fit: about 150 s of CPU at a million customers).
+    Customers are scored ``batch`` at a time (memory: that many x products)."""
+    users = [u for u in truth if u in data.users]
     trials: list[dict[str, Any]] = []
+    fitted: list[TIFUKNNRecommender] = []
     large = len(np.unique(baskets.user)) > TifuConfig().exact_max_customers
+    settings = [(nk, a) for nk in TIFU_NEIGHBOURS for a in TIFU_ALPHAS]
     for g in TIFU_GRID[:1] if large else TIFU_GRID:
         m = TIFUKNNRecommender(config, TifuConfig(**g, neighbours=max(TIFU_NEIGHBOURS)))
         m.fit(data, baskets=baskets)
-        for nk in TIFU_NEIGHBOURS:
-            own, nbr = m.parts(judge.ctx, nk)
-            for a in TIFU_ALPHAS:
-                s = (a * own + (1 - a) * nbr).toarray()
-                trials.append({"params": {**g, "alpha": a, "neighbours": nk},
-                               f"ndcg@{k}": judge(np.where(s > 0, s, NEG))})
+        fitted.append(m)
+        per_user = (np.concatenate([_tifu_trials(m, data, {u: truth[u] for u in users[a:a + batch]}, k,
+                                                 settings) for a in range(0, len(users), batch)], axis=1)
+                    if users else None)
+        for i, (nk, a) in enumerate(settings):
+            v = float(np.mean(per_user[i])) if per_user is not None else 0.0
+            trials.append({"params": {**g, "alpha": a, "neighbours": nk}, f"ndcg@{k}": v})
     best = max(trials, key=lambda t: t[f"ndcg@{k}"])
     log.info("tifu settings %s (validation ndcg@%d %.4f)", best["params"], k, best[f"ndcg@{k}"])
-    return TifuTuning(dict(best["params"]), trials, k)
+    chosen = next(m for m, g in zip(fitted, TIFU_GRID, strict=False)
+                  if all(best["params"][n] == v for n, v in g.items()))
+    return TifuTuning(dict(best["params"]), trials, k, chosen)
+
+
+def _tifu_trials(m: TIFUKNNRecommender, data: InteractionData, truth: dict[str, set[str]], k: int,
+                 settings: list[tuple[int, float]]) -> np.ndarray:
+    """Per-customer NDCG@k (settings x customers of ``truth``) of ``m`` with each (neighbours, alpha)."""
+    judge = _Judge(data, truth, k, BusinessRules())
+    out = np.zeros((len(settings), len(judge.users)))
+    parts: dict[int, tuple[sp.csr_matrix, sp.csr_matrix]] = {}
+    for i, (nk, a) in enumerate(settings):
+        if nk not in parts:
+            parts = {nk: m.parts(judge.ctx, nk)}  # one neighbour count's parts at a time
+        own, nbr = parts[nk]
+        s = (a * own + (1 - a) * nbr).toarray()
+        out[i] = judge.per_customer(np.where(s > 0, s, NEG))
+    return out
 
 
 def blend_baskets(shop: Shop, data: InteractionData, config: RecommenderConfig) -> Baskets | None:
@@ -250,9 +282,13 @@ def tune_blend(shop: Shop, cutoff: pd.Timestamp, config: RecommenderConfig,
         notes.append(why)
         return replace(config, blend_weights=DEFAULT_WEIGHTS), None
     baskets = blend_baskets(shop, d_in, config)
+    reuse: dict[str, Recommender] = {}
     if baskets is not None and config.tifu is None:
-        config = replace(config, tifu=tuple(tune_tifu(d_in, baskets, truth, config).params.items()))
-    tuned = BlendRecommender(config).fit(d_in, baskets=baskets)
+        tifu = tune_tifu(d_in, baskets, truth, config)
+        config = replace(config, tifu=tuple(tifu.params.items()))
+        if (same := tifu.component(config)) is not None:  # the tuning's fit, not a second one
+            reuse["tifu"] = same
+    tuned = BlendRecommender(config).fit(d_in, components=reuse, baskets=baskets)
     main = tune_weights(tuned, truth)
     # discovery: products new to each customer, bought in the tuning weeks
     new_truth = new_items_truth(d_in, truth)
@@ -274,6 +310,5 @@ def reusable_components(fitted: Mapping[str, Recommender], data: InteractionData
                         ) -> dict[str, Recommender]:
     """The models of ``fitted`` a blend with ``config`` can take as its components (see
     :meth:`BlendRecommender.fit`): blend components fitted on this same ``data`` with the same settings."""
-    want = component_settings(config)
-    return {n: m for n, m in fitted.items()
-            if n in COMPONENTS and m.data is data and component_settings(m.config) == want}
+    return {n: m for n, m in fitted.items() if n in COMPONENTS and m.data is data
+            and component_settings(m.config, n) == component_settings(config, n)}

@@ -19,6 +19,7 @@ from models.customer import (
     ChurnModel,
     CustomerModelConfig,
     ValueModel,
+    fit_churn_and_value,
     historical_rate_baseline,
     last_period_baseline,
     recency_baseline,
@@ -84,8 +85,7 @@ def fit_customer_models(shop: Shop, cutoff: pd.Timestamp, config: CustomerModelC
                               cutoff=cutoff, components=short.components, selection=short.selection)
     log.info("customer models: training cutoffs %s", [str(c.date()) for c in cutoffs])
     X, y = frames.stacked(shop, cutoffs, H)
-    churn = ChurnModel(config).fit(X, y["churn"])
-    value = ValueModel(config).fit(X, y["future_net"])
+    churn, value = fit_churn_and_value(config, X, y["churn"], y["future_net"])
     return CustomerModels(churn=churn, value=value, bgnbd=bg, gg=gg, config=config, cutoff=cutoff,
                           components={"churn": f"LightGBM on {len(cutoffs)} stacked windows",
                                       "value": f"LightGBM (Tweedie) on {len(cutoffs)} stacked windows"})

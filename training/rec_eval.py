@@ -17,12 +17,17 @@ from models.metrics import ranking_report
 from models.recsys import (
     DISCOVERY_RULES,
     MODELS,
+    NEG,
     BlendRecommender,
+    BusinessRules,
     Recommender,
     RecommenderConfig,
     Reranker,
     build_baskets,
+    build_context,
+    rules_mask,
 )
+from models.recsys.base import COLUMNS, ranked_frame
 from training.blend_tuning import blend_baskets, reusable_components, tune_blend
 from training.rec_truth import new_items_truth, purchase_truth, sample_truth
 from training.rerank_training import fit_reranker
@@ -77,6 +82,29 @@ def fit_baseline(shop: Shop, data: InteractionData, name: str, config: Recommend
     if kind.needs_baskets:
         return kind(config).fit(data, baskets=build_baskets(shop, data))  # type: ignore[call-arg]
     return kind(config).fit(data)
+
+
+def blend_lists(model: BlendRecommender, users: list[str], new: set[str], k: int = 10, batch: int = 1024
+                ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``model.recommend(users, k)`` and ``model.recommend(<users in new>, k, rules=DISCOVERY_RULES)`` (in
+    ``users``' order), the component scores of each customer computed once for both lists."""
+    data = model._require()
+    names = {n for w in (model.weights_, model.weights_for(DISCOVERY_RULES)) for n, v in w.items() if v}
+    out: tuple[list[pd.DataFrame], list[pd.DataFrame]] = ([], [])
+    for a in range(0, len(users), batch):
+        ids = np.asarray(pd.Index(users[a:a + batch]).astype(object))
+        ctx = build_context(data, ids)
+        comps = model.component_scores(ctx, names | {"item_knn"})
+        sub = np.flatnonzero([u in new for u in ids.tolist()])
+        for rules, c, cc, part in ((BusinessRules(), ctx, comps, out[0]),
+                                   (DISCOVERY_RULES, build_context(data, ids[sub]),
+                                    {n: v[sub] for n, v in comps.items()}, out[1])):
+            if len(c.customer_ids):
+                s = model.ranked_scores(c, rules, cc)
+                s[~rules_mask(data, c, rules)] = NEG
+                part.append(ranked_frame(s, k, c.customer_ids, data.items.ids))
+    return tuple(pd.concat(p, ignore_index=True)[COLUMNS] if p else pd.DataFrame(columns=COLUMNS)
+                 for p in out)  # type: ignore[return-value]
 
 
 def evaluate_recommenders(shop: Shop, cutoff: pd.Timestamp, config: RecommenderConfig | None = None,
@@ -164,11 +192,15 @@ def _score(fitted: dict[str, Recommender], data: InteractionData, truth_all: dic
     report: dict[str, Any] = {"all_items": {}, "new_items": {}, "coverage": {}}
     users = list(truth_all)
     for name, m in fitted.items():
-        recs = m.recommend(users, k=k)
+        if isinstance(m, BlendRecommender):
+            recs, recs_new = blend_lists(m, users, set(truth_new), k)
+        else:
+            recs = m.recommend(users, k=k)
+            recs_new = (m.recommend(list(truth_new), k=k, rules=DISCOVERY_RULES) if name != "buy_again"
+                        else None)
         report["all_items"][name] = ranking_report(recs, truth_all, k)
         report["coverage"][name] = float(recs[PRODUCT_ID].nunique() / max(int(data.item_ok.sum()), 1))
-        if name != "buy_again":
-            recs_new = m.recommend(list(truth_new), k=k, rules=DISCOVERY_RULES)
+        if recs_new is not None:
             report["new_items"][name] = ranking_report(recs_new, truth_new, k)
         log.info("%s: ndcg@%d all %.4f", name, k, report["all_items"][name][f"ndcg@{k}"])
     return report

@@ -39,9 +39,12 @@ DEFAULT_WEIGHTS = (("buy_again", 1.0), ("item_knn", 1.0), ("als", 0.5), ("ease",
 Weights = dict[str, float]
 
 
-def component_settings(config: RecommenderConfig) -> RecommenderConfig:
-    """What a fitted component depends on: the config without the blend's weights."""
-    return replace(config, blend_weights=None, discovery_weights=None)
+def component_settings(config: RecommenderConfig, name: str | None = None) -> RecommenderConfig:
+    """What a fitted component depends on: the config without the blend's weights, and (for a component
+    ``name`` other than ``tifu``) without TIFU-KNN's settings, which only TIFU-KNN reads: an ALS fitted
+    before TIFU-KNN's settings were tuned is the ALS the tuned blend would fit."""
+    out = replace(config, blend_weights=None, discovery_weights=None)
+    return out if name in (None, "tifu") else replace(out, tifu=None)
 
 
 def blended(comps: dict[str, np.ndarray], weights: Mapping[str, float]) -> np.ndarray:
@@ -106,7 +109,7 @@ class BlendRecommender(Recommender):
         for n, m in given.items():
             if n not in COMPONENT_MODELS:
                 raise ValueError(f"{n!r} is not a blend component; the components are {COMPONENTS}")
-            if m.data is not data or component_settings(m.config) != component_settings(self.config):
+            if m.data is not data or component_settings(m.config, n) != component_settings(self.config, n):
                 raise ValueError(f"component {n!r} was fitted on other data or with other settings: "
                                  "leave it out to have it fitted here")
         self._start_fit(data)

@@ -25,8 +25,9 @@ Example
 
 from __future__ import annotations
 
+import copy
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal, Self
 
 import numpy as np
@@ -128,6 +129,12 @@ def customer_vectors(baskets: Baskets, n_users: int, cfg: TifuConfig) -> sp.csr_
     return sp.csr_matrix(S @ baskets.items)
 
 
+NEIGHBOUR_BUDGET = 16_000_000
+"""Similarities the neighbour searches hold at once (64 MB in float32; the products and the top-k choice
+hold a few times that). On a 20,000-customer shop the exact search took 4.3 s of CPU and 270 MB over its
+start with this budget, 5.4 s and 1,360 MB with 64 million: the same neighbours (rows are independent)."""
+
+
 def _normalised(U: sp.csr_matrix) -> tuple[sp.csr_matrix, np.ndarray]:
     norms = np.sqrt(np.asarray(U.multiply(U).sum(axis=1)).ravel())
     inv = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
@@ -139,17 +146,24 @@ def _top_k(S: np.ndarray, k: int, cols: np.ndarray) -> np.ndarray:
     the similarity is not positive (a customer with nothing in common is no neighbour)."""
     part = np.argpartition(-S, k - 1, axis=1)[:, :k]
     kth = np.take_along_axis(S, part, axis=1).min(axis=1, keepdims=True)
-    over, tied = S > kth, S == kth
-    if (over.sum(axis=1) + tied.sum(axis=1) > k).any():  # ties at the k-th: the first columns (as a larger k)
-        keep = over | (tied & (np.cumsum(tied, axis=1) <= k - over.sum(axis=1, keepdims=True)))
-        part = np.nonzero(keep)[1].reshape(len(S), k)
+    # ties at a positive k-th: the first columns (as a larger k). Rows whose k-th is not positive need no
+    # choice: every positive similarity is above it, and the tied ones all become -1 below
+    pos = np.flatnonzero(kth[:, 0] > 0)
+    if len(pos):
+        Sp, kp = S[pos], kth[pos]
+        over, tied = Sp > kp, Sp == kp
+        n_over = over.sum(axis=1, keepdims=True)
+        fix = np.flatnonzero(n_over[:, 0] + tied.sum(axis=1) > k)
+        if len(fix):
+            keep = over[fix] | (tied[fix] & (np.cumsum(tied[fix], axis=1) <= k - n_over[fix]))
+            part[pos[fix]] = np.nonzero(keep)[1].reshape(len(fix), k)
     ps = np.take_along_axis(S, part, axis=1)
     order = np.lexsort((part, -ps), axis=1)
     best = np.take_along_axis(part, order, axis=1)
     return np.where(np.take_along_axis(ps, order, axis=1) > 0, cols[best], -1)
 
 
-def exact_neighbours(Un: sp.csr_matrix, ok: np.ndarray, k: int, budget: int = 64_000_000) -> np.ndarray:
+def exact_neighbours(Un: sp.csr_matrix, ok: np.ndarray, k: int, budget: int = NEIGHBOUR_BUDGET) -> np.ndarray:
     """The k most cosine-similar other customers of every customer (rows of ``-1`` where ``~ok``), by
     batched sparse products of the normalised vectors ``Un`` (``budget``: similarities held at once)."""
     cand = np.flatnonzero(ok)
@@ -165,9 +179,11 @@ def exact_neighbours(Un: sp.csr_matrix, ok: np.ndarray, k: int, budget: int = 64
 
 
 def approximate_neighbours(Un: sp.csr_matrix, ok: np.ndarray, k: int, cfg: TifuConfig, seed: int,
-                           budget: int = 64_000_000) -> np.ndarray:
+                           budget: int = NEIGHBOUR_BUDGET, info: dict[str, int] | None = None) -> np.ndarray:
     """Like :func:`exact_neighbours`, searched among the members of each customer's ``probe`` nearest
-    clusters (spherical k-means) in a ``embedding_dim``-dimensional SVD embedding of ``Un``."""
+    clusters (spherical k-means) in a ``embedding_dim``-dimensional SVD embedding of ``Un``. ``info``
+    (if given) gets ``min_pool``: the fewest customers any cluster's search looked among (a pool of ``k`` or
+    fewer is widened to everyone)."""
     from sklearn.utils.extmath import randomized_svd
     cand = np.flatnonzero(ok)
     X = Un[cand]
@@ -190,11 +206,13 @@ def approximate_neighbours(Un: sp.csr_matrix, ok: np.ndarray, k: int, cfg: TifuC
     members = np.split(by_cluster, np.searchsorted(lab[by_cluster], np.arange(1, n_clusters)))
     near = np.argsort(-(cent @ cent.T), axis=1, kind="stable")[:, :cfg.probe]
     out = np.full((Un.shape[0], k), -1, np.int32)
+    min_pool = len(cand)
     for c in range(n_clusters):
         q = members[c]
         if not len(q):
             continue
         pool = np.concatenate([members[p] for p in near[c]])
+        min_pool = min(min_pool, len(pool))
         if len(pool) <= k:  # too few: the search widens to everyone
             pool = np.arange(len(cand))
         step = max(1, budget // len(pool))
@@ -203,6 +221,8 @@ def approximate_neighbours(Un: sp.csr_matrix, ok: np.ndarray, k: int, cfg: TifuC
             S = E[qq] @ E[pool].T
             S[pool[None, :] == qq[:, None]] = -np.inf
             out[cand[qq]] = _top_k(S, k, cand[pool])
+    if info is not None:
+        info["min_pool"] = min_pool
     return out
 
 
@@ -247,14 +267,35 @@ class TIFUKNNRecommender(Recommender):
         self.has_vector_ = ok
         k = min(cfg.neighbours, int(ok.sum()) - 1)
         exact = cfg.search == "exact" or (cfg.search == "auto" and ok.sum() <= cfg.exact_max_customers)
+        self.widened_ = False  # whether an approximate search widened a cluster's pool to everyone
         if k <= 0:
             self.neighbours_ = np.full((len(data.users), 0), -1, np.int32)
         elif exact:
             self.neighbours_ = exact_neighbours(Un, ok, k)
         else:
-            self.neighbours_ = approximate_neighbours(Un, ok, k, cfg, self.config.seed)
+            info: dict[str, int] = {}
+            self.neighbours_ = approximate_neighbours(Un, ok, k, cfg, self.config.seed, info=info)
+            self.widened_ = info["min_pool"] <= k
         log.info("tifu_knn: %d customers with baskets, %d neighbours each (%s search)", ok.sum(), k,
                  "exact" if exact else "approximate")
+
+    def narrowed(self, config: RecommenderConfig, tifu: TifuConfig) -> TIFUKNNRecommender | None:
+        """This fitted model as ``TIFUKNNRecommender(config, tifu).fit`` would give it on the same data and
+        baskets, without fitting again, when ``tifu`` differs from this model's settings in ``alpha`` and
+        fewer ``neighbours`` only (and ``config`` in nothing but TIFU-KNN's settings and the blend's
+        weights): neighbours are kept best first, so fewer are a prefix. None otherwise, or when an
+        approximate search widened a cluster's pool (a smaller ``k`` might not have)."""
+        self._require()
+        same = {**asdict(tifu), "alpha": 0.0, "neighbours": 0} == {**asdict(self.tifu), "alpha": 0.0,
+                                                                    "neighbours": 0}
+        if (not same or tifu.neighbours > self.tifu.neighbours or getattr(self, "widened_", True)
+                or replace(config, tifu=None, blend_weights=None, discovery_weights=None)
+                != replace(self.config, tifu=None, blend_weights=None, discovery_weights=None)):
+            return None
+        out = copy.copy(self)
+        out.config, out.tifu = config, tifu
+        out.neighbours_ = self.neighbours_[:, :min(tifu.neighbours, self.neighbours_.shape[1])]
+        return out
 
     def parts(self, ctx: UserContext, neighbours: int | None = None) -> tuple[sp.csr_matrix, sp.csr_matrix]:
         """The customers' own decayed frequencies and their neighbours' mean (sparse, customers x items;

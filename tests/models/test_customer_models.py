@@ -172,3 +172,22 @@ def test_in_period_ceiling_learns_what_only_the_window_knows() -> None:
     value = regression_report(y["future_net"].to_numpy(),
                               ValueModel(cfg).fit(Xtr, ytr["future_net"]).predict(X).to_numpy())
     assert bound["value"]["spearman"] > value["spearman"] + 0.15 and bound["churn"]["customers"] == 1500
+
+
+def test_churn_and_value_fitted_on_one_binned_set_are_the_models_fitted_apart() -> None:
+    """fit_churn_and_value bins the rows once for both models: the boosters are those of two separate fits."""
+    from models.customer import ChurnModel, CustomerModelConfig, ValueModel, fit_churn_and_value
+    rng = np.random.default_rng(3)
+    n = 3000
+    X = pd.DataFrame({"recency_days": rng.integers(0, 300, n).astype(float),
+                      "n_orders": rng.integers(1, 9, n),
+                      "net_revenue": rng.gamma(2.0, 50.0, n), "region": rng.choice(["n", "s", "e"], n)})
+    churn = (rng.random(n) < 1 / (1 + np.exp(-(X["recency_days"] - 150) / 50))).astype(int)
+    value = np.where(churn == 1, 0.0, rng.gamma(2.0, 30.0, n)) - (rng.random(n) < 0.05) * 20  # some < 0
+    cfg = CustomerModelConfig(n_estimators=40, min_child_samples=20)
+    c, v = fit_churn_and_value(cfg, X, pd.Series(churn), pd.Series(value))
+    c0, v0 = ChurnModel(cfg).fit(X, pd.Series(churn)), ValueModel(cfg).fit(X, pd.Series(value))
+    assert c.booster_.model_to_string() == c0.booster_.model_to_string()  # type: ignore[union-attr]
+    assert v.booster_.model_to_string() == v0.booster_.model_to_string()  # type: ignore[union-attr]
+    assert v.categories_ == v0.categories_ == {"region": ["e", "n", "s"]}
+    np.testing.assert_array_equal(v.predict(X).to_numpy(), v0.predict(X).to_numpy())

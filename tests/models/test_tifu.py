@@ -213,3 +213,56 @@ def test_on_a_simulated_shop_k_and_ranking_invariants_hold(small_shop) -> None:
     for _, g in recs.groupby("customer_id"):
         assert g["product_id"].is_unique and list(g["rank"]) == list(range(1, len(g) + 1))
         assert (np.diff(g["score"].to_numpy()) <= 1e-12).all()
+
+
+@pytest.mark.parametrize("search", ["exact", "approximate"])
+def test_a_narrowed_model_is_the_model_fitted_with_fewer_neighbours_and_another_alpha(small_shop, search: str
+                                                                                      ) -> None:
+    """Tuning tries fewer neighbours and other weights on one fit, and the blend then takes that fit: it
+    must be the very model a fit with those settings gives (same neighbours, same scores)."""
+    data = build_interactions(small_shop, pd.Timestamp("2025-11-15"), non_product=is_non_product)
+    baskets = build_baskets(small_shop, data)
+    extra = {"search": search, "cluster_size": 60, "embedding_dim": 16}
+    wide = TIFUKNNRecommender(RecommenderConfig(seed=3),
+                              TifuConfig(neighbours=80, alpha=0.7, **extra)).fit(data, baskets=baskets)
+    assert not wide.widened_
+    cfg = RecommenderConfig(seed=3, tifu=(("neighbours", 20), ("alpha", 0.3), *extra.items()))
+    narrow = wide.narrowed(cfg, TifuConfig(**dict(cfg.tifu or ())))
+    fresh = TIFUKNNRecommender(cfg).fit(data, baskets=baskets)
+    assert narrow is not None and narrow.neighbours_.shape[1] == 20
+    np.testing.assert_array_equal(narrow.neighbours_, fresh.neighbours_)
+    users = list(data.users.ids[:300])
+    pd.testing.assert_frame_equal(narrow.recommend(users, k=10), fresh.recommend(users, k=10),
+                                  check_exact=True)
+    assert wide.neighbours_.shape[1] == 80 and wide.tifu.alpha == 0.7  # the tuning's model is unchanged
+    # not the same model: other decay settings, more neighbours than fitted, another seed
+    assert wide.narrowed(cfg, TifuConfig(neighbours=20, groups=3, **extra)) is None  # type: ignore[arg-type]
+    assert wide.narrowed(cfg, TifuConfig(neighbours=81, **extra)) is None  # type: ignore[arg-type]
+    assert wide.narrowed(RecommenderConfig(seed=4, tifu=cfg.tifu), TifuConfig(**dict(cfg.tifu or ()))) is None
+
+
+def test_top_k_neighbours_follow_the_reference_order_with_many_ties() -> None:
+    """``_top_k``: the k highest similarities, best first, ties by column position, -1 where not positive
+    (checked against a plain sort on tie-heavy matrices: rows with a positive k-th, zero k-th, -inf)."""
+    from models.recsys.tifu import _top_k
+    rng = np.random.default_rng(0)
+    for t in range(200):
+        n, m = int(rng.integers(1, 30)), int(rng.integers(2, 50))
+        S = (rng.integers(0, 4, (n, m)) / 3 if t % 2 else rng.random((n, m)) * (rng.random((n, m)) < 0.3))
+        S = S.astype(np.float32)
+        S[rng.random((n, m)) < 0.05] = -np.inf
+        k, cols = int(rng.integers(1, m)), rng.permutation(1000)[:m]
+        order = np.lexsort((np.broadcast_to(np.arange(m), S.shape), -S), axis=1)[:, :k]
+        want = np.where(np.take_along_axis(S, order, axis=1) > 0, cols[order], -1)
+        np.testing.assert_array_equal(_top_k(S, k, cols), want)
+
+
+def test_neighbour_searches_do_not_depend_on_how_many_rows_are_compared_at_once() -> None:
+    """The searches compare customers in batches sized by a memory budget: any budget, the same neighbours."""
+    from models.recsys.tifu import approximate_neighbours
+    b = random_baskets(n_users=600, n_items=40)
+    cfg = TifuConfig(embedding_dim=39, cluster_size=100, probe=3)
+    Un, ok = _normalised(customer_vectors(b, 600, cfg))
+    np.testing.assert_array_equal(exact_neighbours(Un, ok, 10, budget=3_000), exact_neighbours(Un, ok, 10))
+    np.testing.assert_array_equal(approximate_neighbours(Un, ok, 10, cfg, seed=1, budget=5_000),
+                                  approximate_neighbours(Un, ok, 10, cfg, seed=1))

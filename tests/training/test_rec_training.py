@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from features.exceptions import ModelFitError
+from features.interactions import build_interactions
 from features.schema import CUSTOMER_ID, PRODUCT_ID, RANK, SCORE
 from models.metrics import ranking_report
 from models.recsys import DEFAULT_WEIGHTS, MODELS, BlendRecommender, RecommenderConfig, build_baskets
@@ -148,3 +149,55 @@ def test_tifu_settings_are_tuned_and_the_blend_weighs_tifu_when_fitted_with_bask
     head = head[head[RANK] <= head["n"]]
     pd.testing.assert_frame_equal(head[[CUSTOMER_ID, PRODUCT_ID]].reset_index(drop=True),
                                   own[[CUSTOMER_ID, PRODUCT_ID]].reset_index(drop=True))
+
+
+def test_tifu_tuning_in_customer_batches_gives_the_trials_of_one_batch(small_shop) -> None:
+    """tune_tifu scores customers in batches (memory); the trials equal those of scoring all at once, and
+    the blend's TIFU-KNN component taken from the tuning is the one a fit with the chosen settings gives."""
+    from models.recsys import TIFUKNNRecommender, build_baskets
+    from training.blend_tuning import tune_tifu
+    cutoff = pd.Timestamp("2025-10-01")
+    data = build_interactions(small_shop, cutoff)
+    baskets = build_baskets(small_shop, data)
+    truth = purchase_truth(small_shop, cutoff, cutoff + pd.Timedelta(days=56))
+    small = tune_tifu(data, baskets, truth, CFG, batch=97)
+    one = tune_tifu(data, baskets, truth, CFG, batch=10**9)
+    assert len(small.trials) == 27 and small.trials == one.trials and small.params == one.params
+    cfg = replace(CFG, tifu=tuple(small.params.items()))
+    comp = small.component(cfg)
+    fresh = TIFUKNNRecommender(cfg).fit(data, baskets=baskets)
+    assert comp is not None
+    np.testing.assert_array_equal(comp.neighbours_, fresh.neighbours_)
+    users = list(data.users.ids[:200])
+    pd.testing.assert_frame_equal(comp.recommend(users, k=10), fresh.recommend(users, k=10), check_exact=True)
+
+
+def test_components_do_not_depend_on_tifu_settings_except_tifu_itself(data) -> None:
+    """The evaluation's baselines are fitted before TIFU-KNN's settings are tuned; the production blend (with
+    the tuned settings) takes them all the same: only TIFU-KNN reads its settings."""
+    fitted = {n: MODELS[n](CFG).fit(data) for n in ("als", "item_knn", "ease")}
+    tuned = replace(CFG, tifu=(("alpha", 0.3), ("neighbours", 50)))
+    assert set(reusable_components(fitted, data, tuned)) == {"als", "item_knn", "ease"}
+
+
+def test_blend_lists_are_the_blends_own_recommendations(data, truth) -> None:
+    """The evaluation computes a blend's all-items and discovery lists from one pass of component scores
+    (blend_lists); they are the lists recommend() gives, re-ranker included."""
+    from models.recsys import DISCOVERY_RULES, Reranker
+    from models.recsys.rerank import RerankConfig
+    from training.rec_eval import blend_lists
+    from training.rerank_training import rerank_rows
+    cfg = replace(CFG, blend_weights=(("buy_again", 1.0), ("item_knn", 0.5), ("als", 0.5),
+                                      ("popularity", 0.1)),
+                  discovery_weights=(("item_knn", 1.0), ("ease", 1.0), ("popularity", 0.1)))
+    m = BlendRecommender(cfg).fit(data)
+    new = new_items_truth(data, truth)
+    X, y, g, _ = rerank_rows(m, new)
+    m.attach_reranker(Reranker(RerankConfig(min_customers=5, trees=10)).fit(X, y, g))
+    users = [u for u in truth if u in data.users]
+    some = set(list(new)[::2])
+    got_all, got_new = blend_lists(m, users, some, k=10, batch=37)
+    pd.testing.assert_frame_equal(got_all, m.recommend(users, k=10), check_exact=True)
+    want_new = m.recommend([u for u in users if u in some], k=10, rules=DISCOVERY_RULES)
+    pd.testing.assert_frame_equal(got_new, want_new, check_exact=True)
+    assert len(got_new) and set(got_new[CUSTOMER_ID]) <= some
