@@ -75,7 +75,7 @@ def test_live_sessions_answered_on_the_loop_equal_the_full_computation(personali
     computes, for customers with live events in memory, with and without exclude_bought and the request's
     own session; it hands back (None) what it cannot fold in."""
     p = personaliser
-    who = customers(trained_project, 120)
+    who = customers(trained_project, 60)
     products = list(p.current.bundle.engine.product_ids[:40])
     kinds = ["view", "view", "add_to_cart", "wishlist"]
     p.add_events([{"customer_id": c, "product_id": str(products[(i * 7 + j) % len(products)]),
