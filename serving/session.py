@@ -45,25 +45,30 @@ def recommend_in_session(engine: RecommendationEngine, customer_id: str, k: int,
                          session: Session, region: str | None) -> Recommendation:
     """The engine's answer for a customer in a session: without the products in the cart, ranks 1..k, and
     reasons that name the cart."""
-    return _in_session(engine, customer_id, k, rules, session, region, full=True)  # type: ignore[return-value]
+    folded = folded_in_session(engine, customer_id, k, rules, session)
+    if folded is not None:
+        return folded
+    # not a known customer, or nothing to fold in with numpy: computed in full
+    cart = in_cart(session)
+    rec = engine.recommend_one(customer_id, k=k + len(cart), rules=rules, session=session or None,
+                               region=region)
+    return _without_cart(engine, rec, cart, k)
 
 
 def folded_in_session(engine: RecommendationEngine, customer_id: str, k: int, rules: BusinessRules,
                       session: Session) -> Recommendation | None:
     """:func:`recommend_in_session` when the fold-in alone answers it (a known customer, a non-empty
     session), else None: a millisecond of numpy, cheap enough for the event loop."""
-    return _in_session(engine, customer_id, k, rules, session, None, full=False) if session else None
-
-
-def _in_session(engine: RecommendationEngine, customer_id: str, k: int, rules: BusinessRules,
-                session: Session, region: str | None, full: bool) -> Recommendation | None:
+    if not session:
+        return None
     cart = in_cart(session)
-    rec = fold_in.recommend(engine, customer_id, k + len(cart), rules, session) if session else None
-    if rec is None:  # not a known customer, or nothing to fold in with numpy: computed in full
-        if not full:
-            return None
-        rec = engine.recommend_one(customer_id, k=k + len(cart), rules=rules, session=session or None,
-                                   region=region)
+    rec = fold_in.recommend(engine, customer_id, k + len(cart), rules, session)
+    return None if rec is None else _without_cart(engine, rec, cart, k)
+
+
+def _without_cart(engine: RecommendationEngine, rec: Recommendation, cart: list[str], k: int
+                  ) -> Recommendation:
+    """``rec`` (k + len(cart) items) without the products in the cart, ranks 1..k, reasons naming the cart."""
     keep = set(cart)
     items = [i for i in rec.items if i["product_id"] not in keep][:k]
     items = [{**i, "rank": r} for r, i in enumerate(items, 1)]
