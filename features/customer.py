@@ -158,13 +158,13 @@ def customer_features(shop: Shop, cutoff: pd.Timestamp, customers: pd.Index | No
     f.index.name = CUSTOMER_ID
     f = unify_categories(f)
     if shop.attributes:
-        A = attribute_features(shop.customers, shop.attributes, cutoff, _vocabulary(shop))
+        A = attribute_features(shop.customers, shop.attributes, cutoff, attribute_vocabulary(shop))
         A = A[~A.index.duplicated()].reindex(f.index)
         f = pd.concat([f, A], axis=1)
     return f
 
 
-def _vocabulary(shop: Shop) -> dict[str, list[str]]:
+def attribute_vocabulary(shop: Shop) -> dict[str, list[str]]:
     """The categorical attributes' values over the whole customers table, computed once per table (so a value
     has the same category at every cutoff)."""
     if shop.vocabulary is not None:  # a part of the shop: the whole shop's values

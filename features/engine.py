@@ -33,8 +33,8 @@ import numpy as np
 import pandas as pd
 
 from features import schema
-from features.attributes import validate_attributes, vocabularies
-from features.customer import customer_features
+from features.attributes import validate_attributes
+from features.customer import attribute_vocabulary, customer_features
 from features.customer_labels import stacked_training_set
 from features.io import Shop, load_shop
 from features.validation import ValidationReport
@@ -90,7 +90,7 @@ class ShopFacts:
                          has_offer_log=shop.offer_log is not None and len(shop.offer_log) > 0,
                          first_costed_line=pd.Timestamp(costed.min()) if len(costed) else None,
                          attributes=shop.attributes,
-                         vocabulary=vocabularies(shop.customers, shop.attributes))
+                         vocabulary=attribute_vocabulary(shop))
 
     def default_cutoff(self) -> pd.Timestamp:
         """As of just after the last row (what the serving refit uses)."""

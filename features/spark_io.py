@@ -21,15 +21,15 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
-import pandas as pd
 from pyspark import SparkConf
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from features import schema
+from features.attributes import vocabularies
 from features.engine import JAVA_HELP, java_available
 from features.exceptions import DataValidationError, PersonaliseError
-from features.validation import ValidationReport
+from features.validation import ValidationReport, type_attributes
 
 log = logging.getLogger(__name__)
 
@@ -199,10 +199,9 @@ def _read(spark: SparkSession, data: str, name: str, report: ValidationReport) -
 
 def _attributes(spark: SparkSession, data: str, customers: DataFrame | None, report: ValidationReport
                 ) -> tuple[dict[str, str], dict[str, list[str]]]:
-    """Kinds and categorical vocabularies of the customer attributes, checked as the local engine checks
-    them (:func:`features.attributes.validate_attributes`; problems named with customer ids go into
-    ``report``). The customers' attribute columns are collected to the driver: one row per customer, a
-    few columns."""
+    """Kinds and categorical vocabularies of the customer attributes, checked by the local engine's check
+    (:func:`features.validation.type_attributes`; problems named with customer ids go into ``report``). The
+    customers' attribute columns are collected to the driver: one row per customer, a few columns."""
     extra = [] if customers is None else [c for c in customers.columns
                                           if c not in schema.CUSTOMERS.names and c != ROW]
     uri = f"{data.rstrip('/')}/{schema.ATTRIBUTES_FILE}"
@@ -213,13 +212,9 @@ def _attributes(spark: SparkSession, data: str, customers: DataFrame | None, rep
         declared_raw = yaml.safe_load(text) or {}
     if not extra and declared_raw is None:
         return {}, {}
-    from features.attributes import parse_declaration, validate_attributes, vocabularies
-    declared = None if declared_raw is None else parse_declaration(declared_raw, report)
-    assert customers is not None or declared is not None
-    pdf = (customers.select(schema.CUSTOMER_ID, *extra).toPandas() if customers is not None
-           else pd.DataFrame({schema.CUSTOMER_ID: pd.Series(dtype=object)}))
-    typed, kinds = validate_attributes(pdf, declared, report)
-    return kinds, vocabularies(typed, kinds)
+    pdf = None if customers is None else customers.select(schema.CUSTOMER_ID, *extra).toPandas()
+    typed, kinds = type_attributes(pdf, declared_raw, report)
+    return kinds, ({} if typed is None else vocabularies(typed, kinds))
 
 
 def _defaults(t: dict[str, DataFrame | None]) -> tuple[DataFrame, DataFrame, DataFrame]:

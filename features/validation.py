@@ -273,13 +273,23 @@ def _check_offer_log(typed: dict[str, pd.DataFrame], offers: dict[str, Any] | No
 
 
 def _validate_attributes(typed: dict[str, pd.DataFrame], attributes: Any, report: ValidationReport) -> None:
+    customers, _ = type_attributes(typed.get("customers"), attributes, report)
+    if customers is not None:
+        typed["customers"] = customers
+
+
+def type_attributes(customers: pd.DataFrame | None, attributes: Any, report: ValidationReport
+                    ) -> tuple[pd.DataFrame | None, dict[str, str]]:
+    """The customers with their attribute columns typed, and the attributes' kinds; ``attributes`` is the
+    parsed ``customers.attributes.yaml`` (None: no file, kinds inferred). Every problem goes into ``report``.
+    The one check of both feature engines (the Spark engine passes the customers' attribute columns)."""
     declared = None if attributes is None else parse_declaration(attributes, report)
-    customers = typed.get("customers")
     if customers is None:
         if declared:
             report.add(schema.ATTRIBUTES_FILE, None, 0,
                        "declares customer attributes but there is no customers table")
-        return
-    if schema.CUSTOMER_ID in customers.columns:
-        typed["customers"], _ = validate_attributes(customers, declared, report)
+        return None, {}
+    if schema.CUSTOMER_ID not in customers.columns:
+        return customers, {}
+    return validate_attributes(customers, declared, report)
 
