@@ -191,13 +191,18 @@ class _LGBMBase:
         bins once for both models."""
         if len(X) == 0:
             raise ModelFitError(f"{type(self).__name__}: no training rows")
-        if not np.isfinite(np.asarray(y, float)).all():
-            raise ModelFitError(f"{type(self).__name__}: the target has NaN or infinite values")
+        label = self._checked_target(y)
         self.columns_ = _feature_columns(X)
         self.categories_ = {c: sorted(X[c].dropna().astype(str).unique().tolist()) for c in self.columns_
                             if c in self.categorical or _is_categorical(X[c])}
-        return lgb.Dataset(self._prepare(X), label=self._target(y),
-                           categorical_feature=list(self.categories_), free_raw_data=True)
+        return lgb.Dataset(self._prepare(X), label=label, categorical_feature=list(self.categories_),
+                           free_raw_data=True)
+
+    def _checked_target(self, y: Any) -> np.ndarray:
+        """This model's target of ``y``, refused when any value is NaN or infinite."""
+        if not np.isfinite(np.asarray(y, float)).all():
+            raise ModelFitError(f"{type(self).__name__}: the target has NaN or infinite values")
+        return self._target(y)
 
     def _train(self, data: lgb.Dataset) -> None:
         self.booster_ = lgb.train(self._params(), data, num_boost_round=self.config.n_estimators)
@@ -283,11 +288,10 @@ def fit_churn_and_value(config: CustomerModelConfig, X: pd.DataFrame, churn: Any
     thousand stacked rows the preparing and binning is seconds)."""
     c, v = ChurnModel(config), ValueModel(config)
     data = c.dataset(X, churn)
-    if not np.isfinite(np.asarray(value, float)).all():
-        raise ModelFitError("ValueModel: the target has NaN or infinite values")
+    value_label = v._checked_target(value)
     c._train(data)
     v.columns_, v.categories_ = list(c.columns_), dict(c.categories_)
-    data.set_label(v._target(value))
+    data.set_label(value_label)
     v._train(data)
     return c, v
 
