@@ -129,8 +129,7 @@ class OfferDesk:
                     for c in customer_ids]
         check_channel(cur, channel, "offers")
         prep = cur.offers_prepared
-        known = ([c for c in dict.fromkeys(customer_ids) if prep.knows(c)] if prep is not None
-                 else cur.known_buyers(customer_ids))
+        known = _known(cur, prep, customer_ids)
         out: dict[str, dict[str, Any]] = {}
         if known and dry_run:
             self._answers(cur, prep, known, channel, campaign, dry_run, None, out)
@@ -145,8 +144,7 @@ class OfferDesk:
                  ) -> None:
         """Decide for ``known`` into ``out``; unless ``dry_run``, record the decisions through ``conn`` (the
         offer-commit transaction the caller holds)."""
-        records = (self._decide_prepared(cur, prep, known, channel, campaign, conn) if prep is not None
-                   else self._decide(cur, known, channel, campaign, conn).to_dict("records"))
+        records = self._records(cur, prep, known, channel, campaign, conn)
         rows = []
         for r in records:
             answer, ref = self._answer(_plain(r), cur.version, campaign, channel, dry_run)
@@ -263,15 +261,18 @@ class OfferDesk:
                       channel: str | None, campaign: str, conn: sa.Connection) -> pd.DataFrame | None:
         """The decisions now (by customer id; None: no known customer), from the prepared scores when there
         are (the same answers, in less time under the lock)."""
-        if prep is None:
-            known = cur.known_buyers(customer_ids)
-            return self._decide(cur, known, channel, campaign, conn).set_index(schema.CUSTOMER_ID) if known \
-                else None
-        known = [c for c in dict.fromkeys(customer_ids) if prep.knows(c)]
+        known = _known(cur, prep, customer_ids)
         if not known:
             return None
-        rows = self._decide_prepared(cur, prep, known, channel, campaign, conn)
-        return pd.DataFrame(rows).set_index(schema.CUSTOMER_ID)
+        return pd.DataFrame(self._records(cur, prep, known, channel, campaign, conn)).set_index(
+            schema.CUSTOMER_ID)
+
+    def _records(self, cur: Loaded, prep: PreparedPolicy | None, known: list[str], channel: str | None,
+                 campaign: str, conn: sa.Connection | None) -> list[dict[str, Any]]:
+        """The decision rows for ``known``: from the prepared scores when there are, else decided in full."""
+        if prep is not None:
+            return self._decide_prepared(cur, prep, known, channel, campaign, conn)
+        return self._decide(cur, known, channel, campaign, conn).to_dict("records")  # type: ignore[no-any-return]
 
 
 def _still_holds(ref: DecisionRef, now: pd.DataFrame | None) -> tuple[bool, str]:
@@ -288,3 +289,11 @@ def _still_holds(ref: DecisionRef, now: pd.DataFrame | None) -> tuple[bool, str]
 def _result(text: str, ref: DecisionRef, committed: bool, reason: str) -> dict[str, Any]:
     return {"decision_id": text, "customer_id": ref.customer_id, "offer_id": ref.offer_id,
             "channel": ref.channel, "group": ref.group, "committed": committed, "reason": reason}
+
+
+def _known(cur: Loaded, prep: PreparedPolicy | None, customer_ids: list[str]) -> list[str]:
+    """``customer_ids`` (once each) the models can decide for: known to the prepared scores, else known
+    buyers."""
+    if prep is not None:
+        return [c for c in dict.fromkeys(customer_ids) if prep.knows(c)]
+    return cur.known_buyers(customer_ids)
