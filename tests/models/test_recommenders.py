@@ -247,3 +247,24 @@ def test_engine_serves_reranked_discovery_like_the_model(fitted, data, users) ->
     cid = want[CUSTOMER_ID].iloc[0]
     after = engine.recommend_one(cid, 8, strict, session=[(pid, "purchase")])
     assert pid not in [i[PRODUCT_ID] for i in after.items]
+
+
+def test_reason_similarities_read_from_csr_equal_scipys_indexing() -> None:
+    """The reasons' similarity block (read from the CSR arrays for speed) is scipy's ``sim[rows][:, cols]``,
+    on random canonical matrices and on one with duplicate entries (which scipy sums)."""
+    import scipy.sparse as sp
+
+    from models.recsys.reasons import _similarities
+
+    rng = np.random.default_rng(0)
+    for trial in range(100):
+        m = int(rng.integers(5, 200))
+        sim = sp.random(m, m, density=float(rng.uniform(0.005, 0.3)), format="csr", dtype=np.float32,
+                        random_state=int(rng.integers(1 << 30)))
+        rows = rng.choice(m, size=int(rng.integers(1, min(m, 20) + 1)), replace=False)
+        cols = rng.choice(m, size=int(rng.integers(1, min(m, 15) + 1)), replace=False)
+        got, want = _similarities(sim, rows, cols), sim[rows][:, cols].toarray()
+        assert got.dtype == want.dtype and np.array_equal(got, want), trial
+    dup = sp.csr_matrix((np.array([1.0, 2.0, 5.0]), np.array([1, 1, 0]), np.array([0, 2, 3])), shape=(2, 2))
+    assert not dup.has_canonical_format
+    assert np.array_equal(_similarities(dup, np.array([0, 1]), np.array([1, 0])), [[3.0, 0.0], [0.0, 5.0]])
