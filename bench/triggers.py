@@ -164,8 +164,9 @@ def feed_where(acked: dict[str, float], seen: dict[str, int], polls: list[tuple[
         if tid not in seen:
             continue
         sent, got, _ = polls[seen[tid]]
-        first = sends[bisect.bisect_left(sends, a)] if sent > a else a  # sent <= a: the poll in flight
-        for xs, x in ((wait, first - a), (behind, sent - first), (answer, got - max(sent, a))):
+        start = max(sent, a)  # sent <= a: the poll in flight at the 200 returned it
+        first = sends[bisect.bisect_left(sends, a)] if sent > a else a
+        for xs, x in ((wait, first - a), (behind, start - first), (answer, got - start)):
             xs.append(x)
     rtt = [p[1] - p[0] for p in polls]
     span = polls[-1][1] - polls[0][0] if polls else 0.0
