@@ -21,7 +21,8 @@ server share the (shared, 2-core) machine with the database, so the numbers are 
 server alone does.
 
 Usage: ``python bench/triggers.py --data PROJECT [--bundle DIR] [--seconds 20] [--events-per-s 1000]
-[--backends sqlite,postgresql]``.
+[--backends sqlite,postgresql]``; ``--events-per-s 0,300,600,1000`` loads one server at each rate in turn
+(the knee).
 """
 
 from __future__ import annotations
@@ -92,9 +93,8 @@ def _stop(proc: subprocess.Popen) -> None:
         k.kill()
 
 
-async def _load(url: str, seconds: float, concurrency: int, events_per_s: float, tag: str,
-                crm_conn: Any) -> dict[str, Any]:
-    """Orders and events for ``seconds`` (the CRM process is told to start polling as they start)."""
+async def _load(url: str, seconds: float, concurrency: int, events_per_s: float, tag: str) -> dict[str, Any]:
+    """Orders and events for ``seconds`` (after 5 s of echo, the server's own overhead)."""
     sf = {"Authorization": f"Bearer {KEYS['storefront']}"}
     acked: dict[str, float] = {}  # spend_jump trigger id -> when its order was acknowledged
     counts = {"orders": 0, "order_errors": 0, "events": 0, "event_errors": 0}
@@ -141,7 +141,6 @@ async def _load(url: str, seconds: float, concurrency: int, events_per_s: float,
                         ).status_code == 200:
                     echo_n += 1
         await asyncio.gather(*(echo() for _ in range(concurrency)))
-        crm_conn.send(("feed", url))
         end = time.perf_counter() + seconds
         t0 = time.perf_counter()
         await asyncio.gather(*(orders(w) for w in range(concurrency)), *(events(k, 4) for k in range(4)))
@@ -150,14 +149,15 @@ async def _load(url: str, seconds: float, concurrency: int, events_per_s: float,
             "orders_per_s": round(counts["orders"] / seconds, 1),
             "orders_vs_echo": round(counts["orders"] / seconds / max(echo_n / 5, 1e-9), 3),
             "events_per_s": round(counts["events"] / seconds, 1), **counts,
-            "spend_jumps_acked": len(acked), "_acked": acked}
+            "spend_jumps_acked": len(acked), "_acked": acked, "_t0": t0}
 
 
-def feed_where(acked: dict[str, float], seen: dict[str, int], polls: list[tuple[float, float, int]]
-               ) -> dict[str, Any]:
+def feed_where(acked: dict[str, float], seen: dict[str, int], polls: list[tuple[float, float, int]],
+               since: float = 0.0) -> dict[str, Any]:
     """Where each acknowledged spend jump's feed latency went: ``wait`` (200 -> the next poll sent),
     ``behind`` (that poll -> the poll that returned it) and ``answer`` (that poll's round trip); with the
-    polls' own round trips and how many jumps a poll sent after their 200 did not return."""
+    polls' own round trips (those sent from ``since`` on) and how many jumps a poll sent after their 200 did
+    not return."""
     sends = [p[0] for p in polls]
     wait, behind, answer = [], [], []
     for tid, a in acked.items():
@@ -168,16 +168,19 @@ def feed_where(acked: dict[str, float], seen: dict[str, int], polls: list[tuple[
         first = sends[bisect.bisect_left(sends, a)] if sent > a else a
         for xs, x in ((wait, first - a), (behind, start - first), (answer, got - start)):
             xs.append(x)
-    rtt = [p[1] - p[0] for p in polls]
-    span = polls[-1][1] - polls[0][0] if polls else 0.0
+    mine = [p for p in polls if p[0] >= since]
+    rtt = [p[1] - p[0] for p in mine]
+    span = mine[-1][1] - mine[0][0] if mine else 0.0
     return {"wait": _pct(wait), "behind": _pct(behind), "answer": _pct(answer),
             "held_back": sum(1 for x in behind if x > 0), "poll_rtt": _pct(rtt),
-            "polls_per_s": round(len(polls) / span, 1) if span else None,
-            "triggers_per_poll_max": max((p[2] for p in polls), default=0)}
+            "polls_per_s": round(len(mine) / span, 1) if span else None,
+            "triggers_per_poll_max": max((p[2] for p in mine), default=0)}
 
 
-def run_backend(data: Path, backend: str, db: str, seconds: float, concurrency: int, events_per_s: float,
+def run_backend(data: Path, backend: str, db: str, seconds: float, concurrency: int, rates: list[float],
                 work: Path, bundle: Path | None = None) -> dict[str, Any]:
+    """One server on ``db``, loaded at each events rate in turn (new customers each time); the result at the
+    last rate, with every rate's under ``knee`` when there are several."""
     ctx = multiprocessing.get_context("spawn")
     conn, child_conn = ctx.Pipe()
     crm_proc = ctx.Process(target=crm, args=(child_conn, SECRET.encode(), KEYS["crm"]), daemon=True)
@@ -190,21 +193,26 @@ def run_backend(data: Path, backend: str, db: str, seconds: float, concurrency: 
                           f'[webhooks.urls]\nspend_jump = "{receiver_url}/jump"\n')
         port = _free_port()
         proc = _start(data, db, config, port, work / f"server-{backend}.log", bundle)
-        res = asyncio.run(_load(f"http://127.0.0.1:{port}", seconds, concurrency, events_per_s, backend[:2],
-                                conn))
-        acked = res.pop("_acked")
-        conn.send(("acked", list(acked)))
-        got = conn.recv()
-        seen, arrived, polls = got["seen"], got["arrived"], got["polls"]
-        res["triggers_per_s"] = round(sum(p[2] for p in polls) / seconds, 1)
-        res["triggers_seen"] = len(seen)
-        res["spend_jumps_missing_from_feed"] = len(set(acked) - set(seen))
-        res["ack_to_feed"] = _pct([polls[seen[t]][1] - a for t, a in acked.items() if t in seen])
-        res["feed_where"] = feed_where(acked, seen, polls)
-        res["ack_to_webhook"] = _pct([arrived[t] - a for t, a in acked.items() if t in arrived])
-        res["webhooks_missing"] = len(set(acked) - set(arrived))
-        res["events_per_s_asked"] = events_per_s
-        return res
+        url = f"http://127.0.0.1:{port}"
+        conn.send(("feed", url))
+        results = []
+        for i, rate in enumerate(rates):
+            res = asyncio.run(_load(url, seconds, concurrency, rate, f"{backend[:2]}{i}"))
+            acked, t0 = res.pop("_acked"), res.pop("_t0")
+            conn.send(("acked", list(acked)))
+            got = conn.recv()
+            seen, arrived, polls = got["seen"], got["arrived"], got["polls"]
+            res["events_per_s_asked"] = rate
+            res["triggers_per_s"] = round(sum(p[2] for p in polls if p[0] >= t0) / seconds, 1)
+            res["spend_jumps_missing_from_feed"] = len(set(acked) - set(seen))
+            res["ack_to_feed"] = _pct([polls[seen[t]][1] - a for t, a in acked.items() if t in seen])
+            res["feed_where"] = feed_where(acked, seen, polls, since=t0)
+            res["ack_to_webhook"] = _pct([arrived[t] - a for t, a in acked.items() if t in arrived])
+            res["webhooks_missing"] = len(set(acked) - set(arrived))
+            print(json.dumps({backend: res}), file=sys.stderr, flush=True)
+            results.append(res)
+        conn.send(("stop", None))
+        return {**results[-1], "knee": results} if len(results) > 1 else results[0]
     finally:
         if proc is not None:
             _stop(proc)
@@ -225,26 +233,28 @@ def main() -> None:
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--concurrency", type=int, default=8)
-    ap.add_argument("--events-per-s", type=float, default=1000.0)
+    ap.add_argument("--events-per-s", default="1000", help="Events per second; several, comma-separated "
+                                                            "(e.g. 0,300,600,1000): one load after another "
+                                                            "on the same server.")
     ap.add_argument("--backends", default="sqlite,postgresql")
     ap.add_argument("--bundle", type=Path, default=None, help="Serve a local bundle directory instead of the "
                                                                "registry's champion.")
     a = ap.parse_args()
+    rates = [float(x) for x in str(a.events_per_s).split(",")]
     work = Path(tempfile.mkdtemp(prefix="bench-triggers-"))
     out: dict[str, Any] = {"machine": "shared 2-core machine: load client, CRM process, server and database "
                                       "on it at once"}
     for backend in a.backends.split(","):
         if backend == "sqlite":
             out[backend] = run_backend(a.data, backend, f"sqlite:///{work / 'live.db'}", a.seconds,
-                                       a.concurrency, a.events_per_s, work, a.bundle)
+                                       a.concurrency, rates, work, a.bundle)
         else:
             try:
                 with running_postgres() as pg:
                     out[backend] = run_backend(a.data, backend, pg.new_database(), a.seconds, a.concurrency,
-                                               a.events_per_s, work, a.bundle)
+                                               rates, work, a.bundle)
             except PostgresUnavailable as e:
                 out[backend] = {"skipped": str(e)}
-        print(json.dumps({backend: out[backend]}), file=sys.stderr, flush=True)
     print(json.dumps(out))
 
 

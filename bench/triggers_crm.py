@@ -2,11 +2,12 @@
 consumer polling ``/triggers`` with its cursor and the webhook receiver on 127.0.0.1.
 
 Talks to the benchmark through a pipe: it first sends the receiver's URL; it is then sent ``("feed", url)``
-to start polling the server at ``url``, and later ``("acked", ids)``, the spend jumps the load got a 200
-for. It stops once every one of those is in the feed and delivered by webhook (or 30 s after the ids came)
-and sends back when it first saw each trigger in the feed, when each webhook was answered 200, and the log
-of its polls (sent, answered, triggers returned). Times are ``time.perf_counter()``: CLOCK_MONOTONIC on
-Linux, one clock for every process, so they compare with the load's acknowledgement times.
+to start polling the server at ``url``. Each ``("acked", ids)`` (the spend jumps a load got a 200 for) is
+answered once every one of them is in the feed and delivered by webhook (or 30 s after the ids came): with
+when it first saw each trigger in the feed, when each webhook was answered 200, and the log of its polls
+(sent, answered, triggers returned), all since it started; it polls on meanwhile. ``("stop", None)`` ends it.
+Times are ``time.perf_counter()``: CLOCK_MONOTONIC on Linux, one clock for every process, so they compare
+with the load's acknowledgement times.
 """
 
 from __future__ import annotations
@@ -43,12 +44,16 @@ def crm(conn: Connection, secret: bytes, crm_key: str) -> None:
     deadline = float("inf")
     after = 0
     with httpx.Client(base_url=url, timeout=30, headers={"Authorization": f"Bearer {crm_key}"}) as client:
-        while time.perf_counter() < deadline:
-            if acked is None and conn.poll():
-                acked = set(conn.recv()[1])
-                deadline = time.perf_counter() + DRAIN_SECONDS
-            if acked is not None and acked <= set(seen) and acked <= set(receiver.delivered()):
-                break
+        while True:
+            if conn.poll():
+                kind, ids = conn.recv()
+                if kind == "stop":
+                    break
+                acked, deadline = set(ids), time.perf_counter() + DRAIN_SECONDS
+            if acked is not None and (time.perf_counter() > deadline or (
+                    acked <= set(seen) and acked <= set(receiver.delivered()))):
+                conn.send({"seen": seen, "polls": polls, "arrived": _arrived(receiver)})
+                acked, deadline = None, float("inf")
             sent = time.perf_counter()
             r = client.post("/triggers", json={"after": after, "limit": 1000})
             page = r.json()
@@ -58,11 +63,14 @@ def crm(conn: Connection, secret: bytes, crm_key: str) -> None:
             after = page["next_after"]
             if not page["triggers"]:
                 time.sleep(IDLE_SLEEP)
+    receiver.close()
+
+
+def _arrived(receiver: Any) -> dict[str, float]:
+    """Trigger id -> when its webhook was first answered 200."""
     arrived: dict[str, float] = {}
     with receiver.lock:
         for g in receiver.got:
             if g.status == 200:
                 arrived.setdefault(g.trigger_id, g.at)
-    receiver.close()
-    out: dict[str, Any] = {"seen": seen, "polls": polls, "arrived": arrived}
-    conn.send(out)
+    return arrived
