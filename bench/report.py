@@ -438,7 +438,7 @@ def _triggers_section(s: dict[str, Any] | None) -> list[str]:
 def _trigger_row(backend: str, v: dict[str, Any]) -> list[Any]:
     f, w, where = v["ack_to_feed"], v["ack_to_webhook"], v.get("feed_where") or {}
     split = " / ".join(str((where.get(k) or {}).get("p99_ms")) for k in ("wait", "behind", "answer"))
-    return [backend, v.get("events_per_s_asked", 1000), v["orders_per_s"], v["triggers_per_s"],
+    return [backend, int(v.get("events_per_s_asked", 1000)), v["orders_per_s"], v["triggers_per_s"],
             v["events_per_s"], f["p50_ms"], f["p99_ms"], split if where else None, where.get("polls_per_s"),
             w["p50_ms"], w["p99_ms"], v["order_errors"] + v["event_errors"], v["spend_jumps_missing_from_feed"],
             v["webhooks_missing"]]
