@@ -515,12 +515,14 @@ end
 
 
 def triggers() -> dict:
-    """Orders -> triggers -> feed and webhooks under load, SQLite and PostgreSQL (see bench/triggers.py)."""
+    """Orders -> triggers -> feed and webhooks under load, SQLite and PostgreSQL (see bench/triggers.py), at
+    0, 300, 600 and 1,000 events/s (the knee; the table's main row is the last)."""
     proj = WORK / "train_sim20k"
     if not (proj / "mlflow").exists():
         train("sim20k")
     out = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "triggers.py"), "--data", str(proj)],
+        [sys.executable, str(ROOT / "bench" / "triggers.py"), "--data", str(proj), "--events-per-s",
+         "0,300,600,1000"],
         capture_output=True,
         text=True,
         cwd=ROOT,

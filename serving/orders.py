@@ -218,9 +218,7 @@ class OrderBook:
     def decide_late(self, cur: Loaded | None) -> int:
         """Decide the triggers still without a decision :data:`DECIDE_LATE_SECONDS` after they fired (the
         replica that fired them died in between). Returns how many."""
-        late = _now() - dt.timedelta(seconds=DECIDE_LATE_SECONDS)
-        q = (sa.select(TRIGGERS.c.trigger_id, TRIGGERS.c.kind, TRIGGERS.c.customer_id)
-             .where(TRIGGERS.c.decided.is_(False), TRIGGERS.c.created_at < late).order_by(TRIGGERS.c.seq))
+        q = late_query(_now() - dt.timedelta(seconds=DECIDE_LATE_SECONDS))
         with self.store.engine.connect() as conn:
             rows = [dict(r) for r in conn.execute(q).mappings()]
         return self.decide_many(cur, rows)
@@ -257,6 +255,13 @@ class OrderBook:
                 break  # its decision is being taken: the next read serves it, in order
             out.append(feed_item(r))
         return {"triggers": out, "next_after": out[-1]["cursor"] if out else after}
+
+
+def late_query(late: dt.datetime) -> sa.Select[Any]:
+    """The triggers fired before ``late`` still without their decision, in firing order (read through the
+    partial index of undecided triggers, :data:`features.live.UNDECIDED_INDEX`: not the whole history)."""
+    return (sa.select(TRIGGERS.c.trigger_id, TRIGGERS.c.kind, TRIGGERS.c.customer_id)
+            .where(TRIGGERS.c.decided.is_(False), TRIGGERS.c.created_at < late).order_by(TRIGGERS.c.seq))
 
 
 def feed_item(r: Any) -> dict[str, Any]:

@@ -72,3 +72,27 @@ def test_state_starts_from_the_training_state(store_url: str, trained_project) -
         assert d["offer_id"] == "none" or len(log) == 1  # a decision naming an offer is in the decision log
     finally:
         p.close()
+
+
+def test_late_triggers_are_read_through_the_undecided_index_which_older_stores_get(store_url: str) -> None:
+    """The look for triggers still without a decision (every second, every replica) reads the partial index
+    of undecided triggers, not the whole history; a store made before that index gets it on open."""
+    import sqlalchemy as sa
+
+    from features.live import UNDECIDED_INDEX
+    from serving.orders import late_query
+    store = LiveStore(store_url)
+    with store.engine.begin() as conn:
+        conn.execute(sa.text(f"DROP INDEX {UNDECIDED_INDEX.name}"))  # as a store made before it
+    store = LiveStore(store_url)
+    with store.engine.connect() as conn:
+        names = {i["name"] for i in sa.inspect(conn).get_indexes("triggers")}
+        assert UNDECIDED_INDEX.name in names
+        if conn.dialect.name == "sqlite":
+            q = late_query(dt.datetime(2026, 12, 1)).compile(conn, compile_kwargs={"literal_binds": True})
+            plan = " ".join(str(r[-1]) for r in conn.execute(sa.text(f"EXPLAIN QUERY PLAN {q}")))
+            assert f"USING INDEX {UNDECIDED_INDEX.name}" in plan, plan
+        else:
+            ddl = conn.execute(sa.text("SELECT indexdef FROM pg_indexes WHERE indexname = :n"),
+                               {"n": UNDECIDED_INDEX.name}).scalar_one()
+            assert "where (decided is false)" in ddl.lower(), ddl
