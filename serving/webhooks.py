@@ -11,7 +11,9 @@ The body is the trigger as the ``/triggers`` feed serves it (JSON). Headers:
 
 - ``X-Personalise-Signature: t=<unix seconds>,v1=<hex>``: HMAC-SHA256 with the shared key of the bytes
   ``<t>.<body>``; the receiver recomputes it (:func:`verify`) and rejects old ``t`` to stop replays;
-- ``X-Personalise-Trigger-Id``, ``X-Personalise-Delivery`` (the outbox row), ``X-Personalise-Attempt``.
+- ``X-Personalise-Trigger-Id`` (percent-encoded where it is not printable ASCII, as header values must be:
+  ``urllib.parse.unquote`` gives the id back; ASCII ids are sent unchanged), ``X-Personalise-Delivery`` (the
+  outbox row), ``X-Personalise-Attempt``.
 
 A 2xx answer delivers; anything else (or no answer within ``timeout_seconds``) is retried after
 ``backoff_seconds`` x 2^(attempt-1), at most ``backoff_max_seconds``; after ``max_attempts`` the row's status
@@ -38,6 +40,7 @@ import time
 import uuid
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pandas as pd
@@ -56,6 +59,12 @@ LEASE_MARGIN_SECONDS = 10.0
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def id_header(trigger_id: str) -> str:
+    """A trigger id as an HTTP header value: printable ASCII as it is (``%`` escaped), anything else
+    percent-encoded in UTF-8 (a customer id with an accent made the post fail before it was sent)."""
+    return quote(trigger_id, safe="".join(chr(c) for c in range(0x21, 0x7F) if chr(c) != "%"))
 
 
 def sign(secret: bytes, body: bytes, t: int | None = None) -> str:
@@ -164,7 +173,8 @@ class WebhookSender:
         body = json.dumps(row["item"], separators=(",", ":")).encode()
         attempt = int(row["attempts"]) + 1
         headers = {"Content-Type": "application/json", SIGNATURE: sign(self.secret, body),
-                   "X-Personalise-Trigger-Id": row["trigger_id"], "X-Personalise-Delivery": str(row["id"]),
+                   "X-Personalise-Trigger-Id": id_header(row["trigger_id"]),
+                   "X-Personalise-Delivery": str(row["id"]),
                    "X-Personalise-Attempt": str(attempt)}
         error = None
         try:

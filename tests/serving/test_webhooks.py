@@ -21,6 +21,7 @@ from serving.webhooks import (
     backoff,
     dead_letters,
     deliveries,
+    id_header,
     requeue,
     sign,
     verify,
@@ -50,6 +51,23 @@ def test_signature_and_backoff() -> None:
     assert not verify(SECRET, body, sign(SECRET, body, int(time.time()) - 3600))  # a replay: too old
     s = WebhookSettings(backoff_seconds=1.0, backoff_max_seconds=5.0)
     assert [backoff(n, s) for n in (1, 2, 3, 4, 5)] == [1.0, 2.0, 4.0, 5.0, 5.0]
+
+
+def test_trigger_id_header_is_ascii_and_gives_the_id_back() -> None:
+    """httpx refuses a non-ASCII header value (the post failed before it was sent); the header is the id
+    percent-encoded there, and an ASCII id is sent as it is."""
+    from urllib.parse import unquote
+
+    import httpx
+
+    with pytest.raises(UnicodeEncodeError):
+        httpx.Request("POST", "http://127.0.0.1:9/x", headers={"X-Personalise-Trigger-Id": "spend_jump:Zoë"})
+    ids = ("spend_jump:Zoë:o-1", "first_purchase:客户7:o 2", "dormant:C%41:2026-01-01", "x:C1:o1")
+    for tid in ids:
+        header = id_header(tid)
+        httpx.Request("POST", "http://127.0.0.1:9/x", headers={"X-Personalise-Trigger-Id": header})
+        assert header.isascii() and unquote(header) == tid
+    assert id_header("first_purchase:C1:o1#2") == "first_purchase:C1:o1#2"
 
 
 def test_webhooks_retry_then_deliver_once_and_dead_letter(store_url: str, receiver: Receiver) -> None:
