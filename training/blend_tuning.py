@@ -115,7 +115,8 @@ def tune_weights(model: BlendRecommender, truth: dict[str, set[str]], k: int = 1
         if screen_score is None:
             trials.extend({"weights": w, key: v} for w, v in zip(ws, score(ws), strict=True))
             return
-        part = [{"weights": w, skey: v} for w, v in zip(ws, screen_score(ws), strict=True)]
+        part: list[dict[str, Any]] = [{"weights": w, skey: v}
+                                      for w, v in zip(ws, screen_score(ws), strict=True)]
         finalists = sorted(range(len(part)), key=lambda i: -part[i][skey])[:TUNE_FINALISTS]  # stable
         for i, v in zip(finalists, score([ws[i] for i in finalists]), strict=True):
             part[i][key] = v
