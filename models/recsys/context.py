@@ -83,7 +83,7 @@ class RecommenderConfig:
     first, and only the best few on all of them (:func:`training.blend_tuning.tune_weights`)."""
     eval_max_customers: int = 10_000
     """The recommendation report scores at most this many test customers (a seeded sample by customer id;
-    logged as ``recommend.test_customers.scored``; NDCG@10's standard error on 10,000 is about 0.003)."""
+    logged as ``recommend.test_customers.scored``)."""
     seed: int = 42
 
     def rerank_config(self) -> RerankConfig:
