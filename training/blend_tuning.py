@@ -326,7 +326,10 @@ def tune_blend(shop: Shop, cutoff: pd.Timestamp, config: RecommenderConfig,
         if (same := tifu.component(config)) is not None:  # the tuning's fit, not a second one
             reuse["tifu"] = same
     tuned = BlendRecommender(config).fit(d_in, components=reuse, baskets=baskets)
-    main = tune_weights(tuned, truth, screen=config.tune_screen_customers, seed=config.seed)
+    # the screening sample's seed differs from the tuning sample's: with the same hash it would keep a share
+    # of a share (6,000 of 18,137 tuning customers became 8,681 at 100,000 customers)
+    screen, seed = config.tune_screen_customers, config.seed + 1
+    main = tune_weights(tuned, truth, screen=screen, seed=seed)
     samples["tuning_customers"] = main.customers
     samples["tuning_screen_customers"] = main.screened_on
     if main.screened_on < main.customers:
@@ -343,7 +346,7 @@ def tune_blend(shop: Shop, cutoff: pd.Timestamp, config: RecommenderConfig,
         tuned.use_weights(main.weights, main.weights)
         return replace(config, blend_weights=tuple(main.weights.items()),
                        discovery_weights=tuple(main.weights.items())), tuned
-    discovery = tune_discovery(tuned, new_truth, screen=config.tune_screen_customers, seed=config.seed)
+    discovery = tune_discovery(tuned, new_truth, screen=screen, seed=seed)
     tuned.use_weights(main.weights, discovery.weights)
     return replace(config, blend_weights=tuple(main.weights.items()),
                    discovery_weights=tuple(discovery.weights.items())), tuned

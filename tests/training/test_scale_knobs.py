@@ -25,7 +25,7 @@ def test_sampling_knobs_set_low_bite_and_their_sample_sizes_are_logged(tmp_path:
     shutil.copytree(small_shop_dir, tmp_path / "shop")
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     rec = replace(RecommenderConfig(seed=3), tune_screen_customers=80, eval_max_customers=150,
-                  rerank_row_customers=250, rerank_min_customers=10)
+                  rerank_row_customers=250, rerank_min_customers=10, tune_max_customers=300)
     cfg = TrainConfig(seed=3, recommender=rec, uplift_max_rows=2000, max_training_rows=3000)
     r = train(tmp_path, cfg)
     client = MlflowClient()
@@ -33,7 +33,8 @@ def test_sampling_knobs_set_low_bite_and_their_sample_sizes_are_logged(tmp_path:
     p, m = run.data.params, run.data.metrics
     assert (p["rec.tune_screen_customers"], p["rec.eval_max_customers"], p["rec.rerank_row_customers"],
             p["uplift_max_rows"], p["max_training_rows"]) == ("80", "150", "250", "2000", "3000")
-    # blend tuning: every weighting on about 80 customers, the finalists on all
+    # blend tuning: every weighting on about 80 customers (a sample of the ~300 tuning customers, not a
+    # share of that share), the finalists on all
     screen, tuning = m["recommend.samples.tuning_screen_customers"], m["recommend.samples.tuning_customers"]
     assert 60 <= screen <= 100 < tuning
     # the recommender evaluation: about 150 of the test customers
