@@ -78,9 +78,11 @@ class RecommenderConfig:
     tune_max_customers: int = 20_000
     """Blend tuning and the ranker's windows score at most this many customers per window (a seeded sample
     by customer id); their cost grows with customers x products, their precision hardly past this."""
-    tune_screen_customers: int = 6_000
+    tune_screen_customers: int | None = None
     """Blend tuning with more customers than this scores every weighting on a seeded sample of this many
-    first, and only the best few on all of them (:func:`training.blend_tuning.tune_weights`)."""
+    first, and only the best few on all of them (:func:`training.blend_tuning.tune_weights`). None: off
+    (at 100,000 customers it saved nothing: the component scores, computed once per pass of customers,
+    cost more than the weightings; ``bench/SCALE.md``)."""
     eval_max_customers: int = 10_000
     """The recommendation report scores at most this many test customers (a seeded sample by customer id;
     logged as ``recommend.test_customers.scored``)."""
