@@ -117,9 +117,15 @@ def run_train(src: Path, timer: StageTimer, max_rows: int | None = None) -> dict
         keys = ("recommend.all_items.production.ndcg@10", "recommend.new_items.production.ndcg@10",
                 "churn.production.auc", "value.production.spearman")
         from mlflow import MlflowClient
-        share = MlflowClient().get_run(r.run_id).data.metrics.get("training.sample_share")
+        logged = MlflowClient().get_run(r.run_id).data.metrics
+        share = logged.get("training.sample_share")
+        more = ("offers.uplift_model.qini", "offers.production.incremental_margin",
+                "offers.oracle.incremental_margin", "recommend.test_customers.scored",
+                "recommend.samples.tuning_customers", "recommend.samples.tuning_screen_customers",
+                "recommend.reranker.customers", "recommend.reranker.holdout_customers")
         return {"promoted": r.promoted, "max_training_rows": cfg.max_training_rows,
-                "gate_metrics": {**{k: r.metrics.get(k) for k in keys}, "training.sample_share": share}}
+                "gate_metrics": {**{k: r.metrics.get(k) for k in keys}, "training.sample_share": share},
+                "more_metrics": {k: logged.get(k) for k in more}}
     finally:
         shutil.rmtree(proj, ignore_errors=True)
 
@@ -243,6 +249,9 @@ def write_section(path: Path, res: dict[str, Any]) -> None:
     if res.get("gate_metrics"):
         body += ["Quality: " + ", ".join(f"{k} {v:.4f}" for k, v in res["gate_metrics"].items()
                                          if isinstance(v, float)), ""]
+    if res.get("more_metrics"):
+        body += ["Also: " + ", ".join(f"{k} {v:,.4g}" for k, v in res["more_metrics"].items()
+                                      if isinstance(v, float)), ""]
     body += [markdown(res["categories"], ["stage", "seconds", "cpu_seconds", "peak_rss_mb"]), "",
              "<details><summary>every stage</summary>", "",
              markdown(res["stages"], ["stage", "calls", "seconds", "own_seconds", "own_cpu_seconds",

@@ -39,9 +39,15 @@ class TrainConfig:
     blend: 5 of the 60 seconds on Online Retail) is left to the benchmark; add "bpr" to have it here too."""
     gate: tuple[Threshold, ...] = DEFAULT_GATE
     """The promotion gate: each metric's direction and largest tolerated worsening against the champion."""
-    max_training_rows: int | None = 2_000_000
+    max_training_rows: int | None = 250_000
     """Stacked churn/value rows past which a seeded sample of customers is kept (all their rows at every
-    cutoff); the share kept is logged to MLflow (``training.sample_share``). None: never sample."""
+    cutoff); the share kept is logged to MLflow (``training.sample_share``, and each frame's rows in
+    ``data/training_frames.json``). None: never sample. A 20,000-customer shop has about 100,000 rows (not
+    sampled); at 100,000 customers (400,000-500,000 rows) the cost is in ``bench/SCALE.md``."""
+    uplift_max_rows: int | None = 120_000
+    """Uplift training rows (offer_log sends before the cutoff) past which a seeded sample of customers is
+    kept (all their sends), when smaller than ``max_training_rows``; logged with the other frames
+    (``data/training_frames.json``: rows and customers' share of each). None: only ``max_training_rows``."""
     uplift_learner: str = S_LEARNER
     """How the uplift model learns offer effects (``models.offers.uplift.LEARNERS``): the S-learner (on the
     simulator its uplift ranking agreed best with the true uplift) or ``two_models_ddr`` (chosen on the
@@ -56,6 +62,7 @@ class TrainConfig:
     def to_params(self) -> dict[str, Any]:
         p: dict[str, Any] = {"horizon_days": self.horizon_days, "cutoff": self.cutoff, "seed": self.seed,
                              "corrupt": self.corrupt, "max_training_rows": self.max_training_rows,
+                             "uplift_max_rows": self.uplift_max_rows,
                              "rec_baselines": ",".join(self.rec_baselines),
                              "uplift_learner": self.uplift_learner}
         p.update(self.customer.to_params())

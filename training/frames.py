@@ -42,12 +42,14 @@ class FrameSource(Protocol):
 
 class LocalFrames:
     """The frames from the in-memory shop (pandas, vectorised over all customers). Past ``max_rows``, the
-    stacked rows and the uplift training rows (not the held-out sends) are a seeded sample of customers."""
+    stacked rows and the uplift training rows (not the held-out sends) are a seeded sample of customers;
+    the uplift training rows past ``uplift_max_rows`` too, when that is smaller (:func:`uplift_limit`)."""
 
     name = "local"
 
-    def __init__(self, max_rows: int | None = None, seed: int = 0) -> None:
-        self.max_rows, self.seed = max_rows, seed
+    def __init__(self, max_rows: int | None = None, seed: int = 0, uplift_max_rows: int | None = None
+                 ) -> None:
+        self.max_rows, self.seed, self.uplift_max_rows = max_rows, seed, uplift_max_rows
         self.built: list[dict[str, Any]] = []
 
     def stacked(self, shop: Shop, cutoffs: list[pd.Timestamp], horizon_days: int
@@ -60,9 +62,16 @@ class LocalFrames:
                ) -> tuple[pd.DataFrame, pd.DataFrame]:
         from training.offer_eval import uplift_training_set
         X, y = uplift_training_set(shop, before, start)
-        X, y, share = sample_uplift(X, y, start, self.max_rows, self.seed)
+        X, y, share = sample_uplift(X, y, start, uplift_limit(self.max_rows, self.uplift_max_rows), self.seed)
         self.built.append(record("uplift", X, share))
         return X, y
+
+
+def uplift_limit(max_rows: int | None, uplift_max_rows: int | None) -> int | None:
+    """The uplift training rows past which a sample of customers is kept: the smaller limit given (None:
+    never sampled)."""
+    given = [n for n in (max_rows, uplift_max_rows) if n is not None]
+    return min(given) if given else None
 
 
 def sample_uplift(X: pd.DataFrame, y: pd.DataFrame, start: pd.Timestamp | None, max_rows: int | None,

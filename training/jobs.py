@@ -181,7 +181,7 @@ def _frame_source(engine: str, d: _Data, config: TrainConfig, spark_master: str 
                   ) -> AbstractContextManager[frames.FrameSource]:
     """The training frames' source for ``engine``, opened for the job's duration."""
     if engine == "local":
-        return frames.using(frames.LocalFrames(config.max_training_rows, config.seed))
+        return frames.using(frames.LocalFrames(config.max_training_rows, config.seed, config.uplift_max_rows))
     if engine != "spark":
         raise ValueError(f"unknown engine {engine!r}: choose local or spark")
     if sum(d.live.kept.values()):
@@ -193,7 +193,8 @@ def _frame_source(engine: str, d: _Data, config: TrainConfig, spark_master: str 
         from features.engine import open_engine
         from training.spark_frames import SparkFrames
         with open_engine("spark", d.shop_dir, master=spark_master) as eng:
-            source = SparkFrames(eng, config.max_training_rows, config.seed)  # type: ignore[arg-type]
+            source = SparkFrames(eng, config.max_training_rows, config.seed,  # type: ignore[arg-type]
+                                 config.uplift_max_rows)
             with frames.using(source) as src:
                 yield src
     return spark()

@@ -51,17 +51,19 @@ class RecEvaluation:
 def fit_production(shop: Shop, cutoff: pd.Timestamp, config: RecommenderConfig,
                    icfg: InteractionConfig | None = None, tune_days: int | None = None,
                    data: InteractionData | None = None, fitted: dict[str, Recommender] | None = None,
-                   reranker: Reranker | None = None, notes: list[str] | None = None) -> BlendRecommender:
+                   reranker: Reranker | None = None, notes: list[str] | None = None,
+                   samples: dict[str, int] | None = None) -> BlendRecommender:
     """Fit the blend at ``cutoff``; its weights are tuned on the ``tune_days`` before the cutoff (default:
     the re-ranker's window, whose latest one then reuses the tuning blend).
     ``data``: the interactions at ``cutoff`` if already built; ``fitted``: models already fitted on them
     (reused as components when their config matches the blend's). With ``config.rerank``, discovery requests
     are re-ranked by ``reranker``, or by one learned before ``cutoff`` when it is None. ``notes``: the
-    reasons for what was not tuned are appended to it (see :func:`~training.blend_tuning.tune_blend`)."""
+    reasons for what was not tuned are appended to it, and ``samples`` gets the tuning's sample sizes (see
+    :func:`~training.blend_tuning.tune_blend`)."""
     tune_days = tune_days or config.rerank_window_days
     tuned: BlendRecommender | None = None
     if config.blend_weights is None:
-        config, tuned = tune_blend(shop, cutoff, config, icfg, tune_days, notes=notes)
+        config, tuned = tune_blend(shop, cutoff, config, icfg, tune_days, notes=notes, samples=samples)
     validation: dict[str, Any] = {}
     if config.rerank and reranker is None:
         same = tuned is not None and tune_days == config.rerank_window_days
@@ -119,7 +121,8 @@ def evaluate_recommenders(shop: Shop, cutoff: pd.Timestamp, config: RecommenderC
     truth_all, n_test = _test_truth(shop, data, cutoff, config)
     truth_new = new_items_truth(data, truth_all)
     notes: list[str] = []
-    fitted, secs = _fit_models(shop, data, cutoff, config, icfg, models, corrupt, notes)
+    samples: dict[str, int] = {}
+    fitted, secs = _fit_models(shop, data, cutoff, config, icfg, models, corrupt, notes, samples)
     prod = fitted["production"]
     assert isinstance(prod, BlendRecommender)
     if corrupt:  # a deliberately broken model: shuffled item ids
@@ -128,6 +131,7 @@ def evaluate_recommenders(shop: Shop, cutoff: pd.Timestamp, config: RecommenderC
     report["fit_seconds"] = {n: round(s, 2) for n, s in secs.items()}
     notes += _coverage_notes(data, cutoff, truth_all, truth_new, n_test)
     report["test_customers"] = {"all": n_test, "scored": len(truth_all)}
+    report["samples"] = samples
     report["notes"] = notes
     return RecEvaluation(report=report, fit_seconds=secs, production=prod)
 
@@ -144,7 +148,8 @@ def _test_truth(shop: Shop, data: InteractionData, cutoff: pd.Timestamp,
 
 def _fit_models(shop: Shop, data: InteractionData, cutoff: pd.Timestamp, config: RecommenderConfig,
                 icfg: InteractionConfig | None, models: tuple[str, ...], corrupt: bool,
-                notes: list[str]) -> tuple[dict[str, Recommender], dict[str, float]]:
+                notes: list[str], samples: dict[str, int]
+                ) -> tuple[dict[str, Recommender], dict[str, float]]:
     """The baselines, production (key ``production``) and, when the shop has events, production's twin
     without them, fitted on ``data``, with each one's fit seconds."""
     secs: dict[str, float] = {}
@@ -157,8 +162,9 @@ def _fit_models(shop: Shop, data: InteractionData, cutoff: pd.Timestamp, config:
     t0 = time.perf_counter()
     # the blend reuses the baselines fitted above as its components (unless it is to be corrupted: then it
     # gets data of its own, so that the baselines stay intact)
-    prod = (fit_production(shop, cutoff, config, icfg, notes=notes) if corrupt
-            else fit_production(shop, cutoff, config, icfg, data=data, fitted=fitted, notes=notes))
+    prod = (fit_production(shop, cutoff, config, icfg, notes=notes, samples=samples) if corrupt
+            else fit_production(shop, cutoff, config, icfg, data=data, fitted=fitted, notes=notes,
+                                samples=samples))
     secs["production"] = time.perf_counter() - t0
     fitted["production"] = prod
     for name in later:  # TIFU-KNN with the settings tuned for production's component (the paper's if none)

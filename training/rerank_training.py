@@ -159,7 +159,8 @@ def _window_rows(shop: Shop, cutoff: pd.Timestamp, config: RecommenderConfig, ic
             # the rows need the discovery blend's components only (TIFU-KNN weighed for all items: not fitted)
             only = replace(config, blend_weights=config.discovery_weights or config.blend_weights)
             m = BlendRecommender(only).fit(d, baskets=blend_baskets(shop, d, only))
-        truth = sample_truth(purchase_truth(shop, start, end), config.tune_max_customers, config.seed + w)
+        most = min(config.tune_max_customers, config.rerank_row_customers)
+        truth = sample_truth(purchase_truth(shop, start, end), most, config.seed + w)
         parts.append(rerank_rows(m, new_items_truth(m._require(), truth)))
     return parts
 

@@ -14,7 +14,7 @@ import pandas as pd
 
 from features.io import Shop
 from features.spark_engine import SparkEngine
-from training.frames import record, sample_uplift
+from training.frames import record, sample_uplift, uplift_limit
 from training.spark_training import sample_fraction, uplift_training_frames
 
 log = logging.getLogger(__name__)
@@ -25,8 +25,9 @@ class SparkFrames:
 
     name = "spark"
 
-    def __init__(self, engine: SparkEngine, max_rows: int | None = None, seed: int = 0) -> None:
-        self.engine, self.max_rows, self.seed = engine, max_rows, seed
+    def __init__(self, engine: SparkEngine, max_rows: int | None = None, seed: int = 0,
+                 uplift_max_rows: int | None = None) -> None:
+        self.engine, self.max_rows, self.seed, self.uplift_max_rows = engine, max_rows, seed, uplift_max_rows
         self.built: list[dict] = []
 
     def stacked(self, shop: Shop, cutoffs: list[pd.Timestamp], horizon_days: int
@@ -41,7 +42,7 @@ class SparkFrames:
     def uplift(self, shop: Shop, before: pd.Timestamp | None, start: pd.Timestamp | None
                ) -> tuple[pd.DataFrame, pd.DataFrame]:
         X, y = uplift_training_frames(self.engine, before, start)
-        X, y, share = sample_uplift(X, y, start, self.max_rows, self.seed)
+        X, y, share = sample_uplift(X, y, start, uplift_limit(self.max_rows, self.uplift_max_rows), self.seed)
         log.info("spark: uplift training set of %d rows (customers' share %.3f)", len(X), share)
         self.built.append(record("uplift", X, share))
         return X, y

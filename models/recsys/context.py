@@ -71,11 +71,21 @@ class RecommenderConfig:
     rerank_min_customers: int = 100
     rerank_max_customers: int = 3000
     """A random sample of this many training customers at most (the ranker's fit time grows with them)."""
+    rerank_row_customers: int = 8_000
+    """The ranker's windows build candidate rows for at most this many customers each (a seeded sample by
+    customer id): it learns from ``rerank_max_customers`` of them and is checked on a fifth of the latest
+    window's, so more rows only cost time."""
     tune_max_customers: int = 20_000
     """Blend tuning and the ranker's windows score at most this many customers per window (a seeded sample
     by customer id); their cost grows with customers x products, their precision hardly past this."""
-    eval_max_customers: int = 25_000
-    """The recommendation report scores at most this many test customers (a seeded sample by customer id)."""
+    tune_screen_customers: int | None = None
+    """Blend tuning with more customers than this scores every weighting on a seeded sample of this many
+    first, and only the best few on all of them (:func:`training.blend_tuning.tune_weights`). None: off
+    (at 100,000 customers it saved nothing: the component scores, computed once per pass of customers,
+    cost more than the weightings; ``bench/SCALE.md``)."""
+    eval_max_customers: int = 10_000
+    """The recommendation report scores at most this many test customers (a seeded sample by customer id;
+    logged as ``recommend.test_customers.scored``)."""
     seed: int = 42
 
     def rerank_config(self) -> RerankConfig:

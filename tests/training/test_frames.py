@@ -37,3 +37,16 @@ def test_the_job_selects_the_source_for_its_duration(small_shop) -> None:
         assert frames.current() is src
         frames.uplift(small_shop, cutoff)
     assert frames.current() is not src and len(src.built) == 1
+
+
+def test_uplift_max_rows_samples_the_uplift_rows_only(small_shop) -> None:
+    cutoff = small_shop.end - pd.Timedelta(days=90)
+    _, y = uplift_training_set(small_shop, cutoff)
+    src = frames.LocalFrames(max_rows=None, uplift_max_rows=len(y) // 2, seed=1)
+    _, ys = src.uplift(small_shop, cutoff, None)
+    assert 0.35 < len(ys) / len(y) < 0.65 and src.built[-1]["customers_share"] == pytest.approx(0.5, 0.01)
+    cuts = training_cutoffs(small_shop, cutoff, 90, 3, 14)
+    full, _ = stacked_training_set(small_shop, cuts, 90)
+    assert len(src.stacked(small_shop, cuts, 90)[0]) == len(full)  # the stacked rows are not sampled
+    assert frames.uplift_limit(None, None) is None and frames.uplift_limit(10, None) == 10
+    assert frames.uplift_limit(10, 5) == 5 and frames.uplift_limit(None, 5) == 5

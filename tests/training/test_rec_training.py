@@ -21,6 +21,7 @@ from training.blend_tuning import (
     TIFU_GRID,
     TIFU_NEIGHBOURS,
     TIFU_WEIGHT_GRID,
+    TUNE_FINALISTS,
     WEIGHT_GRID,
     reusable_components,
     tune_discovery,
@@ -29,7 +30,7 @@ from training.blend_tuning import (
 )
 from training.rec_eval import fit_production
 from training.rec_truth import new_items_truth, purchase_truth
-from training.rerank_training import fit_reranker, ndcg_by_group
+from training.rerank_training import _window_rows, fit_reranker, ndcg_by_group
 
 pytestmark = pytest.mark.slow  # fits blends and re-rankers on a simulated shop
 
@@ -60,6 +61,37 @@ def test_tuning_chooses_main_and_discovery_weights_without_changing_the_model(da
     assert discovery.weights in [dict(g) for g in DISCOVERY_GRID]
     tuned.use_weights(main.weights, discovery.weights)
     assert tuned.weights_ == main.weights and tuned.discovery_weights_ == discovery.weights
+
+
+def test_screened_tuning_scores_every_weighting_on_a_sample_and_the_best_on_all(data, truth) -> None:
+    """Past ``screen`` customers, each round's weightings are scored on a seeded sample and only the best
+    TUNE_FINALISTS on all; the weights are chosen among those. At or under it: the unscreened tuning."""
+    tuned = BlendRecommender(replace(CFG, blend_weights=None)).fit(data)
+    full = tune_weights(tuned, truth)
+    assert full.customers == full.screened_on == len(truth)
+    assert tune_weights(tuned, truth, screen=len(truth)).trials == full.trials
+    screened = tune_weights(tuned, truth, screen=len(truth) // 4, seed=3)
+    assert screened.customers == len(truth) and 0.15 < screened.screened_on / len(truth) < 0.35
+    assert len(screened.trials) == len(full.trials)
+    assert all("screen_ndcg@10" in t for t in screened.trials)
+    on_all = [t for t in screened.trials if "ndcg@10" in t]
+    assert len(on_all) == 2 * TUNE_FINALISTS  # the grid's round and EASE's
+    for t in on_all:  # scored on all customers: the unscreened tuning's value of the same weights
+        assert t["ndcg@10"] == pytest.approx(next(f["ndcg@10"] for f in full.trials
+                                                  if f["weights"] == t["weights"]), abs=1e-12)
+    grid_round = screened.trials[:len(WEIGHT_GRID)]
+    best_screen = sorted(t["screen_ndcg@10"] for t in grid_round)[-TUNE_FINALISTS:]
+    assert sorted(t["screen_ndcg@10"] for t in grid_round if "ndcg@10" in t) == best_screen
+    assert screened.best == max(t["ndcg@10"] for t in on_all)
+    assert screened.weights == max(on_all, key=lambda t: t["ndcg@10"])["weights"]
+
+
+def test_reranker_rows_are_built_for_a_sample_of_each_window(small_shop) -> None:
+    one = replace(CFG, rerank_windows=1)
+    buyers = len(purchase_truth(small_shop, CUTOFF - pd.Timedelta(days=one.rerank_window_days), CUTOFF))
+    every = _window_rows(small_shop, CUTOFF, one, None, None)[0][2]  # one group per customer with a hit
+    few = _window_rows(small_shop, CUTOFF, replace(one, rerank_row_customers=buyers // 3), None, None)[0][2]
+    assert len(every) > 60 and 0.15 < len(few) / len(every) < 0.55
 
 
 def test_reranker_is_used_only_when_it_beats_the_blend_on_held_out_customers(small_shop) -> None:
