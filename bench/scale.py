@@ -105,10 +105,13 @@ def category_table(timer: StageTimer) -> list[dict[str, Any]]:
              "peak_rss_mb": round(d["peak_rss_mb"])} for d in out.values()]
 
 
-def run_train(src: Path, timer: StageTimer, max_rows: int | None = None) -> dict[str, Any]:
+def run_train(src: Path, timer: StageTimer, max_rows: int | None = None, keep: Path | None = None
+              ) -> dict[str, Any]:
+    """Train on ``src`` in a temporary project (deleted after), or in ``keep`` (kept: serve it with
+    ``PERSONALISE_DATA=<keep> personalise serve``)."""
     from training.config import TrainConfig
     from training.jobs import train
-    proj = Path(tempfile.mkdtemp(prefix="scale-train-", dir=WORK))
+    proj = keep or Path(tempfile.mkdtemp(prefix="scale-train-", dir=WORK))
     cfg = TrainConfig(horizon_days=90)
     if max_rows is not None:
         cfg = TrainConfig(horizon_days=90, max_training_rows=max_rows or None)
@@ -127,7 +130,8 @@ def run_train(src: Path, timer: StageTimer, max_rows: int | None = None) -> dict
                 "gate_metrics": {**{k: r.metrics.get(k) for k in keys}, "training.sample_share": share},
                 "more_metrics": {k: logged.get(k) for k in more}}
     finally:
-        shutil.rmtree(proj, ignore_errors=True)
+        if keep is None:
+            shutil.rmtree(proj, ignore_errors=True)
 
 
 def run_features(src: Path, timer: StageTimer) -> dict[str, Any]:
@@ -200,6 +204,7 @@ def main() -> None:
     ap.add_argument("--top", type=Path, help="print the top frames of a py-spy raw profile and exit")
     ap.add_argument("--md", type=Path, help="also write the tables into this Markdown file (one section per "
                                             "size and part, replaced on each run), e.g. bench/SCALE.md")
+    ap.add_argument("--keep", type=Path, help="train into this project directory and keep it (to serve it)")
     ap.add_argument("--max-training-rows", type=int, default=None,
                     help="train: the stacked-rows limit (default: the job's own; 0 = never sample)")
     a = ap.parse_args()
@@ -217,7 +222,7 @@ def main() -> None:
         if a.part == "simulate":
             info = run_simulate(a, timer)
         else:
-            info = (run_train(src, timer, a.max_training_rows) if a.part == "train"  # type: ignore[arg-type]
+            info = (run_train(src, timer, a.max_training_rows, a.keep) if a.part == "train"  # type: ignore[arg-type]
                     else run_features(src, timer))  # type: ignore[arg-type]
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     res = {"customers": a.customers, "days": a.days, "seed": a.seed, "part": a.part, "data": str(src),
