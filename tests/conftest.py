@@ -39,6 +39,16 @@ def small_shop_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_shop_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A smaller simulated shop (400 customers, 120 products, a year): for tests whose assertions do not
+    depend on the shop's size (a CLI passing its options through, two engines giving the same rows)."""
+    from features.simulate import simulate_shop
+    d = tmp_path_factory.mktemp("tiny-shop")
+    simulate_shop(d, customers=400, products=120, days=365, seed=SEED)
+    return d
+
+
+@pytest.fixture(scope="session")
 def small_shop(small_shop_dir: Path):
     from features.io import load_shop
     return load_shop(small_shop_dir)

@@ -51,7 +51,7 @@ class Server:
                     return
             except httpx.HTTPError:
                 pass
-            time.sleep(0.5)
+            time.sleep(0.1)  # a short poll: a start is seconds, a check is a refused connect
         self.stop()
         raise RuntimeError("server did not become ready")
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import statistics
 import time
-from pathlib import Path
 
 import pytest
 
@@ -14,13 +13,14 @@ pytestmark = [pytest.mark.server, pytest.mark.slow]  # a real server on the trai
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def order_server(request: pytest.FixtureRequest, trained_project, tmp_path: Path):
-    d, _ = trained_project
+def order_server(request: pytest.FixtureRequest, trained_project):
+    """On SQLite the session's shared server (its own SQLite store; no other test sends it orders, and the
+    customers here are this test's own); on PostgreSQL a server of its own."""
     if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'orders-live.db'}"
-    else:
-        url = request.getfixturevalue("postgres_server").new_database()
-    s = Server(d, {"PERSONALISE_DB": url})
+        yield request.param, request.getfixturevalue("server")
+        return
+    d, _ = trained_project
+    s = Server(d, {"PERSONALISE_DB": request.getfixturevalue("postgres_server").new_database()})
     yield request.param, s
     s.stop()
 

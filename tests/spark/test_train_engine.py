@@ -24,11 +24,8 @@ pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def shop_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from features.simulate import simulate_shop
-    d = tmp_path_factory.mktemp("engine-shop")
-    simulate_shop(d, customers=400, products=120, days=365, seed=SEED)
-    return d
+def shop_dir(tiny_shop_dir: Path) -> Path:
+    return tiny_shop_dir  # 400 customers, 120 products, a year (tests/conftest.py)
 
 
 def _train(root: Path, shop_dir: Path, engine: str) -> tuple[Any, MlflowClient]:

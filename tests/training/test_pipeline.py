@@ -104,9 +104,12 @@ def test_bad_data_stops_before_any_registry_change(trained_project, tmp_path: Pa
     assert len(c.search_model_versions(f"name='{MODEL_NAMES['recommender']}'")) == before_versions
 
 
-def test_evaluate_report_has_every_model_and_baseline(small_shop, small_shop_dir) -> None:
-    ev = evaluate(small_shop, TrainConfig(seed=SEED), small_shop_dir / "truth")
-    r = ev.report
+def test_evaluate_report_has_every_model_and_baseline(trained_project) -> None:
+    """The report of :func:`training.evaluate.evaluate` on the small shop with its truth: the one the first
+    train made (``train`` calls ``evaluate(shop, config, truth_dir)`` on the shop's own ``truth`` folder, the
+    same call as evaluating here again, which would take as long as a train's evaluation)."""
+    _, result = trained_project
+    r = result.report
     for proto in ("all_items", "new_items"):
         assert {"popularity", "als", "item_knn", "ease", "tifu_knn",
                 "production"} <= set(r["recommend"][proto])
@@ -124,12 +127,12 @@ def test_evaluate_report_has_every_model_and_baseline(small_shop, small_shop_dir
     json.dumps(r)  # plain JSON
 
 
-def test_cli_evaluate_writes_json(small_shop_dir, tmp_path: Path) -> None:
+def test_cli_evaluate_writes_json(tiny_shop_dir, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
     from personalise_cli import app
     out = tmp_path / "report.json"
-    res = CliRunner().invoke(app, ["evaluate", "--data", str(small_shop_dir), "--cutoff", "2025-10-01",
+    res = CliRunner().invoke(app, ["evaluate", "--data", str(tiny_shop_dir), "--cutoff", "2025-10-01",
                                    "--horizon-days", "60", "--out", str(out)])
     assert res.exit_code == 0, res.output
     rep = json.loads(out.read_text())
