@@ -427,7 +427,8 @@ def _triggers_section(s: dict[str, Any] | None) -> list[str]:
         "order's 200 to the trigger in the feed / at the receiver; the feed's split into wait (200 -> the "
         "next poll sent), behind (polls that came back without it) and answer (the poll that returned it). "
         "Load client, CRM, server and database share the 2 cores. Target: p99 feed latency < 1 s at 1,000 "
-        "events/s.",
+        "events/s. Where the feed's latency was before issue #19's changes, and the back-to-back runs of the "
+        "old and new server: `bench/TRIGGERS.md`.",
         "",
         _table(rows, head),
         "",
