@@ -31,7 +31,7 @@ import scipy.sparse as sp
 from features.schema import PRODUCT_ID, RANK, SCORE
 from models.metrics import top_k
 from models.recsys import BusinessRules, Recommendation, RecommendationEngine
-from models.recsys.base import NEG, round_scores
+from models.recsys.base import NEG, round_scores, row_entries
 from models.recsys.context import EVENT_WEIGHT, UserContext
 from models.recsys.factors import ALSRecommender
 from models.recsys.neighbours import EASERecommender, ItemKNNRecommender
@@ -133,11 +133,7 @@ class FoldIn:
 
     def _knn(self, c: ItemKNNRecommender, W: sp.csr_matrix) -> np.ndarray:
         sim = c.sim_
-        starts, ends = sim.indptr[W.indices], sim.indptr[W.indices + 1]
-        lengths = ends - starts
-        at = np.repeat(ends - lengths.cumsum(), lengths) + np.arange(
-            lengths.sum()
-        )  # the rows' entries, in order
+        at, lengths = row_entries(sim, W.indices)  # the rows' entries, in order
         # bincount adds in input order, item after item, as scipy's sparse product does: the same floats
         acc = np.bincount(
             sim.indices[at], weights=np.repeat(W.data, lengths) * sim.data[at], minlength=self.m

@@ -61,10 +61,14 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
+_HEADER_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) != "%")
+"""Printable ASCII but ``%``: sent as it is in a header value."""
+
+
 def id_header(trigger_id: str) -> str:
     """A trigger id as an HTTP header value: printable ASCII as it is (``%`` escaped), anything else
     percent-encoded in UTF-8 (a customer id with an accent made the post fail before it was sent)."""
-    return quote(trigger_id, safe="".join(chr(c) for c in range(0x21, 0x7F) if chr(c) != "%"))
+    return quote(trigger_id, safe=_HEADER_SAFE)
 
 
 def sign(secret: bytes, body: bytes, t: int | None = None) -> str:

@@ -49,6 +49,14 @@ NEG = -np.inf
 COLUMNS = list(RECOMMENDATION_COLUMNS)
 
 
+def row_entries(M: sp.csr_matrix, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where the entries of ``rows`` of ``M`` are in ``M.indices`` / ``M.data`` (row after row, each in its
+    stored order), and how many each row has: a gather of sparse rows without scipy's indexing."""
+    starts, ends = M.indptr[rows], M.indptr[rows + 1]
+    lengths = ends - starts
+    return np.repeat(ends - lengths.cumsum(), lengths) + np.arange(lengths.sum()), lengths
+
+
 def round_scores(s: np.ndarray) -> list[float]:
     """Scores as the API shows them (6 decimals), the same in the cached and the computed path."""
     return np.round(np.asarray(s, dtype=np.float64), 6).tolist()  # type: ignore[no-any-return]

@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 import scipy.sparse as sp
 
+from models.recsys.base import row_entries
 from models.recsys.blend import COMPONENTS, BlendRecommender, Weights
 from models.recsys.neighbours import ItemKNNRecommender
 
@@ -132,9 +133,7 @@ def _similarities(sim: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray) -> np.
     fancy indexings cost a quarter of a live-session recommendation."""
     if not sim.has_canonical_format:  # duplicate entries would have to be summed: scipy does that
         return np.asarray(sim[rows][:, cols].toarray())
-    starts, ends = sim.indptr[rows], sim.indptr[rows + 1]
-    lengths = ends - starts
-    at = np.repeat(ends - lengths.cumsum(), lengths) + np.arange(lengths.sum())  # the rows' entries
+    at, lengths = row_entries(sim, rows)
     pos = np.full(sim.shape[1], -1)
     pos[cols] = np.arange(len(cols))
     where = pos[sim.indices[at]]
