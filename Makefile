@@ -8,6 +8,10 @@ DATA ?= var/demo
 PORT ?= 3000
 export OPENBLAS_NUM_THREADS := 1
 export MKL_NUM_THREADS := 1
+# pytest-xdist workers: the suite is mostly one busy core (a train, a server) at a time, so two workers use
+# CI's two cores; tests of one module stay on one worker (their module fixtures are built once)
+WORKERS ?= 2
+XDIST := -n $(WORKERS) --dist loadscope
 
 .PHONY: demo test test-fast bench lint mlflow clean install
 
@@ -23,10 +27,10 @@ demo: $(STAMP)
 	$(BIN)/personalise demo --data $(DATA) --port $(PORT)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(XDIST)
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow and not realdata and not server and not spark"
+	$(BIN)/python -m pytest -q $(XDIST) -m "not slow and not realdata and not server and not spark"
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py --out bench/RESULTS.md

@@ -31,8 +31,13 @@ def _stored_events(trained_project) -> int:
         con.close()
 
 
+_FORTY_DAYS_AGO = (dt.datetime.now(dt.UTC) - dt.timedelta(days=40)).isoformat()
+
+
+# ids, not the values, name the cases: each worker of a parallel run must collect the same test names
 @pytest.mark.parametrize("ts", ["2999-01-01", "9999-12-31", "0001-01-01", "NaT", "2200-06-01T00:00:00Z",
-                                (dt.datetime.now(dt.UTC) - dt.timedelta(days=40)).isoformat()])
+                                _FORTY_DAYS_AGO],
+                         ids=["2999", "9999", "year-1", "NaT", "2200", "40-days-ago"])
 def test_event_times_outside_the_window_are_refused_naming_the_field(server: Server, trained_project,
                                                                      ts: str) -> None:
     before = _stored_events(trained_project)
