@@ -436,6 +436,13 @@ def _triggers_section(s: dict[str, Any] | None) -> list[str]:
     if knee:
         md += ["The knee: one server per backend, loaded at each events rate in turn (20 s each).", "",
                _table(knee, head), ""]
+    paced = s.get("paced") or {}
+    day = [_trigger_row(b, paced[b]) for b in ("sqlite", "postgresql") if "orders_per_s" in (paced.get(b) or {})]
+    if day:
+        asked = (paced.get("sqlite") or paced.get("postgresql") or {}).get("orders_per_s_asked")
+        md += [f"A shop's day: orders paced at {asked} per second in all (a sale's peak; a 1M-customer shop "
+               "averages about 0.3), storefront events at 1,000/s, the same server and CRM process (20 s).",
+               "", _table(day, head), ""]
     return md
 
 
