@@ -6,8 +6,9 @@ windows before the cutoff.
 The short-window models are trained on the longest label window of :data:`LABEL_WINDOWS` shorter than the
 horizon H that has at least one stacked training cutoff (:func:`features.customer_labels.training_cutoffs`).
 The choice is made on validation windows ``[cutoff - V, cutoff)``: every candidate is fitted again as of
-``cutoff - V`` and scored for V days against what happened in that window, which ends at the cutoff, so
-nothing after the cutoff is read. Two windows, because the candidates need different history:
+``cutoff - V``, predicts the H days it would be served for, and is scored against what happened in the V days
+of the window, which ends at the cutoff, so nothing after the cutoff is read. Two windows, because the
+candidates need different history:
 
 - the baseline window (:func:`baseline_window`): the longest V of :data:`LABEL_WINDOWS` (at most H) with
   :data:`MIN_VALIDATION_HISTORY_DAYS` of history before ``cutoff - V``. BG/NBD, calibrated recency and the
@@ -33,7 +34,7 @@ Example
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -44,7 +45,7 @@ from features.customer import customer_features
 from features.customer_labels import future_labels, training_cutoffs
 from features.io import Shop
 from models.bgnbd import BetaGeoModel, BGNBDCustomerModel, GammaGammaModel
-from models.customer import ChurnModel, CustomerModelConfig, ValueModel
+from models.customer import ChurnModel, CustomerModelConfig, ValueModel, recency_baseline
 from models.customer_scorers import BaselineValue, Blend, CustomerScorer, RecencyChurn, WindowScaled
 from models.metrics import auc, regression_report
 from training import frames
@@ -135,22 +136,22 @@ def fit_recency(shop: Shop, cutoff: pd.Timestamp, horizon_days: int) -> WindowSc
 
 
 def _candidates(shop: Shop, cutoff: pd.Timestamp, horizon_days: int, short: ShortWindowModels | None,
-                bg: BetaGeoModel, gg: GammaGammaModel | None, why: str, with_short: bool = True
+                bg: BetaGeoModel, gg: GammaGammaModel | None, why: str, recency: bool = True
                 ) -> tuple[dict[str, CustomerScorer], dict[str, CustomerScorer]]:
-    """The churn and value candidates as of ``cutoff`` for an ``horizon_days`` horizon (without the
-    short-window family when not ``with_short``)."""
+    """The churn and value candidates as of ``cutoff`` for an ``horizon_days`` horizon (the calibrated
+    recency model only with ``recency``)."""
     churn: dict[str, CustomerScorer] = {}
     value: dict[str, CustomerScorer] = {}
-    if short is not None and with_short:
+    if short is not None:
         churn[SHORT_WINDOW], value[SHORT_WINDOW] = short.churn, short.value
     churn[BGNBD] = BGNBDCustomerModel(bg, gg, horizon_days, "churn", why)
-    recency = fit_recency(shop, cutoff, horizon_days)
-    if recency is not None:
-        churn[RECENCY] = recency
+    rec = fit_recency(shop, cutoff, horizon_days) if recency else None
+    if rec is not None:
+        churn[RECENCY] = rec
     value[BGNBD] = BGNBDCustomerModel(bg, gg, horizon_days, "value", why)
     value[LAST_PERIOD] = BaselineValue(LAST_PERIOD, horizon_days)
     value[HISTORICAL_RATE] = BaselineValue(HISTORICAL_RATE, horizon_days)
-    if short is not None and with_short:
+    if short is not None:
         value[SHORT_BLEND] = Blend([(value[c], w) for c, w in BLEND_WEIGHTS.items()])
     return churn, value
 
@@ -203,15 +204,23 @@ def validation_windows(shop: Shop, cutoff: pd.Timestamp, horizon_days: int, conf
     return ValidationWindows(base if base is not None and base > found[0] else None, found[0], found[1])
 
 
-def _validate_on(shop: Shop, cutoff: pd.Timestamp, v: int, short: ShortWindowModels | None) -> dict[str, Any]:
+def _validate_on(shop: Shop, cutoff: pd.Timestamp, v: int, short: ShortWindowModels | None,
+                 horizon_days: int) -> dict[str, Any]:
     """Every candidate fitted as of ``cutoff - v`` (the short-window family: ``short``, if given) and scored
-    on ``[cutoff - v, cutoff)``: value Spearman and normalised Gini, churn AUC."""
+    on ``[cutoff - v, cutoff)``: value Spearman and normalised Gini, churn AUC. Each scores the
+    ``horizon_days`` it would be served for (last-period spend over 180 days is not over 60; BG/NBD's
+    expected spend in 270 days does not rank as in 60), its V-day outcome standing for the H days'. The
+    calibrated recency model is scored by recency itself (it ranks as recency does, so its AUC is recency's,
+    whether or not a label window fits before ``cutoff - v`` to fit it on)."""
     start = cutoff - pd.Timedelta(days=v)
     X = customer_features(shop, start)
     X = X[X["n_orders"] > 0]
     y = future_labels(shop, start, v, X.index)
     bg, gg = fit_bgnbd(shop, start)
-    churn, value = _candidates(shop, start, v, short, bg, gg, "validation")
+    if short is not None:  # scaled to the horizon as served (the blend adds it to the baselines' money)
+        short = replace(short, churn=WindowScaled(short.churn.model, short.label_days, horizon_days),
+                        value=WindowScaled(short.value.model, short.label_days, horizon_days))
+    churn, value = _candidates(shop, start, horizon_days, short, bg, gg, "validation", recency=False)
     target = y["future_net"].clip(lower=0).to_numpy()
     out: dict[str, Any] = {"cutoff": str(start.date()), "end": str(pd.Timestamp(cutoff).date()),
                            "horizon_days": v, "customers": int(len(X)),
@@ -222,6 +231,7 @@ def _validate_on(shop: Shop, cutoff: pd.Timestamp, v: int, short: ShortWindowMod
         out["value"][name] = {"spearman": r["spearman"], "gini": r["normalized_gini"]}
     for name, m in churn.items():
         out["churn"][name] = {"auc": auc(y["churn"].to_numpy(), m.predict(X).to_numpy())}
+    out["churn"][RECENCY] = {"auc": auc(y["churn"].to_numpy(), recency_baseline(X).to_numpy())}
     return out
 
 
@@ -233,9 +243,9 @@ def validate(shop: Shop, cutoff: pd.Timestamp, horizon_days: int, config: Custom
     w = validation_windows(shop, cutoff, horizon_days, config, with_short)
     out: dict[str, Any] = {}
     if w.baseline is not None:
-        out["baseline"] = _validate_on(shop, cutoff, w.baseline, None)
+        out["baseline"] = _validate_on(shop, cutoff, w.baseline, None, horizon_days)
     if w.short is not None:
-        out["short"] = _validate_on(shop, cutoff, w.short, w.short_models)
+        out["short"] = _validate_on(shop, cutoff, w.short, w.short_models, horizon_days)
     if w.short_dropped is not None:
         out["short_dropped"] = w.short_dropped
     return out
