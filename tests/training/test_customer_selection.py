@@ -181,6 +181,8 @@ def test_calibrated_recency_is_a_monotone_probability_that_ranks_as_recency() ->
     assert flat.max() - flat.min() < 1e-5
     scaled = WindowScaled(m, 30, 90)
     np.testing.assert_allclose(scaled.predict(X), m.predict(X) ** 3)
+    import pickle
+    pd.testing.assert_series_equal(pickle.loads(pickle.dumps(scaled)).predict(X), scaled.predict(X))
     assert m.explain(X.iloc[:1])["c0"][0]["feature"] == "recency_days" == m.feature_names[0]
     with pytest.raises(ModelFitError):
         RecencyChurn().fit(X.iloc[:0], y[:0])
