@@ -9,7 +9,9 @@ Where the history is too short for stacked windows of H, production is the candi
 on a validation window before the cutoff (:mod:`training.customer_selection`: LightGBM on shorter label
 windows scaled to H, BG/NBD + Gamma-Gamma, last-period spend or the historical rate); ``production before``
 is the same cell run on the code before that choice existed (BG/NBD + Gamma-Gamma there), read from
-``bench/value_grid_before.json`` (written by this script run on that code, then copied).
+``bench/value_grid_before.json`` (written by this script run on that code, then copied). ``Changed since the
+previous grid``: the cells whose production value or churn moved against ``bench/value_grid_previous.json``
+(the grid as committed before the latest change to the choice, copied from git by hand).
 
 ``selected``: the value model chosen on a validation window before the cutoff (the same evaluation at
 ``cutoff - H``, its labels ending at the cutoff): the model with the best validation Spearman, scored on
@@ -40,6 +42,7 @@ from bench.sections import or_dir  # noqa: E402
 WORK = ROOT / "var" / "bench"
 OUT_JSON, OUT_MD = ROOT / "bench" / "value_grid.json", ROOT / "bench" / "VALUE_GRID.md"
 BEFORE_JSON = ROOT / "bench" / "value_grid_before.json"
+PREVIOUS_JSON = ROOT / "bench" / "value_grid_previous.json"
 VALUE = ("production", "last_period", "historical_rate", "bgnbd_gg")
 CHURN = ("production", "bgnbd", "recency")
 OR_END = pd.Timestamp("2011-12-09")
@@ -167,6 +170,14 @@ def _model(r: dict[str, Any]) -> str:
     return "BG/NBD fallback" if "fallback" in r["production_model"] else "LightGBM stacked"
 
 
+def _chosen(r: dict[str, Any]) -> str:
+    """The churn and value candidates chosen, and the validation window's length."""
+    sel = r.get("selection")
+    if not sel:
+        return "stacked LightGBM" if "fallback" not in r["production_model"] else "BG/NBD fallback"
+    return f"churn {sel['churn']}, value {sel['value']} ({sel['validation_days']} days)"
+
+
 def _before(data: str, r: dict[str, Any], before: dict[str, list[dict[str, Any]]]) -> dict[str, Any] | None:
     return next((b for b in before.get(data, []) if (b["horizon_days"], b["cutoff"]) == (r["horizon_days"],
                                                                                      r["cutoff"])), None)
@@ -180,8 +191,8 @@ def _beats(v: dict[str, dict[str, float]]) -> str:
     return "yes" if not miss else "**no** (" + ", ".join(miss) + ")"
 
 
-def markdown(grid: dict[str, list[dict[str, Any]]], before: dict[str, list[dict[str, Any]]] | None = None
-             ) -> str:
+def markdown(grid: dict[str, list[dict[str, Any]]], before: dict[str, list[dict[str, Any]]] | None = None,
+             previous: dict[str, list[dict[str, Any]]] | None = None) -> str:
     before = before or {}
     lines = [
         "# Value and churn grid",
@@ -245,8 +256,37 @@ def markdown(grid: dict[str, list[dict[str, Any]]], before: dict[str, list[dict[
                 + " | ".join(churn)
                 + f" | {sw_txt} |"
             )
-    lines += ["", *_summary(grid)]
+    lines += ["", *_summary(grid), *_changes(grid, previous or {})]
     return "\n".join(lines) + "\n"
+
+
+def _changes(grid: dict[str, list[dict[str, Any]]], previous: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """The cells whose production value (Spearman / Gini) or churn AUC moved since the previous grid, with the
+    naive baselines beside."""
+    rows = []
+    for data, rs in grid.items():
+        for r in rs:
+            p = _before(data, r, previous)
+            if p is None:
+                continue
+            v, pv = r["value"]["production"], p["value"]["production"]
+            moved = max(abs(v[k] - pv[k]) for k in ("spearman", "gini"))
+            if moved < 5e-4 and abs(r["churn"]["production"] - p["churn"]["production"]) < 5e-4:
+                continue
+            naive = " / ".join(f"{m} {_f(r['value'][m]['spearman'])} / {_f(r['value'][m]['gini'])}"
+                               for m in ("last_period", "historical_rate"))
+            rows.append(f"| {data} | {r['horizon_days']} | {r['cutoff']} | {_chosen(p)} | {_chosen(r)} | "
+                        f"{_f(pv['spearman'])} / {_f(pv['gini'])} | {_f(v['spearman'])} / {_f(v['gini'])} | "
+                        f"{naive} | {_f(p['churn']['production'])} | {_f(r['churn']['production'])} | "
+                        f"{_f(r['churn']['bgnbd'])} / {_f(r['churn']['recency'])} |")
+    if not rows:
+        return []
+    return ["", "## Changed since the previous grid", "",
+            "Production before and after the latest change to the choice (`bench/value_grid_previous.json`); "
+            "value Spearman / Gini, churn AUC.", "",
+            "| data | H | cutoff | chosen before | chosen now | value before | value now | naive: last "
+            "period / historical rate | churn before | churn now | churn BG/NBD / recency |",
+            "|---|---|---|---|---|---|---|---|---|---|---|", *rows]
 
 
 def _summary(grid: dict[str, list[dict[str, Any]]]) -> list[str]:
@@ -272,6 +312,7 @@ def main(which: list[str], select: bool = False) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     grid: dict[str, list[dict[str, Any]]] = json.loads(OUT_JSON.read_text()) if OUT_JSON.exists() else {}
     before = json.loads(BEFORE_JSON.read_text()) if BEFORE_JSON.exists() else {}
+    previous = json.loads(PREVIOUS_JSON.read_text()) if PREVIOUS_JSON.exists() else {}
     shops: dict[str, Any] = {}
     plan = [c for row in zip_longest(*[[(d, h, t) for h, t in CELLS[d]] for d in which]) for c in row if c]
     for data, h, cutoff in plan:  # the datasets' cells interleaved: a run stopped early has some of each
@@ -283,7 +324,7 @@ def main(which: list[str], select: bool = False) -> None:
         grid.setdefault(data, []).append(cell(shops[data], h, cutoff, select))
         grid[data].sort(key=lambda r: (r["horizon_days"], r["cutoff"]))
         OUT_JSON.write_text(json.dumps(grid, indent=1))
-        OUT_MD.write_text(markdown(grid, before))
+        OUT_MD.write_text(markdown(grid, before, previous))
 
 
 if __name__ == "__main__":

@@ -9,15 +9,17 @@ Example
 -------
 >>> v90 = ValueModel(cfg).fit(X90, y90["future_net"])                      # doctest: +SKIP
 >>> WindowScaled(v90, label_days=90, horizon_days=180).predict(X_now)     # doctest: +SKIP
+>>> RecencyChurn().fit(X60, y60["churn"]).predict(X_now)                  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 import numpy as np
 import pandas as pd
 
+from features.exceptions import ModelFitError, NotFittedError
 from models.customer import ChurnModel, ValueModel, historical_rate_baseline, last_period_baseline, readable
 
 
@@ -43,7 +45,8 @@ class WindowScaled:
     model's, only the probability's scale is an approximation.
     """
 
-    def __init__(self, model: ChurnModel | ValueModel, label_days: int, horizon_days: int) -> None:
+    def __init__(self, model: ChurnModel | ValueModel | RecencyChurn, label_days: int,
+                 horizon_days: int) -> None:
         if label_days <= 0 or horizon_days <= 0:
             raise ValueError(f"label_days and horizon_days must be positive: {label_days}, {horizon_days}")
         self.model, self.label_days, self.horizon_days = model, label_days, horizon_days
@@ -132,3 +135,85 @@ class Blend:
 
     def feature_importance(self) -> pd.Series:
         return self.parts[0][0].feature_importance()
+
+
+class RecencyChurn:
+    """P(no purchase in the label window) as a non-decreasing function of the days since the last purchase:
+    the recency baseline made a probability. Fitted on a label window's outcomes: the customers binned by
+    recency (:attr:`bins` quantile bins), each bin's churn rate, made monotone by pooling adjacent
+    violators (weighted by the bins' sizes), interpolated linearly between the bins' mean recencies and flat
+    beyond them.
+
+    A tiny strictly increasing term (``TIE_BREAK * r / (r + 1)``) keeps the recency order where the fitted
+    curve is flat, so its ranking (AUC) is recency's own. Serve it for a longer horizon with
+    :class:`WindowScaled`, which keeps the ranking."""
+
+    TIE_BREAK = 1e-6
+    COLUMN = "recency_days"
+
+    def __init__(self, bins: int = 20) -> None:
+        if bins < 1:
+            raise ValueError(f"bins must be positive: {bins}")
+        self.bins = bins
+        self.knots_: np.ndarray | None = None
+        self.rates_: np.ndarray | None = None
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [self.COLUMN]
+
+    def fit(self, X: pd.DataFrame, churn: Any) -> Self:
+        """Learn P(churn | recency) from customers' recency at a cutoff and their label window's outcome."""
+        r = pd.to_numeric(X[self.COLUMN], errors="coerce").to_numpy(float)
+        y = np.asarray(churn, float)
+        ok = np.isfinite(r) & np.isfinite(y)
+        r, y = r[ok], y[ok]
+        if len(r) == 0:
+            raise ModelFitError("RecencyChurn: no training rows with a recency and a label")
+        edges = np.unique(np.quantile(r, np.linspace(0, 1, self.bins + 1)))
+        b = np.clip(np.searchsorted(edges, r, side="right") - 1, 0, max(len(edges) - 2, 0))
+        n = np.bincount(b).astype(float)
+        keep = n > 0
+        mean_r = (np.bincount(b, weights=r)[keep] / n[keep])
+        rate = (np.bincount(b, weights=y)[keep] / n[keep])
+        self.knots_, self.rates_ = mean_r, _pool_adjacent_violators(rate, n[keep])
+        return self
+
+    def predict(self, X: pd.DataFrame) -> pd.Series:
+        if self.knots_ is None or self.rates_ is None:
+            raise NotFittedError(type(self).__name__)
+        r = pd.to_numeric(X[self.COLUMN], errors="coerce").to_numpy(float)
+        r = np.where(np.isfinite(r), np.maximum(r, 0.0), float(self.knots_[-1]))  # unknown: the oldest bin
+        p = np.interp(r, self.knots_, self.rates_)
+        out = (1 - self.TIE_BREAK) * p + self.TIE_BREAK * r / (r + 1)
+        return pd.Series(np.clip(out, 0.0, 1.0), index=X.index, name="score")
+
+    def explain(self, X: pd.DataFrame, top: int = 3) -> dict[str, list[dict[str, Any]]]:
+        """Each customer's recency (the one input; no per-feature contributions)."""
+        r = X.reindex(columns=[self.COLUMN])[self.COLUMN]
+        return {str(cid): [{"feature": self.COLUMN, "contribution": None,
+                            "value": None if pd.isna(v) else round(float(v), 3),
+                            "text": f"{readable(self.COLUMN)} (calibrated recency baseline)"}]
+                for cid, v in r.items()}
+
+    def feature_importance(self) -> pd.Series:
+        """One input, no gains learned (zero)."""
+        return pd.Series([0.0], index=[self.COLUMN])
+
+
+def _pool_adjacent_violators(y: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """The non-decreasing sequence closest to ``y`` in weighted least squares (weights ``w``)."""
+    vals: list[float] = []
+    wts: list[float] = []
+    sizes: list[int] = []
+    for v, wt in zip(y.tolist(), w.tolist(), strict=True):
+        vals.append(v)
+        wts.append(wt)
+        sizes.append(1)
+        while len(vals) > 1 and vals[-2] > vals[-1]:
+            wsum = wts[-2] + wts[-1]
+            merged = (vals[-2] * wts[-2] + vals[-1] * wts[-1]) / wsum
+            size = sizes[-2] + sizes[-1]
+            del vals[-1], wts[-1], sizes[-1]
+            vals[-1], wts[-1], sizes[-1] = merged, wsum, size
+    return np.repeat(np.array(vals), sizes)

@@ -1,17 +1,25 @@
 """Churn and value when the history is too short for stacked windows of the horizon: LightGBM on shorter label
-windows scaled to the horizon, BG/NBD (+ Gamma-Gamma), a naive value baseline or a blend of the short-window
-value model with both naive baselines (:data:`BLEND_WEIGHTS`), chosen on a validation window before the
-cutoff.
+windows scaled to the horizon, BG/NBD (+ Gamma-Gamma), calibrated recency (churn), a naive value baseline or a
+blend of the short-window value model with both naive baselines (:data:`BLEND_WEIGHTS`), chosen on validation
+windows before the cutoff.
 
 The short-window models are trained on the longest label window of :data:`LABEL_WINDOWS` shorter than the
 horizon H that has at least one stacked training cutoff (:func:`features.customer_labels.training_cutoffs`).
-The choice is made on the validation window ``[cutoff - V, cutoff)``: every candidate is fitted again as of
-``cutoff - V`` (the short-window models on V-day label windows ending by then) and scored for V days against
-what happened in that window, which ends at the cutoff, so nothing after the cutoff is read. V is the longest
-of :data:`LABEL_WINDOWS` (at most H) for which V-day models can be fitted as of ``cutoff - V`` (else the
-longest with :data:`MIN_VALIDATION_HISTORY_DAYS` of history: then only BG/NBD and the baselines compete). So
-the validated short-window model may use a shorter label window than the served one (the history before
-``cutoff - V`` is shorter): it stands for its family, and the validation window is shorter than H.
+The choice is made on validation windows ``[cutoff - V, cutoff)``: every candidate is fitted again as of
+``cutoff - V``, predicts the H days it would be served for, and is scored against what happened in the V days
+of the window, which ends at the cutoff, so nothing after the cutoff is read. Two windows, because the
+candidates need different history:
+
+- the baseline window (:func:`baseline_window`): the longest V of :data:`LABEL_WINDOWS` (at most H) with
+  :data:`MIN_VALIDATION_HISTORY_DAYS` of history before ``cutoff - V``. BG/NBD, calibrated recency and the
+  value baselines compete on it (the longer the window, the closer to H);
+- the short-window window (:func:`short_window_validation`): the longest V for which V-day short-window models
+  can be fitted as of ``cutoff - V`` (it stands for its family: the served one may use a longer label
+  window). The short-window family then competes against the baseline window's winner on it.
+
+When the short-window window is as long as the baseline window, all candidates compete on it alone. When it
+is shorter than :data:`MIN_SHORT_VALIDATION_DAYS` and the baseline window is longer, the short-window family
+is not a candidate (a week or two says little about a horizon of months).
 Value candidates are ranked by validation Spearman + normalised Gini, churn candidates by AUC; on ties the
 earlier of :data:`VALUE_CANDIDATES` / :data:`CHURN_CANDIDATES` wins. Without a validation window BG/NBD is
 kept (the documented fallback).
@@ -26,7 +34,7 @@ Example
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -37,8 +45,8 @@ from features.customer import customer_features
 from features.customer_labels import future_labels, training_cutoffs
 from features.io import Shop
 from models.bgnbd import BetaGeoModel, BGNBDCustomerModel, GammaGammaModel
-from models.customer import ChurnModel, CustomerModelConfig, ValueModel
-from models.customer_scorers import BaselineValue, Blend, CustomerScorer, WindowScaled
+from models.customer import ChurnModel, CustomerModelConfig, ValueModel, recency_baseline
+from models.customer_scorers import BaselineValue, Blend, CustomerScorer, RecencyChurn, WindowScaled
 from models.metrics import auc, regression_report
 from training import frames
 from training.bgnbd_fit import fit_bgnbd
@@ -49,15 +57,22 @@ LABEL_WINDOWS = (180, 120, 90, 60, 30, 14, 7)
 """Label windows (days) the short-window models may be trained on, longest first."""
 MIN_VALIDATION_HISTORY_DAYS = 30
 """History before a validation cutoff needed to compare BG/NBD and the baselines when the short-window models
-cannot be fitted as of it."""
+cannot be fitted as of it (and before the label window the calibrated recency model is fitted on)."""
+MIN_SHORT_VALIDATION_DAYS = 30
+"""The shortest validation window the short-window family may be chosen on when the baseline window is longer:
+the spend or purchases of a week or two say little about a horizon of months (on Online Retail with 102 days
+of history, a 14-day window chose BG/NBD + Gamma-Gamma for 270 days, which then ranked far below last-period
+spend)."""
 SHORT_WINDOW, BGNBD, LAST_PERIOD, HISTORICAL_RATE = "short_window", "bgnbd", "last_period", "historical_rate"
-SHORT_BLEND = "short_window_blend"
+SHORT_BLEND, RECENCY = "short_window_blend", "recency"
 VALUE_CANDIDATES = (SHORT_WINDOW, SHORT_BLEND, BGNBD, LAST_PERIOD, HISTORICAL_RATE)
-CHURN_CANDIDATES = (SHORT_WINDOW, BGNBD)
+CHURN_CANDIDATES = (SHORT_WINDOW, BGNBD, RECENCY)
+SHORT_FAMILY = (SHORT_WINDOW, SHORT_BLEND)
+"""The candidates that need a short-window model (validated on their own window)."""
 BLEND_WEIGHTS = {SHORT_WINDOW: 0.5, LAST_PERIOD: 0.25, HISTORICAL_RATE: 0.25}
 """The value blend: the short-window model shrunk towards both naive baselines (fixed weights, not tuned)."""
 _NAMES = {SHORT_WINDOW: "short-window LightGBM", BGNBD: "BG/NBD", LAST_PERIOD: "last-period spend",
-          HISTORICAL_RATE: "historical rate", SHORT_BLEND: "blend"}
+          HISTORICAL_RATE: "historical rate", SHORT_BLEND: "blend", RECENCY: "calibrated recency"}
 
 
 @dataclass
@@ -99,15 +114,40 @@ def fit_short_window(shop: Shop, cutoff: pd.Timestamp, horizon_days: int, config
     return None
 
 
+def fit_recency(shop: Shop, cutoff: pd.Timestamp, horizon_days: int) -> WindowScaled | None:
+    """The calibrated recency churn model (:class:`models.customer_scorers.RecencyChurn`) as of ``cutoff``:
+    fitted on the label window ``[cutoff - w, cutoff)`` of the horizon itself, or else of the longest of
+    :data:`LABEL_WINDOWS` shorter than it, that has :data:`MIN_VALIDATION_HISTORY_DAYS` of history before it,
+    and scaled to the horizon; None when no window fits (or nobody bought, or everybody did, in it)."""
+    first = shop.orders[schema.TS].min()
+    for w in (horizon_days, *(w for w in LABEL_WINDOWS if w < horizon_days)):
+        start = cutoff - pd.Timedelta(days=w)
+        if start - first < pd.Timedelta(days=MIN_VALIDATION_HISTORY_DAYS):
+            continue
+        X = customer_features(shop, start)
+        X = X[X["n_orders"] > 0]
+        if len(X) == 0:
+            continue
+        y = future_labels(shop, start, w, X.index)["churn"]
+        if y.nunique() < 2:
+            continue
+        return WindowScaled(RecencyChurn().fit(X, y), w, horizon_days)
+    return None
+
+
 def _candidates(shop: Shop, cutoff: pd.Timestamp, horizon_days: int, short: ShortWindowModels | None,
-                bg: BetaGeoModel, gg: GammaGammaModel | None, why: str
+                bg: BetaGeoModel, gg: GammaGammaModel | None, why: str, recency: bool = True
                 ) -> tuple[dict[str, CustomerScorer], dict[str, CustomerScorer]]:
-    """The churn and value candidates as of ``cutoff`` for an ``horizon_days`` horizon."""
+    """The churn and value candidates as of ``cutoff`` for an ``horizon_days`` horizon (the calibrated
+    recency model only with ``recency``)."""
     churn: dict[str, CustomerScorer] = {}
     value: dict[str, CustomerScorer] = {}
     if short is not None:
         churn[SHORT_WINDOW], value[SHORT_WINDOW] = short.churn, short.value
     churn[BGNBD] = BGNBDCustomerModel(bg, gg, horizon_days, "churn", why)
+    rec = fit_recency(shop, cutoff, horizon_days) if recency else None
+    if rec is not None:
+        churn[RECENCY] = rec
     value[BGNBD] = BGNBDCustomerModel(bg, gg, horizon_days, "value", why)
     value[LAST_PERIOD] = BaselineValue(LAST_PERIOD, horizon_days)
     value[HISTORICAL_RATE] = BaselineValue(HISTORICAL_RATE, horizon_days)
@@ -116,37 +156,71 @@ def _candidates(shop: Shop, cutoff: pd.Timestamp, horizon_days: int, short: Shor
     return churn, value
 
 
-def validation_window(shop: Shop, cutoff: pd.Timestamp, horizon_days: int, config: CustomerModelConfig,
-                      with_short: bool) -> tuple[int, ShortWindowModels | None] | None:
-    """The validation window's length V and the short-window models fitted as of ``cutoff - V`` (None:
-    BG/NBD and the baselines only); None when no window fits (see the module's docstring)."""
+def baseline_window(shop: Shop, cutoff: pd.Timestamp, horizon_days: int) -> int | None:
+    """The longest of :data:`LABEL_WINDOWS` (at most the horizon) with :data:`MIN_VALIDATION_HISTORY_DAYS` of
+    history before ``cutoff`` minus it: the validation window of the candidates that need no short-window
+    model (BG/NBD, calibrated recency, the value baselines); None when none fits."""
     first = shop.orders[schema.TS].min()
-    lengths = [v for v in LABEL_WINDOWS if v <= horizon_days]
-    if with_short:
-        for v in lengths:
-            short = fit_short_window(shop, cutoff - pd.Timedelta(days=v), v, config, windows=(v,))
-            if short is not None:
-                return v, short
-    for v in lengths:
+    for v in (v for v in LABEL_WINDOWS if v <= horizon_days):
         if cutoff - pd.Timedelta(days=v) - first >= pd.Timedelta(days=MIN_VALIDATION_HISTORY_DAYS):
-            return v, None
+            return v
     return None
 
 
-def validate(shop: Shop, cutoff: pd.Timestamp, horizon_days: int, config: CustomerModelConfig,
-             with_short: bool) -> dict[str, Any] | None:
-    """Every candidate fitted as of ``cutoff - V`` and scored on ``[cutoff - V, cutoff)``: value Spearman and
-    normalised Gini, churn AUC, by candidate. Reads nothing from ``cutoff`` on. None: no validation window."""
-    found = validation_window(shop, cutoff, horizon_days, config, with_short)
+def short_window_validation(shop: Shop, cutoff: pd.Timestamp, horizon_days: int, config: CustomerModelConfig
+                            ) -> tuple[int, ShortWindowModels] | None:
+    """The longest of :data:`LABEL_WINDOWS` (at most the horizon) V for which V-day short-window models can be
+    fitted as of ``cutoff - V``, with those models; None when none fits."""
+    for v in (v for v in LABEL_WINDOWS if v <= horizon_days):
+        short = fit_short_window(shop, cutoff - pd.Timedelta(days=v), v, config, windows=(v,))
+        if short is not None:
+            return v, short
+    return None
+
+
+@dataclass
+class ValidationWindows:
+    """The validation windows' lengths (days; None: not used) and the short-window models of the second."""
+
+    baseline: int | None
+    short: int | None
+    short_models: ShortWindowModels | None = None
+    short_dropped: int | None = None
+    """The short-window family's window when too short to choose on (:data:`MIN_SHORT_VALIDATION_DAYS`)."""
+
+
+def validation_windows(shop: Shop, cutoff: pd.Timestamp, horizon_days: int, config: CustomerModelConfig,
+                       with_short: bool) -> ValidationWindows:
+    """The baseline window (:func:`baseline_window`) and the short-window family's validation window with its
+    models (:func:`short_window_validation`). The short-window one is dropped when it is shorter than
+    :data:`MIN_SHORT_VALIDATION_DAYS` and the baseline window is longer; the baseline window is dropped when
+    the short-window one is at least as long (all candidates are then compared on it)."""
+    base = baseline_window(shop, cutoff, horizon_days)
+    found = short_window_validation(shop, cutoff, horizon_days, config) if with_short else None
     if found is None:
-        return None
-    v, short = found
+        return ValidationWindows(base, None)
+    if base is not None and found[0] < MIN_SHORT_VALIDATION_DAYS and base > found[0]:
+        return ValidationWindows(base, None, short_dropped=found[0])
+    return ValidationWindows(base if base is not None and base > found[0] else None, found[0], found[1])
+
+
+def _validate_on(shop: Shop, cutoff: pd.Timestamp, v: int, short: ShortWindowModels | None,
+                 horizon_days: int) -> dict[str, Any]:
+    """Every candidate fitted as of ``cutoff - v`` (the short-window family: ``short``, if given) and scored
+    on ``[cutoff - v, cutoff)``: value Spearman and normalised Gini, churn AUC. Each scores the
+    ``horizon_days`` it would be served for (last-period spend over 180 days is not over 60; BG/NBD's
+    expected spend in 270 days does not rank as in 60), its V-day outcome standing for the H days'. The
+    calibrated recency model is scored by recency itself (it ranks as recency does, so its AUC is recency's,
+    whether or not a label window fits before ``cutoff - v`` to fit it on)."""
     start = cutoff - pd.Timedelta(days=v)
     X = customer_features(shop, start)
     X = X[X["n_orders"] > 0]
     y = future_labels(shop, start, v, X.index)
     bg, gg = fit_bgnbd(shop, start)
-    churn, value = _candidates(shop, start, v, short, bg, gg, "validation")
+    if short is not None:  # scaled to the horizon as served (the blend adds it to the baselines' money)
+        short = replace(short, churn=WindowScaled(short.churn.model, short.label_days, horizon_days),
+                        value=WindowScaled(short.value.model, short.label_days, horizon_days))
+    churn, value = _candidates(shop, start, horizon_days, short, bg, gg, "validation", recency=False)
     target = y["future_net"].clip(lower=0).to_numpy()
     out: dict[str, Any] = {"cutoff": str(start.date()), "end": str(pd.Timestamp(cutoff).date()),
                            "horizon_days": v, "customers": int(len(X)),
@@ -157,6 +231,23 @@ def validate(shop: Shop, cutoff: pd.Timestamp, horizon_days: int, config: Custom
         out["value"][name] = {"spearman": r["spearman"], "gini": r["normalized_gini"]}
     for name, m in churn.items():
         out["churn"][name] = {"auc": auc(y["churn"].to_numpy(), m.predict(X).to_numpy())}
+    out["churn"][RECENCY] = {"auc": auc(y["churn"].to_numpy(), recency_baseline(X).to_numpy())}
+    return out
+
+
+def validate(shop: Shop, cutoff: pd.Timestamp, horizon_days: int, config: CustomerModelConfig,
+             with_short: bool) -> dict[str, Any]:
+    """The candidates' metrics on each validation window of :func:`validation_windows`: ``"baseline"`` and
+    ``"short"`` (absent when not used), and ``"short_dropped"`` (days) when the short-window family's window
+    was too short. Reads nothing from ``cutoff`` on."""
+    w = validation_windows(shop, cutoff, horizon_days, config, with_short)
+    out: dict[str, Any] = {}
+    if w.baseline is not None:
+        out["baseline"] = _validate_on(shop, cutoff, w.baseline, None, horizon_days)
+    if w.short is not None:
+        out["short"] = _validate_on(shop, cutoff, w.short, w.short_models, horizon_days)
+    if w.short_dropped is not None:
+        out["short_dropped"] = w.short_dropped
     return out
 
 
@@ -175,45 +266,86 @@ def _table(scores: dict[str, dict[str, float]]) -> str:
                      for c, m in sorted(scores.items(), key=lambda kv: -_score(kv[1])))
 
 
+def _usable(val: dict[str, Any] | None, comp: str) -> dict[str, dict[str, float]]:
+    scores = val[comp] if val is not None else {}
+    return scores if any(np.isfinite(_score(m)) for m in scores.values()) else {}
+
+
+def _window(val: dict[str, Any]) -> str:
+    return f"the validation window {val['cutoff']} to {val['end']} ({val['horizon_days']} days"
+
+
+def _pick(comp: str, val: dict[str, Any]) -> tuple[str, str]:
+    """The candidate chosen for ``comp`` and why: the best on the baseline window among the candidates that
+    need no short-window model, then the short-window family against it on their own window."""
+    order = CHURN_CANDIDATES if comp == "churn" else VALUE_CANDIDATES
+    metric = "AUC" if comp == "churn" else "Spearman/Gini"
+    base, short = _usable(val.get("baseline"), comp), _usable(val.get("short"), comp)
+    if not base and not short:
+        validated = "baseline" in val or "short" in val
+        why = ("nothing to choose on in the validation window" if validated else
+               "no validation window before the cutoff to choose on")
+        return BGNBD, why + ": the BG/NBD fallback is kept"
+    reasons = []
+    if base:
+        chosen = _choose(base, order)
+        reasons.append(f"chosen on {_window(val['baseline'])}, {metric}: {_table(base)})")
+        if "short_dropped" in val:
+            reasons.append(f"the short-window model could only be validated on {val['short_dropped']} days "
+                           f"< {MIN_SHORT_VALIDATION_DAYS}: not a candidate")
+    if short:
+        if base:
+            if chosen not in short:  # cannot be compared with the short-window family: it stays
+                return chosen, "; ".join(reasons)
+            short = {c: m for c, m in short.items() if c in SHORT_FAMILY or c == chosen}
+        chosen = _choose(short, order)
+        then = "then " if base else ""
+        reasons.append(f"{then}chosen on {_window(val['short'])}, {metric}: {_table(short)})")
+    return chosen, "; ".join(reasons)
+
+
 def fit_short_history(shop: Shop, cutoff: pd.Timestamp, config: CustomerModelConfig, bg: BetaGeoModel,
                       gg: GammaGammaModel | None, why: str) -> ShortHistoryModels:
     """Churn and value for a horizon whose stacked windows do not fit before ``cutoff`` (``why``): the
-    candidates chosen on a validation window before ``cutoff`` (see the module's docstring)."""
+    candidates chosen on validation windows before ``cutoff`` (see the module's docstring)."""
     H = config.horizon_days
     short = fit_short_window(shop, cutoff, H, config, tuple(w for w in LABEL_WINDOWS if w < H))
     churn, value = _candidates(shop, cutoff, H, short, bg, gg, why)
     val = validate(shop, cutoff, H, config, with_short=short is not None)
     chosen: dict[str, str] = {}
     reasons: dict[str, str] = {}
-    for comp, order in (("churn", CHURN_CANDIDATES), ("value", VALUE_CANDIDATES)):
-        scores = val[comp] if val is not None else {}
-        if scores and any(np.isfinite(_score(m)) for m in scores.values()):
-            assert val is not None
-            chosen[comp] = _choose(scores, order)
-            metric = "AUC" if comp == "churn" else "Spearman/Gini"
-            reasons[comp] = (f"chosen on the validation window {val['cutoff']} to {val['end']} "
-                             f"({val['horizon_days']} days, {metric}: {_table(scores)})")
-        else:
+    for comp in ("churn", "value"):
+        chosen[comp], reasons[comp] = _pick(comp, val)
+    served = {"churn": churn, "value": value}
+    for comp in ("churn", "value"):
+        if chosen[comp] not in served[comp]:  # validated, but not fittable as of the cutoff: keep BG/NBD
+            reasons[comp] += f"; {_NAMES[chosen[comp]]} could not be fitted as of the cutoff: BG/NBD kept"
             chosen[comp] = BGNBD
-            reasons[comp] = ("no validation window before the cutoff to choose on" if val is None else
-                             f"nothing to choose on in the validation window {val['cutoff']} to {val['end']}")
-            reasons[comp] += ": the BG/NBD fallback is kept"
-    components = {"churn": _describe("churn", chosen["churn"], short, H), "value": _describe(
-        "value", chosen["value"], short, H)}
+    components = {"churn": _describe("churn", chosen["churn"], short, H, churn),
+                  "value": _describe("value", chosen["value"], short, H, value)}
     components = {c: f"{d}: {reasons[c]}; {why}" for c, d in components.items()}
     for c, d in components.items():
         log.info("customer models: %s: %s", c, d)
     selection: dict[str, Any] = {c: {"chosen": chosen[c], "reason": reasons[c]} for c in ("churn", "value")}
     if short is not None:
         selection["short_window"] = {"label_days": short.label_days, "windows": short.windows}
-    if val is not None:
-        selection["validation"] = val
+    if "short" in val or "baseline" in val:  # the short-window family's window if used, else the baseline
+        selection["validation"] = val.get("short", val.get("baseline"))
+        if "short" in val and "baseline" in val:
+            selection["baseline_validation"] = val["baseline"]
     return ShortHistoryModels(churn=churn[chosen["churn"]], value=value[chosen["value"]],
                               components=components, selection=selection)
 
 
-def _describe(component: str, chosen: str, short: ShortWindowModels | None, horizon_days: int) -> str:
+def _describe(component: str, chosen: str, short: ShortWindowModels | None, horizon_days: int,
+              candidates: dict[str, CustomerScorer]) -> str:
     H = horizon_days
+    if chosen == RECENCY:
+        m = candidates[RECENCY]
+        assert isinstance(m, WindowScaled)
+        scaled = f", scaled to {H} days" if m.label_days != H else ""
+        return (f"calibrated recency (P(no purchase) by days since the last purchase, fitted on a "
+                f"{m.label_days}-day window{scaled})")
     if chosen == SHORT_WINDOW:
         assert short is not None
         what = "LightGBM" if component == "churn" else "LightGBM (Tweedie)"

@@ -42,19 +42,24 @@ def _value_rank(m: dict[str, float]) -> float:
 @pytest.mark.slow
 def test_a_horizon_without_stacked_windows_trains_short_windows_and_says_which_it_chose(young_shop) -> None:
     from training.customer_eval import evaluate_customer_models
-    from training.customer_selection import BGNBD, SHORT_BLEND, SHORT_WINDOW
+    from training.customer_selection import BGNBD, RECENCY, SHORT_BLEND, SHORT_WINDOW
     cutoff = _cutoff(young_shop)
     ev = evaluate_customer_models(young_shop, cutoff, CFG)
     sel = ev.models.selection
     # the longest label window with a stacked cutoff before this one: 120 days (200 - 120 >= 60)
     assert sel["short_window"] == {"label_days": 120, "windows": 2}
-    val = sel["validation"]
+    val, base = sel["validation"], sel["baseline_validation"]
     assert val["end"] == str(cutoff.date()) and val["horizon_days"] == 60 == val["short_window_label_days"]
+    assert base["end"] == str(cutoff.date()) and base["horizon_days"] == 120  # 80 days of history before it
     assert set(val["value"]) == {SHORT_WINDOW, SHORT_BLEND, BGNBD, "last_period", "historical_rate"}
-    assert set(val["churn"]) == {SHORT_WINDOW, BGNBD}
-    # the served candidate is the validation's best, and the report and components say so
-    best_value = max(val["value"], key=lambda c: _value_rank(val["value"][c]))
-    best_churn = max(val["churn"], key=lambda c: val["churn"][c]["auc"])
+    assert set(val["churn"]) == {SHORT_WINDOW, BGNBD, RECENCY} and set(base["churn"]) == {BGNBD, RECENCY}
+    assert set(base["value"]) == {BGNBD, "last_period", "historical_rate"}
+    # the served candidate: the baseline window's best, then the best of it and the short-window family on
+    # theirs; the report and components say so
+    base_value = max(base["value"], key=lambda c: _value_rank(base["value"][c]))
+    base_churn = max(base["churn"], key=lambda c: base["churn"][c]["auc"])
+    best_value = max((SHORT_WINDOW, SHORT_BLEND, base_value), key=lambda c: _value_rank(val["value"][c]))
+    best_churn = max((SHORT_WINDOW, base_churn), key=lambda c: val["churn"][c]["auc"])
     assert sel["value"]["chosen"] == best_value and sel["churn"]["chosen"] == best_churn
     assert ev.report["selection"]["value"]["chosen"] == best_value
     for c in ("churn", "value"):
@@ -98,6 +103,7 @@ def test_the_choice_reads_nothing_from_the_cutoff_on(young_shop) -> None:
     X = X[X["n_orders"] > 0]
     pd.testing.assert_series_equal(after.value.predict(X), base.value.predict(X))
     pd.testing.assert_series_equal(after.churn.predict(X), base.churn.predict(X))
+    assert "baseline_validation" in base.selection  # both windows were read
     last_month = (ts < cutoff) & (ts >= cutoff - pd.Timedelta(days=30))
     before = fit_customer_models(scrambled(last_month), cutoff, CFG)
     assert before.selection["validation"]["value"] != base.selection["validation"]["value"]
@@ -141,3 +147,119 @@ def test_blend_is_the_weighted_mean_of_its_parts() -> None:
     assert b.explain(X) == rate.explain(X)  # explained by its largest part
     with pytest.raises(ValueError, match="positive weight"):
         Blend([(last, 0.0)])
+
+
+def _recency_frame(n: int, seed: int) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """Customers' recency and a churn label drawn with P(churn) = 1 - exp(-recency / 60)."""
+    rng = np.random.default_rng(seed)
+    r = rng.uniform(0, 300, n).round()
+    p = 1 - np.exp(-r / 60)
+    X = pd.DataFrame({"recency_days": r, "n_orders": rng.integers(1, 9, n)},
+                     index=[f"c{i}" for i in range(n)])
+    return X, (rng.uniform(size=n) < p).astype(int), p
+
+
+def test_calibrated_recency_is_a_monotone_probability_that_ranks_as_recency() -> None:
+    from features.exceptions import ModelFitError, NotFittedError
+    from models.customer_scorers import RecencyChurn
+    from models.metrics import auc
+    X, y, p = _recency_frame(4000, SEED)
+    with pytest.raises(NotFittedError):
+        RecencyChurn().predict(X)
+    m = RecencyChurn().fit(X, y)
+    grid = pd.DataFrame({"recency_days": np.r_[np.arange(0, 400, 0.5), np.nan]})
+    g = m.predict(grid).to_numpy()
+    assert ((g >= 0) & (g <= 1)).all()
+    assert (np.diff(g[:-1]) > 0).all()  # strictly increasing in recency (flat stretches keep recency's order)
+    assert g[-1] == pytest.approx(m.predict(pd.DataFrame({"recency_days": [1e9]})).iloc[0], abs=1e-5)
+    fitted = m.predict(X).to_numpy()
+    inner = (X["recency_days"] > 30) & (X["recency_days"] < 270)
+    assert np.abs(fitted[inner] - p[inner]).max() < 0.1  # calibrated: close to the true probability
+    assert auc(y, fitted) == pytest.approx(auc(y, X["recency_days"].to_numpy()))
+    # a label that falls with recency: pooled to a flat rate (non-decreasing), not inverted
+    flat = RecencyChurn().fit(X, 1 - y).predict(grid.iloc[:-1]).to_numpy()
+    assert flat.max() - flat.min() < 1e-5
+    scaled = WindowScaled(m, 30, 90)
+    np.testing.assert_allclose(scaled.predict(X), m.predict(X) ** 3)
+    import pickle
+    pd.testing.assert_series_equal(pickle.loads(pickle.dumps(scaled)).predict(X), scaled.predict(X))
+    assert m.explain(X.iloc[:1])["c0"][0]["feature"] == "recency_days" == m.feature_names[0]
+    with pytest.raises(ModelFitError):
+        RecencyChurn().fit(X.iloc[:0], y[:0])
+
+
+def test_pool_adjacent_violators_is_the_monotone_weighted_fit() -> None:
+    from models.customer_scorers import _pool_adjacent_violators
+    out = _pool_adjacent_violators(np.array([0.1, 0.5, 0.3, 0.2, 0.9]), np.array([1.0, 1.0, 2.0, 1.0, 1.0]))
+    np.testing.assert_allclose(out, [0.1, 0.325, 0.325, 0.325, 0.9])  # (0.5 + 0.6 + 0.2) / 4
+
+
+@pytest.fixture(scope="module")
+def hundred_day_shop(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A shop with 102 days of orders before its cutoff (and a few after)."""
+    from features.io import load_shop
+    from features.simulate import simulate_shop
+    d: Path = tmp_path_factory.mktemp("hundred")
+    simulate_shop(d, customers=400, products=40, days=110, seed=SEED, events=False)
+    shop = load_shop(d)
+    return shop, shop.orders[schema.TS].min().normalize() + pd.Timedelta(days=102)
+
+
+def test_recency_is_fitted_on_orders_before_the_cutoff_only(hundred_day_shop) -> None:
+    from training.customer_selection import fit_recency
+    shop, cutoff = hundred_day_shop
+    m = fit_recency(shop, cutoff, 270)
+    # 102 days: the longest label window with 30 days of history before it is 60 days, scaled to 270
+    assert m is not None and (m.label_days, m.horizon_days) == (60, 270)
+    rng = np.random.default_rng(SEED)
+
+    def scrambled(when: pd.Series) -> Any:
+        o = shop.orders.copy()
+        o.loc[when, schema.CUSTOMER_ID] = rng.permutation(o.loc[when, schema.CUSTOMER_ID].to_numpy())
+        return replace(shop, orders=o)
+
+    ts = shop.orders[schema.TS]
+    after = fit_recency(scrambled(ts >= cutoff), cutoff, 270)
+    assert after is not None
+    np.testing.assert_array_equal(after.model.rates_, m.model.rates_)  # type: ignore[union-attr]
+    np.testing.assert_array_equal(after.model.knots_, m.model.knots_)  # type: ignore[union-attr]
+    # the last week before the cutoff dropped: the labels change, so does the fit (the test can fail)
+    week = (ts < cutoff) & (ts >= cutoff - pd.Timedelta(days=7))
+    week = fit_recency(replace(shop, orders=shop.orders[~week]), cutoff, 270)
+    assert week is not None and not np.array_equal(week.model.rates_, m.model.rates_)  # type: ignore
+
+
+def test_a_hundred_day_shop_at_270_days_validates_on_a_month_or_more(hundred_day_shop) -> None:
+    """The short-window models fit as of 14 days before the cutoff only: a 14-day window must not choose a
+    270-day model when BG/NBD and the baselines can be compared on 60 days."""
+    from training.bgnbd_fit import fit_bgnbd
+    from training.customer_selection import (
+        MIN_SHORT_VALIDATION_DAYS,
+        SHORT_FAMILY,
+        fit_short_history,
+        validation_windows,
+    )
+    shop, cutoff = hundred_day_shop
+    cfg = replace(CFG, horizon_days=270)
+    w = validation_windows(shop, cutoff, 270, cfg, with_short=True)
+    assert (w.baseline, w.short, w.short_dropped) == (60, None, 14)
+    assert w.baseline >= MIN_SHORT_VALIDATION_DAYS
+    bg, gg = fit_bgnbd(shop, cutoff)
+    m = fit_short_history(shop, cutoff, cfg, bg, gg, "102 days")
+    sel = m.selection
+    assert sel["short_window"]["label_days"] == 30  # a short-window model is trained, but not a candidate
+    assert sel["validation"]["horizon_days"] == 60 and "baseline_validation" not in sel
+    assert sel["value"]["chosen"] not in SHORT_FAMILY and sel["churn"]["chosen"] not in SHORT_FAMILY
+    assert set(sel["validation"]["churn"]) == {"bgnbd", "recency"}
+    for c in ("churn", "value"):
+        assert "could only be validated on 14 days < 30" in m.components[c]
+    # the chosen churn candidate is the better on the 60-day window
+    aucs = {k: v["auc"] for k, v in sel["validation"]["churn"].items()}
+    assert sel["churn"]["chosen"] == max(aucs, key=lambda k: (aucs[k], k == "bgnbd"))
+
+
+def test_a_short_window_validation_of_a_month_or_more_is_kept(young_shop) -> None:
+    from training.customer_selection import validation_windows
+    w = validation_windows(young_shop, _cutoff(young_shop), H, CFG, with_short=True)
+    # 200 days: the short-window family on 60 days, BG/NBD and the baselines on 120
+    assert (w.baseline, w.short, w.short_dropped) == (120, 60, None) and w.short_models is not None
