@@ -3,9 +3,10 @@
 A trigger whose kind has a URL gets a row in ``webhook_deliveries`` in the transaction that fires it, so the
 request that caused it only writes a row; a :class:`WebhookSender` thread in each replica posts the rows. A
 sender claims rows with a lease (``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED)`` on PostgreSQL;
-SQLite serialises writers), so replicas post each delivery once; a replica killed mid-post leaves its lease
-to expire and another (or its restart) posts the row again: delivery is at least once, deduplicate on
-``X-Personalise-Trigger-Id``. A trigger is posted once its decision is taken (the body carries it).
+SQLite serialises writers), so replicas post each delivery once, and records the round's outcomes in one
+transaction after posting them; a replica killed mid-round leaves its leases to expire and another (or its
+restart) posts those rows again: delivery is at least once, deduplicate on ``X-Personalise-Trigger-Id``.
+A trigger is posted once its decision is taken (the body carries it).
 
 The body is the trigger as the ``/triggers`` feed serves it (JSON). Headers:
 
@@ -144,10 +145,16 @@ class WebhookSender:
                 self._wake.wait(self.poll_seconds)
 
     def run_once(self) -> int:
-        """Claim up to ``batch`` due deliveries and post each; returns how many were attempted."""
+        """Claim up to ``batch`` due deliveries, post each, then record every outcome in one transaction (one
+        write per round, not per delivery: on SQLite each write waits its turn behind the orders being
+        stored); returns how many were attempted."""
         claimed = self._claim()
-        for row in claimed:
-            self._deliver(row)
+        outcomes = [self._post(row) for row in claimed]
+        if outcomes:
+            with self.store.engine.begin() as conn:
+                for row_id, values in outcomes:
+                    mine = (WEBHOOKS.c.id == row_id) & (WEBHOOKS.c.lease_owner == self.owner)
+                    conn.execute(WEBHOOKS.update().where(mine).values(lease_until=None, **values))
         return len(claimed)
 
     def _claim(self) -> list[dict[str, Any]]:
@@ -173,7 +180,8 @@ class WebhookSender:
             items = {t["trigger_id"]: feed_item(t) for t in conn.execute(q).mappings()}
         return [{**r, "item": items[r["trigger_id"]]} for r in sorted(rows, key=lambda r: r["id"])]
 
-    def _deliver(self, row: dict[str, Any]) -> None:
+    def _post(self, row: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """Post one claimed delivery; its row's id and the values that record the outcome."""
         body = json.dumps(row["item"], separators=(",", ":")).encode()
         attempt = int(row["attempts"]) + 1
         headers = {"Content-Type": "application/json", SIGNATURE: sign(self.secret, body),
@@ -188,20 +196,19 @@ class WebhookSender:
         except httpx.HTTPError as e:
             error = f"{type(e).__name__}: {e}"[:300]
         now = _now()
-        mine = (WEBHOOKS.c.id == row["id"]) & (WEBHOOKS.c.lease_owner == self.owner)
+        values: dict[str, Any] = {"attempts": attempt}
         if error is None:
-            values: dict[str, Any] = {"status": DELIVERED, "delivered_at": now, "last_error": None}
+            values.update(status=DELIVERED, delivered_at=now, last_error=None)
         elif attempt >= self.settings.max_attempts:
-            values = {"status": DEAD, "last_error": error}
+            values.update(status=DEAD, last_error=error)
             log.error("webhook %s for %s dead after %d attempts: %s", row["url"], row["trigger_id"], attempt,
                       error)
         else:
             wait = backoff(attempt, self.settings)
-            values = {"next_attempt_at": now + dt.timedelta(seconds=wait), "last_error": error}
+            values.update(next_attempt_at=now + dt.timedelta(seconds=wait), last_error=error)
             log.warning("webhook %s for %s failed (attempt %d, next in %.1f s): %s", row["url"],
                         row["trigger_id"], attempt, wait, error)
-        with self.store.engine.begin() as conn:
-            conn.execute(WEBHOOKS.update().where(mine).values(attempts=attempt, lease_until=None, **values))
+        return int(row["id"]), values
 
 
 def deliveries(store: LiveStore, status: str | None = None) -> pd.DataFrame:

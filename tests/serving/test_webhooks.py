@@ -116,6 +116,40 @@ def test_webhooks_retry_then_deliver_once_and_dead_letter(store_url: str, receiv
 
 
 
+def test_a_round_records_its_outcomes_in_one_transaction(store_url: str) -> None:
+    """Eight deliveries claimed in one round (some 200, some 500) are recorded after they were posted in one
+    write, not one per delivery: on SQLite every write waits behind the orders being stored, and a write per
+    delivery let the outbox fall seconds behind under load."""
+    import sqlalchemy as sa
+
+    receiver = Receiver(SECRET)
+    store = LiveStore(store_url)
+    urls = {"first_purchase": f"{receiver.url}/hooks/first", "spend_jump": f"{receiver.url}/fail/jump"}
+    book = OrderBook(store, OfferDesk(store), webhook_urls=urls)
+    for i in range(4):
+        for oid, value in ((f"T{i}a", 50.0), (f"T{i}b", 50.0), (f"T{i}c", 200.0)):
+            _order(book, oid, f"C-T{i}", value)
+    settings = WebhookSettings(urls=urls, max_attempts=3, backoff_seconds=60.0, timeout_seconds=2)
+    sender = WebhookSender(store, settings, SECRET, batch=50)
+    commits: list[int] = []
+    sa.event.listen(store.engine, "commit", lambda conn: commits.append(1))
+    try:
+        assert sender.run_once() == 8
+        assert len(commits) == 2  # the claim, then every outcome
+        out = deliveries(store).set_index("trigger_id")
+        jumps = [f"spend_jump:C-T{i}:T{i}c" for i in range(4)]
+        firsts = [f"first_purchase:C-T{i}:T{i}a" for i in range(4)]
+        assert out.loc[firsts, "status"].tolist() == [DELIVERED] * 4
+        assert out.loc[jumps, "status"].tolist() == [PENDING] * 4  # failed once: due again in 60 s
+        assert out.loc[jumps, "attempts"].tolist() == [1] * 4 and out.loc[jumps, "last_error"].str.startswith(
+            "HTTP 500").all()
+        assert out["lease_owner"].notna().all() and out["lease_until"].isna().all()  # every lease let go
+        assert receiver.delivered() == {t: 1 for t in firsts} and sender.run_once() == 0
+    finally:
+        sender.close()
+        receiver.close()
+
+
 def test_dead_letters_requeued_after_the_receiver_is_fixed_are_delivered_once(store_url: str) -> None:
     """A receiver that is down dead-letters every delivery; once it is up, requeueing one (by id) delivers it
     exactly once and leaves the other dead; requeueing the delivered one again does nothing; requeueing all
