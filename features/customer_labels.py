@@ -57,20 +57,23 @@ def stacked_training_set(shop: Shop, cutoffs: list[pd.Timestamp], horizon_days: 
     ``X.attrs["sample_share"]`` (1.0 when nothing was left out).
     """
     share = 1.0
+    buyers: list[np.ndarray] = []
     if max_rows is not None:
         c = shop_codes(shop)
         a = c.lines
         buy = a.quantity >= 0
-        rows = sum(int(np.count_nonzero(counts(a.cust[buy & (a.ts < _dt64(pd.Timestamp(t)))],
-                                               len(c.customers))))
-                   for t in cutoffs)
+        buyers = [counts(a.cust[buy & (a.ts < _dt64(pd.Timestamp(t)))], len(c.customers)) > 0
+                  for t in cutoffs]
+        rows = sum(int(np.count_nonzero(b)) for b in buyers)
         share = min(1.0, max_rows / rows) if rows else 1.0
     xs, ys = [], []
-    for t in cutoffs:
-        X = customer_features(shop, t)
+    for i, t in enumerate(cutoffs):
+        if share < 1.0:  # the features of the sampled buyers only (each customer's row is the same)
+            ids = pd.Index(c.customers[buyers[i]], dtype=object)
+            X = customer_features(shop, t, customers=ids[customer_sample(ids, share, seed)])
+        else:
+            X = customer_features(shop, t)
         X = X[X["n_orders"] > 0]
-        if share < 1.0:
-            X = X[customer_sample(X.index, share, seed)]
         xs.append(X)
         ys.append(future_labels(shop, t, horizon_days, X.index))
     if not xs:
