@@ -149,7 +149,8 @@ class UpliftModel:
         target, weight = pseudo_outcomes(kind, t, y, propensity(oid, t), mu1, mu0)
         keep = weight > 0
         G = X[keep].assign(**{OFFER_ID: pd.Categorical(oid[keep])})
-        self.effect_ = [EffectRegressor(replace(self.config, seed=self.config.seed + i), [*CATEGORICAL, OFFER_ID])
+        cats = [*CATEGORICAL, OFFER_ID]
+        self.effect_ = [EffectRegressor(replace(self.config, seed=self.config.seed + i), cats)
                         .fit_weighted(G, target[keep], None if kind == "dr" else weight[keep])
                         for i in range(self.n_models)]
 

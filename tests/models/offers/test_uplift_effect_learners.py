@@ -1,7 +1,8 @@
-"""The DR- and R-learner of :class:`UpliftModel` (pseudo-outcomes regressed on the features) on a known answer:
-a randomised campaign (80% treated, as a campaign with a 20% control group) whose offer adds a purchase
-probability that grows with one feature. They must fit, predict finite uplift at the measured level, and rank
-held-out customers by the planted effect much better than random; and the pseudo-outcomes must be unbiased."""
+"""The DR- and R-learner of :class:`UpliftModel` (pseudo-outcomes regressed on the features) on a known
+answer: a randomised campaign (80% treated, as a campaign with a 20% control group) whose offer adds a
+purchase probability that grows with one feature. They must fit, predict finite uplift at the measured level,
+and rank held-out customers by the planted effect much better than random; and the pseudo-outcomes must be
+unbiased."""
 
 from __future__ import annotations
 
