@@ -6,6 +6,8 @@ unbiased."""
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -50,6 +52,8 @@ def test_effect_learner_ranks_customers_by_the_planted_effect(learner: str) -> N
     assert rho > 0.3  # seeds 0-2: 0.42-0.63
     top = up >= np.quantile(up, 0.8)  # the fifth it would send to gains far more than the average customer
     assert effect[test][top].mean() > 1.25 * effect[test].mean()  # seeds 0-2: 1.38-1.52; random 1.0
+    again = pickle.loads(pickle.dumps(model)).predict(X[test], "pct10")  # the bundle's format
+    assert np.array_equal(again["uplift"].to_numpy(), up)
 
 
 def test_pseudo_outcomes_average_to_the_effect_and_refuse_a_campaign_without_control() -> None:
