@@ -128,8 +128,9 @@ def train(data: Path = typer.Option(..., help="Project data directory (shop tabl
           spark_master: str = typer.Option(None, help="Spark master URL (default: local[*])."),
           max_training_rows: int = typer.Option(250_000, min=0, help="Stacked churn/value rows past which "
                                                 "a sample of customers is kept (0: never sample)."),
-          uplift_learner: str = typer.Option("s_learner", help="How offer uplift is learned: s_learner or "
-                                             "two_models_ddr (models.offers.uplift).")
+          uplift_learner: str = typer.Option("s_learner", help="How offer uplift is learned: s_learner, "
+                                             "two_models_ddr, dr_learner or r_learner "
+                                             "(models.offers.uplift).")
           ) -> None:
     """Validate, evaluate against baselines, refit, log to MLflow, register and promote if not worse."""
     from training.config import TrainConfig, with_horizon

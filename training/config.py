@@ -51,7 +51,9 @@ class TrainConfig:
     uplift_learner: str = S_LEARNER
     """How the uplift model learns offer effects (``models.offers.uplift.LEARNERS``): the S-learner (on the
     simulator its uplift ranking agreed best with the true uplift) or ``two_models_ddr`` (chosen on the
-    training halves of the Hillstrom e-mail test: bench/HILLSTROM_SELECT.md)."""
+    training halves of the Hillstrom e-mail test: bench/HILLSTROM_SELECT.md); ``dr_learner`` / ``r_learner``
+    (pseudo-outcomes regressed on the features) are options, behind both on the simulator and on Hillstrom
+    (bench/UPLIFT.md)."""
     corrupt: bool = False
     """Test hook: shuffle evaluation features and item ids to produce a deliberately worse model."""
 

@@ -23,10 +23,12 @@ from features.customer import CATEGORICAL
 from features.exceptions import NotFittedError
 from features.schema import OFFER_ID
 from models.customer import ChurnModel, CustomerModelConfig
+from models.offers.effect_regression import EffectRegressor, customer_folds, propensity, pseudo_outcomes
 
 PRIOR_UPLIFT, PRIOR_REDEEM = 0.01, 0.05
 S_LEARNER, TWO_MODELS_DDR = "s_learner", "two_models_ddr"
-LEARNERS = (S_LEARNER, TWO_MODELS_DDR)
+DR_LEARNER, R_LEARNER = "dr_learner", "r_learner"
+LEARNERS = (S_LEARNER, TWO_MODELS_DDR, DR_LEARNER, R_LEARNER)
 """How :class:`UpliftModel` learns the effect (its ``learner``)."""
 DDR_CONTROL = "p_control_model"
 """The feature a :data:`TWO_MODELS_DDR` treatment model gets: the control model's P(order) of the row."""
@@ -58,6 +60,16 @@ class UpliftModel:
     rows with the control model's prediction as an extra feature; uplift = the difference. Its uplift is not
     rescaled (a two-model difference is not shrunk the way an S-learner's is). ``n_models`` seeds of each
     model are averaged; the redemption model is the same for both.
+
+    :data:`DR_LEARNER` / :data:`R_LEARNER` (:mod:`models.offers.effect_regression`) are aimed at the uplift
+    itself: the S-learner's outcome models are fitted on half the customers and predict P(order) with and
+    without the offer for the other half (two folds, ``n_models`` seeds each), each send becomes a doubly
+    robust (or R-learner) pseudo-outcome with the offer's randomised treated share as propensity, and a
+    LightGBM regression of it on the features and the offer id (``n_models`` seeds averaged) is the uplift,
+    not rescaled (its level is the measured effect). ``p_control`` is the outcome models' average. They rank
+    worse than the S-learner wherever measured (``bench/UPLIFT.md``): on the simulator Spearman with the true
+    uplift 0.14-0.31 against 0.59, 0.26-0.40 of the oracle against 0.47-0.59; on Hillstrom's training
+    halves a Qini 0.10 per 1,000 below production's. Options, not defaults.
     """
 
     def __init__(self, config: CustomerModelConfig | None = None,
@@ -77,6 +89,8 @@ class UpliftModel:
         self.outcomes_: list[ChurnModel] = []
         self.redeem_: ChurnModel | None = None
         self.scale_: dict[str, float] = {}
+        self.nuisance_: list[list[ChurnModel]] = []
+        self.effect_: list[EffectRegressor] = []
 
     def _frame(self, X: pd.DataFrame, offer_ids: Any, treated: float | np.ndarray) -> pd.DataFrame:
         t = np.broadcast_to(np.asarray(treated, float), (len(X),))
@@ -99,6 +113,8 @@ class UpliftModel:
         self.offers_ = set(map(str, offer_ids))
         if self.learner == TWO_MODELS_DDR:
             self._fit_ddr(X.reset_index(drop=True), np.asarray(offer_ids, dtype=object), t, y)
+        elif self.learner in (DR_LEARNER, R_LEARNER):
+            self._fit_effect(X, np.asarray(offer_ids, dtype=object), t, y, F)
         else:
             self.outcomes_ = [self._model(i).fit(F, y) for i in range(self.n_models)]
             self.outcome_ = self.outcomes_[0]
@@ -121,6 +137,42 @@ class UpliftModel:
             if m.any():
                 Xo = X[m].assign(**{DDR_CONTROL: p0[m]})
                 self.treated_[o] = [self._model(i).fit(Xo, y[m]) for i in range(self.n_models)]
+
+    def _fit_effect(self, X: pd.DataFrame, oid: np.ndarray, t: np.ndarray, y: np.ndarray, F: pd.DataFrame
+                    ) -> None:
+        """Cross-fitted outcome models, pseudo-outcomes, their regression (:data:`DR_LEARNER`,
+        :data:`R_LEARNER`)."""
+        fold = customer_folds(X.index, 2, self.config.seed)
+        mu1, mu0 = np.zeros(len(y)), np.zeros(len(y))
+        self.nuisance_ = []
+        for f in (0, 1):
+            train, held = fold != f, fold == f
+            if not train.any() or not held.any():
+                continue
+            models = [self._model(i).fit(F[train], y[train]) for i in range(self.n_models)]
+            self.nuisance_.append(models)
+            mu1[held], mu0[held] = self._probabilities(self._frame(X[held], oid[held], 1.0), models)
+        if len(self.nuisance_) < 2:  # one customer only: no held-out fold
+            raise ValueError("the DR/R-learner needs sends to at least two customers")
+        self.outcome_ = self.nuisance_[0][0]
+        kind = "dr" if self.learner == DR_LEARNER else "r"
+        target, weight = pseudo_outcomes(kind, t, y, propensity(oid, t), mu1, mu0)
+        keep = weight > 0
+        G = X[keep].assign(**{OFFER_ID: pd.Categorical(oid[keep])})
+        cats = [*CATEGORICAL, OFFER_ID]
+        self.effect_ = [EffectRegressor(replace(self.config, seed=self.config.seed + i), cats)
+                        .fit_weighted(G, target[keep], None if kind == "dr" else weight[keep])
+                        for i in range(self.n_models)]
+
+    def _effect_probabilities(self, X: pd.DataFrame, offer_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """P(order) with each row's offer (control + regressed effect) and without one (:data:`DR_LEARNER`,
+        :data:`R_LEARNER`): the control probability averaged over the cross-fitted outcome models."""
+        F = self._frame(X, offer_ids, 1.0)
+        p0 = np.mean([self._probabilities(F, models)[1] for models in self.nuisance_], axis=0)
+        G = X.assign(**{OFFER_ID: pd.Categorical(offer_ids)})
+        M = self.effect_[0].design_matrix(G)
+        tau = np.mean([m.predict_matrix(M) for m in self.effect_], axis=0)
+        return p0 + tau, p0
 
     def _control(self, X: pd.DataFrame) -> np.ndarray:
         """P(order without an offer) from the control models (:data:`TWO_MODELS_DDR`)."""
@@ -155,18 +207,20 @@ class UpliftModel:
             scale[o] = float(np.clip(ate / pred, 0.0, 10.0)) if pred > 1e-6 and ate > 0 else 1.0
         return scale
 
-    def _probabilities(self, F: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    def _probabilities(self, F: pd.DataFrame, models: list[ChurnModel] | None = None
+                       ) -> tuple[np.ndarray, np.ndarray]:
         """P(order) treated and not treated for the rows of a treated frame, averaged over the outcome models
-        (fitted on the same frame, so they share one design matrix)."""
-        assert self.outcome_ is not None
-        M1 = self.outcome_.design_matrix(F)
+        (``models``, default the S-learner's: fitted on the same frame, so they share one design matrix)."""
+        if models is None:
+            assert self.outcome_ is not None
+            models = getattr(self, "outcomes_", None) or [self.outcome_]  # pickles from before bagging: one
+        M1 = models[0].design_matrix(F)
         M0 = M1.copy()
-        names = self.outcome_.feature_names
+        names = models[0].feature_names
         M0[:, names.index("treated")] = 0.0
         for j, col in enumerate(names):
             if col.startswith("treated_x_"):
                 M0[:, j] = np.nan
-        models = getattr(self, "outcomes_", None) or [self.outcome_]  # pickles from before bagging have one
         p1, p0 = np.zeros(len(F)), np.zeros(len(F))
         for m in models:
             p1 += m.predict_matrix(M1)
@@ -185,8 +239,11 @@ class UpliftModel:
         known = np.isin(offer_ids, list(self.offers_))
         if known.any():
             F = self._frame(X[known], offer_ids[known], 1.0)
-            if getattr(self, "learner", S_LEARNER) == TWO_MODELS_DDR:
+            learner = getattr(self, "learner", S_LEARNER)
+            if learner == TWO_MODELS_DDR:
                 p1, p0 = self._ddr_probabilities(X[known], offer_ids[known])
+            elif learner in (DR_LEARNER, R_LEARNER):
+                p1, p0 = self._effect_probabilities(X[known], offer_ids[known])
             else:
                 p1, p0 = self._probabilities(F)
             scale = np.array([getattr(self, "scale_", {}).get(o, 1.0) for o in offer_ids[known]])

@@ -161,7 +161,7 @@ def test_campaign_from_the_contract_with_a_shared_control(tmp_path: Path) -> Non
         campaign_from_shop(load_shop(tmp_path / "shop"))
 
 
-@pytest.mark.parametrize("learner", ["s_learner", "two_models_ddr"])
+@pytest.mark.parametrize("learner", ["s_learner", "two_models_ddr", "dr_learner", "r_learner"])
 def test_production_uplift_model_finds_the_planted_effects_and_is_not_fitted_on_spend(learner: str) -> None:
     from training.uplift_learners import Production
     c = planted()
