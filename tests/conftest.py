@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -28,6 +29,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     np.random.seed(SEED)
+
+
+@pytest.fixture(autouse=True)
+def _own_tracking_uri() -> Iterator[None]:
+    """``mlflow.set_tracking_uri`` (every train) also writes ``MLFLOW_TRACKING_URI`` into the environment,
+    where serving reads a user's choice: restored after each test, so that a project trained by one test
+    (say a shape of the matrix) is not the store another test's runtime loads its champion from (the
+    trained project's offers came back as the shape's "unknown customer" when a worker ran the shape matrix
+    first)."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before
 
 
 @pytest.fixture(scope="session")
