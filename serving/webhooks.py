@@ -55,7 +55,8 @@ log = logging.getLogger(__name__)
 PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
 SIGNATURE = "X-Personalise-Signature"
 LEASE_MARGIN_SECONDS = 10.0
-"""A claim lasts the post's timeout plus this; a sender that died holding it loses it then."""
+"""A claim lasts the post's timeout plus this (a sender that died holding it loses it then), and a round
+starts posts for this long after its claim."""
 
 
 def _now() -> dt.datetime:
@@ -104,10 +105,13 @@ class WebhookSender:
 
     def __init__(self, store: LiveStore, settings: WebhookSettings, secret: bytes,
                  before_claim: Callable[[], Any] | None = None, poll_seconds: float = 0.5,
-                 batch: int = 50) -> None:
-        """``before_claim``: run before each claim (the service decides late triggers there)."""
+                 batch: int = 50, lease_margin: float = LEASE_MARGIN_SECONDS) -> None:
+        """``before_claim``: run before each claim (the service decides late triggers there).
+        ``lease_margin``: a claim lasts the post's timeout plus this, and a round starts posts for this long
+        (:meth:`run_once`)."""
         self.store, self.settings, self.secret = store, settings, secret
         self.before_claim, self.poll_seconds, self.batch = before_claim, poll_seconds, batch
+        self.lease_margin = lease_margin
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.client = httpx.Client(timeout=settings.timeout_seconds, trust_env=False)
         self._wake, self._stop = threading.Event(), threading.Event()
@@ -147,9 +151,16 @@ class WebhookSender:
     def run_once(self) -> int:
         """Claim up to ``batch`` due deliveries, post each, then record every outcome in one transaction (one
         write per round, not per delivery: on SQLite each write waits its turn behind the orders being
-        stored); returns how many were attempted."""
+        stored); returns how many were claimed.
+
+        A post starts only within ``lease_margin`` of the claim, so that it ends (at most the timeout later)
+        before the claim's lease does: against a slow receiver the rest of the round is released unposted
+        (no attempt counted) and claimed again by the next round, never posted by a second sender while this
+        one still holds it."""
+        start = time.monotonic()
         claimed = self._claim()
-        outcomes = [self._post(row) for row in claimed]
+        outcomes = [self._post(row) if time.monotonic() - start <= self.lease_margin else (int(row["id"]), {})
+                    for row in claimed]
         if outcomes:
             with self.store.engine.begin() as conn:
                 for row_id, values in outcomes:
@@ -159,7 +170,7 @@ class WebhookSender:
 
     def _claim(self) -> list[dict[str, Any]]:
         now = _now()
-        lease = now + dt.timedelta(seconds=self.settings.timeout_seconds + LEASE_MARGIN_SECONDS)
+        lease = now + dt.timedelta(seconds=self.settings.timeout_seconds + self.lease_margin)
         due = (sa.select(WEBHOOKS.c.id)
                .join(TRIGGERS, TRIGGERS.c.trigger_id == WEBHOOKS.c.trigger_id)
                .where(WEBHOOKS.c.status == PENDING, WEBHOOKS.c.next_attempt_at <= now,

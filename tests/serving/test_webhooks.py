@@ -150,6 +150,34 @@ def test_a_round_records_its_outcomes_in_one_transaction(store_url: str) -> None
         receiver.close()
 
 
+def test_a_slow_receiver_never_gets_a_post_after_its_lease_ran_out(store_url: str) -> None:
+    """Posts in a round start only while a post could still end within the claim's lease: against a receiver
+    that takes 0.3 s an answer, with a 0.5 s margin, a round posts a few deliveries and releases the rest
+    unposted (no attempt counted); the next rounds post them, each delivered once on its first attempt."""
+    receiver = Receiver(SECRET, delay=0.3)
+    store = LiveStore(store_url)
+    urls = {"first_purchase": f"{receiver.url}/hooks/first"}
+    book = OrderBook(store, OfferDesk(store), webhook_urls=urls)
+    for i in range(6):
+        _order(book, f"S{i}", f"C-S{i}", 80.0)
+    settings = WebhookSettings(urls=urls, max_attempts=3, backoff_seconds=60.0, timeout_seconds=2)
+    sender = WebhookSender(store, settings, SECRET, batch=50, lease_margin=0.5)
+    try:
+        assert sender.run_once() == 6  # all six claimed
+        first = deliveries(store)
+        posted = first[first["status"] == DELIVERED]
+        released = first[first["status"] == PENDING]
+        assert 1 <= len(posted) < 6 and len(posted) + len(released) == 6
+        assert (released["attempts"] == 0).all() and released["lease_until"].isna().all()
+        wait_until(lambda: sender.run_once() == 0 and len(deliveries(store, DELIVERED)) == 6,
+                   what="every delivery posted in later rounds")
+        assert receiver.delivered() == {f"first_purchase:C-S{i}:S{i}": 1 for i in range(6)}
+        assert all(a.attempt == 1 for a in receiver.got)
+    finally:
+        sender.close()
+        receiver.close()
+
+
 def test_dead_letters_requeued_after_the_receiver_is_fixed_are_delivered_once(store_url: str) -> None:
     """A receiver that is down dead-letters every delivery; once it is up, requeueing one (by id) delivers it
     exactly once and leaves the other dead; requeueing the delivered one again does nothing; requeueing all

@@ -38,6 +38,8 @@ class Receiver:
     """Requests received (counted before they wait for the gate)."""
     lock: threading.Lock = field(default_factory=threading.Lock)
     down: bool = False
+    delay: float = 0.0
+    """Seconds every request takes to be answered (a slow receiver)."""
     """While true, every request is answered 500 (a broken receiver; clear it to "fix" it)."""
 
     def __post_init__(self) -> None:
@@ -50,6 +52,7 @@ class Receiver:
                 with receiver.lock:
                     receiver.arrived += 1
                 receiver.gate.wait(30)
+                time.sleep(receiver.delay)  # a slow receiver, not a wait on a condition
                 tid = self.headers.get("X-Personalise-Trigger-Id", "")
                 with receiver.lock:
                     seen = sum(1 for r in receiver.got if r.trigger_id == tid)
