@@ -41,8 +41,7 @@ import numpy as np
 import pandas as pd
 
 from features import schema
-from features.customer import customer_features
-from features.customer_labels import future_labels, training_cutoffs
+from features.customer_labels import stacked_training_set, training_cutoffs
 from features.io import Shop
 from models.bgnbd import BetaGeoModel, BGNBDCustomerModel, GammaGammaModel
 from models.customer import ChurnModel, CustomerModelConfig, ValueModel, recency_baseline
@@ -124,14 +123,10 @@ def fit_recency(shop: Shop, cutoff: pd.Timestamp, horizon_days: int) -> WindowSc
         start = cutoff - pd.Timedelta(days=w)
         if start - first < pd.Timedelta(days=MIN_VALIDATION_HISTORY_DAYS):
             continue
-        X = customer_features(shop, start)
-        X = X[X["n_orders"] > 0]
-        if len(X) == 0:
+        X, y = stacked_training_set(shop, [start], w)
+        if len(X) == 0 or y["churn"].nunique() < 2:
             continue
-        y = future_labels(shop, start, w, X.index)["churn"]
-        if y.nunique() < 2:
-            continue
-        return WindowScaled(RecencyChurn().fit(X, y), w, horizon_days)
+        return WindowScaled(RecencyChurn().fit(X, y["churn"]), w, horizon_days)
     return None
 
 
@@ -213,9 +208,7 @@ def _validate_on(shop: Shop, cutoff: pd.Timestamp, v: int, short: ShortWindowMod
     calibrated recency model is scored by recency itself (it ranks as recency does, so its AUC is recency's,
     whether or not a label window fits before ``cutoff - v`` to fit it on)."""
     start = cutoff - pd.Timedelta(days=v)
-    X = customer_features(shop, start)
-    X = X[X["n_orders"] > 0]
-    y = future_labels(shop, start, v, X.index)
+    X, y = stacked_training_set(shop, [start], v)
     bg, gg = fit_bgnbd(shop, start)
     if short is not None:  # scaled to the horizon as served (the blend adds it to the baselines' money)
         short = replace(short, churn=WindowScaled(short.churn.model, short.label_days, horizon_days),
