@@ -125,8 +125,9 @@ class PersonaliseService:
         on the event loop; the answer to the default request (no filter, no session) is rendered once per
         customer and k and reused until the models change or the customer sends events. A known customer's
         live session is folded into the stored scores with numpy (about a millisecond), also on the event
-        loop. Everything else (fallbacks, unknown customers, events only in the store) is computed in a
-        worker thread. Products in the customer's cart
+        loop, and sent as JSON rendered with the response model (as the default answers). Everything else
+        (fallbacks, unknown customers, events only in the store) is computed in a worker thread. Products in
+        the customer's cart
         (added and not removed or bought since) are not recommended; see the README.
         """
         if not session_events and category is None and not exclude_bought:  # the storefront's usual request
@@ -137,8 +138,8 @@ class PersonaliseService:
         fast = self.p.recommend_fast(customer_id, k, category, exclude_bought, sess)
         if fast is None:  # a live session the fold-in answers: about a millisecond, also on the loop
             fast = self.p.recommend_folded(customer_id, k, category, exclude_bought, sess)
-        if fast is not None:
-            return RecommendResponse(**fast)
+        if fast is not None:  # rendered here (validated by the response model), not by BentoML's serialiser
+            return Response(_render_recommend(fast), media_type="application/json")  # type: ignore[return-value]
         return RecommendResponse(**await self._run("compute", self.p.recommend, customer_id, k, category,
                                                    exclude_bought, sess))
 
