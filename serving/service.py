@@ -153,8 +153,10 @@ class PersonaliseService:
                      dry_run: DryRun = True) -> OfferResponse:
         """Best offer for one customer, or "none". A preview by default (``dry_run``): nothing is recorded
         until the decision is committed (offers/commit) or asked with ``dry_run: false``."""
-        return OfferResponse(**(await self._run("crm", self.p.offers, [customer_id], channel, campaign,
-                                                dry_run))[0])
+        answer = (await self._run("crm", self.p.offers, [customer_id], channel, campaign, dry_run))[0]
+        # validated by the response model and rendered here: BentoML's serialiser cost more than the decision
+        return Response(OfferResponse(**answer).model_dump_json().encode(),  # type: ignore[return-value]
+                        media_type="application/json")
 
     @bentoml.api
     async def offers_batch(self, customer_ids: Annotated[list[ID], Field(min_length=1, max_length=1000)],
