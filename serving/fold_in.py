@@ -134,7 +134,7 @@ class FoldIn:
                 s = self._buy_again(ctx)
             else:
                 return None
-            out[n] = normalise(s)
+            out[n] = _normalise_row(s, normalise)
         return out
 
     def _knn(self, c: ItemKNNRecommender, W: sp.csr_matrix) -> np.ndarray:
@@ -250,6 +250,22 @@ def recommend(
     return for_engine(engine).recommend(customer_id, k, rules, session)
 
 
+def _normalise_row(s: np.ndarray, normalise: Any) -> np.ndarray:
+    """``normalise(s)`` of one row (float64, 1 x items), computed on its finite scores only when some are
+    not (buy-again and item-to-item score a customer's few items and their neighbours): the same two
+    operations per score, ``(s - lo) / span``, and 0 elsewhere."""
+    fin = np.flatnonzero(np.isfinite(s[0]))
+    if len(fin) == s.shape[1] or s.dtype != np.float64:
+        return normalise(s)  # type: ignore[no-any-return]
+    out = np.zeros_like(s)
+    if len(fin):
+        v = s[0, fin]
+        lo = v.min()
+        span = v.max() - lo
+        out[0, fin] = (v - lo) / (span if np.isfinite(span) and span > 0 else 1.0)
+    return out
+
+
 def _direct_als_ok(m: Any, row: sp.csr_matrix) -> bool:
     """Whether :meth:`FoldIn._recalculate_user` may call implicit's step directly for model ``m``: implicit's
     CPU model, ``alpha`` 1, and the same factors as ``recalculate_user`` for ``row``."""
@@ -285,7 +301,7 @@ def _bare(data: np.ndarray, indices: np.ndarray, indptr: np.ndarray, m: int) -> 
 
 
 def _bare_ok() -> bool:
-    """Whether a matrix built by :func:`_bare` has exactly the attributes of one scipy's constructor builds."""
+    """Whether a matrix built by :func:`_bare` has exactly the attributes scipy's constructor gives one."""
     data, indices, indptr = np.array([1.0, 2.0]), np.array([0, 2], np.int32), np.array([0, 2], np.int32)
     ref = sp.csr_matrix((data, indices, indptr), shape=(1, 3), copy=False)
     out = sp.csr_matrix.__new__(sp.csr_matrix)

@@ -98,7 +98,7 @@ def _customer_features(stats: ItemStats, P: sp.csr_matrix, W: sp.csr_matrix, L: 
     :data:`FEATURES`; ``rows``/``cols``: each feature row's customer and product."""
     out = np.full((len(rows), 6), np.nan, dtype=np.float32)
     bought = np.diff(P.indptr)  # distinct products bought
-    if P.shape[0] == 1:  # one customer (a live request): the sums of the sparse products below, in their order
+    if P.shape[0] == 1:  # one customer (a live request): the sparse products' sums below, in their order
         idx = P.indices[P.indptr[0]:P.indptr[1]]
         spent = np.cumsum(stats.price[idx])[-1:] if len(idx) else np.zeros(1)
         per_cat = np.bincount(stats.category[idx], weights=P.data[P.indptr[0]:P.indptr[1]],
