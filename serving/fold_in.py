@@ -251,11 +251,11 @@ def recommend(
 
 
 def _normalise_row(s: np.ndarray, normalise: Any) -> np.ndarray:
-    """``normalise(s)`` of one row (float64, 1 x items), computed on its finite scores only when some are
-    not (buy-again and item-to-item score a customer's few items and their neighbours): the same two
+    """``normalise(s)`` of one row (float64, 1 x items), computed on its finite scores only when most are
+    not (buy-again, and item-to-item for a customer with few items, score a few items): the same two
     operations per score, ``(s - lo) / span``, and 0 elsewhere."""
     fin = np.flatnonzero(np.isfinite(s[0]))
-    if len(fin) == s.shape[1] or s.dtype != np.float64:
+    if 2 * len(fin) > s.shape[1] or s.dtype != np.float64:  # mostly scored: whole-row operations are cheaper
         return normalise(s)  # type: ignore[no-any-return]
     out = np.zeros_like(s)
     if len(fin):
