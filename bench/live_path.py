@@ -3,7 +3,8 @@
 Loads the 20,000-customer shop's trained models (``bench/sections.py train sim20k``) into a
 :class:`serving.runtime.Personaliser` on a fresh live store, gives 300 customers live events, then times
 ``recommend`` for them (default request and exclude-bought), ``offers`` for one customer, ``offers_batch``
-of 1,000 customers and ``customer_profile``. Prints one JSON line.
+of 1,000 customers and ``customer_profile`` (computed, and the rendered answer the service reuses). Prints one
+JSON line.
 
     python bench/live_path.py [--calls 300]
 """
@@ -84,6 +85,9 @@ def measure(calls: int = 300, seed: int = 7) -> dict[str, Any]:
                 p.offers, [(ids[i : i + 1000], None, "bench") for i in (0, 500, 1000)]
             )
             out["customer_profile"] = _ms(p.profile, [(c,) for c in ids[:calls]])
+            for c in ids[:calls]:  # rendered once per customer and load: the service's repeat answers
+                p.profile_body(c)
+            out["customer_profile_rendered"] = _ms(p.profile_body, [(c,) for c in ids[:calls]])
             return out
         finally:
             p.close()

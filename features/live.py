@@ -312,13 +312,21 @@ class LiveStore:
 
     def decisions(self, since: dt.datetime | None = None, customer_ids: list[str] | None = None,
                   conn: sa.Connection | None = None) -> pd.DataFrame:
-        q = sa.select(DECISIONS)
+        return pd.DataFrame(self.decision_rows(since, customer_ids, conn),
+                            columns=[c.name for c in DECISIONS.columns])
+
+    def decision_rows(self, since: dt.datetime | None = None, customer_ids: list[str] | None = None,
+                      conn: sa.Connection | None = None) -> list[Any]:
+        """:meth:`decisions` as row mappings, without building a frame (an offer preview usually finds none:
+        the empty frame cost more than the query)."""
+        params: dict[str, Any] = {}
         if since is not None:
-            q = q.where(DECISIONS.c.decided_at >= since)
+            params["since"] = since
         if customer_ids is not None:
-            q = q.where(DECISIONS.c.customer_id.in_(customer_ids))
+            params["ids"] = customer_ids
         with self._reading(conn) as cn:
-            return pd.DataFrame(cn.execute(q).mappings().all(), columns=[c.name for c in DECISIONS.columns])
+            return list(cn.execute(_DECISIONS_SINCE[(since is not None, customer_ids is not None)],
+                                   params).mappings().all())
 
     def offer_sends(self, offer_ids: list[str], conn: sa.Connection | None = None) -> pd.DataFrame:
         """How many decisions sent each of ``offer_ids`` to a treatment group, per channel (offer_id, channel,
@@ -337,6 +345,19 @@ class LiveStore:
     def count_events(self) -> int:
         with self.engine.connect() as conn:
             return int(conn.execute(sa.select(sa.func.count()).select_from(EVENTS)).scalar_one())
+
+
+def _decisions_query(since: bool, ids: bool) -> sa.Select[Any]:
+    q = sa.select(DECISIONS)
+    if since:
+        q = q.where(DECISIONS.c.decided_at >= sa.bindparam("since", type_=DECISIONS.c.decided_at.type))
+    if ids:
+        q = q.where(DECISIONS.c.customer_id.in_(sa.bindparam("ids", expanding=True)))
+    return q
+
+
+_DECISIONS_SINCE = {(a, b): _decisions_query(a, b) for a in (False, True) for b in (False, True)}
+"""The decisions queries, built once (building one cost about as much as running it)."""
 
 
 def merge_live(shop: Any, store: LiveStore, known_offers: set[str] | None = None) -> Any:

@@ -32,7 +32,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from features import schema
-from features.live import LiveStore
+from features.live import DECISIONS, LiveStore
 from features.schema import SENT_AT
 from models.offers.catalogue import Caps
 from models.offers.prepared import PreparedPolicy
@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 
 HISTORY_DAYS = 120
 """Past decisions read for caps and cooldowns."""
+DECISION_COLUMNS = [c.name for c in DECISIONS.columns]
 _NONCE = re.compile(r"[0-9a-f]{32}")
 _NONE = {"offer_id": "none", "channel": None, "expected_value": 0.0, "control_group": False, "trigger": None,
          "source": "fallback", "decision_id": None, "recorded": False}
@@ -84,7 +85,16 @@ class DecisionRef:
 
 
 def _plain(r: dict[str, Any]) -> dict[str, Any]:
-    return {k: (None if not isinstance(v, str) and v is not None and pd.isna(v) else v) for k, v in r.items()}
+    return {k: (None if _missing(v) else v) for k, v in r.items()}
+
+
+def _missing(v: Any) -> bool:
+    """``pd.isna`` of a scalar, without its cost for the usual types."""
+    if v is None or isinstance(v, str | bool | int):
+        return False
+    if isinstance(v, float):  # numpy's float64 too
+        return v != v
+    return bool(pd.isna(v))
 
 
 def prepare(cur: Loaded) -> PreparedPolicy | None:
@@ -160,8 +170,9 @@ class OfferDesk:
         policy = cur.bundle.policy
         assert policy is not None
         now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-        hist = self.store.decisions(now - dt.timedelta(days=HISTORY_DAYS), known, conn)
-        hist = hist.rename(columns={"decided_at": SENT_AT}) if len(hist) else None
+        rows = self.store.decision_rows(now - dt.timedelta(days=HISTORY_DAYS), known, conn)
+        hist = (pd.DataFrame(rows, columns=DECISION_COLUMNS).rename(columns={"decided_at": SENT_AT})
+                if rows else None)
         caps = policy.catalogue.caps()
         remaining = policy.catalogue.remaining(self.store.offer_sends(list(caps), conn)) if caps else None
         return now, hist, remaining

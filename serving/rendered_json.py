@@ -30,10 +30,15 @@ def _finite(v: Any) -> Any:
     return v
 
 
-def rendered_json(answer: Any) -> Response:
-    """``answer`` (plain data) as an ``application/json`` response, the bytes BentoML would send for it."""
+def rendered_bytes(answer: Any) -> bytes:
+    """``answer`` (plain data) as the JSON bytes BentoML would send for it."""
     try:
         body = json.dumps(answer, allow_nan=False)
     except ValueError:  # a NaN or an infinity somewhere: the rare case pays for the copy
         body = json.dumps(_finite(answer), allow_nan=False)
-    return Response(body.encode(), media_type="application/json")
+    return body.encode()
+
+
+def rendered_json(answer: Any) -> Response:
+    """``answer`` (plain data) as an ``application/json`` response, the bytes BentoML would send for it."""
+    return Response(rendered_bytes(answer), media_type="application/json")

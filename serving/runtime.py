@@ -33,6 +33,7 @@ from serving.offer_desk import OfferDesk
 from serving.offer_desk import prepare as prepare_offers
 from serving.orders import OrderBook
 from serving.profile import ProfileIndex, profile
+from serving.rendered_json import rendered_bytes
 from serving.session import folded_in_session, recommend_in_session
 from serving.trigger_config import LiveConfig, load_config
 from serving.trigger_tasks import TriggerTasks
@@ -56,6 +57,10 @@ class Loaded:
     loaded_at: float
     answers: dict[tuple[str, int], bytes] = field(default_factory=dict)
     """Rendered answers to the storefront's default request, by (customer, k), for these models only."""
+    profiles: dict[str, bytes] = field(default_factory=dict)
+    """Rendered profile answers of known customers, for these models only (a profile depends on nothing
+    else): a customer's first profile on a load costs about 1.5 ms (its reasons: LightGBM's contributions
+    for one row, about 0.5 ms per model), the next ones a lookup."""
     offers_prepared: PreparedPolicy | None = None
     """The offer policy's per-customer scores (:func:`serving.offer_desk.prepare`), None: decide in full."""
 
@@ -306,6 +311,18 @@ class Personaliser:
 
     def profile(self, customer_id: str) -> dict[str, Any]:
         return profile(self.current, customer_id)
+
+    def profile_body(self, customer_id: str) -> bytes:
+        """:meth:`profile`'s answer as JSON bytes (:func:`serving.rendered_json.rendered_bytes`), rendered
+        once per known customer and load (up to ``MAX_ANSWERS``), then reused."""
+        cur = self.current
+        body = cur.profiles.get(customer_id) if cur is not None else None
+        if body is None:
+            answer = profile(cur, customer_id)
+            body = rendered_bytes(answer)
+            if cur is not None and answer["known"] and len(cur.profiles) < MAX_ANSWERS:
+                cur.profiles[customer_id] = body
+        return body
 
     def add_events(self, events: list[dict[str, Any]]) -> int:
         """Store events durably (``ts`` checked by :func:`serving.events.event_rows`); the customers'

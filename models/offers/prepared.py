@@ -97,8 +97,8 @@ class PreparedPolicy:
         ``customer_ids`` (unique, each known: :meth:`knows`), as :meth:`OfferPolicy.decide` gives it."""
         offers = self.policy.catalogue.offers
         rows = np.array([self.pos[c] for c in customer_ids], dtype=np.int64)
-        index = pd.Index(customer_ids, dtype=object)
-        contacts = contact_history(history, index, now) if history is not None and len(history) else None
+        contacts = (contact_history(history, pd.Index(customer_ids, dtype=object), now)
+                    if history is not None and len(history) else None)
         cand = self._candidates(rows, now, channel, contacts)
         trig = {c: self.triggers[c] for c in customer_ids if c in self.triggers}
         rank = _rank(cand, customer_ids, trig, offers)
@@ -121,8 +121,10 @@ class PreparedPolicy:
         n = len(rows)
         blocks = self.blocks[rows]
         raw = self.basket[rows]
-        basket = np.where(np.isnan(raw), np.nanmedian(raw) if (~np.isnan(raw)).any() else np.nan, raw)
-        basket = np.clip(basket, 0, None)
+        missing = np.isnan(raw)
+        if missing.any():  # (nanmedian is slow for the one-customer calls that have none missing)
+            raw = np.where(missing, np.nanmedian(raw) if (~missing).any() else np.nan, raw)
+        basket = np.clip(raw, 0, None)
         ret = self.ret[rows]
         failures: dict[str, np.ndarray] = {}
         c_pos: list[np.ndarray] = []

@@ -98,11 +98,18 @@ def _customer_features(stats: ItemStats, P: sp.csr_matrix, W: sp.csr_matrix, L: 
     :data:`FEATURES`; ``rows``/``cols``: each feature row's customer and product."""
     out = np.full((len(rows), 6), np.nan, dtype=np.float32)
     bought = np.diff(P.indptr)  # distinct products bought
-    distinct = sp.csr_matrix((np.ones(P.nnz), P.indices, P.indptr), shape=P.shape)
-    mean_price = np.where(bought > 0, (distinct @ stats.price) / np.maximum(bought, 1), np.nan)
+    if P.shape[0] == 1:  # one customer (a live request): the sparse products' sums below, in their order
+        idx = P.indices[P.indptr[0]:P.indptr[1]]
+        spent = np.cumsum(stats.price[idx])[-1:] if len(idx) else np.zeros(1)
+        per_cat = np.bincount(stats.category[idx], weights=P.data[P.indptr[0]:P.indptr[1]],
+                              minlength=stats.item_category.shape[1])[None, :].astype(np.float64)
+    else:
+        distinct = sp.csr_matrix((np.ones(P.nnz), P.indices, P.indptr), shape=P.shape)
+        spent = distinct @ stats.price
+        per_cat = (P @ stats.item_category).toarray()
+    mean_price = np.where(bought > 0, spent / np.maximum(bought, 1), np.nan)
     with np.errstate(divide="ignore", invalid="ignore"):
         out[:, 0] = stats.price[cols] / mean_price[rows]
-    per_cat = (P @ stats.item_category).toarray()
     per_cat /= np.maximum(per_cat.sum(axis=1, keepdims=True), 1.0)
     out[:, 1] = per_cat[rows, stats.category[cols]]
     out[:, 2] = bought[rows]

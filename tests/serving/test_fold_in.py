@@ -104,6 +104,8 @@ def test_shop_sessions_fold_in_exactly(small_shop) -> None:
     engine = RecommendationEngine(blend, TrendingRecommender(CFG).fit(data))
     customers = list(data.users.ids[:: max(1, len(data.users) // 300)][:300])
     assert_same_components(engine, customers[:60])
+    # the shortcuts were taken (scipy's checks skipped, implicit's step called directly), not their fallbacks
+    assert fold_in._BARE_OK and fold_in.for_engine(engine).direct_als is True
     cats = small_shop.products["category"].value_counts().index[:2].tolist()
     n = assert_folded_like_full(engine, customers, rulesets(cats)[:2], seed=5)
     assert n >= 0.9 * len(customers) * 2

@@ -4,6 +4,7 @@ orders, with triggers; at least 250) and an unknown one (in process, real models
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -11,6 +12,7 @@ import pandas as pd
 import pytest
 
 from models.customer import READABLE, readable
+from serving.rendered_json import rendered_bytes
 from serving.runtime import Personaliser
 
 pytestmark = pytest.mark.slow  # the trained project
@@ -80,3 +82,16 @@ def test_profile_from_arrays_equals_the_frame_path(personaliser: Personaliser) -
         assert p.profile(c) == _frame_profile(p, c), c
     some = with_triggers[0]
     assert p.profile(some)["triggers"]  # and they are shown
+
+
+def test_profile_body_is_the_answer_rendered_once_per_load(personaliser: Personaliser) -> None:
+    """The bytes the service sends are the profile's JSON; a known customer's are kept for the load and
+    reused (the same object), an unknown customer's are not kept."""
+    p = personaliser
+    cur = p.current
+    c = str(cur.bundle.features.index[0])
+    body = p.profile_body(c)
+    assert json.loads(body) == json.loads(rendered_bytes(p.profile(c))) and json.loads(body)["known"]
+    assert cur.profiles[c] is body and p.profile_body(c) is body
+    assert json.loads(p.profile_body("never-seen-customer"))["known"] is False
+    assert "never-seen-customer" not in cur.profiles
