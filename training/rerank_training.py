@@ -115,11 +115,13 @@ def fit_reranker(shop: Shop, cutoff: pd.Timestamp, config: RecommenderConfig,
     if n_groups < rcfg.min_customers / (1 - holdout):
         log.info("re-ranker: %d training customers, fewer than %d; discovery stays with the blend",
                  n_groups, rcfg.min_customers)
-        return None, {"customers": n_groups, "used": False, "why": "too few training customers"}
+        return None, {"customers": n_groups, "windows": len(parts), "used": False,
+                      "why": "too few training customers"}
     X, y, groups, nrel = (np.concatenate([p[i] for p in parts]) for i in range(4))
     held, train = _split(len(groups), len(parts[0][2]), config, holdout)
     rows_held, rows_train = np.repeat(held, groups), np.repeat(train, groups)
-    counts = {"customers": int(train.sum()), "holdout_customers": int(held.sum()), "used": False}
+    counts = {"customers": int(train.sum()), "holdout_customers": int(held.sum()), "windows": len(parts),
+              "used": False}
     if counts["customers"] < rcfg.min_customers or counts["holdout_customers"] == 0:
         log.info("re-ranker: %(customers)d training and %(holdout_customers)d held-out customers, too few; "
                  "discovery stays with the blend", counts)
@@ -128,7 +130,7 @@ def fit_reranker(shop: Shop, cutoff: pd.Timestamp, config: RecommenderConfig,
     Xh, yh, gh, nh = X[rows_held], y[rows_held], groups[held], nrel[held]
     ndcg_rr = ndcg_by_group(trial.predict(Xh), yh, gh, nh)
     ndcg_blend = ndcg_by_group(Xh[:, 0].astype(np.float64), yh, gh, nh)
-    validation = {"customers": counts["customers"], "rows": int(rows_train.sum()),
+    validation = {"customers": counts["customers"], "rows": int(rows_train.sum()), "windows": len(parts),
                   "holdout_customers": counts["holdout_customers"],
                   "holdout_ndcg@10_blend": round(ndcg_blend, 4),
                   "holdout_ndcg@10_reranked": round(ndcg_rr, 4), "used": bool(ndcg_rr > ndcg_blend)}
@@ -143,10 +145,17 @@ def fit_reranker(shop: Shop, cutoff: pd.Timestamp, config: RecommenderConfig,
 
 def _window_rows(shop: Shop, cutoff: pd.Timestamp, config: RecommenderConfig, icfg: InteractionConfig | None,
                  latest: BlendRecommender | None) -> list[Rows]:
-    """Training rows of each window before ``cutoff``, the latest first (stops at a window with no data)."""
+    """Training rows of each window before ``cutoff``, the latest first (stops at a window with no data, and
+    after the latest one when it holds more than ``config.rerank_one_window_customers`` customers)."""
     days = pd.Timedelta(days=config.rerank_window_days)
-    parts = []
+    parts: list[Rows] = []
+    n_latest = 0  # customers the latest window's blend knows
     for w in range(config.rerank_windows):
+        large = config.rerank_one_window_customers
+        if w == 1 and large is not None and n_latest > large:
+            log.info("re-ranker: the latest window's %d customers are more than %d: it alone is learned from "
+                     "(rerank_one_window_customers)", n_latest, large)
+            break
         end = pd.Timestamp(cutoff) - w * days
         start = end - days
         log.info("re-ranker window %d/%d: %s to %s", w + 1, config.rerank_windows, start.date(), end.date())
@@ -162,6 +171,8 @@ def _window_rows(shop: Shop, cutoff: pd.Timestamp, config: RecommenderConfig, ic
         most = min(config.tune_max_customers, config.rerank_row_customers)
         truth = sample_truth(purchase_truth(shop, start, end), most, config.seed + w)
         parts.append(rerank_rows(m, new_items_truth(m._require(), truth)))
+        if w == 0:
+            n_latest = len(m._require().users)
     return parts
 
 

@@ -21,7 +21,7 @@ from models.metrics import top_k
 from models.recsys.base import NEG, round_scores
 from models.recsys.blend import BlendRecommender, blended
 from models.recsys.context import BusinessRules, build_context, rules_mask
-from models.recsys.reasons import batch_reason_codes
+from models.recsys.reasons import batch_reason_codes, dense_similarity
 
 
 @dataclass(frozen=True)
@@ -45,9 +45,13 @@ def top_candidates(model: BlendRecommender, n: int = 50, batch: int = 500) -> Ca
     items = np.full((nu, n), -1, np.int32)
     scores = np.full((nu, n), NEG)
     reason = np.zeros((nu, n), np.int32)
+    # only the weighed components: one without weight adds nothing to the blend or to a reason's lead
+    weighed: set[str] | None = {c for c, w in model.weights_.items() if w} & set(model.components_)
+    weighed = weighed or None
+    sim = dense_similarity(model)
     for a in range(0, nu, batch):
         ctx = build_context(data, data.users.ids[a:a + batch])
-        comps = model.component_scores(ctx)
+        comps = model.component_scores(ctx, weighed)
         s = np.where(rules_mask(data, ctx, BusinessRules()), blended(comps, model.weights_), NEG)
         P, W = ctx.P.tocsr(), ctx.W.tocsr()
         P.sum_duplicates()
@@ -57,5 +61,5 @@ def top_candidates(model: BlendRecommender, n: int = 50, batch: int = 500) -> Ca
         b, m = slice(a, a + len(ranked)), ranked.shape[1]  # fewer than n columns in a small catalogue
         items[b, :m] = np.where(ok, ranked, -1)
         scores[b, :m] = np.where(ok, round_scores(best), NEG)
-        reason[b, :m] = np.where(ok, batch_reason_codes(model, P, W, comps, ranked), 0)
+        reason[b, :m] = np.where(ok, batch_reason_codes(model, P, W, comps, ranked, dense_sim=sim), 0)
     return Candidates(items, scores, reason)

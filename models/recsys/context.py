@@ -75,6 +75,12 @@ class RecommenderConfig:
     """The ranker's windows build candidate rows for at most this many customers each (a seeded sample by
     customer id): it learns from ``rerank_max_customers`` of them and is checked on a fifth of the latest
     window's, so more rows only cost time."""
+    rerank_one_window_customers: int | None = 250_000
+    """Shops whose latest window's blend knows more customers than this learn the ranker from that window
+    only (``rerank_windows`` is the most): at that size its ``rerank_row_customers`` rows alone hold more
+    customers than the ranker learns from (``rerank_max_customers``), and each earlier window costs a blend
+    fitted on everyone (at 1,000,000 customers, ALS alone about 200 s of CPU). None: every window. The
+    windows used are logged (``recommend.reranker.windows``); the quality cost is in ``bench/SCALE.md``."""
     tune_max_customers: int = 20_000
     """Blend tuning and the ranker's windows score at most this many customers per window (a seeded sample
     by customer id); their cost grows with customers x products, their precision hardly past this."""

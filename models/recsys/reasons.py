@@ -68,10 +68,11 @@ def reason_codes(model: BlendRecommender, P: sp.csr_matrix, W: sp.csr_matrix, i:
 
 
 def batch_reason_codes(model: BlendRecommender, P: sp.csr_matrix, W: sp.csr_matrix,
-                       comps: dict[str, np.ndarray], top: np.ndarray, weights: Weights | None = None
-                       ) -> np.ndarray:
+                       comps: dict[str, np.ndarray], top: np.ndarray, weights: Weights | None = None,
+                       dense_sim: np.ndarray | None = None) -> np.ndarray:
     """:func:`reason_codes` for a batch of customers at once (rows of ``P``, ``W`` and ``comps``; ``top``:
-    customers x n item columns), the same codes without a Python step per customer."""
+    customers x n item columns), the same codes without a Python step per customer. ``dense_sim``: the
+    item-to-item similarities as a dense array (:func:`dense_similarity`), for many batches."""
     weights = model.weights_ if weights is None else weights
     B, n = top.shape
     contrib = np.stack([weights.get(c, 0.0) * np.take_along_axis(comps[c], top, 1) if c in comps
@@ -79,7 +80,7 @@ def batch_reason_codes(model: BlendRecommender, P: sp.csr_matrix, W: sp.csr_matr
     lead = contrib.argmax(axis=0)
     knn = model.components_["item_knn"]
     assert isinstance(knn, ItemKNNRecommender)
-    src = _batch_closest_own_item(knn.sim_, W, top)
+    src = _batch_closest_own_item(knn.sim_ if dense_sim is None else dense_sim, W, top)
     rows = np.repeat(np.arange(B), n)
     s0 = np.maximum(src, 0)
     similar = np.isin(lead, _SIMILAR)
@@ -92,7 +93,21 @@ def batch_reason_codes(model: BlendRecommender, P: sp.csr_matrix, W: sp.csr_matr
     return code.astype(np.int32)
 
 
-def _batch_closest_own_item(sim: sp.csr_matrix, W: sp.csr_matrix, top: np.ndarray) -> np.ndarray:
+DENSE_SIMILARITY_ITEMS = 4_000
+"""Catalogues up to this many products get their item-to-item similarities as a dense array for the
+precompute's reasons (128 MB at most): reading it is a few times faster than scipy's sparse indexing."""
+
+
+def dense_similarity(model: BlendRecommender) -> np.ndarray | None:
+    """The item-to-item similarities of ``model`` as a dense array (duplicate entries summed, as indexing
+    the sparse one does), or None for a catalogue larger than :data:`DENSE_SIMILARITY_ITEMS`."""
+    knn = model.components_["item_knn"]
+    assert isinstance(knn, ItemKNNRecommender)
+    return knn.sim_.toarray() if knn.sim_.shape[0] <= DENSE_SIMILARITY_ITEMS else None
+
+
+def _batch_closest_own_item(sim: sp.csr_matrix | np.ndarray, W: sp.csr_matrix, top: np.ndarray
+                            ) -> np.ndarray:
     """:func:`_closest_own_item` for every row of ``W`` at once: over the (customer, own item) pairs, the
     similarity of each own item to each of its customer's top items, then the first best pair per customer."""
     B, n = top.shape

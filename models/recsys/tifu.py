@@ -148,17 +148,16 @@ def _top_k(S: np.ndarray, k: int, cols: np.ndarray) -> np.ndarray:
     kth = np.take_along_axis(S, part, axis=1).min(axis=1, keepdims=True)
     # ties at a positive k-th: the first columns (as a larger k). Rows whose k-th is not positive need no
     # choice: every positive similarity is above it, and the tied ones all become -1 below
-    pos = np.flatnonzero(kth[:, 0] > 0)
-    if len(pos):
-        Sp, kp = S[pos], kth[pos]
-        over, tied = Sp > kp, Sp == kp
+    fix = np.flatnonzero((kth[:, 0] > 0) & (np.count_nonzero(S >= kth, axis=1) > k))
+    if len(fix):
+        Sf, kf = S[fix], kth[fix]
+        over, tied = Sf > kf, Sf == kf
         n_over = over.sum(axis=1, keepdims=True)
-        fix = np.flatnonzero(n_over[:, 0] + tied.sum(axis=1) > k)
-        if len(fix):
-            keep = over[fix] | (tied[fix] & (np.cumsum(tied[fix], axis=1) <= k - n_over[fix]))
-            part[pos[fix]] = np.nonzero(keep)[1].reshape(len(fix), k)
+        keep = over | (tied & (np.cumsum(tied, axis=1) <= k - n_over))
+        part[fix] = np.nonzero(keep)[1].reshape(len(fix), k)
+    part.sort(axis=1)  # then a stable sort by similarity leaves ties by column position
     ps = np.take_along_axis(S, part, axis=1)
-    order = np.lexsort((part, -ps), axis=1)
+    order = np.argsort(-ps, axis=1, kind="stable")
     best = np.take_along_axis(part, order, axis=1)
     return np.where(np.take_along_axis(ps, order, axis=1) > 0, cols[best], -1)
 
@@ -206,6 +205,7 @@ def approximate_neighbours(Un: sp.csr_matrix, ok: np.ndarray, k: int, cfg: TifuC
     members = np.split(by_cluster, np.searchsorted(lab[by_cluster], np.arange(1, n_clusters)))
     near = np.argsort(-(cent @ cent.T), axis=1, kind="stable")[:, :cfg.probe]
     out = np.full((Un.shape[0], k), -1, np.int32)
+    where = np.full(len(cand), -1, np.int64)  # a customer's column in the current pool, -1 if not in it
     min_pool = len(cand)
     for c in range(n_clusters):
         q = members[c]
@@ -215,12 +215,16 @@ def approximate_neighbours(Un: sp.csr_matrix, ok: np.ndarray, k: int, cfg: TifuC
         min_pool = min(min_pool, len(pool))
         if len(pool) <= k:  # too few: the search widens to everyone
             pool = np.arange(len(cand))
+        where[pool] = np.arange(len(pool))
         step = max(1, budget // len(pool))
         for a in range(0, len(q), step):  # a large cluster in chunks
             qq = q[a:a + step]
             S = E[qq] @ E[pool].T
-            S[pool[None, :] == qq[:, None]] = -np.inf
+            at = where[qq]  # each customer's own column in the pool (-1: not in it)
+            mine = np.flatnonzero(at >= 0)
+            S[mine, at[mine]] = -np.inf
             out[cand[qq]] = _top_k(S, k, cand[pool])
+        where[pool] = -1
     if info is not None:
         info["min_pool"] = min_pool
     return out

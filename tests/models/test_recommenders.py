@@ -268,3 +268,28 @@ def test_reason_similarities_read_from_csr_equal_scipys_indexing() -> None:
     dup = sp.csr_matrix((np.array([1.0, 2.0, 5.0]), np.array([1, 1, 0]), np.array([0, 2, 3])), shape=(2, 2))
     assert not dup.has_canonical_format
     assert np.array_equal(_similarities(dup, np.array([0, 1]), np.array([1, 0])), [[3.0, 0.0], [0.0, 5.0]])
+
+
+def test_precomputed_candidates_equal_every_component_scored_with_the_sparse_similarities(
+        data, small_shop, monkeypatch) -> None:
+    """The precompute scores only the weighed components and reads the reasons' similarities from a dense
+    copy: the same items, scores and reasons as scoring every fitted component with the sparse matrix,
+    with a blend that has fitted components of zero weight (TIFU-KNN, EASE, item-to-item)."""
+    from models.recsys import candidates as cand_mod
+    from models.recsys import reasons
+
+    baskets = build_baskets(small_shop, data)
+    blend = BlendRecommender(replace(CFG, blend_weights=None)).fit(data, baskets=baskets)
+    blend.use_weights({"buy_again": 1.0, "item_knn": 0.0, "als": 0.5, "ease": 0.0, "popularity": 0.1,
+                       "tifu": 0.0})
+    assert {"tifu", "ease", "item_knn"} <= set(blend.components_)
+    assert reasons.dense_similarity(blend) is not None
+    got = cand_mod.top_candidates(blend, n=15, batch=37)
+    every = BlendRecommender.component_scores
+    monkeypatch.setattr(BlendRecommender, "component_scores", lambda self, ctx, names=None: every(self, ctx))
+    monkeypatch.setattr(reasons, "DENSE_SIMILARITY_ITEMS", 0)
+    assert reasons.dense_similarity(blend) is None
+    want = cand_mod.top_candidates(blend, n=15, batch=37)
+    assert (want.reason >= 4).any() and (want.items >= 0).all()  # "because you ..." reasons are compared too
+    for a, b in ((got.items, want.items), (got.scores, want.scores), (got.reason, want.reason)):
+        np.testing.assert_array_equal(a, b)

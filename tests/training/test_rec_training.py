@@ -94,6 +94,26 @@ def test_reranker_rows_are_built_for_a_sample_of_each_window(small_shop) -> None
     assert len(every) > 60 and 0.15 < len(few) / len(every) < 0.55
 
 
+def test_reranker_learns_from_the_latest_window_only_past_a_size_threshold(small_shop) -> None:
+    """``rerank_one_window_customers``: a latest window with more customers than that is the only one (the
+    same rows as its part of all windows); with as many or fewer, or None, every window; logged."""
+    every = _window_rows(small_shop, CUTOFF, replace(CFG, rerank_one_window_customers=None), None, None)
+    assert len(every) == CFG.rerank_windows == 2
+    n_latest = len(build_interactions(small_shop, CUTOFF - pd.Timedelta(days=CFG.rerank_window_days)).users)
+    at = _window_rows(small_shop, CUTOFF, replace(CFG, rerank_one_window_customers=n_latest), None, None)
+    assert len(at) == 2
+    for a, b in zip(at[0], every[0], strict=True):
+        np.testing.assert_array_equal(a, b)
+    below = replace(CFG, rerank_one_window_customers=n_latest - 1)
+    only = _window_rows(small_shop, CUTOFF, below, None, None)
+    assert len(only) == 1
+    for a, b in zip(only[0], every[0], strict=True):
+        np.testing.assert_array_equal(a, b)
+    _, v = fit_reranker(small_shop, CUTOFF, replace(below, rerank_min_customers=20))
+    assert v["windows"] == 1
+    assert "rec.rerank_one_window_customers" in below.to_params()
+
+
 def test_reranker_is_used_only_when_it_beats_the_blend_on_held_out_customers(small_shop) -> None:
     cfg = replace(CFG, rerank_min_customers=20)
     ranker, v = fit_reranker(small_shop, CUTOFF, cfg)
