@@ -293,3 +293,17 @@ def test_precomputed_candidates_equal_every_component_scored_with_the_sparse_sim
     assert (want.reason >= 4).any() and (want.items >= 0).all()  # "because you ..." reasons are compared too
     for a, b in ((got.items, want.items), (got.scores, want.scores), (got.reason, want.reason)):
         np.testing.assert_array_equal(a, b)
+
+
+def test_als_factors_do_not_depend_on_the_threads_of_the_fit(data, monkeypatch) -> None:
+    """Fits past ``ALS_PARALLEL_USERS`` customers use every core: the same factors as one thread, and the
+    fitted model solves live sessions on one thread."""
+    from models.recsys import factors
+
+    one = factors.ALSRecommender(CFG).fit(data)
+    monkeypatch.setattr(factors, "ALS_PARALLEL_USERS", 10)
+    assert factors.als_threads(len(data.users)) == 0 < len(data.users)
+    every = factors.ALSRecommender(CFG).fit(data)
+    assert every.model_.num_threads == 1
+    np.testing.assert_array_equal(np.asarray(one.model_.user_factors), np.asarray(every.model_.user_factors))
+    np.testing.assert_array_equal(np.asarray(one.model_.item_factors), np.asarray(every.model_.item_factors))
