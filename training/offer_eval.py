@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.customer import customer_features, unify_categories
+from features.customer import bought_between, customer_features, unify_categories
+from features.customer_labels import customer_sample
 from features.io import Shop
 from features.schema import (
     ATTRIBUTE_PREFIX,
@@ -20,7 +21,6 @@ from features.schema import (
     GROUP,
     N_ORDERS,
     OFFER_ID,
-    QUANTITY,
     REDEEMED_AT,
     SENT_AT,
 )
@@ -47,62 +47,103 @@ MAX_ATTRIBUTE_SEGMENTS = 12
 
 
 def uplift_training_set(shop: Shop, before: pd.Timestamp | None = None, start: pd.Timestamp | None = None,
-                        window_days: int = 14) -> tuple[pd.DataFrame, pd.DataFrame]:
+                        window_days: int = 14, max_rows: int | None = None, seed: int = 0
+                        ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """One row per offer_log row: customer features at the send date, group and outcome in the window.
 
     Only rows whose whole window ends before ``before`` are used (no outcome peeks past it), and only rows
-    sent at or after ``start``. The rows of every send date are built once per shop and window (a train job
-    asks three times: before the cutoff, after it, and all).
+    sent at or after ``start``. ``max_rows``: training rows (``start`` None) past it are every row of a
+    seeded sample of customers (:func:`features.customer_labels.customer_sample`, share ``max_rows`` / rows;
+    held-out sends are never sampled), whose share is ``X.attrs["sample_share"]`` (1.0: all rows); the rows
+    left out never have their features built. The outcomes of every send are computed once per shop and
+    window, the features once per send date and customer (a train job asks three times: before the cutoff,
+    after it, and all).
     """
-    full = _all_uplift_rows(shop, window_days)
+    full = _uplift_outcomes(shop, window_days)
     if full is None:
         return pd.DataFrame(), pd.DataFrame()
-    X, y = full
-    sent = pd.to_datetime(y[SENT_AT])
-    keep = np.ones(len(y), bool)
+    sent = pd.to_datetime(full[SENT_AT])
+    keep = np.ones(len(full), bool)
     if before is not None:
         keep &= (sent + pd.Timedelta(days=window_days) <= before).to_numpy()
     if start is not None:
         keep &= (sent >= start).to_numpy()
     if not keep.any():
         return pd.DataFrame(), pd.DataFrame()
-    return X[keep], y[keep].reset_index(drop=True)
+    share = 1.0
+    rows = int(keep.sum())
+    if start is None and max_rows is not None and rows > max_rows:
+        share = max_rows / rows
+        at = np.flatnonzero(keep)
+        keep[at[~customer_sample(pd.Index(full[CUSTOMER_ID].to_numpy()[at]), share, seed)]] = False
+    X = _uplift_features(shop, full, keep)
+    X.attrs["sample_share"] = share
+    return X, full[keep].reset_index(drop=True)
 
 
-def _all_uplift_rows(shop: Shop, window_days: int) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+def _uplift_outcomes(shop: Shop, window_days: int) -> pd.DataFrame | None:
+    """Every offer_log row (with a send time) ordered by send date (table order within a date): customer,
+    offer, campaign, group, whether the customer bought in the window after the send (a customer sent one
+    offer twice on one date counts as having bought after both when either window holds a purchase), and
+    whether the offer was redeemed. One as-of join for all rows; cached per shop and window."""
     ol = shop.offer_log
     if ol is None or not len(ol):
         return None
     cache = shop.__dict__.setdefault("_uplift_rows", {})
     hit = cache.get(window_days)
     if hit is not None and hit[0] is ol and hit[1] is shop.orders:
-        return hit[2]
-    o = shop.customer_orders()
-    buys = o[o[QUANTITY] > 0][[CUSTOMER_ID, "ts"]]
-    xs, ys = [], []
-    for day, g in ol.groupby(ol[SENT_AT].dt.floor("D")):
-        X = customer_features(shop, day, customers=pd.Index(g[CUSTOMER_ID].unique()))
-        xs.append(X.loc[g[CUSTOMER_ID].to_numpy()].reset_index())
-        ys.append(_outcomes(g, buys, window_days))
-    out = (unify_categories(pd.concat(xs, ignore_index=True)).set_index(CUSTOMER_ID),
-           pd.concat(ys, ignore_index=True))
+        return hit[2]  # type: ignore[no-any-return]
+    day = ol[SENT_AT].dt.floor("D")
+    dated = day.notna().to_numpy()
+    order = np.flatnonzero(dated)[np.argsort(day.to_numpy()[dated], kind="stable")]
+    g = ol.iloc[order]
+    sent = g[SENT_AT]
+    bought = bought_between(shop, g[CUSTOMER_ID].to_numpy(), sent.to_numpy(),
+                            (sent + pd.Timedelta(days=window_days)).to_numpy())
+    bought &= g[CUSTOMER_ID].notna().to_numpy() & g[OFFER_ID].notna().to_numpy()
+    key = pd.DataFrame({"day": day.to_numpy()[order], "c": g[CUSTOMER_ID].to_numpy(),
+                        "o": g[OFFER_ID].to_numpy()})
+    twice = key.duplicated(keep=False).to_numpy()
+    if twice.any():
+        k = key[twice]
+        bought[twice] = pd.Series(bought[twice]).groupby([k["day"].to_numpy(), k["c"].to_numpy(),
+                                                         k["o"].to_numpy()]).transform("any").to_numpy()
+    out = pd.DataFrame({
+        CUSTOMER_ID: g[CUSTOMER_ID].to_numpy(), OFFER_ID: g[OFFER_ID].to_numpy(),
+        CAMPAIGN_ID: g[CAMPAIGN_ID].to_numpy() if CAMPAIGN_ID in g else g[OFFER_ID].to_numpy(),
+        "treated": (g[GROUP] == "treatment").to_numpy(), "bought": bought,
+        "redeemed": g[REDEEMED_AT].notna().to_numpy() if REDEEMED_AT in g else False,
+        SENT_AT: sent.to_numpy()})
     cache[window_days] = (ol, shop.orders, out)
     return out
 
 
-def _outcomes(g: pd.DataFrame, buys: pd.DataFrame, window_days: int) -> pd.DataFrame:
-    """Group and outcome of the offer_log rows ``g``: bought within the window after the send, redeemed."""
-    m = g.merge(buys, on=CUSTOMER_ID, how="left")
-    win = (m["ts"] >= m[SENT_AT]) & (m["ts"] < m[SENT_AT] + pd.Timedelta(days=window_days))
-    bought = win.groupby([m[CUSTOMER_ID], m[OFFER_ID]]).any()
-    pairs = zip(g[CUSTOMER_ID], g[OFFER_ID], strict=True)
-    return pd.DataFrame({
-        CUSTOMER_ID: g[CUSTOMER_ID].to_numpy(), OFFER_ID: g[OFFER_ID].to_numpy(),
-        CAMPAIGN_ID: g[CAMPAIGN_ID].to_numpy() if CAMPAIGN_ID in g else g[OFFER_ID].to_numpy(),
-        "treated": (g[GROUP] == "treatment").to_numpy(),
-        "bought": [bool(bought.get((c, of), False)) for c, of in pairs],
-        "redeemed": g[REDEEMED_AT].notna().to_numpy() if REDEEMED_AT in g else False,
-        SENT_AT: g[SENT_AT].to_numpy()})
+def _uplift_features(shop: Shop, rows: pd.DataFrame, keep: np.ndarray) -> pd.DataFrame:
+    """The customer features at the send date of the rows of ``rows`` (from :func:`_uplift_outcomes`) where
+    ``keep``, in their order (index customer_id). Each send date's features are built for the customers
+    asked and kept for later calls, which build only the customers not yet there."""
+    tables = (shop.offer_log, shop.orders, shop.events, shop.customers, shop.products)
+    hit = shop.__dict__.get("_uplift_features")
+    if hit is None or not all(a is b for a, b in zip(hit[0], tables, strict=True)):
+        hit = (tables, {})
+        shop.__dict__["_uplift_features"] = hit
+    built: dict[pd.Timestamp, pd.DataFrame] = hit[1]
+    cust = rows[CUSTOMER_ID].to_numpy()[keep]
+    day = pd.to_datetime(rows[SENT_AT]).dt.floor("D").to_numpy()[keep]
+    xs = []
+    for d in pd.unique(day):  # in order: the rows are sorted by send date
+        ids = cust[day == d]
+        have = built.get(d)
+        need = pd.Index(pd.unique(ids))
+        if have is not None:
+            need = need[~need.isin(have.index)]
+        if len(need):
+            new = customer_features(shop, pd.Timestamp(d), customers=need)
+            have = new if have is None else pd.concat([have, new])
+            built[d] = have
+        assert have is not None
+        xs.append(have.loc[ids].reset_index())
+    return unify_categories(pd.concat(xs, ignore_index=True)).set_index(CUSTOMER_ID)
 
 
 def measure_uplift_by_segment(X: pd.DataFrame, y: pd.DataFrame) -> pd.DataFrame:
