@@ -41,6 +41,7 @@ def main() -> None:
     ap.add_argument("data", type=Path)
     ap.add_argument("--part", choices=("offers", "customer", "refit-uplift", "uplift-rows"), default="offers")
     ap.add_argument("--uplift-max-rows", type=int, default=-1, help="-1: the config's default; 0: None")
+    ap.add_argument("--ceiling-max-rows", type=int, default=-1, help="-1: the config's default; 0: None")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -51,8 +52,10 @@ def main() -> None:
     from training.config import TrainConfig
     from training.evaluate import _windows
     cfg = TrainConfig(horizon_days=90)
+    ceiling = cfg.ceiling_max_rows if args.ceiling_max_rows < 0 else (args.ceiling_max_rows or None)
     limit = cfg.uplift_max_rows if args.uplift_max_rows < 0 else (args.uplift_max_rows or None)
-    out: dict[str, Any] = {"data": str(args.data), "part": args.part, "uplift_max_rows": limit}
+    out: dict[str, Any] = {"data": str(args.data), "part": args.part, "uplift_max_rows": limit,
+                           "ceiling_max_rows": ceiling}
     t0, c0 = time.perf_counter(), _cpu()
     with StageTimer() as timer:
         instrument(timer)
@@ -66,7 +69,7 @@ def main() -> None:
             if args.part == "offers":
                 from training.offer_eval import evaluate_offers
                 ev = evaluate_offers(shop, cutoff, None, cfg.seed, args.data / "truth",
-                                     learner=cfg.uplift_learner)
+                                     learner=cfg.uplift_learner, ceiling_max_rows=ceiling)
                 rep = ev.report
                 out["qini"] = rep.get("uplift_model")
                 out["redemption"] = rep.get("redemption")

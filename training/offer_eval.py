@@ -220,19 +220,21 @@ class OfferEvaluation:
 
 def evaluate_offers(shop: Shop, cutoff: pd.Timestamp, churn: pd.Series | None = None, seed: int = 42,
                     truth_dir: str | Path | None = None, budget_share: float = 0.2,
-                    learner: str = S_LEARNER) -> OfferEvaluation:
+                    learner: str = S_LEARNER, ceiling_max_rows: int | None = None) -> OfferEvaluation:
     """Uplift model quality on campaigns after ``cutoff`` (Qini/AUUC, redemption AUC vs past-redemption
     baseline), measured uplift per campaign, and - when the simulator's truth is available - the realised
-    incremental margin of each policy at the same budget."""
+    incremental margin of each policy at the same budget (``ceiling_max_rows``: see
+    :func:`policy_benchmark`)."""
     if shop.offer_log is None or shop.offers is None:
         return OfferEvaluation({"skipped": "no offer_log or offers.yaml"}, {})
     with Steps("offers", 3, log) as steps:
-        return _evaluate_offers(shop, cutoff, churn, seed, truth_dir, budget_share, steps, learner)
+        return _evaluate_offers(shop, cutoff, churn, seed, truth_dir, budget_share, steps, learner,
+                                ceiling_max_rows)
 
 
 def _evaluate_offers(shop: Shop, cutoff: pd.Timestamp, churn: pd.Series | None, seed: int,
                      truth_dir: str | Path | None, budget_share: float, steps: Steps,
-                     learner: str = S_LEARNER) -> OfferEvaluation:
+                     learner: str = S_LEARNER, ceiling_max_rows: int | None = None) -> OfferEvaluation:
     report: dict[str, Any] = {}
     tables: dict[str, pd.DataFrame] = {}
     assert shop.offers is not None
@@ -259,15 +261,19 @@ def _evaluate_offers(shop: Shop, cutoff: pd.Timestamp, churn: pd.Series | None, 
                                           shared_control_weights(yh, CUSTOMER_ID, SENT_AT))
     steps.next("policy benchmark" if truth_dir is not None else "policy benchmark (no truth: skipped)")
     if truth_dir is not None and Path(truth_dir, "uplift.parquet").exists() and model is not None:
-        report.update(policy_benchmark(shop, cat, model, churn, Path(truth_dir), seed, budget_share))
+        report.update(policy_benchmark(shop, cat, model, churn, Path(truth_dir), seed, budget_share,
+                                       ceiling_max_rows=ceiling_max_rows))
     return OfferEvaluation(report, tables)
 
 
 def policy_benchmark(shop: Shop, cat: OfferCatalogue, model: UpliftModel, churn: pd.Series | None,
-                     truth_dir: Path, seed: int, budget_share: float, channel: str = "sms") -> dict[str, Any]:
+                     truth_dir: Path, seed: int, budget_share: float, channel: str = "sms",
+                     ceiling_max_rows: int | None = None) -> dict[str, Any]:
     """Each policy spends the same budget on one channel; realised value = the simulator's true expected
     incremental margin of the (customer, offer) pairs it chose. The budget covers ``budget_share`` of the
-    customers at that channel's cost, so choosing whom to contact matters."""
+    customers at that channel's cost, so choosing whom to contact matters. ``ceiling_max_rows``: the
+    feature ceiling's models are fitted on the candidates of a seeded sample of customers past that many
+    candidate rows (all rows are predicted; rows fitted on: ``feature_ceiling.fitted_rows``)."""
     truth = pd.read_parquet(truth_dir / "uplift.parquet").set_index([CUSTOMER_ID, OFFER_ID])
     now = shop.end
     X = customer_features(shop, now)
@@ -298,15 +304,19 @@ def policy_benchmark(shop: Shop, cat: OfferCatalogue, model: UpliftModel, churn:
     orc = cand.merge(tv.rename("true_value").reset_index(), on=[CUSTOMER_ID, OFFER_ID], how="left")
     orc["expected_value"] = orc["true_value"].fillna(0.0)
     out["oracle"] = realised(choose_audience(orc, budget))
-    ceiling = orc.assign(expected_value=_feature_ceiling(orc, X, seed))
-    out["feature_ceiling"] = realised(choose_audience(ceiling, budget))
-    return {"policies": out, "budget": budget, "channel": channel}
+    value, fitted = _feature_ceiling(orc, X, seed, ceiling_max_rows)
+    out["feature_ceiling"] = {**realised(choose_audience(orc.assign(expected_value=value), budget)),
+                              "fitted_rows": fitted}
+    return {"policies": out, "budget": budget, "channel": channel, "candidates": len(cand)}
 
 
-def _feature_ceiling(cand: pd.DataFrame, X: pd.DataFrame, seed: int) -> np.ndarray:
+def _feature_ceiling(cand: pd.DataFrame, X: pd.DataFrame, seed: int, max_rows: int | None = None
+                     ) -> tuple[np.ndarray, int]:
     """What our customer features can tell about the true value at best: LightGBM fitted on the simulator's
     true expected incremental margin itself (not observable in a real shop), predicted out of fold (customers
-    split in two halves). The oracle's share that this reaches bounds any policy built on these features."""
+    split in two halves). The oracle's share that this reaches bounds any policy built on these features.
+    Past ``max_rows`` candidates, each half's model is fitted on the rows of a seeded sample of customers
+    (:func:`features.customer_labels.customer_sample`). Returns the predictions and the rows fitted on."""
     import lightgbm as lgb
 
     from features.customer import CATEGORICAL
@@ -317,9 +327,13 @@ def _feature_ceiling(cand: pd.DataFrame, X: pd.DataFrame, seed: int) -> np.ndarr
     F[OFFER_ID] = pd.Categorical(cand[OFFER_ID].astype(object).to_numpy())
     y = cand["expected_value"].to_numpy(float)
     half = pd.factorize(cand[CUSTOMER_ID])[0] % 2
+    fit_on = np.ones(len(cand), bool)
+    if max_rows is not None and len(cand) > max_rows:
+        fit_on = customer_sample(pd.Index(cand[CUSTOMER_ID].to_numpy()), max_rows / len(cand), seed)
     pred = np.zeros(len(cand))
     for f in (0, 1):
+        tr = (half != f) & fit_on
         m = lgb.LGBMRegressor(n_estimators=400, learning_rate=0.03, num_leaves=31, min_child_samples=50,
-                              random_state=seed, verbose=-1).fit(F[half != f], y[half != f])
+                              random_state=seed, verbose=-1).fit(F[tr], y[tr])
         pred[half == f] = m.predict(F[half == f])
-    return pred
+    return pred, int(fit_on.sum())
