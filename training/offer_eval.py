@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from features.customer import bought_between, customer_features, unify_categories
+from features.codes import restrict, shop_codes
 from features.customer_labels import customer_sample
 from features.io import Shop
 from features.schema import (
@@ -130,19 +131,28 @@ def _uplift_features(shop: Shop, rows: pd.DataFrame, keep: np.ndarray) -> pd.Dat
     built: dict[pd.Timestamp, pd.DataFrame] = hit[1]
     cust = rows[CUSTOMER_ID].to_numpy()[keep]
     day = pd.to_datetime(rows[SENT_AT]).dt.floor("D").to_numpy()[keep]
-    xs = []
-    for d in pd.unique(day):  # in order: the rows are sorted by send date
-        ids = cust[day == d]
-        have = built.get(d)
-        need = pd.Index(pd.unique(ids))
-        if have is not None:
-            need = need[~need.isin(have.index)]
+    days = pd.unique(day)  # in order: the rows are sorted by send date
+    needs = {}
+    for d in days:
+        need = pd.Index(pd.unique(cust[day == d]))
+        if d in built:
+            need = need[~need.isin(built[d].index)]
         if len(need):
-            new = customer_features(shop, pd.Timestamp(d), customers=need)
-            have = new if have is None else pd.concat([have, new])
-            built[d] = have
-        assert have is not None
-        xs.append(have.loc[ids].reset_index())
+            needs[d] = need
+    part = None
+    if needs:  # the rows of the customers to build, read once for every send date
+        c = shop_codes(shop)
+        asked = np.zeros(len(c.customers), bool)
+        for need in needs.values():
+            codes = c.customer_codes(need)
+            asked[codes[codes >= 0]] = True
+        part = restrict(c, asked)
+    xs = []
+    for d in days:
+        if d in needs:
+            new = customer_features(shop, pd.Timestamp(d), customers=needs[d], codes=part)
+            built[d] = new if d not in built else pd.concat([built[d], new])
+        xs.append(built[d].loc[cust[day == d]].reset_index())
     return unify_categories(pd.concat(xs, ignore_index=True)).set_index(CUSTOMER_ID)
 
 
