@@ -129,8 +129,9 @@ def customer_features(shop: Shop, cutoff: pd.Timestamp, customers: pd.Index | No
 
     Computed for all customers at once on integer-coded arrays (:mod:`features.codes`); with ``customers``,
     only their rows are read. ``codes``: a part of the shop's arrays (:func:`features.codes.restrict`) that
-    holds every one of ``customers`` (the same frame, read from fewer rows: for many calls on a sample). Customers without a purchase have NaN where a value needs one, 0 for counts
-    and amounts; a count column is ``int64`` when every row has it, else ``float64``.
+    holds every one of ``customers`` (the same frame, read from fewer rows: for many calls on a sample).
+    Customers without a purchase have NaN where a value needs one, 0 for counts and amounts; a count column
+    is ``int64`` when every row has it, else ``float64``.
     """
     cutoff = pd.Timestamp(cutoff)
     c = codes if codes is not None else shop_codes(shop)

@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.customer import bought_between, customer_features, unify_categories
 from features.codes import restrict, shop_codes
+from features.customer import bought_between, customer_features, unify_categories
 from features.customer_labels import customer_sample
 from features.io import Shop
 from features.schema import (
