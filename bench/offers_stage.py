@@ -7,7 +7,8 @@ and the quality numbers they produce (to compare code versions without a full tr
 
 ``offers``: :func:`training.offer_eval.evaluate_offers` at the job's evaluation cutoff (churn scores: none,
 so the policies use 0.5) with the job's frame source (``TrainConfig``'s sampling knobs), the truth of the
-simulator for the policy benchmark. Stage names as in ``bench/scale.py``.
+simulator for the policy benchmark. Stage names as in ``bench/scale.py``; ``load`` includes the shop's coded
+arrays (:func:`features.codes.shop_codes`), built in the job before these stages.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     import pandas as pd
 
+    from features.codes import shop_codes
     from features.io import load_shop
     from training import frames
     from training.config import TrainConfig
@@ -59,8 +61,9 @@ def main() -> None:
     t0, c0 = time.perf_counter(), _cpu()
     with StageTimer() as timer:
         instrument(timer)
-        with stage("load"):
+        with stage("load"):  # and the coded arrays, which the job has built before these stages
             shop = load_shop(args.data)
+            shop_codes(shop)
         cutoff = _windows(shop, cfg, None).cutoff
         assert cutoff is not None
         out["cutoff"] = str(cutoff.date())
