@@ -16,7 +16,10 @@ Example
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -79,10 +82,38 @@ class ShopCodes:
     customer_attrs: dict[str, np.ndarray]
     """region, acquisition_channel per customer code (object; NaN for customers the customers table lacks, as
     a reindex gives)."""
+    whole: ShopCodes | None = None
+    """For a part (:func:`restrict`): the shop's codes it was taken from; None: these are the whole shop's."""
+    part: np.ndarray | None = None
+    """For a part: True for the customer codes whose rows it holds."""
+
+    @functools.cached_property
+    def _customer_index(self) -> pd.Index:
+        return pd.Index(self.customers)
 
     def customer_codes(self, ids: pd.Index) -> np.ndarray:
         """Codes of ``ids`` (-1 for ids no table names)."""
-        return np.asarray(pd.Index(self.customers).get_indexer(pd.Index(ids)), dtype=np.int64)
+        return np.asarray(self._customer_index.get_indexer(pd.Index(ids)), dtype=np.int64)
+
+
+def restrict(c: ShopCodes, keep: np.ndarray) -> ShopCodes:
+    """The order lines, events and offer_log rows of the customers whose code is True in ``keep`` (one per
+    customer code), in their tables' order, with every code and vocabulary as in ``c``: a feature builder
+    asked for some of these customers reads only their rows, instead of masking the whole shop's at every
+    cutoff."""
+    whole = c.whole or c
+    keep = np.asarray(keep, bool)[: len(c.customers)]
+    if c.part is not None:
+        keep = keep & c.part
+
+    def rows(arrays: Any) -> Any:
+        if arrays is None:
+            return None
+        m = keep[np.maximum(arrays.cust, 0)] & (arrays.cust >= 0)
+        return type(arrays)(**{k: (v if k == "order_ids" else v[m]) for k, v in arrays.__dict__.items()})
+
+    return dataclasses.replace(c, lines=rows(c.lines), events=rows(c.events), offers=rows(c.offers),
+                               whole=whole, part=keep)
 
 
 def shop_codes(shop: Shop) -> ShopCodes:

@@ -113,7 +113,8 @@ def unify_categories(X: pd.DataFrame) -> pd.DataFrame:
     return X
 
 
-def customer_features(shop: Shop, cutoff: pd.Timestamp, customers: pd.Index | None = None) -> pd.DataFrame:
+def customer_features(shop: Shop, cutoff: pd.Timestamp, customers: pd.Index | None = None,
+                      codes: ShopCodes | None = None) -> pd.DataFrame:
     """One row per customer known before ``cutoff`` (index ``customer_id``), nothing after it leaks in.
 
     Columns: RFM (recency_days, n_orders, gross_spend), value net of returns, discounts and cost
@@ -127,11 +128,13 @@ def customer_features(shop: Shop, cutoff: pd.Timestamp, customers: pd.Index | No
     over the whole table's values, dates as days before the cutoff; NaN for a customer the table lacks).
 
     Computed for all customers at once on integer-coded arrays (:mod:`features.codes`); with ``customers``,
-    only their rows are read. Customers without a purchase have NaN where a value needs one, 0 for counts
-    and amounts; a count column is ``int64`` when every row has it, else ``float64``.
+    only their rows are read. ``codes``: a part of the shop's arrays (:func:`features.codes.restrict`) that
+    holds every one of ``customers`` (the same frame, read from fewer rows: for many calls on a sample).
+    Customers without a purchase have NaN where a value needs one, 0 for counts and amounts; a count column
+    is ``int64`` when every row has it, else ``float64``.
     """
     cutoff = pd.Timestamp(cutoff)
-    c = shop_codes(shop)
+    c = codes if codes is not None else shop_codes(shop)
     n, end = len(c.customers), _dt64(cutoff)
     keep = None
     if customers is not None:
@@ -139,6 +142,10 @@ def customer_features(shop: Shop, cutoff: pd.Timestamp, customers: pd.Index | No
         take = c.customer_codes(idx)
         keep = np.zeros(n + 1, bool)
         keep[take[take >= 0]] = True
+        if c.part is not None and not c.part[take[take >= 0]].all():
+            raise ValueError("customer_features: codes is a part of the shop without some of the customers")
+    elif c.part is not None:
+        raise ValueError("customer_features: codes is a part of the shop; name its customers")
     L = lines_between(c, None, end, keep)
     o = orders_of(L)
     buyer = np.zeros(n + 1, bool)
@@ -267,6 +274,7 @@ def _has_cost(c: ShopCodes, L: Lines, end: np.datetime64, keep: np.ndarray | Non
     """Whether any line before ``end`` (of any customer) has a unit cost."""
     if keep is None:
         return bool(np.isfinite(L.cost).any() or (~np.isnan(L.cost)).any())
+    c = c.whole or c  # any customer's line: the whole shop's
     a = c.lines
     return bool((~np.isnan(a.quantity * c.product_cost[a.product]) & (a.ts < end)).any())
 
@@ -277,6 +285,7 @@ def _all_buyers_ordered(c: ShopCodes, end: np.datetime64, days: int, keep: np.nd
     in the ``days`` before it: then the frame's order counts keep their integer type."""
     if keep is None:
         return bool((r[f"orders_{days}"][buyer] > 0).all())
+    c = c.whole or c  # every buyer: the whole shop's
     a = c.lines
     before = (a.ts < end) & (a.quantity >= 0)
     n = len(c.customers)

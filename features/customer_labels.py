@@ -10,15 +10,17 @@ import numpy as np
 import pandas as pd
 
 from features.aggregates import counts, group_sums, lines_between
-from features.codes import shop_codes
+from features.codes import ShopCodes, restrict, shop_codes
 from features.customer import _dt64, _present_count, customer_features, unify_categories
 from features.io import Shop
 
 
-def future_labels(shop: Shop, cutoff: pd.Timestamp, horizon_days: int, customers: pd.Index) -> pd.DataFrame:
-    """What happened in ``[cutoff, cutoff + horizon)``: churn (no purchase), net revenue and net margin."""
+def future_labels(shop: Shop, cutoff: pd.Timestamp, horizon_days: int, customers: pd.Index,
+                  codes: ShopCodes | None = None) -> pd.DataFrame:
+    """What happened in ``[cutoff, cutoff + horizon)``: churn (no purchase), net revenue and net margin.
+    ``codes``: a part of the shop's arrays holding these customers (:func:`features.codes.restrict`)."""
     cutoff = pd.Timestamp(cutoff)
-    c = shop_codes(shop)
+    c = codes if codes is not None else shop_codes(shop)
     n = len(c.customers)
     take = c.customer_codes(pd.Index(customers))
     take = np.where(take >= 0, take, n)
@@ -66,16 +68,20 @@ def stacked_training_set(shop: Shop, cutoffs: list[pd.Timestamp], horizon_days: 
                   for t in cutoffs]
         rows = sum(int(np.count_nonzero(b)) for b in buyers)
         share = min(1.0, max_rows / rows) if rows else 1.0
+    part = None
+    if share < 1.0:  # the sampled customers' rows, read once for every cutoff
+        sampled = customer_sample(pd.Index(c.customers, dtype=object), share, seed)
+        part = restrict(c, sampled)
     xs, ys = [], []
     for i, t in enumerate(cutoffs):
-        if share < 1.0:  # the features of the sampled buyers only (each customer's row is the same)
-            ids = pd.Index(c.customers[buyers[i]], dtype=object)
-            X = customer_features(shop, t, customers=ids[customer_sample(ids, share, seed)])
+        if part is not None:  # the features of the sampled buyers only (each customer's row is the same)
+            ids = pd.Index(c.customers[buyers[i] & sampled], dtype=object)
+            X = customer_features(shop, t, customers=ids, codes=part)
         else:
             X = customer_features(shop, t)
         X = X[X["n_orders"] > 0]
         xs.append(X)
-        ys.append(future_labels(shop, t, horizon_days, X.index))
+        ys.append(future_labels(shop, t, horizon_days, X.index, codes=part))
     if not xs:
         return pd.DataFrame(), pd.DataFrame()
     X = unify_categories(pd.concat(xs))

@@ -39,7 +39,11 @@ class BetaGeoModel:
     params_: dict[str, float] | None = None
 
     @staticmethod
-    def _negll(logp: np.ndarray, x: np.ndarray, tx: np.ndarray, T: np.ndarray, pen: float) -> float:
+    def _negll(logp: np.ndarray, x: np.ndarray, tx: np.ndarray, T: np.ndarray, pen: float,
+               inv: np.ndarray | None = None) -> float:
+        """The penalised mean negative log-likelihood. ``inv``: ``x, tx, T`` are the distinct customers' rows
+        and ``inv`` maps each customer to its row (each customer's term is the same number, summed in the
+        customers' order as without it)."""
         r, alpha, a, b = np.exp(logp)
         a1 = gammaln(r + x) - gammaln(r) + r * np.log(alpha)
         a2 = betaln(a, b + x) - betaln(a, b)
@@ -49,16 +53,21 @@ class BetaGeoModel:
                                                                1e-12)) - (r + x) * np.log(alpha + tx),
                           -np.inf)
         ll = a1 + a2 + np.logaddexp(a3, a4)
-        return float(-ll.sum() / len(x) + pen * np.sum(np.exp(logp) ** 2))
+        if inv is not None:
+            ll = ll[inv]
+        return float(-ll.sum() / len(ll) + pen * np.sum(np.exp(logp) ** 2))
 
     def fit(self, x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> BetaGeoModel:
         x, tx, T = (np.asarray(v, dtype=float) for v in (x, t_x, T))
         if len(x) == 0:
             raise ModelFitError("BG/NBD needs at least one customer")
         best = None
+        # customers share (x, t_x, T) rows (whole days, few purchases): each distinct row's term computed once
+        rows = np.ascontiguousarray(np.stack([x, tx, T], 1)).view(np.dtype((np.void, 24))).ravel()
+        _, first, inv = np.unique(rows, return_index=True, return_inverse=True)
+        args = (x[first], tx[first], T[first], self.penalizer, inv.ravel())
         for start in (np.log([0.5, max(T.mean(), 1e-3), 1.0, 1.0]), np.zeros(4)):
-            res = minimize(self._negll, start, args=(x, tx, T, self.penalizer), method="L-BFGS-B",
-                           bounds=[LOG_BOUNDS] * 4)
+            res = minimize(self._negll, start, args=args, method="L-BFGS-B", bounds=[LOG_BOUNDS] * 4)
             if best is None or res.fun < best.fun:
                 best = res
         assert best is not None

@@ -48,6 +48,11 @@ class TrainConfig:
     """Uplift training rows (offer_log sends before the cutoff) past which a seeded sample of customers is
     kept (all their sends), when smaller than ``max_training_rows``; logged with the other frames
     (``data/training_frames.json``: rows and customers' share of each). None: only ``max_training_rows``."""
+    ceiling_max_rows: int | None = 300_000
+    """The policy benchmark's feature ceiling (simulator truth only: LightGBM on the true incremental margin,
+    out of fold) is fitted on the candidates of a seeded sample of customers past this many candidate rows
+    (every row is still predicted); the rows fitted on are logged (``offers.feature_ceiling.fitted_rows``).
+    About 2 candidates per buyer: no sample at 20,000 or 100,000 customers. None: never sampled."""
     uplift_learner: str = S_LEARNER
     """How the uplift model learns offer effects (``models.offers.uplift.LEARNERS``): the S-learner (on the
     simulator its uplift ranking agreed best with the true uplift) or ``two_models_ddr`` (chosen on the
@@ -65,6 +70,7 @@ class TrainConfig:
         p: dict[str, Any] = {"horizon_days": self.horizon_days, "cutoff": self.cutoff, "seed": self.seed,
                              "corrupt": self.corrupt, "max_training_rows": self.max_training_rows,
                              "uplift_max_rows": self.uplift_max_rows,
+                             "ceiling_max_rows": self.ceiling_max_rows,
                              "rec_baselines": ",".join(self.rec_baselines),
                              "uplift_learner": self.uplift_learner}
         p.update(self.customer.to_params())

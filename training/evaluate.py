@@ -170,7 +170,7 @@ def evaluate(shop: Shop, config: TrainConfig, truth_dir: str | Path | None = Non
         if w.cutoff is not None:
             churn = cust.scores["churn_production"] if cust is not None else None
             offers = evaluate_offers(shop, w.cutoff, churn, config.seed, truth_dir,
-                                     learner=config.uplift_learner)
+                                     learner=config.uplift_learner, ceiling_max_rows=config.ceiling_max_rows)
             report["offers"] = {**offers.report.get("policies", {}),
                                 **{k: v for k, v in offers.report.items() if k != "policies"}}
             tables.update(offers.tables)

@@ -61,9 +61,10 @@ class LocalFrames:
     def uplift(self, shop: Shop, before: pd.Timestamp | None, start: pd.Timestamp | None
                ) -> tuple[pd.DataFrame, pd.DataFrame]:
         from training.offer_eval import uplift_training_set
-        X, y = uplift_training_set(shop, before, start)
-        X, y, share = sample_uplift(X, y, start, uplift_limit(self.max_rows, self.uplift_max_rows), self.seed)
-        self.built.append(record("uplift", X, share))
+        # sampled as sample_uplift does, before the features of the sends left out are built
+        limit = uplift_limit(self.max_rows, self.uplift_max_rows)
+        X, y = uplift_training_set(shop, before, start, max_rows=limit, seed=self.seed)
+        self.built.append(record("uplift", X, X.attrs.get("sample_share", 1.0)))
         return X, y
 
 

@@ -10,7 +10,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.customer import customer_features, unify_categories
+from features.codes import restrict, shop_codes
+from features.customer import bought_between, customer_features, unify_categories
+from features.customer_labels import customer_sample
 from features.io import Shop
 from features.schema import (
     ATTRIBUTE_PREFIX,
@@ -20,7 +22,6 @@ from features.schema import (
     GROUP,
     N_ORDERS,
     OFFER_ID,
-    QUANTITY,
     REDEEMED_AT,
     SENT_AT,
 )
@@ -47,62 +48,112 @@ MAX_ATTRIBUTE_SEGMENTS = 12
 
 
 def uplift_training_set(shop: Shop, before: pd.Timestamp | None = None, start: pd.Timestamp | None = None,
-                        window_days: int = 14) -> tuple[pd.DataFrame, pd.DataFrame]:
+                        window_days: int = 14, max_rows: int | None = None, seed: int = 0
+                        ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """One row per offer_log row: customer features at the send date, group and outcome in the window.
 
     Only rows whose whole window ends before ``before`` are used (no outcome peeks past it), and only rows
-    sent at or after ``start``. The rows of every send date are built once per shop and window (a train job
-    asks three times: before the cutoff, after it, and all).
+    sent at or after ``start``. ``max_rows``: training rows (``start`` None) past it are every row of a
+    seeded sample of customers (:func:`features.customer_labels.customer_sample`, share ``max_rows`` / rows;
+    held-out sends are never sampled), whose share is ``X.attrs["sample_share"]`` (1.0: all rows); the rows
+    left out never have their features built. The outcomes of every send are computed once per shop and
+    window, the features once per send date and customer (a train job asks three times: before the cutoff,
+    after it, and all).
     """
-    full = _all_uplift_rows(shop, window_days)
+    full = _uplift_outcomes(shop, window_days)
     if full is None:
         return pd.DataFrame(), pd.DataFrame()
-    X, y = full
-    sent = pd.to_datetime(y[SENT_AT])
-    keep = np.ones(len(y), bool)
+    sent = pd.to_datetime(full[SENT_AT])
+    keep = np.ones(len(full), bool)
     if before is not None:
         keep &= (sent + pd.Timedelta(days=window_days) <= before).to_numpy()
     if start is not None:
         keep &= (sent >= start).to_numpy()
     if not keep.any():
         return pd.DataFrame(), pd.DataFrame()
-    return X[keep], y[keep].reset_index(drop=True)
+    share = 1.0
+    rows = int(keep.sum())
+    if start is None and max_rows is not None and rows > max_rows:
+        share = max_rows / rows
+        at = np.flatnonzero(keep)
+        keep[at[~customer_sample(pd.Index(full[CUSTOMER_ID].to_numpy()[at]), share, seed)]] = False
+    X = _uplift_features(shop, full, keep)
+    X.attrs["sample_share"] = share
+    return X, full[keep].reset_index(drop=True)
 
 
-def _all_uplift_rows(shop: Shop, window_days: int) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+def _uplift_outcomes(shop: Shop, window_days: int) -> pd.DataFrame | None:
+    """Every offer_log row (with a send time) ordered by send date (table order within a date): customer,
+    offer, campaign, group, whether the customer bought in the window after the send (a customer sent one
+    offer twice on one date counts as having bought after both when either window holds a purchase), and
+    whether the offer was redeemed. One as-of join for all rows; cached per shop and window."""
     ol = shop.offer_log
     if ol is None or not len(ol):
         return None
     cache = shop.__dict__.setdefault("_uplift_rows", {})
     hit = cache.get(window_days)
     if hit is not None and hit[0] is ol and hit[1] is shop.orders:
-        return hit[2]
-    o = shop.customer_orders()
-    buys = o[o[QUANTITY] > 0][[CUSTOMER_ID, "ts"]]
-    xs, ys = [], []
-    for day, g in ol.groupby(ol[SENT_AT].dt.floor("D")):
-        X = customer_features(shop, day, customers=pd.Index(g[CUSTOMER_ID].unique()))
-        xs.append(X.loc[g[CUSTOMER_ID].to_numpy()].reset_index())
-        ys.append(_outcomes(g, buys, window_days))
-    out = (unify_categories(pd.concat(xs, ignore_index=True)).set_index(CUSTOMER_ID),
-           pd.concat(ys, ignore_index=True))
+        return hit[2]  # type: ignore[no-any-return]
+    day = ol[SENT_AT].dt.floor("D")
+    dated = day.notna().to_numpy()
+    order = np.flatnonzero(dated)[np.argsort(day.to_numpy()[dated], kind="stable")]
+    g = ol.iloc[order]
+    sent = g[SENT_AT]
+    bought = bought_between(shop, g[CUSTOMER_ID].to_numpy(), sent.to_numpy(),
+                            (sent + pd.Timedelta(days=window_days)).to_numpy())
+    bought &= g[CUSTOMER_ID].notna().to_numpy() & g[OFFER_ID].notna().to_numpy()
+    key = pd.DataFrame({"day": day.to_numpy()[order], "c": g[CUSTOMER_ID].to_numpy(),
+                        "o": g[OFFER_ID].to_numpy()})
+    twice = key.duplicated(keep=False).to_numpy()
+    if twice.any():
+        k = key[twice]
+        bought[twice] = pd.Series(bought[twice]).groupby([k["day"].to_numpy(), k["c"].to_numpy(),
+                                                         k["o"].to_numpy()]).transform("any").to_numpy()
+    out = pd.DataFrame({
+        CUSTOMER_ID: g[CUSTOMER_ID].to_numpy(), OFFER_ID: g[OFFER_ID].to_numpy(),
+        CAMPAIGN_ID: g[CAMPAIGN_ID].to_numpy() if CAMPAIGN_ID in g else g[OFFER_ID].to_numpy(),
+        "treated": (g[GROUP] == "treatment").to_numpy(), "bought": bought,
+        "redeemed": g[REDEEMED_AT].notna().to_numpy() if REDEEMED_AT in g else False,
+        SENT_AT: sent.to_numpy()})
     cache[window_days] = (ol, shop.orders, out)
     return out
 
 
-def _outcomes(g: pd.DataFrame, buys: pd.DataFrame, window_days: int) -> pd.DataFrame:
-    """Group and outcome of the offer_log rows ``g``: bought within the window after the send, redeemed."""
-    m = g.merge(buys, on=CUSTOMER_ID, how="left")
-    win = (m["ts"] >= m[SENT_AT]) & (m["ts"] < m[SENT_AT] + pd.Timedelta(days=window_days))
-    bought = win.groupby([m[CUSTOMER_ID], m[OFFER_ID]]).any()
-    pairs = zip(g[CUSTOMER_ID], g[OFFER_ID], strict=True)
-    return pd.DataFrame({
-        CUSTOMER_ID: g[CUSTOMER_ID].to_numpy(), OFFER_ID: g[OFFER_ID].to_numpy(),
-        CAMPAIGN_ID: g[CAMPAIGN_ID].to_numpy() if CAMPAIGN_ID in g else g[OFFER_ID].to_numpy(),
-        "treated": (g[GROUP] == "treatment").to_numpy(),
-        "bought": [bool(bought.get((c, of), False)) for c, of in pairs],
-        "redeemed": g[REDEEMED_AT].notna().to_numpy() if REDEEMED_AT in g else False,
-        SENT_AT: g[SENT_AT].to_numpy()})
+def _uplift_features(shop: Shop, rows: pd.DataFrame, keep: np.ndarray) -> pd.DataFrame:
+    """The customer features at the send date of the rows of ``rows`` (from :func:`_uplift_outcomes`) where
+    ``keep``, in their order (index customer_id). Each send date's features are built for the customers
+    asked and kept for later calls, which build only the customers not yet there."""
+    tables = (shop.offer_log, shop.orders, shop.events, shop.customers, shop.products)
+    hit = shop.__dict__.get("_uplift_features")
+    if hit is None or not all(a is b for a, b in zip(hit[0], tables, strict=True)):
+        hit = (tables, {})
+        shop.__dict__["_uplift_features"] = hit
+    built: dict[pd.Timestamp, pd.DataFrame] = hit[1]
+    cust = rows[CUSTOMER_ID].to_numpy()[keep]
+    day = pd.to_datetime(rows[SENT_AT]).dt.floor("D").to_numpy()[keep]
+    days = pd.unique(day)  # in order: the rows are sorted by send date
+    needs = {}
+    for d in days:
+        need = pd.Index(pd.unique(cust[day == d]))
+        if d in built:
+            need = need[~need.isin(built[d].index)]
+        if len(need):
+            needs[d] = need
+    part = None
+    if needs:  # the rows of the customers to build, read once for every send date
+        c = shop_codes(shop)
+        asked = np.zeros(len(c.customers), bool)
+        for need in needs.values():
+            codes = c.customer_codes(need)
+            asked[codes[codes >= 0]] = True
+        part = restrict(c, asked)
+    xs = []
+    for d in days:
+        if d in needs:
+            new = customer_features(shop, pd.Timestamp(d), customers=needs[d], codes=part)
+            built[d] = new if d not in built else pd.concat([built[d], new])
+        xs.append(built[d].loc[cust[day == d]].reset_index())
+    return unify_categories(pd.concat(xs, ignore_index=True)).set_index(CUSTOMER_ID)
 
 
 def measure_uplift_by_segment(X: pd.DataFrame, y: pd.DataFrame) -> pd.DataFrame:
@@ -179,19 +230,21 @@ class OfferEvaluation:
 
 def evaluate_offers(shop: Shop, cutoff: pd.Timestamp, churn: pd.Series | None = None, seed: int = 42,
                     truth_dir: str | Path | None = None, budget_share: float = 0.2,
-                    learner: str = S_LEARNER) -> OfferEvaluation:
+                    learner: str = S_LEARNER, ceiling_max_rows: int | None = None) -> OfferEvaluation:
     """Uplift model quality on campaigns after ``cutoff`` (Qini/AUUC, redemption AUC vs past-redemption
     baseline), measured uplift per campaign, and - when the simulator's truth is available - the realised
-    incremental margin of each policy at the same budget."""
+    incremental margin of each policy at the same budget (``ceiling_max_rows``: see
+    :func:`policy_benchmark`)."""
     if shop.offer_log is None or shop.offers is None:
         return OfferEvaluation({"skipped": "no offer_log or offers.yaml"}, {})
     with Steps("offers", 3, log) as steps:
-        return _evaluate_offers(shop, cutoff, churn, seed, truth_dir, budget_share, steps, learner)
+        return _evaluate_offers(shop, cutoff, churn, seed, truth_dir, budget_share, steps, learner,
+                                ceiling_max_rows)
 
 
 def _evaluate_offers(shop: Shop, cutoff: pd.Timestamp, churn: pd.Series | None, seed: int,
                      truth_dir: str | Path | None, budget_share: float, steps: Steps,
-                     learner: str = S_LEARNER) -> OfferEvaluation:
+                     learner: str = S_LEARNER, ceiling_max_rows: int | None = None) -> OfferEvaluation:
     report: dict[str, Any] = {}
     tables: dict[str, pd.DataFrame] = {}
     assert shop.offers is not None
@@ -218,15 +271,19 @@ def _evaluate_offers(shop: Shop, cutoff: pd.Timestamp, churn: pd.Series | None, 
                                           shared_control_weights(yh, CUSTOMER_ID, SENT_AT))
     steps.next("policy benchmark" if truth_dir is not None else "policy benchmark (no truth: skipped)")
     if truth_dir is not None and Path(truth_dir, "uplift.parquet").exists() and model is not None:
-        report.update(policy_benchmark(shop, cat, model, churn, Path(truth_dir), seed, budget_share))
+        report.update(policy_benchmark(shop, cat, model, churn, Path(truth_dir), seed, budget_share,
+                                       ceiling_max_rows=ceiling_max_rows))
     return OfferEvaluation(report, tables)
 
 
 def policy_benchmark(shop: Shop, cat: OfferCatalogue, model: UpliftModel, churn: pd.Series | None,
-                     truth_dir: Path, seed: int, budget_share: float, channel: str = "sms") -> dict[str, Any]:
+                     truth_dir: Path, seed: int, budget_share: float, channel: str = "sms",
+                     ceiling_max_rows: int | None = None) -> dict[str, Any]:
     """Each policy spends the same budget on one channel; realised value = the simulator's true expected
     incremental margin of the (customer, offer) pairs it chose. The budget covers ``budget_share`` of the
-    customers at that channel's cost, so choosing whom to contact matters."""
+    customers at that channel's cost, so choosing whom to contact matters. ``ceiling_max_rows``: the
+    feature ceiling's models are fitted on the candidates of a seeded sample of customers past that many
+    candidate rows (all rows are predicted; rows fitted on: ``feature_ceiling.fitted_rows``)."""
     truth = pd.read_parquet(truth_dir / "uplift.parquet").set_index([CUSTOMER_ID, OFFER_ID])
     now = shop.end
     X = customer_features(shop, now)
@@ -257,15 +314,19 @@ def policy_benchmark(shop: Shop, cat: OfferCatalogue, model: UpliftModel, churn:
     orc = cand.merge(tv.rename("true_value").reset_index(), on=[CUSTOMER_ID, OFFER_ID], how="left")
     orc["expected_value"] = orc["true_value"].fillna(0.0)
     out["oracle"] = realised(choose_audience(orc, budget))
-    ceiling = orc.assign(expected_value=_feature_ceiling(orc, X, seed))
-    out["feature_ceiling"] = realised(choose_audience(ceiling, budget))
-    return {"policies": out, "budget": budget, "channel": channel}
+    value, fitted = _feature_ceiling(orc, X, seed, ceiling_max_rows)
+    out["feature_ceiling"] = {**realised(choose_audience(orc.assign(expected_value=value), budget)),
+                              "fitted_rows": fitted}
+    return {"policies": out, "budget": budget, "channel": channel, "candidates": len(cand)}
 
 
-def _feature_ceiling(cand: pd.DataFrame, X: pd.DataFrame, seed: int) -> np.ndarray:
+def _feature_ceiling(cand: pd.DataFrame, X: pd.DataFrame, seed: int, max_rows: int | None = None
+                     ) -> tuple[np.ndarray, int]:
     """What our customer features can tell about the true value at best: LightGBM fitted on the simulator's
     true expected incremental margin itself (not observable in a real shop), predicted out of fold (customers
-    split in two halves). The oracle's share that this reaches bounds any policy built on these features."""
+    split in two halves). The oracle's share that this reaches bounds any policy built on these features.
+    Past ``max_rows`` candidates, each half's model is fitted on the rows of a seeded sample of customers
+    (:func:`features.customer_labels.customer_sample`). Returns the predictions and the rows fitted on."""
     import lightgbm as lgb
 
     from features.customer import CATEGORICAL
@@ -276,9 +337,13 @@ def _feature_ceiling(cand: pd.DataFrame, X: pd.DataFrame, seed: int) -> np.ndarr
     F[OFFER_ID] = pd.Categorical(cand[OFFER_ID].astype(object).to_numpy())
     y = cand["expected_value"].to_numpy(float)
     half = pd.factorize(cand[CUSTOMER_ID])[0] % 2
+    fit_on = np.ones(len(cand), bool)
+    if max_rows is not None and len(cand) > max_rows:
+        fit_on = customer_sample(pd.Index(cand[CUSTOMER_ID].to_numpy()), max_rows / len(cand), seed)
     pred = np.zeros(len(cand))
     for f in (0, 1):
+        tr = (half != f) & fit_on
         m = lgb.LGBMRegressor(n_estimators=400, learning_rate=0.03, num_leaves=31, min_child_samples=50,
-                              random_state=seed, verbose=-1).fit(F[half != f], y[half != f])
+                              random_state=seed, verbose=-1).fit(F[tr], y[tr])
         pred[half == f] = m.predict(F[half == f])
-    return pred
+    return pred, int(fit_on.sum())

@@ -26,13 +26,17 @@ def test_sampling_knobs_set_low_bite_and_their_sample_sizes_are_logged(tmp_path:
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     rec = replace(RecommenderConfig(seed=3), tune_screen_customers=80, eval_max_customers=150,
                   rerank_row_customers=250, rerank_min_customers=10, tune_max_customers=300)
-    cfg = TrainConfig(seed=3, recommender=rec, uplift_max_rows=2000, max_training_rows=3000)
+    cfg = TrainConfig(seed=3, recommender=rec, uplift_max_rows=2000, max_training_rows=3000,
+                      ceiling_max_rows=400)
     r = train(tmp_path, cfg)
     client = MlflowClient()
     run = client.get_run(r.run_id)
     p, m = run.data.params, run.data.metrics
     assert (p["rec.tune_screen_customers"], p["rec.eval_max_customers"], p["rec.rerank_row_customers"],
-            p["uplift_max_rows"], p["max_training_rows"]) == ("80", "150", "250", "2000", "3000")
+            p["uplift_max_rows"], p["max_training_rows"], p["ceiling_max_rows"]
+            ) == ("80", "150", "250", "2000", "3000", "400")
+    # the policy benchmark's feature ceiling: fitted on the candidates of a sample of customers
+    assert 250 <= m["offers.feature_ceiling.fitted_rows"] <= 550 < m["offers.candidates"]
     # blend tuning: every weighting on about 80 customers (a sample of the ~300 tuning customers, not a
     # share of that share), the finalists on all
     screen, tuning = m["recommend.samples.tuning_screen_customers"], m["recommend.samples.tuning_customers"]

@@ -83,7 +83,7 @@ def test_uplift_rows_are_built_once_and_filtered_like_a_fresh_build(small_shop) 
     assert (ya["sent_at"] >= cut).all()
     cached = small_shop.__dict__["_uplift_rows"][14]
     uplift_training_set(small_shop, before=cut)
-    assert small_shop.__dict__["_uplift_rows"][14] is cached and len(cached[2][1]) == len(yall)  # built once
+    assert small_shop.__dict__["_uplift_rows"][14] is cached and len(cached[2]) == len(yall)  # built once
     # the same rows as a build over a shop holding only the offer_log rows before the cut
     ol = small_shop.offer_log
     part = replace(small_shop, offer_log=ol[ol["sent_at"] + pd.Timedelta(days=14) <= cut])
