@@ -8,7 +8,7 @@ those once for every customer (one batched prediction per offer), and :meth:`Pre
 what depends on the request with numpy and plain Python: the time (validity windows, cooldowns), the channel
 asked for, the contact history, what is left of capped offers, the campaign's control group.
 
-The answers are :meth:`OfferPolicy.decide`'s, value for value (``tests/models/test_offers_prepared.py``).
+The answers are :meth:`OfferPolicy.decide`'s, value for value (``tests/models/offers/test_prepared.py``).
 
 Example
 -------
