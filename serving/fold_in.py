@@ -174,10 +174,7 @@ class FoldIn:
             self.direct_als = _direct_als_ok(m, row)
         if not self.direct_als:
             return np.asarray(m.recalculate_user(0, row)).ravel()
-        out = np.zeros((1, m.factors), dtype=m.dtype)
-        _implicit_als._least_squares(m.YtY, row.indptr, row.indices, row.data.astype("float32"), out,
-                                     m.item_factors, m.regularization, num_threads=1)
-        return out[0]
+        return _least_squares(m, row)
 
     def _buy_again(self, ctx: UserContext) -> np.ndarray:
         out = np.full((1, self.m), NEG)
@@ -272,12 +269,19 @@ def _direct_als_ok(m: Any, row: sp.csr_matrix) -> bool:
     if _implicit_als is None or type(m).__module__ != "implicit.cpu.als" or getattr(m, "alpha", None) != 1.0:
         return False
     try:
-        out = np.zeros((1, m.factors), dtype=m.dtype)
-        _implicit_als._least_squares(m.YtY, row.indptr, row.indices, row.data.astype("float32"), out,
-                                     m.item_factors, m.regularization, num_threads=1)
+        direct = _least_squares(m, row)
     except Exception:
         return False
-    return bool(np.array_equal(out[0], np.asarray(m.recalculate_user(0, row)).ravel()))
+    return bool(np.array_equal(direct, np.asarray(m.recalculate_user(0, row)).ravel()))
+
+
+def _least_squares(m: Any, row: sp.csr_matrix) -> np.ndarray:
+    """The factors of the one customer ``row`` by implicit's CPU least-squares step, on one thread."""
+    assert _implicit_als is not None
+    out = np.zeros((1, m.factors), dtype=m.dtype)
+    _implicit_als._least_squares(m.YtY, row.indptr, row.indices, row.data.astype("float32"), out,
+                                 m.item_factors, m.regularization, num_threads=1)
+    return out[0]
 
 
 def _row(M: sp.csr_matrix, r: int) -> sp.csr_matrix:
@@ -293,6 +297,10 @@ def _bare(data: np.ndarray, indices: np.ndarray, indptr: np.ndarray, m: int) -> 
     matrices still are these attributes; if not, the constructor is used)."""
     if not _BARE_OK:
         return sp.csr_matrix((data, indices, indptr), shape=(1, m), copy=False)
+    return _unchecked(data, indices, indptr, m)
+
+
+def _unchecked(data: np.ndarray, indices: np.ndarray, indptr: np.ndarray, m: int) -> sp.csr_matrix:
     out = sp.csr_matrix.__new__(sp.csr_matrix)
     out.data, out.indices, out.indptr = data, indices, indptr
     out._shape = (1, m)
@@ -304,11 +312,9 @@ def _bare_ok() -> bool:
     """Whether a matrix built by :func:`_bare` has exactly the attributes scipy's constructor gives one."""
     data, indices, indptr = np.array([1.0, 2.0]), np.array([0, 2], np.int32), np.array([0, 2], np.int32)
     ref = sp.csr_matrix((data, indices, indptr), shape=(1, 3), copy=False)
-    out = sp.csr_matrix.__new__(sp.csr_matrix)
-    out.data, out.indices, out.indptr = data, indices, indptr
-    out._shape = (1, 3)
-    out.maxprint = ref.maxprint
-    return set(vars(out)) == set(vars(ref)) and bool((out @ out.T).toarray()[0, 0] == 5.0)
+    out = _unchecked(data, indices, indptr, 3)
+    return (set(vars(out)) == set(vars(ref)) and out.maxprint == ref.maxprint
+            and bool((out @ out.T).toarray()[0, 0] == 5.0))
 
 
 _MAXPRINT = sp.csr_matrix((1, 1)).maxprint
