@@ -312,8 +312,7 @@ class LiveStore:
 
     def decisions(self, since: dt.datetime | None = None, customer_ids: list[str] | None = None,
                   conn: sa.Connection | None = None) -> pd.DataFrame:
-        return pd.DataFrame(self.decision_rows(since, customer_ids, conn),
-                            columns=[c.name for c in DECISIONS.columns])
+        return pd.DataFrame(self.decision_rows(since, customer_ids, conn), columns=DECISION_COLUMNS)
 
     def decision_rows(self, since: dt.datetime | None = None, customer_ids: list[str] | None = None,
                       conn: sa.Connection | None = None) -> list[Any]:
@@ -345,6 +344,10 @@ class LiveStore:
     def count_events(self) -> int:
         with self.engine.connect() as conn:
             return int(conn.execute(sa.select(sa.func.count()).select_from(EVENTS)).scalar_one())
+
+
+DECISION_COLUMNS = [c.name for c in DECISIONS.columns]
+"""The columns of :meth:`LiveStore.decisions`' frame (the decisions table's)."""
 
 
 def _decisions_query(since: bool, ids: bool) -> sa.Select[Any]:

@@ -32,7 +32,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from features import schema
-from features.live import DECISIONS, LiveStore
+from features.live import DECISION_COLUMNS, LiveStore
 from features.schema import SENT_AT
 from models.offers.catalogue import Caps
 from models.offers.prepared import PreparedPolicy
@@ -43,7 +43,6 @@ if TYPE_CHECKING:
 
 HISTORY_DAYS = 120
 """Past decisions read for caps and cooldowns."""
-DECISION_COLUMNS = [c.name for c in DECISIONS.columns]
 _NONCE = re.compile(r"[0-9a-f]{32}")
 _NONE = {"offer_id": "none", "channel": None, "expected_value": 0.0, "control_group": False, "trigger": None,
          "source": "fallback", "decision_id": None, "recorded": False}
