@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, Protocol
 
+import numpy as np
 import pandas as pd
 
 from features.customer_labels import customer_sample, stacked_training_set
@@ -79,11 +80,20 @@ def sample_uplift(X: pd.DataFrame, y: pd.DataFrame, start: pd.Timestamp | None, 
                   seed: int) -> tuple[pd.DataFrame, pd.DataFrame, float]:
     """The uplift training rows (``start`` None) past ``max_rows``: every row of a seeded sample of
     customers, and the customers' share kept. Held-out sends (``start`` given) are never sampled."""
-    if start is not None or max_rows is None or len(y) <= max_rows:
+    keep, share = uplift_sample(y[CUSTOMER_ID].to_numpy(), start, max_rows, seed)
+    if keep is None:
         return X, y, 1.0
-    share = max_rows / len(y)
-    keep = customer_sample(pd.Index(y[CUSTOMER_ID].to_numpy()), share, seed)
     return X[keep], y[keep].reset_index(drop=True), share
+
+
+def uplift_sample(customers: np.ndarray, start: pd.Timestamp | None, max_rows: int | None, seed: int
+                  ) -> tuple[np.ndarray | None, float]:
+    """Which of the uplift rows of ``customers`` (one per row) :func:`sample_uplift` keeps, and the
+    customers' share kept; (None, 1.0): every row."""
+    if start is not None or max_rows is None or len(customers) <= max_rows:
+        return None, 1.0
+    share = max_rows / len(customers)
+    return customer_sample(pd.Index(customers), share, seed), share
 
 
 def record(kind: str, X: pd.DataFrame, share: float, cutoffs: list[pd.Timestamp] | None = None

@@ -54,7 +54,7 @@ def uplift_training_set(shop: Shop, before: pd.Timestamp | None = None, start: p
 
     Only rows whose whole window ends before ``before`` are used (no outcome peeks past it), and only rows
     sent at or after ``start``. ``max_rows``: training rows (``start`` None) past it are every row of a
-    seeded sample of customers (:func:`features.customer_labels.customer_sample`, share ``max_rows`` / rows;
+    seeded sample of customers (:func:`training.frames.uplift_sample`, share ``max_rows`` / rows;
     held-out sends are never sampled), whose share is ``X.attrs["sample_share"]`` (1.0: all rows); the rows
     left out never have their features built. The outcomes of every send are computed once per shop and
     window, the features once per send date and customer (a train job asks three times: before the cutoff,
@@ -71,12 +71,10 @@ def uplift_training_set(shop: Shop, before: pd.Timestamp | None = None, start: p
         keep &= (sent >= start).to_numpy()
     if not keep.any():
         return pd.DataFrame(), pd.DataFrame()
-    share = 1.0
-    rows = int(keep.sum())
-    if start is None and max_rows is not None and rows > max_rows:
-        share = max_rows / rows
-        at = np.flatnonzero(keep)
-        keep[at[~customer_sample(pd.Index(full[CUSTOMER_ID].to_numpy()[at]), share, seed)]] = False
+    at = np.flatnonzero(keep)
+    sampled, share = frames.uplift_sample(full[CUSTOMER_ID].to_numpy()[at], start, max_rows, seed)
+    if sampled is not None:
+        keep[at[~sampled]] = False
     X = _uplift_features(shop, full, keep)
     X.attrs["sample_share"] = share
     return X, full[keep].reset_index(drop=True)
