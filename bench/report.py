@@ -376,6 +376,13 @@ def write_markdown(res: dict[str, Any], path: Path) -> None:
             "skips BentoML's response serialisation, which echo does not: that is why recommend can pass echo. "
             "Rendering on every request, as before, gave 0.86-0.93 of echo.",
             "",
+            "recommend_after_events (and its exclude_bought twin) ask for the same customers once the events "
+            "run has given them about 30 live events each: a live customer's answer is folded in at their "
+            "first request after their events change, then kept until they change again, so most of these "
+            "rounds' requests reuse a kept answer. recommend_session_events sends five session events in "
+            "each request's body: folded in on every request, nothing kept (the cost of a request that "
+            "follows a new event).",
+            "",
         ]
     md += _triggers_section(res.get("triggers_load"))
     live = res.get("live_path")

@@ -42,6 +42,8 @@ class LiveWatcher:
         self._live: set[str] = set()
         self._events: dict[str, list[tuple[str, str]]] = {}
         """Per customer: the events read from the store since ``as_of``, oldest first (the last KEEP)."""
+        self._version: dict[str, int] = {}
+        """Per customer: the store id of the newest event read (changes whenever their events do)."""
         self._stale: dict[str, float] = {}
         """Customers noted by this process (monotonic time of the note) that no poll has read since."""
         self._as_of: dt.datetime | None = None
@@ -63,6 +65,13 @@ class LiveWatcher:
         """The customer's events since ``as_of`` as ``LiveStore.recent_events`` gives them (newest first, at
         most :data:`KEEP`), from memory; None when this process stored some that no poll has read yet (then
         read the store)."""
+        got = self.recent_versioned(customer_id, as_of)
+        return None if got is None else got[1]
+
+    def recent_versioned(self, customer_id: str, as_of: dt.datetime
+                         ) -> tuple[int, list[tuple[str, str]]] | None:
+        """:meth:`recent` with the events' version, read together: a number that changes whenever the
+        customer's events in memory do (0: none), so an answer computed from them can be kept until then."""
         if as_of != self._as_of:
             self._refresh(as_of)
         if customer_id in self._stale:
@@ -70,7 +79,7 @@ class LiveWatcher:
         with self._lock:
             if customer_id in self._stale or self._as_of != as_of:
                 return None
-            return self._events.get(customer_id, [])[::-1]
+            return self._version.get(customer_id, 0), self._events.get(customer_id, [])[::-1]
 
     def note(self, customer_ids: list[str]) -> None:
         """Customers whose events this process has just stored (call it after they are committed)."""
@@ -107,7 +116,7 @@ class LiveWatcher:
                 conn.rollback()  # end the read transaction: the next poll sees the latest writes
             with self._lock:
                 if as_of != self._as_of:  # new models: start over from their data end
-                    self._live, self._events, self._as_of = set(), {}, as_of
+                    self._live, self._events, self._version, self._as_of = set(), {}, {}, as_of
                 self._last_id = int(max(last, after))
                 for cid, pid, etype in rows:
                     kept = self._events.setdefault(cid, [])
@@ -116,6 +125,7 @@ class LiveWatcher:
                         del kept[:-KEEP]
                 for cid in {r[0] for r in rows}:
                     self._events[cid] = self._events[cid][-KEEP:]
+                    self._version[cid] = self._last_id
                     self._live.add(cid)
                 self._stale = {c: t for c, t in self._stale.items() if t >= started}
         return None

@@ -61,6 +61,10 @@ class Loaded:
     """Rendered profile answers of known customers, for these models only (a profile depends on nothing
     else): a customer's first profile on a load costs about 1.5 ms (its reasons: LightGBM's contributions
     for one row, about 0.5 ms per model), the next ones a lookup."""
+    live_answers: dict[tuple[str, int, str | None, bool], tuple[int, bytes]] = field(default_factory=dict)
+    """Rendered answers of customers with live events, by (customer, k, category, exclude_bought): the
+    version of the live events they were folded from (:meth:`LiveWatcher.recent_versioned`) and the bytes;
+    the oldest is dropped past ``MAX_ANSWERS``."""
     offers_prepared: PreparedPolicy | None = None
     """The offer policy's per-customer scores (:func:`serving.offer_desk.prepare`), None: decide in full."""
 
@@ -240,6 +244,34 @@ class Personaliser:
             body = render(_answer(cur, customer_id, rec))
             if len(cur.answers) < MAX_ANSWERS:
                 cur.answers[(customer_id, k)] = body
+        return body
+
+    def live_answer(self, customer_id: str, k: int, category: str | None, exclude_bought: bool,
+                    render: Render) -> bytes | None:
+        """A known customer's answer with their live events in memory (a request without session events),
+        as response bytes; None when the fold-in cannot answer it (no live events, some only in the store,
+        an unknown customer). Folded in (about a millisecond) when the customer's events changed since
+        the last such request, else the bytes rendered then: the same answer, since it depends on nothing
+        else (the models of this load, the events, the request)."""
+        cur = self.current
+        if cur is None:
+            return None
+        got = self.live.recent_versioned(customer_id, cur.as_of)
+        if got is None or not got[1]:
+            return None
+        version, live = got
+        key = (customer_id, k, category, exclude_bought)
+        kept = cur.live_answers.get(key)
+        if kept is not None and kept[0] == version:
+            return kept[1]
+        rec = folded_in_session(cur.bundle.engine, customer_id, k, _rules(cur, category, exclude_bought),
+                                live[::-1])
+        if rec is None:
+            return None
+        body = render(_answer(cur, customer_id, rec))
+        if kept is None and len(cur.live_answers) >= MAX_ANSWERS:
+            cur.live_answers.pop(next(iter(cur.live_answers)), None)  # the oldest
+        cur.live_answers[key] = (version, body)
         return body
 
     def recommend(self, customer_id: str, k: int, category: str | None, exclude_bought: bool,

@@ -125,13 +125,18 @@ class PersonaliseService:
         on the event loop; the answer to the default request (no filter, no session) is rendered once per
         customer and k and reused until the models change or the customer sends events. A known customer's
         live session is folded into the stored scores with numpy (about a millisecond), also on the event
-        loop, and sent as JSON rendered with the response model (as the default answers). Everything else
+        loop, and sent as JSON rendered with the response model (as the default answers); without session
+        events in the request, that answer is kept until the customer's live events change. Everything else
         (fallbacks, unknown customers, events only in the store) is computed in a worker thread. Products in
         the customer's cart
         (added and not removed or bought since) are not recommended; see the README.
         """
-        if not session_events and category is None and not exclude_bought:  # the storefront's usual request
-            body = self.p.default_answer(customer_id, k, _render_recommend)
+        if not session_events:
+            body = None
+            if category is None and not exclude_bought:  # the storefront's usual request
+                body = self.p.default_answer(customer_id, k, _render_recommend)
+            if body is None:  # live events in memory: folded in, or kept since they last changed
+                body = self.p.live_answer(customer_id, k, category, exclude_bought, _render_recommend)
             if body is not None:  # the JSON of a RecommendResponse, validated when it was rendered
                 return Response(body, media_type="application/json")  # type: ignore[return-value]
         sess: list[tuple[str, str]] = [(e.product_id, str(e.event_type)) for e in session_events]

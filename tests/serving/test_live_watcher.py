@@ -37,7 +37,16 @@ def test_recent_events_from_memory_equal_the_store(tmp_path) -> None:
         assert got is None or got == store.recent_events("A", AS_OF)  # None: read the store instead
         wait_for(lambda: w.recent("A", AS_OF) is not None)  # a poll has read them
         assert w.recent("A", AS_OF) == store.recent_events("A", AS_OF)
-        assert w.recent("A", AS_OF)[0] == ("P4", "add_to_cart")  # newest first
+        version, events = w.recent_versioned("A", AS_OF)
+        assert events == w.recent("A", AS_OF) and version > 0 and w.recent_versioned("Z", AS_OF) == (0, [])
+        other.add_events([{"customer_id": "Z", "product_id": "P9", "event_type": "view", "ts": AS_OF}])
+        wait_for(lambda: w.has_live("Z", AS_OF))
+        assert w.recent_versioned("A", AS_OF) == (version, events)  # A's events did not change
+        other.add_events([{"customer_id": "A", "product_id": "P9", "event_type": "view",
+                           "ts": AS_OF + dt.timedelta(hours=1)}])
+        wait_for(lambda: w.recent_versioned("A", AS_OF)[0] != version)  # they did: a new version
+        assert w.recent_versioned("A", AS_OF)[1][0] == ("P9", "view")
+        assert w.recent("A", AS_OF)[1] == ("P4", "add_to_cart")  # newest first (after P9)
         other.add_events([{"customer_id": "B", "product_id": f"Q{i}", "event_type": "view",
                            "ts": AS_OF + dt.timedelta(seconds=i)} for i in range(KEEP + 30)])
         wait_for(lambda: w.has_live("B", AS_OF))

@@ -99,3 +99,52 @@ def test_live_sessions_answered_on_the_loop_equal_the_full_computation(personali
     assert not p.live.has_live(quiet, as_of)
     assert p.recommend_folded(quiet, 10, None, False, []) is None  # nothing to fold in: the cache answers
     assert p.recommend_folded("a-new-visitor", 10, None, False, request_session) is None  # computed in full
+
+
+def test_a_live_customers_answer_is_kept_until_their_events_change(personaliser: Personaliser,
+                                                                   trained_project) -> None:
+    """``live_answer`` (a request without session events from a customer with live events) is the full
+    computation rendered; asked again with nothing new it is the same bytes, reused (not folded again); after
+    the customer's next event it is the new full computation; each request shape is kept apart."""
+    import json
+
+    p = personaliser
+    renders: list[str] = []
+
+    def render(answer: dict) -> bytes:
+        renders.append(answer["customer_id"])
+        return json.dumps(answer, sort_keys=True).encode()
+
+    who = customers(trained_project, 80)[60:70]  # not the customers of the other live-session test
+    products = [str(x) for x in p.current.bundle.engine.product_ids[:30]]
+    p.add_events([{"customer_id": c, "product_id": products[(i * 5 + j) % 30], "event_type": "view"}
+                  for i, c in enumerate(who) for j in range(2)])
+    as_of = p.current.as_of
+
+    def read_by_the_watcher() -> None:
+        deadline = time.monotonic() + 60
+        while any(p.live.recent(c, as_of) is None for c in who):
+            assert time.monotonic() < deadline, "the live watcher did not read the events within 60 s"
+            time.sleep(0.05)
+
+    read_by_the_watcher()
+    for c in who:
+        for excl in (False, True):
+            first = p.live_answer(c, 10, None, excl, render)
+            assert first is not None
+            assert json.loads(first) == json.loads(json.dumps(p.recommend(c, 10, None, excl, [])))
+            n = len(renders)
+            assert p.live_answer(c, 10, None, excl, render) is first and len(renders) == n  # kept
+    c = who[0]
+    before = {excl: p.live_answer(c, 10, None, excl, render) for excl in (False, True)}
+    top = json.loads(before[False])["items"][0]["product_id"]
+    p.add_events([{"customer_id": c, "product_id": top, "event_type": "add_to_cart"}])  # now in the cart
+    read_by_the_watcher()
+    for excl in (False, True):
+        after = p.live_answer(c, 10, None, excl, render)
+        assert after is not None and after != before[excl]
+        assert json.loads(after) == json.loads(json.dumps(p.recommend(c, 10, None, excl, [])))
+        assert top not in [i["product_id"] for i in json.loads(after)["items"]]
+    assert p.live_answer(who[1], 10, None, False, render) is not None  # others still kept
+    quiet = customers(trained_project, 300)[-1]
+    assert p.live_answer(quiet, 10, None, False, render) is None  # no live events: the cache answers

@@ -176,6 +176,24 @@ def test_events_written_by_another_process_reach_a_known_customer(server: Server
     assert [i["product_id"] for i in after["items"]] != before_ids
 
 
+def test_a_kept_live_answer_never_outlives_the_customers_next_event(server: Server, trained_project) -> None:
+    """A live customer's answer is kept between their events; the request right after an event (its 200)
+    already reflects it: the product just put in the cart is gone, each time."""
+    d, _ = trained_project
+    cid = str(pd.read_parquet(d / "shop" / "orders.parquet")["customer_id"].value_counts().index[1])
+    carted: list[str] = []
+    for _ in range(3):
+        top = server.call("recommend", {"customer_id": cid, "k": 10}).json()["items"][0]["product_id"]
+        r = server.call("events", {"events": [{"customer_id": cid, "product_id": top,
+                                               "event_type": "add_to_cart"}]})
+        assert r.status_code == 200
+        carted.append(top)
+        answers = [server.call("recommend", {"customer_id": cid, "k": 10}).json() for _ in range(5)]
+        for a in answers:  # at once, and later (read by the watcher, then kept)
+            assert a["source"] == "model" and not set(carted) & {i["product_id"] for i in a["items"]}
+        assert answers[-1]["items"] == answers[-2]["items"]
+
+
 def test_reload_under_load_has_no_failed_request(server: Server, trained_project) -> None:
     cid = known_customer(trained_project)
     failures, done = [], threading.Event()
