@@ -29,6 +29,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from features.customer_labels import stacked_training_set, training_cutoffs
@@ -54,8 +55,8 @@ class StackedValueChoice:
     chosen: str
     reason: str
     validation: dict[str, Any] = field(default_factory=dict)
-    """The validation window (cutoff, end, days, label days of its model) and each candidate's metrics there
-    (the naive baselines' too, for the record: they are not candidates); empty without a window."""
+    """The validation window (cutoff, end, days: its model's label windows too) and each candidate's metrics
+    there (the naive baselines' too, for the record: they are not candidates); empty without a window."""
 
     @property
     def selection(self) -> dict[str, Any]:
@@ -105,11 +106,13 @@ def validate_stacked(shop: Shop, cutoff: pd.Timestamp, config: CustomerModelConf
         r = regression_report(target, m.predict(X).to_numpy())
         metrics[name] = {"spearman": r["spearman"], "gini": r["normalized_gini"]}
     return {"cutoff": str(start.date()), "end": str(pd.Timestamp(cutoff).date()), "horizon_days": v,
-            "model_label_days": v, "customers": int(len(X)), "value": metrics}
+            "customers": int(len(X)), "value": metrics}
 
 
 def _score(m: dict[str, float]) -> float:
-    return float(m["spearman"] + m["gini"])
+    """Spearman + normalised Gini; a candidate whose ranking is undefined (constant scores) ranks last."""
+    s = float(m["spearman"] + m["gini"])
+    return s if np.isfinite(s) else -np.inf
 
 
 def choose_stacked_value(shop: Shop, cutoff: pd.Timestamp, config: CustomerModelConfig, model: ValueModel
@@ -119,17 +122,17 @@ def choose_stacked_value(shop: Shop, cutoff: pd.Timestamp, config: CustomerModel
     H = config.horizon_days
     val = validate_stacked(shop, cutoff, config)
     scores = val.get("value", {})
-    usable = {c: scores[c] for c in CANDIDATES if c in scores and pd.notna(_score(scores[c]))}
-    if len(usable) < len(CANDIDATES):
+    if not scores:
         why = "no validation window before the cutoff to choose on: the model alone is kept"
         return StackedValueChoice(model, STACKED, why, val)
-    chosen = max(CANDIDATES, key=lambda c: (_score(usable[c]), -CANDIDATES.index(c)))
+    chosen = max(CANDIDATES, key=lambda c: (_score(scores[c]), -CANDIDATES.index(c)))
     table = ", ".join(f"{_NAMES[c]} {scores[c]['spearman']:.3f}/{scores[c]['gini']:.3f}"
-                      for c in sorted(usable, key=lambda c: -_score(usable[c])))
+                      for c in sorted(CANDIDATES, key=lambda c: -_score(scores[c])))
     naive = ", ".join(f"{_NAMES[c]} {scores[c]['spearman']:.3f}/{scores[c]['gini']:.3f}"
                       for c in (LAST_PERIOD, HISTORICAL_RATE))
-    scaled = "" if val["model_label_days"] == H else f", its model on {val['model_label_days']}-day windows"
-    why = (f"chosen on the validation window {val['cutoff']} to {val['end']} ({val['horizon_days']} days"
+    v = val["horizon_days"]
+    scaled = "" if v == H else f", its model on {v}-day windows scaled to {H} days"
+    why = (f"chosen on the validation window {val['cutoff']} to {val['end']} ({v} days"
            f"{scaled}), Spearman/Gini: {table} (naive, not candidates: {naive})")
     value: CustomerScorer = model if chosen == STACKED else blend(model, H)
     log.info("customer models: value: %s: %s", chosen, why)
