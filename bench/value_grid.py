@@ -5,13 +5,16 @@ the cutoff (customers with a purchase before it): production (LightGBM Tweedie o
 BG/NBD + Gamma-Gamma fallback when the history is too short), last-period spend, the historical rate and
 BG/NBD + Gamma-Gamma. Churn: AUC of production, BG/NBD P(no purchase in H) and recency.
 
-Where the history is too short for stacked windows of H, production is the candidate chosen by the service
-on a validation window before the cutoff (:mod:`training.customer_selection`: LightGBM on shorter label
-windows scaled to H, BG/NBD + Gamma-Gamma, last-period spend or the historical rate); ``production before``
-is the same cell run on the code before that choice existed (BG/NBD + Gamma-Gamma there), read from
-``bench/value_grid_before.json`` (written by this script run on that code, then copied). ``Changed since the
-previous grid``: the cells whose production value or churn moved against ``bench/value_grid_previous.json``
-(the grid as committed before the latest change to the choice, copied from git by hand).
+Where the stacked windows of H fit, production's value is the stacked model alone or its blend with the naive
+baselines, chosen on a validation window before the cutoff (:mod:`training.value_choice`; the column
+``production model`` names the window). Where the history is too short for them, production is the candidate
+chosen by the service on a validation window before the cutoff (:mod:`training.customer_selection`: LightGBM
+on shorter label windows scaled to H, BG/NBD + Gamma-Gamma, last-period spend or the historical rate);
+``production before`` is the same cell run on the code before that choice existed (BG/NBD + Gamma-Gamma
+there), read from ``bench/value_grid_before.json`` (written by this script run on that code, then copied).
+``Changed since the previous grid``: the cells whose production value or churn moved against
+``bench/value_grid_previous.json`` (the grid as committed before the latest change to the choice, copied from
+git by hand).
 
 ``selected``: the value model chosen on a validation window before the cutoff (the same evaluation at
 ``cutoff - H``, its labels ending at the cutoff): the model with the best validation Spearman, scored on
@@ -211,6 +214,9 @@ def markdown(grid: dict[str, list[dict[str, Any]]], before: dict[str, list[dict[
         "(BG/NBD + Gamma-Gamma where stacked windows do not fit). `beats naive`: production at least as good "
         "as both last-period spend and the historical rate (to 0.0005). `selected`: the value model with the "
         "best Spearman on a validation window of H days ending at the cutoff, scored on the test window. "
+        "`production model` (stacked windows fit): the stacked LightGBM alone or its blend with both naive "
+        "baselines (0.5 / 0.25 / 0.25), as chosen on the validation window named "
+        "(`training/value_choice.py`). "
         "Timings are not reported (shared machine).",
         "",
     ]
