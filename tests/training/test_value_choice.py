@@ -105,3 +105,20 @@ def test_the_choice_reads_nothing_from_the_cutoff_on(shop) -> None:
     before = choose_stacked_value(scrambled(late), cutoff, CFG, model)
     assert before.validation["value"] != base.validation["value"]
 
+
+
+def test_a_served_blend_is_explained_by_its_model_on_the_fast_path(shop) -> None:
+    """The CRM profile explains a blended value by the model's contributions, read from the prepared arrays as
+    for the model alone (not the frame path), the same answer as :meth:`Blend.explain`."""
+    from serving.profile import ProfileIndex, _reasons
+    from training.customer_selection import blend
+    cutoff = _cutoff(shop)
+    X = _buyers(shop, cutoff)
+    model = _fitted(shop, cutoff, CFG)
+    b = blend(model, H)
+    ix = ProfileIndex.build(X, pd.DataFrame(index=X.index), pd.DataFrame(), (b,))
+    for i in (0, 7, len(X) - 1):
+        cid = str(X.index[i])
+        got = _reasons(b, ix, i, cid, X.iloc[::-1])  # the frame path would read another customer's row
+        assert got == b.explain(X.iloc[[i]])[cid] == model.explain(X.iloc[[i]])[cid]
+        assert got[0]["contribution"] is not None  # the model's, not a baseline's formula
