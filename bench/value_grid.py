@@ -5,20 +5,24 @@ the cutoff (customers with a purchase before it): production (LightGBM Tweedie o
 BG/NBD + Gamma-Gamma fallback when the history is too short), last-period spend, the historical rate and
 BG/NBD + Gamma-Gamma. Churn: AUC of production, BG/NBD P(no purchase in H) and recency.
 
-Where the history is too short for stacked windows of H, production is the candidate chosen by the service
-on a validation window before the cutoff (:mod:`training.customer_selection`: LightGBM on shorter label
-windows scaled to H, BG/NBD + Gamma-Gamma, last-period spend or the historical rate); ``production before``
-is the same cell run on the code before that choice existed (BG/NBD + Gamma-Gamma there), read from
-``bench/value_grid_before.json`` (written by this script run on that code, then copied). ``Changed since the
-previous grid``: the cells whose production value or churn moved against ``bench/value_grid_previous.json``
-(the grid as committed before the latest change to the choice, copied from git by hand).
+Where the stacked windows of H fit, production's value is the stacked model alone or its blend with the naive
+baselines, chosen on a validation window before the cutoff (:mod:`training.value_choice`; the column
+``production model`` names the window). Where the history is too short for them, production is the candidate
+chosen by the service on a validation window before the cutoff (:mod:`training.customer_selection`: LightGBM
+on shorter label windows scaled to H, BG/NBD + Gamma-Gamma, last-period spend or the historical rate);
+``production before`` is the same cell run on the code before that choice existed (BG/NBD + Gamma-Gamma
+there), read from ``bench/value_grid_before.json`` (written by this script run on that code, then copied).
+``Changed since the previous grid``: the cells whose production value or churn moved against
+``bench/value_grid_previous.json`` (the grid as committed before the latest change to the choice, copied from
+git by hand).
 
 ``selected``: the value model chosen on a validation window before the cutoff (the same evaluation at
 ``cutoff - H``, its labels ending at the cutoff): the model with the best validation Spearman, scored on
 the test window (with ``--select``: it doubles the time); needs H days more history than the cell.
 ``short windows`` (only where production is still the BG/NBD fallback): the stacked LightGBM models trained
 on a shorter label window that the history allows.
-Run: ``python bench/value_grid.py [or] [sim] [--select]`` (cells already in bench/value_grid.json are kept).
+Run: ``python bench/value_grid.py [or] [sim] [--select] [--only or:90:2011-06-01 ...]`` (cells already in
+bench/value_grid.json are kept; ``--only`` runs those cells again).
 """
 
 from __future__ import annotations
@@ -88,8 +92,8 @@ def _metrics(shop: Any, cutoff: pd.Timestamp, h: int) -> dict[str, Any]:
         out["value"]["short_windows"], out["churn"]["short_windows"] = short["value"], short["churn"]
         out["short_windows_horizon"] = short["horizon"]
     sel = ev.models.selection
-    if sel:
-        out["selection"] = {c: sel[c]["chosen"] for c in ("churn", "value")}
+    if sel:  # churn and value when the stacked windows do not fit, value only when they do
+        out["selection"] = {c: sel[c]["chosen"] for c in ("churn", "value") if c in sel}
         out["selection"]["validation_days"] = sel.get("validation", {}).get("horizon_days")
         out["selection"]["label_days"] = sel.get("short_window", {}).get("label_days")
     return {
@@ -158,12 +162,19 @@ def _f(x: float | None) -> str:
     return "-" if x is None else f"{x:.3f}"
 
 
+def _stacked(r: dict[str, Any]) -> bool:
+    """Do the stacked windows fit in this cell (production's value the stacked model or its blend)?"""
+    return "churn" not in r.get("selection", {}) and "fallback" not in r["production_model"]
+
+
 def _model(r: dict[str, Any]) -> str:
     """Production's value model in a few words."""
     sel = r.get("selection")
     if sel:
         v, days = sel["value"], sel["validation_days"]
         on = f" (validated on {days} days)" if days else " (no validation window)"
+        if _stacked(r):
+            return ("LightGBM stacked" if v == "stacked" else "stacked blend") + on
         if v == "short_window":
             return f"chosen: LightGBM on {sel['label_days']}-day windows{on}"
         return f"chosen: {v}{on}" if v != "bgnbd" else f"BG/NBD fallback{on}"
@@ -175,7 +186,7 @@ def _chosen(r: dict[str, Any]) -> str:
     sel = r.get("selection")
     if not sel:
         return "stacked LightGBM" if "fallback" not in r["production_model"] else "BG/NBD fallback"
-    return f"churn {sel['churn']}, value {sel['value']} ({sel['validation_days']} days)"
+    return f"churn {sel.get('churn', 'stacked')}, value {sel['value']} ({sel['validation_days']} days)"
 
 
 def _before(data: str, r: dict[str, Any], before: dict[str, list[dict[str, Any]]]) -> dict[str, Any] | None:
@@ -203,6 +214,9 @@ def markdown(grid: dict[str, list[dict[str, Any]]], before: dict[str, list[dict[
         "(BG/NBD + Gamma-Gamma where stacked windows do not fit). `beats naive`: production at least as good "
         "as both last-period spend and the historical rate (to 0.0005). `selected`: the value model with the "
         "best Spearman on a validation window of H days ending at the cutoff, scored on the test window. "
+        "`production model` (stacked windows fit): the stacked LightGBM alone or its blend with both naive "
+        "baselines (0.5 / 0.25 / 0.25), as chosen on the validation window named "
+        "(`training/value_choice.py`). "
         "Timings are not reported (shared machine).",
         "",
     ]
@@ -226,7 +240,7 @@ def markdown(grid: dict[str, list[dict[str, Any]]], before: dict[str, list[dict[
                 g = _f(v[m]["gini"]) if v[m]["gini"] < best_g else f"**{_f(v[m]['gini'])}**"
                 cells.append(f"{s} / {g}")
             b = _before(data, r, before)
-            same = "same (stacked fits)" if not r.get("selection") else "-"
+            same = "same (stacked fits)" if _stacked(r) else "-"
             b_txt = (f"{_f(b['value']['production']['spearman'])} / {_f(b['value']['production']['gini'])}"
                      if b else same)
             b_churn = _f(b["churn"]["production"]) if b else same
@@ -304,7 +318,9 @@ def _summary(grid: dict[str, list[dict[str, Any]]]) -> list[str]:
             f"{len(rows)} cells; below in: {', '.join(churn_miss) or 'none'}."]
 
 
-def main(which: list[str], select: bool = False) -> None:
+def main(which: list[str], select: bool = False, only: tuple[str, ...] = ()) -> None:
+    """Run the cells of ``which`` not yet in bench/value_grid.json; with ``only`` (``data:H:cutoff``, e.g.
+    ``or:90:2011-06-01``) just those cells, run again and replaced."""
     from itertools import zip_longest
 
     from features.io import load_shop
@@ -316,8 +332,12 @@ def main(which: list[str], select: bool = False) -> None:
     shops: dict[str, Any] = {}
     plan = [c for row in zip_longest(*[[(d, h, t) for h, t in CELLS[d]] for d in which]) for c in row if c]
     for data, h, cutoff in plan:  # the datasets' cells interleaved: a run stopped early has some of each
-        if (h, str(cutoff.date())) in {(r["horizon_days"], r["cutoff"]) for r in grid.get(data, [])}:
+        key = (h, str(cutoff.date()))
+        if only and f"{data}:{h}:{cutoff.date()}" not in only:
             continue
+        if not only and key in {(r["horizon_days"], r["cutoff"]) for r in grid.get(data, [])}:
+            continue
+        grid[data] = [r for r in grid.get(data, []) if (r["horizon_days"], r["cutoff"]) != key]
         if data not in shops:
             shops[data] = load_shop(or_dir() if data == "or" else sim_shop_dir())
         log.info("%s: H=%d cutoff %s", data, h, cutoff.date())
@@ -328,5 +348,8 @@ def main(which: list[str], select: bool = False) -> None:
 
 
 if __name__ == "__main__":
-    args = [a for a in sys.argv[1:] if a != "--select"]
-    main(args or ["or", "sim"], select="--select" in sys.argv)
+    argv = sys.argv[1:]
+    cells = tuple(argv[i + 1] for i, a in enumerate(argv) if a == "--only")
+    args = [a for i, a in enumerate(argv) if a not in ("--select", "--only") and a not in cells]
+    main(args or sorted({c.split(":")[0] for c in cells}) or ["or", "sim"], select="--select" in argv,
+         only=cells)

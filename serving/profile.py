@@ -18,6 +18,7 @@ import pandas as pd
 from features import schema
 from models.bundle import CHURN, PREDICTED_VALUE, SEGMENT
 from models.customer import READABLE, ChurnModel, ValueModel
+from models.customer_scorers import Blend
 
 if TYPE_CHECKING:
     from serving.runtime import Loaded
@@ -79,6 +80,8 @@ def _position(index: pd.Index, customer_id: str) -> int:
 
 def _reasons(model: Any, ix: ProfileIndex, i: int, customer_id: str,
              features: pd.DataFrame) -> list[dict[str, Any]]:
+    if isinstance(model, Blend):  # explained by its largest part (Blend.explain), the model: its fast path
+        model = model.parts[0][0]
     if isinstance(model, ChurnModel | ValueModel):
         return model.explain_matrix(model.design_matrix(ix.row(i)), [customer_id])[customer_id]
     return model.explain(features.iloc[[i]])[customer_id]  # type: ignore[no-any-return]  # BG/NBD fallback

@@ -29,6 +29,7 @@ from models.metrics import classification_report, decile_lift, regression_report
 from training import frames
 from training.bgnbd_fit import fit_bgnbd
 from training.customer_selection import fit_short_history
+from training.value_choice import choose_stacked_value, describe
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,8 @@ class CustomerModels:
     components: dict[str, str] = field(default_factory=dict)
     """Which model churn and value use, and why."""
     selection: dict[str, Any] = field(default_factory=dict)
-    """When the stacked windows do not fit: the candidates' validation metrics and the choice (else empty)."""
+    """The candidates' validation metrics and the choice: churn and value when the stacked windows do not fit
+    (:mod:`training.customer_selection`), value only when they do (:mod:`training.value_choice`)."""
 
 
 @dataclass
@@ -69,9 +71,11 @@ def bgnbd_scores(bg: BetaGeoModel, gg: GammaGammaModel | None, shop: Shop, cutof
 
 
 def fit_customer_models(shop: Shop, cutoff: pd.Timestamp, config: CustomerModelConfig) -> CustomerModels:
-    """Fit churn and value on stacked earlier cutoffs whose label windows end by ``cutoff``; when none fits,
-    the model chosen on a validation window before ``cutoff`` among LightGBM on shorter label windows, BG/NBD
-    (+ Gamma-Gamma) and the naive value baselines (:func:`training.customer_selection.fit_short_history`)."""
+    """Fit churn and value on stacked earlier cutoffs whose label windows end by ``cutoff``, the value model
+    served alone or blended with the naive baselines as chosen on a validation window before ``cutoff``
+    (:func:`training.value_choice.choose_stacked_value`). When no stacked window fits: the models chosen on a
+    validation window before ``cutoff`` among LightGBM on shorter label windows, BG/NBD (+ Gamma-Gamma) and
+    the naive value baselines (:func:`training.customer_selection.fit_short_history`)."""
     H = config.horizon_days
     cutoffs = training_cutoffs(shop, cutoff, H, config.n_cutoffs, config.cutoff_step_days)
     bg, gg = fit_bgnbd(shop, cutoff)
@@ -86,9 +90,13 @@ def fit_customer_models(shop: Shop, cutoff: pd.Timestamp, config: CustomerModelC
     log.info("customer models: training cutoffs %s", [str(c.date()) for c in cutoffs])
     X, y = frames.stacked(shop, cutoffs, H)
     churn, value = fit_churn_and_value(config, X, y["churn"], y["future_net"])
-    return CustomerModels(churn=churn, value=value, bgnbd=bg, gg=gg, config=config, cutoff=cutoff,
+    del X, y
+    choice = choose_stacked_value(shop, cutoff, config, value)
+    return CustomerModels(churn=churn, value=choice.value, bgnbd=bg, gg=gg, config=config, cutoff=cutoff,
                           components={"churn": f"LightGBM on {len(cutoffs)} stacked windows",
-                                      "value": f"LightGBM (Tweedie) on {len(cutoffs)} stacked windows"})
+                                      "value": describe(choice, f"LightGBM (Tweedie) on {len(cutoffs)} "
+                                                                "stacked windows")},
+                          selection=choice.selection)
 
 
 def in_period_ceiling(X: pd.DataFrame, y: pd.DataFrame, config: CustomerModelConfig, X_train: pd.DataFrame,

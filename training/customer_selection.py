@@ -3,8 +3,6 @@ windows scaled to the horizon, BG/NBD (+ Gamma-Gamma), calibrated recency (churn
 blend of the short-window value model with both naive baselines (:data:`BLEND_WEIGHTS`), chosen on validation
 windows before the cutoff.
 
-The short-window models are trained on the longest label window of :data:`LABEL_WINDOWS` shorter than the
-horizon H that has at least one stacked training cutoff (:func:`features.customer_labels.training_cutoffs`).
 The choice is made on validation windows ``[cutoff - V, cutoff)``: every candidate is fitted again as of
 ``cutoff - V``, predicts the H days it would be served for, and is scored against what happened in the V days
 of the window, which ends at the cutoff, so nothing after the cutoff is read. Two windows, because the
@@ -14,8 +12,13 @@ candidates need different history:
   :data:`MIN_VALIDATION_HISTORY_DAYS` of history before ``cutoff - V``. BG/NBD, calibrated recency and the
   value baselines compete on it (the longer the window, the closer to H);
 - the short-window window (:func:`short_window_validation`): the longest V for which V-day short-window models
-  can be fitted as of ``cutoff - V`` (it stands for its family: the served one may use a longer label
-  window). The short-window family then competes against the baseline window's winner on it.
+  can be fitted as of ``cutoff - V``. The short-window family then competes against the baseline window's
+  winner on it.
+
+The short-window models served are the recipe validated: LightGBM on stacked V-day label windows (the
+short-window window's V; :func:`features.customer_labels.training_cutoffs`) as of the cutoff, scaled to H.
+Serving a longer label window than the one validated was a model nobody had scored: on the grid's young cells
+it ranked below the V-day recipe (``bench/VALUE_GRID.md``).
 
 When the short-window window is as long as the baseline window, all candidates compete on it alone. When it
 is shorter than :data:`MIN_SHORT_VALIDATION_DAYS` and the baseline window is longer, the short-window family
@@ -147,8 +150,16 @@ def _candidates(shop: Shop, cutoff: pd.Timestamp, horizon_days: int, short: Shor
     value[LAST_PERIOD] = BaselineValue(LAST_PERIOD, horizon_days)
     value[HISTORICAL_RATE] = BaselineValue(HISTORICAL_RATE, horizon_days)
     if short is not None:
-        value[SHORT_BLEND] = Blend([(value[c], w) for c, w in BLEND_WEIGHTS.items()])
+        value[SHORT_BLEND] = blend(short.value, horizon_days)
     return churn, value
+
+
+def blend(model: CustomerScorer, horizon_days: int) -> Blend:
+    """``model`` (value over ``horizon_days``) shrunk towards both naive baselines over the same days, with
+    the weights of :data:`BLEND_WEIGHTS` (the model's is :data:`SHORT_WINDOW`'s)."""
+    parts = {SHORT_WINDOW: model, LAST_PERIOD: BaselineValue(LAST_PERIOD, horizon_days),
+             HISTORICAL_RATE: BaselineValue(HISTORICAL_RATE, horizon_days)}
+    return Blend([(parts[c], w) for c, w in BLEND_WEIGHTS.items()])
 
 
 def baseline_window(shop: Shop, cutoff: pd.Timestamp, horizon_days: int) -> int | None:
@@ -302,9 +313,11 @@ def fit_short_history(shop: Shop, cutoff: pd.Timestamp, config: CustomerModelCon
     """Churn and value for a horizon whose stacked windows do not fit before ``cutoff`` (``why``): the
     candidates chosen on validation windows before ``cutoff`` (see the module's docstring)."""
     H = config.horizon_days
-    short = fit_short_window(shop, cutoff, H, config, tuple(w for w in LABEL_WINDOWS if w < H))
+    val = validate(shop, cutoff, H, config, with_short=True)
+    # the recipe validated (V-day windows), as of the cutoff; none when the family had no window to choose on
+    short = (fit_short_window(shop, cutoff, H, config, (val["short"]["horizon_days"],)) if "short" in val
+             else None)
     churn, value = _candidates(shop, cutoff, H, short, bg, gg, why)
-    val = validate(shop, cutoff, H, config, with_short=short is not None)
     chosen: dict[str, str] = {}
     reasons: dict[str, str] = {}
     for comp in ("churn", "value"):

@@ -115,7 +115,7 @@ def resolve_champion(data_dir: str | Path, work_dir: str | Path, alias: str = "c
         model = obj[comp]
         horizon = int(obj.get("meta", {}).get("params", {}).get("horizon_days", horizon))
         registered = f"models:/{MODEL_NAMES[comp]}/{versions[comp]}"
-        if takes_features(registered, list(model.columns_)):
+        if takes_features(registered, list(model.feature_names)):  # any scorer: a blend, a baseline
             uris[comp] = registered
         else:
             uris[comp] = save_feature_scorer(model, work / "scorers" / comp)

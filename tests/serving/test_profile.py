@@ -19,7 +19,10 @@ pytestmark = pytest.mark.slow  # the trained project
 
 
 def _frame_explain(model: Any, X: pd.DataFrame, top: int = 3) -> dict[str, list[dict[str, Any]]]:
-    """The explanation as it was computed before the array path: values shown from the prepared frame."""
+    """The explanation as it was computed before the array path: values shown from the prepared frame (a
+    blend's: its largest part's)."""
+    from models.customer_scorers import Blend
+    model = model.parts[0][0] if isinstance(model, Blend) else model
     Xp = model._prepare(X)
     contrib = np.asarray(model.booster_.predict(model.design_matrix(X), pred_contrib=True))[:, :-1]
     out = {}

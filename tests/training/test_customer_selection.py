@@ -46,8 +46,9 @@ def test_a_horizon_without_stacked_windows_trains_short_windows_and_says_which_i
     cutoff = _cutoff(young_shop)
     ev = evaluate_customer_models(young_shop, cutoff, CFG)
     sel = ev.models.selection
-    # the longest label window with a stacked cutoff before this one: 120 days (200 - 120 >= 60)
-    assert sel["short_window"] == {"label_days": 120, "windows": 2}
+    # the recipe validated is served: 60-day windows (the longest with a stacked cutoff 60 days before this
+    # one: 140 - 60 >= 60), 3 of them as of the cutoff (200 - 60 - 14 k >= 60)
+    assert sel["short_window"] == {"label_days": 60, "windows": 3}
     val, base = sel["validation"], sel["baseline_validation"]
     assert val["end"] == str(cutoff.date()) and val["horizon_days"] == 60 == val["short_window_label_days"]
     assert base["end"] == str(cutoff.date()) and base["horizon_days"] == 120  # 80 days of history before it
@@ -67,8 +68,8 @@ def test_a_horizon_without_stacked_windows_trains_short_windows_and_says_which_i
         assert f"days of history before {cutoff.date()} < the {H} + 60 days" in ev.models.components[c]
     if best_churn == SHORT_WINDOW:
         m = ev.models.churn
-        assert isinstance(m, WindowScaled) and isinstance(m.model, ChurnModel) and m.label_days == 120
-        assert ev.models.components["churn"].startswith("LightGBM on 2 stacked 120-day windows, scaled to")
+        assert isinstance(m, WindowScaled) and isinstance(m.model, ChurnModel) and m.label_days == 60
+        assert ev.models.components["churn"].startswith("LightGBM on 3 stacked 60-day windows, scaled to")
     # served scores are the chosen candidate's: production's test metrics equal that candidate's column
     if best_value in ("last_period", "historical_rate"):
         assert isinstance(ev.models.value, BaselineValue)
@@ -247,7 +248,7 @@ def test_a_hundred_day_shop_at_270_days_validates_on_a_month_or_more(hundred_day
     bg, gg = fit_bgnbd(shop, cutoff)
     m = fit_short_history(shop, cutoff, cfg, bg, gg, "102 days")
     sel = m.selection
-    assert sel["short_window"]["label_days"] == 30  # a short-window model is trained, but not a candidate
+    assert "short_window" not in sel  # the short-window family is not a candidate: no model is trained
     assert sel["validation"]["horizon_days"] == 60 and "baseline_validation" not in sel
     assert sel["value"]["chosen"] not in SHORT_FAMILY and sel["churn"]["chosen"] not in SHORT_FAMILY
     assert set(sel["validation"]["churn"]) == {"bgnbd", "recency"}

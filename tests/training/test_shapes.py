@@ -185,10 +185,16 @@ def test_every_shape_trains_says_what_it_skipped_and_serves(shape: str, trained:
         from training.customer_selection import CHURN_CANDIDATES, VALUE_CANDIDATES
         assert run.params["selection.churn.served"] in CHURN_CANDIDATES
         assert run.params["selection.value.served"] in VALUE_CANDIDATES
-        if shape == "horizon_longer_than_history":  # 200 days: a model was trained on 120-day windows
+        if shape == "horizon_longer_than_history":  # 200 days: a model trained on the windows validated
             import mlflow
             sel = mlflow.artifacts.load_dict(f"runs:/{r.run_id}/evaluation/served_selection.json")
-            assert sel["short_window"]["label_days"] == 120 and "short_window" in sel["validation"]["value"]
+            assert sel["short_window"]["label_days"] == sel["validation"]["horizon_days"]
+            assert "short_window" in sel["validation"]["value"]
+    elif shape in ("one_product", "no_events", "no_products_table", "no_offer_log"):  # stacked windows fit:
+        from training.value_choice import CANDIDATES  # value alone or blended, chosen on a validation window
+        assert run.params["selection.value.served"] in CANDIDATES
+        assert "selection.churn.served" not in run.params
+        assert "chosen on the validation window" in r.report["components"]["value"]
     orders = pd.read_parquet(d / "shop" / "orders.parquet")
     buyer = _buyer(orders)
     p = Personaliser(d, store_url=f"sqlite:///{tmp_path / 'live.db'}")
