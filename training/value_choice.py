@@ -8,7 +8,8 @@ The validation window ``[cutoff - V, cutoff)``: V is the horizon H itself when s
 :data:`training.customer_selection.LABEL_WINDOWS` shorter than H for which stacked V-day windows fit as of
 ``cutoff - V`` (its model, scaled to H, stands for the H-day one). Both candidates predict the H days they
 would be served for (the baselines over H, as served) and are scored by Spearman + normalised Gini against
-the spend in the V days; ties go to the model alone. Nothing from the cutoff on is read. Without a validation
+the spend in the V days (past the stacked rows' cap, on a seeded sample of customers, as the training rows);
+ties go to the model alone. Nothing from the cutoff on is read. Without a validation
 window the model alone is served (and the components say so).
 
 Why: the stacked model's ranking can be below the historical rate at the top end (Online Retail, 90 days
@@ -32,7 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.customer_labels import stacked_training_set, training_cutoffs
+from features.customer_labels import training_cutoffs
 from features.io import Shop
 from models.customer import CustomerModelConfig, ValueModel
 from models.customer_scorers import BaselineValue, CustomerScorer, WindowScaled
@@ -93,7 +94,7 @@ def validate_stacked(shop: Shop, cutoff: pd.Timestamp, config: CustomerModelConf
     v, model = found
     H = config.horizon_days
     start = pd.Timestamp(cutoff) - pd.Timedelta(days=v)
-    X, y = stacked_training_set(shop, [start], v)
+    X, y = frames.stacked(shop, [start], v)  # a sample of customers past the training rows' cap, as those
     target = y["future_net"].clip(lower=0).to_numpy()
     if len(X) == 0 or target.sum() <= 0:
         return {}
