@@ -40,9 +40,22 @@ def classification_report(y: np.ndarray, score: np.ndarray, is_probability: bool
 
 
 def normalized_gini(actual: np.ndarray, pred: np.ndarray) -> float:
+    """Gini of ``actual`` ordered by ``pred`` (highest first), divided by the Gini of the perfect order.
+
+    Customers with equal predictions count as one group in which each holds the group's mean actual value:
+    the expected Gini over every order of the ties, not the one the rows happen to be in. (Ordering ties by
+    row favoured scores with many ties, last-period spend's zeros among them, whenever the rows' order
+    follows spend: Online Retail's customer ids do, 0.734 against 0.713 for last-period spend on one
+    validation window.)
+
+    >>> round(normalized_gini(np.array([0.0, 10.0]), np.array([1.0, 1.0])), 6)  # a tie: no information
+    0.0
+    """
     def gini(a: np.ndarray, p: np.ndarray) -> float:
-        order = np.lexsort((np.arange(len(a)), -p))
-        a_sorted = a[order]
+        order = np.argsort(-p, kind="stable")
+        a_sorted, p_sorted = a[order], p[order]
+        group = np.cumsum(np.r_[True, p_sorted[1:] != p_sorted[:-1]]) - 1
+        a_sorted = (np.bincount(group, weights=a_sorted) / np.bincount(group))[group]
         cum = np.cumsum(a_sorted) / a_sorted.sum()
         return float(cum.sum() / len(a) - (len(a) + 1) / (2 * len(a)))
 

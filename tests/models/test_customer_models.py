@@ -191,3 +191,32 @@ def test_churn_and_value_fitted_on_one_binned_set_are_the_models_fitted_apart() 
     assert v.booster_.model_to_string() == v0.booster_.model_to_string()  # type: ignore[union-attr]
     assert v.categories_ == v0.categories_ == {"region": ["e", "n", "s"]}
     np.testing.assert_array_equal(v.predict(X).to_numpy(), v0.predict(X).to_numpy())
+
+
+def test_gini_counts_tied_predictions_as_their_expected_order() -> None:
+    """Equal predictions give the mean Gini over every order of the tied customers (brute force on a small
+    case), so the rows' order cannot move it; without ties it is the plain Gini of the ranking."""
+    import itertools
+
+    rng = np.random.default_rng(3)
+    actual = rng.gamma(0.5, 100.0, 8) * (rng.random(8) < 0.7)
+    pred = np.array([0.0, 0.0, 0.0, 0.0, 2.0, 2.0, 5.0, 1.0])  # two tied groups
+    tied = [np.flatnonzero(pred == v) for v in (0.0, 2.0)]
+
+    def row_order_gini(a: np.ndarray, p: np.ndarray) -> float:  # ties in row order: the old definition
+        def g(x: np.ndarray, q: np.ndarray) -> float:
+            c = np.cumsum(x[np.lexsort((np.arange(len(x)), -q))]) / x.sum()
+            return float(c.sum() / len(x) - (len(x) + 1) / (2 * len(x)))
+        return g(a, p) / g(a, a)
+
+    values = []
+    for perm0 in itertools.permutations(tied[0]):
+        for perm1 in itertools.permutations(tied[1]):
+            order = np.arange(8)
+            order[tied[0]], order[tied[1]] = perm0, perm1
+            values.append(row_order_gini(actual[order], pred[order]))
+            assert normalized_gini(actual[order], pred[order]) == pytest.approx(normalized_gini(actual, pred))
+    assert len(set(np.round(values, 9))) > 1  # the row order did move the old definition
+    assert normalized_gini(actual, pred) == pytest.approx(np.mean(values))
+    distinct = rng.random(8)
+    assert normalized_gini(actual, distinct) == pytest.approx(row_order_gini(actual, distinct))
