@@ -89,6 +89,16 @@ def fit_customer_models(shop: Shop, cutoff: pd.Timestamp, config: CustomerModelC
                               cutoff=cutoff, components=short.components, selection=short.selection)
     log.info("customer models: training cutoffs %s", [str(c.date()) for c in cutoffs])
     X, y = frames.stacked(shop, cutoffs, H)
+    empty = _no_label_signal(y)
+    if empty:  # e.g. orders that end long before the data (live events or orders after a gap)
+        last = shop.orders[schema.TS].max()
+        why = (f"the {len(cutoffs)} stacked {H}-day windows before {cutoff.date()} hold {empty} (the last "
+               f"order is of {last.date()})")
+        log.warning("customer models: %s: the short-history choice instead", why)
+        del X, y
+        short = fit_short_history(shop, cutoff, config, bg, gg, why)
+        return CustomerModels(churn=short.churn, value=short.value, bgnbd=bg, gg=gg, config=config,
+                              cutoff=cutoff, components=short.components, selection=short.selection)
     churn, value = fit_churn_and_value(config, X, y["churn"], y["future_net"])
     del X, y
     choice = choose_stacked_value(shop, cutoff, config, value)
@@ -97,6 +107,16 @@ def fit_customer_models(shop: Shop, cutoff: pd.Timestamp, config: CustomerModelC
                                       "value": describe(choice, f"LightGBM (Tweedie) on {len(cutoffs)} "
                                                                 "stacked windows")},
                           selection=choice.selection)
+
+
+def _no_label_signal(y: pd.DataFrame) -> str:
+    """What the stacked labels lack for churn and value to be learned ("" when nothing): no spend at all, or
+    only churned (or only retained) customers."""
+    if not len(y) or not (y["future_net"] > 0).any():
+        return "no spend"
+    if y["churn"].nunique() < 2:
+        return "only churned customers" if bool(y["churn"].iloc[0]) else "no churned customer"
+    return ""
 
 
 def in_period_ceiling(X: pd.DataFrame, y: pd.DataFrame, config: CustomerModelConfig, X_train: pd.DataFrame,
