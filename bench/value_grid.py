@@ -209,7 +209,9 @@ def markdown(grid: dict[str, list[dict[str, Any]]], before: dict[str, list[dict[
         "# Value and churn grid",
         "",
         "Written by `bench/value_grid.py` (see its docstring). Value: Spearman / "
-        "normalised Gini against the spend in the H days after the cutoff; churn: AUC. **Bold**: the "
+        "normalised Gini against the spend in the H days after the cutoff (tied predictions at their "
+        "expected order: `models.metrics.normalized_gini`; by row order, as before, the naive baselines' "
+        "many ties gained up to 0.04); churn: AUC. **Bold**: the "
         "best of the row. `production before`: the same cell on the code before the short-history choice "
         "(BG/NBD + Gamma-Gamma where stacked windows do not fit). `beats naive`: production at least as good "
         "as both last-period spend and the historical rate (to 0.0005). `selected`: the value model with the "
