@@ -171,16 +171,43 @@ class _Judge:
         hits = np.take_along_axis(self.rel, top, axis=1) & np.isfinite(np.take_along_axis(s, top, axis=1))
         return ndcg(hits, self.n_rel, self.k)
 
-    def per_customer_blend(self, comps: dict[str, np.ndarray], weights: Mapping[str, float],
-                           buffer: np.ndarray | None = None) -> np.ndarray:
-        """``per_customer(blended(comps, weights))``, the same numbers with less memory traffic (weightings
-        are scored many at a time): the blend is summed negated into ``buffer`` (reused between calls),
-        masked in place and ranked lowest first."""
-        t = blended(comps, weights, out=buffer, negated=True)
-        np.copyto(t, np.inf, where=~self.allowed)
-        top = top_k(t, self.k, lowest=True)
-        hits = np.take_along_axis(self.rel, top, axis=1) & np.isfinite(np.take_along_axis(t, top, axis=1))
-        return ndcg(hits, self.n_rel, self.k)
+    def per_customer_blends(self, comps: dict[str, np.ndarray], weightings: Sequence[Mapping[str, float]]
+                            ) -> np.ndarray:
+        """``per_customer(blended(comps, w))`` of each weighting ``w`` (weightings x customers): the same
+        numbers for less work. A blend is summed term by term in its weights' order, so weightings that
+        share their leading terms share that partial sum (exact); sums are kept negated, ranked lowest
+        first (no negated copy); and the rules' mask goes into ``comps`` once, which are overwritten: -inf
+        where an item is not allowed makes every sum of positive terms +inf there (negated), as masking
+        each sum would. Weightings with no term or a weight that is not positive are scored one by one."""
+        out = np.empty((len(weightings), len(self.users)))
+        terms = [tuple((n, float(v)) for n, v in w.items() if v and n in comps) for w in weightings]
+        plain = [i for i, t in enumerate(terms) if not t or not all(v > 0 and np.isfinite(v) for _, v in t)]
+        for i in plain:
+            out[i] = self.per_customer(blended(comps, weightings[i]) if comps else np.zeros(self.rel.shape))
+        # sorted by their terms, weightings with shared leading terms come one after the other
+        rest = sorted(set(range(len(weightings))) - set(plain), key=lambda i: terms[i])
+        if not rest:
+            return out
+        for c in comps.values():
+            np.copyto(c, NEG, where=~self.allowed)
+        path: list[tuple[str, float]] = []  # the terms summed so far; sums[j]: negated sum of path[:j + 1]
+        sums: list[np.ndarray] = []
+        for i in rest:
+            t = terms[i]
+            d = next((j for j in range(min(len(t), len(path))) if path[j] != t[j]), min(len(t), len(path)))
+            del path[d:]
+            for j in range(d, len(t)):
+                if j == len(sums):
+                    sums.append(np.empty(self.rel.shape))
+                np.multiply(comps[t[j][0]], -t[j][1], out=sums[j])
+                if j:
+                    sums[j] += sums[j - 1]
+                path.append(t[j])
+            s = sums[len(t) - 1]
+            top = top_k(s, self.k, lowest=True)
+            hits = np.take_along_axis(self.rel, top, axis=1) & np.isfinite(np.take_along_axis(s, top, axis=1))
+            out[i] = ndcg(hits, self.n_rel, self.k)
+        return out
 
 
 TRIAL_BATCH = 2000
@@ -198,10 +225,7 @@ def _trial_scorer(model: BlendRecommender, truth: dict[str, set[str]], k: int, r
     def batch(a: int, ws: Sequence[Mapping[str, float]]) -> np.ndarray:
         judge = _Judge(data, {u: truth[u] for u in users[a:a + TRIAL_BATCH]}, k, rules)
         comps = model.component_scores(judge.ctx, {n for w in ws for n, v in w.items() if v})
-        if not comps:  # no weighting weighs a fitted component: every blend is all zeros
-            return np.array([judge.per_customer(np.zeros((len(judge.users), len(data.items)))) for _ in ws])
-        buffer = np.empty(next(iter(comps.values())).shape)
-        return np.array([judge.per_customer_blend(comps, w, buffer) for w in ws])
+        return judge.per_customer_blends(comps, ws)
 
     def trials(ws: Sequence[Mapping[str, float]]) -> list[float]:
         if not users:

@@ -47,22 +47,12 @@ def component_settings(config: RecommenderConfig, name: str | None = None) -> Re
     return out if name in (None, "tifu") else replace(out, tifu=None)
 
 
-def blended(comps: dict[str, np.ndarray], weights: Mapping[str, float], out: np.ndarray | None = None,
-            negated: bool = False) -> np.ndarray:
-    """Weighted sum of normalised component scores; components without weight, or not fitted, add nothing.
-    ``out``: a float array of the scores' shape to write the sum into (and return) instead of a new one;
-    ``negated``: the sum's negative, exactly (each term negated: blend tuning ranks it with
-    ``top_k(..., lowest=True)`` and needs no negated copy)."""
-    shape = next(iter(comps.values())).shape
-    out = np.empty(shape) if out is None else out
-    terms = [(n, -w if negated else w) for n, w in weights.items() if w and n in comps]
-    if not terms:
-        out.fill(0.0)
-        return out
-    np.multiply(comps[terms[0][0]], terms[0][1], out=out)  # the sum from 0 in the terms' order, in place
-    scratch = np.empty(shape) if len(terms) > 1 else out
-    for n, w in terms[1:]:
-        out += np.multiply(comps[n], w, out=scratch)
+def blended(comps: dict[str, np.ndarray], weights: Mapping[str, float]) -> np.ndarray:
+    """Weighted sum of normalised component scores; components without weight, or not fitted, add nothing."""
+    out = np.zeros(next(iter(comps.values())).shape)
+    for n, w in weights.items():
+        if w and n in comps:
+            out += w * comps[n]
     return out
 
 
@@ -77,6 +67,12 @@ def normalise_by_max(s: np.ndarray) -> np.ndarray:
 def normalise(s: np.ndarray) -> np.ndarray:
     """Per-customer scaling to [0, 1] over finite scores; -inf (and any other non-finite score) becomes 0."""
     bad = ~np.isfinite(s)
+    if not bad.any():  # dense scores (ALS, EASE, popularity): the same numbers in fewer passes
+        lo = s.min(axis=1, keepdims=True)
+        span = s.max(axis=1, keepdims=True) - lo
+        t = np.subtract(s, lo)
+        t /= np.where(np.isfinite(span) & (span > 0), span, 1.0)
+        return t
     t = np.where(bad, np.inf, s)  # one buffer for both extremes (this runs on customers x items arrays)
     lo = t.min(axis=1, keepdims=True)
     np.copyto(t, -np.inf, where=bad)
