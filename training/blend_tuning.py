@@ -45,6 +45,7 @@ from models.recsys import (
     rules_mask,
 )
 from models.recsys.blend import COMPONENT_MODELS
+from models.recsys.threads import in_threads
 from training.rec_truth import new_items_truth, purchase_truth, sample_truth
 
 log = logging.getLogger(__name__)
@@ -217,8 +218,8 @@ TRIAL_BATCH = 2000
 def _trial_scorer(model: BlendRecommender, truth: dict[str, set[str]], k: int, rules: BusinessRules
                   ) -> Callable[[Sequence[Mapping[str, float]]], list[float]]:
     """A function of several blend weightings giving each one's mean NDCG@k over the customers of ``truth``
-    the model knows; customers are scored :data:`TRIAL_BATCH` at a time, their component scores computed
-    once per batch for all the weightings."""
+    the model knows; customers are scored :data:`TRIAL_BATCH` at a time (``score_threads`` batches at once),
+    their component scores computed once per batch for all the weightings."""
     data = model._require()
     users = [u for u in truth if u in data.users]
 
@@ -230,7 +231,8 @@ def _trial_scorer(model: BlendRecommender, truth: dict[str, set[str]], k: int, r
     def trials(ws: Sequence[Mapping[str, float]]) -> list[float]:
         if not users:
             return [0.0] * len(ws)
-        per_user = np.concatenate([batch(a, ws) for a in range(0, len(users), TRIAL_BATCH)], axis=1)
+        per_user = np.concatenate(in_threads(lambda a: batch(a, ws), range(0, len(users), TRIAL_BATCH),
+                                             model.config.score_threads), axis=1)
         return [float(np.mean(v)) for v in per_user]
     return trials
 
