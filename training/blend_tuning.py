@@ -277,7 +277,8 @@ def tune_tifu(data: InteractionData, baskets: Baskets, truth: dict[str, set[str]
     cutoff), under the default business rules, over :data:`TIFU_GRID` x :data:`TIFU_ALPHAS` x
     :data:`TIFU_NEIGHBOURS`. The first of equals wins. Shops too large for the exact neighbour search try
     the first setting of the grid only (each setting is a fit: about 150 s of CPU at a million customers).
-    Customers are scored ``batch`` at a time (memory: that many x products)."""
+    Customers are scored ``batch`` at a time, ``config.score_threads`` batches at once (memory: that many x
+    products each)."""
     users = [u for u in truth if u in data.users]
     trials: list[dict[str, Any]] = []
     fitted: list[TIFUKNNRecommender] = []
@@ -287,9 +288,9 @@ def tune_tifu(data: InteractionData, baskets: Baskets, truth: dict[str, set[str]
         m = TIFUKNNRecommender(config, TifuConfig(**g, neighbours=max(TIFU_NEIGHBOURS)))
         m.fit(data, baskets=baskets)
         fitted.append(m)
-        per_user = (np.concatenate([_tifu_trials(m, data, {u: truth[u] for u in users[a:a + batch]}, k,
-                                                 settings) for a in range(0, len(users), batch)], axis=1)
-                    if users else None)
+        per_user = (np.concatenate(in_threads(
+            lambda a: _tifu_trials(m, data, {u: truth[u] for u in users[a:a + batch]}, k, settings),  # noqa: B023
+            range(0, len(users), batch), config.score_threads), axis=1) if users else None)
         for i, (nk, a) in enumerate(settings):
             v = float(np.mean(per_user[i])) if per_user is not None else 0.0
             trials.append({"params": {**g, "alpha": a, "neighbours": nk}, f"ndcg@{k}": v})
