@@ -172,14 +172,15 @@ class _Judge:
         hits = np.take_along_axis(self.rel, top, axis=1) & np.isfinite(np.take_along_axis(s, top, axis=1))
         return ndcg(hits, self.n_rel, self.k)
 
-    def per_customer_blends(self, comps: dict[str, np.ndarray], weightings: Sequence[Mapping[str, float]]
-                            ) -> np.ndarray:
+    def per_customer_blends(self, comps: dict[str, np.ndarray], weightings: Sequence[Mapping[str, float]],
+                            threads: int = 1) -> np.ndarray:
         """``per_customer(blended(comps, w))`` of each weighting ``w`` (weightings x customers): the same
         numbers for less work. A blend is summed term by term in its weights' order, so weightings that
         share their leading terms share that partial sum (exact); sums are kept negated, ranked lowest
         first (no negated copy); and the rules' mask goes into ``comps`` once, which are overwritten: -inf
         where an item is not allowed makes every sum of positive terms +inf there (negated), as masking
-        each sum would. Weightings with no term or a weight that is not positive are scored one by one."""
+        each sum would. Weightings with no term or a weight that is not positive are scored one by one.
+        ``threads``: that many runs of the (sorted) weightings at once, each with its own partial sums."""
         out = np.empty((len(weightings), len(self.users)))
         terms = [tuple((n, float(v)) for n, v in w.items() if v and n in comps) for w in weightings]
         plain = [i for i, t in enumerate(terms) if not t or not all(v > 0 and np.isfinite(v) for _, v in t)]
@@ -191,24 +192,32 @@ class _Judge:
             return out
         for c in comps.values():
             np.copyto(c, NEG, where=~self.allowed)
-        path: list[tuple[str, float]] = []  # the terms summed so far; sums[j]: negated sum of path[:j + 1]
-        sums: list[np.ndarray] = []
-        for i in rest:
+        runs = [r for r in np.array_split(np.array(rest), max(1, min(threads, len(rest)))) if len(r)]
+        # each run's partial sums, allocated here (not in the threads, whose freed memory glibc keeps)
+        sums = [[np.empty(self.rel.shape) for _ in range(max(len(terms[i]) for i in r))] for r in runs]
+        in_threads(lambda j: self._score_run(comps, terms, runs[j].tolist(), sums[j], out), range(len(runs)),
+                   threads)
+        return out
+
+    def _score_run(self, comps: dict[str, np.ndarray], terms: list[tuple[tuple[str, float], ...]],
+                   run: list[int], sums: list[np.ndarray], out: np.ndarray) -> None:
+        """Rows ``run`` of ``out`` (see :meth:`per_customer_blends`); ``sums[d]`` holds the negated sum of
+        the first ``d + 1`` terms of the current weighting (``path``)."""
+        path: list[tuple[str, float]] = []
+        for i in run:
             t = terms[i]
-            d = next((j for j in range(min(len(t), len(path))) if path[j] != t[j]), min(len(t), len(path)))
+            shared = min(len(t), len(path))
+            d = next((q for q in range(shared) if path[q] != t[q]), shared)
             del path[d:]
-            for j in range(d, len(t)):
-                if j == len(sums):
-                    sums.append(np.empty(self.rel.shape))
-                np.multiply(comps[t[j][0]], -t[j][1], out=sums[j])
-                if j:
-                    sums[j] += sums[j - 1]
-                path.append(t[j])
+            for q in range(d, len(t)):
+                np.multiply(comps[t[q][0]], -t[q][1], out=sums[q])
+                if q:
+                    sums[q] += sums[q - 1]
+                path.append(t[q])
             s = sums[len(t) - 1]
             top = top_k(s, self.k, lowest=True)
             hits = np.take_along_axis(self.rel, top, axis=1) & np.isfinite(np.take_along_axis(s, top, axis=1))
             out[i] = ndcg(hits, self.n_rel, self.k)
-        return out
 
 
 TRIAL_BATCH = 2000
@@ -218,21 +227,22 @@ TRIAL_BATCH = 2000
 def _trial_scorer(model: BlendRecommender, truth: dict[str, set[str]], k: int, rules: BusinessRules
                   ) -> Callable[[Sequence[Mapping[str, float]]], list[float]]:
     """A function of several blend weightings giving each one's mean NDCG@k over the customers of ``truth``
-    the model knows; customers are scored :data:`TRIAL_BATCH` at a time (``score_threads`` batches at once),
-    their component scores computed once per batch for all the weightings."""
+    the model knows; customers are scored :data:`TRIAL_BATCH` at a time, their component scores computed
+    once per batch for all the weightings (on ``score_threads`` threads: components, then runs of
+    weightings, at once; one batch in memory)."""
     data = model._require()
     users = [u for u in truth if u in data.users]
 
     def batch(a: int, ws: Sequence[Mapping[str, float]]) -> np.ndarray:
         judge = _Judge(data, {u: truth[u] for u in users[a:a + TRIAL_BATCH]}, k, rules)
-        comps = model.component_scores(judge.ctx, {n for w in ws for n, v in w.items() if v})
-        return judge.per_customer_blends(comps, ws)
+        threads = model.config.score_threads
+        comps = model.component_scores(judge.ctx, {n for w in ws for n, v in w.items() if v}, threads)
+        return judge.per_customer_blends(comps, ws, threads)
 
     def trials(ws: Sequence[Mapping[str, float]]) -> list[float]:
         if not users:
             return [0.0] * len(ws)
-        per_user = np.concatenate(in_threads(lambda a: batch(a, ws), range(0, len(users), TRIAL_BATCH),
-                                             model.config.score_threads), axis=1)
+        per_user = np.concatenate([batch(a, ws) for a in range(0, len(users), TRIAL_BATCH)], axis=1)
         return [float(np.mean(v)) for v in per_user]
     return trials
 

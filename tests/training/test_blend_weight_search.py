@@ -36,9 +36,11 @@ def test_many_weightings_at_once_give_each_ones_own_ndcg_exactly(rules: Business
     assert (~judge.allowed).any()  # the rules forbid something: the mask matters
     comps = model.component_scores(judge.ctx)
     alone = np.array([judge.per_customer(blended(comps, w)) for w in WEIGHTINGS])
-    together = judge.per_customer_blends(model.component_scores(judge.ctx), WEIGHTINGS)
-    assert together.shape == (len(WEIGHTINGS), len(judge.users))
-    assert together.tobytes() == alone.tobytes()
+    for threads in (1, 2, 3):
+        together = judge.per_customer_blends(model.component_scores(judge.ctx, threads=threads), WEIGHTINGS,
+                                             threads)
+        assert together.shape == (len(WEIGHTINGS), len(judge.users))
+        assert together.tobytes() == alone.tobytes()
     assert len({tuple(r) for r in alone.round(12).tolist()}) > 5  # the weightings do rank differently
 
 
