@@ -3,6 +3,7 @@ to the last bit: the candidate precompute, the evaluation's lists and blend tuni
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 
 import training.blend_tuning as blend_tuning
 from models.recsys import BlendRecommender, RecommenderConfig, top_candidates
-from models.recsys.threads import in_threads
+from models.recsys.threads import in_threads, release_freed_memory
 from tests.models.recsys_data import board_reranker, checker_board
 from training.blend_tuning import WEIGHT_GRID, tune_weights
 from training.rec_eval import blend_lists
@@ -67,3 +68,24 @@ def test_weight_search_on_two_threads_equals_one_thread(monkeypatch) -> None:
         tuned.append(tune_weights(m, truth, grid=WEIGHT_GRID))
     assert tuned[0].trials == tuned[1].trials
     assert len({t["ndcg@10"] for t in tuned[0].trials}) > 1
+
+
+def _resident_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096 / 2**20
+
+
+def test_memory_freed_in_the_threads_is_handed_back() -> None:
+    """glibc keeps what a worker thread frees in the thread's arena; in_threads hands it back after."""
+    if not release_freed_memory() or not os.path.exists("/proc/self/statm"):
+        pytest.skip("no malloc_trim (not glibc) or no /proc: nothing is handed back here")
+
+    def churn(a: int) -> float:
+        total = 0.0
+        for i in range(15):  # mid-size arrays, as a batch's scoring makes: kept in the thread's arena
+            parts = [np.full(2_000 * (j + 1), float(i)) for j in range(60)]
+            total += float(sum(p[0] for p in parts))
+        return total
+    before = _resident_mb()
+    assert in_threads(churn, range(6), threads=2) == [churn(0)] * 6
+    assert _resident_mb() - before < 25
