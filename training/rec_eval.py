@@ -28,7 +28,6 @@ from models.recsys import (
     rules_mask,
 )
 from models.recsys.base import COLUMNS, ranked_frame
-from models.recsys.threads import in_threads
 from training.blend_tuning import blend_baskets, reusable_components, tune_blend
 from training.rec_truth import new_items_truth, purchase_truth, sample_truth
 from training.rerank_training import fit_reranker
@@ -90,31 +89,24 @@ def fit_baseline(shop: Shop, data: InteractionData, name: str, config: Recommend
 def blend_lists(model: BlendRecommender, users: list[str], new: set[str], k: int = 10, batch: int = 1024
                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``model.recommend(users, k)`` and ``model.recommend(<users in new>, k, rules=DISCOVERY_RULES)`` (in
-    ``users``' order), the component scores of each customer computed once for both lists (the config's
-    ``score_threads`` batches of customers at once)."""
+    ``users``' order), the component scores of each customer computed once for both lists."""
     data = model._require()
     names = {n for w in (model.weights_, model.weights_for(DISCOVERY_RULES)) for n, v in w.items() if v}
-
-    def lists(a: int) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+    out: tuple[list[pd.DataFrame], list[pd.DataFrame]] = ([], [])
+    for a in range(0, len(users), batch):
         ids = np.asarray(pd.Index(users[a:a + batch]).astype(object))
         ctx = build_context(data, ids)
         comps = model.component_scores(ctx, names | {"item_knn"})
         sub = np.flatnonzero([u in new for u in ids.tolist()])
-        out: list[pd.DataFrame | None] = []
-        for rules, c, cc in ((BusinessRules(), ctx, comps), (DISCOVERY_RULES, build_context(data, ids[sub]),
-                                                             {n: v[sub] for n, v in comps.items()})):
-            if not len(c.customer_ids):
-                out.append(None)
-                continue
-            s = model.ranked_scores(c, rules, cc)
-            s[~rules_mask(data, c, rules)] = NEG
-            out.append(ranked_frame(s, k, c.customer_ids, data.items.ids))
-        return out[0], out[1]
-
-    parts = in_threads(lists, range(0, len(users), batch), model.config.score_threads)
+        for rules, c, cc, part in ((BusinessRules(), ctx, comps, out[0]),
+                                   (DISCOVERY_RULES, build_context(data, ids[sub]),
+                                    {n: v[sub] for n, v in comps.items()}, out[1])):
+            if len(c.customer_ids):
+                s = model.ranked_scores(c, rules, cc)
+                s[~rules_mask(data, c, rules)] = NEG
+                part.append(ranked_frame(s, k, c.customer_ids, data.items.ids))
     return tuple(pd.concat(p, ignore_index=True)[COLUMNS] if p else pd.DataFrame(columns=COLUMNS)
-                 for p in ([q[i] for q in parts if q[i] is not None] for i in (0, 1))
-                 )  # type: ignore[return-value]
+                 for p in out)  # type: ignore[return-value]
 
 
 def evaluate_recommenders(shop: Shop, cutoff: pd.Timestamp, config: RecommenderConfig | None = None,

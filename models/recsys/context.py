@@ -93,10 +93,11 @@ class RecommenderConfig:
     """The recommendation report scores at most this many test customers (a seeded sample by customer id;
     logged as ``recommend.test_customers.scored``)."""
     score_threads: int = 2
-    """Customer batches scored at once, one per thread, by blend tuning's weight search and the candidate
-    precompute (:func:`models.recsys.threads.in_threads`). The results do not depend on it (the same
-    batches, each computed as alone), so it is not a training parameter; memory grows with it (at 2,000
-    products, blend tuning holds about 350 MB per batch). 1: one batch at a time."""
+    """Threads scoring at once (:func:`models.recsys.threads.in_threads`): the candidate precompute's and
+    TIFU-KNN's settings search's customer batches, blend tuning's components and runs of weightings within
+    a batch. The results do not depend on it (the same batches, each computed as alone), so it is not a
+    training parameter; memory grows with it (at 2,000 products, each extra weight-search thread holds
+    up to 160 MB of partial sums). 1: one at a time."""
     seed: int = 42
 
     def rerank_config(self) -> RerankConfig:
