@@ -103,8 +103,10 @@ def reliability(y: np.ndarray, p: np.ndarray, bins: int = 10) -> pd.DataFrame:
 
 
 # -- ranking -----------------------------------------------------------------------------------------
-def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+def top_k(scores: np.ndarray, k: int, lowest: bool = False) -> np.ndarray:
     """Column indices of the ``k`` highest scores of each row, best first; equal scores in column order.
+    ``lowest``: of the ``k`` lowest instead, lowest first (for callers that hold their scores negated:
+    ``top_k(-s, k, lowest=True)`` is ``top_k(s, k)`` without the negated copy of a large array).
 
     The one top-k of the project: recommending, the serving candidates, blend tuning and the re-ranker's
     holdout all rank with it. ``scores`` is one row (1-d) or a matrix (2-d, ranked row by row); the result
@@ -126,9 +128,10 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     if k <= 0:
         top = np.zeros((len(s), 0), np.intp)
         return top[0] if one else top
-    part = np.argpartition(-s, k - 1, axis=1)[:, :k]
-    ps = np.take_along_axis(s, part, axis=1)
-    top = np.take_along_axis(part, np.lexsort((part, -ps), axis=1), axis=1)
+    low = s if lowest else -s
+    part = np.argpartition(low, k - 1, axis=1)[:, :k]
+    ps = np.take_along_axis(low, part, axis=1)
+    top = np.take_along_axis(part, np.lexsort((part, ps), axis=1), axis=1)
     return top[0] if one else top
 
 

@@ -45,6 +45,7 @@ from models.recsys import (
     rules_mask,
 )
 from models.recsys.blend import COMPONENT_MODELS
+from models.recsys.threads import in_threads
 from training.rec_truth import new_items_truth, purchase_truth, sample_truth
 
 log = logging.getLogger(__name__)
@@ -171,6 +172,53 @@ class _Judge:
         hits = np.take_along_axis(self.rel, top, axis=1) & np.isfinite(np.take_along_axis(s, top, axis=1))
         return ndcg(hits, self.n_rel, self.k)
 
+    def per_customer_blends(self, comps: dict[str, np.ndarray], weightings: Sequence[Mapping[str, float]],
+                            threads: int = 1) -> np.ndarray:
+        """``per_customer(blended(comps, w))`` of each weighting ``w`` (weightings x customers): the same
+        numbers for less work. A blend is summed term by term in its weights' order, so weightings that
+        share their leading terms share that partial sum (exact); sums are kept negated, ranked lowest
+        first (no negated copy); and the rules' mask goes into ``comps`` once, which are overwritten: -inf
+        where an item is not allowed makes every sum of positive terms +inf there (negated), as masking
+        each sum would. Weightings with no term or a weight that is not positive are scored one by one.
+        ``threads``: that many runs of the (sorted) weightings at once, each with its own partial sums."""
+        out = np.empty((len(weightings), len(self.users)))
+        terms = [tuple((n, float(v)) for n, v in w.items() if v and n in comps) for w in weightings]
+        plain = [i for i, t in enumerate(terms) if not t or not all(v > 0 and np.isfinite(v) for _, v in t)]
+        for i in plain:
+            out[i] = self.per_customer(blended(comps, weightings[i]) if comps else np.zeros(self.rel.shape))
+        # sorted by their terms, weightings with shared leading terms come one after the other
+        rest = sorted(set(range(len(weightings))) - set(plain), key=lambda i: terms[i])
+        if not rest:
+            return out
+        for c in comps.values():
+            np.copyto(c, NEG, where=~self.allowed)
+        runs = [r for r in np.array_split(np.array(rest), max(1, min(threads, len(rest)))) if len(r)]
+        # each run's partial sums, allocated here (not in the threads, whose freed memory glibc keeps)
+        sums = [[np.empty(self.rel.shape) for _ in range(max(len(terms[i]) for i in r))] for r in runs]
+        in_threads(lambda j: self._score_run(comps, terms, runs[j].tolist(), sums[j], out), range(len(runs)),
+                   threads)
+        return out
+
+    def _score_run(self, comps: dict[str, np.ndarray], terms: list[tuple[tuple[str, float], ...]],
+                   run: list[int], sums: list[np.ndarray], out: np.ndarray) -> None:
+        """Rows ``run`` of ``out`` (see :meth:`per_customer_blends`); ``sums[d]`` holds the negated sum of
+        the first ``d + 1`` terms of the current weighting (``path``)."""
+        path: list[tuple[str, float]] = []
+        for i in run:
+            t = terms[i]
+            shared = min(len(t), len(path))
+            d = next((q for q in range(shared) if path[q] != t[q]), shared)
+            del path[d:]
+            for q in range(d, len(t)):
+                np.multiply(comps[t[q][0]], -t[q][1], out=sums[q])
+                if q:
+                    sums[q] += sums[q - 1]
+                path.append(t[q])
+            s = sums[len(t) - 1]
+            top = top_k(s, self.k, lowest=True)
+            hits = np.take_along_axis(self.rel, top, axis=1) & np.isfinite(np.take_along_axis(s, top, axis=1))
+            out[i] = ndcg(hits, self.n_rel, self.k)
+
 
 TRIAL_BATCH = 2000
 """Customers scored at a time by the trials (memory: this many x products x components)."""
@@ -180,14 +228,16 @@ def _trial_scorer(model: BlendRecommender, truth: dict[str, set[str]], k: int, r
                   ) -> Callable[[Sequence[Mapping[str, float]]], list[float]]:
     """A function of several blend weightings giving each one's mean NDCG@k over the customers of ``truth``
     the model knows; customers are scored :data:`TRIAL_BATCH` at a time, their component scores computed
-    once per batch for all the weightings."""
+    once per batch for all the weightings (on ``score_threads`` threads: components, then runs of
+    weightings, at once; one batch in memory)."""
     data = model._require()
     users = [u for u in truth if u in data.users]
 
     def batch(a: int, ws: Sequence[Mapping[str, float]]) -> np.ndarray:
         judge = _Judge(data, {u: truth[u] for u in users[a:a + TRIAL_BATCH]}, k, rules)
-        comps = model.component_scores(judge.ctx)
-        return np.array([judge.per_customer(blended(comps, w)) for w in ws])
+        threads = model.config.score_threads
+        comps = model.component_scores(judge.ctx, {n for w in ws for n, v in w.items() if v}, threads)
+        return judge.per_customer_blends(comps, ws, threads)
 
     def trials(ws: Sequence[Mapping[str, float]]) -> list[float]:
         if not users:
@@ -237,7 +287,8 @@ def tune_tifu(data: InteractionData, baskets: Baskets, truth: dict[str, set[str]
     cutoff), under the default business rules, over :data:`TIFU_GRID` x :data:`TIFU_ALPHAS` x
     :data:`TIFU_NEIGHBOURS`. The first of equals wins. Shops too large for the exact neighbour search try
     the first setting of the grid only (each setting is a fit: about 150 s of CPU at a million customers).
-    Customers are scored ``batch`` at a time (memory: that many x products)."""
+    Customers are scored ``batch`` at a time, ``config.score_threads`` batches at once (memory: that many x
+    products each)."""
     users = [u for u in truth if u in data.users]
     trials: list[dict[str, Any]] = []
     fitted: list[TIFUKNNRecommender] = []
@@ -247,9 +298,9 @@ def tune_tifu(data: InteractionData, baskets: Baskets, truth: dict[str, set[str]
         m = TIFUKNNRecommender(config, TifuConfig(**g, neighbours=max(TIFU_NEIGHBOURS)))
         m.fit(data, baskets=baskets)
         fitted.append(m)
-        per_user = (np.concatenate([_tifu_trials(m, data, {u: truth[u] for u in users[a:a + batch]}, k,
-                                                 settings) for a in range(0, len(users), batch)], axis=1)
-                    if users else None)
+        per_user = (np.concatenate(in_threads(
+            lambda a: _tifu_trials(m, data, {u: truth[u] for u in users[a:a + batch]}, k, settings),  # noqa: B023
+            range(0, len(users), batch), config.score_threads), axis=1) if users else None)
         for i, (nk, a) in enumerate(settings):
             v = float(np.mean(per_user[i])) if per_user is not None else 0.0
             trials.append({"params": {**g, "alpha": a, "neighbours": nk}, f"ndcg@{k}": v})

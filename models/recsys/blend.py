@@ -27,6 +27,7 @@ from models.recsys.factors import ALSRecommender
 from models.recsys.neighbours import EASERecommender, ItemKNNRecommender
 from models.recsys.popularity import BuyAgainRecommender, PopularityRecommender
 from models.recsys.rerank import RANK_COMPONENTS, ItemStats, Reranker, candidate_features
+from models.recsys.threads import in_threads
 from models.recsys.tifu import Baskets, TIFUKNNRecommender
 
 COMPONENT_MODELS: dict[str, type[Recommender]] = {
@@ -67,6 +68,12 @@ def normalise_by_max(s: np.ndarray) -> np.ndarray:
 def normalise(s: np.ndarray) -> np.ndarray:
     """Per-customer scaling to [0, 1] over finite scores; -inf (and any other non-finite score) becomes 0."""
     bad = ~np.isfinite(s)
+    if not bad.any():  # dense scores (ALS, EASE, popularity): the same numbers in fewer passes
+        lo = s.min(axis=1, keepdims=True)
+        span = s.max(axis=1, keepdims=True) - lo
+        t = np.subtract(s, lo)
+        t /= np.where(np.isfinite(span) & (span > 0), span, 1.0)
+        return t
     t = np.where(bad, np.inf, s)  # one buffer for both extremes (this runs on customers x items arrays)
     lo = t.min(axis=1, keepdims=True)
     np.copyto(t, -np.inf, where=bad)
@@ -209,11 +216,17 @@ class BlendRecommender(Recommender):
             return np.zeros((len(ctx.rows), len(self._require().items)))
         return blended(comps, self.weights_)
 
-    def component_scores(self, ctx: UserContext, names: set[str] | None = None) -> dict[str, np.ndarray]:
+    def component_scores(self, ctx: UserContext, names: set[str] | None = None, threads: int = 1
+                         ) -> dict[str, np.ndarray]:
         """Normalised scores of the fitted components (of ``names`` only, if given): min-max per customer;
-        TIFU-KNN's (frequencies, 0 where not bought by the customer or their neighbours) by the largest."""
-        return {n: (normalise_by_max if isinstance(c, TIFUKNNRecommender) else normalise)(c.score(ctx))
-                for n, c in self.components_.items() if names is None or n in names}
+        TIFU-KNN's (frequencies, 0 where not bought by the customer or their neighbours) by the largest.
+        ``threads``: components scored at once (each as alone: the same numbers)."""
+        chosen = [(n, c) for n, c in self.components_.items() if names is None or n in names]
+
+        def one(nc: tuple[str, Recommender]) -> np.ndarray:
+            scale = normalise_by_max if isinstance(nc[1], TIFUKNNRecommender) else normalise
+            return scale(nc[1].score(ctx))
+        return dict(zip([n for n, _ in chosen], in_threads(one, chosen, threads), strict=True))
 
     def _item_similarity(self) -> Any:
         return self.components_["item_knn"]._item_similarity()

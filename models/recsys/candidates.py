@@ -22,6 +22,7 @@ from models.recsys.base import NEG, round_scores
 from models.recsys.blend import BlendRecommender, blended
 from models.recsys.context import BusinessRules, build_context, rules_mask
 from models.recsys.reasons import batch_reason_codes, dense_similarity
+from models.recsys.threads import in_threads
 
 
 @dataclass(frozen=True)
@@ -37,9 +38,10 @@ class Candidates:
 
 
 def top_candidates(model: BlendRecommender, n: int = 50, batch: int = 500) -> Candidates:
-    """Rank the top ``n`` candidates of every customer ``model`` knows, ``batch`` customers at a time, with
-    the default rules, no session and the main weights (the re-ranker does not take part: discovery
-    requests are computed). Reasons are computed with the main weights too."""
+    """Rank the top ``n`` candidates of every customer ``model`` knows, ``batch`` customers at a time (the
+    config's ``score_threads`` batches at once), with the default rules, no session and the main weights
+    (the re-ranker does not take part: discovery requests are computed). Reasons are computed with the main
+    weights too."""
     data = model._require()
     nu = len(data.users)
     items = np.full((nu, n), -1, np.int32)
@@ -49,7 +51,8 @@ def top_candidates(model: BlendRecommender, n: int = 50, batch: int = 500) -> Ca
     weighed: set[str] | None = {c for c, w in model.weights_.items() if w} & set(model.components_)
     weighed = weighed or None
     sim = dense_similarity(model)
-    for a in range(0, nu, batch):
+
+    def rank(a: int) -> None:  # writes the rows of customers a..a + batch (each batch its own rows)
         ctx = build_context(data, data.users.ids[a:a + batch])
         comps = model.component_scores(ctx, weighed)
         s = np.where(rules_mask(data, ctx, BusinessRules()), blended(comps, model.weights_), NEG)
@@ -62,4 +65,6 @@ def top_candidates(model: BlendRecommender, n: int = 50, batch: int = 500) -> Ca
         items[b, :m] = np.where(ok, ranked, -1)
         scores[b, :m] = np.where(ok, round_scores(best), NEG)
         reason[b, :m] = np.where(ok, batch_reason_codes(model, P, W, comps, ranked, dense_sim=sim), 0)
+
+    in_threads(rank, range(0, nu, batch), getattr(model.config, "score_threads", 1))
     return Candidates(items, scores, reason)

@@ -92,6 +92,12 @@ class RecommenderConfig:
     eval_max_customers: int = 10_000
     """The recommendation report scores at most this many test customers (a seeded sample by customer id;
     logged as ``recommend.test_customers.scored``)."""
+    score_threads: int = 2
+    """Threads scoring at once (:func:`models.recsys.threads.in_threads`): the candidate precompute's and
+    TIFU-KNN's settings search's customer batches, blend tuning's components and runs of weightings within
+    a batch. The results do not depend on it (the same batches, each computed as alone), so it is not a
+    training parameter; memory grows with it (at 2,000 products, each extra weight-search thread holds
+    up to 160 MB of partial sums). 1: one at a time."""
     seed: int = 42
 
     def rerank_config(self) -> RerankConfig:
@@ -99,7 +105,10 @@ class RecommenderConfig:
                             min_customers=self.rerank_min_customers, seed=self.seed)
 
     def to_params(self) -> dict[str, Any]:
-        return {f"rec.{k}": (str(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+        """The settings that change a result (not ``score_threads``), flat, for MLflow and the run
+        fingerprint."""
+        return {f"rec.{k}": (str(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()
+                if k != "score_threads"}
 
 
 @dataclass(frozen=True)

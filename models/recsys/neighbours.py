@@ -69,7 +69,10 @@ class EASERecommender(Recommender):
     def _score(self, ctx: UserContext) -> np.ndarray:
         Wk = ctx.W.tocsr()[:, self.keep_]
         Wk.data = (Wk.data > 0).astype(np.float32)
-        out = np.full((len(ctx.rows), len(self._require().items)), NEG)
+        m = len(self._require().items)
+        if len(self.keep_) == m:  # every item modelled (keep_ is sorted): no column to leave at -inf
+            return np.asarray(Wk @ self.B_, dtype=np.float64)
+        out = np.full((len(ctx.rows), m), NEG)
         out[:, self.keep_] = np.asarray(Wk @ self.B_, dtype=np.float64)
         return out
 

@@ -26,6 +26,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from features.exceptions import ModelFitError, NotFittedError
+from models.customer import SMALL_PREDICT
 
 if TYPE_CHECKING:
     from features.interactions import InteractionData
@@ -153,7 +154,9 @@ class Reranker:
     def predict(self, X: np.ndarray) -> np.ndarray:
         if self.booster_ is None:
             raise NotFittedError("Reranker")
-        return np.asarray(self.booster_.predict(X, num_threads=1), dtype=np.float64)
+        # one thread for a request's candidates; the evaluation's batches (~100,000 rows) on all cores
+        threads = 1 if len(X) <= SMALL_PREDICT else 0
+        return np.asarray(self.booster_.predict(X, num_threads=threads), dtype=np.float64)
 
     def importance(self) -> dict[str, float]:
         """Total gain of each feature."""

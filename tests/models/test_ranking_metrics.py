@@ -34,6 +34,7 @@ def test_top_k_holds_the_best_scores_best_first(scores: np.ndarray, k: int) -> N
         same = got[1:] == got[:-1]
         assert (np.diff(t)[same] > 0).all()  # equal scores in column order
         assert np.array_equal(top_k(row, k), t)  # one row alone ranks as in a matrix
+    assert np.array_equal(top_k(-scores, k, lowest=True), top)  # negated scores, lowest first: the same
 
 
 def test_ndcg_known_answers() -> None:
