@@ -129,6 +129,7 @@ def test_local_engine_writes_the_feature_table(small_shop_dir, tmp_path) -> None
             pass
 
 
+@pytest.mark.slow  # about 3 s (make test-fast stays under a minute)
 def test_buckets_give_the_whole_shops_customer_attributes(attributed_shop_dir) -> None:
     """Attribute columns are typed with the shop-wide kinds in every bucket and categories are coded over the
     whole table's values, so a bucket that lacks a value (the rare tier) gives the whole shop's columns."""

@@ -6,6 +6,8 @@ import io
 import sys
 from pathlib import Path
 
+import pytest
+
 from serving.launch import serve_and_announce, server_env
 from tests.serving.conftest import free_port
 
@@ -40,6 +42,7 @@ class _Out(io.StringIO):
         return super().write(s)
 
 
+@pytest.mark.slow  # about 3 s (make test-fast stays under a minute)
 def test_the_banner_is_printed_once_the_server_is_ready(tmp_path: Path) -> None:
     port, flag = free_port(), tmp_path / "ready"
     out = _Out(flag)

@@ -99,6 +99,7 @@ def test_a_client_that_leaves_mid_body_is_logged_at_info_only(caplog: pytest.Log
     assert not [r for r in caplog.records if r.levelno >= 40]
 
 
+@pytest.mark.slow  # about 3 s (make test-fast stays under a minute)
 def test_concurrency_counts_requests_once_their_body_has_arrived() -> None:
     app = BodyMiddleware(ConcurrencyMiddleware(json_app(delay=0.5), limit=1), timeout=10)
 

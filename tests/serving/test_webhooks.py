@@ -150,6 +150,7 @@ def test_a_round_records_its_outcomes_in_one_transaction(store_url: str) -> None
         receiver.close()
 
 
+@pytest.mark.slow  # about 3 s (make test-fast stays under a minute)
 def test_a_slow_receiver_never_gets_a_post_after_its_lease_ran_out(store_url: str) -> None:
     """Posts in a round start only while a post could still end within the claim's lease: against a receiver
     that takes 0.3 s an answer, with a 0.5 s margin, a round posts a few deliveries and releases the rest
