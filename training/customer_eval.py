@@ -29,7 +29,7 @@ from models.metrics import classification_report, decile_lift, regression_report
 from training import frames
 from training.bgnbd_fit import fit_bgnbd
 from training.customer_selection import fit_short_history
-from training.value_choice import choose_stacked_value, describe
+from training.value_choice import choose_stacked_value, describe, evaluated_choice
 
 log = logging.getLogger(__name__)
 
@@ -70,12 +70,15 @@ def bgnbd_scores(bg: BetaGeoModel, gg: GammaGammaModel | None, shop: Shop, cutof
                          "expected_spend": spend, "expected_value": np.nan_to_num(n * spend)}, index=index)
 
 
-def fit_customer_models(shop: Shop, cutoff: pd.Timestamp, config: CustomerModelConfig) -> CustomerModels:
+def fit_customer_models(shop: Shop, cutoff: pd.Timestamp, config: CustomerModelConfig,
+                        evaluated: dict[str, Any] | None = None) -> CustomerModels:
     """Fit churn and value on stacked earlier cutoffs whose label windows end by ``cutoff``, the value model
     served alone or blended with the naive baselines as chosen on a validation window before ``cutoff``
     (:func:`training.value_choice.choose_stacked_value`). When no stacked window fits: the models chosen on a
     validation window before ``cutoff`` among LightGBM on shorter label windows, BG/NBD (+ Gamma-Gamma) and
-    the naive value baselines (:func:`training.customer_selection.fit_short_history`)."""
+    the naive value baselines (:func:`training.customer_selection.fit_short_history`). ``evaluated``: an
+    evaluation's ``selection``; its choice between the stacked candidates is applied without validating again
+    (:func:`training.value_choice.evaluated_choice`)."""
     H = config.horizon_days
     cutoffs = training_cutoffs(shop, cutoff, H, config.n_cutoffs, config.cutoff_step_days)
     bg, gg = fit_bgnbd(shop, cutoff)
@@ -101,7 +104,7 @@ def fit_customer_models(shop: Shop, cutoff: pd.Timestamp, config: CustomerModelC
                               cutoff=cutoff, components=short.components, selection=short.selection)
     churn, value = fit_churn_and_value(config, X, y["churn"], y["future_net"])
     del X, y
-    choice = choose_stacked_value(shop, cutoff, config, value)
+    choice = evaluated_choice(evaluated, value, H) or choose_stacked_value(shop, cutoff, config, value)
     return CustomerModels(churn=churn, value=choice.value, bgnbd=bg, gg=gg, config=config, cutoff=cutoff,
                           components={"churn": f"LightGBM on {len(cutoffs)} stacked windows",
                                       "value": describe(choice, f"LightGBM (Tweedie) on {len(cutoffs)} "

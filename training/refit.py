@@ -84,7 +84,8 @@ def _refit(shop: Shop, end: pd.Timestamp, config: TrainConfig, evaluation: Evalu
     steps.next("recommenders and their candidate lists")
     engine = _engine(shop, end, config, rec_cfg, evaluation)
     steps.next("churn and value models")
-    cm = fit_customer_models(shop, end, config.customer)
+    cm = fit_customer_models(shop, end, config.customer,  # the evaluated value choice, if it made one
+                             evaluation.report.get("selection") if evaluation is not None else None)
     steps.next("customer scores and segments")
     X = customer_features(shop, end)
     buyers = X[X["n_orders"] > 0]

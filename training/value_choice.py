@@ -140,6 +140,20 @@ def choose_stacked_value(shop: Shop, cutoff: pd.Timestamp, config: CustomerModel
     return StackedValueChoice(value, chosen, why, val)
 
 
+def evaluated_choice(selection: dict[str, Any] | None, model: ValueModel, horizon_days: int
+                     ) -> StackedValueChoice | None:
+    """The choice an evaluation made between the stacked candidates (its ``selection``), applied to the
+    refit's ``model`` without validating again, as the evaluated blend weights are shipped: the served recipe
+    is the evaluated one, and the refit fits no validation model. None when the evaluation made no such
+    choice (no evaluation, or its history was too short for stacked windows)."""
+    value = (selection or {}).get("value", {})
+    if value.get("chosen") not in CANDIDATES:
+        return None
+    why = f"as chosen in the evaluation ({value['reason']})"
+    served: CustomerScorer = model if value["chosen"] == STACKED else blend(model, horizon_days)
+    return StackedValueChoice(served, value["chosen"], why, dict((selection or {}).get("validation", {})))
+
+
 def describe(choice: StackedValueChoice, described: str) -> str:
     """The served value model in words, with the reason for the choice."""
     if choice.chosen == STACKED_BLEND:

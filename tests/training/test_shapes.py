@@ -212,6 +212,11 @@ def test_every_shape_trains_says_what_it_skipped_and_serves(shape: str, trained:
         assert run.params["selection.value.served"] in CANDIDATES
         assert "selection.churn.served" not in run.params
         assert "chosen on the validation window" in r.report["components"]["value"]
+        # the refit serves the evaluation's choice (as its blend weights), fitting no validation model
+        assert run.params["selection.value.served"] == run.params["selection.value.evaluated"]
+        import mlflow
+        served = mlflow.artifacts.load_dict(f"runs:/{r.run_id}/evaluation/served_selection.json")
+        assert served["value"]["reason"].startswith("as chosen in the evaluation"), served
     orders = pd.read_parquet(d / "shop" / "orders.parquet")
     buyer = _buyer(orders)
     p = Personaliser(d, store_url=f"sqlite:///{tmp_path / 'live.db'}")

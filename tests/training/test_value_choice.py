@@ -122,3 +122,26 @@ def test_a_served_blend_is_explained_by_its_model_on_the_fast_path(shop) -> None
         got = _reasons(b, ix, i, cid, X.iloc[::-1])  # the frame path would read another customer's row
         assert got == b.explain(X.iloc[[i]])[cid] == model.explain(X.iloc[[i]])[cid]
         assert got[0]["contribution"] is not None  # the model's, not a baseline's formula
+
+
+def test_the_refit_applies_an_evaluated_choice_and_only_a_stacked_one() -> None:
+    """``evaluated_choice``: an evaluation's stacked choice is served as made (the blend of the refit's model,
+    or the model), with the evaluation's reason; a short-history selection or none leaves the refit to
+    validate itself."""
+    from training.customer_selection import SHORT_BLEND
+    from training.value_choice import STACKED, STACKED_BLEND, evaluated_choice
+
+    class Model:  # stands for the refit's fitted value model
+        pass
+
+    m = Model()
+    sel = {"value": {"chosen": STACKED_BLEND, "reason": "chosen on the validation window a to b"},
+           "validation": {"horizon_days": 90}}
+    got = evaluated_choice(sel, m, 90)  # type: ignore[arg-type]
+    assert got is not None and got.chosen == STACKED_BLEND and got.value is not m
+    assert "as chosen in the evaluation (chosen on the validation window a to b)" == got.reason
+    assert got.selection["validation"] == {"horizon_days": 90}
+    alone = evaluated_choice({"value": {"chosen": STACKED, "reason": "r"}}, m, 90)  # type: ignore[arg-type]
+    assert alone is not None and alone.value is m
+    assert evaluated_choice({"value": {"chosen": SHORT_BLEND, "reason": "r"}}, m, 90) is None  # type: ignore
+    assert evaluated_choice(None, m, 90) is None  # type: ignore[arg-type]
