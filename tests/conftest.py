@@ -64,6 +64,22 @@ def tiny_shop_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return d
 
 
+def simulated_history(tmp_path_factory: pytest.TempPathFactory, name: str, customers: int, products: int,
+                      days: int):
+    """A simulated shop of ``days`` days without events, loaded (for the customer models' history tests)."""
+    from features.io import load_shop
+    from features.simulate import simulate_shop
+    d = tmp_path_factory.mktemp(name)
+    simulate_shop(d, customers=customers, products=products, days=days, seed=SEED, events=False)
+    return load_shop(d)
+
+
+def days_after_start(shop, days: int) -> pd.Timestamp:
+    """The day ``days`` after the shop's first order (its midnight)."""
+    from features import schema
+    return shop.orders[schema.TS].min().normalize() + pd.Timedelta(days=days)
+
+
 @pytest.fixture(scope="session")
 def small_shop(small_shop_dir: Path):
     from features.io import load_shop

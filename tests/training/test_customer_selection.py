@@ -14,7 +14,7 @@ import pytest
 from features import schema
 from models.customer import ChurnModel, CustomerModelConfig, ValueModel
 from models.customer_scorers import BaselineValue, Blend, WindowScaled
-from tests.conftest import SEED
+from tests.conftest import SEED, days_after_start, simulated_history
 
 H, HISTORY = 150, 200
 """The horizon and the history before the cutoff: 200 < 150 + 60 days, so no stacked 150-day window fits."""
@@ -24,15 +24,11 @@ CFG = CustomerModelConfig(horizon_days=H, n_estimators=60, learning_rate=0.08, n
 
 @pytest.fixture(scope="module")
 def young_shop(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    from features.io import load_shop
-    from features.simulate import simulate_shop
-    d: Path = tmp_path_factory.mktemp("young")
-    simulate_shop(d, customers=400, products=40, days=HISTORY + H + 10, seed=SEED, events=False)
-    return load_shop(d)
+    return simulated_history(tmp_path_factory, "young", 400, 40, HISTORY + H + 10)
 
 
 def _cutoff(shop: Any) -> pd.Timestamp:
-    return shop.orders[schema.TS].min().normalize() + pd.Timedelta(days=HISTORY)
+    return days_after_start(shop, HISTORY)
 
 
 def _value_rank(m: dict[str, float]) -> float:

@@ -4,7 +4,6 @@ baselines, whichever ranked better on a validation window that ends at the cutof
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,7 +13,7 @@ import pytest
 from features import schema
 from models.customer import CustomerModelConfig, ValueModel, historical_rate_baseline, last_period_baseline
 from models.customer_scorers import Blend
-from tests.conftest import SEED
+from tests.conftest import SEED, days_after_start, simulated_history
 
 H, HISTORY = 30, 170
 """The horizon and the history before the cutoff: stacked 30-day windows fit as of the cutoff and as of
@@ -27,15 +26,11 @@ BLIND = replace(CFG, n_estimators=1, min_child_samples=100_000)
 
 @pytest.fixture(scope="module")
 def shop(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    from features.io import load_shop
-    from features.simulate import simulate_shop
-    d: Path = tmp_path_factory.mktemp("stacked_value")
-    simulate_shop(d, customers=300, products=30, days=HISTORY + H + 5, seed=SEED, events=False)
-    return load_shop(d)
+    return simulated_history(tmp_path_factory, "stacked_value", 300, 30, HISTORY + H + 5)
 
 
 def _cutoff(shop: Any) -> pd.Timestamp:
-    return shop.orders[schema.TS].min().normalize() + pd.Timedelta(days=HISTORY)
+    return days_after_start(shop, HISTORY)
 
 
 def _fitted(shop: Any, cutoff: pd.Timestamp, cfg: CustomerModelConfig) -> ValueModel:
