@@ -87,9 +87,7 @@ def fit_customer_models(shop: Shop, cutoff: pd.Timestamp, config: CustomerModelC
         days = (pd.Timestamp(cutoff) - first).days
         why = (f"{days} days of history before {cutoff.date()} < the {H} + 60 days the stacked model needs "
                f"for a {H}-day horizon")
-        short = fit_short_history(shop, cutoff, config, bg, gg, why)
-        return CustomerModels(churn=short.churn, value=short.value, bgnbd=bg, gg=gg, config=config,
-                              cutoff=cutoff, components=short.components, selection=short.selection)
+        return _short_history(shop, cutoff, config, bg, gg, why)
     log.info("customer models: training cutoffs %s", [str(c.date()) for c in cutoffs])
     X, y = frames.stacked(shop, cutoffs, H)
     empty = _no_label_signal(y)
@@ -99,9 +97,7 @@ def fit_customer_models(shop: Shop, cutoff: pd.Timestamp, config: CustomerModelC
                f"order is of {last.date()})")
         log.warning("customer models: %s: the short-history choice instead", why)
         del X, y
-        short = fit_short_history(shop, cutoff, config, bg, gg, why)
-        return CustomerModels(churn=short.churn, value=short.value, bgnbd=bg, gg=gg, config=config,
-                              cutoff=cutoff, components=short.components, selection=short.selection)
+        return _short_history(shop, cutoff, config, bg, gg, why)
     churn, value = fit_churn_and_value(config, X, y["churn"], y["future_net"])
     del X, y
     choice = evaluated_choice(evaluated, value, H) or choose_stacked_value(shop, cutoff, config, value)
@@ -110,6 +106,14 @@ def fit_customer_models(shop: Shop, cutoff: pd.Timestamp, config: CustomerModelC
                                       "value": describe(choice, f"LightGBM (Tweedie) on {len(cutoffs)} "
                                                                 "stacked windows")},
                           selection=choice.selection)
+
+
+def _short_history(shop: Shop, cutoff: pd.Timestamp, config: CustomerModelConfig, bg: BetaGeoModel,
+                   gg: GammaGammaModel | None, why: str) -> CustomerModels:
+    """The models :func:`training.customer_selection.fit_short_history` chooses, for the reason ``why``."""
+    short = fit_short_history(shop, cutoff, config, bg, gg, why)
+    return CustomerModels(churn=short.churn, value=short.value, bgnbd=bg, gg=gg, config=config,
+                          cutoff=cutoff, components=short.components, selection=short.selection)
 
 
 def _no_label_signal(y: pd.DataFrame) -> str:

@@ -230,12 +230,20 @@ def _validate_on(shop: Shop, cutoff: pd.Timestamp, v: int, short: ShortWindowMod
                            "horizon_days": v, "customers": int(len(X)),
                            "short_window_label_days": short.label_days if short is not None else None,
                            "value": {}, "churn": {}}
-    for name, m in value.items():
-        r = regression_report(target, m.predict(X).to_numpy())
-        out["value"][name] = {"spearman": r["spearman"], "gini": r["normalized_gini"]}
+    out["value"] = value_scores(target, X, value)
     for name, m in churn.items():
         out["churn"][name] = {"auc": auc(y["churn"].to_numpy(), m.predict(X).to_numpy())}
     out["churn"][RECENCY] = {"auc": auc(y["churn"].to_numpy(), recency_baseline(X).to_numpy())}
+    return out
+
+
+def value_scores(target: np.ndarray, X: pd.DataFrame, scorers: dict[str, CustomerScorer]
+                 ) -> dict[str, dict[str, float]]:
+    """Each value scorer's Spearman and normalised Gini on ``X`` against ``target`` (the window's spend)."""
+    out = {}
+    for name, m in scorers.items():
+        r = regression_report(target, m.predict(X).to_numpy())
+        out[name] = {"spearman": r["spearman"], "gini": r["normalized_gini"]}
     return out
 
 

@@ -37,9 +37,15 @@ from features.customer_labels import training_cutoffs
 from features.io import Shop
 from models.customer import CustomerModelConfig, ValueModel
 from models.customer_scorers import BaselineValue, CustomerScorer, WindowScaled
-from models.metrics import regression_report
 from training import frames
-from training.customer_selection import BLEND_WEIGHTS, HISTORICAL_RATE, LABEL_WINDOWS, LAST_PERIOD, blend
+from training.customer_selection import (
+    BLEND_WEIGHTS,
+    HISTORICAL_RATE,
+    LABEL_WINDOWS,
+    LAST_PERIOD,
+    blend,
+    value_scores,
+)
 
 log = logging.getLogger(__name__)
 
@@ -102,12 +108,8 @@ def validate_stacked(shop: Shop, cutoff: pd.Timestamp, config: CustomerModelConf
     scorers: dict[str, CustomerScorer] = {STACKED: scaled, STACKED_BLEND: blend(scaled, H),
                                           LAST_PERIOD: BaselineValue(LAST_PERIOD, H),
                                           HISTORICAL_RATE: BaselineValue(HISTORICAL_RATE, H)}
-    metrics = {}
-    for name, m in scorers.items():
-        r = regression_report(target, m.predict(X).to_numpy())
-        metrics[name] = {"spearman": r["spearman"], "gini": r["normalized_gini"]}
     return {"cutoff": str(start.date()), "end": str(pd.Timestamp(cutoff).date()), "horizon_days": v,
-            "customers": int(len(X)), "value": metrics}
+            "customers": int(len(X)), "value": value_scores(target, X, scorers)}
 
 
 def _score(m: dict[str, float]) -> float:
