@@ -100,7 +100,8 @@ def fit_customer_models(shop: Shop, cutoff: pd.Timestamp, config: CustomerModelC
         return _short_history(shop, cutoff, config, bg, gg, why)
     churn, value = fit_churn_and_value(config, X, y["churn"], y["future_net"])
     del X, y
-    choice = evaluated_choice(evaluated, value, H) or choose_stacked_value(shop, cutoff, config, value)
+    choice = (evaluated_choice(evaluated, value, H, bg, gg)
+              or choose_stacked_value(shop, cutoff, config, value, bg, gg))
     return CustomerModels(churn=churn, value=choice.value, bgnbd=bg, gg=gg, config=config, cutoff=cutoff,
                           components={"churn": f"LightGBM on {len(cutoffs)} stacked windows",
                                       "value": describe(choice, f"LightGBM (Tweedie) on {len(cutoffs)} "

@@ -1,25 +1,28 @@
-"""The value model served when stacked windows of the horizon fit: the stacked LightGBM (Tweedie) alone, or
-its blend with the naive baselines (the short-history blend, :func:`training.customer_selection.blend`: the
-model 0.5, last-period spend and the historical rate 0.25 each), whichever ranked customers better on a
-validation window that ends at the cutoff.
+"""The value model served when stacked windows of the horizon fit, chosen on a validation window that ends
+at the cutoff among: the stacked LightGBM (Tweedie) alone, its blend with the naive baselines (the
+short-history blend, :func:`training.customer_selection.blend`: the model 0.5, last-period spend and the
+historical rate 0.25 each), BG/NBD + Gamma-Gamma, last-period spend and the historical rate.
 
 The validation window ``[cutoff - V, cutoff)``: V is the horizon H itself when stacked H-day windows fit as of
 ``cutoff - H`` (the production recipe, fitted again V days earlier), else the longest of
 :data:`training.customer_selection.LABEL_WINDOWS` shorter than H for which stacked V-day windows fit as of
-``cutoff - V`` (its model, scaled to H, stands for the H-day one). Both candidates predict the H days they
-would be served for (the baselines over H, as served) and are scored by Spearman + normalised Gini against
-the spend in the V days (past the stacked rows' cap, on a seeded sample of customers, as the training rows);
-ties go to the model alone. Nothing from the cutoff on is read. Without a validation
-window the model alone is served (and the components say so).
+``cutoff - V`` (its model, scaled to H, stands for the H-day one). BG/NBD + Gamma-Gamma is fitted again as of
+``cutoff - V``. Every candidate predicts the H days it would be served for (the baselines and BG/NBD over H,
+as served) and is scored by Spearman + normalised Gini against the spend in the V days (past the stacked
+rows' cap, on a seeded sample of customers, as the training rows); ties go to the earlier of
+:data:`CANDIDATES` (the model alone first). Nothing from the cutoff on is read. Without a validation window
+the model alone is served (and the components say so).
 
 Why: the stacked model's ranking can be below the historical rate at the top end (Online Retail, 90 days
 from 2011-06-01: Gini 0.811 against 0.818), where its small, heavily regularised trees pool the largest
-customers; half the weight on the naive baselines restores their order there. The blend is a candidate, not
-the rule: where the model alone ranks better before the cutoff it is kept.
+customers; half the weight on the naive baselines restores their order there. And a CRM team is promised a
+value model at least as good as the naive ones it would otherwise use: where one of them (or BG/NBD + Gamma-
+Gamma) ranked better before the cutoff, it is what is served, and the reason says so. None is the rule: where
+the model alone ranks better before the cutoff it is kept.
 
 Example
 -------
->>> c = choose_stacked_value(shop, cutoff, config, value_model)              # doctest: +SKIP
+>>> c = choose_stacked_value(shop, cutoff, config, value_model, bg, gg)      # doctest: +SKIP
 >>> c.chosen, describe(c, "LightGBM (Tweedie) on 8 stacked windows")       # doctest: +SKIP
 ('stacked_blend', 'blend of LightGBM (Tweedie) on 8 stacked windows, ...: chosen on the validation ...')
 """
@@ -35,10 +38,13 @@ import pandas as pd
 
 from features.customer_labels import training_cutoffs
 from features.io import Shop
+from models.bgnbd import BetaGeoModel, BGNBDCustomerModel, GammaGammaModel
 from models.customer import CustomerModelConfig, ValueModel
 from models.customer_scorers import BaselineValue, CustomerScorer, WindowScaled
 from training import frames
+from training.bgnbd_fit import fit_bgnbd
 from training.customer_selection import (
+    BGNBD,
     BLEND_WEIGHTS,
     HISTORICAL_RATE,
     LABEL_WINDOWS,
@@ -50,10 +56,13 @@ from training.customer_selection import (
 log = logging.getLogger(__name__)
 
 STACKED, STACKED_BLEND = "stacked", "stacked_blend"
-CANDIDATES = (STACKED, STACKED_BLEND)
+CANDIDATES = (STACKED, STACKED_BLEND, BGNBD, LAST_PERIOD, HISTORICAL_RATE)
 """The value candidates when stacked windows fit, in the order that wins ties."""
-_NAMES = {STACKED: "stacked LightGBM", STACKED_BLEND: "blend", LAST_PERIOD: "last-period spend",
-          HISTORICAL_RATE: "historical rate"}
+FAMILY = "stacked"
+"""The selection's ``family``: a choice among :data:`CANDIDATES` (a short history's choice has none; its
+candidates share some names but were not compared with the stacked model)."""
+_NAMES = {STACKED: "stacked LightGBM", STACKED_BLEND: "blend", BGNBD: "BG/NBD + Gamma-Gamma",
+          LAST_PERIOD: "last-period spend", HISTORICAL_RATE: "historical rate"}
 
 
 @dataclass
@@ -63,12 +72,12 @@ class StackedValueChoice:
     reason: str
     validation: dict[str, Any] = field(default_factory=dict)
     """The validation window (cutoff, end, days: its model's label windows too) and each candidate's metrics
-    there (the naive baselines' too, for the record: they are not candidates); empty without a window."""
+    there; empty without a window."""
 
     @property
     def selection(self) -> dict[str, Any]:
         """The choice as the run records it (``selection.value`` in MLflow, as for short histories)."""
-        out: dict[str, Any] = {"value": {"chosen": self.chosen, "reason": self.reason}}
+        out: dict[str, Any] = {"value": {"chosen": self.chosen, "reason": self.reason, "family": FAMILY}}
         if self.validation:
             out["validation"] = self.validation
         return out
@@ -92,8 +101,8 @@ def validation_model(shop: Shop, cutoff: pd.Timestamp, config: CustomerModelConf
 
 
 def validate_stacked(shop: Shop, cutoff: pd.Timestamp, config: CustomerModelConfig) -> dict[str, Any]:
-    """Each candidate's (and naive baseline's) validation Spearman and normalised Gini (see the module's
-    docstring); empty when no window fits or nobody spent in it. Reads nothing from ``cutoff`` on."""
+    """Each candidate's validation Spearman and normalised Gini (see the module's docstring); empty when no
+    window fits or nobody spent in it. Reads nothing from ``cutoff`` on."""
     found = validation_model(shop, cutoff, config)
     if found is None:
         return {}
@@ -105,7 +114,9 @@ def validate_stacked(shop: Shop, cutoff: pd.Timestamp, config: CustomerModelConf
     if len(X) == 0 or target.sum() <= 0:
         return {}
     scaled = WindowScaled(model, v, H)
+    bg, gg = fit_bgnbd(shop, start)
     scorers: dict[str, CustomerScorer] = {STACKED: scaled, STACKED_BLEND: blend(scaled, H),
+                                          BGNBD: BGNBDCustomerModel(bg, gg, H, "value", "validation"),
                                           LAST_PERIOD: BaselineValue(LAST_PERIOD, H),
                                           HISTORICAL_RATE: BaselineValue(HISTORICAL_RATE, H)}
     return {"cutoff": str(start.date()), "end": str(pd.Timestamp(cutoff).date()), "horizon_days": v,
@@ -118,10 +129,24 @@ def _score(m: dict[str, float]) -> float:
     return s if np.isfinite(s) else -np.inf
 
 
-def choose_stacked_value(shop: Shop, cutoff: pd.Timestamp, config: CustomerModelConfig, model: ValueModel
-                         ) -> StackedValueChoice:
-    """The stacked value ``model`` (fitted as of ``cutoff``) or its blend with the naive baselines, chosen on
-    a validation window before ``cutoff`` (see the module's docstring)."""
+def served(chosen: str, model: ValueModel, bg: BetaGeoModel, gg: GammaGammaModel | None, horizon_days: int,
+           why: str) -> CustomerScorer:
+    """The scorer served for the candidate ``chosen``: the stacked ``model``, its blend, BG/NBD + Gamma-Gamma
+    (``bg``, ``gg``) or a naive baseline, all as of the same cutoff, over ``horizon_days``."""
+    if chosen == STACKED:
+        return model
+    if chosen == STACKED_BLEND:
+        return blend(model, horizon_days)
+    if chosen == BGNBD:
+        return BGNBDCustomerModel(bg, gg, horizon_days, "value", why)
+    return BaselineValue(chosen, horizon_days)
+
+
+def choose_stacked_value(shop: Shop, cutoff: pd.Timestamp, config: CustomerModelConfig, model: ValueModel,
+                         bg: BetaGeoModel, gg: GammaGammaModel | None) -> StackedValueChoice:
+    """The candidate (the stacked value ``model``, its blend, BG/NBD + Gamma-Gamma ``bg``/``gg`` or a naive
+    baseline, all as of ``cutoff``) that ranked best on a validation window before ``cutoff`` (see the
+    module's docstring)."""
     H = config.horizon_days
     val = validate_stacked(shop, cutoff, config)
     scores = val.get("value", {})
@@ -131,29 +156,27 @@ def choose_stacked_value(shop: Shop, cutoff: pd.Timestamp, config: CustomerModel
     chosen = max(CANDIDATES, key=lambda c: (_score(scores[c]), -CANDIDATES.index(c)))
     table = ", ".join(f"{_NAMES[c]} {scores[c]['spearman']:.3f}/{scores[c]['gini']:.3f}"
                       for c in sorted(CANDIDATES, key=lambda c: -_score(scores[c])))
-    naive = ", ".join(f"{_NAMES[c]} {scores[c]['spearman']:.3f}/{scores[c]['gini']:.3f}"
-                      for c in (LAST_PERIOD, HISTORICAL_RATE))
     v = val["horizon_days"]
     scaled = "" if v == H else f", its model on {v}-day windows scaled to {H} days"
-    why = (f"chosen on the validation window {val['cutoff']} to {val['end']} ({v} days"
-           f"{scaled}), Spearman/Gini: {table} (naive, not candidates: {naive})")
-    value: CustomerScorer = model if chosen == STACKED else blend(model, H)
+    why = (f"chosen on the validation window {val['cutoff']} to {val['end']} ({v} days{scaled}), "
+           f"Spearman/Gini: {table}")
     log.info("customer models: value: %s: %s", chosen, why)
-    return StackedValueChoice(value, chosen, why, val)
+    return StackedValueChoice(served(chosen, model, bg, gg, H, why), chosen, why, val)
 
 
-def evaluated_choice(selection: dict[str, Any] | None, model: ValueModel, horizon_days: int
-                     ) -> StackedValueChoice | None:
-    """The choice an evaluation made between the stacked candidates (its ``selection``), applied to the
-    refit's ``model`` without validating again, as the evaluated blend weights are shipped: the served recipe
-    is the evaluated one, and the refit fits no validation model. None when the evaluation made no such
-    choice (no evaluation, or its history was too short for stacked windows)."""
+def evaluated_choice(selection: dict[str, Any] | None, model: ValueModel, horizon_days: int,
+                     bg: BetaGeoModel, gg: GammaGammaModel | None) -> StackedValueChoice | None:
+    """The choice an evaluation made among the stacked candidates (its ``selection``), applied to the
+    refit's ``model`` and BG/NBD + Gamma-Gamma (``bg``, ``gg``) without validating again, as the evaluated
+    blend weights are shipped: the served recipe is the evaluated one, and the refit fits no validation model.
+    None when the evaluation made no such choice (no evaluation, or its history was too short for stacked
+    windows: a short history's choice was not made against the stacked model)."""
     value = (selection or {}).get("value", {})
-    if value.get("chosen") not in CANDIDATES:
+    if value.get("family") != FAMILY or value.get("chosen") not in CANDIDATES:
         return None
     why = f"as chosen in the evaluation ({value['reason']})"
-    served: CustomerScorer = model if value["chosen"] == STACKED else blend(model, horizon_days)
-    return StackedValueChoice(served, value["chosen"], why, dict((selection or {}).get("validation", {})))
+    return StackedValueChoice(served(value["chosen"], model, bg, gg, horizon_days, why), value["chosen"], why,
+                              dict((selection or {}).get("validation", {})))
 
 
 def describe(choice: StackedValueChoice, described: str) -> str:
@@ -162,4 +185,8 @@ def describe(choice: StackedValueChoice, described: str) -> str:
         weights = " / ".join(f"{w:.2f}" for w in BLEND_WEIGHTS.values())
         return (f"blend of {described}, last-period spend and the historical rate ({weights}): "
                 f"{choice.reason}")
+    if choice.chosen == BGNBD:
+        return f"BG/NBD + Gamma-Gamma (ranked above {described}): {choice.reason}"
+    if choice.chosen in (LAST_PERIOD, HISTORICAL_RATE):
+        return f"{_NAMES[choice.chosen]} baseline (ranked above {described}): {choice.reason}"
     return f"{described}: {choice.reason}"

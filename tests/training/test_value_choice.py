@@ -1,5 +1,6 @@
-"""When stacked windows fit, the value model served is the stacked model alone or its blend with the naive
-baselines, whichever ranked better on a validation window that ends at the cutoff (never after it)."""
+"""When stacked windows fit, the value model served is the stacked model alone, its blend with the naive
+baselines, BG/NBD + Gamma-Gamma or a naive baseline, whichever ranked best on a validation window that ends at
+the cutoff (never after it)."""
 
 from __future__ import annotations
 
@@ -40,6 +41,11 @@ def _fitted(shop: Any, cutoff: pd.Timestamp, cfg: CustomerModelConfig) -> ValueM
     return ValueModel(cfg).fit(X, y["future_net"])
 
 
+def _bgnbd(shop: Any, cutoff: pd.Timestamp) -> Any:
+    from training.bgnbd_fit import fit_bgnbd
+    return fit_bgnbd(shop, cutoff)
+
+
 def _buyers(shop: Any, cutoff: pd.Timestamp) -> pd.DataFrame:
     from features.customer import customer_features
     X = customer_features(shop, cutoff)
@@ -47,32 +53,65 @@ def _buyers(shop: Any, cutoff: pd.Timestamp) -> pd.DataFrame:
 
 
 @pytest.mark.filterwarnings("ignore:An input array is constant")  # the blind model's Spearman
-def test_the_choice_is_the_better_candidate_on_the_validation_window(shop) -> None:
-    from training.value_choice import STACKED, STACKED_BLEND, choose_stacked_value
+def test_the_choice_is_the_best_candidate_on_the_validation_window(shop) -> None:
+    from models.bgnbd import BGNBDCustomerModel
+    from models.customer_scorers import BaselineValue
+    from training.customer_selection import BGNBD
+    from training.value_choice import CANDIDATES, STACKED, STACKED_BLEND, choose_stacked_value
     cutoff = _cutoff(shop)
     X = _buyers(shop, cutoff)
-    blended = {}
+    bg, gg = _bgnbd(shop, cutoff)
+    chosen = {}
     for name, cfg in (("trained", CFG), ("blind", BLIND)):
         model = _fitted(shop, cutoff, cfg)
-        c = choose_stacked_value(shop, cutoff, cfg, model)
+        c = choose_stacked_value(shop, cutoff, cfg, model, bg, gg)
         val = c.validation
         assert val["end"] == str(cutoff.date()) and val["horizon_days"] == H  # the horizon itself fits
         assert val["cutoff"] == str((cutoff - pd.Timedelta(days=H)).date())
+        assert set(val["value"]) == set(CANDIDATES)
         score = {k: m["spearman"] + m["gini"] for k, m in val["value"].items()}
         score = {k: (s if np.isfinite(s) else -np.inf) for k, s in score.items()}
-        best = STACKED if score[STACKED] >= score[STACKED_BLEND] else STACKED_BLEND
+        best = max(CANDIDATES, key=lambda k: (score[k], -CANDIDATES.index(k)))
         assert c.chosen == best and c.selection["value"]["chosen"] == best, (name, score)
         assert "chosen on the validation window" in c.reason
         if best == STACKED:
             assert c.value is model
-        else:  # the model fitted as of the cutoff, half, and each naive baseline a quarter
+        elif best == STACKED_BLEND:  # the model as of the cutoff, half, and each naive baseline a quarter
             assert isinstance(c.value, Blend)
             want = (0.5 * model.predict(X) + 0.25 * last_period_baseline(X, H)
                     + 0.25 * historical_rate_baseline(X, H))
             np.testing.assert_allclose(c.value.predict(X).to_numpy(), want.to_numpy())
-        blended[name] = c.chosen
-    # a model that ranks nobody (one score for all) loses to the blend, which ranks by the baselines
-    assert blended["blind"] == STACKED_BLEND
+        elif best == BGNBD:  # as of the cutoff, not the validation window's start
+            assert isinstance(c.value, BGNBDCustomerModel) and c.value.bg is bg
+        else:
+            assert isinstance(c.value, BaselineValue) and c.value.name == best
+        chosen[name] = c.chosen
+    # a model that ranks nobody (one score for all) is never served alone
+    assert chosen["blind"] != STACKED
+
+
+@pytest.mark.filterwarnings("ignore:An input array is constant")  # the blind model's Spearman
+def test_a_naive_baseline_that_ranked_better_before_the_cutoff_is_served(shop) -> None:
+    """On this small shop a blind model's blend ranks below the historical rate on the validation window: the
+    baseline is served over the horizon, and the components say why and what it beat."""
+    from models.customer_scorers import BaselineValue
+    from training.customer_selection import BGNBD, HISTORICAL_RATE, LAST_PERIOD
+    from training.value_choice import STACKED, STACKED_BLEND, choose_stacked_value, describe
+    cutoff = _cutoff(shop)
+    bg, gg = _bgnbd(shop, cutoff)
+    c = choose_stacked_value(shop, cutoff, BLIND, _fitted(shop, cutoff, BLIND), bg, gg)
+    scores = {k: m["spearman"] + m["gini"] for k, m in c.validation["value"].items()}
+    naive = max((BGNBD, LAST_PERIOD, HISTORICAL_RATE), key=lambda k: scores[k])
+    assert naive == HISTORICAL_RATE and scores[naive] > scores[STACKED_BLEND], scores  # what this shop shows
+    assert not scores[STACKED] == scores[STACKED]  # NaN: the blind model ranks nobody
+    assert c.chosen == HISTORICAL_RATE
+    assert isinstance(c.value, BaselineValue) and c.value.horizon_days == H
+    X = _buyers(shop, cutoff)
+    want = historical_rate_baseline(X, H).fillna(0.0).rename("score")
+    pd.testing.assert_series_equal(c.value.predict(X), want)
+    text = describe(c, "LightGBM (Tweedie) on 3 stacked windows")
+    assert text.startswith("historical rate baseline (ranked above LightGBM (Tweedie) on 3 stacked windows)")
+    assert c.reason in text and c.reason.index("historical rate") < c.reason.index("blend")  # best first
 
 
 def test_the_choice_reads_nothing_from_the_cutoff_on(shop) -> None:
@@ -91,13 +130,14 @@ def test_the_choice_reads_nothing_from_the_cutoff_on(shop) -> None:
         return replace(shop, orders=o)
 
     model = _fitted(shop, cutoff, CFG)
-    base = choose_stacked_value(shop, cutoff, CFG, model)
-    after = choose_stacked_value(scrambled(ts >= cutoff), cutoff, CFG, model)
+    bg, gg = _bgnbd(shop, cutoff)
+    base = choose_stacked_value(shop, cutoff, CFG, model, bg, gg)
+    after = choose_stacked_value(scrambled(ts >= cutoff), cutoff, CFG, model, bg, gg)
     assert after.validation == base.validation and after.chosen == base.chosen and after.reason == base.reason
     X = _buyers(shop, cutoff)
     pd.testing.assert_series_equal(after.value.predict(X), base.value.predict(X))
     late = (ts < cutoff) & (ts >= cutoff - pd.Timedelta(days=14))
-    before = choose_stacked_value(scrambled(late), cutoff, CFG, model)
+    before = choose_stacked_value(scrambled(late), cutoff, CFG, model, bg, gg)
     assert before.validation["value"] != base.validation["value"]
 
 
@@ -121,22 +161,35 @@ def test_a_served_blend_is_explained_by_its_model_on_the_fast_path(shop) -> None
 
 def test_the_refit_applies_an_evaluated_choice_and_only_a_stacked_one() -> None:
     """``evaluated_choice``: an evaluation's stacked choice is served as made (the blend of the refit's model,
-    or the model), with the evaluation's reason; a short-history selection or none leaves the refit to
-    validate itself."""
-    from training.customer_selection import SHORT_BLEND
-    from training.value_choice import STACKED, STACKED_BLEND, evaluated_choice
+    the model, the refit's BG/NBD + Gamma-Gamma or a baseline), with the evaluation's reason; a short-history
+    selection (no ``family``, even where its candidate has a stacked candidate's name) or none leaves the
+    refit to validate itself."""
+    from models.bgnbd import BGNBDCustomerModel
+    from models.customer_scorers import BaselineValue
+    from training.customer_selection import BGNBD, HISTORICAL_RATE, SHORT_BLEND
+    from training.value_choice import FAMILY, STACKED, STACKED_BLEND, evaluated_choice
 
-    class Model:  # stands for the refit's fitted value model
+    class Model:  # stands for the refit's fitted value model (and its BG/NBD)
         pass
 
-    m = Model()
-    sel = {"value": {"chosen": STACKED_BLEND, "reason": "chosen on the validation window a to b"},
-           "validation": {"horizon_days": 90}}
-    got = evaluated_choice(sel, m, 90)  # type: ignore[arg-type]
+    m, bg = Model(), Model()
+
+    def sel(chosen: str, family: str | None = FAMILY) -> dict[str, Any]:
+        v = {"chosen": chosen, "reason": "chosen on the validation window a to b"}
+        return {"value": v if family is None else {**v, "family": family},
+                "validation": {"horizon_days": 90}}
+
+    got = evaluated_choice(sel(STACKED_BLEND), m, 90, bg, None)  # type: ignore[arg-type]
     assert got is not None and got.chosen == STACKED_BLEND and got.value is not m
     assert "as chosen in the evaluation (chosen on the validation window a to b)" == got.reason
     assert got.selection["validation"] == {"horizon_days": 90}
-    alone = evaluated_choice({"value": {"chosen": STACKED, "reason": "r"}}, m, 90)  # type: ignore[arg-type]
+    assert got.selection["value"]["family"] == FAMILY  # a refit's choice is one again for the next
+    alone = evaluated_choice(sel(STACKED), m, 90, bg, None)  # type: ignore[arg-type]
     assert alone is not None and alone.value is m
-    assert evaluated_choice({"value": {"chosen": SHORT_BLEND, "reason": "r"}}, m, 90) is None  # type: ignore
-    assert evaluated_choice(None, m, 90) is None  # type: ignore[arg-type]
+    fallback = evaluated_choice(sel(BGNBD), m, 90, bg, None)  # type: ignore[arg-type]
+    assert fallback is not None and isinstance(fallback.value, BGNBDCustomerModel) and fallback.value.bg is bg
+    rate = evaluated_choice(sel(HISTORICAL_RATE), m, 90, bg, None)  # type: ignore[arg-type]
+    assert rate is not None and isinstance(rate.value, BaselineValue) and rate.value.name == HISTORICAL_RATE
+    assert evaluated_choice(sel(HISTORICAL_RATE, family=None), m, 90, bg, None) is None  # type: ignore
+    assert evaluated_choice(sel(SHORT_BLEND), m, 90, bg, None) is None  # type: ignore[arg-type]
+    assert evaluated_choice(None, m, 90, bg, None) is None  # type: ignore[arg-type]
