@@ -26,11 +26,12 @@ from features import schema
 from features.exceptions import ModelFitError
 from features.io import Shop
 from models.recsys import Reranker
+from training.concurrency import together
 from training.config import TrainConfig, default_cutoff
-from training.customer_eval import evaluate_customer_models
-from training.offer_eval import evaluate_offers
+from training.customer_eval import CustomerEvaluation, evaluate_customer_models
+from training.offer_eval import OfferEvaluation, evaluate_offers
 from training.progress import Steps
-from training.rec_eval import evaluate_recommenders
+from training.rec_eval import RecEvaluation, evaluate_recommenders
 
 log = logging.getLogger(__name__)
 
@@ -145,36 +146,52 @@ def evaluate(shop: Shop, config: TrainConfig, truth_dir: str | Path | None = Non
     report: dict[str, Any] = {"cutoff": str(w.cutoff.date()) if w.cutoff is not None else None,
                               "horizon_days": config.horizon_days}
     components: dict[str, str] = {}
-    rec = cust = None
-    with Steps("evaluation", 3, log) as steps:
+
+    def recommenders() -> RecEvaluation | None:
+        if w.cutoff is None:
+            components["recommender"] = f"blend; not evaluated: {w.skipped['recommender']}"
+            return None
         t0 = time.perf_counter()
-        steps.next("recommenders")
-        if w.cutoff is not None:
+        with Steps("evaluation", 1, log) as steps:
+            steps.next("recommenders")
             rec = evaluate_recommenders(shop, w.cutoff, config.recommender, config.interactions,
                                         models=config.rec_baselines, corrupt=config.corrupt)
-            report["recommend"] = rec.report
-            components["recommender"] = "; ".join(["blend", *rec.report.get("notes", [])])
-        else:
-            components["recommender"] = f"blend; not evaluated: {w.skipped['recommender']}"
+        components["recommender"] = "; ".join(["blend", *rec.report.get("notes", [])])
         secs["recommend"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        steps.next("churn and value")
-        if w.customer and w.cutoff is not None:
-            cust = evaluate_customer_models(shop, w.cutoff, config.customer, corrupt_features=config.corrupt)
-            report.update(cust.report)
-            components.update(cust.models.components)
-        secs["customer"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        steps.next("offers")
-        tables = dict(cust.tables) if cust is not None else {}
-        if w.cutoff is not None:
-            churn = cust.scores["churn_production"] if cust is not None else None
-            offers = evaluate_offers(shop, w.cutoff, churn, config.seed, truth_dir,
-                                     learner=config.uplift_learner, ceiling_max_rows=config.ceiling_max_rows)
-            report["offers"] = {**offers.report.get("policies", {}),
-                                **{k: v for k, v in offers.report.items() if k != "policies"}}
-            tables.update(offers.tables)
-        secs["offers"] = time.perf_counter() - t0
+        return rec
+
+    def customers_and_offers() -> tuple[CustomerEvaluation | None, OfferEvaluation | None]:
+        cust = offers = None
+        with Steps("evaluation", 2, log) as steps:
+            t0 = time.perf_counter()
+            steps.next("churn and value")
+            if w.customer and w.cutoff is not None:
+                cust = evaluate_customer_models(shop, w.cutoff, config.customer,
+                                                corrupt_features=config.corrupt)
+            secs["customer"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            steps.next("offers")
+            if w.cutoff is not None:
+                churn = cust.scores["churn_production"] if cust is not None else None
+                offers = evaluate_offers(shop, w.cutoff, churn, config.seed, truth_dir,
+                                         learner=config.uplift_learner,
+                                         ceiling_max_rows=config.ceiling_max_rows)
+            secs["offers"] = time.perf_counter() - t0
+        return cust, offers
+
+    # independent: the recommenders beside churn, value and offers (training.concurrency)
+    rec, (cust, offers) = together([recommenders, customers_and_offers],
+                                   concurrent=config.concurrent(len(shop.customers)))
+    if rec is not None:
+        report["recommend"] = rec.report
+    if cust is not None:
+        report.update(cust.report)
+        components.update(cust.models.components)
+    tables = dict(cust.tables) if cust is not None else {}
+    if offers is not None:
+        report["offers"] = {**offers.report.get("policies", {}),
+                            **{k: v for k, v in offers.report.items() if k != "policies"}}
+        tables.update(offers.tables)
     if w.skipped:
         report["not_evaluated"] = w.skipped
     report["components"] = components
