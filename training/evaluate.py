@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -146,6 +146,11 @@ def evaluate(shop: Shop, config: TrainConfig, truth_dir: str | Path | None = Non
     report: dict[str, Any] = {"cutoff": str(w.cutoff.date()) if w.cutoff is not None else None,
                               "horizon_days": config.horizon_days}
     components: dict[str, str] = {}
+    concurrent = config.concurrent(len(shop.customers))
+    # beside churn, value and offers the recommenders score one batch at a time: the other core is taken,
+    # and two batches' scores at once next to the customer models' rows would pass 2 GB at 100,000
+    # customers (the same numbers either way: RecommenderConfig.score_threads)
+    rec_config = replace(config.recommender, score_threads=1) if concurrent else config.recommender
 
     def recommenders() -> RecEvaluation | None:
         if w.cutoff is None:
@@ -154,7 +159,7 @@ def evaluate(shop: Shop, config: TrainConfig, truth_dir: str | Path | None = Non
         t0 = time.perf_counter()
         with Steps("evaluation", 1, log) as steps:
             steps.next("recommenders")
-            rec = evaluate_recommenders(shop, w.cutoff, config.recommender, config.interactions,
+            rec = evaluate_recommenders(shop, w.cutoff, rec_config, config.interactions,
                                         models=config.rec_baselines, corrupt=config.corrupt)
         components["recommender"] = "; ".join(["blend", *rec.report.get("notes", [])])
         secs["recommend"] = time.perf_counter() - t0
@@ -180,8 +185,7 @@ def evaluate(shop: Shop, config: TrainConfig, truth_dir: str | Path | None = Non
         return cust, offers
 
     # independent: the recommenders beside churn, value and offers (training.concurrency)
-    rec, (cust, offers) = together([recommenders, customers_and_offers],
-                                   concurrent=config.concurrent(len(shop.customers)))
+    rec, (cust, offers) = together([recommenders, customers_and_offers], concurrent=concurrent)
     if rec is not None:
         report["recommend"] = rec.report
     if cust is not None:
