@@ -29,7 +29,7 @@ from models.recsys import Reranker
 from training.concurrency import together
 from training.config import TrainConfig, default_cutoff
 from training.customer_eval import CustomerEvaluation, evaluate_customer_models
-from training.offer_eval import OfferEvaluation, evaluate_offers
+from training.offer_eval import evaluate_offers
 from training.progress import Steps
 from training.rec_eval import RecEvaluation, evaluate_recommenders
 
@@ -147,9 +147,9 @@ def evaluate(shop: Shop, config: TrainConfig, truth_dir: str | Path | None = Non
                               "horizon_days": config.horizon_days}
     components: dict[str, str] = {}
     concurrent = config.concurrent(len(shop.customers))
-    # beside churn, value and offers the recommenders score one batch at a time: the other core is taken,
-    # and two batches' scores at once next to the customer models' rows would pass 2 GB at 100,000
-    # customers (the same numbers either way: RecommenderConfig.score_threads)
+    # beside churn and value the recommenders score one batch at a time: the other core is taken, and two
+    # batches' scores at once next to the customer models' rows cost memory (the same numbers either way:
+    # RecommenderConfig.score_threads)
     rec_config = replace(config.recommender, score_threads=1) if concurrent else config.recommender
 
     def recommenders() -> RecEvaluation | None:
@@ -165,27 +165,26 @@ def evaluate(shop: Shop, config: TrainConfig, truth_dir: str | Path | None = Non
         secs["recommend"] = time.perf_counter() - t0
         return rec
 
-    def customers_and_offers() -> tuple[CustomerEvaluation | None, OfferEvaluation | None]:
-        cust = offers = None
-        with Steps("evaluation", 2, log) as steps:
-            t0 = time.perf_counter()
+    def customers() -> CustomerEvaluation | None:
+        if not (w.customer and w.cutoff is not None):
+            return None
+        t0 = time.perf_counter()
+        with Steps("evaluation", 1, log) as steps:
             steps.next("churn and value")
-            if w.customer and w.cutoff is not None:
-                cust = evaluate_customer_models(shop, w.cutoff, config.customer,
-                                                corrupt_features=config.corrupt)
-            secs["customer"] = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            steps.next("offers")
-            if w.cutoff is not None:
-                churn = cust.scores["churn_production"] if cust is not None else None
-                offers = evaluate_offers(shop, w.cutoff, churn, config.seed, truth_dir,
-                                         learner=config.uplift_learner,
-                                         ceiling_max_rows=config.ceiling_max_rows)
-            secs["offers"] = time.perf_counter() - t0
-        return cust, offers
+            cust = evaluate_customer_models(shop, w.cutoff, config.customer, corrupt_features=config.corrupt)
+        secs["customer"] = time.perf_counter() - t0
+        return cust
 
-    # independent: the recommenders beside churn, value and offers (training.concurrency)
-    rec, (cust, offers) = together([recommenders, customers_and_offers], concurrent=concurrent)
+    # independent: the recommenders beside churn and value (training.concurrency); the offers after both
+    # (their features and uplift rows beside the recommenders' scores would pass 2 GB at 100,000 customers)
+    rec, cust = together([recommenders, customers], concurrent=concurrent)
+    offers = None
+    t0 = time.perf_counter()
+    if w.cutoff is not None:
+        churn = cust.scores["churn_production"] if cust is not None else None
+        offers = evaluate_offers(shop, w.cutoff, churn, config.seed, truth_dir, learner=config.uplift_learner,
+                                 ceiling_max_rows=config.ceiling_max_rows)
+    secs["offers"] = time.perf_counter() - t0
     if rec is not None:
         report["recommend"] = rec.report
     if cust is not None:
