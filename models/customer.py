@@ -302,7 +302,7 @@ def fit_churn_and_value(config: CustomerModelConfig, X: pd.DataFrame, churn: Any
         v._train(data)
         return c, v
     data.construct()
-    twin = data.subset(np.arange(data.num_data())).construct()
+    twin = data.subset(list(range(data.num_data()))).construct()
     twin.set_label(value_label)
     half = config.num_threads // 2
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="value-fit") as pool:
@@ -335,7 +335,7 @@ def fit_seeded(models: Sequence[ChurnModel], X: pd.DataFrame, y: Any) -> None:
     data.construct()
     for m in models[1:]:
         m.columns_, m.categories_ = list(first.columns_), dict(first.categories_)
-    every = np.arange(data.num_data())
+    every = list(range(data.num_data()))
     copies = [data, *(data.subset(every).construct() for _ in models[1:])]
     if threads < 2:
         for m, d in zip(models, copies, strict=True):
