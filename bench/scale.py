@@ -105,16 +105,37 @@ def category_table(timer: StageTimer) -> list[dict[str, Any]]:
              "peak_rss_mb": round(d["peak_rss_mb"])} for d in out.values()]
 
 
-def run_train(src: Path, timer: StageTimer, max_rows: int | None = None, keep: Path | None = None
-              ) -> dict[str, Any]:
+def with_settings(cfg: Any, settings: list[str]) -> Any:
+    """``cfg`` (a :class:`~training.config.TrainConfig`) with ``KEY=VALUE`` settings: a field, or a field of
+    its ``recommender`` / ``customer`` / ``interactions`` config (``recommender.tune_max_customers=10000``);
+    the value as Python (``None``, numbers) or else text."""
+    import ast
+    from dataclasses import replace
+    for item in settings:
+        key, _, text = item.partition("=")
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            value = text
+        part, _, field = key.rpartition(".")
+        if part:
+            cfg = replace(cfg, **{part: replace(getattr(cfg, part), **{field: value})})
+        else:
+            cfg = replace(cfg, **{field: value})
+    return cfg
+
+
+def run_train(src: Path, timer: StageTimer, max_rows: int | None = None, keep: Path | None = None,
+              settings: list[str] | None = None) -> dict[str, Any]:
     """Train on ``src`` in a temporary project (deleted after), or in ``keep`` (kept: serve it with
-    ``PERSONALISE_DATA=<keep> personalise serve``)."""
+    ``PERSONALISE_DATA=<keep> personalise serve``); ``settings``: see :func:`with_settings`."""
     from training.config import TrainConfig
     from training.jobs import train
     proj = keep or Path(tempfile.mkdtemp(prefix="scale-train-", dir=WORK))
     cfg = TrainConfig(horizon_days=90)
     if max_rows is not None:
         cfg = TrainConfig(horizon_days=90, max_training_rows=max_rows or None)
+    cfg = with_settings(cfg, settings or [])
     try:
         r = train(proj, cfg, shop_dir=src)
         keys = ("recommend.all_items.production.ndcg@10", "recommend.new_items.production.ndcg@10",
@@ -127,6 +148,7 @@ def run_train(src: Path, timer: StageTimer, max_rows: int | None = None, keep: P
                 "recommend.samples.tuning_customers", "recommend.samples.tuning_screen_customers",
                 "recommend.reranker.customers", "recommend.reranker.holdout_customers")
         return {"promoted": r.promoted, "max_training_rows": cfg.max_training_rows,
+                "settings": settings or [], "metrics": dict(logged),
                 "gate_metrics": {**{k: r.metrics.get(k) for k in keys}, "training.sample_share": share},
                 "more_metrics": {k: logged.get(k) for k in more}}
     finally:
@@ -207,6 +229,9 @@ def main() -> None:
     ap.add_argument("--keep", type=Path, help="train into this project directory and keep it (to serve it)")
     ap.add_argument("--max-training-rows", type=int, default=None,
                     help="train: the stacked-rows limit (default: the job's own; 0 = never sample)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="train: a config setting, e.g. recommender.tune_max_customers=10000 or "
+                         "concurrent_max_customers=None (one after the other: per-stage CPU seconds)")
     a = ap.parse_args()
     if a.top:
         for f, inc, own in top_frames(a.top):
@@ -222,7 +247,7 @@ def main() -> None:
         if a.part == "simulate":
             info = run_simulate(a, timer)
         else:
-            info = (run_train(src, timer, a.max_training_rows, a.keep) if a.part == "train"  # type: ignore[arg-type]
+            info = (run_train(src, timer, a.max_training_rows, a.keep, a.set) if a.part == "train"  # type: ignore[arg-type]
                     else run_features(src, timer))  # type: ignore[arg-type]
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     res = {"customers": a.customers, "days": a.days, "seed": a.seed, "part": a.part, "data": str(src),

@@ -59,12 +59,25 @@ class TrainConfig:
     training halves of the Hillstrom e-mail test: bench/HILLSTROM_SELECT.md); ``dr_learner`` / ``r_learner``
     (pseudo-outcomes regressed on the features) are options, behind both on the simulator and on Hillstrom
     (bench/UPLIFT.md)."""
+    concurrent_max_customers: int | None = 200_000
+    """Up to this many customers, independent parts of the job run at the same time on two threads
+    (:mod:`training.concurrency`): in the evaluation the recommenders beside churn and value (the offers
+    after both), in the refit the recommenders and their candidate lists beside everything else. The
+    results are the same either way (not a training parameter: not logged, not in the fingerprint); the
+    wall time falls and the peak memory rises (both parts' working sets at once; at 100,000 customers
+    1,910 MB against 1,679: ``bench/SCALE.md``, branch scale20). Past it, or None, one after the other:
+    the 1,000,000-customer shop keeps its measured peak (9,881 MB of the 12 GB target; not measured with
+    its parts at once)."""
     corrupt: bool = False
     """Test hook: shuffle evaluation features and item ids to produce a deliberately worse model."""
 
     def __post_init__(self) -> None:
         if self.uplift_learner not in LEARNERS:
             raise ValueError(f"uplift_learner {self.uplift_learner!r} is not one of {list(LEARNERS)}")
+
+    def concurrent(self, customers: int) -> bool:
+        """Whether a shop of ``customers`` customers runs its independent parts at the same time."""
+        return self.concurrent_max_customers is not None and customers <= self.concurrent_max_customers
 
     def to_params(self) -> dict[str, Any]:
         p: dict[str, Any] = {"horizon_days": self.horizon_days, "cutoff": self.cutoff, "seed": self.seed,

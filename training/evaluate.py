@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +26,12 @@ from features import schema
 from features.exceptions import ModelFitError
 from features.io import Shop
 from models.recsys import Reranker
+from training.concurrency import together
 from training.config import TrainConfig, default_cutoff
-from training.customer_eval import evaluate_customer_models
+from training.customer_eval import CustomerEvaluation, evaluate_customer_models
 from training.offer_eval import evaluate_offers
 from training.progress import Steps
-from training.rec_eval import evaluate_recommenders
+from training.rec_eval import RecEvaluation, evaluate_recommenders
 
 log = logging.getLogger(__name__)
 
@@ -145,36 +146,55 @@ def evaluate(shop: Shop, config: TrainConfig, truth_dir: str | Path | None = Non
     report: dict[str, Any] = {"cutoff": str(w.cutoff.date()) if w.cutoff is not None else None,
                               "horizon_days": config.horizon_days}
     components: dict[str, str] = {}
-    rec = cust = None
-    with Steps("evaluation", 3, log) as steps:
-        t0 = time.perf_counter()
-        steps.next("recommenders")
-        if w.cutoff is not None:
-            rec = evaluate_recommenders(shop, w.cutoff, config.recommender, config.interactions,
-                                        models=config.rec_baselines, corrupt=config.corrupt)
-            report["recommend"] = rec.report
-            components["recommender"] = "; ".join(["blend", *rec.report.get("notes", [])])
-        else:
+    concurrent = config.concurrent(len(shop.customers))
+    # beside churn and value the recommenders score one batch at a time: the other core is taken, and two
+    # batches' scores at once next to the customer models' rows cost memory (the same numbers either way:
+    # RecommenderConfig.score_threads)
+    rec_config = replace(config.recommender, score_threads=1) if concurrent else config.recommender
+
+    def recommenders() -> RecEvaluation | None:
+        if w.cutoff is None:
             components["recommender"] = f"blend; not evaluated: {w.skipped['recommender']}"
+            return None
+        t0 = time.perf_counter()
+        with Steps("evaluation", 1, log) as steps:
+            steps.next("recommenders")
+            rec = evaluate_recommenders(shop, w.cutoff, rec_config, config.interactions,
+                                        models=config.rec_baselines, corrupt=config.corrupt)
+        components["recommender"] = "; ".join(["blend", *rec.report.get("notes", [])])
         secs["recommend"] = time.perf_counter() - t0
+        return rec
+
+    def customers() -> CustomerEvaluation | None:
+        if not (w.customer and w.cutoff is not None):
+            return None
         t0 = time.perf_counter()
-        steps.next("churn and value")
-        if w.customer and w.cutoff is not None:
+        with Steps("evaluation", 1, log) as steps:
+            steps.next("churn and value")
             cust = evaluate_customer_models(shop, w.cutoff, config.customer, corrupt_features=config.corrupt)
-            report.update(cust.report)
-            components.update(cust.models.components)
         secs["customer"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        steps.next("offers")
-        tables = dict(cust.tables) if cust is not None else {}
-        if w.cutoff is not None:
-            churn = cust.scores["churn_production"] if cust is not None else None
-            offers = evaluate_offers(shop, w.cutoff, churn, config.seed, truth_dir,
-                                     learner=config.uplift_learner, ceiling_max_rows=config.ceiling_max_rows)
-            report["offers"] = {**offers.report.get("policies", {}),
-                                **{k: v for k, v in offers.report.items() if k != "policies"}}
-            tables.update(offers.tables)
-        secs["offers"] = time.perf_counter() - t0
+        return cust
+
+    # independent: the recommenders beside churn and value (training.concurrency); the offers after both
+    # (their features and uplift rows beside the recommenders' scores would pass 2 GB at 100,000 customers)
+    rec, cust = together([recommenders, customers], concurrent=concurrent)
+    offers = None
+    t0 = time.perf_counter()
+    if w.cutoff is not None:
+        churn = cust.scores["churn_production"] if cust is not None else None
+        offers = evaluate_offers(shop, w.cutoff, churn, config.seed, truth_dir, learner=config.uplift_learner,
+                                 ceiling_max_rows=config.ceiling_max_rows)
+    secs["offers"] = time.perf_counter() - t0
+    if rec is not None:
+        report["recommend"] = rec.report
+    if cust is not None:
+        report.update(cust.report)
+        components.update(cust.models.components)
+    tables = dict(cust.tables) if cust is not None else {}
+    if offers is not None:
+        report["offers"] = {**offers.report.get("policies", {}),
+                            **{k: v for k, v in offers.report.items() if k != "policies"}}
+        tables.update(offers.tables)
     if w.skipped:
         report["not_evaluated"] = w.skipped
     report["components"] = components

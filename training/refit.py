@@ -20,8 +20,9 @@ from models.offers.uplift import S_LEARNER
 from models.recsys import RecommendationEngine, RecommenderConfig, TrendingRecommender
 from models.segments import segment_customers
 from models.triggers import detect_triggers
+from training.concurrency import together
 from training.config import TrainConfig
-from training.customer_eval import fit_customer_models
+from training.customer_eval import CustomerModels, fit_customer_models
 from training.evaluate import EvaluationResult
 from training.offer_eval import fit_uplift
 from training.progress import Steps
@@ -74,32 +75,46 @@ def fit_serving_bundle(shop: Shop, config: TrainConfig, evaluation: EvaluationRe
     (None: tune the weights and learn a re-ranker before the data end, as the config asks).
     """
     end = shop.end + pd.Timedelta(seconds=1)
-    with Steps("refit", 5, log) as steps:
-        return _refit(shop, end, config, evaluation, steps)
+    return _refit(shop, end, config, evaluation)
 
 
-def _refit(shop: Shop, end: pd.Timestamp, config: TrainConfig, evaluation: EvaluationResult | None,
-           steps: Steps) -> ServingBundle:
+def _refit(shop: Shop, end: pd.Timestamp, config: TrainConfig, evaluation: EvaluationResult | None
+           ) -> ServingBundle:
     rec_cfg = serving_recommender(config.recommender, evaluation)
-    steps.next("recommenders and their candidate lists")
-    engine = _engine(shop, end, config, rec_cfg, evaluation)
-    steps.next("churn and value models")
-    cm = fit_customer_models(shop, end, config.customer,  # the evaluated value choice, if it made one
-                             evaluation.report.get("selection") if evaluation is not None else None)
-    steps.next("customer scores and segments")
-    X = customer_features(shop, end)
-    buyers = X[X["n_orders"] > 0]
-    churn = cm.churn.predict(buyers)
-    value = cm.value.predict(buyers)
-    seg = segment_customers(X, churn, value, config.horizon_days)
-    scores = pd.DataFrame({CHURN: churn, PREDICTED_VALUE: value}).reindex(X.index).join(seg)
-    opted = shop.customers.set_index(schema.CUSTOMER_ID)[schema.OPTED_OUT]
-    scores[schema.OPTED_OUT] = opted.reindex(X.index).fillna(False).astype(bool)
-    steps.next("triggers")
-    since = end - pd.Timedelta(days=TRIGGER_DAYS)
-    trig = detect_triggers(order_lines(shop, end), since, end, churn_now=churn)
-    steps.next("offer policy")
-    policy, catalogue = _offers(shop, end, config.seed, config.uplift_learner)
+
+    def customers(steps: Steps) -> tuple[CustomerModels, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+        steps.next("churn and value models")
+        cm = fit_customer_models(shop, end, config.customer,  # the evaluated value choice, if it made one
+                                 evaluation.report.get("selection") if evaluation is not None else None)
+        steps.next("customer scores and segments")
+        X = customer_features(shop, end)
+        buyers = X[X["n_orders"] > 0]
+        churn = cm.churn.predict(buyers)
+        value = cm.value.predict(buyers)
+        seg = segment_customers(X, churn, value, config.horizon_days)
+        scores = pd.DataFrame({CHURN: churn, PREDICTED_VALUE: value}).reindex(X.index).join(seg)
+        opted = shop.customers.set_index(schema.CUSTOMER_ID)[schema.OPTED_OUT]
+        scores[schema.OPTED_OUT] = opted.reindex(X.index).fillna(False).astype(bool)
+        steps.next("triggers")
+        since = end - pd.Timedelta(days=TRIGGER_DAYS)
+        trig = detect_triggers(order_lines(shop, end), since, end, churn_now=churn)
+        return cm, X, scores, trig
+
+    def recommenders() -> RecommendationEngine:
+        with Steps("refit", 1, log) as steps:
+            steps.next("recommenders and their candidate lists")
+            return _engine(shop, end, config, rec_cfg, evaluation)
+
+    def rest() -> tuple[tuple[CustomerModels, pd.DataFrame, pd.DataFrame, pd.DataFrame],
+                        tuple[OfferPolicy | None, OfferCatalogue | None]]:
+        with Steps("refit", 4, log) as steps:
+            fitted = customers(steps)
+            steps.next("offer policy")
+            return fitted, _offers(shop, end, config.seed, config.uplift_learner)
+
+    # independent: the recommenders and their candidate lists beside the rest (training.concurrency)
+    engine, ((cm, X, scores, trig), (policy, catalogue)) = together(
+        [recommenders, rest], concurrent=config.concurrent(len(shop.customers)))
     params = {**config.to_params(), **rec_cfg.to_params()}
     return ServingBundle(engine=engine, churn=cm.churn, value=cm.value, policy=policy,
                          catalogue=catalogue, features=X, scores=scores, triggers=trig, as_of=end,

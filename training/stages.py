@@ -28,9 +28,10 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 _ACTIVE: list[StageTimer] = []
 PACKAGES = ("features", "models", "training", "serving", "personalise_cli", "bench")
 """Modules whose imported names :meth:`StageTimer.wrap` replaces."""
@@ -85,9 +86,12 @@ class StageTimer:
         self.interval = interval
         self.records: dict[tuple[str, ...], StageRecord] = {}
         self.peak_rss_mb = 0.0
-        self._stack: list[_Frame] = []
+        self._local = threading.local()
+        self._stacks: dict[int, list[_Frame]] = {}
+        """Each thread's running stages (a thread started by :func:`carried` continues its starter's path)."""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
         self._restore: list[tuple[Any, str, Any]] = []
         self.t0 = 0.0
 
@@ -115,33 +119,50 @@ class StageTimer:
 
     def _note(self, mb: float) -> None:
         self.peak_rss_mb = max(self.peak_rss_mb, mb)
-        stack = self._stack
-        if stack:
-            rec = self.records.get(stack[-1].path)
+        for stack in list(self._stacks.values()):
+            frame = stack[-1] if stack else None
+            rec = self.records.get(frame.path) if frame is not None else None
             if rec is not None:
                 rec.peak_rss_mb = max(rec.peak_rss_mb, mb)
+
+    @property
+    def _stack(self) -> list[_Frame]:
+        """This thread's running stages."""
+        stack: list[_Frame] | None = getattr(self._local, "stack", None)
+        if stack is None:
+            stack = self._local.stack = []
+            self._stacks[threading.get_ident()] = stack
+        return stack
+
+    def path(self) -> tuple[str, ...]:
+        """The path of this thread's innermost running stage (or the one it continues)."""
+        stack = self._stack
+        return stack[-1].path if stack else getattr(self._local, "base", ())
 
     # -- stages -----------------------------------------------------------------------------------
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[None]:
-        path = (*(self._stack[-1].path if self._stack else ()), name)
-        rec = self.records.setdefault(path, StageRecord(path))
-        rec.calls += 1
+        stack = self._stack
+        path = (*self.path(), name)
+        with self._lock:
+            rec = self.records.setdefault(path, StageRecord(path))
+            rec.calls += 1
         frame = _Frame(path, time.perf_counter(), time.process_time())
-        self._stack.append(frame)
+        stack.append(frame)
         self._note(rss_mb())
         try:
             yield
         finally:
             self._note(rss_mb())
-            self._stack.pop()
+            stack.pop()
             took, cpu = time.perf_counter() - frame.wall, time.process_time() - frame.cpu
-            rec.seconds += took
-            rec.own_seconds += took - frame.nested_wall
-            rec.own_cpu_seconds += cpu - frame.nested_cpu
-            if self._stack:
-                self._stack[-1].nested_wall += took
-                self._stack[-1].nested_cpu += cpu
+            with self._lock:
+                rec.seconds += took
+                rec.own_seconds += took - frame.nested_wall
+                rec.own_cpu_seconds += cpu - frame.nested_cpu
+            if stack:
+                stack[-1].nested_wall += took
+                stack[-1].nested_cpu += cpu
 
     def wrap(self, target: Callable[..., Any], name: str, owner: Any = None) -> None:
         """Time every call of ``target`` as stage ``name``. A function is replaced in every loaded module of
@@ -191,6 +212,27 @@ class StageTimer:
         return [{**d, "own_seconds": round(d["own_seconds"], 2),
                  "own_cpu_seconds": round(d["own_cpu_seconds"], 2)}
                 for d in out.values()]
+
+
+def carried(fn: Callable[[], T]) -> Callable[[], T]:
+    """``fn``, to be called in another thread, whose stages continue the calling thread's current stage
+    path (``evaluation/recommenders`` rather than a new ``recommenders`` at the top). Stages running at the
+    same time overlap: each one's wall and CPU seconds include the other's, so per-stage times are only
+    separable when stages run one after the other (the process's total is right either way)."""
+    timer = _ACTIVE[-1] if _ACTIVE else None
+    if timer is None:
+        return fn
+    base = timer.path()
+
+    def run() -> T:
+        local = timer._local
+        saved = getattr(local, "base", ())
+        local.base = base
+        try:
+            return fn()
+        finally:
+            local.base = saved
+    return run
 
 
 @contextlib.contextmanager

@@ -22,7 +22,7 @@ import pandas as pd
 from features.customer import CATEGORICAL
 from features.exceptions import NotFittedError
 from features.schema import OFFER_ID
-from models.customer import ChurnModel, CustomerModelConfig
+from models.customer import ChurnModel, CustomerModelConfig, fit_seeded
 from models.offers.effect_regression import EffectRegressor, customer_folds, propensity, pseudo_outcomes
 
 PRIOR_UPLIFT, PRIOR_REDEEM = 0.01, 0.05
@@ -116,7 +116,8 @@ class UpliftModel:
         elif self.learner in (DR_LEARNER, R_LEARNER):
             self._fit_effect(X, np.asarray(offer_ids, dtype=object), t, y, F)
         else:
-            self.outcomes_ = [self._model(i).fit(F, y) for i in range(self.n_models)]
+            self.outcomes_ = [self._model(i) for i in range(self.n_models)]
+            fit_seeded(self.outcomes_, F, y)  # the rows binned once for all seeds
             self.outcome_ = self.outcomes_[0]
             self.scale_ = self._calibrate(X, np.asarray(offer_ids, dtype=object), t, y)
         self.redeem_ = ChurnModel(self.config, cats).fit(F[t], r[t])

@@ -81,9 +81,12 @@ class RecommenderConfig:
     customers than the ranker learns from (``rerank_max_customers``), and each earlier window costs a blend
     fitted on everyone (at 1,000,000 customers, ALS alone about 200 s of CPU). None: every window. The
     windows used are logged (``recommend.reranker.windows``); the quality cost is in ``bench/SCALE.md``."""
-    tune_max_customers: int = 20_000
+    tune_max_customers: int = 10_000
     """Blend tuning and the ranker's windows score at most this many customers per window (a seeded sample
-    by customer id); their cost grows with customers x products, their precision hardly past this."""
+    by customer id, logged as ``recommend.samples.tuning_customers``); their cost grows with customers x
+    products, their precision hardly past this: at 100,000 customers 10,000 of the 18,140 tuning customers
+    choose the same TIFU-KNN settings and blend weights as all of them (``bench/SCALE.md``, branch scale20;
+    was 20,000). A 20,000-customer shop has about 3,600 (not sampled)."""
     tune_screen_customers: int | None = None
     """Blend tuning with more customers than this scores every weighting on a seeded sample of this many
     first, and only the best few on all of them (:func:`training.blend_tuning.tune_weights`). None: off

@@ -174,8 +174,16 @@ def test_in_period_ceiling_learns_what_only_the_window_knows() -> None:
     assert bound["value"]["spearman"] > value["spearman"] + 0.15 and bound["churn"]["customers"] == 1500
 
 
-def test_churn_and_value_fitted_on_one_binned_set_are_the_models_fitted_apart() -> None:
-    """fit_churn_and_value bins the rows once for both models: the boosters are those of two separate fits."""
+def _trees(model: object) -> str:
+    """A booster's trees (its text without the parameters section, which names the threads it ran on)."""
+    text = model.booster_.model_to_string()  # type: ignore[attr-defined]
+    return text[:text.index("parameters:")]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_churn_and_value_fitted_on_one_binned_set_are_the_models_fitted_apart(threads: int) -> None:
+    """fit_churn_and_value bins the rows once for both models: the boosters are those of two separate fits,
+    whether fitted one after the other (one thread) or at the same time (two)."""
     from models.customer import ChurnModel, CustomerModelConfig, ValueModel, fit_churn_and_value
     rng = np.random.default_rng(3)
     n = 3000
@@ -184,13 +192,14 @@ def test_churn_and_value_fitted_on_one_binned_set_are_the_models_fitted_apart() 
                       "net_revenue": rng.gamma(2.0, 50.0, n), "region": rng.choice(["n", "s", "e"], n)})
     churn = (rng.random(n) < 1 / (1 + np.exp(-(X["recency_days"] - 150) / 50))).astype(int)
     value = np.where(churn == 1, 0.0, rng.gamma(2.0, 30.0, n)) - (rng.random(n) < 0.05) * 20  # some < 0
-    cfg = CustomerModelConfig(n_estimators=40, min_child_samples=20)
+    cfg = CustomerModelConfig(n_estimators=40, min_child_samples=20, num_threads=threads)
     c, v = fit_churn_and_value(cfg, X, pd.Series(churn), pd.Series(value))
     c0, v0 = ChurnModel(cfg).fit(X, pd.Series(churn)), ValueModel(cfg).fit(X, pd.Series(value))
-    assert c.booster_.model_to_string() == c0.booster_.model_to_string()  # type: ignore[union-attr]
-    assert v.booster_.model_to_string() == v0.booster_.model_to_string()  # type: ignore[union-attr]
+    assert _trees(c) == _trees(c0) and "Tree=39" in _trees(c)
+    assert _trees(v) == _trees(v0) and "objective=tweedie" in _trees(v)
     assert v.categories_ == v0.categories_ == {"region": ["e", "n", "s"]}
     np.testing.assert_array_equal(v.predict(X).to_numpy(), v0.predict(X).to_numpy())
+    np.testing.assert_array_equal(c.predict(X).to_numpy(), c0.predict(X).to_numpy())
 
 
 def test_gini_counts_tied_predictions_as_their_expected_order() -> None:
@@ -220,3 +229,25 @@ def test_gini_counts_tied_predictions_as_their_expected_order() -> None:
     assert normalized_gini(actual, pred) == pytest.approx(np.mean(values))
     distinct = rng.random(8)
     assert normalized_gini(actual, distinct) == pytest.approx(row_order_gini(actual, distinct))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_seeded_models_fitted_on_one_binned_set_are_the_models_fitted_apart(threads: int) -> None:
+    """fit_seeded bins the rows once for models that differ in their seed (the uplift model's bagged
+    outcome models): each booster is that of its own fit, one after the other or two at a time."""
+    from dataclasses import replace
+
+    from models.customer import ChurnModel, CustomerModelConfig, fit_seeded
+    rng = np.random.default_rng(4)
+    n = 2500
+    X = pd.DataFrame({"recency_days": rng.integers(0, 300, n).astype(float),
+                      "n_orders": rng.integers(1, 9, n), "offer_id": rng.choice(["a", "b"], n)})
+    y = (rng.random(n) < 1 / (1 + np.exp(-(X["recency_days"] - 150) / 50))).astype(float)
+    cfg = CustomerModelConfig(n_estimators=30, min_child_samples=20, num_threads=threads)
+    cats = ["offer_id"]
+    models = [ChurnModel(replace(cfg, seed=cfg.seed + i), cats) for i in range(3)]
+    fit_seeded(models, X, y)
+    apart = [ChurnModel(replace(cfg, seed=cfg.seed + i), cats).fit(X, y) for i in range(3)]
+    assert [_trees(m) for m in models] == [_trees(m) for m in apart]
+    assert len({_trees(m) for m in models}) == 3  # the seeds made three different models
+    assert models[2].categories_ == {"offer_id": ["a", "b"]}
