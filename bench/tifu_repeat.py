@@ -43,6 +43,10 @@ CHOSEN: dict[str, tuple[dict[str, Any], dict[str, float]]] = {
 }
 """Production's tuned TIFU-KNN settings and blend corrections at each cutoff (bench/TIFU.md)."""
 STEPS = (0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+RISING_ROUND = (0.1, 0.2, 0.5)
+"""The rising weights of the run above (production now tries 0.2 and 0.5: 0.1 was never chosen)."""
+DUE_ROUND = (0.05, 0.1, 0.2)
+"""A repeat-timing round after the rising one (not in production)."""
 
 
 def repeat_timing(shop: Shop, data: InteractionData, rows: np.ndarray) -> dict[str, np.ndarray]:
@@ -152,6 +156,11 @@ def measure(judge: _Judge, comps: dict[str, np.ndarray], corrections: dict[str, 
         out[f"rising+due_personal0.1@{w}"] = judge.per_customer(base + w * comps["rising"]
                                                                 + 0.1 * comps["due_personal"])
         out[f"rising+trending@{w}"] = judge.per_customer(base + w * (comps["rising"] + comps["trending"]) / 2)
+    for wr in RISING_ROUND:  # production's rising round, then a repeat-timing round on top of it
+        for n in ("due_personal", "tifu*due_personal"):
+            for w in DUE_ROUND:
+                extra = comps["due_personal"] * (comps["tifu"] if n.startswith("tifu*") else 1.0)
+                out[f"rising{wr}+{n}@{w}"] = judge.per_customer(base + wr * comps["rising"] + w * extra)
     for n in ("due_personal", "due_item", "overdue", "fresh"):
         for w in STEPS:
             out[f"tifu*{n}@{w}"] = judge.per_customer(base + comps["tifu"] * w * comps[n])
@@ -190,6 +199,14 @@ def main() -> None:
                             "vs_base": paired_bootstrap(per["test"][best], per["test"]["base"]),
                             "vs_tifu": paired_bootstrap(per["test"][best], per["test"]["tifu"])}
     res["base_vs_tifu"] = paired_bootstrap(per["test"]["base"], per["test"]["tifu"])
+    wr = max(RISING_ROUND, key=lambda w: tune[f"rising@{w}"])
+    res["rounds"] = {"rising": wr, "rising_tuning_gain": round(tune[f"rising@{wr}"] - tune["base"], 4)}
+    for n in ("due_personal", "tifu*due_personal"):
+        best = max((f"rising{wr}+{n}@{w}" for w in DUE_ROUND), key=lambda k: tune[k])
+        gain = round(tune[best] - tune[f"rising@{wr}"], 4)
+        res["rounds"][n] = {"name": best, "tuning_gain_over_rising": gain,
+                            "test": res["test"][best],
+                            "vs_rising": paired_bootstrap(per["test"][best], per["test"][f"rising@{wr}"])}
     emit(res, a.out)
 
 

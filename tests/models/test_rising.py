@@ -7,7 +7,13 @@ from dataclasses import replace
 
 import numpy as np
 
-from models.recsys import BlendRecommender, RecommenderConfig, RisingRecommender, TrendingRecommender, build_context
+from models.recsys import (
+    BlendRecommender,
+    RecommenderConfig,
+    RisingRecommender,
+    TrendingRecommender,
+    build_context,
+)
 from models.recsys.reasons import FIXED_REASONS, POPULAR, batch_reason_codes, reason_codes
 from tests.models.recsys_data import N, checker_board
 
