@@ -65,3 +65,24 @@ def test_an_item_led_by_rising_reads_popular_right_now() -> None:
     assert codes[1, 0] != POPULAR  # bought before: a buy-again reason wins
     one = reason_codes(blend, ctx.P.tocsr(), ctx.W.tocsr(), 0, {n: v[0] for n, v in comps.items()}, top[0])
     assert one.tolist() == [POPULAR]
+
+
+def test_a_blend_weighing_rising_serves_its_own_lists_computed_and_precomputed() -> None:
+    """The service's two paths (one customer computed; everyone precomputed) give the blend's own lists when
+    it weighs rising."""
+    from models.recsys import RecommendationEngine
+    data, _, _ = board_with_rates()
+    weights = {"buy_again": 1.0, "item_knn": 0.5, "popularity": 0.1, "rising": 0.5}
+    blend = BlendRecommender(RecommenderConfig(blend_weights=tuple(weights.items()))).fit(data)
+    want = blend.recommend(data.users.ids, k=5)
+    engine = RecommendationEngine(blend, TrendingRecommender().fit(data))
+    for cid in ("u01", "u02", "u07"):
+        got = [i["product_id"] for i in engine.recommend_one(cid, k=5).items]
+        assert got == want[want["customer_id"] == cid]["product_id"].tolist()
+    cand = engine.precompute(n=5, batch=7).candidates_
+    assert cand is not None
+    for cid in ("u01", "u02", "u07"):
+        got = data.items.ids[cand.items[data.users.row(cid)]].tolist()
+        assert got == want[want["customer_id"] == cid]["product_id"].tolist()
+    without = blend.use_weights({n: w for n, w in weights.items() if n != "rising"})
+    assert not without.recommend(data.users.ids, k=5).equals(want)  # rising changes the lists
