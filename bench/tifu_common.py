@@ -45,6 +45,34 @@ def ranking_metrics(recs: pd.DataFrame, truth: dict[str, set[str]]) -> dict[str,
     return {k: round(r[k], 4) for k in METRICS}
 
 
+def per_customer_ndcg(recs: pd.DataFrame, truth: dict[str, set[str]], k: int = 10) -> np.ndarray:
+    """Each customer's NDCG@k (in ``truth``'s order; 0 without recommendations), as
+    :func:`models.metrics.ranking_report` averages it."""
+    from models.metrics import ndcg
+    users = list(truth)
+    row = pd.Series(np.arange(len(users)), index=pd.Index(users, dtype=object))
+    top = recs[(recs["rank"] <= k) & recs["customer_id"].isin(row.index)]
+    r = row.reindex(top["customer_id"].to_numpy(object)).to_numpy()
+    hit = np.fromiter((p in truth[u] for u, p in zip(top["customer_id"], top["product_id"], strict=True)),
+                      bool, count=len(top))
+    hits = np.zeros((len(users), k))
+    hits[r[hit], top["rank"].to_numpy()[hit] - 1] = 1.0
+    return ndcg(hits, np.array([len(truth[u]) for u in users]), k)  # type: ignore[no-any-return]
+
+
+def paired_bootstrap(a: np.ndarray, b: np.ndarray, n: int = 2000, seed: int = 0) -> dict[str, float]:
+    """Mean of ``a - b`` (paired per customer), its 95% percentile interval over ``n`` resamples of the
+    customers, and the share of resamples where the difference is positive."""
+    d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
+    rng = np.random.default_rng(seed)
+    means = np.concatenate([d[rng.integers(0, len(d), (min(200, n - i), len(d)))].mean(axis=1)
+                            for i in range(0, n, 200)])
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return {"diff": round(float(d.mean()), 5), "ci95_low": round(float(lo), 5),
+            "ci95_high": round(float(hi), 5), "share_positive": round(float((means > 0).mean()), 4),
+            "customers": len(d)}
+
+
 def start_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 

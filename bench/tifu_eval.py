@@ -25,7 +25,16 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from bench.tifu_common import CUTOFFS, emit, interactions, ranking_metrics, split, start_logging
+from bench.tifu_common import (
+    CUTOFFS,
+    emit,
+    interactions,
+    paired_bootstrap,
+    per_customer_ndcg,
+    ranking_metrics,
+    split,
+    start_logging,
+)
 from features.io import Shop, load_shop
 from models.metrics import ranking_report
 from models.recsys import MODELS, BusinessRules, Recommender, RecommenderConfig
@@ -114,6 +123,12 @@ def compare(shop: Shop, cutoff: pd.Timestamp, end: pd.Timestamp | None, old: boo
     row["discovery_weights"] = fitted[name].discovery_weights_  # type: ignore[attr-defined]
     for n in ([name] if old else [name, "tifu_knn (tuned)", "tifu_knn (paper)", "item_knn", "buy_again"]):
         row[n] = report(fitted[n], truth, None if n == "buy_again" else truth_new)
+    if not old:
+        row["bootstrap"] = {
+            f"production - tifu_knn (tuned), {key}": paired_bootstrap(
+                per_customer_ndcg(fitted[name].recommend(list(t), k=10, rules=rules), t),
+                per_customer_ndcg(fitted["tifu_knn (tuned)"].recommend(list(t), k=10, rules=rules), t))
+            for t, rules, key in ((truth, BusinessRules(), "all"), (truth_new, NEW_RULES, "new"))}
     row["seconds"] = clock.out
     row["peak_mb"] = round(peak_mb(), 0)
     log.info("%s: %s", cutoff.date(), row)

@@ -85,6 +85,13 @@ class InteractionData:
     recent_item_weight: np.ndarray  # purchases in the trending window, per item
     region_recent: dict[str, np.ndarray] = field(default_factory=dict)
     cutoff: pd.Timestamp | None = None
+    prior_item_weight: np.ndarray | None = None
+    """Purchases per item in the :data:`PRIOR_WINDOWS` trending windows before the trending window, divided
+    by their number: the rate the trending window is compared against (None: not built)."""
+
+
+PRIOR_WINDOWS = 3
+"""Trending windows before the trending one whose mean purchases are an item's prior rate."""
 
 
 def build_interactions(shop: Shop, cutoff: pd.Timestamp | None = None,
@@ -136,6 +143,10 @@ def build_interactions(shop: Shop, cutoff: pd.Timestamp | None = None,
     recent = (oq > 0) & (ots >= end - np.timedelta64(trending_days, "D"))
     rcust, rprod = ocust[recent], oprod[recent]
     rec_w = np.bincount(rprod[rprod < n_items], minlength=n_items)
+    prior = ((oq > 0) & (ots < end - np.timedelta64(trending_days, "D"))
+             & (ots >= end - np.timedelta64((1 + PRIOR_WINDOWS) * trending_days, "D")))
+    pprod = oprod[prior]
+    prior_w = np.bincount(pprod[pprod < n_items], minlength=n_items) / PRIOR_WINDOWS
     products = shop.products
     return InteractionData(
         users=users, items=items, weights=W, purchases=P, last_purchase_days=L, returned=R,
@@ -146,7 +157,8 @@ def build_interactions(shop: Shop, cutoff: pd.Timestamp | None = None,
         user_region=np.asarray(c.customer_attrs["region"][ucodes] if "region" in shop.customers
                                else np.full(len(users), None), dtype=object),
         recent_item_weight=rec_w.astype(float),
-        region_recent=_region_recent(shop, c, rcust, rprod, n_items), cutoff=cutoff)
+        region_recent=_region_recent(shop, c, rcust, rprod, n_items), cutoff=cutoff,
+        prior_item_weight=prior_w.astype(float))
 
 
 def _purchase_matrices(cust: np.ndarray, prod: np.ndarray, ts: np.ndarray, q: np.ndarray, row: np.ndarray,

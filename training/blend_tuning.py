@@ -1,7 +1,8 @@
 """Choosing the blend's weights on the weeks before the cutoff, and reusing components already fitted.
 
 The weights maximise NDCG@k (:func:`models.metrics.ndcg`) of the blend's top k on what customers bought in
-the tuning weeks: first over :data:`WEIGHT_GRID`, then EASE is added to the three best blends; the
+the tuning weeks: first over :data:`WEIGHT_GRID`, then EASE is added to the three best blends, then rising
+products (:data:`RISING_STEPS`) to the three best of all; the
 discovery weights (requests that exclude bought products) are chosen over :data:`DISCOVERY_GRID` on the
 products new to each customer.
 
@@ -67,6 +68,10 @@ TIFU_WEIGHT_GRID: Grid = [(("tifu", 1.0), ("buy_again", b), ("item_knn", k), ("a
 order (TIFU-KNN already holds the repeat purchases and the neighbours' ones)."""
 EASE_STEPS = (0.5, 1.0)
 """Tuning adds EASE at these weights to the best three blends of the grid (a second, smaller round)."""
+RISING_STEPS = (0.2, 0.5)
+"""Then the rising component (products selling faster than they did) at these weights is added to the best
+three blends so far (a third small round, about 1 s of CPU on Online Retail). On Online Retail's weeks before
+three cutoffs, among 0.02-1.0, the tuning chose 0.2 or 0.5 (``bench/tifu_repeat.py``, bench/TIFU.md)."""
 DISCOVERY_GRID: Grid = [(("buy_again", 1.0), ("item_knn", kn), ("als", a), ("ease", e), ("popularity", 0.1))
                         for kn in (0.5, 1.0) for a in (0.5, 1.0) for e in (0.0, 1.0)]
 
@@ -97,7 +102,7 @@ def tune_weights(model: BlendRecommender, truth: dict[str, set[str]], k: int = 1
                  seed: int = 0) -> BlendTuning:
     """The blend weights maximising NDCG@k on ``truth`` (purchases after ``model``'s cutoff), over ``grid``
     (default: :data:`WEIGHT_GRID` and, if the blend has TIFU-KNN, :data:`TIFU_WEIGHT_GRID`; then EASE added
-    to the best three). The first of equals wins. ``model``
+    to the best three, then rising to the best three). The first of equals wins. ``model``
     must have all components fitted (a config without ``blend_weights``) and is not changed.
 
     ``screen``: with more customers than this, every weighting of a round is first scored on a seeded sample
@@ -128,9 +133,10 @@ def tune_weights(model: BlendRecommender, truth: dict[str, set[str]], k: int = 1
 
     tifu = TIFU_WEIGHT_GRID if "tifu" in model.components_ else []
     run([dict(wt) for wt in grid or [*WEIGHT_GRID, *tifu]])
-    if grid is None and "ease" in model.components_:
-        run([{**t["weights"], "ease": e} for t in sorted(scored(), key=lambda t: -t[key])[:3]
-             for e in EASE_STEPS])
+    for name, steps in (("ease", EASE_STEPS), ("rising", RISING_STEPS)):
+        if grid is None and name in model.components_:
+            run([{**t["weights"], name: v} for t in sorted(scored(), key=lambda t: -t[key])[:3]
+                 for v in steps])
     best = max(scored(), key=lambda t: t[key])  # the first of equals wins
     if screen_score is not None:
         log.info("blend weightings screened on %d of %d customers, the best %d of each round on all",

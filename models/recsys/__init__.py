@@ -37,12 +37,18 @@ from models.recsys.context import (  # noqa: E402
 from models.recsys.engine import Recommendation, RecommendationEngine  # noqa: E402
 from models.recsys.factors import ALSRecommender, BPRRecommender  # noqa: E402
 from models.recsys.neighbours import EASERecommender, ItemKNNRecommender  # noqa: E402
-from models.recsys.popularity import BuyAgainRecommender, PopularityRecommender, TrendingRecommender  # noqa: E402
+from models.recsys.popularity import (  # noqa: E402
+    BuyAgainRecommender,
+    PopularityRecommender,
+    RisingRecommender,
+    TrendingRecommender,
+)
 from models.recsys.rerank import FEATURES, RANK_COMPONENTS, ItemStats, RerankConfig, Reranker  # noqa: E402
 from models.recsys.tifu import Baskets, TifuConfig, TIFUKNNRecommender, build_baskets  # noqa: E402
 
 MODELS: dict[str, type[Recommender]] = {
-    "popularity": PopularityRecommender, "trending": TrendingRecommender, "buy_again": BuyAgainRecommender,
+    "popularity": PopularityRecommender, "trending": TrendingRecommender, "rising": RisingRecommender,
+    "buy_again": BuyAgainRecommender,
     "als": ALSRecommender, "bpr": BPRRecommender, "item_knn": ItemKNNRecommender, "ease": EASERecommender,
     "tifu_knn": TIFUKNNRecommender, "production": BlendRecommender,
 }
@@ -55,6 +61,7 @@ __all__ = [
     "Candidates",
     "EASERecommender", "ItemKNNRecommender", "ItemStats", "PopularityRecommender", "Recommendation",
     "RecommendationEngine", "Recommender", "RecommenderConfig", "RerankConfig", "Reranker",
+    "RisingRecommender",
     "TrendingRecommender", "UserContext", "blended", "build_context", "component_settings", "normalise",
     "rules_mask", "top_candidates",
 ]

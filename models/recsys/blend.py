@@ -25,17 +25,19 @@ from models.recsys.base import NEG, Recommender
 from models.recsys.context import BusinessRules, RecommenderConfig, UserContext, rules_mask
 from models.recsys.factors import ALSRecommender
 from models.recsys.neighbours import EASERecommender, ItemKNNRecommender
-from models.recsys.popularity import BuyAgainRecommender, PopularityRecommender
+from models.recsys.popularity import BuyAgainRecommender, PopularityRecommender, RisingRecommender
 from models.recsys.rerank import RANK_COMPONENTS, ItemStats, Reranker, candidate_features
 from models.recsys.threads import in_threads
 from models.recsys.tifu import Baskets, TIFUKNNRecommender
 
 COMPONENT_MODELS: dict[str, type[Recommender]] = {
     "buy_again": BuyAgainRecommender, "item_knn": ItemKNNRecommender, "als": ALSRecommender,
-    "ease": EASERecommender, "popularity": PopularityRecommender, "tifu": TIFUKNNRecommender}
+    "ease": EASERecommender, "popularity": PopularityRecommender, "tifu": TIFUKNNRecommender,
+    "rising": RisingRecommender}
 COMPONENTS = tuple(COMPONENT_MODELS)
 """The blend's components, in the order they are fitted and weighed. ``tifu`` (TIFU-KNN) needs purchase
-baskets: a blend fitted without them has no ``tifu`` component."""
+baskets: a blend fitted without them has no ``tifu`` component. ``rising`` (products selling faster than
+they did) is only ever a small correction chosen by the tuning (issue #21)."""
 DEFAULT_WEIGHTS = (("buy_again", 1.0), ("item_knn", 1.0), ("als", 0.5), ("ease", 0.5), ("popularity", 0.1))
 Weights = dict[str, float]
 

@@ -1,4 +1,4 @@
-"""Recommenders without personal taste: popularity, trending (overall or by region) and buy-again.
+"""Recommenders without personal taste: popularity, trending (overall or by region), rising and buy-again.
 
 Example
 -------
@@ -46,6 +46,22 @@ class TrendingRecommender(Recommender):
         if not reg:
             return np.zeros((0, len(self.overall_)))
         return np.vstack([self.scores_for_region(g) for g in reg])
+
+
+class RisingRecommender(Recommender):
+    """Products selling faster than they did (the same list for everyone): the log of their purchases in the
+    trending window against the log of their mean over the windows before it
+    (:attr:`features.interactions.InteractionData.prior_item_weight`); with no prior rate, trending."""
+
+    name = "rising"
+
+    def _fit(self, data: InteractionData) -> None:
+        recent = np.asarray(data.recent_item_weight, dtype=float)
+        prior = getattr(data, "prior_item_weight", None)  # data pickled before it was built have none
+        self.rise_ = np.log1p(recent) - (np.log1p(prior) if prior is not None else 0.0)
+
+    def _score(self, ctx: UserContext) -> np.ndarray:
+        return np.broadcast_to(self.rise_, (len(ctx.customer_ids), len(self.rise_))).copy()
 
 
 class BuyAgainRecommender(Recommender):

@@ -27,6 +27,8 @@ REGULAR, AGAIN, POPULAR, GENERIC = range(len(FIXED_REASONS))
 LEADS = COMPONENTS
 """The components that can lead an item's score, in the order of the blend."""
 _SIMILAR = [LEADS.index(n) for n in ("item_knn", "als", "ease")]
+_POPULAR = [LEADS.index(n) for n in ("popularity", "rising")]
+"""Components whose lead reads "popular right now"."""
 
 
 def reason_table(product_ids: Sequence[str], names: Mapping[str, str]) -> list[str]:
@@ -47,7 +49,7 @@ def reason_codes(model: BlendRecommender, P: sp.csr_matrix, W: sp.csr_matrix, i:
     scores; ``weights``: the blend's weights for the request (default: the main ones). In order: bought
     before ("you buy this regularly" when bought twice or replenishable, else "buy it again"); led by a
     similarity component and close to one of the customer's items ("because you bought/viewed X"); led by
-    popularity; else "recommended for you"."""
+    popularity or rising; else "recommended for you"."""
     weights = model.weights_ if weights is None else weights
     w = np.array([weights.get(n, 0.0) for n in LEADS])
     contrib = np.vstack([w[c] * np.ravel(comps[n])[top] if n in comps else np.zeros(len(top))
@@ -58,7 +60,7 @@ def reason_codes(model: BlendRecommender, P: sp.csr_matrix, W: sp.csr_matrix, i:
     src = _closest_own_item(knn.sim_, W, i, top)
     bought = _bought(P, i)
     similar = (lead == _SIMILAR[0]) | (lead == _SIMILAR[1]) | (lead == _SIMILAR[2])  # (np.isin is slower)
-    code = np.where(lead == LEADS.index("popularity"), POPULAR, GENERIC)
+    code = np.where((lead == _POPULAR[0]) | (lead == _POPULAR[1]), POPULAR, GENERIC)
     s0 = np.maximum(src, 0)
     code = np.where(similar & (src >= 0), 4 + 2 * s0 + (bought(s0) <= 0), code)  # because you bought/viewed
     had = bought(top)
@@ -84,7 +86,7 @@ def batch_reason_codes(model: BlendRecommender, P: sp.csr_matrix, W: sp.csr_matr
     rows = np.repeat(np.arange(B), n)
     s0 = np.maximum(src, 0)
     similar = np.isin(lead, _SIMILAR)
-    code = np.where(lead == LEADS.index("popularity"), POPULAR, GENERIC)
+    code = np.where(np.isin(lead, _POPULAR), POPULAR, GENERIC)
     bought_src = np.asarray(P[rows, s0.ravel()]).reshape(B, n)
     code = np.where(similar & (src >= 0), 4 + 2 * s0 + (bought_src <= 0), code)
     had = np.asarray(P[rows, top.ravel()]).reshape(B, n)

@@ -264,6 +264,10 @@ def old_build_interactions(shop: Shop, cutoff: pd.Timestamp | None = None,
     recent = buys[buys["ts"] >= cutoff - pd.Timedelta(days=trending_days)]
     rec_w = np.bincount(items.rows(recent["product_id"])[items.rows(recent["product_id"]) >= 0],
                         minlength=len(items))
+    before = buys[(buys["ts"] < cutoff - pd.Timedelta(days=trending_days))
+                  & (buys["ts"] >= cutoff - pd.Timedelta(days=4 * trending_days))]
+    bix = items.rows(before["product_id"])
+    prior_w = np.bincount(bix[bix >= 0], minlength=len(items)) / 3
     cust = shop.customers.set_index("customer_id")
     region = cust["region"].reindex(users.ids).to_numpy() if "region" in cust else np.full(len(users), None)
     region_recent: dict[str, np.ndarray] = {}
@@ -279,7 +283,7 @@ def old_build_interactions(shop: Shop, cutoff: pd.Timestamp | None = None,
         item_replenishable=products["replenishable"].to_numpy(bool),
         item_price=products["price"].to_numpy(float),
         user_region=np.asarray(region, dtype=object), recent_item_weight=rec_w.astype(float),
-        region_recent=region_recent, cutoff=cutoff)
+        region_recent=region_recent, cutoff=cutoff, prior_item_weight=prior_w.astype(float))
 
 
 def _old_trigger_orders(lines: pd.DataFrame) -> pd.DataFrame:

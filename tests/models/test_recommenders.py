@@ -281,8 +281,8 @@ def test_precomputed_candidates_equal_every_component_scored_with_the_sparse_sim
     baskets = build_baskets(small_shop, data)
     blend = BlendRecommender(replace(CFG, blend_weights=None)).fit(data, baskets=baskets)
     blend.use_weights({"buy_again": 1.0, "item_knn": 0.0, "als": 0.5, "ease": 0.0, "popularity": 0.1,
-                       "tifu": 0.0})
-    assert {"tifu", "ease", "item_knn"} <= set(blend.components_)
+                       "tifu": 0.0, "rising": 0.2})
+    assert {"tifu", "ease", "item_knn", "rising"} <= set(blend.components_)
     assert reasons.dense_similarity(blend) is not None
     got = cand_mod.top_candidates(blend, n=15, batch=37)
     every = BlendRecommender.component_scores

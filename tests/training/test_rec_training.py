@@ -17,6 +17,8 @@ from models.recsys import DEFAULT_WEIGHTS, MODELS, BlendRecommender, Recommender
 from tests.models.recsys_data import CFG, CUTOFF, shop_data
 from training.blend_tuning import (
     DISCOVERY_GRID,
+    EASE_STEPS,
+    RISING_STEPS,
     TIFU_ALPHAS,
     TIFU_GRID,
     TIFU_NEIGHBOURS,
@@ -50,8 +52,11 @@ def test_tuning_chooses_main_and_discovery_weights_without_changing_the_model(da
     before = dict(tuned.weights_)
     main = tune_weights(tuned, truth)
     assert tuned.weights_ == before  # tuning only measures
-    # the grid, then EASE added to the three best blends at two weights
-    assert len(main.trials) == len(WEIGHT_GRID) + 3 * 2
+    # the grid, then EASE added to the three best blends at two weights, then rising to the best three
+    assert len(main.trials) == len(WEIGHT_GRID) + 3 * len(EASE_STEPS) + 3 * len(RISING_STEPS)
+    rising = main.trials[-3 * len(RISING_STEPS):]
+    assert sorted({t["weights"]["rising"] for t in rising}) == sorted(RISING_STEPS)
+    assert all("rising" not in t["weights"] for t in main.trials[:-3 * len(RISING_STEPS)])
     assert main.weights in [t["weights"] for t in main.trials] and main.best == max(
         t["ndcg@10"] for t in main.trials)
     best = [t for t in main.trials if t["weights"] == main.weights][0]
@@ -75,7 +80,7 @@ def test_screened_tuning_scores_every_weighting_on_a_sample_and_the_best_on_all(
     assert len(screened.trials) == len(full.trials)
     assert all("screen_ndcg@10" in t for t in screened.trials)
     on_all = [t for t in screened.trials if "ndcg@10" in t]
-    assert len(on_all) == 2 * TUNE_FINALISTS  # the grid's round and EASE's
+    assert len(on_all) == 3 * TUNE_FINALISTS  # the grid's round, EASE's and rising's
     for t in on_all:  # scored on all customers: the unscreened tuning's value of the same weights
         assert t["ndcg@10"] == pytest.approx(next(f["ndcg@10"] for f in full.trials
                                                   if f["weights"] == t["weights"]), abs=1e-12)
@@ -186,7 +191,8 @@ def test_tifu_settings_are_tuned_and_the_blend_weighs_tifu_when_fitted_with_bask
     tuned = BlendRecommender(replace(cfg, blend_weights=None)).fit(data, baskets=baskets)
     assert "tifu" in tuned.components_
     main = tune_weights(tuned, truth)
-    assert len(main.trials) == len(WEIGHT_GRID) + len(TIFU_WEIGHT_GRID) + 3 * 2
+    assert len(main.trials) == (len(WEIGHT_GRID) + len(TIFU_WEIGHT_GRID) + 3 * len(EASE_STEPS)
+                                + 3 * len(RISING_STEPS))
     alone = [t for t in main.trials if t["weights"].get("tifu") == 1.0 and sum(t["weights"].values()) == 1.0]
     assert len(alone) == 1 and main.best >= alone[0]["ndcg@10"]
     # a blend weighing TIFU-KNN cannot be fitted without baskets; it says how to
