@@ -29,7 +29,7 @@ from models.recsys import Reranker
 from training.concurrency import together
 from training.config import TrainConfig, default_cutoff
 from training.customer_eval import CustomerEvaluation, evaluate_customer_models
-from training.offer_eval import evaluate_offers
+from training.offer_eval import OfferEvaluation, evaluate_offers
 from training.progress import Steps
 from training.rec_eval import RecEvaluation, evaluate_recommenders
 
@@ -175,16 +175,23 @@ def evaluate(shop: Shop, config: TrainConfig, truth_dir: str | Path | None = Non
         secs["customer"] = time.perf_counter() - t0
         return cust
 
-    # independent: the recommenders beside churn and value (training.concurrency); the offers after both
-    # (their features and uplift rows beside the recommenders' scores would pass 2 GB at 100,000 customers)
-    rec, cust = together([recommenders, customers], concurrent=concurrent)
-    offers = None
-    t0 = time.perf_counter()
-    if w.cutoff is not None:
+    def offers_after(cust: CustomerEvaluation | None) -> OfferEvaluation | None:
+        if w.cutoff is None:
+            return None
+        t0 = time.perf_counter()
         churn = cust.scores["churn_production"] if cust is not None else None
-        offers = evaluate_offers(shop, w.cutoff, churn, config.seed, truth_dir, learner=config.uplift_learner,
-                                 ceiling_max_rows=config.ceiling_max_rows)
-    secs["offers"] = time.perf_counter() - t0
+        out = evaluate_offers(shop, w.cutoff, churn, config.seed, truth_dir, learner=config.uplift_learner,
+                              ceiling_max_rows=config.ceiling_max_rows)
+        secs["offers"] = time.perf_counter() - t0
+        return out
+
+    def customers_then_offers() -> tuple[CustomerEvaluation | None, OfferEvaluation | None]:
+        cust = customers()
+        return cust, offers_after(cust)
+
+    # independent: the recommenders beside churn and value then the offers (which need churn's scores),
+    # training.concurrency
+    rec, (cust, offers) = together([recommenders, customers_then_offers], concurrent=concurrent)
     if rec is not None:
         report["recommend"] = rec.report
     if cust is not None:
