@@ -135,18 +135,11 @@ def build_interactions(shop: Shop, cutoff: pd.Timestamp | None = None,
     W.data = np.clip(W.data, 0, None)
     W.eliminate_zeros()
     P, L, R = _purchase_matrices(ocust, oprod, ots, oq, row, len(c.products), shape, end)
-    pid = shop.products["product_id"].astype(str)
-    is_product = (shop.products[schema.IS_PRODUCT].fillna(True).to_numpy(bool) if schema.IS_PRODUCT
-                  in shop.products else np.ones(len(pid), bool))
-    if non_product is not None:
-        is_product = is_product & ~non_product(pid).to_numpy()
+    is_product = _is_product(shop, non_product)
     recent = (oq > 0) & (ots >= end - np.timedelta64(trending_days, "D"))
     rcust, rprod = ocust[recent], oprod[recent]
     rec_w = np.bincount(rprod[rprod < n_items], minlength=n_items)
-    prior = ((oq > 0) & (ots < end - np.timedelta64(trending_days, "D"))
-             & (ots >= end - np.timedelta64((1 + PRIOR_WINDOWS) * trending_days, "D")))
-    pprod = oprod[prior]
-    prior_w = np.bincount(pprod[pprod < n_items], minlength=n_items) / PRIOR_WINDOWS
+    prior_w = _prior_item_weight(oprod, ots, oq, end, trending_days, n_items)
     products = shop.products
     return InteractionData(
         users=users, items=items, weights=W, purchases=P, last_purchase_days=L, returned=R,
@@ -159,6 +152,27 @@ def build_interactions(shop: Shop, cutoff: pd.Timestamp | None = None,
         recent_item_weight=rec_w.astype(float),
         region_recent=_region_recent(shop, c, rcust, rprod, n_items), cutoff=cutoff,
         prior_item_weight=prior_w.astype(float))
+
+
+def _is_product(shop: Shop, non_product: Any) -> np.ndarray:
+    """The products that are products (the contract's ``is_product``, true where not said), and not
+    ``non_product`` (research code's predicate on product ids)."""
+    pid = shop.products["product_id"].astype(str)
+    is_product = (shop.products[schema.IS_PRODUCT].fillna(True).to_numpy(bool) if schema.IS_PRODUCT
+                  in shop.products else np.ones(len(pid), bool))
+    if non_product is not None:
+        is_product = is_product & ~non_product(pid).to_numpy()
+    return is_product  # type: ignore[no-any-return]
+
+
+def _prior_item_weight(prod: np.ndarray, ts: np.ndarray, q: np.ndarray, end: np.datetime64,
+                       trending_days: int, n_items: int) -> np.ndarray:
+    """Purchases per known product in the :data:`PRIOR_WINDOWS` windows of ``trending_days`` before the
+    trending window (which ends at ``end``), per window."""
+    prior = ((q > 0) & (ts < end - np.timedelta64(trending_days, "D"))
+             & (ts >= end - np.timedelta64((1 + PRIOR_WINDOWS) * trending_days, "D")))
+    pprod = prod[prior]
+    return np.bincount(pprod[pprod < n_items], minlength=n_items) / PRIOR_WINDOWS  # type: ignore[no-any-return]
 
 
 def _purchase_matrices(cust: np.ndarray, prod: np.ndarray, ts: np.ndarray, q: np.ndarray, row: np.ndarray,

@@ -10,8 +10,8 @@ them, and each component's score row is computed directly:
   product adds them (so the floats are the same);
 - EASE: the sum of the rows of ``B`` of the customer's (kept) items, in float32 as the model does;
 - ALS: the stored user vector, or implicit's ``recalculate_user`` on the session-updated row (about 1 ms);
-- buy-again: from the purchase counts and days of the customer's bought items; popularity: one row, the same
-  for everyone, normalised once.
+- buy-again: from the purchase counts and days of the customer's bought items; popularity and rising
+  products: one row each, the same for everyone, normalised once.
 
 Blending, business rules, the discovery re-ranker, the top k and the reasons are the model's own functions,
 called on a one-customer context built from those arrays. Anything this module does not know how to fold in
@@ -35,7 +35,7 @@ from models.recsys.base import NEG, round_scores, row_entries
 from models.recsys.context import EVENT_WEIGHT, UserContext
 from models.recsys.factors import ALSRecommender
 from models.recsys.neighbours import EASERecommender, ItemKNNRecommender
-from models.recsys.popularity import BuyAgainRecommender, PopularityRecommender
+from models.recsys.popularity import BuyAgainRecommender, PopularityRecommender, RisingRecommender
 
 try:
     from implicit.cpu import _als as _implicit_als
@@ -48,6 +48,7 @@ _KNOWN_KINDS = (
     EASERecommender,
     BuyAgainRecommender,
     PopularityRecommender,
+    RisingRecommender,
 )
 _LOCK = threading.Lock()
 
@@ -66,11 +67,14 @@ class FoldIn:
         )
         self.item_rows = {str(p): j for j, p in enumerate(data.items.ids.tolist())}
         self.boost = None
-        for c in self.components.values():
-            if isinstance(c, PopularityRecommender):
+        self.same_for_all: dict[str, np.ndarray] = {}
+        """The normalised row of each component that scores every customer alike (popularity, rising)."""
+        for n, c in self.components.items():
+            if isinstance(c, PopularityRecommender | RisingRecommender):
                 from models.recsys.blend import normalise
 
-                self.popularity = normalise(np.asarray(c.pop_, dtype=np.float64)[None, :].copy())
+                row = c.pop_ if isinstance(c, PopularityRecommender) else c.rise_
+                self.same_for_all[n] = normalise(np.asarray(row, dtype=np.float64)[None, :].copy())
             elif isinstance(c, EASERecommender):
                 pos = np.full(self.m, -1, np.int64)
                 pos[c.keep_] = np.arange(len(c.keep_))
@@ -121,8 +125,8 @@ class FoldIn:
         for n, c in self.components.items():
             if n not in names:
                 continue
-            if isinstance(c, PopularityRecommender):
-                out[n] = self.popularity.copy()
+            if n in self.same_for_all:
+                out[n] = self.same_for_all[n].copy()
                 continue
             if isinstance(c, ItemKNNRecommender):
                 s = self._knn(c, ctx.W)

@@ -148,8 +148,7 @@ def evaluate(shop: Shop, config: TrainConfig, truth_dir: str | Path | None = Non
     components: dict[str, str] = {}
     concurrent = config.concurrent(len(shop.customers))
     # beside churn and value the recommenders score one batch at a time: the other core is taken, and two
-    # batches' scores at once next to the customer models' rows cost memory (the same numbers either way:
-    # RecommenderConfig.score_threads)
+    # batches' scores next to the customer models' rows cost memory (the same numbers: score_threads)
     rec_config = replace(config.recommender, score_threads=1) if concurrent else config.recommender
 
     def recommenders() -> RecEvaluation | None:
@@ -186,12 +185,19 @@ def evaluate(shop: Shop, config: TrainConfig, truth_dir: str | Path | None = Non
         return out
 
     def customers_then_offers() -> tuple[CustomerEvaluation | None, OfferEvaluation | None]:
-        cust = customers()
-        return cust, offers_after(cust)
+        return (cust := customers()), offers_after(cust)
 
-    # independent: the recommenders beside churn and value then the offers (which need churn's scores),
-    # training.concurrency
-    rec, (cust, offers) = together([recommenders, customers_then_offers], concurrent=concurrent)
+    # independent (training.concurrency): the recommenders beside churn and value then the offers (which
+    # need churn's scores)
+    return _result(report, components, secs, w, *together([recommenders, customers_then_offers],
+                                                           concurrent=concurrent))
+
+
+def _result(report: dict[str, Any], components: dict[str, str], secs: dict[str, float], w: _Windows,
+            rec: RecEvaluation | None,
+            customers_offers: tuple[CustomerEvaluation | None, OfferEvaluation | None]) -> EvaluationResult:
+    """The evaluation's report, tables and the recommenders' choices, from each part's result."""
+    cust, offers = customers_offers
     if rec is not None:
         report["recommend"] = rec.report
     if cust is not None:

@@ -88,6 +88,28 @@ def test_board_reranked_discovery_folds_in_exactly(board_engine) -> None:
     assert n >= 0.9 * len(customers)
 
 
+def test_a_blend_weighing_rising_products_folds_in_exactly(board_engine) -> None:
+    """Rising products (one row for everyone, as popularity) are folded in, not handed back to the full
+    computation: a blend that weighs them (chosen by tuning on Online Retail and at 100,000 customers)."""
+    import copy
+    from dataclasses import replace
+
+    from models.recsys.popularity import RisingRecommender
+    data = copy.copy(board_engine.data)  # the module's engine keeps its data as it was
+    rng = np.random.default_rng(11)  # the board has no recent window: some products rise, some fall
+    data.recent_item_weight = rng.integers(0, 30, len(data.items)).astype(float)
+    data.prior_item_weight = rng.integers(0, 30, len(data.items)).astype(float)
+    cfg = replace(BOARD_CFG, blend_weights=(*BOARD_CFG.blend_weights, ("rising", 0.5)))
+    engine = RecommendationEngine(BlendRecommender(cfg).fit(data), board_engine.trending)
+    rising = engine.model.components_["rising"]
+    assert isinstance(rising, RisingRecommender) and np.ptp(rising.rise_) > 0
+    assert fold_in.for_engine(engine).usable
+    customers = list(data.users.ids[::2])
+    assert_same_components(engine, customers)
+    n = assert_folded_like_full(engine, customers, rulesets(["a", "b"])[:2], seed=8)
+    assert n >= 0.9 * len(customers) * 2
+
+
 def test_what_cannot_be_folded_is_handed_back(board_engine) -> None:
     assert fold_in.recommend(board_engine, "never-seen", 5, BusinessRules(), [("p01", "view")]) is None
     cid = board_engine.data.users.ids[0]
