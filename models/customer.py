@@ -301,15 +301,27 @@ def fit_churn_and_value(config: CustomerModelConfig, X: pd.DataFrame, churn: Any
         data.set_label(value_label)
         v._train(data)
         return c, v
-    data.construct()
-    twin = data.subset(list(range(data.num_data()))).construct()
+    twin = _binned_copy(data.construct())
     twin.set_label(value_label)
-    half = config.num_threads // 2
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="value-fit") as pool:
-        later = pool.submit(v._train, twin, half)
-        c._train(data, half)
-        later.result()
+    _train_each([c, v], [data, twin], config.num_threads)
     return c, v
+
+
+def _binned_copy(data: lgb.Dataset) -> lgb.Dataset:
+    """A copy of the constructed ``data``'s binned rows (every row), for a second model fitted at the same
+    time (a LightGBM dataset is not shared by two fits)."""
+    return data.subset(list(range(data.num_data()))).construct()
+
+
+def _train_each(models: Sequence[_LGBMBase], datasets: Sequence[lgb.Dataset], threads: int) -> None:
+    """Each model fitted on its dataset: one after the other on ``threads``, or, with 2 or more, two at a
+    time on half of them each (the same models: ``deterministic``)."""
+    if threads < 2:
+        for m, d in zip(models, datasets, strict=True):
+            m._train(d)
+        return
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="lgbm-fit") as pool:
+        list(pool.map(lambda md: md[0]._train(md[1], threads // 2), zip(models, datasets, strict=True)))
 
 
 BIN_SAMPLE_ROWS = 200_000
@@ -331,18 +343,10 @@ def fit_seeded(models: Sequence[ChurnModel], X: pd.DataFrame, y: Any) -> None:
         for m in models:
             m.fit(X, y)
         return
-    data = first.dataset(X, y)
-    data.construct()
+    data = first.dataset(X, y).construct()
     for m in models[1:]:
         m.columns_, m.categories_ = list(first.columns_), dict(first.categories_)
-    every = list(range(data.num_data()))
-    copies = [data, *(data.subset(every).construct() for _ in models[1:])]
-    if threads < 2:
-        for m, d in zip(models, copies, strict=True):
-            m._train(d)
-        return
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="seeded-fit") as pool:
-        list(pool.map(lambda md: md[0]._train(md[1], threads // 2), zip(models, copies, strict=True)))
+    _train_each(models, [data, *(_binned_copy(data) for _ in models[1:])], threads)
 
 
 def recency_baseline(X: pd.DataFrame) -> pd.Series:

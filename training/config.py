@@ -65,7 +65,8 @@ class TrainConfig:
     (which need churn's scores), in the refit the recommenders and their candidate lists beside everything
     else. The results are the same either way (not a training parameter: not logged, not in the
     fingerprint); the wall time falls and the peak memory rises (both parts' working sets at once; at
-    100,000 customers 188 s and 1,996 MB against 243 s and 1,735 MB one after the other: ``bench/SCALE.md``).
+    100,000 customers 186.6 s and 1,981 MB against 243 s and 1,735 MB one after the other:
+    ``bench/SCALE.md``).
     Past it, or None, one after the other: the 1,000,000-customer shop keeps its measured peak (not measured
     with its parts at once)."""
     corrupt: bool = False

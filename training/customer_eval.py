@@ -72,12 +72,13 @@ def bgnbd_scores(bg: BetaGeoModel, gg: GammaGammaModel | None, shop: Shop, cutof
 
 def fit_customer_models(shop: Shop, cutoff: pd.Timestamp, config: CustomerModelConfig,
                         evaluated: dict[str, Any] | None = None) -> CustomerModels:
-    """Fit churn and value on stacked earlier cutoffs whose label windows end by ``cutoff``, the value model
-    served alone or blended with the naive baselines as chosen on a validation window before ``cutoff``
-    (:func:`training.value_choice.choose_stacked_value`). When no stacked window fits: the models chosen on a
-    validation window before ``cutoff`` among LightGBM on shorter label windows, BG/NBD (+ Gamma-Gamma) and
-    the naive value baselines (:func:`training.customer_selection.fit_short_history`). ``evaluated``: an
-    evaluation's ``selection``; its choice between the stacked candidates is applied without validating again
+    """Fit churn and value on stacked earlier cutoffs whose label windows end by ``cutoff``; the value served
+    is the stacked model, its blend with the naive baselines, BG/NBD + Gamma-Gamma or a naive baseline, as
+    chosen on a validation window before ``cutoff`` (:func:`training.value_choice.choose_stacked_value`).
+    When no stacked window fits: the models chosen on a validation window before ``cutoff`` among LightGBM
+    on shorter label windows, BG/NBD (+ Gamma-Gamma) and the naive value baselines
+    (:func:`training.customer_selection.fit_short_history`). ``evaluated``: an evaluation's ``selection``;
+    its choice among the stacked candidates is applied without validating again
     (:func:`training.value_choice.evaluated_choice`)."""
     H = config.horizon_days
     cutoffs = training_cutoffs(shop, cutoff, H, config.n_cutoffs, config.cutoff_step_days)

@@ -113,12 +113,8 @@ def validate_stacked(shop: Shop, cutoff: pd.Timestamp, config: CustomerModelConf
     target = y["future_net"].clip(lower=0).to_numpy()
     if len(X) == 0 or target.sum() <= 0:
         return {}
-    scaled = WindowScaled(model, v, H)
     bg, gg = fit_bgnbd(shop, start)
-    scorers: dict[str, CustomerScorer] = {STACKED: scaled, STACKED_BLEND: blend(scaled, H),
-                                          BGNBD: BGNBDCustomerModel(bg, gg, H, "value", "validation"),
-                                          LAST_PERIOD: BaselineValue(LAST_PERIOD, H),
-                                          HISTORICAL_RATE: BaselineValue(HISTORICAL_RATE, H)}
+    scorers = candidates(WindowScaled(model, v, H), bg, gg, H, "validation")
     return {"cutoff": str(start.date()), "end": str(pd.Timestamp(cutoff).date()), "horizon_days": v,
             "customers": int(len(X)), "value": value_scores(target, X, scorers)}
 
@@ -129,17 +125,15 @@ def _score(m: dict[str, float]) -> float:
     return s if np.isfinite(s) else -np.inf
 
 
-def served(chosen: str, model: ValueModel, bg: BetaGeoModel, gg: GammaGammaModel | None, horizon_days: int,
-           why: str) -> CustomerScorer:
-    """The scorer served for the candidate ``chosen``: the stacked ``model``, its blend, BG/NBD + Gamma-Gamma
-    (``bg``, ``gg``) or a naive baseline, all as of the same cutoff, over ``horizon_days``."""
-    if chosen == STACKED:
-        return model
-    if chosen == STACKED_BLEND:
-        return blend(model, horizon_days)
-    if chosen == BGNBD:
-        return BGNBDCustomerModel(bg, gg, horizon_days, "value", why)
-    return BaselineValue(chosen, horizon_days)
+def candidates(model: CustomerScorer, bg: BetaGeoModel, gg: GammaGammaModel | None, horizon_days: int,
+               why: str) -> dict[str, CustomerScorer]:
+    """Each of :data:`CANDIDATES` as a scorer over ``horizon_days``: the stacked ``model``, its blend,
+    BG/NBD + Gamma-Gamma (``bg``, ``gg``; ``why``: its reason) and the naive baselines, all as of one cutoff
+    (the validation window's start, or the cutoff served)."""
+    return {STACKED: model, STACKED_BLEND: blend(model, horizon_days),
+            BGNBD: BGNBDCustomerModel(bg, gg, horizon_days, "value", why),
+            LAST_PERIOD: BaselineValue(LAST_PERIOD, horizon_days),
+            HISTORICAL_RATE: BaselineValue(HISTORICAL_RATE, horizon_days)}
 
 
 def choose_stacked_value(shop: Shop, cutoff: pd.Timestamp, config: CustomerModelConfig, model: ValueModel,
@@ -161,7 +155,7 @@ def choose_stacked_value(shop: Shop, cutoff: pd.Timestamp, config: CustomerModel
     why = (f"chosen on the validation window {val['cutoff']} to {val['end']} ({v} days{scaled}), "
            f"Spearman/Gini: {table}")
     log.info("customer models: value: %s: %s", chosen, why)
-    return StackedValueChoice(served(chosen, model, bg, gg, H, why), chosen, why, val)
+    return StackedValueChoice(candidates(model, bg, gg, H, why)[chosen], chosen, why, val)
 
 
 def evaluated_choice(selection: dict[str, Any] | None, model: ValueModel, horizon_days: int,
@@ -175,8 +169,8 @@ def evaluated_choice(selection: dict[str, Any] | None, model: ValueModel, horizo
     if value.get("family") != FAMILY or value.get("chosen") not in CANDIDATES:
         return None
     why = f"as chosen in the evaluation ({value['reason']})"
-    return StackedValueChoice(served(value["chosen"], model, bg, gg, horizon_days, why), value["chosen"], why,
-                              dict((selection or {}).get("validation", {})))
+    return StackedValueChoice(candidates(model, bg, gg, horizon_days, why)[value["chosen"]], value["chosen"],
+                              why, dict((selection or {}).get("validation", {})))
 
 
 def describe(choice: StackedValueChoice, described: str) -> str:
