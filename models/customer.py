@@ -22,6 +22,7 @@ import pandas as pd
 from features.customer import CATEGORICAL
 from features.exceptions import ModelFitError, NotFittedError
 from features.schema import ATTRIBUTE_PREFIX
+from models.cores import free_threads
 
 EXCLUDE = {"purchase_age_days"}  # duplicates tenure for purchasers
 READABLE = {
@@ -97,8 +98,8 @@ trees (the service's one-customer calls; under load they took about a millisecon
 
 
 def _threads(rows: int) -> int:
-    """LightGBM's ``num_threads`` for predicting ``rows`` rows (0: its default, all cores)."""
-    return 1 if rows <= SMALL_PREDICT else 0
+    """LightGBM's ``num_threads`` for predicting ``rows`` rows (the free cores past :data:`SMALL_PREDICT`)."""
+    return 1 if rows <= SMALL_PREDICT else free_threads(0)
 
 
 class _LGBMBase:
@@ -173,7 +174,7 @@ class _LGBMBase:
         c = self.config
         p = {"objective": self.objective, "learning_rate": c.learning_rate, "num_leaves": c.num_leaves,
              "min_child_samples": c.min_child_samples, "seed": c.seed, "deterministic": True,
-             "num_threads": c.num_threads if threads is None else threads, "verbose": -1,
+             "num_threads": free_threads(c.num_threads) if threads is None else threads, "verbose": -1,
              "feature_fraction": 0.8, "bagging_fraction": 0.8,
              "bagging_freq": 1, "lambda_l2": 1.0}
         if self.objective == "tweedie":

@@ -26,6 +26,7 @@ import scipy.sparse as sp
 
 from features.interactions import InteractionConfig, InteractionData, build_interactions
 from features.io import Shop
+from models.cores import free_threads
 from models.metrics import ndcg, top_k
 from models.recsys import (
     COMPONENTS,
@@ -226,7 +227,7 @@ class _Judge:
             out[i] = ndcg(hits, self.n_rel, self.k)
 
 
-TRIAL_BATCH = 2000
+TRIAL_BATCH = 1000
 """Customers scored at a time by the trials (memory: this many x products x components)."""
 
 
@@ -241,7 +242,7 @@ def _trial_scorer(model: BlendRecommender, truth: dict[str, set[str]], k: int, r
 
     def batch(a: int, ws: Sequence[Mapping[str, float]]) -> np.ndarray:
         judge = _Judge(data, {u: truth[u] for u in users[a:a + TRIAL_BATCH]}, k, rules)
-        threads = model.config.score_threads
+        threads = free_threads(model.config.score_threads)  # the runs' partial sums are allocated per thread
         comps = model.component_scores(judge.ctx, {n for w in ws for n, v in w.items() if v}, threads)
         return judge.per_customer_blends(comps, ws, threads)
 

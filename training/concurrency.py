@@ -6,7 +6,9 @@ scipy's sparse products), and no part uses both cores all the time (the evaluati
 side by side in threads: each computes exactly what it computes alone (no shared random state: every
 seed is passed explicitly; the shop's caches are filled before, or computed the same way by either
 thread), only at the same time. The threads see the job's context variables (the training frames'
-source, :func:`training.frames.using`). The price is memory: both parts' working sets at once.
+source, :func:`training.frames.using`). While both run, each part's own parallel work (OpenMP teams,
+batches scored on several threads) takes one core, and every core again once the other has ended
+(:mod:`models.cores`). The price is memory: both parts' working sets at once.
 
 Example
 -------
@@ -21,6 +23,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from models.cores import part_running
 from models.recsys.threads import release_freed_memory
 from training.stages import carried
 
@@ -32,6 +35,8 @@ def together(tasks: Sequence[Callable[[], Any]], concurrent: bool = True) -> lis
     task's exception (in ``tasks``' order) is raised."""
     if not concurrent or len(tasks) <= 1:
         return [t() for t in tasks]
+    # while another part runs, each part's own parallel work gets the cores left (models.cores)
+    tasks = [_counted(t) for t in tasks]
     try:
         with ThreadPoolExecutor(max_workers=len(tasks) - 1, thread_name_prefix="train-part") as pool:
             # each in a copy of this thread's context: the job's context variables (the training frames'
@@ -54,3 +59,10 @@ def together(tasks: Sequence[Callable[[], Any]], concurrent: bool = True) -> lis
             return [first, *rest]
     finally:
         release_freed_memory()
+
+
+def _counted(task: Callable[[], Any]) -> Callable[[], Any]:
+    def run() -> Any:
+        with part_running():
+            return task()
+    return run

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from training.config import TrainConfig, default_cutoff
 from training.customer_eval import CustomerEvaluation, evaluate_customer_models
 from training.offer_eval import OfferEvaluation, evaluate_offers
 from training.progress import Steps
-from training.rec_eval import RecEvaluation, evaluate_recommenders
+from training.rec_eval import FittedRecommenders, RecEvaluation, fit_recommenders, score_recommenders
 
 log = logging.getLogger(__name__)
 
@@ -142,55 +142,79 @@ def evaluate(shop: Shop, config: TrainConfig, truth_dir: str | Path | None = Non
     :func:`short_holdout_cutoff`), and the others are evaluated all the same.
     """
     w = _windows(shop, config, data_end)
-    secs: dict[str, float] = {}
+    parts = _Parts(shop, config, w, truth_dir)
     report: dict[str, Any] = {"cutoff": str(w.cutoff.date()) if w.cutoff is not None else None,
                               "horizon_days": config.horizon_days}
-    components: dict[str, str] = {}
-    concurrent = config.concurrent(len(shop.customers))
-    # beside churn and value the recommenders score one batch at a time: the other core is taken, and two
-    # batches' scores next to the customer models' rows cost memory (the same numbers: score_threads)
-    rec_config = replace(config.recommender, score_threads=1) if concurrent else config.recommender
+    # independent (training.concurrency): the recommenders' fits beside churn and value then the offers
+    # (which need churn's scores); the recommenders' lists after both, on every core. While both parts run
+    # the recommenders score one batch at a time (models.cores: the other core is taken, and two batches'
+    # scores next to the customer models' rows would cost memory).
+    fitted, customers_offers = together([parts.recommenders, parts.customers_then_offers],
+                                        concurrent=config.concurrent(len(shop.customers)))
+    return _result(report, parts.components, parts.secs, w, parts.scored(fitted), customers_offers)
 
-    def recommenders() -> RecEvaluation | None:
+
+@dataclass
+class _Parts:
+    """The evaluation's parts; each one records its seconds and the components it evaluated."""
+
+    shop: Shop
+    config: TrainConfig
+    w: _Windows
+    truth_dir: str | Path | None
+    secs: dict[str, float] = field(default_factory=dict)
+    components: dict[str, str] = field(default_factory=dict)
+
+    def recommenders(self) -> FittedRecommenders | None:
+        w, config = self.w, self.config
         if w.cutoff is None:
-            components["recommender"] = f"blend; not evaluated: {w.skipped['recommender']}"
+            self.components["recommender"] = f"blend; not evaluated: {w.skipped['recommender']}"
             return None
         t0 = time.perf_counter()
         with Steps("evaluation", 1, log) as steps:
             steps.next("recommenders")
-            rec = evaluate_recommenders(shop, w.cutoff, rec_config, config.interactions,
-                                        models=config.rec_baselines, corrupt=config.corrupt)
-        components["recommender"] = "; ".join(["blend", *rec.report.get("notes", [])])
-        secs["recommend"] = time.perf_counter() - t0
+            fitted = fit_recommenders(self.shop, w.cutoff, config.recommender, config.interactions,
+                                      models=config.rec_baselines, corrupt=config.corrupt)
+        self.secs["recommend"] = time.perf_counter() - t0
+        return fitted
+
+    def scored(self, fitted: FittedRecommenders | None) -> RecEvaluation | None:
+        """The recommenders' lists, once the other part has ended: on every scoring thread."""
+        if fitted is None:
+            return None
+        t0 = time.perf_counter()
+        with Steps("evaluation", 1, log) as steps:
+            steps.next("recommenders' top-k lists")
+            rec = score_recommenders(fitted, threads=self.config.recommender.score_threads)
+        self.components["recommender"] = "; ".join(["blend", *rec.report.get("notes", [])])
+        self.secs["recommend"] += time.perf_counter() - t0
         return rec
 
-    def customers() -> CustomerEvaluation | None:
+    def customers(self) -> CustomerEvaluation | None:
+        w = self.w
         if not (w.customer and w.cutoff is not None):
             return None
         t0 = time.perf_counter()
         with Steps("evaluation", 1, log) as steps:
             steps.next("churn and value")
-            cust = evaluate_customer_models(shop, w.cutoff, config.customer, corrupt_features=config.corrupt)
-        secs["customer"] = time.perf_counter() - t0
+            cust = evaluate_customer_models(self.shop, w.cutoff, self.config.customer,
+                                            corrupt_features=self.config.corrupt)
+        self.secs["customer"] = time.perf_counter() - t0
         return cust
 
-    def offers_after(cust: CustomerEvaluation | None) -> OfferEvaluation | None:
-        if w.cutoff is None:
+    def offers_after(self, cust: CustomerEvaluation | None) -> OfferEvaluation | None:
+        if self.w.cutoff is None:
             return None
         t0 = time.perf_counter()
         churn = cust.scores["churn_production"] if cust is not None else None
-        out = evaluate_offers(shop, w.cutoff, churn, config.seed, truth_dir, learner=config.uplift_learner,
-                              ceiling_max_rows=config.ceiling_max_rows)
-        secs["offers"] = time.perf_counter() - t0
+        c = self.config
+        out = evaluate_offers(self.shop, self.w.cutoff, churn, c.seed, self.truth_dir,
+                              learner=c.uplift_learner, ceiling_max_rows=c.ceiling_max_rows)
+        self.secs["offers"] = time.perf_counter() - t0
         return out
 
-    def customers_then_offers() -> tuple[CustomerEvaluation | None, OfferEvaluation | None]:
-        return (cust := customers()), offers_after(cust)
-
-    # independent (training.concurrency): the recommenders beside churn and value then the offers (which
-    # need churn's scores)
-    return _result(report, components, secs, w, *together([recommenders, customers_then_offers],
-                                                           concurrent=concurrent))
+    def customers_then_offers(self) -> tuple[CustomerEvaluation | None, OfferEvaluation | None]:
+        return (cust := self.customers()), self.offers_after(cust)
 
 
 def _result(report: dict[str, Any], components: dict[str, str], secs: dict[str, float], w: _Windows,

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -28,6 +30,7 @@ from models.recsys import (
     rules_mask,
 )
 from models.recsys.base import COLUMNS, ranked_frame
+from models.recsys.threads import in_threads
 from training.blend_tuning import blend_baskets, reusable_components, tune_blend
 from training.rec_truth import new_items_truth, purchase_truth, sample_truth
 from training.rerank_training import fit_reranker
@@ -36,9 +39,8 @@ log = logging.getLogger(__name__)
 BASELINES = ("popularity", "buy_again", "als", "bpr", "item_knn", "ease", "tifu_knn")
 PURCHASES_ONLY = "production_purchases_only"
 """The production model fitted without events, reported beside it when the shop has events."""
-__all__ = ["BASELINES", "RecEvaluation", "evaluate_recommenders", "fit_baseline", "fit_production",
-           "new_items_truth",
-           "purchase_truth"]
+__all__ = ["BASELINES", "FittedRecommenders", "RecEvaluation", "evaluate_recommenders", "fit_baseline",
+           "fit_production", "fit_recommenders", "new_items_truth", "purchase_truth", "score_recommenders"]
 
 
 @dataclass
@@ -109,6 +111,27 @@ def blend_lists(model: BlendRecommender, users: list[str], new: set[str], k: int
                  for p in out)  # type: ignore[return-value]
 
 
+@dataclass
+class FittedRecommenders:
+    """Every recommender of an evaluation fitted before its cutoff, and what they are scored on:
+    :func:`fit_recommenders`' result, for :func:`score_recommenders`."""
+
+    shop: Shop
+    cutoff: pd.Timestamp
+    config: RecommenderConfig
+    icfg: InteractionConfig
+    data: InteractionData
+    truth_all: dict[str, set[str]]
+    truth_new: dict[str, set[str]]
+    n_test: int
+    fitted: dict[str, Recommender]
+    secs: dict[str, float]
+    notes: list[str]
+    samples: dict[str, int]
+    twin: bool
+    """Whether production's twin without events is to be fitted (and scored) beside it."""
+
+
 def evaluate_recommenders(shop: Shop, cutoff: pd.Timestamp, config: RecommenderConfig | None = None,
                           icfg: InteractionConfig | None = None, k: int = 10,
                           models: tuple[str, ...] = BASELINES, corrupt: bool = False) -> RecEvaluation:
@@ -116,10 +139,20 @@ def evaluate_recommenders(shop: Shop, cutoff: pd.Timestamp, config: RecommenderC
     When the shop has events, ``production_purchases_only`` (the production model fitted without them, with
     production's weights and re-ranker) is reported beside production: the gain from behaviour."""
     config = config or RecommenderConfig()
+    return score_recommenders(fit_recommenders(shop, cutoff, config, icfg, models, corrupt), k,
+                              config.score_threads)
+
+
+def fit_recommenders(shop: Shop, cutoff: pd.Timestamp, config: RecommenderConfig | None = None,
+                     icfg: InteractionConfig | None = None, models: tuple[str, ...] = BASELINES,
+                     corrupt: bool = False) -> FittedRecommenders:
+    """:func:`evaluate_recommenders`' first half: the baselines and production fitted before ``cutoff``,
+    and the test customers' truth."""
+    config = config or RecommenderConfig()
+    icfg = icfg or InteractionConfig()
     cutoff = pd.Timestamp(cutoff)
     data = build_interactions(shop, cutoff, icfg)
     truth_all, n_test = _test_truth(shop, data, cutoff, config)
-    truth_new = new_items_truth(data, truth_all)
     notes: list[str] = []
     samples: dict[str, int] = {}
     fitted, secs = _fit_models(shop, data, cutoff, config, icfg, models, corrupt, notes, samples)
@@ -127,13 +160,39 @@ def evaluate_recommenders(shop: Shop, cutoff: pd.Timestamp, config: RecommenderC
     assert isinstance(prod, BlendRecommender)
     if corrupt:  # a deliberately broken model: shuffled item ids
         prod.data.items.ids = np.random.default_rng(0).permutation(prod.data.items.ids)  # type: ignore[union-attr]
-    report = _score(fitted, data, truth_all, truth_new, k)
-    report["fit_seconds"] = {n: round(s, 2) for n, s in secs.items()}
-    notes += _coverage_notes(data, cutoff, truth_all, truth_new, n_test)
-    report["test_customers"] = {"all": n_test, "scored": len(truth_all)}
-    report["samples"] = samples
+    twin = icfg.use_events and shop.events is not None and len(shop.events) > 0 and not corrupt
+    return FittedRecommenders(shop, cutoff, config, icfg, data, truth_all, new_items_truth(data, truth_all),
+                              n_test, fitted, secs, notes, samples, twin)
+
+
+def score_recommenders(f: FittedRecommenders, k: int = 10, threads: int = 1) -> RecEvaluation:
+    """:func:`evaluate_recommenders`' second half: production's twin without events fitted (when the shop
+    has events), and every model's top-k scored, ``threads`` models at a time (each list is computed as
+    alone: scoring reads the fitted models and changes nothing)."""
+    prod = f.fitted["production"]
+    assert isinstance(prod, BlendRecommender)
+
+    def twin() -> BlendRecommender:
+        t0 = time.perf_counter()
+        model = _purchases_only(f.shop, f.cutoff, f.config, f.icfg, prod)
+        f.secs[PURCHASES_ONLY] = time.perf_counter() - t0
+        return model
+
+    makers: dict[str, Callable[[], Recommender]] = {n: functools.partial(_same, m)
+                                                    for n, m in f.fitted.items()}
+    if f.twin:
+        makers[PURCHASES_ONLY] = twin
+    report = _score(makers, f.data, f.truth_all, f.truth_new, k, threads)
+    report["fit_seconds"] = {n: round(s, 2) for n, s in f.secs.items()}
+    notes = f.notes + _coverage_notes(f.data, f.cutoff, f.truth_all, f.truth_new, f.n_test)
+    report["test_customers"] = {"all": f.n_test, "scored": len(f.truth_all)}
+    report["samples"] = f.samples
     report["notes"] = notes
-    return RecEvaluation(report=report, fit_seconds=secs, production=prod)
+    return RecEvaluation(report=report, fit_seconds=f.secs, production=prod)
+
+
+def _same(model: Recommender) -> Recommender:
+    return model
 
 
 def _test_truth(shop: Shop, data: InteractionData, cutoff: pd.Timestamp,
@@ -150,8 +209,7 @@ def _fit_models(shop: Shop, data: InteractionData, cutoff: pd.Timestamp, config:
                 icfg: InteractionConfig | None, models: tuple[str, ...], corrupt: bool,
                 notes: list[str], samples: dict[str, int]
                 ) -> tuple[dict[str, Recommender], dict[str, float]]:
-    """The baselines, production (key ``production``) and, when the shop has events, production's twin
-    without them, fitted on ``data``, with each one's fit seconds."""
+    """The baselines and production (key ``production``) fitted on ``data``, with each one's fit seconds."""
     secs: dict[str, float] = {}
     fitted: dict[str, Recommender] = {}
     later = [n for n in models if MODELS[n].needs_baskets]
@@ -173,11 +231,6 @@ def _fit_models(shop: Shop, data: InteractionData, cutoff: pd.Timestamp, config:
         own = replace(config, tifu=config.tifu or prod.config.tifu)
         fitted[name] = same if same is not None and same.data is data else fit_baseline(shop, data, name, own)
         secs[name] = time.perf_counter() - t0
-    icfg = icfg or InteractionConfig()
-    if icfg.use_events and shop.events is not None and len(shop.events) and not corrupt:
-        t0 = time.perf_counter()
-        fitted[PURCHASES_ONLY] = _purchases_only(shop, cutoff, config, icfg, prod)
-        secs[PURCHASES_ONLY] = time.perf_counter() - t0
     return fitted, secs
 
 
@@ -191,19 +244,26 @@ def _purchases_only(shop: Shop, cutoff: pd.Timestamp, config: RecommenderConfig,
     return fit_production(shop, cutoff, twin, replace(icfg, use_events=False), reranker=prod.reranker_)
 
 
-def _score(fitted: dict[str, Recommender], data: InteractionData, truth_all: dict[str, set[str]],
-           truth_new: dict[str, set[str]], k: int) -> dict[str, Any]:
+def _score(makers: dict[str, Callable[[], Recommender]], data: InteractionData,
+           truth_all: dict[str, set[str]], truth_new: dict[str, set[str]], k: int,
+           threads: int = 1) -> dict[str, Any]:
     """Each model's ranking report on all items and on items new to the customer (buy-again aside), and
-    the share of the catalogue its top-k covers."""
-    report: dict[str, Any] = {"all_items": {}, "new_items": {}, "coverage": {}}
+    the share of the catalogue its top-k covers. ``makers`` give the models (a model still to be fitted is
+    fitted by its maker); ``threads`` models are made and scored at a time, the blends first (the longest)."""
     users = list(truth_all)
-    for name, m in fitted.items():
-        if isinstance(m, BlendRecommender):
-            recs, recs_new = blend_lists(m, users, set(truth_new), k)
-        else:
-            recs = m.recommend(users, k=k)
-            recs_new = (m.recommend(list(truth_new), k=k, rules=DISCOVERY_RULES) if name != "buy_again"
-                        else None)
+
+    def lists(name: str) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+        m = makers[name]()
+        if isinstance(m, BlendRecommender):  # smaller batches when several are in memory at once
+            return blend_lists(m, users, set(truth_new), k, batch=1024 // max(threads, 1))
+        return m.recommend(users, k=k), (m.recommend(list(truth_new), k=k, rules=DISCOVERY_RULES)
+                                         if name != "buy_again" else None)
+
+    order = sorted(makers, key=lambda n: n not in (PURCHASES_ONLY, "production"))
+    done = dict(zip(order, in_threads(lists, order, threads), strict=True))
+    report: dict[str, Any] = {"all_items": {}, "new_items": {}, "coverage": {}}
+    for name in makers:
+        recs, recs_new = done[name]
         report["all_items"][name] = ranking_report(recs, truth_all, k)
         report["coverage"][name] = float(recs[PRODUCT_ID].nunique() / max(int(data.item_ok.sum()), 1))
         if recs_new is not None:

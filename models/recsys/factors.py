@@ -18,6 +18,7 @@ import scipy.sparse as sp
 
 from features.exceptions import ModelFitError
 from features.interactions import InteractionData
+from models.cores import free_threads
 from models.recsys.base import Recommender
 from models.recsys.context import UserContext
 
@@ -30,8 +31,9 @@ stay on one thread."""
 
 
 def als_threads(n_users: int) -> int:
-    """implicit's ``num_threads`` for an ALS fit on ``n_users`` customers (0: every core)."""
-    return 0 if n_users > ALS_PARALLEL_USERS else 1
+    """implicit's ``num_threads`` for an ALS fit on ``n_users`` customers: every free core
+    (:func:`models.cores.free_threads`) past :data:`ALS_PARALLEL_USERS`, else one."""
+    return free_threads(0) if n_users > ALS_PARALLEL_USERS else 1
 
 
 class ALSRecommender(Recommender):

@@ -26,6 +26,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from features.exceptions import ModelFitError, NotFittedError
+from models.cores import free_threads
 from models.customer import SMALL_PREDICT
 
 if TYPE_CHECKING:
@@ -145,7 +146,8 @@ class Reranker:
                              f"{int(np.sum(groups))}; expected {len(FEATURES)} columns and equal rows")
         params = {"objective": "lambdarank", "learning_rate": cfg.learning_rate, "num_leaves": cfg.leaves,
                   "min_child_samples": cfg.min_child_samples, "bagging_fraction": 0.8, "bagging_freq": 1,
-                  "feature_fraction": 0.8, "seed": cfg.seed, "deterministic": True, "num_threads": 2,
+                  "feature_fraction": 0.8, "seed": cfg.seed, "deterministic": True,
+                  "num_threads": free_threads(2),
                   "verbose": -1, "eval_at": [10]}
         ds = lgb.Dataset(X, label=y, group=groups, feature_name=list(FEATURES), free_raw_data=True)
         self.booster_ = lgb.train(params, ds, num_boost_round=cfg.trees)
@@ -155,7 +157,7 @@ class Reranker:
         if self.booster_ is None:
             raise NotFittedError("Reranker")
         # one thread for a request's candidates; the evaluation's batches (~100,000 rows) on all cores
-        threads = 1 if len(X) <= SMALL_PREDICT else 0
+        threads = 1 if len(X) <= SMALL_PREDICT else free_threads(0)
         return np.asarray(self.booster_.predict(X, num_threads=threads), dtype=np.float64)
 
     def importance(self) -> dict[str, float]:

@@ -23,13 +23,17 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from models.cores import free_threads
+
 T = TypeVar("T")
 A = TypeVar("A")
 
 
 def in_threads(fn: Callable[[A], T], args: Sequence[A], threads: int) -> list[T]:
     """``[fn(a) for a in args]``, with up to ``threads`` calls running at once (1 or fewer: one after the
-    other, in this thread). Results in the order of ``args``; the first exception is raised."""
+    other, in this thread; fewer while other parts of the job run, :func:`models.cores.free_threads`).
+    Results in the order of ``args``; the first exception is raised."""
+    threads = free_threads(threads) if threads > 1 else threads
     if threads <= 1 or len(args) <= 1:
         return [fn(a) for a in args]
     try:

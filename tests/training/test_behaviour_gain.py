@@ -57,3 +57,18 @@ def test_a_shop_without_events_has_no_twin(tmp_path: Path) -> None:
     (d / "events.parquet").unlink()
     report = evaluate_recommenders(load_shop(d), CUTOFF, models=("popularity",)).report
     assert PURCHASES_ONLY not in report["all_items"] and "production" in report["all_items"]
+
+
+def test_scoring_on_two_threads_gives_the_report_of_one(tmp_path: Path) -> None:
+    """The evaluation's lists are scored several models at a time (the twin fitted in one of them): the same
+    report, in the same order, as one model at a time."""
+    from training.rec_eval import PURCHASES_ONLY, fit_recommenders, score_recommenders
+    shop = load_shop(_shop(tmp_path / "shop"))
+    models = ("popularity", "item_knn", "ease")
+    reports = []
+    for threads in (1, 2):
+        report = score_recommenders(fit_recommenders(shop, CUTOFF, models=models), threads=threads).report
+        reports.append({k: v for k, v in report.items() if k != "fit_seconds"})
+        assert list(report["all_items"]) == [*models, "production", PURCHASES_ONLY]
+        assert set(report["fit_seconds"]) == {*models, "production", PURCHASES_ONLY}
+    assert reports[0] == reports[1]

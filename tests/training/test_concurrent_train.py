@@ -41,7 +41,8 @@ def test_concurrent_parts_give_the_same_evaluation_and_bundle(small_shop_dir: Pa
     assert "offers" in ev1.report and "churn" in ev1.report and "recommend" in ev1.report
     assert _without_seconds(ev1.report) == _without_seconds(ev2.report)
     assert ev1.blend_weights == ev2.blend_weights
-    assert built1 == built2  # the frames' source was the job's in the threads too (samples, records)
+    # the frames' source was the job's in the threads too (samples, records; in the threads' order)
+    assert sorted(map(repr, built1)) == sorted(map(repr, built2)) and len(built1) > 2
     pd.testing.assert_frame_equal(b1.scores, b2.scores)
     pd.testing.assert_frame_equal(b1.triggers, b2.triggers)
     c1, c2 = b1.engine.candidates_, b2.engine.candidates_
