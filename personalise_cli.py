@@ -126,7 +126,7 @@ def train(data: Path = typer.Option(..., help="Project data directory (shop tabl
                                                    "are built: local (pandas) or spark "
                                                    "(pip install '.[spark]')."),
           spark_master: str = typer.Option(None, help="Spark master URL (default: local[*])."),
-          max_training_rows: int = typer.Option(250_000, min=0, help="Stacked churn/value rows past which "
+          max_training_rows: int = typer.Option(150_000, min=0, help="Stacked churn/value rows past which "
                                                 "a sample of customers is kept (0: never sample)."),
           uplift_learner: str = typer.Option("s_learner", help="How offer uplift is learned: s_learner, "
                                              "two_models_ddr, dr_learner or r_learner "
