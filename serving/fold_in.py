@@ -22,7 +22,7 @@ computes the answer in full; ``tests/serving/test_fold_in.py`` checks the answer
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -32,7 +32,7 @@ from features.schema import PRODUCT_ID, RANK, SCORE
 from models.metrics import top_k
 from models.recsys import BusinessRules, Recommendation, RecommendationEngine
 from models.recsys.base import NEG, round_scores, row_entries
-from models.recsys.context import EVENT_WEIGHT, UserContext
+from models.recsys.context import EVENT_WEIGHT, UserContext, rules_mask
 from models.recsys.factors import ALSRecommender
 from models.recsys.neighbours import EASERecommender, ItemKNNRecommender
 from models.recsys.popularity import BuyAgainRecommender, PopularityRecommender, RisingRecommender
@@ -51,6 +51,9 @@ _KNOWN_KINDS = (
     RisingRecommender,
 )
 _LOCK = threading.Lock()
+Part = tuple[np.ndarray | None, np.ndarray]
+"""A component's normalised scores for one customer: (columns, scores there; 0 elsewhere), or (None, the
+whole row)."""
 
 
 class FoldIn:
@@ -67,6 +70,8 @@ class FoldIn:
         )
         self.item_rows = {str(p): j for j, p in enumerate(data.items.ids.tolist())}
         self.boost = None
+        self._banned_items: dict[tuple[Any, ...], np.ndarray] = {}
+        """The columns forbidden to everyone, by (exclude_out_of_stock, categories, exclude_categories)."""
         self.same_for_all: dict[str, np.ndarray] = {}
         """The normalised row of each component that scores every customer alike (popularity, rising)."""
         for n, c in self.components.items():
@@ -119,46 +124,69 @@ class FoldIn:
     def component_scores(self, ctx: UserContext, names: set[str]) -> dict[str, np.ndarray] | None:
         """Normalised scores (1 x items) of the fitted components among ``names``, as
         :meth:`BlendRecommender.component_scores` gives them; None when one cannot be folded in here."""
-        from models.recsys.blend import normalise
+        parts = self.parts(ctx, names)
+        return None if parts is None else {n: self._full(p) for n, p in parts.items()}
 
-        out = {}
+    def parts(self, ctx: UserContext, names: set[str]) -> dict[str, Part] | None:
+        """The normalised scores of the fitted components among ``names`` as :data:`Part`: the columns a
+        component scores and its normalised scores there (0 elsewhere), or (None, the whole row)."""
+        out: dict[str, Part] = {}
         for n, c in self.components.items():
             if n not in names:
                 continue
             if n in self.same_for_all:
-                out[n] = self.same_for_all[n].copy()
+                out[n] = (None, self.same_for_all[n][0])
                 continue
             if isinstance(c, ItemKNNRecommender):
-                s = self._knn(c, ctx.W)
+                acc = self._knn_acc(c, ctx.W)
+                cols = np.flatnonzero(acc > 0)
+                part = _normalised(cols, acc[cols], self.m)
             elif isinstance(c, EASERecommender):
-                s = self._ease(c, ctx.W)
+                part = _normalised(c.keep_, self._ease_acc(c, ctx.W), self.m)
             elif isinstance(c, ALSRecommender):
-                s = self._als(c, ctx)
+                part = _normalised(None, self._als(c, ctx)[0], self.m)
             elif isinstance(c, BuyAgainRecommender):
-                s = self._buy_again(ctx)
+                cols, v = self._buy_again_part(ctx)
+                part = _normalised(cols, v, self.m)
             else:
                 return None
-            out[n] = _normalise_row(s, normalise)
+            out[n] = part
+        return out
+
+    def _full(self, part: Part) -> np.ndarray:
+        """A :data:`Part` as the row (1 x items) the model's ``component_scores`` gives."""
+        cols, v = part
+        if cols is None:
+            return v[None, :]
+        out = np.zeros((1, self.m))
+        out[0, cols] = v
         return out
 
     def _knn(self, c: ItemKNNRecommender, W: sp.csr_matrix) -> np.ndarray:
+        acc = self._knn_acc(c, W)
+        return np.where(acc > 0, acc, NEG)[None, :]
+
+    def _knn_acc(self, c: ItemKNNRecommender, W: sp.csr_matrix) -> np.ndarray:
+        """The sums of the similarity rows of the customer's items, weighted (1-D, items)."""
         sim = c.sim_
         at, lengths = row_entries(sim, W.indices)  # the rows' entries, in order
         # bincount adds in input order, item after item, as scipy's sparse product does: the same floats
-        acc = np.bincount(
-            sim.indices[at], weights=np.repeat(W.data, lengths) * sim.data[at], minlength=self.m
-        )
-        return np.where(acc > 0, acc, NEG)[None, :]
+        return np.bincount(sim.indices[at], weights=np.repeat(W.data, lengths) * sim.data[at],
+                           minlength=self.m)
 
     def _ease(self, c: EASERecommender, W: sp.csr_matrix) -> np.ndarray:
+        out = np.full((1, self.m), NEG)
+        out[0, c.keep_] = self._ease_acc(c, W)
+        return out
+
+    def _ease_acc(self, c: EASERecommender, W: sp.csr_matrix) -> np.ndarray:
+        """EASE's scores of its kept items (float64 of the model's float32 sums)."""
         p = self.ease_pos[W.indices]
         p = p[(p >= 0) & (W.data > 0)]
         # the rows of B added one after the other in W's order, in float32 (a sum over axis 0 adds row by
         # row, as the model's product does)
         acc = c.B_[p].sum(axis=0, dtype=np.float32) if len(p) else np.zeros(len(c.keep_), np.float32)
-        out = np.full((1, self.m), NEG)
-        out[0, c.keep_] = acc.astype(np.float64)
-        return out
+        return acc.astype(np.float64)
 
     def _als(self, c: ALSRecommender, ctx: UserContext) -> np.ndarray:
         if ctx.has_session[0]:
@@ -182,17 +210,22 @@ class FoldIn:
 
     def _buy_again(self, ctx: UserContext) -> np.ndarray:
         out = np.full((1, self.m), NEG)
+        cols, v = self._buy_again_part(ctx)
+        out[0, cols] = v
+        return out
+
+    def _buy_again_part(self, ctx: UserContext) -> tuple[np.ndarray, np.ndarray]:
+        """The columns buy-again scores (the customer's bought items) and its scores there."""
         P, L = ctx.P, ctx.L
         cols, cnt = P.indices, P.data
         if not len(cols):
-            return out
+            return cols, np.zeros(0)
         last = np.zeros(self.m)
         last[L.indices] = L.data
         last = last[cols].astype(float)
         rec = np.divide(1.0, np.log2(1 + last), out=np.zeros_like(last), where=last > 0)
         assert self.boost is not None
-        out[0, cols] = (cnt + 0.5 * rec) * self.boost[cols]
-        return out
+        return cols, (cnt + 0.5 * rec) * self.boost[cols]
 
     # -- the answer --------------------------------------------------------------------------------
     def recommend(
@@ -208,11 +241,20 @@ class FoldIn:
             return None
         ctx, _ = self.context(row, session)
         weights = model.weights_for(rules)
-        names = set(self.components)  # engine.recommend_one scores every fitted component
-        comps = self.component_scores(ctx, names)
-        if comps is None:
+        parts = self.parts(ctx, set(self.components))  # engine.recommend_one scores every fitted component
+        if parts is None:
             return None
-        s = model.ranked_scores(ctx, rules, comps)[0]
+        comps = {n: self._full(p) for n, p in parts.items()}
+        s = self._blend(parts, weights)
+        s[self._banned(ctx, rules)] = NEG
+        rr = model.reranker_for(rules)
+        if rr is not None and model.item_stats_ is not None:  # as BlendRecommender.ranked_scores
+            s = s[None, :]
+            cand, X = model.candidate_rows(ctx, rules, comps, s, model.item_stats_)
+            out = np.full(s.shape, NEG)
+            np.put_along_axis(out, cand, np.where(np.isfinite(np.take_along_axis(s, cand, 1)),
+                                                  rr.predict(X).reshape(cand.shape), NEG), 1)
+            s = out[0]
         top = top_k(s, k)
         top = top[np.isfinite(s[top])]
         if not len(top):
@@ -227,6 +269,44 @@ class FoldIn:
                 for r, (j, sc) in enumerate(zip(top.tolist(), round_scores(s[top]), strict=True))
             ],
         )
+
+    def _blend(self, parts: dict[str, Part], weights: Mapping[str, float]) -> np.ndarray:
+        """:func:`models.recsys.blend.blended` of the parts (1-D): the same additions in the same order, a
+        sparse part's only where it scores (elsewhere it adds ``w * 0.0``, which changes no sum)."""
+        out = np.zeros(self.m)
+        for n, w in weights.items():
+            if w and n in parts:
+                cols, v = parts[n]
+                if cols is None:
+                    out += w * v
+                else:
+                    out[cols] += w * v
+        return out
+
+    def _banned(self, ctx: UserContext, rules: BusinessRules) -> np.ndarray:
+        """The columns :func:`models.recsys.context.rules_mask` forbids the customer of ``ctx``."""
+        key = (rules.exclude_out_of_stock, rules.categories, rules.exclude_categories)
+        items = self._banned_items.get(key)
+        if items is None:
+            no_one = sp.csr_matrix((1, self.m))
+            ctx1 = UserContext(np.array([""], dtype=object), np.array([-1]), no_one, no_one, no_one, no_one,
+                               np.zeros(1, bool))
+            items = self._banned_items[key] = np.flatnonzero(~rules_mask(
+                self.engine.data, ctx1, BusinessRules(exclude_returned=False, exclude_bought=False,
+                                                         exclude_out_of_stock=rules.exclude_out_of_stock,
+                                                         categories=rules.categories,
+                                                         exclude_categories=rules.exclude_categories))[0])
+        out = [items]
+        if rules.exclude_returned:
+            R = ctx.R
+            out.append(R.indices[R.data > 0])
+        if rules.exclude_bought:
+            P = ctx.P
+            bought = P.indices[P.data > 0]
+            if rules.allow_replenishable:
+                bought = bought[~self.engine.data.item_replenishable[bought]]
+            out.append(bought)
+        return np.concatenate(out) if len(out) > 1 else items
 
 
 def for_engine(engine: RecommendationEngine) -> FoldIn:
@@ -249,6 +329,25 @@ def recommend(
 ) -> Recommendation | None:
     """:meth:`FoldIn.recommend` of the engine's prepared fold-in."""
     return for_engine(engine).recommend(customer_id, k, rules, session)
+
+
+def _normalised(cols: np.ndarray | None, v: np.ndarray, m: int) -> Part:
+    """``normalise`` (:func:`models.recsys.blend.normalise`) of the row (1 x ``m``) holding the scores ``v``
+    at columns ``cols`` (None: ``v`` is the whole row) and -inf elsewhere, as a :data:`Part`: over the
+    finite scores, ``(v - lo) / span``, the same two operations per score, and 0 elsewhere. A row with a
+    non-finite score among ``v`` is normalised by the model's function itself."""
+    if not len(v):
+        return (cols, v) if cols is not None else (None, np.zeros(m))
+    lo, hi = v.min(), v.max()
+    if not (np.isfinite(lo) and np.isfinite(hi)):  # NaN or infinite scores: the model's own handling
+        from models.recsys.blend import normalise
+
+        row = v[None, :] if cols is None else np.full((1, m), NEG)
+        if cols is not None:
+            row[0, cols] = v
+        return None, normalise(row)[0]
+    span = hi - lo
+    return cols, (v - lo) / (span if np.isfinite(span) and span > 0 else 1.0)
 
 
 def _normalise_row(s: np.ndarray, normalise: Any) -> np.ndarray:
