@@ -36,6 +36,8 @@ from models.recsys.context import EVENT_WEIGHT, UserContext, rules_mask
 from models.recsys.factors import ALSRecommender
 from models.recsys.neighbours import EASERecommender, ItemKNNRecommender
 from models.recsys.popularity import BuyAgainRecommender, PopularityRecommender, RisingRecommender
+from serving import fold_in_reasons
+from serving.fold_in_reasons import KnnTerms
 
 try:
     from implicit.cpu import _als as _implicit_als
@@ -69,6 +71,12 @@ class FoldIn:
             M.has_canonical_format for M in (data.weights, data.purchases, data.last_purchase_days)
         )
         self.item_rows = {str(p): j for j, p in enumerate(data.items.ids.tolist())}
+        self.names = set(self.components)
+        self.replenishable = np.asarray(data.item_replenishable, dtype=bool)
+        knn = self.components.get("item_knn")
+        self.terms_reasons = isinstance(knn, ItemKNNRecommender) and knn.sim_.has_canonical_format
+        """Whether the reasons are found from the item-to-item terms (:mod:`serving.fold_in_reasons`): a
+        similarity matrix without duplicate entries (the model's reasons would sum them)."""
         self.boost = None
         self._banned_items: dict[tuple[Any, ...], np.ndarray] = {}
         """The columns forbidden to everyone, by (exclude_out_of_stock, categories, exclude_categories)."""
@@ -130,7 +138,13 @@ class FoldIn:
     def parts(self, ctx: UserContext, names: set[str]) -> dict[str, Part] | None:
         """The normalised scores of the fitted components among ``names`` as :data:`Part`: the columns a
         component scores and its normalised scores there (0 elsewhere), or (None, the whole row)."""
+        got = self._scored(ctx, names)
+        return None if got is None else got[0]
+
+    def _scored(self, ctx: UserContext, names: set[str]) -> tuple[dict[str, Part], KnnTerms | None] | None:
+        """:meth:`parts`, and the terms of the item-to-item score (for the reasons; None without it)."""
         out: dict[str, Part] = {}
+        terms = None
         for n, c in self.components.items():
             if n not in names:
                 continue
@@ -138,7 +152,11 @@ class FoldIn:
                 out[n] = (None, self.same_for_all[n][0])
                 continue
             if isinstance(c, ItemKNNRecommender):
-                acc = self._knn_acc(c, ctx.W)
+                t = self._knn_terms(c, ctx.W)
+                if n == "item_knn":
+                    terms = t
+                # bincount adds in input order, item after item, as scipy's sparse product does
+                acc = np.bincount(t.cols, weights=t.prod, minlength=self.m)
                 cols = np.flatnonzero(acc > 0)
                 part = _normalised(cols, acc[cols], self.m)
             elif isinstance(c, EASERecommender):
@@ -151,7 +169,7 @@ class FoldIn:
             else:
                 return None
             out[n] = part
-        return out
+        return out, terms
 
     def _full(self, part: Part) -> np.ndarray:
         """A :data:`Part` as the row (1 x items) the model's ``component_scores`` gives."""
@@ -163,16 +181,16 @@ class FoldIn:
         return out
 
     def _knn(self, c: ItemKNNRecommender, W: sp.csr_matrix) -> np.ndarray:
-        acc = self._knn_acc(c, W)
+        t = self._knn_terms(c, W)
+        acc = np.bincount(t.cols, weights=t.prod, minlength=self.m)
         return np.where(acc > 0, acc, NEG)[None, :]
 
-    def _knn_acc(self, c: ItemKNNRecommender, W: sp.csr_matrix) -> np.ndarray:
-        """The sums of the similarity rows of the customer's items, weighted (1-D, items)."""
+    def _knn_terms(self, c: ItemKNNRecommender, W: sp.csr_matrix) -> KnnTerms:
+        """The terms of the sparse product ``W @ sim`` (one customer), in the order it adds them."""
         sim = c.sim_
         at, lengths = row_entries(sim, W.indices)  # the rows' entries, in order
-        # bincount adds in input order, item after item, as scipy's sparse product does: the same floats
-        return np.bincount(sim.indices[at], weights=np.repeat(W.data, lengths) * sim.data[at],
-                           minlength=self.m)
+        return KnnTerms(sim.indices[at], np.repeat(W.data, lengths) * sim.data[at],
+                        np.repeat(W.indices, lengths))
 
     def _ease(self, c: EASERecommender, W: sp.csr_matrix) -> np.ndarray:
         out = np.full((1, self.m), NEG)
@@ -241,9 +259,10 @@ class FoldIn:
             return None
         ctx, _ = self.context(row, session)
         weights = model.weights_for(rules)
-        parts = self.parts(ctx, set(self.components))  # engine.recommend_one scores every fitted component
-        if parts is None:
+        got = self._scored(ctx, self.names)  # engine.recommend_one scores every fitted component
+        if got is None:
             return None
+        parts, terms = got
         comps = {n: self._full(p) for n, p in parts.items()}
         s = self._blend(parts, weights)
         s[self._banned(ctx, rules)] = NEG
@@ -259,7 +278,15 @@ class FoldIn:
         top = top[np.isfinite(s[top])]
         if not len(top):
             return None
-        reasons = engine._reasons(ctx, comps, top, weights)
+        if terms is not None and self.terms_reasons:
+            P = ctx.P
+            codes = fold_in_reasons.reason_codes(weights, comps, top, terms,
+                                                 dict(zip(P.indices.tolist(), P.data.tolist(), strict=True)),
+                                                 self.replenishable, self.m)
+            table = engine.reason_table
+            reasons = [table[q] for q in codes]
+        else:
+            reasons = engine._reasons(ctx, comps, top, weights)
         ids = engine.product_ids
         return Recommendation(
             customer_id,
