@@ -21,6 +21,7 @@ computes the answer in full; ``tests/serving/test_fold_in.py`` checks the answer
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -29,7 +30,6 @@ import numpy as np
 import scipy.sparse as sp
 
 from features.schema import PRODUCT_ID, RANK, SCORE
-from models.metrics import top_k
 from models.recsys import BusinessRules, Recommendation, RecommendationEngine
 from models.recsys.base import NEG, round_scores, row_entries
 from models.recsys.context import EVENT_WEIGHT, UserContext, rules_mask
@@ -274,7 +274,7 @@ class FoldIn:
             np.put_along_axis(out, cand, np.where(np.isfinite(np.take_along_axis(s, cand, 1)),
                                                   rr.predict(X).reshape(cand.shape), NEG), 1)
             s = out[0]
-        top = top_k(s, k)
+        top = _top_k(s, k)
         top = top[np.isfinite(s[top])]
         if not len(top):
             return None
@@ -365,8 +365,8 @@ def _normalised(cols: np.ndarray | None, v: np.ndarray, m: int) -> Part:
     non-finite score among ``v`` is normalised by the model's function itself."""
     if not len(v):
         return (cols, v) if cols is not None else (None, np.zeros(m))
-    lo, hi = v.min(), v.max()
-    if not (np.isfinite(lo) and np.isfinite(hi)):  # NaN or infinite scores: the model's own handling
+    lo, hi = _MIN(v), _MAX(v)  # np.float64, a float: math's checks are cheaper than numpy's on a scalar
+    if not (math.isfinite(lo) and math.isfinite(hi)):  # NaN or infinite scores: the model's own handling
         from models.recsys.blend import normalise
 
         row = v[None, :] if cols is None else np.full((1, m), NEG)
@@ -374,23 +374,22 @@ def _normalised(cols: np.ndarray | None, v: np.ndarray, m: int) -> Part:
             row[0, cols] = v
         return None, normalise(row)[0]
     span = hi - lo
-    return cols, (v - lo) / (span if np.isfinite(span) and span > 0 else 1.0)
+    return cols, (v - lo) / (span if math.isfinite(span) and span > 0 else 1.0)
 
 
-def _normalise_row(s: np.ndarray, normalise: Any) -> np.ndarray:
-    """``normalise(s)`` of one row (float64, 1 x items), computed on its finite scores only when most are
-    not (buy-again, and item-to-item for a customer with few items, score a few items): the same two
-    operations per score, ``(s - lo) / span``, and 0 elsewhere."""
-    fin = np.flatnonzero(np.isfinite(s[0]))
-    if 2 * len(fin) > s.shape[1] or s.dtype != np.float64:  # mostly scored: whole-row operations are cheaper
-        return normalise(s)  # type: ignore[no-any-return]
-    out = np.zeros_like(s)
-    if len(fin):
-        v = s[0, fin]
-        lo = v.min()
-        span = v.max() - lo
-        out[0, fin] = (v - lo) / (span if np.isfinite(span) and span > 0 else 1.0)
-    return out
+_MIN, _MAX = np.minimum.reduce, np.maximum.reduce
+"""``v.min()`` and ``v.max()`` (the same reductions) without the method's Python wrapper."""
+
+
+def _top_k(s: np.ndarray, k: int) -> np.ndarray:
+    """:func:`models.metrics.top_k` of one row (1-D): the same partition of the row, the same order (score,
+    then column), without its handling of many rows."""
+    k = min(k, len(s))
+    if k <= 0:
+        return np.zeros(0, np.intp)
+    low = -s
+    part = np.argpartition(low[None, :], k - 1, axis=1)[0, :k]
+    return part[np.lexsort((part, low[part]))]  # type: ignore[no-any-return]
 
 
 def _direct_als_ok(m: Any, row: sp.csr_matrix) -> bool:
