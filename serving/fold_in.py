@@ -11,7 +11,8 @@ them, and each component's score row is computed directly:
 - EASE: the sum of the rows of ``B`` of the customer's (kept) items, in float32 as the model does;
 - ALS: the stored user vector, or implicit's ``recalculate_user`` on the session-updated row (about 1 ms);
 - buy-again: from the purchase counts and days of the customer's bought items; popularity and rising
-  products: one row each, the same for everyone, normalised once.
+  products: one row each, the same for everyone, normalised once;
+- TIFU-KNN: its own score of the customer's stored row (it reads the purchase baskets, never the session).
 
 Blending, business rules, the discovery re-ranker, the top k and the reasons are the model's own functions,
 called on a one-customer context built from those arrays. Anything this module does not know how to fold in
@@ -32,10 +33,12 @@ import scipy.sparse as sp
 from features.schema import PRODUCT_ID, RANK, SCORE
 from models.recsys import BusinessRules, Recommendation, RecommendationEngine
 from models.recsys.base import NEG, round_scores, row_entries
+from models.recsys.blend import normalise_by_max
 from models.recsys.context import EVENT_WEIGHT, UserContext, rules_mask
 from models.recsys.factors import ALSRecommender
 from models.recsys.neighbours import EASERecommender, ItemKNNRecommender
 from models.recsys.popularity import BuyAgainRecommender, PopularityRecommender, RisingRecommender
+from models.recsys.tifu import TIFUKNNRecommender
 from serving import fold_in_reasons
 from serving.fold_in_reasons import KnnTerms
 
@@ -51,6 +54,7 @@ _KNOWN_KINDS = (
     BuyAgainRecommender,
     PopularityRecommender,
     RisingRecommender,
+    TIFUKNNRecommender,
 )
 _LOCK = threading.Lock()
 Part = tuple[np.ndarray | None, np.ndarray]
@@ -166,6 +170,10 @@ class FoldIn:
             elif isinstance(c, BuyAgainRecommender):
                 cols, v = self._buy_again_part(ctx)
                 part = _normalised(cols, v, self.m)
+            elif isinstance(c, TIFUKNNRecommender):
+                # TIFU-KNN scores the stored baskets only (a session changes nothing): the model's own
+                # score of the customer's row, scaled by its largest as the blend does
+                part = (None, normalise_by_max(c.score(ctx))[0])
             else:
                 return None
             out[n] = part

@@ -112,6 +112,26 @@ def test_a_blend_weighing_rising_products_folds_in_exactly(board_engine) -> None
     assert n >= 0.9 * len(customers) * 2
 
 
+def test_a_blend_weighing_tifu_knn_folds_in_exactly(board_engine) -> None:
+    """TIFU-KNN (weighed by the blend chosen on Online Retail) is folded in: the same answers and component
+    scores as the full computation, which scores it from the stored baskets whatever the session."""
+    from dataclasses import replace
+
+    from models.recsys.tifu import TIFUKNNRecommender
+    from tests.models.recsys_data import board_baskets
+
+    data = board_engine.data
+    cfg = replace(BOARD_CFG, blend_weights=(*BOARD_CFG.blend_weights, ("tifu", 1.0)))
+    engine = RecommendationEngine(BlendRecommender(cfg).fit(data, baskets=board_baskets(data)),
+                                  board_engine.trending)
+    assert isinstance(engine.model.components_["tifu"], TIFUKNNRecommender)
+    assert fold_in.for_engine(engine).usable
+    customers = list(data.users.ids[::2])
+    assert_same_components(engine, customers)
+    n = assert_folded_like_full(engine, customers, rulesets(["a", "b"])[:2], seed=9)
+    assert n >= 0.9 * len(customers) * 2
+
+
 def test_what_cannot_be_folded_is_handed_back(board_engine) -> None:
     assert fold_in.recommend(board_engine, "never-seen", 5, BusinessRules(), [("p01", "view")]) is None
     cid = board_engine.data.users.ids[0]
