@@ -381,7 +381,8 @@ def write_markdown(res: dict[str, Any], path: Path) -> None:
             "first request after their events change, then kept until they change again, so most of these "
             "rounds' requests reuse a kept answer. recommend_session_events sends five session events in "
             "each request's body: folded in on every request, nothing kept (the cost of a request that "
-            "follows a new event).",
+            "follows a new event); recommend_session_events_exclude_bought the same with exclude_bought "
+            "(the discovery re-ranker on every request).",
             "",
         ]
     md += _triggers_section(res.get("triggers_load"))

@@ -351,12 +351,15 @@ def serve() -> dict:
             'function() return \'{"customer_id": "\' .. ids[math.random(#ids)] .. '
             '\'", "k": 10, "exclude_bought": true}\' end'
         )
-        session_body = (  # the request's own session: folded in on every request, nothing kept
-            'function() local c = ids[math.random(#ids)]; local s = {}; for i = 1, 5 do '
-            's[i] = \'{"product_id": "P\' .. string.format("%05d", math.random(0, 1999)) .. '
-            '\'", "event_type": "view"}\' end; return \'{"customer_id": "\' .. c .. '
-            '\'", "k": 10, "session_events": [\' .. table.concat(s, ",") .. \']}\' end'
-        )
+        def session_fn(extra: str = "") -> str:  # the request's own session: folded in on every request
+            return (
+                'function() local c = ids[math.random(#ids)]; local s = {}; for i = 1, 5 do '
+                's[i] = \'{"product_id": "P\' .. string.format("%05d", math.random(0, 1999)) .. '
+                '\'", "event_type": "view"}\' end; return \'{"customer_id": "\' .. c .. '
+                f'\'", "k": 10{extra}, "session_events": [\' .. table.concat(s, ",") .. \']}}\' end'
+            )
+
+        session_body, session_excl_body = session_fn(), session_fn(', "exclude_bought": true')
         events_body = (
             "function() local c = ids[math.random(#ids)]; return '{\"events\": [' .. "
             'string.rep(\'{"customer_id": "\' .. c .. \'", "product_id": "P00010", '
@@ -443,6 +446,7 @@ end
             "customer_profile": script("profile", "/customer_profile", crm, profile_body),
             "recommend_exclude_bought": script("recommend_excl", "/recommend", key, excl_body),
             "recommend_session": script("recommend_session", "/recommend", key, session_body),
+            "recommend_session_excl": script("recommend_session_excl", "/recommend", key, session_excl_body),
             "recommend_quiet": script("recommend_quiet", "/recommend", key, rec_body, quiet_ids),
         }
         for n in ("echo", "recommend", "offers", "customer_profile"):  # warm-up (events later)
@@ -482,11 +486,13 @@ end
         # now most of the 2,000 customers have live events: their recommendations are folded in, not looked up
         # (a live customer's answer is kept until their events change: most of these are answered from it;
         # recommend_session folds the request's own five events in on every request, the uncached cost)
-        live = rounds_of(["echo", "recommend", "recommend_exclude_bought", "recommend_session"], 6)
+        live = rounds_of(["echo", "recommend", "recommend_exclude_bought", "recommend_session",
+                          "recommend_session_excl"], 6)
         results["echo_live_rounds"] = live["echo"]
         results["recommend_after_events"] = live["recommend"]
         results["recommend_after_events_exclude_bought"] = live["recommend_exclude_bought"]
         results["recommend_session_events"] = live["recommend_session"]
+        results["recommend_session_events_exclude_bought"] = live["recommend_session_excl"]
         # a day's mix, all at once: cached recommends (customers without events), live-session recommends
         # while their customers send events, offers; wrk processes side by side, 8 connections split 5/2/1
         # (+1 sending events)

@@ -11,7 +11,8 @@ them, and each component's score row is computed directly:
 - EASE: the sum of the rows of ``B`` of the customer's (kept) items, in float32 as the model does;
 - ALS: the stored user vector, or implicit's ``recalculate_user`` on the session-updated row (about 1 ms);
 - buy-again: from the purchase counts and days of the customer's bought items; popularity and rising
-  products: one row each, the same for everyone, normalised once.
+  products: one row each, the same for everyone, normalised once;
+- TIFU-KNN: its own score of the customer's stored row (it reads the purchase baskets, never the session).
 
 Blending, business rules, the discovery re-ranker, the top k and the reasons are the model's own functions,
 called on a one-customer context built from those arrays. Anything this module does not know how to fold in
@@ -21,21 +22,25 @@ computes the answer in full; ``tests/serving/test_fold_in.py`` checks the answer
 
 from __future__ import annotations
 
+import math
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
 from features.schema import PRODUCT_ID, RANK, SCORE
-from models.metrics import top_k
 from models.recsys import BusinessRules, Recommendation, RecommendationEngine
 from models.recsys.base import NEG, round_scores, row_entries
-from models.recsys.context import EVENT_WEIGHT, UserContext
+from models.recsys.blend import normalise_by_max
+from models.recsys.context import EVENT_WEIGHT, UserContext, rules_mask
 from models.recsys.factors import ALSRecommender
 from models.recsys.neighbours import EASERecommender, ItemKNNRecommender
 from models.recsys.popularity import BuyAgainRecommender, PopularityRecommender, RisingRecommender
+from models.recsys.tifu import TIFUKNNRecommender
+from serving import fold_in_reasons
+from serving.fold_in_reasons import KnnTerms
 
 try:
     from implicit.cpu import _als as _implicit_als
@@ -49,8 +54,12 @@ _KNOWN_KINDS = (
     BuyAgainRecommender,
     PopularityRecommender,
     RisingRecommender,
+    TIFUKNNRecommender,
 )
 _LOCK = threading.Lock()
+Part = tuple[np.ndarray | None, np.ndarray]
+"""A component's normalised scores for one customer: (columns, scores there; 0 elsewhere), or (None, the
+whole row)."""
 
 
 class FoldIn:
@@ -66,7 +75,15 @@ class FoldIn:
             M.has_canonical_format for M in (data.weights, data.purchases, data.last_purchase_days)
         )
         self.item_rows = {str(p): j for j, p in enumerate(data.items.ids.tolist())}
+        self.names = set(self.components)
+        self.replenishable = np.asarray(data.item_replenishable, dtype=bool)
+        knn = self.components.get("item_knn")
+        self.terms_reasons = isinstance(knn, ItemKNNRecommender) and knn.sim_.has_canonical_format
+        """Whether the reasons are found from the item-to-item terms (:mod:`serving.fold_in_reasons`): a
+        similarity matrix without duplicate entries (the model's reasons would sum them)."""
         self.boost = None
+        self._banned_items: dict[tuple[Any, ...], np.ndarray] = {}
+        """The columns forbidden to everyone, by (exclude_out_of_stock, categories, exclude_categories)."""
         self.same_for_all: dict[str, np.ndarray] = {}
         """The normalised row of each component that scores every customer alike (popularity, rising)."""
         for n, c in self.components.items():
@@ -119,46 +136,83 @@ class FoldIn:
     def component_scores(self, ctx: UserContext, names: set[str]) -> dict[str, np.ndarray] | None:
         """Normalised scores (1 x items) of the fitted components among ``names``, as
         :meth:`BlendRecommender.component_scores` gives them; None when one cannot be folded in here."""
-        from models.recsys.blend import normalise
+        parts = self.parts(ctx, names)
+        return None if parts is None else {n: self._full(p) for n, p in parts.items()}
 
-        out = {}
+    def parts(self, ctx: UserContext, names: set[str]) -> dict[str, Part] | None:
+        """The normalised scores of the fitted components among ``names`` as :data:`Part`: the columns a
+        component scores and its normalised scores there (0 elsewhere), or (None, the whole row)."""
+        got = self._scored(ctx, names)
+        return None if got is None else got[0]
+
+    def _scored(self, ctx: UserContext, names: set[str]) -> tuple[dict[str, Part], KnnTerms | None] | None:
+        """:meth:`parts`, and the terms of the item-to-item score (for the reasons; None without it)."""
+        out: dict[str, Part] = {}
+        terms = None
         for n, c in self.components.items():
             if n not in names:
                 continue
             if n in self.same_for_all:
-                out[n] = self.same_for_all[n].copy()
+                out[n] = (None, self.same_for_all[n][0])
                 continue
             if isinstance(c, ItemKNNRecommender):
-                s = self._knn(c, ctx.W)
+                t = self._knn_terms(c, ctx.W)
+                if n == "item_knn":
+                    terms = t
+                # bincount adds in input order, item after item, as scipy's sparse product does
+                acc = np.bincount(t.cols, weights=t.prod, minlength=self.m)
+                cols = np.flatnonzero(acc > 0)
+                part = _normalised(cols, acc[cols], self.m)
             elif isinstance(c, EASERecommender):
-                s = self._ease(c, ctx.W)
+                part = _normalised(c.keep_, self._ease_acc(c, ctx.W), self.m)
             elif isinstance(c, ALSRecommender):
-                s = self._als(c, ctx)
+                part = _normalised(None, self._als(c, ctx)[0], self.m)
             elif isinstance(c, BuyAgainRecommender):
-                s = self._buy_again(ctx)
+                cols, v = self._buy_again_part(ctx)
+                part = _normalised(cols, v, self.m)
+            elif isinstance(c, TIFUKNNRecommender):
+                # TIFU-KNN scores the stored baskets only (a session changes nothing): the model's own
+                # score of the customer's row, scaled by its largest as the blend does
+                part = (None, normalise_by_max(c.score(ctx))[0])
             else:
                 return None
-            out[n] = _normalise_row(s, normalise)
+            out[n] = part
+        return out, terms
+
+    def _full(self, part: Part) -> np.ndarray:
+        """A :data:`Part` as the row (1 x items) the model's ``component_scores`` gives."""
+        cols, v = part
+        if cols is None:
+            return v[None, :]
+        out = np.zeros((1, self.m))
+        out[0, cols] = v
         return out
 
     def _knn(self, c: ItemKNNRecommender, W: sp.csr_matrix) -> np.ndarray:
-        sim = c.sim_
-        at, lengths = row_entries(sim, W.indices)  # the rows' entries, in order
-        # bincount adds in input order, item after item, as scipy's sparse product does: the same floats
-        acc = np.bincount(
-            sim.indices[at], weights=np.repeat(W.data, lengths) * sim.data[at], minlength=self.m
-        )
+        t = self._knn_terms(c, W)
+        acc = np.bincount(t.cols, weights=t.prod, minlength=self.m)
         return np.where(acc > 0, acc, NEG)[None, :]
 
+    def _knn_terms(self, c: ItemKNNRecommender, W: sp.csr_matrix) -> KnnTerms:
+        """The terms of the sparse product ``W @ sim`` (one customer), in the order it adds them."""
+        sim = c.sim_
+        at, lengths = row_entries(sim, W.indices)  # the rows' entries, in order
+        return KnnTerms(sim.indices[at], np.repeat(W.data, lengths) * sim.data[at],
+                        np.repeat(W.indices, lengths))
+
     def _ease(self, c: EASERecommender, W: sp.csr_matrix) -> np.ndarray:
+        out = np.full((1, self.m), NEG)
+        out[0, c.keep_] = self._ease_acc(c, W)
+        return out
+
+    def _ease_acc(self, c: EASERecommender, W: sp.csr_matrix) -> np.ndarray:
+        """EASE's scores of its kept items (float64 of the model's float32 sums)."""
         p = self.ease_pos[W.indices]
         p = p[(p >= 0) & (W.data > 0)]
         # the rows of B added one after the other in W's order, in float32 (a sum over axis 0 adds row by
         # row, as the model's product does)
         acc = c.B_[p].sum(axis=0, dtype=np.float32) if len(p) else np.zeros(len(c.keep_), np.float32)
-        out = np.full((1, self.m), NEG)
-        out[0, c.keep_] = acc.astype(np.float64)
-        return out
+        return acc.astype(np.float64)
 
     def _als(self, c: ALSRecommender, ctx: UserContext) -> np.ndarray:
         if ctx.has_session[0]:
@@ -182,17 +236,22 @@ class FoldIn:
 
     def _buy_again(self, ctx: UserContext) -> np.ndarray:
         out = np.full((1, self.m), NEG)
+        cols, v = self._buy_again_part(ctx)
+        out[0, cols] = v
+        return out
+
+    def _buy_again_part(self, ctx: UserContext) -> tuple[np.ndarray, np.ndarray]:
+        """The columns buy-again scores (the customer's bought items) and its scores there."""
         P, L = ctx.P, ctx.L
         cols, cnt = P.indices, P.data
         if not len(cols):
-            return out
+            return cols, np.zeros(0)
         last = np.zeros(self.m)
         last[L.indices] = L.data
         last = last[cols].astype(float)
         rec = np.divide(1.0, np.log2(1 + last), out=np.zeros_like(last), where=last > 0)
         assert self.boost is not None
-        out[0, cols] = (cnt + 0.5 * rec) * self.boost[cols]
-        return out
+        return cols, (cnt + 0.5 * rec) * self.boost[cols]
 
     # -- the answer --------------------------------------------------------------------------------
     def recommend(
@@ -208,16 +267,34 @@ class FoldIn:
             return None
         ctx, _ = self.context(row, session)
         weights = model.weights_for(rules)
-        names = set(self.components)  # engine.recommend_one scores every fitted component
-        comps = self.component_scores(ctx, names)
-        if comps is None:
+        got = self._scored(ctx, self.names)  # engine.recommend_one scores every fitted component
+        if got is None:
             return None
-        s = model.ranked_scores(ctx, rules, comps)[0]
-        top = top_k(s, k)
+        parts, terms = got
+        comps = {n: self._full(p) for n, p in parts.items()}
+        s = self._blend(parts, weights)
+        s[self._banned(ctx, rules)] = NEG
+        rr = model.reranker_for(rules)
+        if rr is not None and model.item_stats_ is not None:  # as BlendRecommender.ranked_scores
+            s = s[None, :]
+            cand, X = model.candidate_rows(ctx, rules, comps, s, model.item_stats_)
+            out = np.full(s.shape, NEG)
+            np.put_along_axis(out, cand, np.where(np.isfinite(np.take_along_axis(s, cand, 1)),
+                                                  rr.predict(X).reshape(cand.shape), NEG), 1)
+            s = out[0]
+        top = _top_k(s, k)
         top = top[np.isfinite(s[top])]
         if not len(top):
             return None
-        reasons = engine._reasons(ctx, comps, top, weights)
+        if terms is not None and self.terms_reasons:
+            P = ctx.P
+            codes = fold_in_reasons.reason_codes(weights, comps, top, terms,
+                                                 dict(zip(P.indices.tolist(), P.data.tolist(), strict=True)),
+                                                 self.replenishable, self.m)
+            table = engine.reason_table
+            reasons = [table[q] for q in codes]
+        else:
+            reasons = engine._reasons(ctx, comps, top, weights)
         ids = engine.product_ids
         return Recommendation(
             customer_id,
@@ -227,6 +304,44 @@ class FoldIn:
                 for r, (j, sc) in enumerate(zip(top.tolist(), round_scores(s[top]), strict=True))
             ],
         )
+
+    def _blend(self, parts: dict[str, Part], weights: Mapping[str, float]) -> np.ndarray:
+        """:func:`models.recsys.blend.blended` of the parts (1-D): the same additions in the same order, a
+        sparse part's only where it scores (elsewhere it adds ``w * 0.0``, which changes no sum)."""
+        out = np.zeros(self.m)
+        for n, w in weights.items():
+            if w and n in parts:
+                cols, v = parts[n]
+                if cols is None:
+                    out += w * v
+                else:
+                    out[cols] += w * v
+        return out
+
+    def _banned(self, ctx: UserContext, rules: BusinessRules) -> np.ndarray:
+        """The columns :func:`models.recsys.context.rules_mask` forbids the customer of ``ctx``."""
+        key = (rules.exclude_out_of_stock, rules.categories, rules.exclude_categories)
+        items = self._banned_items.get(key)
+        if items is None:
+            no_one = sp.csr_matrix((1, self.m))
+            ctx1 = UserContext(np.array([""], dtype=object), np.array([-1]), no_one, no_one, no_one, no_one,
+                               np.zeros(1, bool))
+            items = self._banned_items[key] = np.flatnonzero(~rules_mask(
+                self.engine.data, ctx1, BusinessRules(exclude_returned=False, exclude_bought=False,
+                                                         exclude_out_of_stock=rules.exclude_out_of_stock,
+                                                         categories=rules.categories,
+                                                         exclude_categories=rules.exclude_categories))[0])
+        out = [items]
+        if rules.exclude_returned:
+            R = ctx.R
+            out.append(R.indices[R.data > 0])
+        if rules.exclude_bought:
+            P = ctx.P
+            bought = P.indices[P.data > 0]
+            if rules.allow_replenishable:
+                bought = bought[~self.engine.data.item_replenishable[bought]]
+            out.append(bought)
+        return np.concatenate(out) if len(out) > 1 else items
 
 
 def for_engine(engine: RecommendationEngine) -> FoldIn:
@@ -251,20 +366,38 @@ def recommend(
     return for_engine(engine).recommend(customer_id, k, rules, session)
 
 
-def _normalise_row(s: np.ndarray, normalise: Any) -> np.ndarray:
-    """``normalise(s)`` of one row (float64, 1 x items), computed on its finite scores only when most are
-    not (buy-again, and item-to-item for a customer with few items, score a few items): the same two
-    operations per score, ``(s - lo) / span``, and 0 elsewhere."""
-    fin = np.flatnonzero(np.isfinite(s[0]))
-    if 2 * len(fin) > s.shape[1] or s.dtype != np.float64:  # mostly scored: whole-row operations are cheaper
-        return normalise(s)  # type: ignore[no-any-return]
-    out = np.zeros_like(s)
-    if len(fin):
-        v = s[0, fin]
-        lo = v.min()
-        span = v.max() - lo
-        out[0, fin] = (v - lo) / (span if np.isfinite(span) and span > 0 else 1.0)
-    return out
+def _normalised(cols: np.ndarray | None, v: np.ndarray, m: int) -> Part:
+    """``normalise`` (:func:`models.recsys.blend.normalise`) of the row (1 x ``m``) holding the scores ``v``
+    at columns ``cols`` (None: ``v`` is the whole row) and -inf elsewhere, as a :data:`Part`: over the
+    finite scores, ``(v - lo) / span``, the same two operations per score, and 0 elsewhere. A row with a
+    non-finite score among ``v`` is normalised by the model's function itself."""
+    if not len(v):
+        return (cols, v) if cols is not None else (None, np.zeros(m))
+    lo, hi = _MIN(v), _MAX(v)  # np.float64, a float: math's checks are cheaper than numpy's on a scalar
+    if not (math.isfinite(lo) and math.isfinite(hi)):  # NaN or infinite scores: the model's own handling
+        from models.recsys.blend import normalise
+
+        row = v[None, :] if cols is None else np.full((1, m), NEG)
+        if cols is not None:
+            row[0, cols] = v
+        return None, normalise(row)[0]
+    span = hi - lo
+    return cols, (v - lo) / (span if math.isfinite(span) and span > 0 else 1.0)
+
+
+_MIN, _MAX = np.minimum.reduce, np.maximum.reduce
+"""``v.min()`` and ``v.max()`` (the same reductions) without the method's Python wrapper."""
+
+
+def _top_k(s: np.ndarray, k: int) -> np.ndarray:
+    """:func:`models.metrics.top_k` of one row (1-D): the same partition of the row, the same order (score,
+    then column), without its handling of many rows."""
+    k = min(k, len(s))
+    if k <= 0:
+        return np.zeros(0, np.intp)
+    low = -s
+    part = np.argpartition(low[None, :], k - 1, axis=1)[0, :k]
+    return part[np.lexsort((part, low[part]))]  # type: ignore[no-any-return]
 
 
 def _direct_als_ok(m: Any, row: sp.csr_matrix) -> bool:

@@ -73,6 +73,8 @@ def board_engine():
 def test_board_sessions_fold_in_exactly(board_engine) -> None:
     data = board_engine.data
     customers = list(data.users.ids[::2])
+    # the reasons come from the item-to-item terms (serving.fold_in_reasons), not the model's function
+    assert fold_in.for_engine(board_engine).terms_reasons
     assert_same_components(board_engine, customers)
     n = assert_folded_like_full(board_engine, customers, rulesets(["a", "b"]), ks=(1, 10))
     assert n >= 0.9 * len(customers) * 6 * 2  # folded in, not handed back to the full computation
@@ -110,6 +112,26 @@ def test_a_blend_weighing_rising_products_folds_in_exactly(board_engine) -> None
     assert n >= 0.9 * len(customers) * 2
 
 
+def test_a_blend_weighing_tifu_knn_folds_in_exactly(board_engine) -> None:
+    """TIFU-KNN (weighed by the blend chosen on Online Retail) is folded in: the same answers and component
+    scores as the full computation, which scores it from the stored baskets whatever the session."""
+    from dataclasses import replace
+
+    from models.recsys.tifu import TIFUKNNRecommender
+    from tests.models.recsys_data import board_baskets
+
+    data = board_engine.data
+    cfg = replace(BOARD_CFG, blend_weights=(*BOARD_CFG.blend_weights, ("tifu", 1.0)))
+    engine = RecommendationEngine(BlendRecommender(cfg).fit(data, baskets=board_baskets(data)),
+                                  board_engine.trending)
+    assert isinstance(engine.model.components_["tifu"], TIFUKNNRecommender)
+    assert fold_in.for_engine(engine).usable
+    customers = list(data.users.ids[::2])
+    assert_same_components(engine, customers)
+    n = assert_folded_like_full(engine, customers, rulesets(["a", "b"])[:2], seed=9)
+    assert n >= 0.9 * len(customers) * 2
+
+
 def test_what_cannot_be_folded_is_handed_back(board_engine) -> None:
     assert fold_in.recommend(board_engine, "never-seen", 5, BusinessRules(), [("p01", "view")]) is None
     cid = board_engine.data.users.ids[0]
@@ -128,6 +150,7 @@ def test_shop_sessions_fold_in_exactly(small_shop) -> None:
     assert_same_components(engine, customers[:60])
     # the shortcuts were taken (scipy's checks skipped, implicit's step called directly), not their fallbacks
     assert fold_in._BARE_OK and fold_in.for_engine(engine).direct_als is True
+    assert fold_in.for_engine(engine).terms_reasons
     cats = small_shop.products["category"].value_counts().index[:2].tolist()
     n = assert_folded_like_full(engine, customers, rulesets(cats)[:2], seed=5)
     assert n >= 0.9 * len(customers) * 2
@@ -136,3 +159,29 @@ def test_shop_sessions_fold_in_exactly(small_shop) -> None:
                               engine.trending)
     n = assert_folded_like_full(rr, customers[:100], [BusinessRules(exclude_bought=True)], seed=7)
     assert n >= 90
+
+
+def test_one_rows_top_k_and_min_max_are_the_models() -> None:
+    """The fold-in's one-row top k orders ties as :func:`models.metrics.top_k` (by column), and its min-max
+    scaling gives :func:`models.recsys.blend.normalise`'s floats, a non-finite score included."""
+    from models.metrics import top_k
+    from models.recsys.blend import normalise
+
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        s = rng.integers(0, 5, 40).astype(float) / 3  # many ties
+        s[rng.random(40) < 0.3] = -np.inf
+        for k in (1, 7, 40, 50):
+            assert fold_in._top_k(s, k).tolist() == top_k(s, k).tolist()
+        for row in (s, np.where(np.isfinite(s), s, 0.0)):
+            want = normalise(row[None, :])[0]
+            c = np.flatnonzero(np.isfinite(row))
+            got_cols, got = fold_in._normalised(c if len(c) < len(row) else None,
+                                                row[c] if len(c) < len(row) else row, len(row))
+            full = np.zeros(len(row))
+            full[slice(None) if got_cols is None else got_cols] = got
+            np.testing.assert_array_equal(full, want)
+    odd = np.array([1.0, np.inf, 2.0])  # an infinite score: the model's own normalise decides
+    got_cols, got = fold_in._normalised(np.array([0, 1, 2]), odd, 3)
+    assert got_cols is None
+    np.testing.assert_array_equal(got, normalise(odd[None, :])[0])
