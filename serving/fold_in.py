@@ -136,17 +136,13 @@ class FoldIn:
     def component_scores(self, ctx: UserContext, names: set[str]) -> dict[str, np.ndarray] | None:
         """Normalised scores (1 x items) of the fitted components among ``names``, as
         :meth:`BlendRecommender.component_scores` gives them; None when one cannot be folded in here."""
-        parts = self.parts(ctx, names)
-        return None if parts is None else {n: self._full(p) for n, p in parts.items()}
-
-    def parts(self, ctx: UserContext, names: set[str]) -> dict[str, Part] | None:
-        """The normalised scores of the fitted components among ``names`` as :data:`Part`: the columns a
-        component scores and its normalised scores there (0 elsewhere), or (None, the whole row)."""
         got = self._scored(ctx, names)
-        return None if got is None else got[0]
+        return None if got is None else {n: self._full(p) for n, p in got[0].items()}
 
     def _scored(self, ctx: UserContext, names: set[str]) -> tuple[dict[str, Part], KnnTerms | None] | None:
-        """:meth:`parts`, and the terms of the item-to-item score (for the reasons; None without it)."""
+        """The normalised scores of the fitted components among ``names`` as :data:`Part` (the columns a
+        component scores and its scores there, 0 elsewhere; or None and the whole row), and the terms of the
+        item-to-item score (for the reasons; None without it)."""
         out: dict[str, Part] = {}
         terms = None
         for n, c in self.components.items():
@@ -188,22 +184,12 @@ class FoldIn:
         out[0, cols] = v
         return out
 
-    def _knn(self, c: ItemKNNRecommender, W: sp.csr_matrix) -> np.ndarray:
-        t = self._knn_terms(c, W)
-        acc = np.bincount(t.cols, weights=t.prod, minlength=self.m)
-        return np.where(acc > 0, acc, NEG)[None, :]
-
     def _knn_terms(self, c: ItemKNNRecommender, W: sp.csr_matrix) -> KnnTerms:
         """The terms of the sparse product ``W @ sim`` (one customer), in the order it adds them."""
         sim = c.sim_
         at, lengths = row_entries(sim, W.indices)  # the rows' entries, in order
         return KnnTerms(sim.indices[at], np.repeat(W.data, lengths) * sim.data[at],
                         np.repeat(W.indices, lengths))
-
-    def _ease(self, c: EASERecommender, W: sp.csr_matrix) -> np.ndarray:
-        out = np.full((1, self.m), NEG)
-        out[0, c.keep_] = self._ease_acc(c, W)
-        return out
 
     def _ease_acc(self, c: EASERecommender, W: sp.csr_matrix) -> np.ndarray:
         """EASE's scores of its kept items (float64 of the model's float32 sums)."""
@@ -233,12 +219,6 @@ class FoldIn:
         if not self.direct_als:
             return np.asarray(m.recalculate_user(0, row)).ravel()
         return _least_squares(m, row)
-
-    def _buy_again(self, ctx: UserContext) -> np.ndarray:
-        out = np.full((1, self.m), NEG)
-        cols, v = self._buy_again_part(ctx)
-        out[0, cols] = v
-        return out
 
     def _buy_again_part(self, ctx: UserContext) -> tuple[np.ndarray, np.ndarray]:
         """The columns buy-again scores (the customer's bought items) and its scores there."""
@@ -274,14 +254,7 @@ class FoldIn:
         comps = {n: self._full(p) for n, p in parts.items()}
         s = self._blend(parts, weights)
         s[self._banned(ctx, rules)] = NEG
-        rr = model.reranker_for(rules)
-        if rr is not None and model.item_stats_ is not None:  # as BlendRecommender.ranked_scores
-            s = s[None, :]
-            cand, X = model.candidate_rows(ctx, rules, comps, s, model.item_stats_)
-            out = np.full(s.shape, NEG)
-            np.put_along_axis(out, cand, np.where(np.isfinite(np.take_along_axis(s, cand, 1)),
-                                                  rr.predict(X).reshape(cand.shape), NEG), 1)
-            s = out[0]
+        s = model.reranked(ctx, rules, comps, s[None, :])[0]  # the re-ranker's step of ranked_scores
         top = _top_k(s, k)
         top = top[np.isfinite(s[top])]
         if not len(top):

@@ -177,8 +177,15 @@ class BlendRecommender(Recommender):
         """Final scores for a request with these rules: -inf where the rules forbid an item or the customer
         is unknown. Discovery requests with a re-ranker: its scores for the blend's best candidates, -inf
         for the rest. ``comps``: the normalised component scores, if already computed."""
-        rr = self.reranker_for(rules)
         s, comps = self.blend_scores(ctx, rules, comps)
+        return self.reranked(ctx, rules, comps, s)
+
+    def reranked(self, ctx: UserContext, rules: BusinessRules, comps: dict[str, np.ndarray], s: np.ndarray
+                 ) -> np.ndarray:
+        """The blend's scores ``s`` (-inf where not allowed) as :meth:`ranked_scores` gives them: for a
+        discovery request with a re-ranker, its scores for the blend's best candidates and -inf for the
+        rest; otherwise ``s`` itself."""
+        rr = self.reranker_for(rules)
         if rr is None or self.item_stats_ is None:
             return s
         cand, X = self.candidate_rows(ctx, rules, comps, s, self.item_stats_)

@@ -48,6 +48,16 @@ def assert_folded_like_full(engine: RecommendationEngine, customers, rules_list,
     return folded
 
 
+def assert_folds_in_like_full(engine: RecommendationEngine, seed: int) -> None:
+    """The engine folds in every other customer of its data with the full computation's component scores and
+    answers (two rule sets), and nearly every one of them without falling back."""
+    assert fold_in.for_engine(engine).usable
+    customers = list(engine.data.users.ids[::2])
+    assert_same_components(engine, customers)
+    n = assert_folded_like_full(engine, customers, rulesets(["a", "b"])[:2], seed=seed)
+    assert n >= 0.9 * len(customers) * 2
+
+
 def assert_same_components(engine: RecommendationEngine, customers, seed: int = 1) -> None:
     """The folded component scores equal the model's, float for float."""
     f = fold_in.for_engine(engine)
@@ -105,11 +115,7 @@ def test_a_blend_weighing_rising_products_folds_in_exactly(board_engine) -> None
     engine = RecommendationEngine(BlendRecommender(cfg).fit(data), board_engine.trending)
     rising = engine.model.components_["rising"]
     assert isinstance(rising, RisingRecommender) and np.ptp(rising.rise_) > 0
-    assert fold_in.for_engine(engine).usable
-    customers = list(data.users.ids[::2])
-    assert_same_components(engine, customers)
-    n = assert_folded_like_full(engine, customers, rulesets(["a", "b"])[:2], seed=8)
-    assert n >= 0.9 * len(customers) * 2
+    assert_folds_in_like_full(engine, seed=8)
 
 
 def test_a_blend_weighing_tifu_knn_folds_in_exactly(board_engine) -> None:
@@ -125,11 +131,7 @@ def test_a_blend_weighing_tifu_knn_folds_in_exactly(board_engine) -> None:
     engine = RecommendationEngine(BlendRecommender(cfg).fit(data, baskets=board_baskets(data)),
                                   board_engine.trending)
     assert isinstance(engine.model.components_["tifu"], TIFUKNNRecommender)
-    assert fold_in.for_engine(engine).usable
-    customers = list(data.users.ids[::2])
-    assert_same_components(engine, customers)
-    n = assert_folded_like_full(engine, customers, rulesets(["a", "b"])[:2], seed=9)
-    assert n >= 0.9 * len(customers) * 2
+    assert_folds_in_like_full(engine, seed=9)
 
 
 def test_what_cannot_be_folded_is_handed_back(board_engine) -> None:
