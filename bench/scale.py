@@ -210,9 +210,14 @@ def top_frames(raw: Path, n: int = 25) -> list[tuple[str, float, float]]:
     return [(f, incl[f] / total, own[f] / total) for f in top[:n]]
 
 
+STAGE_COLUMNS = ["stage", "calls", "seconds", "own_seconds", "own_cpu_seconds", "peak_rss_mb", "start", "end"]
+"""The every-stage table; ``start``/``end``: seconds from the job's start to a stage's first call and to the
+end of its last (stages whose spans overlap ran at the same time)."""
+
+
 def markdown(rows: list[dict[str, Any]], cols: list[str]) -> str:
     lines = ["| " + " | ".join(cols) + " |", "|" + " --- |" * len(cols)]
-    lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
+    lines += ["| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in rows]
     return "\n".join(lines)
 
 
@@ -262,8 +267,7 @@ def main() -> None:
         print("not instrumented:", ", ".join(missing))
     print(markdown(res["categories"], ["stage", "seconds", "cpu_seconds", "peak_rss_mb"]))
     print()
-    cols = ["stage", "calls", "seconds", "own_seconds", "own_cpu_seconds", "peak_rss_mb"]
-    print(markdown(res["stages"], cols))
+    print(markdown(res["stages"], STAGE_COLUMNS))
     if a.md:
         write_section(a.md, res)
 
@@ -284,8 +288,7 @@ def write_section(path: Path, res: dict[str, Any]) -> None:
                                       if isinstance(v, float)), ""]
     body += [markdown(res["categories"], ["stage", "seconds", "cpu_seconds", "peak_rss_mb"]), "",
              "<details><summary>every stage</summary>", "",
-             markdown(res["stages"], ["stage", "calls", "seconds", "own_seconds", "own_cpu_seconds",
-                                      "peak_rss_mb"]), "", "</details>", ""]
+             markdown(res["stages"], STAGE_COLUMNS), "", "</details>", ""]
     head = "# Scale: time and peak memory per stage (`bench/scale.py`)\n\n"
     old = path.read_text() if path.exists() else head
     parts = old.split("\n## ")

@@ -62,6 +62,11 @@ class StageRecord:
     machine."""
     peak_rss_mb: float = 0.0
     """Largest RSS sampled while this stage was the innermost one."""
+    first_start: float | None = None
+    """Seconds from the timer's start to this stage's first call (with :attr:`last_end`: a timeline, to see
+    which stages ran at the same time)."""
+    last_end: float = 0.0
+    """Seconds from the timer's start to the end of this stage's last call."""
 
     @property
     def name(self) -> str:
@@ -144,10 +149,12 @@ class StageTimer:
     def stage(self, name: str) -> Iterator[None]:
         stack = self._stack
         path = (*self.path(), name)
+        frame = _Frame(path, time.perf_counter(), time.process_time())
         with self._lock:
             rec = self.records.setdefault(path, StageRecord(path))
             rec.calls += 1
-        frame = _Frame(path, time.perf_counter(), time.process_time())
+            if rec.first_start is None:
+                rec.first_start = frame.wall - self.t0
         stack.append(frame)
         self._note(rss_mb())
         try:
@@ -160,6 +167,7 @@ class StageTimer:
                 rec.seconds += took
                 rec.own_seconds += took - frame.nested_wall
                 rec.own_cpu_seconds += cpu - frame.nested_cpu
+                rec.last_end = frame.wall + took - self.t0
             if stack:
                 stack[-1].nested_wall += took
                 stack[-1].nested_cpu += cpu
@@ -196,7 +204,8 @@ class StageTimer:
         """One dict per stage path, in first-call order."""
         return [{"stage": r.name, "calls": r.calls, "seconds": round(r.seconds, 2),
                  "own_seconds": round(r.own_seconds, 2), "own_cpu_seconds": round(r.own_cpu_seconds, 2),
-                 "peak_rss_mb": round(r.peak_rss_mb, 1)}
+                 "peak_rss_mb": round(r.peak_rss_mb, 1), "start": round(r.first_start or 0.0, 1),
+                 "end": round(r.last_end, 1)}
                 for r in self.records.values()]
 
     def by_leaf(self) -> list[dict[str, Any]]:

@@ -33,6 +33,23 @@ def test_nested_stages_count_their_own_time_once() -> None:
     assert rec["outer/inner"]["own_cpu_seconds"] > 0
 
 
+def test_each_stage_knows_when_it_first_started_and_last_ended() -> None:
+    with StageTimer(interval=0.005) as timer:
+        _busy(0.03)
+        with stage("a"):
+            _busy(0.05)
+        with stage("b"):
+            _busy(0.05)
+        with stage("a"):
+            _busy(0.02)
+    a, b = timer.records[("a",)], timer.records[("b",)]
+    assert a.first_start is not None and b.first_start is not None
+    assert 0.03 <= a.first_start < b.first_start < b.last_end < a.last_end <= timer.total_seconds
+    assert b.last_end - b.first_start >= 0.05
+    assert a.last_end - a.first_start >= 0.12
+    assert {"start", "end"} <= set(timer.rows()[0])
+
+
 def test_peak_memory_belongs_to_the_stage_that_allocated() -> None:
     with StageTimer(interval=0.002) as timer:
         with stage("small"):
