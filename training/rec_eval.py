@@ -6,7 +6,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -130,6 +130,8 @@ class FittedRecommenders:
     samples: dict[str, int]
     twin: bool
     """Whether production's twin without events is to be fitted (and scored) beside it."""
+    later: dict[str, Callable[[], Recommender]] = field(default_factory=dict)
+    """Baselines fitted when they are scored (see :func:`_fit_models`)."""
 
 
 def evaluate_recommenders(shop: Shop, cutoff: pd.Timestamp, config: RecommenderConfig | None = None,
@@ -155,14 +157,14 @@ def fit_recommenders(shop: Shop, cutoff: pd.Timestamp, config: RecommenderConfig
     truth_all, n_test = _test_truth(shop, data, cutoff, config)
     notes: list[str] = []
     samples: dict[str, int] = {}
-    fitted, secs = _fit_models(shop, data, cutoff, config, icfg, models, corrupt, notes, samples)
+    fitted, later, secs = _fit_models(shop, data, cutoff, config, icfg, models, corrupt, notes, samples)
     prod = fitted["production"]
     assert isinstance(prod, BlendRecommender)
     if corrupt:  # a deliberately broken model: shuffled item ids
         prod.data.items.ids = np.random.default_rng(0).permutation(prod.data.items.ids)  # type: ignore[union-attr]
     twin = icfg.use_events and shop.events is not None and len(shop.events) > 0 and not corrupt
     return FittedRecommenders(shop, cutoff, config, icfg, data, truth_all, new_items_truth(data, truth_all),
-                              n_test, fitted, secs, notes, samples, twin)
+                              n_test, fitted, secs, notes, samples, twin, later)
 
 
 def score_recommenders(f: FittedRecommenders, k: int = 10, threads: int = 1) -> RecEvaluation:
@@ -172,17 +174,22 @@ def score_recommenders(f: FittedRecommenders, k: int = 10, threads: int = 1) -> 
     prod = f.fitted["production"]
     assert isinstance(prod, BlendRecommender)
 
-    def twin() -> BlendRecommender:
-        t0 = time.perf_counter()
-        model = _purchases_only(f.shop, f.cutoff, f.config, f.icfg, prod)
-        f.secs[PURCHASES_ONLY] = time.perf_counter() - t0
-        return model
+    def timed(name: str, fit: Callable[[], Recommender]) -> Callable[[], Recommender]:
+        def make() -> Recommender:
+            t0 = time.perf_counter()
+            model = fit()
+            f.secs[name] = time.perf_counter() - t0
+            return model
+        return make
 
     makers: dict[str, Callable[[], Recommender]] = {n: functools.partial(_same, m)
                                                     for n, m in f.fitted.items()}
+    makers.update({n: timed(n, fit) for n, fit in f.later.items()})
     if f.twin:
-        makers[PURCHASES_ONLY] = twin
-    report = _score(makers, f.data, f.truth_all, f.truth_new, k, threads)
+        makers[PURCHASES_ONLY] = timed(PURCHASES_ONLY, functools.partial(
+            _purchases_only, f.shop, f.cutoff, f.config, f.icfg, prod))
+    report = _score(makers, f.data, f.truth_all, f.truth_new, k, threads,
+                    first=(PURCHASES_ONLY, "production", *f.later))
     report["fit_seconds"] = {n: round(s, 2) for n, s in f.secs.items()}
     notes = f.notes + _coverage_notes(f.data, f.cutoff, f.truth_all, f.truth_new, f.n_test)
     report["test_customers"] = {"all": f.n_test, "scored": len(f.truth_all)}
@@ -208,12 +215,14 @@ def _test_truth(shop: Shop, data: InteractionData, cutoff: pd.Timestamp,
 def _fit_models(shop: Shop, data: InteractionData, cutoff: pd.Timestamp, config: RecommenderConfig,
                 icfg: InteractionConfig | None, models: tuple[str, ...], corrupt: bool,
                 notes: list[str], samples: dict[str, int]
-                ) -> tuple[dict[str, Recommender], dict[str, float]]:
-    """The baselines and production (key ``production``) fitted on ``data``, with each one's fit seconds."""
+                ) -> tuple[dict[str, Recommender], dict[str, Callable[[], Recommender]], dict[str, float]]:
+    """The baselines and production (key ``production``) fitted on ``data``, with each one's fit seconds;
+    and the baselines that production does not use (those that need baskets, unless production has the same
+    component), to be fitted when scored (beside the other lists, off the fits' path)."""
     secs: dict[str, float] = {}
     fitted: dict[str, Recommender] = {}
-    later = [n for n in models if MODELS[n].needs_baskets]
-    for name in (n for n in models if n not in later):
+    baskets = [n for n in models if MODELS[n].needs_baskets]
+    for name in (n for n in models if n not in baskets):
         t0 = time.perf_counter()
         fitted[name] = fit_baseline(shop, data, name, config)
         secs[name] = time.perf_counter() - t0
@@ -225,13 +234,15 @@ def _fit_models(shop: Shop, data: InteractionData, cutoff: pd.Timestamp, config:
                                 samples=samples))
     secs["production"] = time.perf_counter() - t0
     fitted["production"] = prod
-    for name in later:  # TIFU-KNN with the settings tuned for production's component (the paper's if none)
-        t0 = time.perf_counter()
+    later: dict[str, Callable[[], Recommender]] = {}
+    for name in baskets:  # TIFU-KNN with the settings tuned for production's component (the paper's if none)
         same = prod.components_.get("tifu")  # the component itself, when production has one on these data
+        if same is not None and same.data is data:
+            fitted[name], secs[name] = same, 0.0
+            continue
         own = replace(config, tifu=config.tifu or prod.config.tifu)
-        fitted[name] = same if same is not None and same.data is data else fit_baseline(shop, data, name, own)
-        secs[name] = time.perf_counter() - t0
-    return fitted, secs
+        later[name] = functools.partial(fit_baseline, shop, data, name, own)
+    return fitted, later, secs
 
 
 def _purchases_only(shop: Shop, cutoff: pd.Timestamp, config: RecommenderConfig, icfg: InteractionConfig,
@@ -246,10 +257,11 @@ def _purchases_only(shop: Shop, cutoff: pd.Timestamp, config: RecommenderConfig,
 
 def _score(makers: dict[str, Callable[[], Recommender]], data: InteractionData,
            truth_all: dict[str, set[str]], truth_new: dict[str, set[str]], k: int,
-           threads: int = 1) -> dict[str, Any]:
+           threads: int = 1, first: tuple[str, ...] = (PURCHASES_ONLY, "production")) -> dict[str, Any]:
     """Each model's ranking report on all items and on items new to the customer (buy-again aside), and
     the share of the catalogue its top-k covers. ``makers`` give the models (a model still to be fitted is
-    fitted by its maker); ``threads`` models are made and scored at a time, the blends first (the longest)."""
+    fitted by its maker); ``threads`` models are made and scored at a time, ``first`` first (the longest:
+    the blends and the models still to be fitted)."""
     users = list(truth_all)
 
     def lists(name: str) -> tuple[pd.DataFrame, pd.DataFrame | None]:
@@ -259,7 +271,7 @@ def _score(makers: dict[str, Callable[[], Recommender]], data: InteractionData,
         return m.recommend(users, k=k), (m.recommend(list(truth_new), k=k, rules=DISCOVERY_RULES)
                                          if name != "buy_again" else None)
 
-    order = sorted(makers, key=lambda n: n not in (PURCHASES_ONLY, "production"))
+    order = sorted(makers, key=lambda n: n not in first)
     done = dict(zip(order, in_threads(lists, order, threads), strict=True))
     report: dict[str, Any] = {"all_items": {}, "new_items": {}, "coverage": {}}
     for name in makers:

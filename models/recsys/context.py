@@ -35,7 +35,10 @@ class RecommenderConfig:
 
     factors: int = 64
     """Latent factors of ALS and BPR."""
-    als_iterations: int = 15
+    als_iterations: int = 10
+    """ALS sweeps (conjugate-gradient solves). 10 rather than 15: at 100,000 customers each fit costs a third
+    less (17.3 -> 12.5 s on one core) and the lists are as good (ALS NDCG@10 0.2427 -> 0.2433, production
+    0.2643 -> 0.2646; new items 0.2052 -> 0.2040); Online Retail and the simulator 20k in bench/RESULTS.md."""
     als_regularization: float = 0.05
     bm25_k1: float = 100.0
     bm25_b: float = 0.8
