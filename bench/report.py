@@ -321,6 +321,7 @@ def write_markdown(res: dict[str, Any], path: Path) -> None:
             ),
             "",
         ]
+    md += _scale_section(res)
     for key, label in (("serve_load", "default settings"),):
         s = res.get(key)
         if not s or "error" in s:
@@ -461,3 +462,45 @@ def _trigger_row(backend: str, v: dict[str, Any]) -> list[Any]:
             v["events_per_s"], f["p50_ms"], f["p99_ms"], split if where else None, where.get("polls_per_s"),
             w["p50_ms"], w["p99_ms"], v["order_errors"] + v["event_errors"], v["spend_jumps_missing_from_feed"],
             v["webhooks_missing"]]
+
+
+SCALE_TARGETS = {"scale_100k": (180.0, 2000.0), "scale_1m": (1800.0, 12000.0)}
+"""Issue #15's targets per scale run: wall seconds and peak MB (MiB, as measured; 2 GB read as 2,000)."""
+
+
+def _scale_section(res: dict[str, Any]) -> list[str]:
+    """The train job on large simulated shops (``bench/scale.py``): time, CPU, peak memory against the
+    targets, quality, and seconds per stage (the stage tables and timelines are in bench/SCALE.md)."""
+    runs = [(k, res[k]) for k in SCALE_TARGETS if k in res and "seconds" in res[k]]
+    if not runs:
+        return []
+    rows = []
+    for k, v in runs:
+        wall, mb = SCALE_TARGETS[k]
+        g = v.get("gate_metrics", {})
+        ok = v["seconds"] < wall and v["peak_rss_mb"] < mb
+        rows.append([f"{v['customers']:,}", v["seconds"], v.get("cpu_seconds"), v["peak_rss_mb"],
+                     f"< {wall:,.0f} s, < {mb:,.0f} MB: {'met' if ok else 'NOT met'}",
+                     v.get("max_training_rows"), g.get("recommend.all_items.production.ndcg@10"),
+                     g.get("recommend.new_items.production.ndcg@10"), g.get("churn.production.auc"),
+                     g.get("value.production.spearman"), v.get("more_metrics", {}).get("offers.uplift_model.qini")])
+    stages = [c["stage"] for c in runs[0][1].get("categories", [])]
+    per_stage = [[st, *[next((c["seconds"] for c in v.get("categories", []) if c["stage"] == st), None)
+                        for _, v in runs]] for st in stages]
+    return [
+        "## Scale: `personalise train` on large simulated shops",
+        "",
+        "`bench/scale.py N` (365 days, seed 42; the shop simulated once and cached): the whole train job with "
+        "its defaults, wall time, CPU seconds and peak RSS of the process. Targets (issue #15): 100,000 "
+        "customers under 3 minutes and 2 GB, 1,000,000 under 30 minutes and 12 GB. Per-stage tables with "
+        "each stage's start and end: `bench/SCALE.md`.",
+        "",
+        _table(rows, ["customers", "wall s", "CPU s", "peak MB", "target", "stacked rows cap", "NDCG@10",
+                      "new items NDCG@10", "churn AUC", "value Spearman", "uplift Qini"]),
+        "",
+        "Seconds per stage (stages that ran at the same time overlap, so they add up to more than the wall "
+        "time):",
+        "",
+        _table(per_stage, ["stage", *[f"{v['customers']:,}" for _, v in runs]]),
+        "",
+    ]
