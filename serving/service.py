@@ -28,7 +28,12 @@ import bentoml  # noqa: E402
 from pydantic import Field  # noqa: E402
 from starlette.responses import JSONResponse, Response  # noqa: E402
 
-from serving.asgi import OwnTrafficService, RestorePathMiddleware, SettleMiddleware  # noqa: E402
+from serving.asgi import (  # noqa: E402
+    OwnTrafficService,
+    RestorePathMiddleware,
+    SettleMiddleware,
+    keep_api_methods,
+)
 from serving.errors import ErrorShapeMiddleware, error_body, invalid  # noqa: E402
 from serving.events import EventWindow, event_rows  # noqa: E402
 from serving.logs import install_log_policy  # noqa: E402
@@ -98,6 +103,7 @@ class PersonaliseService:
         self.p = Personaliser(data, os.environ.get("PERSONALISE_BUNDLE") or None, render=_render_recommend)
         self.window = EventWindow.from_env()
         self._lanes: dict[str, anyio.CapacityLimiter] = {}
+        keep_api_methods(self)  # BentoML's server looks them up per request: made once, not each time
 
     @bentoml.on_shutdown
     def shutdown(self) -> None:

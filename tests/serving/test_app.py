@@ -82,6 +82,17 @@ def test_bentomls_timeout_is_out_and_finished_requests_leave_no_timers(client) -
     assert live() <= before  # BentoML's own timeout middleware left one live timer per request
 
 
+def test_the_api_methods_are_made_once_not_per_request(client) -> None:
+    from _bentoml_sdk.service import get_current_service
+
+    service = get_current_service()
+    kept = {n: getattr(service, n).local for n in ("echo", "recommend", "offers", "customer_profile")}
+    assert client.post("/echo", json={"customer_id": "C1", "k": 3}).json() == {"customer_id": "C1", "k": 3}
+    assert client.post("/recommend", json={"customer_id": "C1"}).json()["source"] == "fallback"
+    # BentoML's own lookup builds a new function (signature and wrapper) on every request
+    assert all(getattr(service, n).local is f for n, f in kept.items())
+
+
 def test_demo_mode_takes_json_only(client) -> None:
     assert client.post("/recommend", content=b'{"customer_id": "C1"}',
                        headers={"content-type": "text/plain"}).status_code == 415
