@@ -8,8 +8,10 @@
 - At the first request, everything alive is moved out of the garbage collector's scans (``gc.freeze``).
 - The service's API methods are looked up once per instance (:func:`keep_api_methods`), not on every request.
 
-Both hooks used are public: ``bentoml.service(service_class=...)`` and Starlette's middleware list, which
-is built into the app only at its first call.
+The two hooks are public: ``bentoml.service(service_class=...)`` and Starlette's middleware list, which
+is built into the app only at its first call. :func:`keep_api_methods` reads one private class of BentoML
+1.4 (``_bentoml_sdk.method.APIMethod``; pyproject pins ``bentoml<1.5``): where it is missing, nothing is
+kept and every request looks its method up as BentoML does (``tests/serving/test_app.py`` fails then).
 """
 
 from __future__ import annotations
@@ -106,8 +108,11 @@ class KeptAPIMethod:
 
 def keep_api_methods(instance: Any) -> None:
     """Keep each API method of a BentoML service ``instance`` made once (:class:`KeptAPIMethod`)."""
-    from _bentoml_sdk.method import APIMethod
-
+    try:
+        from _bentoml_sdk.method import APIMethod
+    except ImportError:  # another BentoML: its own lookup, per request
+        log.warning("BentoML's APIMethod not found: API methods looked up per request")
+        return
     for name, method in vars(type(instance)).items():
         if isinstance(method, APIMethod) and not hasattr(method, "__set__"):
             instance.__dict__[name] = KeptAPIMethod(instance, method)
