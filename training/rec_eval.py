@@ -128,10 +128,9 @@ class FittedRecommenders:
     secs: dict[str, float]
     notes: list[str]
     samples: dict[str, int]
-    twin: bool
-    """Whether production's twin without events is to be fitted (and scored) beside it."""
     later: dict[str, Callable[[], Recommender]] = field(default_factory=dict)
-    """Baselines fitted when they are scored (see :func:`_fit_models`)."""
+    """Models fitted when they are scored: the baselines production does not use (see :func:`_fit_models`)
+    and, when the shop has events, production's twin without them (:data:`PURCHASES_ONLY`)."""
 
 
 def evaluate_recommenders(shop: Shop, cutoff: pd.Timestamp, config: RecommenderConfig | None = None,
@@ -162,15 +161,18 @@ def fit_recommenders(shop: Shop, cutoff: pd.Timestamp, config: RecommenderConfig
     assert isinstance(prod, BlendRecommender)
     if corrupt:  # a deliberately broken model: shuffled item ids
         prod.data.items.ids = np.random.default_rng(0).permutation(prod.data.items.ids)  # type: ignore[union-attr]
-    twin = icfg.use_events and shop.events is not None and len(shop.events) > 0 and not corrupt
+    if icfg.use_events and shop.events is not None and len(shop.events) > 0 and not corrupt:
+        # production's twin without events: fitted when scored, beside the other lists
+        later[PURCHASES_ONLY] = functools.partial(_purchases_only, shop, cutoff, config, icfg, prod)
     return FittedRecommenders(shop, cutoff, config, icfg, data, truth_all, new_items_truth(data, truth_all),
-                              n_test, fitted, secs, notes, samples, twin, later)
+                              n_test, fitted, secs, notes, samples, later)
 
 
 def score_recommenders(f: FittedRecommenders, k: int = 10, threads: int = 1) -> RecEvaluation:
-    """:func:`evaluate_recommenders`' second half: production's twin without events fitted (when the shop
-    has events), and every model's top-k scored, ``threads`` models at a time (each list is computed as
-    alone: scoring reads the fitted models and changes nothing)."""
+    """:func:`evaluate_recommenders`' second half: the models still to be fitted (``f.later``: production's
+    twin without events, baselines production does not use) fitted, and every model's top-k scored,
+    ``threads`` models at a time (each list is computed as alone: scoring reads the fitted models and changes
+    nothing)."""
     prod = f.fitted["production"]
     assert isinstance(prod, BlendRecommender)
 
@@ -185,11 +187,7 @@ def score_recommenders(f: FittedRecommenders, k: int = 10, threads: int = 1) -> 
     makers: dict[str, Callable[[], Recommender]] = {n: functools.partial(_same, m)
                                                     for n, m in f.fitted.items()}
     makers.update({n: timed(n, fit) for n, fit in f.later.items()})
-    if f.twin:
-        makers[PURCHASES_ONLY] = timed(PURCHASES_ONLY, functools.partial(
-            _purchases_only, f.shop, f.cutoff, f.config, f.icfg, prod))
-    report = _score(makers, f.data, f.truth_all, f.truth_new, k, threads,
-                    first=(PURCHASES_ONLY, "production", *f.later))
+    report = _score(makers, f.data, f.truth_all, f.truth_new, k, threads, first=("production", *f.later))
     report["fit_seconds"] = {n: round(s, 2) for n, s in f.secs.items()}
     notes = f.notes + _coverage_notes(f.data, f.cutoff, f.truth_all, f.truth_new, f.n_test)
     report["test_customers"] = {"all": f.n_test, "scored": len(f.truth_all)}
@@ -257,7 +255,7 @@ def _purchases_only(shop: Shop, cutoff: pd.Timestamp, config: RecommenderConfig,
 
 def _score(makers: dict[str, Callable[[], Recommender]], data: InteractionData,
            truth_all: dict[str, set[str]], truth_new: dict[str, set[str]], k: int,
-           threads: int = 1, first: tuple[str, ...] = (PURCHASES_ONLY, "production")) -> dict[str, Any]:
+           threads: int = 1, first: tuple[str, ...] = ()) -> dict[str, Any]:
     """Each model's ranking report on all items and on items new to the customer (buy-again aside), and
     the share of the catalogue its top-k covers. ``makers`` give the models (a model still to be fitted is
     fitted by its maker); ``threads`` models are made and scored at a time, ``first`` first (the longest:
