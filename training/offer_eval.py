@@ -25,6 +25,7 @@ from features.schema import (
     REDEEMED_AT,
     SENT_AT,
 )
+from models.cores import free_threads
 from models.metrics import auc
 from models.offers import (
     DISCOUNT_RESPONSIVE,
@@ -342,6 +343,6 @@ def _feature_ceiling(cand: pd.DataFrame, X: pd.DataFrame, seed: int, max_rows: i
     for f in (0, 1):
         tr = (half != f) & fit_on
         m = lgb.LGBMRegressor(n_estimators=400, learning_rate=0.03, num_leaves=31, min_child_samples=50,
-                              random_state=seed, verbose=-1).fit(F[tr], y[tr])
+                              random_state=seed, verbose=-1, n_jobs=free_threads(0)).fit(F[tr], y[tr])
         pred[half == f] = m.predict(F[half == f])
     return pred, int(fit_on.sum())
