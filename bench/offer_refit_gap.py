@@ -18,7 +18,8 @@ date), so the variants differ only in the rows, the model seed, the per-offer sc
   and per offer), and the mean predicted against the mean true uplift per offer;
 - ``subsets``: the before-cutoff campaigns plus one later campaign at a time, and other sets of campaigns;
 - ``redraw``: the outcomes redrawn from the simulator's truth several times (a base order with the true base
-  P(order), an induced one with the true uplift when treated; ``--additive``: P = base + treated x uplift),
+  P(order), an induced one with the true uplift when treated; ``--additive``: P = base + treated x uplift;
+  ``--season``: each campaign's base rate as its control group's),
   both models fitted on each draw: is the refit worse on average, or on this draw?
 
 Nothing here reads the held-out campaigns' outcomes to choose anything: it explains, it does not tune.
@@ -225,16 +226,23 @@ def part_subsets(b: Bench, seeds: list[int]) -> dict[str, float]:
             for name, rows in subsets(b).items()}
 
 
-def part_redraw(b: Bench, draws: int, mechanism: bool = True) -> dict[str, Any]:
+def part_redraw(b: Bench, draws: int, mechanism: bool = True, season: bool = False) -> dict[str, Any]:
     """Outcomes drawn again from the truth of each send (the simulator's truth offer_log joined on customer
     and campaign), both models fitted on each draw. ``mechanism``: as the simulator makes them, a base order
     with the true base P(order) or, when treated, an induced one with the true uplift (P = 1 - (1 - base)
     (1 - treated x uplift)); else P = base + treated x uplift. Per draw also the mean z of the later
-    campaigns' measured effect against the effect expected under the same draw's mechanism."""
+    campaigns' measured effect against the effect expected under the same draw's mechanism. ``season``: each
+    campaign's true base P(order) times its control group's purchase rate over their mean true base (the
+    calendar's promotions and holiday peak, which the truth's base P(order) leaves out)."""
     t = pd.read_parquet(b.dir / "truth" / "offer_log.parquet").drop_duplicates([CUSTOMER_ID, CAMPAIGN_ID])
     t = t.set_index([CUSTOMER_ID, CAMPAIGN_ID]).reindex(list(zip(b.y[CUSTOMER_ID], b.camps, strict=True)))
-    base, up = t["true_base_p"].to_numpy(), t["true_uplift"].to_numpy()
+    base, up = t["true_base_p"].to_numpy(copy=True), t["true_uplift"].to_numpy()
     tr = b.y["treated"].to_numpy()
+    if season:
+        seen = b.y["bought"].to_numpy(float)
+        for c in pd.unique(b.camps):
+            m = b.camps == c
+            base[m] = np.clip(base[m] * seen[m & ~tr].mean() / max(base[m & ~tr].mean(), 1e-9), 0, 1)
     p = 1 - (1 - base) * (1 - tr * up) if mechanism else np.clip(base + tr * up, 0, 1)
     effect = up * (1 - base) if mechanism else up
     rng = np.random.default_rng(b.seed)
@@ -252,7 +260,7 @@ def part_redraw(b: Bench, draws: int, mechanism: bool = True) -> dict[str, Any]:
         before.append(b.share(b.fit(b.before, 42, bought)))
         after.append(b.share(b.fit(every, 42, bought)))
     d = np.subtract(after, before)
-    return {"mechanism": mechanism, "before": before, "all": after, "later_z": zs,
+    return {"mechanism": mechanism, "season": season, "before": before, "all": after, "later_z": zs,
             "before_mean": float(np.mean(before)), "all_mean": float(np.mean(after)),
             "diff_mean": float(d.mean()), "diff_se": float(d.std(ddof=1) / np.sqrt(len(d))),
             "all_worse": int((d < 0).sum()), "corr_diff_later_z": float(np.corrcoef(d, zs)[0, 1])}
@@ -266,6 +274,7 @@ def main() -> None:
     ap.add_argument("--model-seeds", default="42,43,44,45,46")
     ap.add_argument("--draws", type=int, default=5)
     ap.add_argument("--additive", action="store_true", help="redraw with P = base + treated x uplift")
+    ap.add_argument("--season", action="store_true", help="redraw with each campaign's own base rate")
     a = ap.parse_args()
     parts = a.parts.split(",")
     mseeds = [int(s) for s in a.model_seeds.split(",")]
@@ -287,7 +296,7 @@ def main() -> None:
         if "subsets" in parts:
             out["subsets"] = part_subsets(b, mseeds[:1])
         if "redraw" in parts:
-            out["redraw"] = part_redraw(b, a.draws, not a.additive)
+            out["redraw"] = part_redraw(b, a.draws, not a.additive, a.season)
         print(json.dumps(out, default=float), flush=True)
 
 
