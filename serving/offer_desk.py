@@ -152,9 +152,9 @@ class OfferDesk:
         got = self._remembered(cur, [customer_id])
         if got is None:
             return None
-        now, hist, remaining = got
+        now, sent, remaining = got
         r = prep.decide([customer_id], max(pd.Timestamp(now), cur.bundle.as_of), campaign=campaign,
-                        channel=channel, history=hist, remaining=remaining)[0]
+                        channel=channel, remaining=remaining, sent=sent)[0]
         return self._answer(_plain(r), cur.version, campaign, channel, True)[0]
 
     def decide(self, cur: Loaded | None, customer_ids: list[str], channel: str | None, campaign: str,
@@ -201,7 +201,8 @@ class OfferDesk:
         if conn is None:  # a preview: from memory when the log there is complete for these customers
             got = self._remembered(cur, known)
             if got is not None:
-                return got
+                now, rows, remaining = got
+                return now, pd.DataFrame(rows, columns=_HISTORY_COLUMNS) if rows else None, remaining
         policy = cur.bundle.policy
         assert policy is not None
         now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
@@ -213,9 +214,11 @@ class OfferDesk:
         return now, hist, remaining
 
     def _remembered(self, cur: Loaded, known: list[str]
-                    ) -> tuple[dt.datetime, pd.DataFrame | None, Caps | None] | None:
-        """:meth:`_context` from the decision log in memory, with the same values (the history frame has the
-        columns the policy reads); None when the log there is not complete for ``known``."""
+                    ) -> tuple[dt.datetime, list[tuple[str, str, str | None, str, dt.datetime]], Caps | None
+                               ] | None:
+        """:meth:`_context` from the decision log in memory, the same values (the history as rows of the
+        columns the policy reads, :data:`_HISTORY_COLUMNS`); None when the log there is not complete for
+        ``known``."""
         policy = cur.bundle.policy
         assert policy is not None
         if self.log is None:
@@ -231,8 +234,7 @@ class OfferDesk:
             if sends is None:
                 return None
             remaining = policy.catalogue.remaining(pd.DataFrame(sends, columns=["offer_id", "channel", "n"]))
-        hist = pd.DataFrame(rows, columns=_HISTORY_COLUMNS) if rows else None
-        return now, hist, remaining
+        return now, rows, remaining
 
     def _noted(self, customer_ids: list[str]) -> None:
         if self.log is not None:
