@@ -50,7 +50,9 @@ _SENDS = (sa.select(_C.offer_id, _C.channel, sa.func.count())
 class DecisionWatcher:
     """Each customer's decisions of the last ``keep_days`` and every offer's treatment sends per channel."""
 
-    def __init__(self, store: LiveStore, keep_days: int, poll_seconds: float = POLL_SECONDS) -> None:
+    def __init__(self, store: LiveStore, keep_days: int, poll_seconds: float = POLL_SECONDS,
+                 start: bool = True) -> None:
+        """``start``: read the log now (else at the first :meth:`history` or :meth:`sends`)."""
         self.store, self.keep_days, self.poll_seconds = store, keep_days, poll_seconds
         self._rows: dict[str, list[Row]] = defaultdict(list)
         self._sends: dict[tuple[str, str | None], int] = defaultdict(int)
@@ -67,7 +69,15 @@ class DecisionWatcher:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="decisions-watch", daemon=True)
-        self._thread.start()
+        self._starting = threading.Lock()
+        if start:
+            self.start()
+
+    def start(self) -> None:
+        """Read the log and keep polling, in the background (once; the first preview starts it too)."""
+        with self._starting:
+            if self._thread.ident is None and not self._stop.is_set():
+                self._thread.start()
 
     @property
     def ready(self) -> bool:
@@ -89,6 +99,7 @@ class DecisionWatcher:
         decided_at), as ``LiveStore.decision_rows`` has them (in another order); None when not known here
         (not read yet, or one of them noted and not read since): then read the store."""
         if not self._ready:
+            self.start()
             return None
         with self._lock:
             if any(c in self._stale for c in customer_ids):
@@ -99,6 +110,7 @@ class DecisionWatcher:
         """``LiveStore.offer_sends``' rows for ``offer_ids`` (offer_id, channel, n), in its order (by offer,
         then channel, no channel first); None when not known here (then read the store)."""
         if not self._ready:
+            self.start()
             return None
         wanted = set(offer_ids)
         with self._lock:

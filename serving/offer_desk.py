@@ -125,13 +125,14 @@ def check_channel(cur: Loaded, channel: str | None, title: str) -> None:
 class OfferDesk:
     """Decides offers with the loaded policy, and records committed decisions in the live store."""
 
-    def __init__(self, store: LiveStore, watch: bool = True) -> None:
-        """``watch``: keep the decision log in memory for previews (:mod:`serving.decision_watcher`)."""
+    def __init__(self, store: LiveStore, watch: bool = True, watch_now: bool = False) -> None:
+        """``watch``: keep the decision log in memory for previews (:mod:`serving.decision_watcher`), read
+        at the first preview, or at once with ``watch_now``."""
         self.store = store
         self._lock = threading.Lock()
         """Held with the store's offer-commit lock, so this process's commits queue here, not each holding a
         database connection while it waits."""
-        self.log = DecisionWatcher(store, HISTORY_DAYS) if watch else None
+        self.log = DecisionWatcher(store, HISTORY_DAYS, start=watch_now) if watch else None
 
     def close(self) -> None:
         """Stop watching the decision log."""

@@ -127,7 +127,7 @@ class Personaliser:
         self.data_dir = Path(data_dir)
         self.bundle_dir = Path(bundle_dir) if bundle_dir else None
         self.store = LiveStore(store_url or os.environ.get("PERSONALISE_DB") or default_url(self.data_dir))
-        self.desk = OfferDesk(self.store)
+        self.desk = OfferDesk(self.store, watch_now=True)  # previews read the decision log in memory
         self.live_config = live_config or load_config()
         self.orders = OrderBook(self.store, self.desk, self.live_config.trigger_config(),
                                 self.live_config.webhooks.urls)

@@ -73,8 +73,9 @@ def test_the_log_in_memory_equals_the_store_across_writers_and_restarts(tmp_path
     finally:
         w.close()
         assert not w.running
-    again = DecisionWatcher(LiveStore(url), DAYS, poll_seconds=0.05)  # a restart: read from the store
+    again = DecisionWatcher(LiveStore(url), DAYS, poll_seconds=0.05, start=False)  # a restart
     try:
+        assert not again.running and again.history(ids, now) is None  # not read yet: read the store
         wait_for(lambda: again.ready)
         assert _equal_to_store(again, store, ids, offers)
     finally:
