@@ -1,6 +1,7 @@
 """The decision log in memory equals what the store gives a preview (``LiveStore.decision_rows`` and
 ``offer_sends``): for decisions another writer records (within a poll), for decisions this process records
-(read from the store until a poll has read them: ``None``), and after a restart (read from the store again)."""
+(read from the store until a poll has read them: ``None``), and after a restart (read from the store
+again)."""
 
 from __future__ import annotations
 
@@ -59,7 +60,8 @@ def test_the_log_in_memory_equals_the_store_across_writers_and_restarts(tmp_path
         assert _equal_to_store(w, store, ids, offers)
         assert [r[1] for r in w.history(["A"], now - dt.timedelta(days=DAYS))] == ["o2"]  # o1: too old
         assert w.sends(["o1"]) == [("o1", "email", 1)]  # every send of all time counts against caps
-        store.add_decisions([_row("C", "o1", "email", "treatment", 4), _row("A", "o1", "sms", "treatment", 5)])
+        store.add_decisions([_row("C", "o1", "email", "treatment", 4),
+                             _row("A", "o1", "sms", "treatment", 5)])
         w.note(["C", "A"])  # this process recorded them: read the store until a poll has read them
         assert w.history(["C"], now) is None and w.sends(offers) is None
         assert w.history(["B", "D"], now - dt.timedelta(days=DAYS)) is not None  # the others' still hold

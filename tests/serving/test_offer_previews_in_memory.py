@@ -86,7 +86,8 @@ def test_previews_from_memory_equal_the_store_after_commits_and_a_restart(person
         restarted.close()
 
 
-def test_a_preview_right_after_a_concurrent_commit_sees_it(personaliser: Personaliser, trained_project) -> None:
+def test_a_preview_right_after_a_concurrent_commit_sees_it(personaliser: Personaliser,
+                                                           trained_project) -> None:
     p = personaliser
     cur = p.current
     assert cur is not None and cur.offers_prepared is not None
