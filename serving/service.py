@@ -67,8 +67,9 @@ LANES = {"compute": 1, "crm": 1, "feed": 1, "events": 2, "admin": 1}
 (relaxed rules, fallbacks) and similar items; ``crm``: offers, offers_batch, offers/commit (a profile, and an
 offers preview the decision log in memory answers, are answered on the loop); ``feed``: the trigger feed's
 reads, so a CRM engine's polls never wait behind an offers batch; ``events``: durable writes to the event
-store (I/O); ``admin``: reload and the webhook outbox. CPU-bound lanes run one at a time: under the GIL more threads add hand-offs, not throughput (on 2 cores,
-one thread served 87-99 computed recommendations/s against 73 with four)."""
+store (I/O); ``admin``: reload and the webhook outbox. CPU-bound lanes run one at a time: under the GIL more
+threads add hand-offs, not throughput (on 2 cores, one thread served 87-99 computed recommendations/s against
+73 with four)."""
 K = Annotated[int, Field(ge=1, le=100)]
 
 
