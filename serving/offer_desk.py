@@ -142,8 +142,8 @@ class OfferDesk:
     def preview(self, cur: Loaded | None, customer_id: str, channel: str | None, campaign: str
                 ) -> dict[str, Any] | None:
         """``decide(cur, [customer_id], channel, campaign)`` when it needs no I/O: a customer of the
-        prepared scores whose decisions are in memory (:class:`DecisionWatcher`), about half a millisecond of
-        numpy and Python that the service answers on its event loop; else None (then call :meth:`decide`)."""
+        prepared scores whose decisions are in memory (:class:`DecisionWatcher`), about 0.3 ms of numpy and
+        Python that the service answers on its event loop; else None (then call :meth:`decide`)."""
         prep = cur.offers_prepared if cur is not None else None
         if cur is None or prep is None or self.log is None:
             return None
@@ -176,7 +176,7 @@ class OfferDesk:
             try:
                 with self._lock, self.store.offer_commits() as conn:
                     self._answers(cur, prep, known, channel, campaign, dry_run, conn, out)
-            finally:  # recorded (or maybe, on an error after the commit): read the store until a poll has
+            finally:  # recorded (perhaps even on an error): previews read the store until a poll has them
                 self._noted(known)
         return [out.get(c) or {"customer_id": c, **_NONE, "reason": "unknown customer or no purchase yet",
                                "model_version": cur.version, "dry_run": dry_run} for c in customer_ids]
