@@ -36,6 +36,7 @@ from features.live import DECISION_COLUMNS, LiveStore
 from features.schema import SENT_AT
 from models.offers.catalogue import Caps
 from models.offers.prepared import PreparedPolicy
+from serving.decision_watcher import DecisionWatcher
 from serving.errors import invalid
 
 if TYPE_CHECKING:
@@ -43,6 +44,8 @@ if TYPE_CHECKING:
 
 HISTORY_DAYS = 120
 """Past decisions read for caps and cooldowns."""
+_HISTORY_COLUMNS = [schema.CUSTOMER_ID, schema.OFFER_ID, schema.CHANNEL, schema.GROUP, SENT_AT]
+"""The decision log's columns a preview reads (:func:`models.offers.eligibility.contact_history`)."""
 _NONCE = re.compile(r"[0-9a-f]{32}")
 _NONE = {"offer_id": "none", "channel": None, "expected_value": 0.0, "control_group": False, "trigger": None,
          "source": "fallback", "decision_id": None, "recorded": False}
@@ -122,11 +125,38 @@ def check_channel(cur: Loaded, channel: str | None, title: str) -> None:
 class OfferDesk:
     """Decides offers with the loaded policy, and records committed decisions in the live store."""
 
-    def __init__(self, store: LiveStore) -> None:
+    def __init__(self, store: LiveStore, watch: bool = True, watch_now: bool = False) -> None:
+        """``watch``: keep the decision log in memory for previews (:mod:`serving.decision_watcher`), read
+        at the first preview, or at once with ``watch_now``."""
         self.store = store
         self._lock = threading.Lock()
         """Held with the store's offer-commit lock, so this process's commits queue here, not each holding a
         database connection while it waits."""
+        self.log = DecisionWatcher(store, HISTORY_DAYS, start=watch_now) if watch else None
+
+    def close(self) -> None:
+        """Stop watching the decision log."""
+        if self.log is not None:
+            self.log.close()
+
+    def preview(self, cur: Loaded | None, customer_id: str, channel: str | None, campaign: str
+                ) -> dict[str, Any] | None:
+        """``decide(cur, [customer_id], channel, campaign)`` when it needs no I/O: a customer of the
+        prepared scores whose decisions are in memory (:class:`DecisionWatcher`), about 0.3 ms of numpy and
+        Python that the service answers on its event loop; else None (then call :meth:`decide`)."""
+        prep = cur.offers_prepared if cur is not None else None
+        if cur is None or prep is None or self.log is None:
+            return None
+        if not prep.knows(customer_id):  # "none", read from nothing
+            return self.decide(cur, [customer_id], channel, campaign)[0]
+        check_channel(cur, channel, "offers")
+        got = self._remembered(cur, [customer_id])
+        if got is None:
+            return None
+        now, sent, remaining = got
+        r = prep.decide([customer_id], max(pd.Timestamp(now), cur.bundle.as_of), campaign=campaign,
+                        channel=channel, remaining=remaining, sent=sent)[0]
+        return self._answer(_plain(r), cur.version, campaign, channel, True)[0]
 
     def decide(self, cur: Loaded | None, customer_ids: list[str], channel: str | None, campaign: str,
                dry_run: bool = True) -> list[dict[str, Any]]:
@@ -143,8 +173,11 @@ class OfferDesk:
         if known and dry_run:
             self._answers(cur, prep, known, channel, campaign, dry_run, None, out)
         elif known:
-            with self._lock, self.store.offer_commits() as conn:
-                self._answers(cur, prep, known, channel, campaign, dry_run, conn, out)
+            try:
+                with self._lock, self.store.offer_commits() as conn:
+                    self._answers(cur, prep, known, channel, campaign, dry_run, conn, out)
+            finally:  # recorded (perhaps even on an error): previews read the store until a poll has them
+                self._noted(known)
         return [out.get(c) or {"customer_id": c, **_NONE, "reason": "unknown customer or no purchase yet",
                                "model_version": cur.version, "dry_run": dry_run} for c in customer_ids]
 
@@ -166,6 +199,11 @@ class OfferDesk:
                  ) -> tuple[dt.datetime, pd.DataFrame | None, Caps | None]:
         """What a decision reads from the store now (through ``conn`` when committing): the time, the
         customers' past decisions (as sends), and what is left of capped offers."""
+        if conn is None:  # a preview: from memory when the log there is complete for these customers
+            got = self._remembered(cur, known)
+            if got is not None:
+                now, rows, remaining = got
+                return now, pd.DataFrame(rows, columns=_HISTORY_COLUMNS) if rows else None, remaining
         policy = cur.bundle.policy
         assert policy is not None
         now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
@@ -175,6 +213,33 @@ class OfferDesk:
         caps = policy.catalogue.caps()
         remaining = policy.catalogue.remaining(self.store.offer_sends(list(caps), conn)) if caps else None
         return now, hist, remaining
+
+    def _remembered(self, cur: Loaded, known: list[str]
+                    ) -> tuple[dt.datetime, list[tuple[str, str, str | None, str, dt.datetime]], Caps | None
+                               ] | None:
+        """:meth:`_context` from the decision log in memory, the same values (the history as rows of the
+        columns the policy reads, :data:`_HISTORY_COLUMNS`); None when the log there is not complete for
+        ``known``."""
+        policy = cur.bundle.policy
+        assert policy is not None
+        if self.log is None:
+            return None
+        now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        rows = self.log.history(known, now - dt.timedelta(days=HISTORY_DAYS))
+        if rows is None:
+            return None
+        caps = policy.catalogue.caps()
+        remaining = None
+        if caps:
+            sends = self.log.sends(list(caps))
+            if sends is None:
+                return None
+            remaining = policy.catalogue.remaining(pd.DataFrame(sends, columns=["offer_id", "channel", "n"]))
+        return now, rows, remaining
+
+    def _noted(self, customer_ids: list[str]) -> None:
+        if self.log is not None:
+            self.log.note(customer_ids)
 
     def _decide_prepared(self, cur: Loaded, prep: PreparedPolicy, known: list[str], channel: str | None,
                          campaign: str, conn: sa.Connection | None = None) -> list[dict[str, Any]]:
@@ -234,8 +299,11 @@ class OfferDesk:
             why = "models not loaded" if cur is None else "no offer policy"
             return [_result(t, r, False, f"not recorded: {why}")
                     for t, r in zip(decision_ids, refs, strict=True)]
-        with self._lock, self.store.offer_commits() as conn:
-            verdicts = self._verdicts(cur, refs, conn)
+        try:
+            with self._lock, self.store.offer_commits() as conn:
+                verdicts = self._verdicts(cur, refs, conn)
+        finally:
+            self._noted(list(dict.fromkeys(r.customer_id for r in refs)))
         return [_result(t, r, *verdicts[r.nonce]) for t, r in zip(decision_ids, refs, strict=True)]
 
     def _verdicts(self, cur: Loaded, refs: list[DecisionRef], conn: sa.Connection

@@ -127,7 +127,7 @@ class Personaliser:
         self.data_dir = Path(data_dir)
         self.bundle_dir = Path(bundle_dir) if bundle_dir else None
         self.store = LiveStore(store_url or os.environ.get("PERSONALISE_DB") or default_url(self.data_dir))
-        self.desk = OfferDesk(self.store)
+        self.desk = OfferDesk(self.store, watch_now=True)  # previews read the decision log in memory
         self.live_config = live_config or load_config()
         self.orders = OrderBook(self.store, self.desk, self.live_config.trigger_config(),
                                 self.live_config.webhooks.urls)
@@ -147,6 +147,7 @@ class Personaliser:
         """Stop watching the event store and close its connections."""
         self.live.close()
         self.tasks.close()
+        self.desk.close()
         self.store.engine.dispose()
 
     # -- loading --------------------------------------------------------------------------------
@@ -337,6 +338,11 @@ class Personaliser:
                dry_run: bool = True) -> list[dict[str, Any]]:
         """Best offer per customer (see :mod:`serving.offer_desk`): a preview unless ``dry_run`` is False."""
         return self.desk.decide(self.current, customer_ids, channel, campaign, dry_run)
+
+    def offer_preview(self, customer_id: str, channel: str | None, campaign: str) -> dict[str, Any] | None:
+        """``offers([customer_id], channel, campaign)`` (a preview) when it needs no I/O, else None (see
+        :meth:`OfferDesk.preview`): the service answers it on its event loop."""
+        return self.desk.preview(self.current, customer_id, channel, campaign)
 
     def commit_offers(self, decision_ids: list[str]) -> list[dict[str, Any]]:
         return self.desk.commit(self.current, decision_ids)

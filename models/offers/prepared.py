@@ -19,6 +19,7 @@ Example
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -32,6 +33,7 @@ from models.offers.eligibility import (
     check_failures,
     contact_blocks,
     contact_history,
+    contact_history_of,
     customer_blocks,
     in_control_group,
     validity_failure,
@@ -92,13 +94,19 @@ class PreparedPolicy:
         channel: str | None = None,
         history: pd.DataFrame | None = None,
         remaining: Caps | None = None,
+        sent: Sequence[tuple[Any, Any, Any, Any, Any]] | None = None,
     ) -> list[dict[str, Any]]:
         """One row of :data:`~models.offers.policy.DECISION_COLUMNS` (as a dict) per customer of
-        ``customer_ids`` (unique, each known: :meth:`knows`), as :meth:`OfferPolicy.decide` gives it."""
+        ``customer_ids`` (unique, each known: :meth:`knows`), as :meth:`OfferPolicy.decide` gives it.
+        ``sent``: the history as plain rows instead (customer_id, offer_id, channel, group, sent_at;
+        :func:`~models.offers.eligibility.contact_history_of`), the same decisions."""
         offers = self.policy.catalogue.offers
         rows = np.array([self.pos[c] for c in customer_ids], dtype=np.int64)
-        contacts = (contact_history(history, pd.Index(customer_ids, dtype=object), now)
-                    if history is not None and len(history) else None)
+        if sent is not None:
+            contacts = contact_history_of(sent, customer_ids, now)
+        else:
+            contacts = (contact_history(history, pd.Index(customer_ids, dtype=object), now)
+                        if history is not None and len(history) else None)
         cand = self._candidates(rows, now, channel, contacts)
         trig = {c: self.triggers[c] for c in customer_ids if c in self.triggers}
         rank = _rank(cand, customer_ids, trig, offers)

@@ -19,7 +19,7 @@ from models.offers import (
     in_control_group,
     parse_catalogue,
 )
-from models.offers.eligibility import OK
+from models.offers.eligibility import OK, contact_history_of
 
 
 def test_control_group_is_deterministic_and_sized() -> None:
@@ -101,9 +101,13 @@ def test_caps_and_cooldowns_match_a_plain_reference(policy_setup, rows, asked) -
                          "sent_at": now + pd.to_timedelta(hist["days"], unit="D")})
     index = pd.Index([f"C{i}" for i in asked])
     contacts = contact_history(hist, index, now)
+    plain = list(zip(hist["customer_id"], hist["offer_id"], hist["channel"], hist["group"],
+                     [t.to_pydatetime() for t in hist["sent_at"]], strict=True))
+    from_rows = contact_history_of(plain, index.tolist(), now)  # the decision log in memory's rows
     for o in policy.catalogue.offers:
         for ch in ("email", "sms"):
             got = contact_blocks(o, now, contacts, ch, policy.contact, len(index))
             want = (_capped_reference(policy.contact, o, index, now, hist, ch) if len(hist)
                     else np.full(len(index), OK))
             assert got.tolist() == want.tolist(), (o.id, ch)
+            assert contact_blocks(o, now, from_rows, ch, policy.contact, len(index)).tolist() == got.tolist()
