@@ -17,7 +17,6 @@ commits after a later id): ids skipped by a poll are looked for again for :data:
 from __future__ import annotations
 
 import datetime as dt
-import logging
 import threading
 import time
 from collections import defaultdict
@@ -26,8 +25,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from features.live import DECISIONS, LiveStore
+from serving.store_watch import StoreWatch
 
-log = logging.getLogger(__name__)
 POLL_SECONDS = 0.2
 GAP_SECONDS = 30.0
 """How long an id skipped by a poll (a rolled back insert, or a transaction not committed yet) is looked for
@@ -47,13 +46,14 @@ _SENDS = (sa.select(_C.offer_id, _C.channel, sa.func.count())
           .where(_C.id <= sa.bindparam("last"), _C.group == "treatment").group_by(_C.offer_id, _C.channel))
 
 
-class DecisionWatcher:
+class DecisionWatcher(StoreWatch):
     """Each customer's decisions of the last ``keep_days`` and every offer's treatment sends per channel."""
 
     def __init__(self, store: LiveStore, keep_days: int, poll_seconds: float = POLL_SECONDS,
                  start: bool = True) -> None:
         """``start``: read the log now (else at the first :meth:`history` or :meth:`sends`)."""
-        self.store, self.keep_days, self.poll_seconds = store, keep_days, poll_seconds
+        super().__init__(store, poll_seconds, "decisions-watch", "decisions watch", at_once=True)
+        self.keep_days = keep_days
         self._rows: dict[str, list[Row]] = defaultdict(list)
         self._sends: dict[tuple[str, str | None], int] = defaultdict(int)
         """Treatment decisions per (offer, channel), all time (``LiveStore.offer_sends``)."""
@@ -67,8 +67,6 @@ class DecisionWatcher:
         self._ready = False
         self._pruned = time.monotonic()
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, name="decisions-watch", daemon=True)
         self._starting = threading.Lock()
         if start:
             self.start()
@@ -83,10 +81,6 @@ class DecisionWatcher:
     def ready(self) -> bool:
         """Whether the log has been read once (before that, every preview reads the store)."""
         return self._ready
-
-    @property
-    def running(self) -> bool:
-        return self._thread.is_alive()
 
     @property
     def last_id(self) -> int:
@@ -126,12 +120,6 @@ class DecisionWatcher:
             for c in customer_ids:
                 self._stale[c] = now
             self._sends_stale = now
-
-    def close(self, timeout: float = 5.0) -> None:
-        """Stop polling and wait for the thread to end."""
-        self._stop.set()
-        if self._thread.is_alive() and threading.current_thread() is not self._thread:
-            self._thread.join(timeout)
 
     def _now(self) -> dt.datetime:
         return dt.datetime.now(dt.UTC).replace(tzinfo=None)
@@ -197,21 +185,9 @@ class DecisionWatcher:
                 else:
                     del self._rows[cid]
 
-    def _watch(self) -> None:
-        """Read the log, then poll on one connection kept open."""
-        conn: Any = None
-        while not self._stop.is_set():
-            try:
-                conn = conn or self.store.engine.connect()
-                if self._ready:
-                    self._poll(conn)
-                else:
-                    self._load(conn)
-            except Exception as e:  # noqa: BLE001 -- the store may be briefly unreachable: retry, reconnected
-                log.warning("decisions watch: %s: %s", type(e).__name__, e)
-                if conn is not None:
-                    conn.close()
-                conn = None
-            self._stop.wait(self.poll_seconds)
-        if conn is not None:
-            conn.close()
+    def _step(self, conn: Any) -> None:
+        """Read the log (the first time), then poll."""
+        if self._ready:
+            self._poll(conn)
+        else:
+            self._load(conn)

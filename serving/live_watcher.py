@@ -11,7 +11,6 @@ is read from the store (:meth:`LiveWatcher.recent` returns None), so an answer n
 from __future__ import annotations
 
 import datetime as dt
-import logging
 import threading
 import time
 from collections.abc import Callable
@@ -20,8 +19,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from features.live import EVENTS, LiveStore
+from serving.store_watch import StoreWatch
 
-log = logging.getLogger(__name__)
 POLL_SECONDS = 0.2
 KEEP = 200
 """Live events kept per customer (the newest; ``LiveStore.recent_events`` reads as many)."""
@@ -32,13 +31,14 @@ _NEW_EVENTS = (sa.select(EVENTS.c.customer_id, EVENTS.c.product_id, EVENTS.c.eve
                .order_by(EVENTS.c.id))
 
 
-class LiveWatcher:
+class LiveWatcher(StoreWatch):
     """Customers with stored live events at or after the current models' ``as_of``."""
 
     def __init__(self, store: LiveStore, as_of: Callable[[], dt.datetime | None],
                  poll_seconds: float = POLL_SECONDS) -> None:
         """``as_of``: the current models' data end (None while no models are loaded)."""
-        self.store, self._current_as_of, self.poll_seconds = store, as_of, poll_seconds
+        super().__init__(store, poll_seconds, "live-events-watch", "live events watch", at_once=False)
+        self._current_as_of = as_of
         self._live: set[str] = set()
         self._events: dict[str, list[tuple[str, str]]] = {}
         """Per customer: the events read from the store since ``as_of``, oldest first (the last KEEP)."""
@@ -50,8 +50,6 @@ class LiveWatcher:
         self._last_id = 0
         self._lock = threading.Lock()
         self._refreshing = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, name="live-events-watch", daemon=True)
         self._thread.start()
 
     def has_live(self, customer_id: str, as_of: dt.datetime) -> bool:
@@ -89,16 +87,6 @@ class LiveWatcher:
             for c in customer_ids:
                 self._stale[c] = now
 
-    def close(self, timeout: float = 5.0) -> None:
-        """Stop polling and wait for the thread to end."""
-        self._stop.set()
-        if self._thread.is_alive() and threading.current_thread() is not self._thread:
-            self._thread.join(timeout)
-
-    @property
-    def running(self) -> bool:
-        return self._thread.is_alive()
-
     def _refresh(self, as_of: dt.datetime, conn: Any = None) -> None:
         """Read the event rows stored since the last refresh (one at a time: ``_refreshing``); the state is
         updated under ``_lock`` only after the query, so requests never wait for the store."""
@@ -130,20 +118,8 @@ class LiveWatcher:
                 self._stale = {c: t for c, t in self._stale.items() if t >= started}
         return None
 
-    def _watch(self) -> None:
-        """Poll on one connection kept open (a poll with no new rows is one ``max(id)`` query)."""
-        conn = None
-        while not self._stop.wait(self.poll_seconds):
-            as_of = self._current_as_of()
-            if as_of is None:
-                continue
-            try:
-                conn = conn or self.store.engine.connect()
-                self._refresh(as_of, conn)
-            except Exception as e:  # noqa: BLE001 -- the store may be briefly unreachable: retry, reconnected
-                log.warning("live events watch: %s: %s", type(e).__name__, e)
-                if conn is not None:
-                    conn.close()
-                conn = None
-        if conn is not None:
-            conn.close()
+    def _step(self, conn: Any) -> None:
+        """A poll (a poll with no new rows is one ``max(id)`` query); nothing while no models are loaded."""
+        as_of = self._current_as_of()
+        if as_of is not None:
+            self._refresh(as_of, conn)
