@@ -255,7 +255,12 @@ def test_blend_lists_are_the_blends_own_recommendations(data, truth) -> None:
     users = [u for u in truth if u in data.users]
     some = set(list(new)[::2])
     got_all, got_new = blend_lists(m, users, some, k=10, batch=37)
-    pd.testing.assert_frame_equal(got_all, m.recommend(users, k=10), check_exact=True)
     want_new = m.recommend([u for u in users if u in some], k=10, rules=DISCOVERY_RULES)
-    pd.testing.assert_frame_equal(got_new, want_new, check_exact=True)
+    for got, want in ((got_all, m.recommend(users, k=10)), (got_new, want_new)):
+        # the same products in the same ranks; the scores to float32's rounding: ALS's factors are float32,
+        # and OpenBLAS multiplies a batch of 37 customers with other kernels than one of all of them on some
+        # CPUs (AMD EPYC with AVX-512: up to 8e-8 apart, the last rows of a batch); on CPUs where the kernels
+        # are the same, the scores are equal to the last bit
+        pd.testing.assert_frame_equal(got.drop(columns=SCORE), want.drop(columns=SCORE), check_exact=True)
+        np.testing.assert_allclose(got[SCORE].to_numpy(), want[SCORE].to_numpy(), rtol=1e-6, atol=0)
     assert len(got_new) and set(got_new[CUSTOMER_ID]) <= some
