@@ -16,14 +16,15 @@ The answers must not change, so:
   (lleaves or llvmlite missing, a model lleaves cannot read, a compile error), and it returns None, logged:
   the caller keeps predicting with LightGBM.
 
-Compiling takes seconds (the re-ranker: about 7 s on two busy cores), so it is for a model that is loaded to
-serve, not for training. ``cache_dir`` keeps the machine code, under a key made of the model's text, the
-compiler's versions and this CPU (its name and features), so that the next load of the same model on the
-same kind of machine reads it instead (a fraction of a second); it is checked like a fresh compile.
+Compiling takes seconds (the re-ranker: about 8 s on two busy cores), so it is for a model that is loaded to
+serve, not for training. A :class:`CodeStore` (serving keeps one in files: :mod:`serving.compiled_store`)
+keeps the machine code under a key made of the model's text, the compiler's versions and this CPU (its name
+and features), so that the next load of the same model on the same kind of machine reads it instead (0.01 s);
+it is checked like a fresh compile.
 
 Example
 -------
->>> compiled = exact_compiled(booster, sample_rows, cache_dir="var/cache")   # doctest: +SKIP
+>>> compiled = exact_compiled(booster, sample_rows)                            # doctest: +SKIP
 >>> compiled.predict(rows) if compiled is not None else booster.predict(rows)  # doctest: +SKIP
 """
 
@@ -32,12 +33,11 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import logging
-import os
 import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import lightgbm as lgb
 import numpy as np
@@ -55,6 +55,16 @@ _DOUBLE_P = ctypes.POINTER(ctypes.c_double)
 _ENTRY_TYPE = ctypes.CFUNCTYPE(None, _DOUBLE_P, _DOUBLE_P, ctypes.c_int32, ctypes.c_int32)
 """``forest_root(rows, out, first_row, end_row)``: float64 rows in, float64 predictions out (ctypes releases
 the GIL during the call)."""
+
+
+class CodeStore(Protocol):
+    """Where compiled forests are kept between loads, by key (a hex string)."""
+
+    def get(self, key: str) -> bytes | None:
+        """The machine code kept under ``key``, or None."""
+
+    def put(self, key: str, code: bytes) -> None:
+        """Keep ``code`` under ``key`` (a failure is the store's to log: the code is used all the same)."""
 
 
 def lightgbm_rows(X: np.ndarray) -> np.ndarray:
@@ -89,14 +99,14 @@ class CompiledTrees:
         return out
 
 
-def exact_compiled(booster: lgb.Booster, sample: np.ndarray, cache_dir: str | Path | None = None
+def exact_compiled(booster: lgb.Booster, sample: np.ndarray, store: CodeStore | None = None
                    ) -> CompiledTrees | None:
     """``booster`` compiled (:func:`compile_booster`), if it predicts exactly ``booster.predict`` on the
     rows of ``sample`` (real rows of the model's features) and on :func:`boundary_rows`; None (logged) when it
     differs on any row or anything fails."""
     t0 = time.perf_counter()
     try:
-        compiled = compile_booster(booster, cache_dir)
+        compiled = compile_booster(booster, store)
         t1 = time.perf_counter()
         sample = np.asarray(sample, dtype=np.float64).reshape(-1, booster.num_feature())
         rows = np.vstack([sample, boundary_rows(booster, sample)])
@@ -114,27 +124,30 @@ def exact_compiled(booster: lgb.Booster, sample: np.ndarray, cache_dir: str | Pa
     return compiled
 
 
-def compile_booster(booster: lgb.Booster, cache_dir: str | Path | None = None) -> CompiledTrees:
+def compile_booster(booster: lgb.Booster, store: CodeStore | None = None) -> CompiledTrees:
     """``booster``'s forest compiled to machine code for this CPU, unchecked (see :func:`exact_compiled`);
-    read from ``cache_dir`` when it holds this model's code, written there when not (a failed write is
-    logged and the code used all the same). Raises ImportError without lleaves or llvmlite."""
+    taken from ``store`` when it holds this model's code, put there when not. Raises ImportError without
+    lleaves or llvmlite, ValueError for a model of several outputs a row (multiclass)."""
     import llvmlite.binding as llvm
 
+    if booster.num_model_per_iteration() != 1:  # several outputs a row: predict() has room for one
+        raise ValueError(f"{booster.num_model_per_iteration()} models per iteration: only models of one "
+                         "output a row are compiled")
     text = booster.model_to_string()
     machine, machine_key = _target_machine(llvm)
-    path = Path(cache_dir) / f"{_cache_key(text, machine_key)}.o" if cache_dir is not None else None
-    cached = _read(path) if path is not None else None
+    key = _cache_key(text, machine_key)
+    cached = store.get(key) if store is not None else None
     module = llvm.parse_assembly("") if cached is not None else _optimised_module(llvm, text, machine)
     engine = llvm.create_mcjit_compiler(module, machine)
     made: list[bytes] = []
-    if cached is not None:
+    if cached is not None:  # LLVM asks for the module's object code: the stored one, nothing is compiled
         engine.set_object_cache(getbuffer_func=lambda _module: cached)
-    elif path is not None:
+    elif store is not None:
         engine.set_object_cache(notify_func=lambda _module, code: made.append(bytes(code)))
     engine.finalize_object()
     engine.run_static_constructors()
-    if path is not None and made:
-        _write(path, made[0])
+    if store is not None and made:
+        store.put(key, made[0])
     return CompiledTrees(engine, booster.num_feature(), "cache" if cached is not None else "compiled")
 
 
@@ -224,27 +237,3 @@ def _cache_key(text: str, machine_key: str) -> str:
         h.update(part.encode())
         h.update(b"\0")
     return h.hexdigest()[:32]
-
-
-def _read(path: Path) -> bytes | None:
-    try:
-        return path.read_bytes() if path.is_file() else None
-    except OSError:
-        log.warning("could not read the compiled model %s: compiling it", path, exc_info=True)
-        return None
-
-
-def _write(path: Path, code: bytes) -> None:
-    """``code`` at ``path``, whole or not at all (written beside it, then renamed)."""
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            f.write(code)
-        os.replace(tmp, path)
-    except OSError:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-        log.warning("could not keep the compiled model at %s: it is compiled again at the next load", path,
-                    exc_info=True)

@@ -27,6 +27,7 @@ from models.offers.prepared import PreparedPolicy
 from models.recsys import BlendRecommender, BusinessRules, Recommendation
 from serving import candidate_cache, webhooks
 from serving.champion import fetch_champion
+from serving.compiled_store import DirectoryStore
 from serving.errors import invalid
 from serving.live_watcher import LiveWatcher
 from serving.offer_desk import OfferDesk
@@ -99,15 +100,15 @@ COMPILED_DIR = "compiled"
 """
 
 
-def _compile_reranker(loaded: Loaded, cache_dir: Path) -> None:
+def _compile_reranker(loaded: Loaded, store: DirectoryStore) -> None:
     """The discovery re-ranker of the load's recommender compiled to machine code, checked to give
     LightGBM's floats (:meth:`BlendRecommender.compile_reranker`); if not, or if that fails, LightGBM
-    predicts as before (logged). Compiled once per model and machine: later loads read ``cache_dir``."""
+    predicts as before (logged). Compiled once per model and machine: later loads read ``store``."""
     model = loaded.bundle.engine.model
     if not isinstance(model, BlendRecommender):
         return
     try:
-        model.compile_reranker(cache_dir)
+        model.compile_reranker(store)
     except Exception:
         log.exception("could not compile the discovery re-ranker: LightGBM predicts")
 
@@ -179,7 +180,7 @@ class Personaliser:
         except Exception:  # offers are then decided in full, as before
             log.exception("could not prepare the offer scores: offers are decided in full")
         loaded.profile_index  # noqa: B018  (built now, not in the first profile request)
-        _compile_reranker(loaded, self.data_dir / COMPILED_DIR)
+        _compile_reranker(loaded, DirectoryStore(self.data_dir / COMPILED_DIR))
         if self.render is not None:
             self._warm(loaded, self.render)
         gc.collect()  # loading leaves garbage behind; collect it now rather than during a request

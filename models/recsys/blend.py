@@ -15,13 +15,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
-from pathlib import Path
 from typing import Any, Self
 
 import numpy as np
 
 from features.exceptions import ModelFitError
 from features.interactions import InteractionData
+from models.compiled_trees import CodeStore
 from models.recsys.base import NEG, Recommender
 from models.recsys.context import BusinessRules, RecommenderConfig, UserContext, build_context, rules_mask
 from models.recsys.factors import ALSRecommender
@@ -159,15 +159,15 @@ class BlendRecommender(Recommender):
         self.item_stats_ = ItemStats(self._require()) if reranker is not None else None
         return self
 
-    def compile_reranker(self, cache_dir: str | Path | None = None, customers: int = 300) -> bool:
+    def compile_reranker(self, store: CodeStore | None = None, customers: int = 300) -> bool:
         """Have the discovery re-ranker predict with its booster compiled to machine code
         (:meth:`Reranker.compile`), checked against LightGBM on the candidates of ``customers`` of the model's
         own customers (spread evenly over them); returns whether it does (False without a re-ranker). For
-        serving: it takes seconds, unless ``cache_dir`` already holds this model's code.
+        serving: it takes seconds, unless ``store`` already holds this model's code.
 
         Examples
         --------
-        >>> blend.compile_reranker("var/demo/compiled")   # doctest: +SKIP
+        >>> blend.compile_reranker()   # doctest: +SKIP
         True
         """
         rr: Reranker | None = getattr(self, "reranker_", None)
@@ -180,7 +180,7 @@ class BlendRecommender(Recommender):
         rules = BusinessRules(exclude_bought=True)
         s, comps = self.blend_scores(ctx, rules)
         _, X = self.candidate_rows(ctx, rules, comps, s, self.item_stats_)
-        return rr.compile(X, cache_dir)
+        return rr.compile(X, store)
 
     # -- scoring --------------------------------------------------------------------------------
     def weights_for(self, rules: BusinessRules) -> Weights:

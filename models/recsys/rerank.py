@@ -19,7 +19,6 @@ The training rows and the re-ranker's holdout gate are training's: see :mod:`tra
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
 import lightgbm as lgb
@@ -27,7 +26,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from features.exceptions import ModelFitError, NotFittedError
-from models.compiled_trees import CompiledTrees, exact_compiled
+from models.compiled_trees import CodeStore, CompiledTrees, exact_compiled
 from models.cores import free_threads
 from models.customer import SMALL_PREDICT
 
@@ -178,21 +177,21 @@ class Reranker:
         threads = 1 if len(X) <= SMALL_PREDICT else free_threads(0)
         return np.asarray(self.booster_.predict(X, num_threads=threads), dtype=np.float64)
 
-    def compile(self, sample: np.ndarray, cache_dir: str | Path | None = None) -> bool:
+    def compile(self, sample: np.ndarray, store: CodeStore | None = None) -> bool:
         """Predict with the booster compiled to machine code from now on, if it gives exactly the booster's
         predictions on ``sample`` (feature rows of real candidates) and on the rows at the trees' split
         thresholds (:func:`models.compiled_trees.exact_compiled`); returns whether it does (if not, or if
-        compiling fails, LightGBM goes on predicting). ``cache_dir``: where compiled models are kept (this
-        one is then compiled once per machine). Takes seconds: for serving, not training.
+        compiling fails, LightGBM goes on predicting). ``store``: where compiled models are kept between
+        loads (this one is then compiled once per machine). Takes seconds: for serving, not training.
 
         Examples
         --------
-        >>> ranker.compile(X[:30_000], cache_dir="var/demo/compiled")   # doctest: +SKIP
+        >>> ranker.compile(X[:30_000])   # doctest: +SKIP
         True
         """
         if self.booster_ is None:
             raise NotFittedError("Reranker")
-        self.compiled_ = exact_compiled(self.booster_, sample, cache_dir)
+        self.compiled_ = exact_compiled(self.booster_, sample, store)
         return self.compiled_ is not None
 
     def importance(self) -> dict[str, float]:

@@ -1,8 +1,8 @@
 """A LightGBM model compiled to machine code (:mod:`models.compiled_trees`) predicts LightGBM's floats to the
 last bit: on real rows, missing values, infinities, -0.0, values near zero and values on and beside every
 split threshold; it is used only when it does (a linear-tree model, which lleaves compiles without its linear
-parts, stays LightGBM's); the cache holds one file per model and is read back; the re-ranker's compiled
-predictor is never pickled."""
+parts, stays LightGBM's); a store keeps one machine code per model and gives it back; the re-ranker's
+compiled predictor is never pickled."""
 
 from __future__ import annotations
 
@@ -105,19 +105,44 @@ def test_a_model_compiled_unlike_lightgbm_is_not_used() -> None:
     np.testing.assert_array_equal(r.predict(X[:100]), booster.predict(X[:100], num_threads=1))
 
 
-def test_the_cache_keeps_one_file_per_model_and_is_read_back(ranker: Reranker, tmp_path) -> None:
+class MemoryStore:
+    """A :class:`models.compiled_trees.CodeStore` in a dict (serving's keeps files)."""
+
+    def __init__(self) -> None:
+        self.code: dict[str, bytes] = {}
+
+    def get(self, key: str) -> bytes | None:
+        return self.code.get(key)
+
+    def put(self, key: str, code: bytes) -> None:
+        self.code[key] = code
+
+
+def test_a_multiclass_model_is_not_compiled() -> None:
+    """Several outputs a row: the compiled forest would write past its one prediction a row."""
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(600, 3))
+    booster = lgb.train({"objective": "multiclass", "num_class": 3, "num_leaves": 4, "verbose": -1,
+                         "num_threads": 1}, lgb.Dataset(X, label=rng.integers(0, 3, 600)), num_boost_round=3)
+    with pytest.raises(ValueError, match="3 models per iteration"):
+        compile_booster(booster)
+    assert exact_compiled(booster, X) is None
+
+
+def test_the_store_keeps_one_code_per_model_and_gives_it_back(ranker: Reranker) -> None:
     booster = ranker.booster_
     assert booster is not None
-    X = _rows(300, seed=9)
-    first = exact_compiled(booster, X, tmp_path)
-    files = sorted(tmp_path.iterdir())
-    assert first is not None and first.source == "compiled" and len(files) == 1 and files[0].suffix == ".o"
-    again = exact_compiled(booster, X, tmp_path)
-    assert again is not None and again.source == "cache" and sorted(tmp_path.iterdir()) == files
+    X, store = _rows(300, seed=9), MemoryStore()
+    first = exact_compiled(booster, X, store)
+    assert first is not None and first.source == "compiled" and len(store.code) == 1
+    (key, code), = store.code.items()
+    assert key.isalnum() and len(code) > 1000
+    again = exact_compiled(booster, X, store)
+    assert again is not None and again.source == "cache" and store.code == {key: code}
     np.testing.assert_array_equal(again.predict(X), booster.predict(X, num_threads=1))
-    other = lgb.Booster(model_str=booster.model_to_string(num_iteration=10))  # another model: another file
-    assert exact_compiled(other, X, tmp_path) is not None
-    assert len(list(tmp_path.iterdir())) == 2
+    other = lgb.Booster(model_str=booster.model_to_string(num_iteration=10))  # another model: another key
+    assert exact_compiled(other, X, store) is not None
+    assert len(store.code) == 2
 
 
 def test_the_reranker_predicts_compiled_and_pickles_without_it(ranker: Reranker) -> None:
