@@ -24,9 +24,10 @@ from features.io import find_table, read_raw
 from features.live import LiveStore, default_url
 from models.bundle import COMPONENTS, ServingBundle
 from models.offers.prepared import PreparedPolicy
-from models.recsys import BusinessRules, Recommendation
+from models.recsys import BlendRecommender, BusinessRules, Recommendation
 from serving import candidate_cache, webhooks
 from serving.champion import fetch_champion
+from serving.compiled_store import DirectoryStore
 from serving.errors import invalid
 from serving.live_watcher import LiveWatcher
 from serving.offer_desk import OfferDesk
@@ -94,6 +95,22 @@ class Loaded:
 
 
 _DEFAULT_RULES = BusinessRules()
+COMPILED_DIR = "compiled"
+"""Where in the data directory the models compiled for this machine are kept (:mod:`models.compiled_trees`).
+"""
+
+
+def _compile_reranker(loaded: Loaded, store: DirectoryStore) -> None:
+    """The discovery re-ranker of the load's recommender compiled to machine code, checked to give
+    LightGBM's floats (:meth:`BlendRecommender.compile_reranker`); if not, or if that fails, LightGBM
+    predicts as before (logged). Compiled once per model and machine: later loads read ``store``."""
+    model = loaded.bundle.engine.model
+    if not isinstance(model, BlendRecommender):
+        return
+    try:
+        model.compile_reranker(store)
+    except Exception:
+        log.exception("could not compile the discovery re-ranker: LightGBM predicts")
 
 
 def _answer(cur: Loaded, customer_id: str, rec: Recommendation) -> dict[str, Any]:
@@ -163,6 +180,7 @@ class Personaliser:
         except Exception:  # offers are then decided in full, as before
             log.exception("could not prepare the offer scores: offers are decided in full")
         loaded.profile_index  # noqa: B018  (built now, not in the first profile request)
+        _compile_reranker(loaded, DirectoryStore(self.data_dir / COMPILED_DIR))
         if self.render is not None:
             self._warm(loaded, self.render)
         gc.collect()  # loading leaves garbage behind; collect it now rather than during a request

@@ -26,6 +26,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from features.exceptions import ModelFitError, NotFittedError
+from models.compiled_trees import CodeStore, CompiledTrees, exact_compiled
 from models.cores import free_threads
 from models.customer import SMALL_PREDICT
 
@@ -127,12 +128,26 @@ def _customer_features(stats: ItemStats, P: sp.csr_matrix, W: sp.csr_matrix, L: 
 
 
 class Reranker:
-    """LightGBM LambdaRank over candidate features; higher is better."""
+    """LightGBM LambdaRank over candidate features; higher is better. Once :meth:`compile` has succeeded
+    (serving does it when it loads the model), the booster compiled to machine code predicts, with the same
+    floats."""
 
     def __init__(self, config: RerankConfig | None = None) -> None:
         self.config = config or RerankConfig()
         self.booster_: lgb.Booster | None = None
         self.validation_: dict[str, Any] = {}
+        self.compiled_: CompiledTrees | None = None
+        """The booster as machine code, checked to predict its floats (:mod:`models.compiled_trees`); never
+        pickled."""
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("compiled_", None)  # machine code for this process only: a loaded model compiles again
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.compiled_ = None
 
     def fit(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray) -> Self:
         """``X``: candidate features; ``y``: 1 where the customer bought the product; ``groups``: the number
@@ -156,9 +171,28 @@ class Reranker:
     def predict(self, X: np.ndarray) -> np.ndarray:
         if self.booster_ is None:
             raise NotFittedError("Reranker")
+        if self.compiled_ is not None:  # the same floats as the booster's, about 7 times sooner
+            return self.compiled_.predict(X)
         # one thread for a request's candidates; the evaluation's batches (~100,000 rows) on all cores
         threads = 1 if len(X) <= SMALL_PREDICT else free_threads(0)
         return np.asarray(self.booster_.predict(X, num_threads=threads), dtype=np.float64)
+
+    def compile(self, sample: np.ndarray, store: CodeStore | None = None) -> bool:
+        """Predict with the booster compiled to machine code from now on, if it gives exactly the booster's
+        predictions on ``sample`` (feature rows of real candidates) and on the rows at the trees' split
+        thresholds (:func:`models.compiled_trees.exact_compiled`); returns whether it does (if not, or if
+        compiling fails, LightGBM goes on predicting). ``store``: where compiled models are kept between
+        loads (this one is then compiled once per machine). Takes seconds: for serving, not training.
+
+        Examples
+        --------
+        >>> ranker.compile(X[:30_000])   # doctest: +SKIP
+        True
+        """
+        if self.booster_ is None:
+            raise NotFittedError("Reranker")
+        self.compiled_ = exact_compiled(self.booster_, sample, store)
+        return self.compiled_ is not None
 
     def importance(self) -> dict[str, float]:
         """Total gain of each feature."""

@@ -1,6 +1,7 @@
 """A live session folded in with numpy (:mod:`serving.fold_in`) gives exactly the engine's full computation:
 the same items, ranks, reasons and scores, component scores equal to the float, for every rule set, with
-views, cart adds and removals, purchases and unknown products in the session; the discovery re-ranker too."""
+views, cart adds and removals, purchases and unknown products in the session; the discovery re-ranker too,
+with LightGBM's predictions and compiled to machine code."""
 
 from __future__ import annotations
 
@@ -100,6 +101,29 @@ def test_board_reranked_discovery_folds_in_exactly(board_engine) -> None:
     assert n >= 0.9 * len(customers)
 
 
+def answers(engine: RecommendationEngine, customers, rules: BusinessRules, seed: int) -> list:
+    """(full computation, fold-in) answers of each customer with a random session."""
+    return [(engine.recommend_one(c, 10, rules, session=sess), fold_in.recommend(engine, c, 10, rules, sess))
+            for c, sess in zip(customers, sessions(engine.data, customers, seed), strict=True)]
+
+
+def test_the_compiled_reranker_gives_lightgbms_discovery_answers(board_engine) -> None:
+    """The re-ranker compiled to machine code (as serving does at load) answers discovery requests, in full
+    and folded in, with exactly the items, scores, ranks and reasons of LightGBM's predictions."""
+    data = board_engine.data
+    blend = BlendRecommender(BOARD_CFG).fit(data).attach_reranker(board_reranker(board_engine.model,
+                                                                                 BOARD_CFG.seed))
+    engine = RecommendationEngine(blend, board_engine.trending)
+    customers, rules = list(data.users.ids[::2]), BusinessRules(exclude_bought=True)
+    want = answers(engine, customers, rules, seed=12)
+    assert blend.reranker_ is not None and blend.reranker_.compiled_ is None
+    assert blend.compile_reranker()
+    assert blend.reranker_.compiled_ is not None  # the compiled forest predicts from now on
+    got = answers(engine, customers, rules, seed=12)
+    assert got == want
+    assert sum(f is not None for _, f in got) >= 0.9 * len(customers)
+
+
 def test_a_blend_weighing_rising_products_folds_in_exactly(board_engine) -> None:
     """Rising products (one row for everyone, as popularity) are folded in, not handed back to the full
     computation: a blend that weighs them (chosen by tuning on Online Retail and at 100,000 customers)."""
@@ -161,6 +185,11 @@ def test_shop_sessions_fold_in_exactly(small_shop) -> None:
                               engine.trending)
     n = assert_folded_like_full(rr, customers[:100], [BusinessRules(exclude_bought=True)], seed=7)
     assert n >= 90
+    # the re-ranker compiled to machine code, as serving does at load: LightGBM's answers to the last float
+    discovery = BusinessRules(exclude_bought=True)
+    want = answers(rr, customers[:100], discovery, seed=8)
+    assert rr.model.compile_reranker() and rr.model.reranker_.compiled_ is not None
+    assert answers(rr, customers[:100], discovery, seed=8) == want
 
 
 def test_one_rows_top_k_and_min_max_are_the_models() -> None:

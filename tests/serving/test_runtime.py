@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from models.bundle import COMPONENTS
 from serving.champion import fetch_champion
-from serving.runtime import Personaliser
+from serving.runtime import COMPILED_DIR, Personaliser
 from tests.serving.conftest import customers
 
 pytestmark = pytest.mark.slow  # the trained project
@@ -99,6 +99,40 @@ def test_live_sessions_answered_on_the_loop_equal_the_full_computation(personali
     assert not p.live.has_live(quiet, as_of)
     assert p.recommend_folded(quiet, 10, None, False, []) is None  # nothing to fold in: the cache answers
     assert p.recommend_folded("a-new-visitor", 10, None, False, request_session) is None  # computed in full
+
+
+def test_the_discovery_reranker_is_compiled_at_load_with_lightgbms_answers(trained_project, small_shop,
+                                                                         tmp_path: Path) -> None:
+    """A load compiles the discovery re-ranker to machine code, keeps it in the data directory (the next load
+    reads it) and predicts with it: discovery answers (sessions folded in) have the items, scores, ranks and
+    reasons that LightGBM's predictions give. (The small shop's training learns no re-ranker that beats its
+    blend: the champion is served with one learned on the shop.)"""
+    from models.bundle import ServingBundle
+    from tests.models.recsys_data import shop_reranker
+
+    d, _ = trained_project
+    bundle = ServingBundle.load(fetch_champion(d, dest=tmp_path / "champion")[0])
+    bundle.engine.model.attach_reranker(shop_reranker(small_shop))
+    bundle.save(tmp_path / "bundle")
+    loads = [Personaliser(d, tmp_path / "bundle", store_url=f"sqlite:///{tmp_path / f'live{n}.db'}")
+             for n in range(2)]
+    rrs = [p.current.bundle.engine.model.reranker_ for p in loads]
+    assert [rr.compiled_.source if rr is not None and rr.compiled_ is not None else None for rr in rrs] == \
+        ["compiled", "cache"]
+    assert len(list((d / COMPILED_DIR).glob("*.o"))) == 1
+    p, rr = loads[1], rrs[1]
+    products = [str(x) for x in p.current.bundle.engine.product_ids[:50]]
+    asks = [(c, [(products[i % 50], "view"), (products[(3 * i) % 50], "add_to_cart")])
+            for i, c in enumerate(customers(trained_project, 60))]
+    compiled = [p.recommend(c, 10, None, True, sess) for c, sess in asks]
+    machine_code, rr.compiled_ = rr.compiled_, None
+    try:
+        assert [p.recommend(c, 10, None, True, sess) for c, sess in asks] == compiled
+    finally:
+        rr.compiled_ = machine_code
+    assert all(a["items"] for a in compiled)
+    for p in loads:
+        p.close()
 
 
 def test_a_live_customers_answer_is_kept_until_their_events_change(personaliser: Personaliser,
