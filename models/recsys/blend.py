@@ -170,14 +170,14 @@ class BlendRecommender(Recommender):
         >>> blend.compile_reranker()   # doctest: +SKIP
         True
         """
-        rr: Reranker | None = getattr(self, "reranker_", None)
+        rules = BusinessRules(exclude_bought=True)  # the storefront's discovery request
+        rr = self.reranker_for(rules)
         if rr is None or self.item_stats_ is None:
             return False
         data = self._require()
         ids = data.users.ids
         picked = ids[np.unique(np.linspace(0, len(ids) - 1, min(customers, len(ids))).astype(np.int64))]
         ctx = build_context(data, picked)
-        rules = BusinessRules(exclude_bought=True)
         s, comps = self.blend_scores(ctx, rules)
         _, X = self.candidate_rows(ctx, rules, comps, s, self.item_stats_)
         return rr.compile(X, store)
