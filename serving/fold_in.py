@@ -22,10 +22,11 @@ computes the answer in full; ``tests/serving/test_fold_in.py`` checks the answer
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
@@ -38,8 +39,9 @@ from models.recsys.context import EVENT_WEIGHT, UserContext, rules_mask
 from models.recsys.factors import ALSRecommender
 from models.recsys.neighbours import EASERecommender, ItemKNNRecommender
 from models.recsys.popularity import BuyAgainRecommender, PopularityRecommender, RisingRecommender
+from models.recsys.reasons import LEADS
 from models.recsys.tifu import TIFUKNNRecommender
-from serving import fold_in_reasons
+from serving import fold_in_kernels, fold_in_reasons
 from serving.fold_in_reasons import KnnTerms
 
 try:
@@ -57,6 +59,9 @@ _KNOWN_KINDS = (
     TIFUKNNRecommender,
 )
 _LOCK = threading.Lock()
+_NUMPY = object()
+""":meth:`FoldIn._compiled`'s answer when the numpy code must compute this one."""
+log = logging.getLogger(__name__)
 Part = tuple[np.ndarray | None, np.ndarray]
 """A component's normalised scores for one customer: (columns, scores there; 0 elsewhere), or (None, the
 whole row)."""
@@ -103,6 +108,18 @@ class FoldIn:
                 self.direct_als: bool | None = None  # decided at the first session
             elif isinstance(c, BuyAgainRecommender):
                 self.boost = np.where(data.item_replenishable, c.config.replenish_boost, 1.0)
+        self.order = [n for n in self.components if n in self.names]
+        """The components in the order the model scores them: row ``i`` of a compiled fold-in's scores."""
+        self.compiled = fold_in_kernels.AVAILABLE and self.usable
+        """Whether :meth:`_compiled` answers (numba is there): else the numpy code below."""
+        self.als_compiled = False
+        """Whether ALS's least-squares step is :func:`fold_in_kernels.als_solve` (checked at the first session
+        against implicit's own step on real rows: :meth:`_check_als`), else implicit's."""
+        self.als_checked = False
+        self.als_A0: np.ndarray | None = None
+        self.als_fma = 0
+        """How many of each ``saxpy``'s elements OpenBLAS fuses (:func:`fold_in_kernels.fma_splits`)."""
+        self._plans: dict[tuple[Any, ...], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
 
     # -- the customer's rows, session included ---------------------------------------------------
     def context(self, row: int, session: Sequence[tuple[str, str]]) -> tuple[UserContext, dict[str, Any]]:
@@ -223,11 +240,15 @@ class FoldIn:
     def _buy_again_part(self, ctx: UserContext) -> tuple[np.ndarray, np.ndarray]:
         """The columns buy-again scores (the customer's bought items) and its scores there."""
         P, L = ctx.P, ctx.L
-        cols, cnt = P.indices, P.data
+        return self._buy_again_arrays(P.indices, P.data, L.indices, L.data)
+
+    def _buy_again_arrays(self, cols: np.ndarray, cnt: np.ndarray, l_idx: np.ndarray, l_data: np.ndarray
+                          ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`_buy_again_part` from the purchases row's and days-since-last-purchase row's arrays."""
         if not len(cols):
             return cols, np.zeros(0)
         last = np.zeros(self.m)
-        last[L.indices] = L.data
+        last[l_idx] = l_data
         last = last[cols].astype(float)
         rec = np.divide(1.0, np.log2(1 + last), out=np.zeros_like(last), where=last > 0)
         assert self.boost is not None
@@ -245,15 +266,19 @@ class FoldIn:
         row = int(engine.data.users.row(customer_id))
         if row < 0:
             return None
+        if self.compiled and all(e != "purchase" for _, e in session):
+            got = self._compiled(row, k, rules, session)
+            if got is not _NUMPY:
+                return None if got is None else self._answer(customer_id, *got)  # type: ignore[misc]
         ctx, _ = self.context(row, session)
         weights = model.weights_for(rules)
-        got = self._scored(ctx, self.names)  # engine.recommend_one scores every fitted component
-        if got is None:
+        scored = self._scored(ctx, self.names)  # engine.recommend_one scores every fitted component
+        if scored is None:
             return None
-        parts, terms = got
+        parts, terms = scored
         comps = {n: self._full(p) for n, p in parts.items()}
         s = self._blend(parts, weights)
-        s[self._banned(ctx, rules)] = NEG
+        s[self._banned(ctx.R, ctx.P, rules)] = NEG
         s = model.reranked(ctx, rules, comps, s[None, :])[0]  # the re-ranker's step of ranked_scores
         top = _top_k(s, k)
         top = top[np.isfinite(s[top])]
@@ -268,7 +293,10 @@ class FoldIn:
             reasons = [table[q] for q in codes]
         else:
             reasons = engine._reasons(ctx, comps, top, weights)
-        ids = engine.product_ids
+        return self._answer(customer_id, top, s, reasons)
+
+    def _answer(self, customer_id: str, top: np.ndarray, s: np.ndarray, reasons: list[str]) -> Recommendation:
+        ids = self.engine.product_ids
         return Recommendation(
             customer_id,
             "model",
@@ -277,6 +305,154 @@ class FoldIn:
                 for r, (j, sc) in enumerate(zip(top.tolist(), round_scores(s[top]), strict=True))
             ],
         )
+
+    # -- the same answer, compiled (:mod:`serving.fold_in_kernels`) ---------------------------------------
+    def _compiled(self, row: int, k: int, rules: BusinessRules, session: Sequence[tuple[str, str]]
+                  ) -> tuple[np.ndarray, np.ndarray, list[str]] | None | object:
+        """:meth:`recommend`'s top items, scores and reasons computed by the compiled kernels (a session
+        without purchases); None: no finite score; ``_NUMPY``: a case the numpy code handles (a non-finite
+        component score, a component of another kind)."""
+        K = fold_in_kernels
+        engine, model, data = self.engine, self.engine.model, self.engine.data
+        m = self.m
+        w_idx, w_data = _slice(data.weights, row)
+        add: dict[int, float] = {}
+        for pid, etype in session:
+            j = self.item_rows.get(pid, -1)
+            if j >= 0:
+                add[j] = add.get(j, 0.0) + EVENT_WEIGHT.get(etype, 0.25)
+        if add:
+            w_idx, w_data = K.plus_row(w_idx, w_data, np.fromiter(add.keys(), np.int64, len(add)),
+                                       np.fromiter(add.values(), np.float64, len(add)))
+        p_idx, p_data = _slice(data.purchases, row)
+        ctx: UserContext | None = None
+        D = np.zeros((len(self.order), m))
+        terms = None
+        for i, n in enumerate(self.order):
+            c = self.components[n]
+            out = D[i]
+            if n in self.same_for_all:
+                out[:] = self.same_for_all[n][0]
+                continue
+            if isinstance(c, ItemKNNRecommender):
+                sim = c.sim_
+                ok, cols, prod, own = K.knn_row(w_idx, w_data, sim.indptr, sim.indices, sim.data, out)
+                if n == "item_knn":
+                    terms = (cols, prod, own)
+            elif isinstance(c, EASERecommender):
+                ok = K.ease_row(w_idx, w_data, self.ease_pos, c.B_, c.keep_, out)
+            elif isinstance(c, ALSRecommender):
+                ok = K.normalise_row(self._als_scores(c, row, w_idx, w_data, bool(add)), out)
+            elif isinstance(c, BuyAgainRecommender):
+                cols, v = self._buy_again_arrays(p_idx, p_data, *_slice(data.last_purchase_days, row))
+                ok = K.normalise_at(cols, v, out)
+            elif isinstance(c, TIFUKNNRecommender):
+                ctx = ctx or self._context_of(row, w_idx, w_data, bool(add))
+                out[:] = normalise_by_max(c.score(ctx))[0]
+                ok = True
+            else:
+                return _NUMPY
+            if not ok:
+                return _NUMPY
+        weights = model.weights_for(rules)
+        rows, wv, lead_rows, lead_w = self._plan(weights)
+        s = K.blend(D, rows, wv, self._banned(_Row(*_slice(data.returned, row)), _Row(p_idx, p_data), rules),
+                    NEG)
+        if model.reranker_for(rules) is not None:
+            ctx = ctx or self._context_of(row, w_idx, w_data, bool(add))
+            comps = {n: D[i:i + 1] for i, n in enumerate(self.order)}
+            s = model.reranked(ctx, rules, comps, s[None, :])[0]
+        top, exact = K.top_k(s, min(k, m))
+        if not exact:  # a tie at the k-th score: np.argpartition's pick, as the model's top_k
+            top = _top_k(s, k)
+            top = top[np.isfinite(s[top])]
+        if not len(top):
+            return None
+        if terms is not None and self.terms_reasons:
+            lead, src = K.reason_inputs(D, lead_rows, lead_w, top, *terms, m)
+            bought = dict(zip(p_idx.tolist(), p_data.tolist(), strict=True))
+            table = engine.reason_table
+            reasons = [table[q] for q in fold_in_reasons.codes(top, lead.tolist(), src.tolist(), bought,
+                                                                self.replenishable)]
+        else:
+            ctx = ctx or self._context_of(row, w_idx, w_data, bool(add))
+            reasons = engine._reasons(ctx, {n: D[i:i + 1] for i, n in enumerate(self.order)}, top, weights)
+        return top, s, reasons
+
+    def _context_of(self, row: int, w_idx: np.ndarray, w_data: np.ndarray, has_session: bool) -> UserContext:
+        """:meth:`context` of a session without purchases whose weights row (session added) is already
+        known: the same matrices, without adding the session again."""
+        data = self.engine.data
+        W = _csr(w_data, w_idx, self.m) if has_session else _row(data.weights, row)
+        P, L, R = (_row(M, row) for M in (data.purchases, data.last_purchase_days, data.returned))
+        return UserContext(np.array([data.users.ids[row]], dtype=object), np.array([row]), W, P, L, R,
+                           np.array([has_session]))
+
+    def _plan(self, weights: Mapping[str, float]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """For these weights: the rows of the blended components and their weights, in the weights' order
+        (as :meth:`_blend` adds them), and for each of ``reasons.LEADS`` its row (-1: not fitted) and
+        weight."""
+        key = tuple(weights.items())
+        plan = self._plans.get(key)
+        if plan is None:
+            at = {n: i for i, n in enumerate(self.order)}
+            used = [(at[n], w) for n, w in weights.items() if w and n in at]
+            plan = self._plans[key] = (
+                np.array([i for i, _ in used], np.int64), np.array([w for _, w in used], np.float64),
+                np.array([at.get(n, -1) for n in LEADS], np.int64),
+                np.array([weights.get(n, 0.0) for n in LEADS], np.float64))
+        return plan
+
+    def _als_scores(self, c: ALSRecommender, row: int, w_idx: np.ndarray, w_data: np.ndarray,
+                    has_session: bool) -> np.ndarray:
+        """ALS's scores of every item (float64) for the customer's row with the session (:meth:`_als`)."""
+        if has_session:
+            data32 = (w_data * c.idf_scale_).astype(np.float32)
+            vec = None
+            if self._check_als(c, w_idx, data32):
+                vec = fold_in_kernels.als_solve(self.als_A0, self.item_factors, w_idx, data32, self.als_fma)
+                if not len(vec):
+                    vec = None
+            if vec is None:
+                vec = self._recalculate_user(c, _one_row(data32, w_idx, self.m))
+            v = vec[None, :]
+        else:
+            v = self.user_factors[row][None, :]
+        return np.asarray(v @ self.item_factors_t, dtype=np.float64)[0]
+
+    def _check_als(self, c: ALSRecommender, w_idx: np.ndarray, data32: np.ndarray) -> bool:
+        """Whether :func:`fold_in_kernels.als_solve` gives implicit's factors: decided once, at the first
+        session, on up to 64 stored customers' rows and this one (bit for bit), for implicit's CPU model in
+        float32 whose direct step is used (:func:`_direct_als_ok`)."""
+        if self.direct_als is None:
+            self.direct_als = _direct_als_ok(c.model_, _one_row(data32, w_idx, self.m))
+        if not self.direct_als:
+            return False
+        if self.als_checked:
+            return self.als_compiled
+        m = c.model_
+        ok = m.dtype == np.float32 and self.item_factors.flags.c_contiguous
+        if ok:
+            self.als_A0 = np.ascontiguousarray(m.YtY + m.regularization * np.eye(m.factors, dtype=m.dtype))
+            W = self.engine.data.weights
+            rows = [(w_idx, data32)] + [
+                (W.indices[W.indptr[r]:W.indptr[r + 1]], (W.data[W.indptr[r]:W.indptr[r + 1]] * c.idf_scale_
+                                                         ).astype(np.float32))
+                for r in np.flatnonzero(np.diff(W.indptr))[:64]]
+            want = [_least_squares(m, _one_row(d, i, self.m)) for i, d in rows]
+            ok = False
+            try:
+                solve = fold_in_kernels.als_solve
+                for split in fold_in_kernels.fma_splits(m.factors):
+                    if all(np.array_equal(solve(self.als_A0, self.item_factors, i, d, split), w)
+                           for (i, d), w in zip(rows, want, strict=True)):
+                        ok, self.als_fma = True, split
+                        break
+            except Exception:
+                log.exception("the compiled ALS step failed: implicit's own step is used")
+        self.als_compiled, self.als_checked = ok, True
+        log.info("ALS fold-in step: %s", "compiled" if ok else "implicit's")
+        return ok
 
     def _blend(self, parts: dict[str, Part], weights: Mapping[str, float]) -> np.ndarray:
         """:func:`models.recsys.blend.blended` of the parts (1-D): the same additions in the same order, a
@@ -291,8 +467,10 @@ class FoldIn:
                     out[cols] += w * v
         return out
 
-    def _banned(self, ctx: UserContext, rules: BusinessRules) -> np.ndarray:
-        """The columns :func:`models.recsys.context.rules_mask` forbids the customer of ``ctx``."""
+    def _banned(self, R: Any, P: Any, rules: BusinessRules) -> np.ndarray:
+        """The columns :func:`models.recsys.context.rules_mask` forbids the customer whose returns and
+        purchases rows are ``R`` and ``P`` (their ``indices`` and ``data``: one-row CSR matrices or
+        :class:`_Row`)."""
         key = (rules.exclude_out_of_stock, rules.categories, rules.exclude_categories)
         items = self._banned_items.get(key)
         if items is None:
@@ -306,10 +484,8 @@ class FoldIn:
                                                          exclude_categories=rules.exclude_categories))[0])
         out = [items]
         if rules.exclude_returned:
-            R = ctx.R
             out.append(R.indices[R.data > 0])
         if rules.exclude_bought:
-            P = ctx.P
             bought = P.indices[P.data > 0]
             if rules.allow_replenishable:
                 bought = bought[~self.engine.data.item_replenishable[bought]]
@@ -326,6 +502,19 @@ def for_engine(engine: RecommendationEngine) -> FoldIn:
             if f is None:
                 f = engine.__dict__["_fold_in"] = FoldIn(engine)
     return f  # type: ignore[no-any-return]
+
+
+def warm(engine: RecommendationEngine) -> None:
+    """Prepare the engine's fold-in and fold one session in with the storefront's and the discovery rules,
+    so that what the first live request would otherwise pay happens at load: the compiled kernels read from
+    numba's cache (or compiled, the first time on a machine) and ALS's step checked against implicit's."""
+    f = for_engine(engine)
+    data = engine.data
+    if not f.usable or not len(data.users.ids) or not f.m:
+        return
+    session = [(str(data.items.ids[0]), "view")]
+    for rules in (BusinessRules(), BusinessRules(exclude_bought=True)):
+        f.recommend(str(data.users.ids[0]), 10, rules, session)
 
 
 def recommend(
@@ -400,6 +589,11 @@ def _row(M: sp.csr_matrix, r: int) -> sp.csr_matrix:
     return _bare(M.data[a:b], M.indices[a:b], np.array([0, b - a], dtype=M.indptr.dtype), M.shape[1])
 
 
+def _one_row(data: np.ndarray, indices: np.ndarray, m: int) -> sp.csr_matrix:
+    """The one-row CSR matrix of ``data`` at columns ``indices`` (valid, sorted)."""
+    return _bare(data, indices, np.array([0, len(indices)], np.int32), m)
+
+
 def _bare(data: np.ndarray, indices: np.ndarray, indptr: np.ndarray, m: int) -> sp.csr_matrix:
     """A one-row CSR matrix of arrays known to be valid, built without scipy's checks: its constructor
     checked the arrays, their dtypes and the shape on every call, about a fifth of a fold-in (under load,
@@ -459,3 +653,16 @@ def _csr(data: np.ndarray, cols: np.ndarray, m: int) -> sp.csr_matrix:
     out = _bare(data, cols.astype(np.int32), np.array([0, len(cols)], np.int32), m)
     out.has_canonical_format = True
     return out
+
+
+class _Row(NamedTuple):
+    """One customer's row of a CSR matrix as its arrays (what :meth:`FoldIn._banned` reads)."""
+
+    indices: np.ndarray
+    data: np.ndarray
+
+
+def _slice(M: sp.csr_matrix, r: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row ``r`` of ``M``: its columns and values (views)."""
+    a, b = M.indptr[r], M.indptr[r + 1]
+    return M.indices[a:b], M.data[a:b]

@@ -25,7 +25,7 @@ from features.live import LiveStore, default_url
 from models.bundle import COMPONENTS, ServingBundle
 from models.offers.prepared import PreparedPolicy
 from models.recsys import BlendRecommender, BusinessRules, Recommendation
-from serving import candidate_cache, webhooks
+from serving import candidate_cache, fold_in, webhooks
 from serving.champion import fetch_champion
 from serving.compiled_store import DirectoryStore
 from serving.errors import invalid
@@ -181,6 +181,10 @@ class Personaliser:
             log.exception("could not prepare the offer scores: offers are decided in full")
         loaded.profile_index  # noqa: B018  (built now, not in the first profile request)
         _compile_reranker(loaded, DirectoryStore(self.data_dir / COMPILED_DIR))
+        try:
+            fold_in.warm(loaded.bundle.engine)
+        except Exception:  # the first live requests then prepare it, or compute in full
+            log.exception("could not prepare the session fold-in")
         if self.render is not None:
             self._warm(loaded, self.render)
         gc.collect()  # loading leaves garbage behind; collect it now rather than during a request

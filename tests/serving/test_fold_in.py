@@ -1,9 +1,13 @@
-"""A live session folded in with numpy (:mod:`serving.fold_in`) gives exactly the engine's full computation:
-the same items, ranks, reasons and scores, component scores equal to the float, for every rule set, with
-views, cart adds and removals, purchases and unknown products in the session; the discovery re-ranker too,
-with LightGBM's predictions and compiled to machine code."""
+"""A live session folded in (:mod:`serving.fold_in`) gives exactly the engine's full computation: the same
+items, ranks, reasons and scores, component scores equal to the float, for every rule set, with views, cart
+adds and removals, purchases and unknown products in the session; the discovery re-ranker too, with
+LightGBM's predictions and compiled to machine code. Both ways of folding in are checked: the compiled
+kernels (:mod:`serving.fold_in_kernels`, numba) and the numpy code they replace."""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -11,7 +15,7 @@ import pytest
 from features.schema import PRODUCT_ID, RANK, SCORE
 from models.recsys import BlendRecommender, BusinessRules, RecommendationEngine, TrendingRecommender
 from models.recsys.context import build_context
-from serving import fold_in
+from serving import fold_in, fold_in_kernels
 from tests.models.recsys_data import CFG, board_reranker, checker_board, shop_data, shop_reranker
 from tests.serving.test_candidate_cache import BOARD_CFG, rulesets
 
@@ -81,24 +85,84 @@ def board_engine():
     return RecommendationEngine(blend, TrendingRecommender(BOARD_CFG).fit(data)).precompute(n=10)
 
 
-def test_board_sessions_fold_in_exactly(board_engine) -> None:
+@contextmanager
+def folding(engine: RecommendationEngine, compiled: bool) -> Iterator[fold_in.FoldIn]:
+    """The engine's fold-in with its compiled kernels (as serving uses it where numba is installed) or its
+    numpy code."""
+    f = fold_in.for_engine(engine)
+    before = f.compiled
+    f.compiled = compiled
+    try:
+        yield f
+    finally:
+        f.compiled = before
+
+
+BOTH = pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "numpy"])
+
+
+def test_numba_is_there_and_the_board_uses_it(board_engine) -> None:
+    """The compiled kernels are what serving folds in with (numba is a dependency), and ALS's step is the
+    compiled one once checked against implicit's on the model's rows."""
+    assert fold_in_kernels.AVAILABLE
+    f = fold_in.for_engine(board_engine)
+    assert f.compiled
+    cid = board_engine.data.users.ids[0]
+    assert f.recommend(cid, 5, BusinessRules(), [(str(board_engine.data.items.ids[3]), "view")]) is not None
+    assert f.direct_als is True and f.als_checked and f.als_compiled
+
+
+@BOTH
+def test_board_sessions_fold_in_exactly(board_engine, compiled: bool) -> None:
     data = board_engine.data
     customers = list(data.users.ids[::2])
-    # the reasons come from the item-to-item terms (serving.fold_in_reasons), not the model's function
-    assert fold_in.for_engine(board_engine).terms_reasons
-    assert_same_components(board_engine, customers)
-    n = assert_folded_like_full(board_engine, customers, rulesets(["a", "b"]), ks=(1, 10))
+    with folding(board_engine, compiled) as f:
+        # the reasons come from the item-to-item terms (serving.fold_in_reasons), not the model's function
+        assert f.terms_reasons
+        assert_same_components(board_engine, customers)
+        n = assert_folded_like_full(board_engine, customers, rulesets(["a", "b"]), ks=(1, 10))
     assert n >= 0.9 * len(customers) * 6 * 2  # folded in, not handed back to the full computation
 
 
-def test_board_reranked_discovery_folds_in_exactly(board_engine) -> None:
+@BOTH
+def test_board_reranked_discovery_folds_in_exactly(board_engine, compiled: bool) -> None:
     data = board_engine.data
     blend = BlendRecommender(BOARD_CFG).fit(data).attach_reranker(board_reranker(board_engine.model,
                                                                                  BOARD_CFG.seed))
     engine = RecommendationEngine(blend, board_engine.trending)
     customers = list(data.users.ids[::3])
-    n = assert_folded_like_full(engine, customers, [BusinessRules(exclude_bought=True)], seed=4)
+    with folding(engine, compiled):
+        n = assert_folded_like_full(engine, customers, [BusinessRules(exclude_bought=True)], seed=4)
     assert n >= 0.9 * len(customers)
+
+
+def test_compiled_top_k_is_the_models_or_says_it_is_not() -> None:
+    """The compiled top k gives :func:`models.metrics.top_k`'s finite columns, or says the k-th score is tied
+    with one left out (where ``np.argpartition`` picks), and its min-max scaling gives ``normalise``'s
+    floats."""
+    from models.metrics import top_k
+    from models.recsys.blend import normalise
+
+    rng = np.random.default_rng(5)
+    exact = 0
+    for _ in range(300):
+        s = rng.integers(0, 50, 60).astype(float) / 7
+        s[rng.random(60) < 0.2] = -np.inf
+        for k in (1, 5, 10, 60, 70):
+            got, ok = fold_in_kernels.top_k(s, min(k, len(s)))
+            want = top_k(s, k)
+            want = want[np.isfinite(s[want])]
+            if ok:
+                exact += 1
+                assert got.tolist() == want.tolist()
+            else:  # a tie at the k-th score, with a column left out
+                assert (s == s[got[-1]]).sum() > (s[got] == s[got[-1]]).sum()
+        finite = np.where(np.isfinite(s), s, 0.0)
+        out = np.zeros(len(s))
+        assert fold_in_kernels.normalise_row(finite, out)
+        np.testing.assert_array_equal(out, normalise(finite[None, :])[0])
+        assert not fold_in_kernels.normalise_row(s, out)  # -inf: the model's own handling decides
+    assert exact > 1000
 
 
 def answers(engine: RecommendationEngine, customers, rules: BusinessRules, seed: int) -> list:
@@ -180,6 +244,10 @@ def test_shop_sessions_fold_in_exactly(small_shop) -> None:
     cats = small_shop.products["category"].value_counts().index[:2].tolist()
     n = assert_folded_like_full(engine, customers, rulesets(cats)[:2], seed=5)
     assert n >= 0.9 * len(customers) * 2
+    f = fold_in.for_engine(engine)
+    assert f.compiled and f.als_compiled  # the compiled kernels answered, ALS's step included
+    with folding(engine, False):  # and the numpy code they replace gives the same answers
+        assert_folded_like_full(engine, customers[:100], rulesets(cats)[:2], seed=5)
     assert_folded_like_full(engine, customers[:50], rulesets(cats)[2:], seed=6)
     rr = RecommendationEngine(BlendRecommender(CFG).fit(data).attach_reranker(shop_reranker(small_shop)),
                               engine.trending)
