@@ -344,8 +344,10 @@ class FoldIn:
             elif isinstance(c, ALSRecommender):
                 ok = K.normalise_row(self._als_scores(c, row, w_idx, w_data, bool(add)), out)
             elif isinstance(c, BuyAgainRecommender):
-                cols, v = self._buy_again_arrays(p_idx, p_data, *_slice(data.last_purchase_days, row))
-                ok = K.normalise_at(cols, v, out)
+                ok = True
+                if len(p_idx):  # else no score: a row of zeros
+                    last = K.gather_at(p_idx, *_slice(data.last_purchase_days, row))
+                    ok = K.buy_again_row(p_idx, p_data, last, np.log2(1 + last), self.boost, out)
             elif isinstance(c, TIFUKNNRecommender):
                 ctx = ctx or self._context_of(row, w_idx, w_data, bool(add))
                 out[:] = normalise_by_max(c.score(ctx))[0]

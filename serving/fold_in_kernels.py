@@ -228,6 +228,34 @@ def ease_row(w_idx: np.ndarray, w_data: np.ndarray, pos: np.ndarray, B: np.ndarr
     return normalise_at(keep, v, out)
 
 
+@_jit
+def gather_at(cols: np.ndarray, idx: np.ndarray, data: np.ndarray) -> np.ndarray:
+    """The values of a one-row sparse matrix (sorted columns ``idx``, values ``data``) at the sorted columns
+    ``cols`` (0.0 where it has none), as float64: ``dense[cols]`` of its dense row."""
+    out = np.zeros(len(cols), np.float64)
+    i = 0
+    for q in range(len(cols)):
+        c = cols[q]
+        while i < len(idx) and idx[i] < c:
+            i += 1
+        if i < len(idx) and idx[i] == c:
+            out[q] = data[i]
+    return out
+
+
+@_jit
+def buy_again_row(cols: np.ndarray, cnt: np.ndarray, last: np.ndarray, log2: np.ndarray,
+                  boost: np.ndarray, out: np.ndarray) -> bool:
+    """Buy-again's scores at the bought columns, ``(count + 0.5 * recency) * boost`` with recency
+    ``1 / log2(1 + days)`` where ``days`` > 0 (``log2``: numpy's, computed by the caller), normalised into
+    ``out`` (``FoldIn._buy_again_arrays`` and ``_normalised``)."""
+    v = np.empty(len(cols), np.float64)
+    for q in range(len(cols)):
+        rec = 1.0 / log2[q] if last[q] > 0 else 0.0
+        v[q] = (cnt[q] + 0.5 * rec) * boost[cols[q]]
+    return normalise_at(cols, v, out)
+
+
 # -- the blend, the rules, the top k, the reasons -------------------------------------------------------
 @_jit
 def blend(D: np.ndarray, rows: np.ndarray, w: np.ndarray, banned: np.ndarray, neg: float) -> np.ndarray:

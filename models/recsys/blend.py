@@ -214,8 +214,12 @@ class BlendRecommender(Recommender):
             return s
         cand, X = self.candidate_rows(ctx, rules, comps, s, self.item_stats_)
         out = np.full(s.shape, NEG)
-        np.put_along_axis(out, cand, np.where(np.isfinite(np.take_along_axis(s, cand, 1)),
-                                              rr.predict(X).reshape(cand.shape), NEG), 1)
+        pred = rr.predict(X).reshape(cand.shape)
+        if len(s) == 1:  # one customer (a live request): plain indexing, the same values
+            c = cand[0]
+            out[0, c] = np.where(np.isfinite(s[0, c]), pred[0], NEG)
+        else:
+            np.put_along_axis(out, cand, np.where(np.isfinite(np.take_along_axis(s, cand, 1)), pred, NEG), 1)
         return out
 
     def blend_scores(self, ctx: UserContext, rules: BusinessRules, comps: dict[str, np.ndarray] | None = None

@@ -116,15 +116,26 @@ def _customer_features(stats: ItemStats, P: sp.csr_matrix, W: sp.csr_matrix, L: 
     per_cat /= np.maximum(per_cat.sum(axis=1, keepdims=True), 1.0)
     out[:, 1] = per_cat[rows, stats.category[cols]]
     out[:, 2] = bought[rows]
-    out[:, 3] = np.asarray(P.sum(axis=1)).ravel()[rows]
+    out[:, 3] = _row_sums(P)[rows]
     recency = np.full(P.shape[0], np.nan)
     has = np.diff(L.indptr) > 0
     if L.nnz:
         mins = np.minimum.reduceat(L.data, L.indptr[:-1][has]) if has.any() else np.array([])
         recency[has] = mins
     out[:, 4] = recency[rows]
-    out[:, 5] = np.asarray(W.sum(axis=1)).ravel()[rows]
+    out[:, 5] = _row_sums(W)[rows]
     return out
+
+
+def _row_sums(M: sp.csr_matrix) -> np.ndarray:
+    """``M.sum(axis=1)`` as a flat float64 array; for one row, the same ``np.add.reduceat`` scipy calls,
+    without its checks and matrix wrapping (a live request's features)."""
+    if M.shape[0] == 1 and M.dtype == np.float64:
+        out = np.zeros(1)
+        if M.indptr[1] > M.indptr[0]:
+            out[0] = np.add.reduceat(M.data, M.indptr[:1])[0]
+        return out
+    return np.asarray(M.sum(axis=1)).ravel()
 
 
 class Reranker:
