@@ -39,7 +39,7 @@ from models.recsys.context import EVENT_WEIGHT, UserContext, rules_mask
 from models.recsys.factors import ALSRecommender
 from models.recsys.neighbours import EASERecommender, ItemKNNRecommender
 from models.recsys.popularity import BuyAgainRecommender, PopularityRecommender, RisingRecommender
-from models.recsys.reasons import LEADS
+from models.recsys.reasons import _POPULAR, _SIMILAR, AGAIN, GENERIC, LEADS, POPULAR, REGULAR
 from models.recsys.tifu import TIFUKNNRecommender
 from serving import fold_in_kernels, fold_in_reasons
 from serving.fold_in_reasons import KnnTerms
@@ -59,6 +59,11 @@ _KNOWN_KINDS = (
     TIFUKNNRecommender,
 )
 _LOCK = threading.Lock()
+_SAME, _KNN, _EASE, _ALS, _BUY, _TIFU, _OTHER = range(7)
+_SIMILAR_MASK = np.array([i in _SIMILAR for i in range(len(LEADS))])
+_POPULAR_MASK = np.array([i in _POPULAR for i in range(len(LEADS))])
+_FIXED = np.array([REGULAR, AGAIN, POPULAR, GENERIC], np.int64)
+_NONE_BOOL = np.zeros(0, bool)
 _NUMPY = object()
 """:meth:`FoldIn._compiled`'s answer when the numpy code must compute this one."""
 log = logging.getLogger(__name__)
@@ -109,6 +114,9 @@ class FoldIn:
             elif isinstance(c, BuyAgainRecommender):
                 self.boost = np.where(data.item_replenishable, c.config.replenish_boost, 1.0)
         self.order = [n for n in self.components if n in self.names]
+        self.kinds: list[tuple[str, int, Any]] = [
+            (n, _kind(n, self.components[n], self.same_for_all), self.components[n]) for n in self.order]
+        """Each scored component's name, how it is scored (``_KNN``, ...) and the component."""
         """The components in the order the model scores them: row ``i`` of a compiled fold-in's scores."""
         self.compiled = fold_in_kernels.AVAILABLE and self.usable
         """Whether :meth:`_compiled` answers (numba is there): else the numpy code below."""
@@ -327,28 +335,24 @@ class FoldIn:
         p_idx, p_data = _slice(data.purchases, row)
         ctx: UserContext | None = None
         D = np.zeros((len(self.order), m))
-        terms = None
-        for i, n in enumerate(self.order):
-            c = self.components[n]
+        for i, (n, kind, c) in enumerate(self.kinds):
             out = D[i]
-            if n in self.same_for_all:
+            if kind == _SAME:
                 out[:] = self.same_for_all[n][0]
                 continue
-            if isinstance(c, ItemKNNRecommender):
+            if kind == _KNN:
                 sim = c.sim_
-                ok, cols, prod, own = K.knn_row(w_idx, w_data, sim.indptr, sim.indices, sim.data, out)
-                if n == "item_knn":
-                    terms = (cols, prod, own)
-            elif isinstance(c, EASERecommender):
+                ok = K.knn_row(w_idx, w_data, sim.indptr, sim.indices, sim.data, out)
+            elif kind == _EASE:
                 ok = K.ease_row(w_idx, w_data, self.ease_pos, c.B_, c.keep_, out)
-            elif isinstance(c, ALSRecommender):
+            elif kind == _ALS:
                 ok = K.normalise_row(self._als_scores(c, row, w_idx, w_data, bool(add)), out)
-            elif isinstance(c, BuyAgainRecommender):
+            elif kind == _BUY:
                 ok = True
                 if len(p_idx):  # else no score: a row of zeros
                     last = K.gather_at(p_idx, *_slice(data.last_purchase_days, row))
                     ok = K.buy_again_row(p_idx, p_data, last, np.log2(1 + last), self.boost, out)
-            elif isinstance(c, TIFUKNNRecommender):
+            elif kind == _TIFU:
                 ctx = ctx or self._context_of(row, w_idx, w_data, bool(add))
                 out[:] = normalise_by_max(c.score(ctx))[0]
                 ok = True
@@ -358,8 +362,10 @@ class FoldIn:
                 return _NUMPY
         weights = model.weights_for(rules)
         rows, wv, lead_rows, lead_w = self._plan(weights)
-        s = K.blend(D, rows, wv, self._banned(_Row(*_slice(data.returned, row)), _Row(p_idx, p_data), rules),
-                    NEG)
+        r_idx, r_data = _slice(data.returned, row)
+        s = K.blend(D, rows, wv, self._banned_for_all(rules), r_idx, r_data, p_idx, p_data,
+                    rules.exclude_returned, rules.exclude_bought,
+                    self.replenishable if rules.allow_replenishable else _NONE_BOOL, NEG)
         if model.reranker_for(rules) is not None:
             ctx = ctx or self._context_of(row, w_idx, w_data, bool(add))
             comps = {n: D[i:i + 1] for i, n in enumerate(self.order)}
@@ -370,12 +376,14 @@ class FoldIn:
             top = top[np.isfinite(s[top])]
         if not len(top):
             return None
-        if terms is not None and self.terms_reasons:
-            lead, src = K.reason_inputs(D, lead_rows, lead_w, top, *terms, m)
-            bought = dict(zip(p_idx.tolist(), p_data.tolist(), strict=True))
+        knn = self.components.get("item_knn")
+        if self.terms_reasons and isinstance(knn, ItemKNNRecommender):
+            sim = knn.sim_
+            codes = K.reason_codes(D, lead_rows, lead_w, top, w_idx, w_data, sim.indptr, sim.indices,
+                                   sim.data, p_idx, p_data, self.replenishable, _SIMILAR_MASK, _POPULAR_MASK,
+                                   _FIXED)
             table = engine.reason_table
-            reasons = [table[q] for q in fold_in_reasons.codes(top, lead.tolist(), src.tolist(), bought,
-                                                                self.replenishable)]
+            reasons = [table[q] for q in codes.tolist()]
         else:
             ctx = ctx or self._context_of(row, w_idx, w_data, bool(add))
             reasons = engine._reasons(ctx, {n: D[i:i + 1] for i, n in enumerate(self.order)}, top, weights)
@@ -473,6 +481,19 @@ class FoldIn:
         """The columns :func:`models.recsys.context.rules_mask` forbids the customer whose returns and
         purchases rows are ``R`` and ``P`` (their ``indices`` and ``data``: one-row CSR matrices or
         :class:`_Row`)."""
+        items = self._banned_for_all(rules)
+        out = [items]
+        if rules.exclude_returned:
+            out.append(R.indices[R.data > 0])
+        if rules.exclude_bought:
+            bought = P.indices[P.data > 0]
+            if rules.allow_replenishable:
+                bought = bought[~self.engine.data.item_replenishable[bought]]
+            out.append(bought)
+        return np.concatenate(out) if len(out) > 1 else items
+
+    def _banned_for_all(self, rules: BusinessRules) -> np.ndarray:
+        """The columns the rules forbid to everyone (out of stock, categories), kept per rule set."""
         key = (rules.exclude_out_of_stock, rules.categories, rules.exclude_categories)
         items = self._banned_items.get(key)
         if items is None:
@@ -484,15 +505,7 @@ class FoldIn:
                                                          exclude_out_of_stock=rules.exclude_out_of_stock,
                                                          categories=rules.categories,
                                                          exclude_categories=rules.exclude_categories))[0])
-        out = [items]
-        if rules.exclude_returned:
-            out.append(R.indices[R.data > 0])
-        if rules.exclude_bought:
-            bought = P.indices[P.data > 0]
-            if rules.allow_replenishable:
-                bought = bought[~self.engine.data.item_replenishable[bought]]
-            out.append(bought)
-        return np.concatenate(out) if len(out) > 1 else items
+        return items
 
 
 def for_engine(engine: RecommendationEngine) -> FoldIn:
@@ -668,3 +681,14 @@ def _slice(M: sp.csr_matrix, r: int) -> tuple[np.ndarray, np.ndarray]:
     """Row ``r`` of ``M``: its columns and values (views)."""
     a, b = M.indptr[r], M.indptr[r + 1]
     return M.indices[a:b], M.data[a:b]
+
+
+def _kind(name: str, c: Any, same_for_all: Mapping[str, np.ndarray]) -> int:
+    """How :meth:`FoldIn._compiled` scores component ``c``."""
+    if name in same_for_all:
+        return _SAME
+    for cls, kind in ((ItemKNNRecommender, _KNN), (EASERecommender, _EASE), (ALSRecommender, _ALS),
+                      (BuyAgainRecommender, _BUY), (TIFUKNNRecommender, _TIFU)):
+        if isinstance(c, cls):
+            return kind
+    return _OTHER

@@ -76,22 +76,23 @@ def als_solve(A0: np.ndarray, Y: np.ndarray, indices: np.ndarray, data: np.ndarr
     A = A0.copy()
     b = np.zeros(f, np.float32)
     for t in range(len(indices)):
-        i = indices[t]
+        yi = Y[indices[t]]  # row views: loops over them are vectorised
         c = data[t]
         if c > 0:
             for k in range(n_fma):
-                b[k] = _fma32(c, Y[i, k], b[k])  # type: ignore[call-arg]
+                b[k] = _fma32(c, yi[k], b[k])  # type: ignore[call-arg]
             for k in range(n_fma, f):
-                b[k] = b[k] + c * Y[i, k]
+                b[k] = b[k] + c * yi[k]
         else:
             c = -c
         c1 = np.float64(c) - 1.0
         for j in range(f):
-            tmp = np.float32(c1 * np.float64(Y[i, j]))
+            tmp = np.float32(c1 * np.float64(yi[j]))
+            aj = A[j]
             for k in range(n_fma):
-                A[j, k] = _fma32(tmp, Y[i, k], A[j, k])  # type: ignore[call-arg]
+                aj[k] = _fma32(tmp, yi[k], aj[k])  # type: ignore[call-arg]
             for k in range(n_fma, f):
-                A[j, k] = A[j, k] + tmp * Y[i, k]
+                aj[k] = aj[k] + tmp * yi[k]
     ints = np.array([f, 1, 0], np.int32)  # n (= lda = ldb), nrhs, info
     uplo = np.array([85], np.uint8)  # "U"
     _sposv(uplo.ctypes, ints[0:1].ctypes, ints[1:2].ctypes, A.ctypes, ints[0:1].ctypes, b.ctypes,
@@ -115,21 +116,28 @@ def _scale(lo: float, hi: float) -> float:
 
 
 @_jit
+def _min_max(v: np.ndarray) -> tuple[float, float, bool]:
+    """The smallest and largest of ``v`` and whether all are finite (selects, no branch per score)."""
+    lo = np.inf
+    hi = -np.inf
+    bad = False
+    for q in range(len(v)):
+        x = v[q]
+        bad |= (x - x) != 0.0  # inf - inf and NaN - NaN are NaN
+        lo = min(lo, x)
+        hi = max(hi, x)
+    return lo, hi, not bad
+
+
+@_jit
 def normalise_row(v: np.ndarray, out: np.ndarray) -> bool:
     """``out = normalise(v)`` of a whole row of finite scores (``fold_in._normalised(None, v)``); False,
     nothing written, when a score is not finite (the model's own handling applies then)."""
-    lo = np.inf
-    hi = -np.inf
-    for j in range(len(v)):
-        x = v[j]
-        if not math.isfinite(x):
-            return False
-        if x < lo:
-            lo = x
-        if x > hi:
-            hi = x
     if len(v) == 0:
         return True
+    lo, hi, finite = _min_max(v)
+    if not finite:
+        return False
     d = _scale(lo, hi)
     for j in range(len(v)):
         out[j] = (v[j] - lo) / d
@@ -142,16 +150,9 @@ def normalise_at(cols: np.ndarray, v: np.ndarray, out: np.ndarray) -> bool:
     when a score is not finite."""
     if len(v) == 0:
         return True
-    lo = np.inf
-    hi = -np.inf
-    for q in range(len(v)):
-        x = v[q]
-        if not math.isfinite(x):
-            return False
-        if x < lo:
-            lo = x
-        if x > hi:
-            hi = x
+    lo, hi, finite = _min_max(v)
+    if not finite:
+        return False
     d = _scale(lo, hi)
     for q in range(len(v)):
         out[cols[q]] = (v[q] - lo) / d
@@ -160,48 +161,33 @@ def normalise_at(cols: np.ndarray, v: np.ndarray, out: np.ndarray) -> bool:
 
 @_jit
 def knn_row(w_idx: np.ndarray, w_data: np.ndarray, indptr: np.ndarray, indices: np.ndarray,
-            sim: np.ndarray, out: np.ndarray) -> tuple[bool, np.ndarray, np.ndarray, np.ndarray]:
-    """The item-to-item component: the terms of ``W @ sim`` for one customer (scored column, ``w * sim``,
-    own item; row after row in the customer's order, as ``FoldIn._knn_terms``), their sums per column in that
-    order (``np.bincount``), normalised over the columns with a positive sum into ``out``."""
-    n = 0
-    for t in range(len(w_idx)):
-        r = w_idx[t]
-        n += indptr[r + 1] - indptr[r]
-    cols = np.empty(n, np.int64)
-    prod = np.empty(n, np.float64)
-    own = np.empty(n, np.int64)
+            sim: np.ndarray, out: np.ndarray) -> bool:
+    """The item-to-item component: the terms of ``W @ sim`` for one customer (``w * sim`` for every
+    similarity entry of the customer's items, row after row in the customer's order, as
+    ``FoldIn._knn_terms``) summed per column in that order (``np.bincount``), normalised over the columns
+    with a positive sum into ``out``; False when a sum is infinite."""
     m = len(out)
     acc = np.zeros(m, np.float64)
-    q = 0
     for t in range(len(w_idx)):
         r = w_idx[t]
         w = w_data[t]
         for e in range(indptr[r], indptr[r + 1]):
-            c = indices[e]
-            p = w * sim[e]
-            cols[q] = c
-            prod[q] = p
-            own[q] = r
-            acc[c] += p
-            q += 1
+            acc[indices[e]] += w * sim[e]
     lo = np.inf
     hi = -np.inf
-    for j in range(m):
+    for j in range(m):  # selects, not branches: which sums are positive is different for every customer
         x = acc[j]
-        if x > 0:
-            if not math.isfinite(x):
-                return False, cols, prod, own
-            if x < lo:
-                lo = x
-            if x > hi:
-                hi = x
+        pos = x > 0
+        lo = min(lo, x if pos else np.inf)
+        hi = max(hi, x if pos else -np.inf)
+    if hi == np.inf:  # an infinite sum (a NaN is never positive): the model's own handling decides
+        return False
     if hi > 0:
         d = _scale(lo, hi)
         for j in range(m):
-            if acc[j] > 0:
-                out[j] = (acc[j] - lo) / d
-    return True, cols, prod, own
+            x = acc[j]
+            out[j] = (x - lo) / d if x > 0 else out[j]
+    return True
 
 
 @_jit
@@ -217,13 +203,14 @@ def ease_row(w_idx: np.ndarray, w_data: np.ndarray, pos: np.ndarray, B: np.ndarr
         p = pos[w_idx[t]]
         if p < 0 or not (w_data[t] > 0):
             continue
+        row = B[p]  # a row view: the loop over it is vectorised (B[p, j] inside it was not)
         if first:
             for j in range(K):
-                acc[j] = B[p, j]
+                acc[j] = row[j]
             first = False
         else:
             for j in range(K):
-                acc[j] += B[p, j]
+                acc[j] += row[j]
     v = acc.astype(np.float64)
     return normalise_at(keep, v, out)
 
@@ -258,18 +245,31 @@ def buy_again_row(cols: np.ndarray, cnt: np.ndarray, last: np.ndarray, log2: np.
 
 # -- the blend, the rules, the top k, the reasons -------------------------------------------------------
 @_jit
-def blend(D: np.ndarray, rows: np.ndarray, w: np.ndarray, banned: np.ndarray, neg: float) -> np.ndarray:
+def blend(D: np.ndarray, rows: np.ndarray, w: np.ndarray, banned: np.ndarray, r_idx: np.ndarray,
+          r_data: np.ndarray, p_idx: np.ndarray, p_data: np.ndarray, exclude_returned: bool,
+          exclude_bought: bool, keep_replenishable: np.ndarray, neg: float) -> np.ndarray:
     """``blended``: for each weighted component in the weights' order, ``out += w * row`` (one product and one
-    sum per item, as numpy's); then ``neg`` at the banned columns."""
+    sum per item, as numpy's); then ``neg`` where the rules forbid (``FoldIn._banned``): the columns banned
+    for everyone, returned products (``exclude_returned``), bought ones (``exclude_bought``) unless
+    ``keep_replenishable`` says they may be bought again (an empty array: none may)."""
     m = D.shape[1]
     out = np.zeros(m, np.float64)
     for i in range(len(rows)):
-        r = rows[i]
+        row = D[rows[i]]  # a row view: vectorised
         wi = w[i]
         for j in range(m):
-            out[j] += wi * D[r, j]
+            out[j] += wi * row[j]
     for q in range(len(banned)):
         out[banned[q]] = neg
+    if exclude_returned:
+        for q in range(len(r_idx)):
+            if r_data[q] > 0:
+                out[r_idx[q]] = neg
+    if exclude_bought:
+        for q in range(len(p_idx)):
+            c = p_idx[q]
+            if p_data[q] > 0 and not (len(keep_replenishable) and keep_replenishable[c]):
+                out[c] = neg
     return out
 
 
@@ -312,39 +312,69 @@ def top_k(s: np.ndarray, k: int) -> tuple[np.ndarray, bool]:
 
 
 @_jit
-def reason_inputs(D: np.ndarray, lead_rows: np.ndarray, lead_w: np.ndarray, top: np.ndarray,
-                  cols: np.ndarray, prod: np.ndarray, own: np.ndarray, m: int
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """For each top item: the leading component (``argmax`` over ``reasons.LEADS`` of ``w * score``, the
-    first on a tie; ``lead_rows[l]`` < 0: not fitted, contributes 0.0) and the closest own item
-    (``fold_in_reasons.closest_own_items``: the largest positive term landing on it from another item, the
-    first on a tie; -1 if none)."""
+def _value_at(idx: np.ndarray, data: np.ndarray, c: int) -> float:
+    """A one-row sparse matrix's value at column ``c`` (sorted columns ``idx``; 0.0 if it has none)."""
+    lo, hi = 0, len(idx)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if idx[mid] < c:
+            lo = mid + 1
+        else:
+            hi = mid
+    return data[lo] if lo < len(idx) and idx[lo] == c else 0.0
+
+
+@_jit
+def reason_codes(D: np.ndarray, lead_rows: np.ndarray, lead_w: np.ndarray, top: np.ndarray,
+                 w_idx: np.ndarray, w_data: np.ndarray, indptr: np.ndarray, indices: np.ndarray,
+                 sim: np.ndarray, p_idx: np.ndarray, p_data: np.ndarray, replenishable: np.ndarray,
+                 similar: np.ndarray, popular: np.ndarray, fixed: np.ndarray) -> np.ndarray:
+    """``fold_in_reasons.reason_codes`` of the top items: for each, the leading component (``argmax`` over
+    ``reasons.LEADS`` of ``w * score``, the first on a tie; ``lead_rows[l]`` < 0: not fitted, 0.0), the
+    closest own item (the largest positive item-to-item term landing on it from another item, the first on
+    a tie: ``closest_own_items``, the terms recomputed in the same order), then ``codes``: bought before
+    (``fixed`` = REGULAR, AGAIN, POPULAR, GENERIC), similar to an own item (4 + 2 * item + not bought), or
+    popular / generic by the leading component (``similar`` / ``popular``: masks over ``LEADS``)."""
     n = len(top)
-    lead = np.zeros(n, np.int64)
+    m = D.shape[1]
+    pos = np.full(m, -1, np.int64)
     for t in range(n):
+        pos[top[t]] = t
+    src = np.full(n, -1, np.int64)
+    bp = np.full(n, -np.inf)
+    for q in range(len(w_idx)):
+        r = w_idx[q]
+        w = w_data[q]
+        for e in range(indptr[r], indptr[r + 1]):
+            c = indices[e]
+            t = pos[c]
+            if t >= 0:
+                p = w * sim[e]
+                if p > 0 and r != c and p > bp[t]:
+                    bp[t] = p
+                    src[t] = r
+    out = np.empty(n, np.int64)
+    for t in range(n):
+        j = top[t]
         b = 0
         bv = 0.0
         for li in range(len(lead_rows)):
             r = lead_rows[li]
-            v = lead_w[li] * D[r, top[t]] if r >= 0 else 0.0
+            v = lead_w[li] * D[r, j] if r >= 0 else 0.0
             if math.isnan(v):
                 b = li
                 break
             if li == 0 or v > bv:
                 b = li
                 bv = v
-        lead[t] = b
-    pos = np.full(m, -1, np.int64)
-    for t in range(n):
-        pos[top[t]] = t
-    src = np.full(n, -1, np.int64)
-    bp = np.full(n, -np.inf)
-    for q in range(len(cols)):
-        t = pos[cols[q]]
-        if t >= 0 and prod[q] > 0 and own[q] != cols[q] and prod[q] > bp[t]:
-            bp[t] = prod[q]
-            src[t] = own[q]
-    return lead, src
+        had = _value_at(p_idx, p_data, j)
+        if had > 0:
+            out[t] = fixed[0] if (had >= 2 or replenishable[j]) else fixed[1]
+        elif similar[b] and src[t] >= 0:
+            out[t] = 4 + 2 * src[t] + (1 if _value_at(p_idx, p_data, src[t]) <= 0 else 0)
+        else:
+            out[t] = fixed[2] if popular[b] else fixed[3]
+    return out
 
 
 # -- the customer's row plus the session ----------------------------------------------------------------
