@@ -63,7 +63,9 @@ def folded_in_session(engine: RecommendationEngine, customer_id: str, k: int, ru
         return None
     cart = in_cart(session)
     rec = fold_in.recommend(engine, customer_id, k + len(cart), rules, session)
-    return None if rec is None else _without_cart(engine, rec, cart, k)
+    if rec is None or not cart:  # nothing in the cart: the fold-in's k items, ranked 1..k, as they are
+        return rec
+    return _without_cart(engine, rec, cart, k)
 
 
 def _without_cart(engine: RecommendationEngine, rec: Recommendation, cart: list[str], k: int
