@@ -334,32 +334,11 @@ class FoldIn:
                                        np.fromiter(add.values(), np.float64, len(add)))
         p_idx, p_data = _slice(data.purchases, row)
         ctx: UserContext | None = None
-        D = np.zeros((len(self.order), m))
-        for i, (n, kind, c) in enumerate(self.kinds):
-            out = D[i]
-            if kind == _SAME:
-                out[:] = self.same_for_all[n][0]
-                continue
-            if kind == _KNN:
-                sim = c.sim_
-                ok = K.knn_row(w_idx, w_data, sim.indptr, sim.indices, sim.data, out)
-            elif kind == _EASE:
-                ok = K.ease_row(w_idx, w_data, self.ease_pos, c.B_, c.keep_, out)
-            elif kind == _ALS:
-                ok = K.normalise_row(self._als_scores(c, row, w_idx, w_data, bool(add)), out)
-            elif kind == _BUY:
-                ok = True
-                if len(p_idx):  # else no score: a row of zeros
-                    last = K.gather_at(p_idx, *_slice(data.last_purchase_days, row))
-                    ok = K.buy_again_row(p_idx, p_data, last, np.log2(1 + last), self.boost, out)
-            elif kind == _TIFU:
-                ctx = ctx or self._context_of(row, w_idx, w_data, bool(add))
-                out[:] = normalise_by_max(c.score(ctx))[0]
-                ok = True
-            else:
-                return _NUMPY
-            if not ok:
-                return _NUMPY
+        if any(kind == _TIFU for _, kind, _ in self.kinds):  # TIFU-KNN scores from the context
+            ctx = self._context_of(row, w_idx, w_data, bool(add))
+        D = self._component_rows(row, w_idx, w_data, bool(add), p_idx, p_data, ctx)
+        if D is None:
+            return _NUMPY
         weights = model.weights_for(rules)
         rows, wv, lead_rows, lead_w = self._plan(weights)
         r_idx, r_data = _slice(data.returned, row)
@@ -388,6 +367,40 @@ class FoldIn:
             ctx = ctx or self._context_of(row, w_idx, w_data, bool(add))
             reasons = engine._reasons(ctx, {n: D[i:i + 1] for i, n in enumerate(self.order)}, top, weights)
         return top, s, reasons
+
+    def _component_rows(self, row: int, w_idx: np.ndarray, w_data: np.ndarray, has_session: bool,
+                        p_idx: np.ndarray, p_data: np.ndarray, ctx: UserContext | None) -> np.ndarray | None:
+        """The normalised scores of the scored components (row ``i``: ``self.order[i]``) from the customer's
+        weights row with the session (``w_idx``, ``w_data``) and purchases row; None when one cannot be
+        computed here (a non-finite score, a component of another kind)."""
+        K = fold_in_kernels
+        data = self.engine.data
+        D = np.zeros((len(self.order), self.m))
+        for i, (n, kind, c) in enumerate(self.kinds):
+            out = D[i]
+            if kind == _SAME:
+                out[:] = self.same_for_all[n][0]
+                continue
+            if kind == _KNN:
+                sim = c.sim_
+                ok = K.knn_row(w_idx, w_data, sim.indptr, sim.indices, sim.data, out)
+            elif kind == _EASE:
+                ok = K.ease_row(w_idx, w_data, self.ease_pos, c.B_, c.keep_, out)
+            elif kind == _ALS:
+                ok = K.normalise_row(self._als_scores(c, row, w_idx, w_data, has_session), out)
+            elif kind == _BUY:
+                ok = True
+                if len(p_idx):  # else no score: a row of zeros
+                    last = K.gather_at(p_idx, *_slice(data.last_purchase_days, row))
+                    ok = K.buy_again_row(p_idx, p_data, last, np.log2(1 + last), self.boost, out)
+            elif kind == _TIFU and ctx is not None:
+                out[:] = normalise_by_max(c.score(ctx))[0]
+                ok = True
+            else:
+                return None
+            if not ok:
+                return None
+        return D
 
     def _context_of(self, row: int, w_idx: np.ndarray, w_data: np.ndarray, has_session: bool) -> UserContext:
         """:meth:`context` of a session without purchases whose weights row (session added) is already
