@@ -116,8 +116,9 @@ def _scale(lo: float, hi: float) -> float:
 
 
 @_jit
-def _min_max(v: np.ndarray) -> tuple[float, float, bool]:
-    """The smallest and largest of ``v`` and whether all are finite (selects, no branch per score)."""
+def _min_span(v: np.ndarray) -> tuple[float, float, bool]:
+    """``normalise``'s shift and divisor of the scores ``v`` (the smallest, and the span or 1.0), and whether
+    all are finite (selects, no branch per score)."""
     lo = np.inf
     hi = -np.inf
     bad = False
@@ -126,37 +127,29 @@ def _min_max(v: np.ndarray) -> tuple[float, float, bool]:
         bad |= (x - x) != 0.0  # inf - inf and NaN - NaN are NaN
         lo = min(lo, x)
         hi = max(hi, x)
-    return lo, hi, not bad
+    return lo, _scale(lo, hi), not bad
 
 
 @_jit
 def normalise_row(v: np.ndarray, out: np.ndarray) -> bool:
     """``out = normalise(v)`` of a whole row of finite scores (``fold_in._normalised(None, v)``); False,
     nothing written, when a score is not finite (the model's own handling applies then)."""
-    if len(v) == 0:
-        return True
-    lo, hi, finite = _min_max(v)
-    if not finite:
-        return False
-    d = _scale(lo, hi)
-    for j in range(len(v)):
-        out[j] = (v[j] - lo) / d
-    return True
+    lo, d, finite = _min_span(v)
+    if finite:
+        for j in range(len(v)):
+            out[j] = (v[j] - lo) / d
+    return finite
 
 
 @_jit
 def normalise_at(cols: np.ndarray, v: np.ndarray, out: np.ndarray) -> bool:
     """``out[cols] = normalised v`` (``fold_in._normalised(cols, v)``; ``out`` is zero elsewhere); False
     when a score is not finite."""
-    if len(v) == 0:
-        return True
-    lo, hi, finite = _min_max(v)
-    if not finite:
-        return False
-    d = _scale(lo, hi)
-    for q in range(len(v)):
-        out[cols[q]] = (v[q] - lo) / d
-    return True
+    lo, d, finite = _min_span(v)
+    if finite:
+        for q in range(len(v)):
+            out[cols[q]] = (v[q] - lo) / d
+    return finite
 
 
 @_jit
@@ -312,8 +305,8 @@ def top_k(s: np.ndarray, k: int) -> tuple[np.ndarray, bool]:
 
 
 @_jit
-def _value_at(idx: np.ndarray, data: np.ndarray, c: int) -> float:
-    """A one-row sparse matrix's value at column ``c`` (sorted columns ``idx``; 0.0 if it has none)."""
+def _find(idx: np.ndarray, c: int) -> int:
+    """Where column ``c`` is among the sorted columns ``idx``; -1 if it is not."""
     lo, hi = 0, len(idx)
     while lo < hi:
         mid = (lo + hi) // 2
@@ -321,7 +314,14 @@ def _value_at(idx: np.ndarray, data: np.ndarray, c: int) -> float:
             lo = mid + 1
         else:
             hi = mid
-    return data[lo] if lo < len(idx) and idx[lo] == c else 0.0
+    return lo if lo < len(idx) and idx[lo] == c else -1
+
+
+@_jit
+def _value_at(idx: np.ndarray, data: np.ndarray, c: int) -> float:
+    """A one-row sparse matrix's value at column ``c`` (sorted columns ``idx``; 0.0 if it has none)."""
+    at = _find(idx, c)
+    return data[at] if at >= 0 else 0.0
 
 
 @_jit
@@ -387,18 +387,8 @@ def plus_row(idx: np.ndarray, data: np.ndarray, add_cols: np.ndarray, add_vals: 
     extra = 0
     hit = np.full(len(add_cols), -1, np.int64)
     for a in range(len(add_cols)):
-        c = add_cols[a]
-        lo, hi = 0, n
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if idx[mid] < c:
-                lo = mid + 1
-            else:
-                hi = mid
-        if lo < n and idx[lo] == c:
-            hit[a] = lo
-        else:
-            extra += 1
+        hit[a] = _find(idx, add_cols[a])
+        extra += hit[a] < 0
     order = np.argsort(add_cols)
     out_i = np.empty(n + extra, np.int32)
     out_d = np.empty(n + extra, np.float64)

@@ -284,3 +284,24 @@ def test_one_rows_top_k_and_min_max_are_the_models() -> None:
     got_cols, got = fold_in._normalised(np.array([0, 1, 2]), odd, 3)
     assert got_cols is None
     np.testing.assert_array_equal(got, normalise(odd[None, :])[0])
+
+
+def test_compiled_session_row_is_the_canonical_sum() -> None:
+    """``plus_row`` gives ``fold_in._plus``'s row (scipy's canonical sum: sorted columns, zero results
+    dropped), with session weights that cancel a stored one, land on new columns or on the first and last."""
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(9)
+    for _ in range(300):
+        m = 40
+        cols = np.sort(rng.choice(m, int(rng.integers(0, 12)), replace=False)).astype(np.int32)
+        vals = rng.integers(-2, 3, len(cols)).astype(float) / 4
+        row = sp.csr_matrix((vals, cols, np.array([0, len(cols)], np.int32)), shape=(1, m))
+        add_cols = rng.choice(m, int(rng.integers(1, 6)), replace=False)
+        add = {int(c): float(rng.integers(-2, 3)) / 4 for c in add_cols}
+        want = fold_in._plus(row, add, m)
+        got_i, got_d = fold_in_kernels.plus_row(cols, vals, np.array(list(add), np.int64),
+                                                np.array(list(add.values())))
+        assert got_i.tolist() == want.indices.tolist()
+        np.testing.assert_array_equal(got_d, want.data)
+        assert 0.0 not in got_d.tolist()
