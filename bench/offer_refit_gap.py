@@ -54,7 +54,7 @@ import pandas as pd  # noqa: E402
 from bench.offer_gap import CUTOFF, shop_dir  # noqa: E402
 from features.customer import customer_features  # noqa: E402
 from features.io import Shop, load_shop  # noqa: E402
-from features.schema import CAMPAIGN_ID, CUSTOMER_ID, N_ORDERS, OFFER_ID, SENT_AT  # noqa: E402
+from features.schema import CAMPAIGN_ID, CUSTOMER_ID, DISCOUNT_SHARE, N_ORDERS, OFFER_ID, SENT_AT  # noqa: E402
 from models.customer import CustomerModelConfig  # noqa: E402
 from models.offers import (  # noqa: E402
     OfferPolicy,
@@ -64,6 +64,7 @@ from models.offers import (  # noqa: E402
     shared_control_weights,
 )
 from models.offers.campaign_baseline import campaign_offsets, row_offsets  # noqa: E402
+from models.offers.reasons import DISCOUNT_RESPONSIVE  # noqa: E402
 from models.offers.uplift import CAMPAIGN_BASELINE, NO_BASELINE, UpliftModel  # noqa: E402
 from training import frames  # noqa: E402
 from training.offer_eval import fit_uplift  # noqa: E402
@@ -272,23 +273,31 @@ def part_subsets(b: Bench, seeds: list[int]) -> dict[str, float]:
             for name, rows in subsets(b).items()}
 
 
-def redrawn_p(b: Bench, mechanism: bool = True, season: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Each send's P(order) as :func:`part_redraw` draws it, and the effect on it."""
+def redrawn_p(b: Bench, mechanism: bool = True, season: bool = False, by_affinity: bool = False
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """Each send's P(order) as :func:`part_redraw` draws it, and the effect on it. ``by_affinity``: the
+    season's factor per campaign within each discount-affinity segment (the simulator's promotion days bring
+    back its discount-responsive customers far more than the others)."""
     t = pd.read_parquet(b.dir / "truth" / "offer_log.parquet").drop_duplicates([CUSTOMER_ID, CAMPAIGN_ID])
     t = t.set_index([CUSTOMER_ID, CAMPAIGN_ID]).reindex(list(zip(b.y[CUSTOMER_ID], b.camps, strict=True)))
     base, up = t["true_base_p"].to_numpy(copy=True), t["true_uplift"].to_numpy()
     tr = b.y["treated"].to_numpy()
     if season:
         seen = b.y["bought"].to_numpy(float)
+        share = b.X[DISCOUNT_SHARE].fillna(0).to_numpy(float)
+        responsive = share >= DISCOUNT_RESPONSIVE
+        groups = [responsive, ~responsive] if by_affinity else [np.ones(len(share), bool)]
         for c in pd.unique(b.camps):
-            m = b.camps == c
-            base[m] = np.clip(base[m] * seen[m & ~tr].mean() / max(base[m & ~tr].mean(), 1e-9), 0, 1)
+            for g in groups:
+                m = (b.camps == c) & g
+                base[m] = np.clip(base[m] * seen[m & ~tr].mean() / max(base[m & ~tr].mean(), 1e-9), 0, 1)
     p = 1 - (1 - base) * (1 - tr * up) if mechanism else np.clip(base + tr * up, 0, 1)
     return p, up * (1 - base) if mechanism else up
 
 
 def part_baseline(b: Bench, draws: int, mechanism: bool = True, season: bool = False,
-                  variants: tuple[str, ...] = (CAMPAIGN_BASELINE,)) -> dict[str, Any]:
+                  variants: tuple[str, ...] = (CAMPAIGN_BASELINE,), by_affinity: bool = False
+                  ) -> dict[str, Any]:
     """Without and with each campaign baseline of ``variants``, paired: before-cutoff and refit shares, the
     Qini on the sends after the cutoff (of the before-cutoff model), on the observed outcomes and on
     ``draws`` redraws."""
@@ -307,7 +316,7 @@ def part_baseline(b: Bench, draws: int, mechanism: bool = True, season: bool = F
     out: dict[str, Any] = {"observed": one(None)}
     out["offsets_all"] = b.fit(every, 42, None, CAMPAIGN_BASELINE).offsets_
     if draws:
-        p, _ = redrawn_p(b, mechanism, season)
+        p, _ = redrawn_p(b, mechanism, season, by_affinity)
         rng = np.random.default_rng(b.seed)
         rows = [one(rng.random(len(p)) < p) for _ in range(draws)]
         df = pd.DataFrame(rows)
@@ -324,7 +333,7 @@ def part_baseline(b: Bench, draws: int, mechanism: bool = True, season: bool = F
                                 f"{what}_{k}_diff_se": float(d.std() / np.sqrt(len(d))),
                                 f"{what}_{k}_wins": int((d > 0).sum())})
         out["summary"] = summary
-        out["season"], out["mechanism"] = season, mechanism
+        out["season"], out["mechanism"], out["by_affinity"] = season, mechanism, by_affinity
     return out
 
 
@@ -378,6 +387,8 @@ def main() -> None:
     ap.add_argument("--additive", action="store_true", help="redraw with P = base + treated x uplift")
     ap.add_argument("--season", action="store_true", help="redraw with each campaign's own base rate")
     ap.add_argument("--baseline", default=NO_BASELINE, help="the uplift model's baseline in the other parts")
+    ap.add_argument("--season-by-affinity", action="store_true",
+                    help="with --season: the base rate per campaign and discount-affinity segment")
     ap.add_argument("--variants", default=CAMPAIGN_BASELINE,
                     help="the baselines the baseline part compares with none (and campaign_rate)")
     a = ap.parse_args()
@@ -404,7 +415,7 @@ def main() -> None:
             out["redraw"] = part_redraw(b, a.draws, not a.additive, a.season)
         if "baseline" in parts:
             out["baseline"] = part_baseline(b, a.draws, not a.additive, a.season,
-                                            tuple(a.variants.split(",")))
+                                            tuple(a.variants.split(",")), a.season_by_affinity)
         print(json.dumps(out, default=float), flush=True)
 
 

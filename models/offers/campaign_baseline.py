@@ -16,6 +16,10 @@ control group's purchase rate. :func:`campaign_offsets` turns it into a per-camp
 3. the shifts are centred on the rows (the average training row's shift is 0), so a prediction without a
    shift is one for a campaign of average season.
 
+``segments`` (optional, one label per row): a season need not move every customer alike (a promotion
+weekend brings back the discount-responsive customers more than the others); with segments the shifts are
+measured, shrunk and centred per campaign within each segment, each segment on its own.
+
 Only control rows are read, so a campaign's offer effect never moves its baseline. A single campaign, or
 campaigns sharing one control group (the same rate), give no shifts at all (an empty dict): nothing to
 separate.
@@ -61,16 +65,34 @@ def _shift(z: np.ndarray, rate: float) -> tuple[float, float]:
     return d, 1.0 / max(float((q * (1 - q)).sum()), EPS)
 
 
-def campaign_offsets(p_mix: np.ndarray, campaigns: Any, treated: Any, bought: Any) -> dict[str, float]:
+def campaign_offsets(p_mix: np.ndarray, campaigns: Any, treated: Any, bought: Any, segments: Any = None
+                     ) -> dict[str, float]:
     """Per campaign with a control group, its baseline shift in log-odds (module docstring); empty when
     fewer than two campaigns have one or their shifts do not differ beyond their sampling error.
 
     ``p_mix``: each row's P(order) from the customer features alone; ``campaigns``, ``treated``,
-    ``bought``: each row's campaign, group and outcome."""
+    ``bought``: each row's campaign, group and outcome; ``segments``: each row's segment, the shifts then
+    keyed ``campaign|segment`` (:func:`segment_key`)."""
     camp = np.asarray(campaigns, dtype=object).astype(str)
     t = np.asarray(treated, bool)
     y = np.asarray(bought, float)
     z = logit(p_mix)
+    if segments is None:
+        return _offsets(z, camp, t, y)
+    seg = np.asarray(segments, dtype=object).astype(str)
+    out: dict[str, float] = {}
+    for g in sorted(set(seg.tolist())):
+        m = seg == g
+        out.update({segment_key(c, g): d for c, d in _offsets(z[m], camp[m], t[m], y[m]).items()})
+    return out
+
+
+def segment_key(campaign: Any, segment: Any) -> str:
+    return f"{campaign}|{segment}"
+
+
+def _offsets(z: np.ndarray, camp: np.ndarray, t: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """:func:`campaign_offsets` of one set of rows (``z``: the mix's log-odds)."""
     names, est, var, rows = [], [], [], []
     for c in sorted(set(camp[~t].tolist())):
         m = (camp == c) & ~t
@@ -93,7 +115,11 @@ def campaign_offsets(p_mix: np.ndarray, campaigns: Any, treated: Any, bought: An
     return {c: float(s) for c, s in zip(names, shrunk, strict=True)}
 
 
-def row_offsets(offsets: dict[str, float], campaigns: Any) -> np.ndarray:
+def row_offsets(offsets: dict[str, float], campaigns: Any, segments: Any = None) -> np.ndarray:
     """Each row's shift (0 for a campaign without one)."""
     camp = np.asarray(campaigns, dtype=object).astype(str)
+    if segments is not None:
+        seg = np.asarray(segments, dtype=object).astype(str)
+        camp = np.array([segment_key(c, g) for c, g in zip(camp.tolist(), seg.tolist(), strict=True)],
+                        dtype=object)
     return np.array([offsets.get(c, 0.0) for c in camp.tolist()], float)

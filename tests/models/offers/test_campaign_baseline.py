@@ -1,6 +1,7 @@
 """Each campaign's purchase baseline (models.offers.campaign_baseline) on planted seasons, and the uplift
 model's S-learner with it (real LightGBM): seasons are not learnt as offer effects, one campaign or one
-shared control group changes nothing."""
+shared control group changes nothing. An option, not the default: on the simulator it lowered the shipped
+policy's value (bench/UPLIFT.md, "Each campaign's own baseline")."""
 
 from __future__ import annotations
 
@@ -11,7 +12,13 @@ import pytest
 from models.customer import CustomerModelConfig
 from models.offers import UpliftModel
 from models.offers.campaign_baseline import campaign_offsets, logit, sigmoid
-from models.offers.uplift import BASELINE_COLUMN, CAMPAIGN_BASELINE, CAMPAIGN_FEATURE, NO_BASELINE
+from models.offers.uplift import (
+    BASELINE_COLUMN,
+    CAMPAIGN_BASELINE,
+    CAMPAIGN_FEATURE,
+    CAMPAIGN_SEGMENT_BASELINE,
+    NO_BASELINE,
+)
 
 
 def test_offsets_measure_each_campaigns_season_net_of_its_customers() -> None:
@@ -44,6 +51,7 @@ def test_one_campaign_or_one_shared_control_group_gives_no_offsets() -> None:
     t = rng.random(n) < 0.5
     y = rng.random(n) < p
     assert campaign_offsets(p, np.full(n, "only"), t, y) == {}
+    assert campaign_offsets(p, np.full(n, "only"), t, y, segments=np.where(p > 0.2, "a", "b")) == {}
     # a shared control group: the same control customers are a control row of both e-mails' campaigns
     both = np.concatenate
     camp = both([np.full(n, "mens"), np.full(n, "womens")])
@@ -126,7 +134,7 @@ def test_without_campaigns_or_with_one_the_baseline_changes_nothing() -> None:
                               seed=1)
     args = (X, offer, t, bought, t & bought)
     ref = UpliftModel(cfg, n_models=2, baseline=NO_BASELINE).fit(*args).predict_pairs(X, offer)
-    for baseline in (CAMPAIGN_BASELINE, CAMPAIGN_FEATURE):
+    for baseline in (CAMPAIGN_BASELINE, CAMPAIGN_FEATURE, CAMPAIGN_SEGMENT_BASELINE):
         for campaigns in (None, np.full(len(X), "one")):
             m = UpliftModel(cfg, n_models=2, baseline=baseline).fit(*args, campaigns=campaigns)
             assert m.offsets_ == {} and m.base_score_ is None
@@ -136,6 +144,12 @@ def test_without_campaigns_or_with_one_the_baseline_changes_nothing() -> None:
     assert set(m.offsets_) == {"spring", "holiday"} and m.base_score_ is None
     assert BASELINE_COLUMN in m.outcome_.feature_names and BASELINE_COLUMN not in m.redeem_.feature_names
     assert (m._frame(X.head(3), offer[:3], 1.0)[BASELINE_COLUMN] == 0.0).all()
+    # per discount-affinity segment: a shift per campaign and segment, the seasons alike in both here
+    m = UpliftModel(cfg, n_models=1, baseline=CAMPAIGN_SEGMENT_BASELINE).fit(*args, campaigns=camp)
+    segments = ("discount-responsive", "other")
+    assert set(m.offsets_) == {f"{c}|{g}" for c in ("spring", "holiday") for g in segments}
+    for g in segments:
+        assert m.offsets_[f"holiday|{g}"] - m.offsets_[f"spring|{g}"] == pytest.approx(1.6, abs=0.5)
     with pytest.raises(ValueError, match="baseline 'season' is not one of"):
         UpliftModel(baseline="season")
     with pytest.raises(ValueError, match="campaigns has 3 rows"):
