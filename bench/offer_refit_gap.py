@@ -21,6 +21,12 @@ date), so the variants differ only in the rows, the model seed, the per-offer sc
   P(order), an induced one with the true uplift when treated; ``--additive``: P = base + treated x uplift;
   ``--season``: each campaign's base rate as its control group's),
   both models fitted on each draw: is the refit worse on average, or on this draw?
+- ``baseline``: the uplift model without and with each campaign's own purchase baseline
+  (``UpliftModel(baseline=...)``, ``models.offers.campaign_baseline``), paired: before-cutoff and refit share
+  of the oracle, Qini on the sends after the cutoff, the campaigns' offsets; with ``--draws`` the same pair
+  on outcomes redrawn as in ``redraw`` (``--season``: with each campaign's base rate).
+
+``--baseline campaign`` fits every model of the other parts with the campaign baseline.
 
 Nothing here reads the held-out campaigns' outcomes to choose anything: it explains, it does not tune.
 
@@ -48,22 +54,48 @@ import pandas as pd  # noqa: E402
 from bench.offer_gap import CUTOFF, shop_dir  # noqa: E402
 from features.customer import customer_features  # noqa: E402
 from features.io import Shop, load_shop  # noqa: E402
-from features.schema import CAMPAIGN_ID, CUSTOMER_ID, N_ORDERS, OFFER_ID, SENT_AT  # noqa: E402
+from features.schema import CAMPAIGN_ID, CUSTOMER_ID, DISCOUNT_SHARE, N_ORDERS, OFFER_ID, SENT_AT  # noqa: E402
 from models.customer import CustomerModelConfig  # noqa: E402
-from models.offers import OfferPolicy, choose_audience, parse_catalogue  # noqa: E402
-from models.offers.uplift import UpliftModel  # noqa: E402
+from models.offers import (  # noqa: E402
+    OfferPolicy,
+    choose_audience,
+    parse_catalogue,
+    qini,
+    shared_control_weights,
+)
+from models.offers.campaign_baseline import campaign_offsets, row_offsets  # noqa: E402
+from models.offers.reasons import DISCOUNT_RESPONSIVE  # noqa: E402
+from models.offers.uplift import CAMPAIGN_BASELINE, NO_BASELINE, UpliftModel  # noqa: E402
 from training import frames  # noqa: E402
 from training.offer_eval import fit_uplift  # noqa: E402
 
 WINDOW = pd.Timedelta(days=14)
-PARTS = ("campaigns", "seeds", "shipped", "scale", "ranking", "subsets", "redraw")
+RATE_BASELINE = "campaign_rate"
+"""A bench-only baseline: :data:`CAMPAIGN_BASELINE`'s offsets from the control groups' raw purchase rates,
+without taking the customer mix out (:class:`RateBaseline`)."""
+
+
+class RateBaseline(UpliftModel):
+    """The campaign-baseline S-learner with each campaign's offset from its control group's raw rate (every
+    row's P(order) from the mix taken as the overall rate), shrunk and centred alike."""
+
+    def _campaign_offsets(self, X: pd.DataFrame, t: np.ndarray, y: np.ndarray, campaigns: Any
+                          ) -> np.ndarray | None:
+        camp = np.asarray(campaigns, dtype=object)
+        offsets = campaign_offsets(np.full(len(y), y.mean()), camp, t, y)
+        if not offsets:
+            return None
+        self.offsets_ = offsets
+        return row_offsets(offsets, camp)
+PARTS = ("campaigns", "seeds", "shipped", "scale", "ranking", "subsets", "redraw", "baseline")
 
 
 class Bench:
     """One simulated shop: its uplift rows (every send), the candidates at the data end and the truth."""
 
-    def __init__(self, seed: int, customers: int) -> None:
+    def __init__(self, seed: int, customers: int, baseline: str = NO_BASELINE) -> None:
         self.seed = seed
+        self.baseline = baseline
         self.dir = shop_dir(seed, customers)
         self.shop: Shop = load_shop(self.dir)
         self.X, self.y = frames.uplift(self.shop, self.shop.end + pd.Timedelta(seconds=1))
@@ -76,14 +108,29 @@ class Bench:
         self.truth = pd.read_parquet(self.dir / "truth" / "uplift.parquet").set_index([CUSTOMER_ID, OFFER_ID])
         self.oracle_value: float | None = None
 
-    def fit(self, rows: np.ndarray, seed: int = 42, bought: np.ndarray | None = None) -> UpliftModel:
+    def fit(self, rows: np.ndarray, seed: int = 42, bought: np.ndarray | None = None,
+            baseline: str | None = None) -> UpliftModel:
         """``fit_uplift``'s model on the rows where ``rows`` (outcomes ``bought`` in place of the
-        observed)."""
+        observed; ``baseline``: the model's, default the bench's)."""
         cfg = CustomerModelConfig(n_estimators=100, learning_rate=0.03, num_leaves=7, min_child_samples=200,
                                   seed=seed)
         y = self.y[rows]
         b = (self.y["bought"].to_numpy() if bought is None else bought)[rows]
-        return UpliftModel(cfg).fit(self.X[rows], y[OFFER_ID], y["treated"], b, y["redeemed"])
+        kind = baseline or self.baseline
+        model = (RateBaseline(cfg, baseline=CAMPAIGN_BASELINE) if kind == RATE_BASELINE
+                 else UpliftModel(cfg, baseline=kind))
+        return model.fit(self.X[rows], y[OFFER_ID], y["treated"], b, y["redeemed"],
+                         campaigns=self.camps[rows])
+
+    def qini(self, model: UpliftModel, bought: np.ndarray | None = None) -> float:
+        """``evaluate_offers``' Qini of ``model``'s uplift on the sends at or after the cutoff (the held-out
+        campaigns of ``bench/RESULTS.md``), on the observed outcomes or ``bought``."""
+        held = (self.sent >= CUTOFF).to_numpy()
+        yh = self.y[held].reset_index(drop=True)
+        u = model.predict_pairs(self.X[held], yh[OFFER_ID].to_numpy())["uplift"].to_numpy()
+        b = (self.y["bought"].to_numpy() if bought is None else bought)[held]
+        return float(qini(u, yh["treated"].to_numpy(), b, shared_control_weights(yh, CUSTOMER_ID, SENT_AT))
+                     ["qini"])
 
     def share(self, model: UpliftModel, channel: str = "sms", budget_share: float = 0.2) -> float:
         """``policy_benchmark``'s production value of ``model`` as a share of the oracle's."""
@@ -226,6 +273,70 @@ def part_subsets(b: Bench, seeds: list[int]) -> dict[str, float]:
             for name, rows in subsets(b).items()}
 
 
+def redrawn_p(b: Bench, mechanism: bool = True, season: bool = False, by_affinity: bool = False
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """Each send's P(order) as :func:`part_redraw` draws it, and the effect on it. ``by_affinity``: the
+    season's factor per campaign within each discount-affinity segment (the simulator's promotion days bring
+    back its discount-responsive customers far more than the others)."""
+    t = pd.read_parquet(b.dir / "truth" / "offer_log.parquet").drop_duplicates([CUSTOMER_ID, CAMPAIGN_ID])
+    t = t.set_index([CUSTOMER_ID, CAMPAIGN_ID]).reindex(list(zip(b.y[CUSTOMER_ID], b.camps, strict=True)))
+    base, up = t["true_base_p"].to_numpy(copy=True), t["true_uplift"].to_numpy()
+    tr = b.y["treated"].to_numpy()
+    if season:
+        seen = b.y["bought"].to_numpy(float)
+        share = b.X[DISCOUNT_SHARE].fillna(0).to_numpy(float)
+        responsive = share >= DISCOUNT_RESPONSIVE
+        groups = [responsive, ~responsive] if by_affinity else [np.ones(len(share), bool)]
+        for c in pd.unique(b.camps):
+            for g in groups:
+                m = (b.camps == c) & g
+                base[m] = np.clip(base[m] * seen[m & ~tr].mean() / max(base[m & ~tr].mean(), 1e-9), 0, 1)
+    p = 1 - (1 - base) * (1 - tr * up) if mechanism else np.clip(base + tr * up, 0, 1)
+    return p, up * (1 - base) if mechanism else up
+
+
+def part_baseline(b: Bench, draws: int, mechanism: bool = True, season: bool = False,
+                  variants: tuple[str, ...] = (CAMPAIGN_BASELINE,), by_affinity: bool = False
+                  ) -> dict[str, Any]:
+    """Without and with each campaign baseline of ``variants``, paired: before-cutoff and refit shares, the
+    Qini on the sends after the cutoff (of the before-cutoff model), on the observed outcomes and on
+    ``draws`` redraws."""
+    every = np.ones(len(b.y), bool)
+    kinds = (NO_BASELINE, *variants)
+
+    def one(bought: np.ndarray | None) -> dict[str, float]:
+        r: dict[str, float] = {}
+        for k in kinds:
+            before = b.fit(b.before, 42, bought, k)
+            r[f"before_{k}"] = b.share(before)
+            r[f"qini_{k}"] = b.qini(before, bought)
+            r[f"all_{k}"] = b.share(b.fit(every, 42, bought, k))
+        return r
+
+    out: dict[str, Any] = {"observed": one(None)}
+    out["offsets_all"] = b.fit(every, 42, None, CAMPAIGN_BASELINE).offsets_
+    if draws:
+        p, _ = redrawn_p(b, mechanism, season, by_affinity)
+        rng = np.random.default_rng(b.seed)
+        rows = [one(rng.random(len(p)) < p) for _ in range(draws)]
+        df = pd.DataFrame(rows)
+        out["draws"] = rows
+        summary: dict[str, float] = {}
+        for what in ("before", "qini", "all"):
+            a = df[f"{what}_{NO_BASELINE}"]
+            summary.update({f"{what}_none_mean": float(a.mean()), f"{what}_none_sd": float(a.std())})
+            for k in variants:
+                c = df[f"{what}_{k}"]
+                d = c - a
+                summary.update({f"{what}_{k}_mean": float(c.mean()), f"{what}_{k}_sd": float(c.std()),
+                                f"{what}_{k}_diff_mean": float(d.mean()),
+                                f"{what}_{k}_diff_se": float(d.std() / np.sqrt(len(d))),
+                                f"{what}_{k}_wins": int((d > 0).sum())})
+        out["summary"] = summary
+        out["season"], out["mechanism"], out["by_affinity"] = season, mechanism, by_affinity
+    return out
+
+
 def part_redraw(b: Bench, draws: int, mechanism: bool = True, season: bool = False) -> dict[str, Any]:
     """Outcomes drawn again from the truth of each send (the simulator's truth offer_log joined on customer
     and campaign), both models fitted on each draw. ``mechanism``: as the simulator makes them, a base order
@@ -275,12 +386,17 @@ def main() -> None:
     ap.add_argument("--draws", type=int, default=5)
     ap.add_argument("--additive", action="store_true", help="redraw with P = base + treated x uplift")
     ap.add_argument("--season", action="store_true", help="redraw with each campaign's own base rate")
+    ap.add_argument("--baseline", default=NO_BASELINE, help="the uplift model's baseline in the other parts")
+    ap.add_argument("--season-by-affinity", action="store_true",
+                    help="with --season: the base rate per campaign and discount-affinity segment")
+    ap.add_argument("--variants", default=CAMPAIGN_BASELINE,
+                    help="the baselines the baseline part compares with none (and campaign_rate)")
     a = ap.parse_args()
     parts = a.parts.split(",")
     mseeds = [int(s) for s in a.model_seeds.split(",")]
     pd.set_option("display.width", 160)
     for s in (int(x) for x in a.seeds.split(",")):
-        b = Bench(s, a.customers)
+        b = Bench(s, a.customers, a.baseline)
         out: dict[str, Any] = {"seed": s}
         if "campaigns" in parts:
             print(f"seed {s}: alive share of the candidates at the data end {b.alive_at_end():.3f}")
@@ -297,6 +413,9 @@ def main() -> None:
             out["subsets"] = part_subsets(b, mseeds[:1])
         if "redraw" in parts:
             out["redraw"] = part_redraw(b, a.draws, not a.additive, a.season)
+        if "baseline" in parts:
+            out["baseline"] = part_baseline(b, a.draws, not a.additive, a.season,
+                                            tuple(a.variants.split(",")), a.season_by_affinity)
         print(json.dumps(out, default=float), flush=True)
 
 

@@ -185,14 +185,17 @@ class _LGBMBase:
             p["tweedie_variance_power"] = c.tweedie_variance_power
         return p
 
-    def fit(self, X: pd.DataFrame, y: pd.Series) -> Self:
-        self._train(self.dataset(X, y))
+    def fit(self, X: pd.DataFrame, y: pd.Series, init_score: np.ndarray | None = None) -> Self:
+        """``init_score``: a per-row offset in raw units (log-odds for a classifier) the trees start from
+        instead of the label's average; :meth:`predict_matrix` then leaves it out (add it to
+        :meth:`raw_matrix`)."""
+        self._train(self.dataset(X, y, init_score))
         return self
 
     def _target(self, y: Any) -> np.ndarray:
         return np.asarray(y, float)
 
-    def dataset(self, X: pd.DataFrame, y: Any) -> lgb.Dataset:
+    def dataset(self, X: pd.DataFrame, y: Any, init_score: np.ndarray | None = None) -> lgb.Dataset:
         """Check the rows, learn the columns and categories of ``X`` and bin them for LightGBM (with this
         model's target of ``y``). The binned rows do not depend on the objective: :func:`fit_churn_and_value`
         bins once for both models."""
@@ -203,7 +206,8 @@ class _LGBMBase:
         self.categories_ = {c: sorted(X[c].dropna().astype(str).unique().tolist()) for c in self.columns_
                             if c in self.categorical or _is_categorical(X[c])}
         return lgb.Dataset(self._prepare(X), label=label, categorical_feature=list(self.categories_),
-                           free_raw_data=True, params=self._params())
+                           free_raw_data=True, params=self._params(),
+                           init_score=None if init_score is None else np.asarray(init_score, float))
 
     def _checked_target(self, y: Any) -> np.ndarray:
         """This model's target of ``y``, refused when any value is NaN or infinite."""
@@ -224,6 +228,13 @@ class _LGBMBase:
             raise ValueError(f"{type(self).__name__}: expected a design matrix with {len(self.columns_)} "
                              f"columns (feature_names), got shape {M.shape}")
         return np.asarray(self.booster_.predict(M, num_threads=_threads(len(M))))
+
+    def raw_matrix(self, M: np.ndarray) -> np.ndarray:
+        """The trees' raw scores (log-odds for churn) of the rows of a :meth:`design_matrix`, without the
+        link function: for a model fitted with an ``init_score``, add the offset before the link."""
+        if self.booster_ is None:
+            raise NotFittedError(type(self).__name__)
+        return np.asarray(self.booster_.predict(M, raw_score=True, num_threads=_threads(len(M))))
 
     def _raw(self, X: pd.DataFrame) -> np.ndarray:
         if self.booster_ is None:
@@ -334,24 +345,30 @@ BIN_SAMPLE_ROWS = 200_000
 seed (past it, a sample drawn with the seed does)."""
 
 
-def fit_seeded(models: Sequence[ChurnModel], X: pd.DataFrame, y: Any) -> None:
+def fit_seeded(models: Sequence[ChurnModel], X: pd.DataFrame, y: Any, init_score: np.ndarray | None = None
+               ) -> None:
     """``m.fit(X, y)`` for each of ``models``, which differ in their seed only (the uplift model's bagged
     outcome models). Up to :data:`BIN_SAMPLE_ROWS` rows the bins do not depend on the seed, so the rows
     are prepared and binned once (a copy of the binned rows for each model) and, with ``num_threads`` of 2
     or more, two fits run at a time on half the threads each: the same models (``deterministic``). Past
-    it, each model bins its own rows, one after the other, as alone."""
+    it, each model bins its own rows, one after the other, as alone. ``init_score``: every model's per-row
+    offset (:meth:`_LGBMBase.fit`)."""
     if not models:
         return
     first = models[0]
     threads = first.config.num_threads
     if len(X) > BIN_SAMPLE_ROWS or len(models) == 1:
         for m in models:
-            m.fit(X, y)
+            m.fit(X, y, init_score)
         return
-    data = first.dataset(X, y).construct()
+    data = first.dataset(X, y, init_score).construct()
     for m in models[1:]:
         m.columns_, m.categories_ = list(first.columns_), dict(first.categories_)
-    _train_each(models, [data, *(_binned_copy(data) for _ in models[1:])], threads)
+    copies = [_binned_copy(data) for _ in models[1:]]
+    if init_score is not None:
+        for d in copies:
+            d.set_init_score(np.asarray(init_score, float))
+    _train_each(models, [data, *copies], threads)
 
 
 def recency_baseline(X: pd.DataFrame) -> pd.Series:

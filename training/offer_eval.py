@@ -39,7 +39,7 @@ from models.offers import (
     qini,
     shared_control_weights,
 )
-from models.offers.uplift import S_LEARNER
+from models.offers.uplift import NO_BASELINE, S_LEARNER
 from training import frames
 from training.progress import Steps
 
@@ -208,9 +208,10 @@ def campaign_rows(by_segment: pd.DataFrame) -> pd.DataFrame:
 
 
 def fit_uplift(shop: Shop, before: pd.Timestamp | None = None, seed: int = 42,
-               learner: str = S_LEARNER) -> UpliftModel | None:
-    """The uplift model (``learner``: ``models.offers.uplift.LEARNERS``) on every offer_log row whose window
-    ends before ``before``; None when the log has no treatment/control contrast."""
+               learner: str = S_LEARNER, baseline: str = NO_BASELINE) -> UpliftModel | None:
+    """The uplift model (``learner``: ``models.offers.uplift.LEARNERS``; ``baseline``:
+    ``models.offers.uplift.BASELINES``, each row's campaign from the offer_log) on every offer_log row whose
+    window ends before ``before``; None when the log has no treatment/control contrast."""
     X, y = frames.uplift(shop, before)
     if not len(y) or y["treated"].all() or (~y["treated"]).all():
         log.warning("offer_log has no treatment/control contrast: offers use the documented prior")
@@ -218,7 +219,8 @@ def fit_uplift(shop: Shop, before: pd.Timestamp | None = None, seed: int = 42,
     from models.customer import CustomerModelConfig
     cfg = CustomerModelConfig(n_estimators=100, learning_rate=0.03, num_leaves=7, min_child_samples=200,
                               seed=seed)
-    return UpliftModel(cfg, learner=learner).fit(X, y[OFFER_ID], y["treated"], y["bought"], y["redeemed"])
+    return UpliftModel(cfg, learner=learner, baseline=baseline).fit(X, y[OFFER_ID], y["treated"], y["bought"],
+                                                                    y["redeemed"], campaigns=y[CAMPAIGN_ID])
 
 
 @dataclass

@@ -21,15 +21,24 @@ import pandas as pd
 
 from features.customer import CATEGORICAL
 from features.exceptions import NotFittedError
-from features.schema import OFFER_ID
+from features.schema import DISCOUNT_SHARE, OFFER_ID
 from models.customer import ChurnModel, CustomerModelConfig, fit_seeded
+from models.offers.campaign_baseline import campaign_offsets, logit, row_offsets, sigmoid
 from models.offers.effect_regression import EffectRegressor, customer_folds, propensity, pseudo_outcomes
+from models.offers.reasons import DISCOUNT_RESPONSIVE
 
 PRIOR_UPLIFT, PRIOR_REDEEM = 0.01, 0.05
 S_LEARNER, TWO_MODELS_DDR = "s_learner", "two_models_ddr"
 DR_LEARNER, R_LEARNER = "dr_learner", "r_learner"
 LEARNERS = (S_LEARNER, TWO_MODELS_DDR, DR_LEARNER, R_LEARNER)
 """How :class:`UpliftModel` learns the effect (its ``learner``)."""
+NO_BASELINE, CAMPAIGN_BASELINE, CAMPAIGN_FEATURE = "none", "campaign", "campaign_feature"
+CAMPAIGN_SEGMENT_BASELINE = "campaign_affinity"
+BASELINES = (NO_BASELINE, CAMPAIGN_BASELINE, CAMPAIGN_FEATURE, CAMPAIGN_SEGMENT_BASELINE)
+"""How :class:`UpliftModel`'s S-learner treats the campaigns' different purchase baselines (its
+``baseline``)."""
+BASELINE_COLUMN = "campaign_baseline"
+"""The feature a :data:`CAMPAIGN_FEATURE` S-learner gets: the row's campaign offset (0 when predicting)."""
 DDR_CONTROL = "p_control_model"
 """The feature a :data:`TWO_MODELS_DDR` treatment model gets: the control model's P(order) of the row."""
 
@@ -70,18 +79,39 @@ class UpliftModel:
     worse than the S-learner wherever measured (``bench/UPLIFT.md``): on the simulator Spearman with the true
     uplift 0.14-0.31 against 0.59, 0.26-0.40 of the oracle against 0.47-0.59; on Hillstrom's training
     halves a Qini 0.10 per 1,000 below production's. Options, not defaults.
+
+    ``baseline`` (the S-learner only; the other learners ignore it): :data:`NO_BASELINE`, or
+    :data:`CAMPAIGN_BASELINE`: each campaign's purchase baseline, measured by its own control group with the
+    customer mix taken out (:mod:`models.offers.campaign_baseline`), is a log-odds offset the outcome trees
+    start from, so that a campaign sent in a busy season does not teach the trees that its customers buy
+    more, or that its offer works differently. It needs each row's campaign (``fit``'s ``campaigns``);
+    without them, with one campaign, or with campaigns of one shared baseline it is :data:`NO_BASELINE`
+    exactly. Predictions are for a campaign of average baseline (offset 0); each offer's scale is measured
+    with its own campaigns' offsets. :data:`CAMPAIGN_FEATURE`: the same offsets as a feature of the
+    outcome trees (:data:`BASELINE_COLUMN`, 0 when predicting) instead of a fixed shift, so that the trees
+    may also let the effect depend on the season. :data:`CAMPAIGN_SEGMENT_BASELINE`: offsets as
+    :data:`CAMPAIGN_BASELINE`, measured per campaign within each discount-affinity segment (discount share
+    at least :data:`~models.offers.reasons.DISCOUNT_RESPONSIVE` or not, the segments of the measured
+    uplift), each centred on its own: a promotion weekend brings back discount-responsive customers more.
+    Options, not defaults: on the simulator every variant lowered the shipped policy's share of the oracle
+    on both seeds (0.534 / 0.443 -> 0.33-0.51 / 0.26-0.42; ``bench/UPLIFT.md``).
     """
 
     def __init__(self, config: CustomerModelConfig | None = None,
                  moderators: tuple[str, ...] = ("discount_share",), n_models: int = 5,
-                 learner: str = S_LEARNER) -> None:
+                 learner: str = S_LEARNER, baseline: str = NO_BASELINE) -> None:
         if learner not in LEARNERS:
             raise ValueError(f"learner {learner!r} is not one of {list(LEARNERS)}")
+        if baseline not in BASELINES:
+            raise ValueError(f"baseline {baseline!r} is not one of {list(BASELINES)}")
         self.config = config or CustomerModelConfig(n_estimators=100, learning_rate=0.03, num_leaves=7,
                                                     min_child_samples=200)
         self.moderators = moderators
         self.n_models = n_models
         self.learner = learner
+        self.baseline = baseline
+        self.offsets_: dict[str, float] = {}
+        self.base_score_: float | None = None
         self.control_: list[ChurnModel] = []
         self.treated_: dict[str, list[ChurnModel]] = {}
         self.offers_: set[str] = set()
@@ -99,13 +129,18 @@ class UpliftModel:
             if c in X.columns:
                 F[f"treated_x_{c}"] = np.where(t > 0, pd.to_numeric(X[c], errors="coerce").to_numpy(float),
                                                np.nan)
+        if getattr(self, "baseline", NO_BASELINE) == CAMPAIGN_FEATURE and getattr(self, "offsets_", None):
+            F[BASELINE_COLUMN] = 0.0  # a campaign of average baseline
         return F
 
-    def fit(self, X: pd.DataFrame, offer_ids: Any, treated: Any, bought: Any, redeemed: Any) -> UpliftModel:
-        """Rows are (customer features at send time, offer, group, outcome)."""
+    def fit(self, X: pd.DataFrame, offer_ids: Any, treated: Any, bought: Any, redeemed: Any,
+            campaigns: Any = None) -> UpliftModel:
+        """Rows are (customer features at send time, offer, group, outcome); ``campaigns``: each row's
+        campaign (read by :data:`CAMPAIGN_BASELINE` only)."""
         if self.n_models < 1:
             raise ValueError(f"n_models must be at least 1, got {self.n_models}")
         t = np.asarray(treated, bool)
+        self.offsets_, self.base_score_ = {}, None
         F = self._frame(X, offer_ids, t.astype(float)).reset_index(drop=True)
         cats = [*CATEGORICAL, OFFER_ID]
         self.scale_ = {}
@@ -116,12 +151,42 @@ class UpliftModel:
         elif self.learner in (DR_LEARNER, R_LEARNER):
             self._fit_effect(X, np.asarray(offer_ids, dtype=object), t, y, F)
         else:
+            offset, init, Fo = None, None, F
+            if self.baseline != NO_BASELINE and campaigns is not None:
+                offset = self._campaign_offsets(X, t, y, campaigns)
+            if offset is not None and self.baseline == CAMPAIGN_FEATURE:
+                Fo = F.assign(**{BASELINE_COLUMN: offset})
+            elif offset is not None:
+                self.base_score_ = float(logit(np.array([y.mean()]))[0])  # where LightGBM would start
+                init = self.base_score_ + offset
             self.outcomes_ = [self._model(i) for i in range(self.n_models)]
-            fit_seeded(self.outcomes_, F, y)  # the rows binned once for all seeds
+            fit_seeded(self.outcomes_, Fo, y, init)
             self.outcome_ = self.outcomes_[0]
-            self.scale_ = self._calibrate(X, np.asarray(offer_ids, dtype=object), t, y)
+            self.scale_ = self._calibrate(X, np.asarray(offer_ids, dtype=object), t, y, offset)
         self.redeem_ = ChurnModel(self.config, cats).fit(F[t], r[t])
         return self
+
+    def _campaign_offsets(self, X: pd.DataFrame, t: np.ndarray, y: np.ndarray, campaigns: Any
+                          ) -> np.ndarray | None:
+        """Each row's campaign offset (:data:`CAMPAIGN_BASELINE`, :data:`CAMPAIGN_FEATURE`), with
+        :attr:`offsets_` set; None when the campaigns' baselines do not differ. The customer mix is a model
+        of P(order) on the customer features alone (every row, the first seed's settings)."""
+        camp = np.asarray(campaigns, dtype=object)
+        if len(camp) != len(y):
+            raise ValueError(f"campaigns has {len(camp)} rows, the uplift rows {len(y)}")
+        if len(set(camp[~t].tolist())) < 2:
+            return None
+        mix = ChurnModel(self.config, list(CATEGORICAL)).fit(X.reset_index(drop=True), y)
+        p_mix = mix.predict_matrix(mix.design_matrix(X))
+        seg = None
+        if self.baseline == CAMPAIGN_SEGMENT_BASELINE and DISCOUNT_SHARE in X.columns:
+            share = pd.to_numeric(X[DISCOUNT_SHARE], errors="coerce").fillna(0).to_numpy(float)
+            seg = np.where(share >= DISCOUNT_RESPONSIVE, "discount-responsive", "other")
+        offsets = campaign_offsets(p_mix, camp, t, y, seg)
+        if not offsets:
+            return None
+        self.offsets_ = offsets
+        return row_offsets(offsets, camp, seg)
 
     def _model(self, i: int) -> ChurnModel:
         return ChurnModel(replace(self.config, seed=self.config.seed + i), [*CATEGORICAL, OFFER_ID])
@@ -193,25 +258,33 @@ class UpliftModel:
                 p1[m] = np.mean([mm.predict_matrix(M) for mm in models], axis=0)
         return p1, p0
 
-    def _calibrate(self, X: pd.DataFrame, oid: np.ndarray, t: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    def _calibrate(self, X: pd.DataFrame, oid: np.ndarray, t: np.ndarray, y: np.ndarray,
+                   offset: np.ndarray | None = None) -> dict[str, float]:
         """The size of each offer's effect: an S-learner ranks well but shrinks uplift towards zero, so each
         offer's predicted uplift is scaled to match the average effect measured by its randomised control
-        group."""
+        group (predicted with each row's campaign ``offset``, where the effect was measured)."""
         scale: dict[str, float] = {}
         for o in self.offers_:
             m = oid == o
             if m.sum() == 0 or t[m].all() or not t[m].any():
                 continue
             ate = y[m & t].mean() - y[m & ~t].mean()
-            p1, p0 = self._probabilities(self._frame(X.iloc[np.flatnonzero(m)], oid[m], 1.0))
+            F = self._frame(X.iloc[np.flatnonzero(m)], oid[m], 1.0)
+            if offset is not None and self.baseline == CAMPAIGN_FEATURE:
+                F[BASELINE_COLUMN], offset_m = offset[m], None
+            else:
+                offset_m = None if offset is None else offset[m]
+            p1, p0 = self._probabilities(F, offset=offset_m)
             pred = (p1 - p0).mean()
             scale[o] = float(np.clip(ate / pred, 0.0, 10.0)) if pred > 1e-6 and ate > 0 else 1.0
         return scale
 
-    def _probabilities(self, F: pd.DataFrame, models: list[ChurnModel] | None = None
-                       ) -> tuple[np.ndarray, np.ndarray]:
+    def _probabilities(self, F: pd.DataFrame, models: list[ChurnModel] | None = None,
+                       offset: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """P(order) treated and not treated for the rows of a treated frame, averaged over the outcome models
-        (``models``, default the S-learner's: fitted on the same frame, so they share one design matrix)."""
+        (``models``, default the S-learner's: fitted on the same frame, so they share one design matrix).
+        Outcome models fitted from campaign offsets (:data:`CAMPAIGN_BASELINE`) predict at the rows'
+        ``offset`` (default 0: a campaign of average baseline)."""
         if models is None:
             assert self.outcome_ is not None
             models = getattr(self, "outcomes_", None) or [self.outcome_]  # pickles from before bagging: one
@@ -223,6 +296,13 @@ class UpliftModel:
             if col.startswith("treated_x_"):
                 M0[:, j] = np.nan
         p1, p0 = np.zeros(len(F)), np.zeros(len(F))
+        base = getattr(self, "base_score_", None)  # pickles from before the baseline option: none
+        if base is not None:  # set by the S-learner only, whose outcome models these are
+            shift = base + (0.0 if offset is None else offset)
+            for m in models:
+                p1 += sigmoid(m.raw_matrix(M1) + shift)
+                p0 += sigmoid(m.raw_matrix(M0) + shift)
+            return p1 / len(models), p0 / len(models)
         for m in models:
             p1 += m.predict_matrix(M1)
             p0 += m.predict_matrix(M0)
