@@ -345,17 +345,8 @@ def part_redraw(b: Bench, draws: int, mechanism: bool = True, season: bool = Fal
     campaigns' measured effect against the effect expected under the same draw's mechanism. ``season``: each
     campaign's true base P(order) times its control group's purchase rate over their mean true base (the
     calendar's promotions and holiday peak, which the truth's base P(order) leaves out)."""
-    t = pd.read_parquet(b.dir / "truth" / "offer_log.parquet").drop_duplicates([CUSTOMER_ID, CAMPAIGN_ID])
-    t = t.set_index([CUSTOMER_ID, CAMPAIGN_ID]).reindex(list(zip(b.y[CUSTOMER_ID], b.camps, strict=True)))
-    base, up = t["true_base_p"].to_numpy(copy=True), t["true_uplift"].to_numpy()
+    p, effect = redrawn_p(b, mechanism, season)
     tr = b.y["treated"].to_numpy()
-    if season:
-        seen = b.y["bought"].to_numpy(float)
-        for c in pd.unique(b.camps):
-            m = b.camps == c
-            base[m] = np.clip(base[m] * seen[m & ~tr].mean() / max(base[m & ~tr].mean(), 1e-9), 0, 1)
-    p = 1 - (1 - base) * (1 - tr * up) if mechanism else np.clip(base + tr * up, 0, 1)
-    effect = up * (1 - base) if mechanism else up
     rng = np.random.default_rng(b.seed)
     every = np.ones(len(b.y), bool)
     before, after, zs = [], [], []
