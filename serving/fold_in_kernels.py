@@ -19,8 +19,6 @@ Without numba (``AVAILABLE`` false) the numpy code answers, as before.
 
 from __future__ import annotations
 
-import ctypes
-import functools
 import logging
 import math
 from typing import Any
@@ -31,6 +29,7 @@ log = logging.getLogger(__name__)
 
 try:
     import numba
+    from llvmlite import binding as llvm_binding
     from llvmlite import ir
     from numba.core import types
     from numba.core.extending import get_cython_function_address, intrinsic
@@ -42,14 +41,28 @@ _CACHE = True
 """Compiled code is cached beside this file (or numba's user cache), so a server compiles once."""
 
 
-def _jit(fn: Any, cache: bool = _CACHE) -> Any:
-    return numba.njit(cache=cache, nogil=True)(fn) if AVAILABLE else fn
+def _jit(fn: Any) -> Any:
+    return numba.njit(cache=_CACHE, nogil=True)(fn) if AVAILABLE else fn
 
 
 if AVAILABLE:
-    _vp = ctypes.c_void_p
-    _sposv = ctypes.CFUNCTYPE(None, _vp, _vp, _vp, _vp, _vp, _vp, _vp, _vp)(
-        get_cython_function_address("scipy.linalg.cython_lapack", "sposv"))
+    # LAPACK's sposv as implicit calls it (scipy's), under a symbol name of our own: compiled code refers to
+    # it by name, so numba can cache the functions that call it (a ctypes pointer would forbid that)
+    llvm_binding.add_symbol("personalise_scipy_sposv",
+                            get_cython_function_address("scipy.linalg.cython_lapack", "sposv"))
+    _vp = types.voidptr
+    _sposv = types.ExternalFunction("personalise_scipy_sposv", types.void(*[_vp] * 8))
+
+    @intrinsic
+    def _ptr(typingctx: Any, arr: Any) -> Any:
+        """The address of an array's first element (for LAPACK's pointer arguments)."""
+        sig = types.voidptr(arr)
+
+        def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+            ary = context.make_array(signature.args[0])(context, builder, args[0])
+            return builder.bitcast(ary.data, context.get_value_type(types.voidptr))
+
+        return sig, codegen
 
     @intrinsic
     def _fma32(typingctx: Any, a: Any, b: Any, c: Any) -> Any:
@@ -65,7 +78,7 @@ if AVAILABLE:
 
 
 # -- ALS ---------------------------------------------------------------------------------------------
-@functools.partial(_jit, cache=False)  # calls sposv by its address: compiled in each process (~1 s)
+@_jit
 def als_solve(A0: np.ndarray, Y: np.ndarray, indices: np.ndarray, data: np.ndarray, n_fma: int) -> np.ndarray:
     """implicit's ``_least_squares`` for one row (float32): ``A0`` is ``YtY + regularization * I`` as implicit
     builds it, ``Y`` the item factors; the factors, or an empty array if ``sposv`` failed. The update
@@ -95,8 +108,8 @@ def als_solve(A0: np.ndarray, Y: np.ndarray, indices: np.ndarray, data: np.ndarr
                 aj[k] = aj[k] + tmp * yi[k]
     ints = np.array([f, 1, 0], np.int32)  # n (= lda = ldb), nrhs, info
     uplo = np.array([85], np.uint8)  # "U"
-    _sposv(uplo.ctypes, ints[0:1].ctypes, ints[1:2].ctypes, A.ctypes, ints[0:1].ctypes, b.ctypes,
-           ints[0:1].ctypes, ints[2:3].ctypes)
+    n, nrhs, info = ints[0:1], ints[1:2], ints[2:3]
+    _sposv(_ptr(uplo), _ptr(n), _ptr(nrhs), _ptr(A), _ptr(n), _ptr(b), _ptr(n), _ptr(info))  # type: ignore
     if ints[2] != 0:
         return np.zeros(0, np.float32)
     return b
