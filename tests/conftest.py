@@ -18,6 +18,22 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SEED = 1234
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """In the run's first process, before xdist's workers start: the live fold-in's compiled kernels
+    (:mod:`serving.fold_in_kernels`) built once into numba's cache, so that the workers and the servers the
+    tests start read them instead of each compiling them at once (6-9 s apiece on a fresh clone)."""
+    if hasattr(config, "workerinput"):  # a worker: the controller has done it
+        return
+    from models.recsys import BlendRecommender, RecommendationEngine, TrendingRecommender
+    from serving import fold_in
+    from tests.models.recsys_data import checker_board
+    from tests.serving.test_candidate_cache import BOARD_CFG
+
+    data = checker_board()
+    fold_in.warm(RecommendationEngine(BlendRecommender(BOARD_CFG).fit(data),
+                                      TrendingRecommender(BOARD_CFG).fit(data)))
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if not SHARED.is_dir():
         skip = pytest.mark.skip(reason=f"real data not found at {SHARED}")
