@@ -26,7 +26,7 @@ import logging
 import math
 import threading
 from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -114,10 +114,10 @@ class FoldIn:
             elif isinstance(c, BuyAgainRecommender):
                 self.boost = np.where(data.item_replenishable, c.config.replenish_boost, 1.0)
         self.order = [n for n in self.components if n in self.names]
+        """The components in the order the model scores them: row ``i`` of a compiled fold-in's scores."""
         self.kinds: list[tuple[str, int, Any]] = [
             (n, _kind(n, self.components[n], self.same_for_all), self.components[n]) for n in self.order]
         """Each scored component's name, how it is scored (``_KNN``, ...) and the component."""
-        """The components in the order the model scores them: row ``i`` of a compiled fold-in's scores."""
         self.compiled = fold_in_kernels.AVAILABLE and self.usable
         """Whether :meth:`_compiled` answers (numba is there): else the numpy code below."""
         self.als_compiled = False
@@ -137,17 +137,8 @@ class FoldIn:
         W, P, L, R = (
             _row(M, row) for M in (data.weights, data.purchases, data.last_purchase_days, data.returned)
         )
-        add: dict[int, float] = {}
-        bought: dict[int, float] = {}
-        has_session = False
-        for pid, etype in session:
-            j = self.item_rows.get(pid, -1)
-            if j < 0:
-                continue
-            has_session = True
-            add[j] = add.get(j, 0.0) + EVENT_WEIGHT.get(etype, 0.25)
-            if etype == "purchase":
-                bought[j] = bought.get(j, 0.0) + 1.0
+        add, bought = self._session_items(session)
+        has_session = bool(add)  # a product the models know
         if add:
             W = _plus(W, add, self.m)
         if bought:
@@ -156,6 +147,20 @@ class FoldIn:
         ids = np.array([data.users.ids[row]], dtype=object)
         ctx = UserContext(ids, np.array([row]), W, P, L, R, np.array([has_session]))
         return ctx, {"has_session": has_session}
+
+    def _session_items(self, session: Sequence[tuple[str, str]]) -> tuple[dict[int, float], dict[int, float]]:
+        """The session's weight per known product's column (its events' weights added in order) and its
+        purchases per column."""
+        add: dict[int, float] = {}
+        bought: dict[int, float] = {}
+        for pid, etype in session:
+            j = self.item_rows.get(pid, -1)
+            if j < 0:
+                continue
+            add[j] = add.get(j, 0.0) + EVENT_WEIGHT.get(etype, 0.25)
+            if etype == "purchase":
+                bought[j] = bought.get(j, 0.0) + 1.0
+        return add, bought
 
     # -- component scores ------------------------------------------------------------------------
     def component_scores(self, ctx: UserContext, names: set[str]) -> dict[str, np.ndarray] | None:
@@ -226,13 +231,8 @@ class FoldIn:
         return acc.astype(np.float64)
 
     def _als(self, c: ALSRecommender, ctx: UserContext) -> np.ndarray:
-        if ctx.has_session[0]:
-            W = ctx.W
-            data = (W.data * c.idf_scale_).astype(np.float32)
-            vec = self._recalculate_user(c, _bare(data, W.indices, W.indptr, W.shape[1]))[None, :]
-        else:
-            vec = self.user_factors[ctx.rows[0]][None, :]
-        return np.asarray(vec @ self.item_factors_t, dtype=np.float64)
+        W = ctx.W
+        return self._als_scores(c, int(ctx.rows[0]), W.indices, W.data, bool(ctx.has_session[0]))[None, :]
 
     def _recalculate_user(self, c: ALSRecommender, row: sp.csr_matrix) -> np.ndarray:
         """``c.model_.recalculate_user(0, row)``: implicit's own least-squares step called directly, on one
@@ -248,15 +248,11 @@ class FoldIn:
     def _buy_again_part(self, ctx: UserContext) -> tuple[np.ndarray, np.ndarray]:
         """The columns buy-again scores (the customer's bought items) and its scores there."""
         P, L = ctx.P, ctx.L
-        return self._buy_again_arrays(P.indices, P.data, L.indices, L.data)
-
-    def _buy_again_arrays(self, cols: np.ndarray, cnt: np.ndarray, l_idx: np.ndarray, l_data: np.ndarray
-                          ) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`_buy_again_part` from the purchases row's and days-since-last-purchase row's arrays."""
+        cols, cnt = P.indices, P.data
         if not len(cols):
             return cols, np.zeros(0)
         last = np.zeros(self.m)
-        last[l_idx] = l_data
+        last[L.indices] = L.data
         last = last[cols].astype(float)
         rec = np.divide(1.0, np.log2(1 + last), out=np.zeros_like(last), where=last > 0)
         assert self.boost is not None
@@ -286,7 +282,7 @@ class FoldIn:
         parts, terms = scored
         comps = {n: self._full(p) for n, p in parts.items()}
         s = self._blend(parts, weights)
-        s[self._banned(ctx.R, ctx.P, rules)] = NEG
+        s[self._banned(ctx, rules)] = NEG
         s = model.reranked(ctx, rules, comps, s[None, :])[0]  # the re-ranker's step of ranked_scores
         top = _top_k(s, k)
         top = top[np.isfinite(s[top])]
@@ -324,11 +320,7 @@ class FoldIn:
         engine, model, data = self.engine, self.engine.model, self.engine.data
         m = self.m
         w_idx, w_data = _slice(data.weights, row)
-        add: dict[int, float] = {}
-        for pid, etype in session:
-            j = self.item_rows.get(pid, -1)
-            if j >= 0:
-                add[j] = add.get(j, 0.0) + EVENT_WEIGHT.get(etype, 0.25)
+        add, _ = self._session_items(session)  # no purchases: the caller sends those to the numpy code
         if add:
             w_idx, w_data = K.plus_row(w_idx, w_data, np.fromiter(add.keys(), np.int64, len(add)),
                                        np.fromiter(add.values(), np.float64, len(add)))
@@ -454,14 +446,12 @@ class FoldIn:
         if self.als_checked:
             return self.als_compiled
         m = c.model_
-        ok = m.dtype == np.float32 and self.item_factors.flags.c_contiguous
+        ok = fold_in_kernels.AVAILABLE and m.dtype == np.float32 and self.item_factors.flags.c_contiguous
         if ok:
             self.als_A0 = np.ascontiguousarray(m.YtY + m.regularization * np.eye(m.factors, dtype=m.dtype))
             W = self.engine.data.weights
-            rows = [(w_idx, data32)] + [
-                (W.indices[W.indptr[r]:W.indptr[r + 1]], (W.data[W.indptr[r]:W.indptr[r + 1]] * c.idf_scale_
-                                                         ).astype(np.float32))
-                for r in np.flatnonzero(np.diff(W.indptr))[:64]]
+            stored = [_slice(W, r) for r in np.flatnonzero(np.diff(W.indptr))[:64]]
+            rows = [(w_idx, data32)] + [(i, (d * c.idf_scale_).astype(np.float32)) for i, d in stored]
             want = [_least_squares(m, _one_row(d, i, self.m)) for i, d in rows]
             ok = False
             try:
@@ -490,15 +480,16 @@ class FoldIn:
                     out[cols] += w * v
         return out
 
-    def _banned(self, R: Any, P: Any, rules: BusinessRules) -> np.ndarray:
-        """The columns :func:`models.recsys.context.rules_mask` forbids the customer whose returns and
-        purchases rows are ``R`` and ``P`` (their ``indices`` and ``data``: one-row CSR matrices or
-        :class:`_Row`)."""
+    def _banned(self, ctx: UserContext, rules: BusinessRules) -> np.ndarray:
+        """The columns :func:`models.recsys.context.rules_mask` forbids the customer of ``ctx``
+        (:func:`fold_in_kernels.blend` bans the same in the compiled path)."""
         items = self._banned_for_all(rules)
         out = [items]
         if rules.exclude_returned:
+            R = ctx.R
             out.append(R.indices[R.data > 0])
         if rules.exclude_bought:
+            P = ctx.P
             bought = P.indices[P.data > 0]
             if rules.allow_replenishable:
                 bought = bought[~self.engine.data.item_replenishable[bought]]
@@ -683,13 +674,6 @@ def _csr(data: np.ndarray, cols: np.ndarray, m: int) -> sp.csr_matrix:
     out = _bare(data, cols.astype(np.int32), np.array([0, len(cols)], np.int32), m)
     out.has_canonical_format = True
     return out
-
-
-class _Row(NamedTuple):
-    """One customer's row of a CSR matrix as its arrays (what :meth:`FoldIn._banned` reads)."""
-
-    indices: np.ndarray
-    data: np.ndarray
 
 
 def _slice(M: sp.csr_matrix, r: int) -> tuple[np.ndarray, np.ndarray]:

@@ -241,7 +241,7 @@ def buy_again_row(cols: np.ndarray, cnt: np.ndarray, last: np.ndarray, log2: np.
                   boost: np.ndarray, out: np.ndarray) -> bool:
     """Buy-again's scores at the bought columns, ``(count + 0.5 * recency) * boost`` with recency
     ``1 / log2(1 + days)`` where ``days`` > 0 (``log2``: numpy's, computed by the caller), normalised into
-    ``out`` (``FoldIn._buy_again_arrays`` and ``_normalised``)."""
+    ``out`` (``FoldIn._buy_again_part`` and ``_normalised``)."""
     v = np.empty(len(cols), np.float64)
     for q in range(len(cols)):
         rec = 1.0 / log2[q] if last[q] > 0 else 0.0

@@ -59,13 +59,7 @@ def reason_codes(weights: dict[str, float], comps: dict[str, np.ndarray], top: n
     contrib = np.array([weights.get(n, 0.0) * comps[n][0, top] if n in comps else np.zeros(len(top))
                         for n in LEADS])
     lead = contrib.argmax(axis=0).tolist()  # the component that contributes most to each item's score
-    return codes(top, lead, closest_own_items(terms, top, m), bought, replenishable)
-
-
-def codes(top: np.ndarray, lead: list[int], src: list[int], bought: dict[int, float],
-          replenishable: np.ndarray) -> list[int]:
-    """The reason codes of the top items from each one's leading component (index in ``LEADS``) and closest
-    own item (-1: none)."""
+    src = closest_own_items(terms, top, m)
     out = []
     for j, c, s, rep in zip(top.tolist(), lead, src, replenishable[top].tolist(), strict=True):
         had = bought.get(j, 0.0)
