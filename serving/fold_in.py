@@ -59,11 +59,15 @@ _KNOWN_KINDS = (
     TIFUKNNRecommender,
 )
 _LOCK = threading.Lock()
-_SAME, _KNN, _EASE, _ALS, _BUY, _TIFU, _OTHER = range(7)
+_SAME, _KNN, _EASE, _ALS, _BUY, _TIFU, _OTHER = (
+    fold_in_kernels.SAME, fold_in_kernels.KNN, fold_in_kernels.EASE, fold_in_kernels.ALS, fold_in_kernels.BUY,
+    fold_in_kernels.TIFU, fold_in_kernels.OTHER)
 _SIMILAR_MASK = np.array([i in _SIMILAR for i in range(len(LEADS))])
 _POPULAR_MASK = np.array([i in _POPULAR for i in range(len(LEADS))])
 _FIXED = np.array([REGULAR, AGAIN, POPULAR, GENERIC], np.int64)
 _NONE_BOOL = np.zeros(0, bool)
+_NO_MATRIX = np.zeros((0, 0), np.float32)
+_NO_SCORES = np.zeros(0, np.float32)
 _NUMPY = object()
 """:meth:`FoldIn._compiled`'s answer when the numpy code must compute this one."""
 log = logging.getLogger(__name__)
@@ -118,6 +122,7 @@ class FoldIn:
         self.kinds: list[tuple[str, int, Any]] = [
             (n, _kind(n, self.components[n], self.same_for_all), self.components[n]) for n in self.order]
         """Each scored component's name, how it is scored (``_KNN``, ...) and the component."""
+        self._kernel_inputs()
         self.compiled = fold_in_kernels.AVAILABLE and self.usable
         """Whether :meth:`_compiled` answers (numba is there): else the numpy code below."""
         self.als_compiled = False
@@ -128,6 +133,23 @@ class FoldIn:
         self.als_fma = 0
         """How many of each ``saxpy``'s elements OpenBLAS fuses (:func:`fold_in_kernels.fma_splits`)."""
         self._plans: dict[tuple[Any, ...], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    def _kernel_inputs(self) -> None:
+        """What the compiled kernels read besides the customer's rows, arranged once."""
+        kinds = [kind for _, kind, _ in self.kinds]
+        self.kind_codes = np.array(kinds, np.int64)
+        self.other_kind = _OTHER in kinds or any(kinds.count(x) > 1 for x in (_KNN, _EASE, _ALS, _BUY))
+        """A component the compiled kernels do not score, or two of one kind: the numpy code answers."""
+        self.filled = [(i, n, kind, c) for i, (n, kind, c) in enumerate(self.kinds) if kind in (_SAME, _TIFU)]
+        """The rows of the compiled scores filled before the kernels run (the same for all; TIFU-KNN's)."""
+        by_kind = {kind: c for _, kind, c in self.kinds}
+        self.als: ALSRecommender | None = by_kind.get(_ALS)
+        knn, ease = by_kind.get(_KNN), by_kind.get(_EASE)
+        self.knn_arrays = ((knn.sim_.indptr, knn.sim_.indices, knn.sim_.data) if knn is not None
+                           else (np.zeros(1, np.int32), np.zeros(0, np.int32), np.zeros(0, np.float64)))
+        self.ease_arrays = ((self.ease_pos, ease.B_, ease.keep_) if ease is not None
+                            else (np.zeros(0, np.int64), _NO_MATRIX, np.zeros(0, np.int64)))
+        self.boost_or_none = self.boost if self.boost is not None else np.zeros(0)
 
     # -- the customer's rows, session included ---------------------------------------------------
     def context(self, row: int, session: Sequence[tuple[str, str]]) -> tuple[UserContext, dict[str, Any]]:
@@ -314,85 +336,86 @@ class FoldIn:
     def _compiled(self, row: int, k: int, rules: BusinessRules, session: Sequence[tuple[str, str]]
                   ) -> tuple[np.ndarray, np.ndarray, list[str]] | None | object:
         """:meth:`recommend`'s top items, scores and reasons computed by the compiled kernels (a session
-        without purchases); None: no finite score; ``_NUMPY``: a case the numpy code handles (a non-finite
-        component score, a component of another kind)."""
+        without purchases) in three calls (:func:`fold_in_kernels.fold_prepare`, ``fold_scores``,
+        ``fold_pick``), ALS's product with the item factors and any re-ranking between them; None: no finite
+        score; ``_NUMPY``: a case the numpy code handles (a non-finite component score, a component of
+        another kind)."""
         K = fold_in_kernels
-        engine, model, data = self.engine, self.engine.model, self.engine.data
-        m = self.m
-        w_idx, w_data = _slice(data.weights, row)
-        add, _ = self._session_items(session)  # no purchases: the caller sends those to the numpy code
-        if add:
-            w_idx, w_data = K.plus_row(w_idx, w_data, np.fromiter(add.keys(), np.int64, len(add)),
-                                       np.fromiter(add.values(), np.float64, len(add)))
-        p_idx, p_data = _slice(data.purchases, row)
-        ctx: UserContext | None = None
-        if any(kind == _TIFU for _, kind, _ in self.kinds):  # TIFU-KNN scores from the context
-            ctx = self._context_of(row, w_idx, w_data, bool(add))
-        D = self._component_rows(row, w_idx, w_data, bool(add), p_idx, p_data, ctx)
-        if D is None:
+        if self.other_kind:
             return _NUMPY
+        engine, model, data = self.engine, self.engine.model, self.engine.data
+        P, R = data.purchases, data.returned
+        add, _ = self._session_items(session)  # no purchases: the caller sends those to the numpy code
+        has_session = bool(add)
+        w_idx, w_data, last, als = self._prepared(row, add)
+        D, ctx = self._filled_rows(row, w_idx, w_data, has_session)
         weights = model.weights_for(rules)
         rows, wv, lead_rows, lead_w = self._plan(weights)
-        r_idx, r_data = _slice(data.returned, row)
-        s = K.blend(D, rows, wv, self._banned_for_all(rules), r_idx, r_data, p_idx, p_data,
-                    rules.exclude_returned, rules.exclude_bought,
-                    self.replenishable if rules.allow_replenishable else _NONE_BOOL, NEG)
+        knn, ease = self.knn_arrays, self.ease_arrays
+        s, ok = K.fold_scores(self.kind_codes, D, w_idx, w_data, *knn, *ease, als, row, P.indptr, P.indices,
+                              P.data, last, np.log2(1 + last) if len(last) else last, self.boost_or_none,
+                              rows, wv, self._banned_for_all(rules), R.indptr, R.indices, R.data,
+                              rules.exclude_returned, rules.exclude_bought,
+                              self.replenishable if rules.allow_replenishable else _NONE_BOOL, NEG)
+        if not ok:
+            return _NUMPY
         if model.reranker_for(rules) is not None:
-            ctx = ctx or self._context_of(row, w_idx, w_data, bool(add))
+            ctx = ctx or self._context_of(row, w_idx, w_data, has_session)
             comps = {n: D[i:i + 1] for i, n in enumerate(self.order)}
             s = model.reranked(ctx, rules, comps, s[None, :])[0]
-        top, exact = K.top_k(s, min(k, m))
+        top, exact, codes = K.fold_pick(s, min(k, self.m), self.terms_reasons, D, lead_rows, lead_w, w_idx,
+                                        w_data, *knn, row, P.indptr, P.indices, P.data, self.replenishable,
+                                        _SIMILAR_MASK, _POPULAR_MASK, _FIXED)
         if not exact:  # a tie at the k-th score: np.argpartition's pick, as the model's top_k
             top = _top_k(s, k)
             top = top[np.isfinite(s[top])]
+            if self.terms_reasons and len(top):
+                codes = K.reason_codes(D, lead_rows, lead_w, top, w_idx, w_data, *knn, *_slice(P, row),
+                                       self.replenishable, _SIMILAR_MASK, _POPULAR_MASK, _FIXED)
         if not len(top):
             return None
-        knn = self.components.get("item_knn")
-        if self.terms_reasons and isinstance(knn, ItemKNNRecommender):
-            sim = knn.sim_
-            codes = K.reason_codes(D, lead_rows, lead_w, top, w_idx, w_data, sim.indptr, sim.indices,
-                                   sim.data, p_idx, p_data, self.replenishable, _SIMILAR_MASK, _POPULAR_MASK,
-                                   _FIXED)
+        if self.terms_reasons:
             table = engine.reason_table
             reasons = [table[q] for q in codes.tolist()]
         else:
-            ctx = ctx or self._context_of(row, w_idx, w_data, bool(add))
+            ctx = ctx or self._context_of(row, w_idx, w_data, has_session)
             reasons = engine._reasons(ctx, {n: D[i:i + 1] for i, n in enumerate(self.order)}, top, weights)
         return top, s, reasons
 
-    def _component_rows(self, row: int, w_idx: np.ndarray, w_data: np.ndarray, has_session: bool,
-                        p_idx: np.ndarray, p_data: np.ndarray, ctx: UserContext | None) -> np.ndarray | None:
-        """The normalised scores of the scored components (row ``i``: ``self.order[i]``) from the customer's
-        weights row with the session (``w_idx``, ``w_data``) and purchases row; None when one cannot be
-        computed here (a non-finite score, a component of another kind)."""
-        K = fold_in_kernels
-        data = self.engine.data
+    def _prepared(self, row: int, add: dict[int, float]
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """:func:`fold_in_kernels.fold_prepare` for the customer's ``row`` and the session's weights ``add``
+        (the weights row with the session, the days since each bought item), and ALS's scores of every
+        item in float32, as the product with the item factors gives them (empty without ALS)."""
+        data, c = self.engine.data, self.als
+        W, P, L = data.weights, data.purchases, data.last_purchase_days
+        step = c is not None and bool(add) and self.als_checked and self.als_compiled
+        w_idx, w_data, last, vec = fold_in_kernels.fold_prepare(
+            row, W.indptr, W.indices, W.data, np.fromiter(add.keys(), np.int64, len(add)),
+            np.fromiter(add.values(), np.float64, len(add)), P.indptr, P.indices, L.indptr, L.indices, L.data,
+            step, c.idf_scale_ if c is not None else 1.0, self.als_A0 if step else _NO_MATRIX,
+            self.item_factors if step else _NO_MATRIX, self.als_fma)
+        if c is None:
+            return w_idx, w_data, last, _NO_SCORES
+        # the numpy path's float64 scores hold the same float32 values
+        als = ((vec[None, :] @ self.item_factors_t)[0] if len(vec)
+               else self._als_scores(c, row, w_idx, w_data, bool(add)).astype(np.float32))
+        return w_idx, w_data, last, als
+
+    def _filled_rows(self, row: int, w_idx: np.ndarray, w_data: np.ndarray, has_session: bool
+                     ) -> tuple[np.ndarray, UserContext | None]:
+        """The compiled scores' rows (zeros) with those the kernels do not compute filled: the components
+        that score everyone alike, TIFU-KNN's own score of the customer's stored rows (and the context it was
+        computed from, None without TIFU-KNN)."""
+        ctx: UserContext | None = None
         D = np.zeros((len(self.order), self.m))
-        for i, (n, kind, c) in enumerate(self.kinds):
-            out = D[i]
+        for i, n, kind, comp in self.filled:
             if kind == _SAME:
-                out[:] = self.same_for_all[n][0]
-                continue
-            if kind == _KNN:
-                sim = c.sim_
-                ok = K.knn_row(w_idx, w_data, sim.indptr, sim.indices, sim.data, out)
-            elif kind == _EASE:
-                ok = K.ease_row(w_idx, w_data, self.ease_pos, c.B_, c.keep_, out)
-            elif kind == _ALS:
-                ok = K.normalise_row(self._als_scores(c, row, w_idx, w_data, has_session), out)
-            elif kind == _BUY:
-                ok = True
-                if len(p_idx):  # else no score: a row of zeros
-                    last = K.gather_at(p_idx, *_slice(data.last_purchase_days, row))
-                    ok = K.buy_again_row(p_idx, p_data, last, np.log2(1 + last), self.boost, out)
-            elif kind == _TIFU and ctx is not None:
-                out[:] = normalise_by_max(c.score(ctx))[0]
-                ok = True
+                D[i] = self.same_for_all[n][0]
             else:
-                return None
-            if not ok:
-                return None
-        return D
+                ctx = ctx or self._context_of(row, w_idx, w_data, has_session)
+                D[i] = normalise_by_max(comp.score(ctx))[0]
+        return D, ctx
 
     def _context_of(self, row: int, w_idx: np.ndarray, w_data: np.ndarray, has_session: bool) -> UserContext:
         """:meth:`context` of a session without purchases whose weights row (session added) is already

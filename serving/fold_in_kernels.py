@@ -3,9 +3,13 @@ operations in the same order as its numpy code, without a numpy call (about a mi
 
 A folded-in answer made a hundred small numpy calls (0.45 ms in all on the 20k shop, most of it the calls
 themselves); here each component's normalised row, the blend, the rules, the top k and the reasons' inputs
-are one compiled loop each. Every function mirrors a numpy expression of :mod:`serving.fold_in` operation for
-operation (additions in the same order, products of the same two numbers, no fused multiply-add where numpy
-has none: numba compiles without fast-math), so the scores are the same floats;
+are one compiled loop each, and an answer is three calls (:func:`fold_prepare`, :func:`fold_scores`,
+:func:`fold_pick`): the customer's rows are read from the matrices inside them, and ALS's product with the
+item factors and any re-ranking happen between them.
+
+Every function mirrors a numpy expression of :mod:`serving.fold_in` operation for operation (additions in
+the same order, products of the same two numbers, no fused multiply-add where numpy has none: numba compiles
+without fast-math), so the scores are the same floats;
 ``tests/serving/test_fold_in.py`` compares both paths, and both with the engine's full computation.
 
 The one exception is ALS's least-squares step, implicit's Cython loop (:func:`als_solve`): its updates go
@@ -434,3 +438,91 @@ def plus_row(idx: np.ndarray, data: np.ndarray, add_cols: np.ndarray, add_vals: 
             q += 1
         i += 1
     return out_i[:q], out_d[:q]
+
+
+# -- one answer in three calls ---------------------------------------------------------------------------
+SAME, KNN, EASE, ALS, BUY, TIFU, OTHER = range(7)
+"""How a component is scored (``FoldIn.kinds``): a row the caller fills (the same for everyone, or TIFU-KNN's
+own score), item-to-item, EASE, ALS, buy-again; anything else is not folded in here."""
+
+
+@_jit
+def _row_of(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, r: int
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """Row ``r`` of a CSR matrix: its columns and values (views)."""
+    return indices[indptr[r]:indptr[r + 1]], data[indptr[r]:indptr[r + 1]]
+
+
+@_jit
+def fold_prepare(row: int, w_ptr: np.ndarray, w_ind: np.ndarray, w_val: np.ndarray, add_cols: np.ndarray,
+                 add_vals: np.ndarray, p_ptr: np.ndarray, p_ind: np.ndarray, l_ptr: np.ndarray,
+                 l_ind: np.ndarray, l_val: np.ndarray, als_step: bool, scale: float, A0: np.ndarray,
+                 Y: np.ndarray, n_fma: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The first of an answer's three calls: the customer's weights row plus the session (:func:`plus_row`;
+    the stored row as it is without one), buy-again's days since each bought item (:func:`gather_at`), and
+    with ``als_step`` ALS's factors of the row (:func:`als_solve` of the row scaled by ``scale`` in float32;
+    empty when not asked or when ``sposv`` failed)."""
+    stored_idx, stored_data = _row_of(w_ptr, w_ind, w_val, row)
+    if len(add_cols):
+        idx, data = plus_row(stored_idx, stored_data, add_cols, add_vals)
+        w_idx, w_data = idx.astype(np.int32), data.astype(np.float64)
+    else:
+        w_idx, w_data = stored_idx.astype(np.int32), stored_data.astype(np.float64)
+    p_idx = p_ind[p_ptr[row]:p_ptr[row + 1]]
+    l_idx, l_data = _row_of(l_ptr, l_ind, l_val, row)
+    last = gather_at(p_idx, l_idx, l_data)
+    vec = np.zeros(0, np.float32)
+    if als_step:
+        d32 = np.empty(len(w_data), np.float32)
+        for t in range(len(w_data)):
+            d32[t] = np.float32(w_data[t] * scale)
+        vec = als_solve(A0, Y, w_idx, d32, n_fma)
+    return w_idx, w_data, last, vec
+
+
+@_jit
+def fold_scores(kinds: np.ndarray, D: np.ndarray, w_idx: np.ndarray, w_data: np.ndarray, k_ptr: np.ndarray,
+                k_ind: np.ndarray, k_sim: np.ndarray, e_pos: np.ndarray, B: np.ndarray, keep: np.ndarray,
+                als: np.ndarray, row: int, p_ptr: np.ndarray, p_ind: np.ndarray, p_val: np.ndarray,
+                last: np.ndarray, log2: np.ndarray, boost: np.ndarray, rows: np.ndarray, w: np.ndarray,
+                banned: np.ndarray, r_ptr: np.ndarray, r_ind: np.ndarray, r_val: np.ndarray,
+                exclude_returned: bool, exclude_bought: bool, keep_replenishable: np.ndarray, neg: float
+                ) -> tuple[np.ndarray, bool]:
+    """The second call: each component's normalised row into ``D`` (row ``i``: ``kinds[i]``; ``SAME`` and
+    ``TIFU`` rows filled by the caller; ``als`` ALS's scores of every item), then :func:`blend` with the
+    rules; the blended row and True, or an empty row and False when a component's score is not finite."""
+    p_idx, p_data = _row_of(p_ptr, p_ind, p_val, row)
+    for i in range(len(kinds)):
+        kind = kinds[i]
+        out = D[i]
+        ok = True
+        if kind == KNN:
+            ok = knn_row(w_idx, w_data, k_ptr, k_ind, k_sim, out)
+        elif kind == EASE:
+            ok = ease_row(w_idx, w_data, e_pos, B, keep, out)
+        elif kind == ALS:
+            ok = normalise_row(als, out)
+        elif kind == BUY and len(p_idx):  # else no score: a row of zeros
+            ok = buy_again_row(p_idx, p_data, last, log2, boost, out)
+        if not ok:
+            return np.zeros(0, np.float64), False
+    r_idx, r_data = _row_of(r_ptr, r_ind, r_val, row)
+    return blend(D, rows, w, banned, r_idx, r_data, p_idx, p_data, exclude_returned, exclude_bought,
+                 keep_replenishable, neg), True
+
+
+@_jit
+def fold_pick(s: np.ndarray, k: int, reasons: bool, D: np.ndarray, lead_rows: np.ndarray, lead_w: np.ndarray,
+              w_idx: np.ndarray, w_data: np.ndarray, k_ptr: np.ndarray, k_ind: np.ndarray, k_sim: np.ndarray,
+              row: int, p_ptr: np.ndarray, p_ind: np.ndarray, p_val: np.ndarray, replenishable: np.ndarray,
+              similar: np.ndarray, popular: np.ndarray, fixed: np.ndarray
+              ) -> tuple[np.ndarray, bool, np.ndarray]:
+    """The third call: :func:`top_k` of ``s`` and, when it is exact and ``reasons`` asked, their
+    :func:`reason_codes` (else no codes)."""
+    top, exact = top_k(s, k)
+    codes = np.zeros(0, np.int64)
+    if exact and reasons:
+        p_idx, p_data = _row_of(p_ptr, p_ind, p_val, row)
+        codes = reason_codes(D, lead_rows, lead_w, top, w_idx, w_data, k_ptr, k_ind, k_sim, p_idx, p_data,
+                             replenishable, similar, popular, fixed)
+    return top, exact, codes

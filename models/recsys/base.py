@@ -58,8 +58,10 @@ def row_entries(M: sp.csr_matrix, rows: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 
 def round_scores(s: np.ndarray) -> list[float]:
-    """Scores as the API shows them (6 decimals), the same in the cached and the computed path."""
-    return np.round(np.asarray(s, dtype=np.float64), 6).tolist()  # type: ignore[no-any-return]
+    """Scores as the API shows them (6 decimals), the same in the cached and the computed path: ``np.round(s,
+    6)``, computed as numpy computes it (times 1e6, ``rint``, divided by 1e6) without its Python wrappers
+    (5 us of a 10-item answer's 7)."""
+    return (np.rint(np.asarray(s, dtype=np.float64) * 1e6) / 1e6).tolist()  # type: ignore[no-any-return]
 
 
 def ranked_frame(scores: np.ndarray, k: int, ids: np.ndarray, items: np.ndarray) -> pd.DataFrame:

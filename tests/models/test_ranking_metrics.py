@@ -54,3 +54,21 @@ def test_ranking_report_counts_customers_without_recommendations_as_zero() -> No
     assert r["ndcg@3"] == pytest.approx((d[1] / (d[0] + d[1]) + 1.0 + 0.0) / 3, abs=1e-15)
     assert r["hit_rate@3"] == pytest.approx(2 / 3) and r["users"] == 3
     assert r["recall@3"] == pytest.approx((0.5 + 1.0) / 3) and r["precision@3"] == pytest.approx(2 / 3 / 3)
+
+
+def test_rounded_scores_are_numpys_round_to_six_decimals() -> None:
+    """``round_scores`` gives ``np.round(s, 6)`` bit for bit: random scores of every size, values halfway
+    between two 6-decimal numbers (round half to even), negative ones, the -inf of banned columns."""
+    import numpy as np
+
+    from models.recsys.base import round_scores
+
+    rng = np.random.default_rng(5)
+    halves = (np.arange(-2000, 2000) + 0.5) / 1e6
+    s = np.concatenate([rng.random(20000), rng.normal(0, 50, 20000), rng.random(2000) * 1e-5, halves,
+                        [0.0, -0.0, 1.0, -np.inf, np.inf, 0.1234565, 2.5e-6]])
+    want = np.round(s, 6)
+    got = np.array(round_scores(s))
+    assert np.array_equal(got.view(np.int64), want.view(np.int64))  # the same bits, signs of zeros included
+    m = s[:40000].reshape(200, 200)  # a batch of rows, as the candidate lists are rounded
+    assert np.array_equal(np.array(round_scores(m)), np.round(m, 6))
