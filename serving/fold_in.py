@@ -292,8 +292,9 @@ class FoldIn:
         row = int(engine.data.users.row(customer_id))
         if row < 0:
             return None
-        if self.compiled and all(e != "purchase" for _, e in session):
-            got = self._compiled(row, k, rules, session)
+        if self.compiled:
+            add, bought = self._session_items(session)
+            got = _NUMPY if bought else self._compiled(row, k, rules, add)  # purchases: the numpy code
             if got is not _NUMPY:
                 return None if got is None else self._answer(customer_id, *got)  # type: ignore[misc]
         ctx, _ = self.context(row, session)
@@ -333,19 +334,18 @@ class FoldIn:
         )
 
     # -- the same answer, compiled (:mod:`serving.fold_in_kernels`) ---------------------------------------
-    def _compiled(self, row: int, k: int, rules: BusinessRules, session: Sequence[tuple[str, str]]
+    def _compiled(self, row: int, k: int, rules: BusinessRules, add: dict[int, float]
                   ) -> tuple[np.ndarray, np.ndarray, list[str]] | None | object:
-        """:meth:`recommend`'s top items, scores and reasons computed by the compiled kernels (a session
-        without purchases) in three calls (:func:`fold_in_kernels.fold_prepare`, ``fold_scores``,
-        ``fold_pick``), ALS's product with the item factors and any re-ranking between them; None: no finite
-        score; ``_NUMPY``: a case the numpy code handles (a non-finite component score, a component of
-        another kind)."""
+        """:meth:`recommend`'s top items, scores and reasons computed by the compiled kernels for a session
+        without purchases (``add``: its weight per known product's column) in three calls
+        (:func:`fold_in_kernels.fold_prepare`, ``fold_scores``, ``fold_pick``), ALS's product with the item
+        factors and any re-ranking between them; None: no finite score; ``_NUMPY``: a case the numpy code
+        handles (a non-finite component score, a component of another kind)."""
         K = fold_in_kernels
         if self.other_kind:
             return _NUMPY
         engine, model, data = self.engine, self.engine.model, self.engine.data
         P, R = data.purchases, data.returned
-        add, _ = self._session_items(session)  # no purchases: the caller sends those to the numpy code
         has_session = bool(add)
         w_idx, w_data, last, als = self._prepared(row, add)
         D, ctx = self._filled_rows(row, w_idx, w_data, has_session)
